@@ -1,0 +1,145 @@
+"""What both model families share: coordinates, input checks and the standard normal base."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Standardization
+
+__all__ = ["FlowModel", "standard_normal_log_prob"]
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) of each row of z (N, D), in nats, shape (N,)."""
+    return -0.5 * (z * z).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+class FlowModel(nn.Module):
+    """Base of the two model families: ``NormalizingFlow`` and ``FlowMatching``.
+
+    A model works in standardized coordinates internally and carries the
+    :class:`~flowscope.data.Standardization` fitted on its training data (buffers saved with
+    the weights), so its public methods take and return data units.
+
+    Subclasses implement ``_log_prob_std``, ``_loss_std`` and ``validation_terms``.
+    """
+
+    kind: str = ""
+
+    def __init__(self, features: int, num_classes: int | None = None):
+        super().__init__()
+        if int(features) != features or features < 1:
+            raise ValueError(f"features must be a positive integer, got {features!r}")
+        if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        self.features = int(features)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.standardization = Standardization(self.features)
+
+    # -- configuration, for saving and loading -------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments, enough to rebuild the model (JSON-safe)."""
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.standardization.loc.dtype
+
+    # -- input checks ---------------------------------------------------------------------
+    def _check_points(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.features:
+            raise ValueError(f"{name} must have shape (N, {self.features}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            x = x.to(self.dtype)
+        return x.to(self.dtype)
+
+    def _check_labels(self, labels: Any, n: int) -> torch.Tensor | None:
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("this model is unconditional: do not pass labels")
+            return None
+        if labels is None:
+            raise ValueError(
+                f"this model is conditional: pass labels, an int in [0, {self.num_classes}) "
+                "or a tensor of shape (N,)"
+            )
+        labels = torch.as_tensor(labels)
+        if labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        if labels.ndim == 0:
+            labels = labels.expand(n)
+        if labels.shape != (n,):
+            raise ValueError(
+                f"labels must be one int or have shape ({n},), got {tuple(labels.shape)}"
+            )
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bad.any():
+            raise ValueError(
+                f"unknown label {int(labels[bad][0])}: this model knows 0..{self.num_classes - 1}"
+            )
+        return labels.long()
+
+    @staticmethod
+    def _check_n(n: int) -> int:
+        if isinstance(n, bool) or int(n) != n or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return int(n)
+
+    # -- coordinates ----------------------------------------------------------------------
+    def _display(self, states: torch.Tensor, units: str) -> torch.Tensor:
+        """Map standardized states (..., D) to the requested units ("data" or "standardized")."""
+        if units == "standardized":
+            return states
+        if units == "data":
+            return self.standardization.inverse(states)
+        raise ValueError(f"units must be 'data' or 'standardized', got {units!r}")
+
+    # -- likelihood and training ----------------------------------------------------------
+    @torch.no_grad()
+    def log_prob(
+        self, x: torch.Tensor, labels: Any = None, *, standardized: bool = False, **kwargs: Any
+    ) -> torch.Tensor:
+        """Log-density of each point, in nats.
+
+        Arguments:
+            x: (N, D) points in data units.
+            labels: class ids for a conditional model (one int or (N,)), else ``None``.
+            standardized: return the density of the standardized point instead (the
+                number the training losses are in); it differs by ``sum(log scale)``.
+
+        Returns:
+            (N,) log p(x), computed under ``torch.no_grad()``; ``-inf`` where the value
+            leaves the floating-point range (cast the model to float64 for a wider one).
+        """
+        x = self._check_points(x)
+        labels = self._check_labels(labels, len(x))
+        lp = self._log_prob_std(self.standardization(x), labels, **kwargs)
+        if not standardized:
+            lp = lp + self.standardization.log_abs_det
+        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
+
+    def loss(
+        self, x: torch.Tensor, labels: Any = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The training loss of a batch x (N, D) in data units, a scalar (standardized space)."""
+        x = self._check_points(x)
+        labels = self._check_labels(labels, len(x))
+        return self._loss_std(self.standardization(x), labels, generator)
+
+    def _log_prob_std(self, y: torch.Tensor, labels: torch.Tensor | None, **kwargs: Any):
+        raise NotImplementedError
+
+    def _loss_std(self, y, labels, generator):
+        raise NotImplementedError
+
+    def validation_terms(
+        self, y: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+    ) -> dict[str, float]:
+        """Validation numbers on standardized points y (N, D); must include ``"loss"``."""
+        raise NotImplementedError

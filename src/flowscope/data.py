@@ -1,0 +1,415 @@
+"""Data: the Olympic rings, the field's 2D toy sets, user files, standardization and splits.
+
+All samplers return ``torch.float32`` tensors in *data units* (the coordinates the user
+sees). Models standardize internally with a :class:`Standardization` fitted once on their
+training set and stored with their weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "RING_CENTERS",
+    "RING_COLORS",
+    "RING_NAMES",
+    "RING_RADIUS",
+    "OLYMPIC_BOX",
+    "Dataset",
+    "Standardization",
+    "DATASETS",
+    "load_points",
+    "make_dataset",
+    "olympic_rings",
+    "split",
+]
+
+# Class ids follow the reference generator (alphabetical by colour).
+RING_NAMES: tuple[str, ...] = ("black", "blue", "green", "red", "yellow")
+RING_CENTERS: tuple[tuple[float, float], ...] = (
+    (2.0, 0.0),
+    (0.0, 0.0),
+    (3.0, -1.0),
+    (4.0, 0.0),
+    (1.0, -1.0),
+)
+RING_COLORS: tuple[str, ...] = ("#000000", "#0081C8", "#00A651", "#EE334E", "#FCB131")
+RING_RADIUS = 1.0
+OLYMPIC_BOX = (-1.0, 5.0, -2.0, 1.0)  # x_min, x_max, y_min, y_max of the reference's rejection box
+
+
+def _rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def ring_distance(points: torch.Tensor) -> torch.Tensor:
+    """Distance of each point from each ring's centre line.
+
+    Arguments:
+        points: (N, 2) in data units.
+
+    Returns:
+        (N, 5) absolute radial distances ``| ||p - c_k|| - 1 |``, ring order as ``RING_NAMES``.
+    """
+    centers = torch.tensor(RING_CENTERS, dtype=points.dtype, device=points.device)
+    return ((points[:, None, :] - centers[None]).norm(dim=-1) - RING_RADIUS).abs()
+
+
+def olympic_rings(
+    n: int,
+    *,
+    conditional: bool = False,
+    ring_thickness: float = 0.25,
+    seed: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Points drawn from the Olympic logo: five rings of radius 1.
+
+    Unconditional: uniform (by area) over the union of the rings' bands, drawn by
+    rejection from the box [-1, 5] x [-2, 1], as the reference generator does (the box
+    clips the outer edge of the bands at the four extremes). Conditional: each ring gets
+    ``n // 5`` points (the first ``n % 5`` rings one more), radius uniform in
+    [1 - w/2, 1 + w/2] and angle uniform in [0, 2 pi); the points are shuffled.
+
+    Arguments:
+        n: number of points, >= 1.
+        conditional: also return the ring id of each point.
+        ring_thickness: band width w, in data units.
+        seed: seed of the generator; ``None`` draws fresh entropy.
+
+    Returns:
+        points (n, 2) float32 in data units, and with ``conditional`` the labels (n,) int64
+        (0 black, 1 blue, 2 green, 3 red, 4 yellow).
+
+    Raises:
+        ValueError: if ``n < 1`` or ``ring_thickness`` is not in (0, 2).
+
+    Example:
+        >>> x = olympic_rings(1000, seed=0)
+        >>> x.shape
+        torch.Size([1000, 2])
+        >>> bool((ring_distance(x).min(dim=1).values <= 0.125).all())
+        True
+    """
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not 0 < ring_thickness < 2:
+        raise ValueError(f"ring_thickness must be in (0, 2), got {ring_thickness}")
+    rng = _rng(seed)
+    half = ring_thickness / 2
+    centers = np.asarray(RING_CENTERS)
+    if conditional:
+        labels = np.repeat(np.arange(5), n // 5)
+        labels = np.concatenate([labels, np.arange(n % 5)])
+        radius = rng.uniform(RING_RADIUS - half, RING_RADIUS + half, size=n)
+        angle = rng.uniform(0.0, 2 * math.pi, size=n)
+        pts = centers[labels] + radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+        order = rng.permutation(n)
+        return (
+            torch.from_numpy(pts[order]).float(),
+            torch.from_numpy(labels[order]).long(),
+        )
+    x0, x1, y0, y1 = OLYMPIC_BOX
+    out, have = [], 0
+    while have < n:
+        m = max(1024, int((n - have) * 2.6))  # acceptance is about 0.36
+        cand = rng.uniform((x0, y0), (x1, y1), size=(m, 2))
+        inside = np.zeros(m, dtype=bool)
+        lo2, hi2 = (RING_RADIUS - half) ** 2, (RING_RADIUS + half) ** 2
+        for cx, cy in RING_CENTERS:
+            d2 = (cand[:, 0] - cx) ** 2 + (cand[:, 1] - cy) ** 2
+            inside |= (d2 >= lo2) & (d2 <= hi2)
+        keep = cand[inside]
+        out.append(keep)
+        have += len(keep)
+    return torch.from_numpy(np.concatenate(out)[:n]).float()
+
+
+# --- the field's standard 2D toy sets (as popularised by FFJORD, Grathwohl et al. 2019) ---
+
+
+def _moons(n: int, rng: np.random.Generator) -> np.ndarray:
+    a = rng.uniform(0, math.pi, size=n)
+    upper = rng.random(n) < 0.5
+    x = np.where(upper, np.cos(a), 1 - np.cos(a))
+    y = np.where(upper, np.sin(a), 0.5 - np.sin(a))
+    return np.stack([x, y], 1) + 0.05 * rng.standard_normal((n, 2))
+
+
+def _8gaussians(n: int, rng: np.random.Generator) -> np.ndarray:
+    ang = np.arange(8) * math.pi / 4
+    centers = 2 * np.stack([np.cos(ang), np.sin(ang)], 1)
+    return centers[rng.integers(0, 8, n)] + 0.1 * rng.standard_normal((n, 2))
+
+
+def _checkerboard(n: int, rng: np.random.Generator) -> np.ndarray:
+    x1 = rng.uniform(-2, 2, n)
+    x2 = rng.uniform(0, 1, n) + rng.integers(0, 2, n) * 2 - 2 + np.floor(x1) % 2
+    return np.stack([x1, x2], 1) * 2
+
+
+def _2spirals(n: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.sqrt(rng.random(n)) * 3 * math.pi
+    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    pts = sign[:, None] * np.stack([-np.cos(t) * t, np.sin(t) * t], 1)
+    return pts / 3 + 0.1 * rng.standard_normal((n, 2))
+
+
+def _pinwheel(n: int, rng: np.random.Generator) -> np.ndarray:
+    arms, rate = 5, 0.25
+    labels = rng.integers(0, arms, n)
+    feats = rng.standard_normal((n, 2)) * np.array([0.3, 0.05]) + np.array([1.0, 0.0])
+    ang = 2 * math.pi * labels / arms + rate * np.exp(feats[:, 0])
+    c, s = np.cos(ang), np.sin(ang)
+    return 2 * np.stack([c * feats[:, 0] - s * feats[:, 1], s * feats[:, 0] + c * feats[:, 1]], 1)
+
+
+def _circles(n: int, rng: np.random.Generator) -> np.ndarray:
+    a = rng.uniform(0, 2 * math.pi, n)
+    r = np.where(rng.random(n) < 0.5, 1.0, 0.5)
+    return 2 * r[:, None] * np.stack([np.cos(a), np.sin(a)], 1) + 0.04 * rng.standard_normal((n, 2))
+
+
+def _swissroll(n: int, rng: np.random.Generator) -> np.ndarray:
+    t = 1.5 * math.pi * (1 + 2 * rng.random(n))
+    pts = np.stack([t * np.cos(t), t * np.sin(t)], 1) + 0.5 * rng.standard_normal((n, 2))
+    return pts / 5
+
+
+DATASETS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
+    "moons": _moons,
+    "8gaussians": _8gaussians,
+    "checkerboard": _checkerboard,
+    "2spirals": _2spirals,
+    "pinwheel": _pinwheel,
+    "circles": _circles,
+    "swissroll": _swissroll,
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Points and optional labels, with where they came from.
+
+    Attributes:
+        x: (N, D) float32 in data units.
+        labels: (N,) int64 class ids, or ``None``.
+        source: a registry name or a file path.
+        class_names: names of the classes, indexed by id, or ``None``.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    source: str
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 0) -> Dataset:
+    """Build a data set by registry name (``olympic`` or a :data:`DATASETS` key) or file path.
+
+    Arguments:
+        source: ``"olympic"``, one of ``DATASETS``, or a path for :func:`load_points`.
+        n: number of points to draw (ignored for files, which give all their rows).
+        conditional: ask for class labels (only ``olympic`` and labelled files have them).
+        seed: generator seed.
+
+    Raises:
+        ValueError: for an unknown name, or labels asked of a source that has none.
+    """
+    if source == "olympic":
+        if conditional:
+            x, y = olympic_rings(n, conditional=True, seed=seed)
+            return Dataset(x, y, source, RING_NAMES)
+        return Dataset(olympic_rings(n, seed=seed), None, source)
+    if source in DATASETS:
+        if conditional:
+            raise ValueError(f"data set {source!r} has no class labels; use 'olympic' or a file")
+        if int(n) != n or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        pts = DATASETS[source](int(n), _rng(seed))
+        return Dataset(torch.from_numpy(pts).float(), None, source)
+    path = Path(source)
+    if not path.exists():
+        known = ", ".join(["olympic", *DATASETS])
+        raise ValueError(f"unknown data {source!r}: not a file and not one of {known}")
+    x, labels = load_points(path)
+    if conditional and labels is None:
+        raise ValueError(f"{path}: conditional training needs a third column of integer labels")
+    if not conditional:
+        labels = None
+    names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
+    return Dataset(x, labels, str(path), names)
+
+
+def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read points from ``.csv`` (header optional), ``.npy`` or ``.npz``.
+
+    Two numeric columns are the coordinates; an optional third column holds integer class
+    labels. An ``.npz`` holds one array of 2 or 3 columns, or ``x`` (N, 2) and ``labels`` (N,).
+
+    Returns:
+        points (N, 2) float32 and labels (N,) int64 or ``None``.
+
+    Raises:
+        ValueError: naming the file and the row or column, for an empty file, text that is
+            not a number, NaN or inf, a wrong number of columns, or labels that are negative
+            or not integers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    labels = None
+    if suffix == ".csv":
+        arr = _read_csv(path)
+    elif suffix in (".npy", ".npz"):
+        try:
+            obj = np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises several types for bad files
+            raise ValueError(f"{path}: not a readable {suffix} file ({err})") from None
+        if suffix == ".npz":
+            keys = list(obj.keys())
+            if "x" in keys:
+                arr = np.asarray(obj["x"])
+                if "labels" in keys:
+                    labels = np.asarray(obj["labels"])
+                    if labels.shape != (len(arr),):
+                        raise ValueError(
+                            f"{path}: 'labels' has shape {labels.shape}, expected ({len(arr)},)"
+                        )
+            elif len(keys) == 1:
+                arr = np.asarray(obj[keys[0]])
+            else:
+                raise ValueError(
+                    f"{path}: expected an array 'x' (and optional 'labels'), got {keys}"
+                )
+        else:
+            arr = np.asarray(obj)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array of type {arr.dtype} is not numeric")
+        arr = arr.astype(np.float64)
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .npy or .npz")
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{path}: no points found (array of shape {arr.shape})")
+    if labels is None and arr.shape[1] == 3:
+        arr, labels = arr[:, :2], arr[:, 2]
+    if arr.shape[1] != 2:
+        raise ValueError(
+            f"{path}: expected 2 columns (x, y) and an optional label column, got {arr.shape[1]}"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"{path}: row {row + 1}, column {col + 1} is {arr[row, col]} (not finite)")
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float64)
+        wrong = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
+        if wrong.any():
+            row = int(np.argmax(wrong))
+            raise ValueError(
+                f"{path}: row {row + 1}: label {labels[row]} is not a non-negative integer"
+            )
+        labels = torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(arr).float(), labels
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    rows, start = [], 0
+    if lines and lines[0].strip():
+        try:
+            [float(v) for v in lines[0].split(",")]
+        except ValueError:
+            start = 1  # a header
+    for i, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            raise ValueError(f"{path}: row {i}: {line.strip()!r} is not numeric") from None
+        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(
+                f"{path}: row {i} has {len(rows[-1])} columns, row 1 has {len(rows[0])}"
+            )
+    if not rows:
+        raise ValueError(f"{path}: the file holds no points")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def split(
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    seed: int = 0,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Seeded random split into train, validation and test parts.
+
+    Arguments:
+        x: (N, D) points; labels: (N,) or ``None``.
+        fractions: shares of train, validation and test; they must sum to 1.
+
+    Returns:
+        ``[(x_train, y_train), (x_val, y_val), (x_test, y_test)]``.
+    """
+    if abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    n = len(x)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    parts = [order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]]
+    return [(x[p], None if labels is None else labels[p]) for p in parts]
+
+
+class Standardization(nn.Module):
+    """Per-axis z-scoring, fitted once and saved with a model (buffers ``loc``, ``scale``).
+
+    ``forward`` maps data units to standardized units. A log-density in data units equals
+    the standardized one plus :attr:`log_abs_det` (that is, minus ``sum(log scale)``).
+
+    Arguments:
+        features: the dimension D.
+    """
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(features))
+        self.register_buffer("scale", torch.ones(features))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> Standardization:
+        """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D)."""
+        if x.ndim != 2 or x.shape[1] != self.loc.numel() or len(x) < 2:
+            raise ValueError(
+                f"need (N >= 2, {self.loc.numel()}) points to fit, got {tuple(x.shape)}"
+            )
+        scale = x.std(dim=0)
+        if (scale <= 0).any():
+            raise ValueError("cannot standardize: a coordinate is constant in the training data")
+        self.loc.copy_(x.mean(dim=0))
+        self.scale.copy_(scale)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.loc) / self.scale
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.scale + self.loc
+
+    @property
+    def log_abs_det(self) -> torch.Tensor:
+        """log|det| of the data-to-standardized map: ``-sum(log scale)``, a scalar."""
+        return -self.scale.log().sum()

@@ -1,0 +1,414 @@
+"""Run folders: config, weights (safetensors), metrics and resumable checkpoints.
+
+A run folder holds:
+
+- ``config.json``: model kind and arguments, data source, training config, seed, and the
+  flowscope and torch versions;
+- ``model.safetensors``: the weights, the standardization buffers among them;
+- ``metrics.csv`` (one row per epoch) and ``batches.csv`` (the loss of every step);
+- ``checkpoint.safetensors`` + ``checkpoint.json``: optimizer, scheduler and generator
+  state after the last finished epoch, for ``--resume``.
+
+Nothing is pickled: loading never executes code from a file. Every file is written to a
+temporary name in the same folder and then renamed, so a run killed at any moment leaves
+the previous version intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .base import FlowModel
+from .data import DATASETS, Dataset, make_dataset, split
+from .flows import NormalizingFlow
+from .matching import FlowMatching
+from .train import History, TrainConfig, TrainState, fit
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RunError",
+    "RunInfo",
+    "build_model",
+    "load_run",
+    "save_run",
+    "load_checkpoint",
+    "checkpoint_saver",
+    "atomic_write",
+    "run_data",
+    "train_run",
+]
+
+FORMAT_VERSION = 1
+MODEL_CLASSES: dict[str, type[FlowModel]] = {"nf": NormalizingFlow, "fm": FlowMatching}
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete, corrupted or from an incompatible version."""
+
+
+@dataclass
+class RunInfo:
+    """What ``config.json`` says of a run.
+
+    Attributes:
+        kind: ``"nf"`` or ``"fm"``.
+        model: the model's constructor arguments.
+        data: ``source``, ``n_points``, ``seed``, ``conditional``, ``class_names``, ...
+        train: the :class:`~flowscope.train.TrainConfig` as a dict.
+        extra: anything else the writer stored (versions, timings).
+    """
+
+    kind: str
+    model: dict[str, Any]
+    data: dict[str, Any]
+    train: dict[str, Any]
+    extra: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "flowscope_version": __version__,
+            "torch_version": torch.__version__,
+            "kind": self.kind,
+            "model": self.model,
+            "data": self.data,
+            "train": self.train,
+            **self.extra,
+        }
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_model(kind: str, args: dict[str, Any]) -> FlowModel:
+    """A fresh model of ``kind`` (``"nf"`` or ``"fm"``) from its constructor arguments."""
+    if kind not in MODEL_CLASSES:
+        raise RunError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    try:
+        return MODEL_CLASSES[kind](**args)
+    except TypeError as err:
+        raise RunError(f"model arguments {args} do not fit {kind}: {err}") from None
+
+
+def _history_csv(history: History) -> tuple[str, str]:
+    epochs = io.StringIO()
+    keys: list[str] = []
+    for row in history.epochs:
+        keys += [k for k in row if k not in keys]
+    w = csv.DictWriter(epochs, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history.epochs)
+    batches = "step,loss\n" + "".join(f"{i + 1},{v!r}\n" for i, v in enumerate(history.batch_loss))
+    return epochs.getvalue(), batches
+
+
+def save_run(run_dir: str | Path, model: FlowModel, info: RunInfo, history: History | None) -> None:
+    """Write config, weights and metrics of a trained model to ``run_dir`` (created if needed)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(run_dir / "model.safetensors", st_save(state))
+    atomic_write(run_dir / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
+    if history is not None:
+        epochs, batches = _history_csv(history)
+        atomic_write(run_dir / "metrics.csv", epochs)
+        atomic_write(run_dir / "batches.csv", batches)
+
+
+def read_info(run_dir: str | Path) -> RunInfo:
+    """Read and check ``config.json`` of a run folder.
+
+    Raises:
+        RunError: if the folder or file is missing, unreadable, or of another format version.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder (train one with `flowscope train`)")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: holds no model (no config.json); is this a run folder?")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
+        got = raw.get("format") if isinstance(raw, dict) else None
+        raise RunError(
+            f"{path}: run format {got!r}, this flowscope ({__version__}) reads format "
+            f"{FORMAT_VERSION}; retrain the model with this version"
+        )
+    try:
+        known = {"format", "flowscope_version", "torch_version", "kind", "model", "data", "train"}
+        return RunInfo(
+            kind=raw["kind"],
+            model=dict(raw["model"]),
+            data=dict(raw["data"]),
+            train=dict(raw["train"]),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{path}: missing or malformed entry {err}") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise RunError(f"{path.parent}: holds no weights ({path.name} is missing)")
+    try:
+        return st_load(path.read_bytes())
+    except Exception as err:  # safetensors raises its own error types
+        raise RunError(f"{path}: corrupted or truncated weights file ({err})") from None
+
+
+def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
+    """Load the model of a run folder, in eval mode.
+
+    Returns:
+        (model, info).
+
+    Raises:
+        RunError: naming what is wrong with the folder and what to do.
+    """
+    run_dir = Path(run_dir)
+    info = read_info(run_dir)
+    model = build_model(info.kind, info.model)
+    tensors = _read_tensors(run_dir / "model.safetensors")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise RunError(f"{run_dir}: the weights do not match config.json ({err})") from None
+    return model.eval(), info
+
+
+def read_history(run_dir: str | Path) -> History:
+    """The history saved in ``metrics.csv`` and ``batches.csv`` (empty if absent)."""
+    run_dir = Path(run_dir)
+    h = History()
+    if (run_dir / "metrics.csv").is_file():
+        with open(run_dir / "metrics.csv") as f:
+            h.epochs = [
+                {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
+            ]
+            for row in h.epochs:
+                row["epoch"] = int(row["epoch"])
+    if (run_dir / "batches.csv").is_file():
+        with open(run_dir / "batches.csv") as f:
+            h.batch_loss = [float(r["loss"]) for r in csv.DictReader(f)]
+    return h
+
+
+# -- resumable checkpoints --------------------------------------------------------------
+
+
+def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel, TrainState], None]:
+    """An ``on_epoch_end`` callback for :func:`~flowscope.train.fit` that saves the run and
+    a resumable checkpoint after every epoch (each file atomically)."""
+    run_dir = Path(run_dir)
+
+    def save(model: FlowModel, state: TrainState) -> None:
+        tensors: dict[str, torch.Tensor] = {"generator": state.generator.clone()}
+        for k, v in model.state_dict().items():
+            tensors[f"model.{k}"] = v.detach().contiguous()
+        opt_state = state.optimizer["state"]
+        meta_state: dict[str, dict[str, Any]] = {}
+        for pid, entries in opt_state.items():
+            meta_state[str(pid)] = {}
+            for name, val in entries.items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"opt.{pid}.{name}"] = val.detach().contiguous()
+                else:
+                    meta_state[str(pid)][name] = val
+        meta = {
+            "epoch": state.epoch,
+            "param_groups": state.optimizer["param_groups"],
+            "opt_scalars": meta_state,
+            "scheduler": state.scheduler,
+            "history": asdict(state.history),
+        }
+        atomic_write(run_dir / "checkpoint.safetensors", st_save(tensors))
+        atomic_write(run_dir / "checkpoint.json", json.dumps(meta) + "\n")
+        save_run(run_dir, model, info, state.history)
+
+    return save
+
+
+def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
+    """Load the resumable checkpoint of ``run_dir`` into ``model``; returns the state for
+    :func:`~flowscope.train.fit`.
+
+    Raises:
+        RunError: if there is no checkpoint or it is corrupted.
+    """
+    run_dir = Path(run_dir)
+    tensors = _read_tensors(run_dir / "checkpoint.safetensors")
+    path = run_dir / "checkpoint.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunError(f"{path}: missing or corrupted checkpoint ({err})") from None
+    try:
+        model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        opt_state: dict[int, dict[str, Any]] = {}
+        for pid, scalars in meta["opt_scalars"].items():
+            opt_state[int(pid)] = dict(scalars)
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        hist = History(**meta["history"])
+        return TrainState(
+            epoch=int(meta["epoch"]),
+            optimizer={"state": opt_state, "param_groups": meta["param_groups"]},
+            scheduler=meta["scheduler"],
+            generator=tensors["generator"],
+            history=hist,
+        )
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise RunError(f"{run_dir}: checkpoint does not match the model ({err})") from None
+
+
+def train_config(info: RunInfo) -> TrainConfig:
+    """The :class:`~flowscope.train.TrainConfig` stored in a run's config."""
+    return TrainConfig(**info.train)
+
+
+# -- one training run, as the CLI and the report start it --------------------------------
+
+MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    # name: (kind, constructor arguments, conditional)
+    "nf": ("nf", {}, False),
+    "fm": ("fm", {}, False),
+    "cfm": ("fm", {}, True),
+}
+
+
+def run_data(info: RunInfo, part: str) -> Dataset:
+    """Rebuild the ``train``, ``val`` or ``test`` part of a run's data from its config.
+
+    Registry data (``olympic`` and the toy sets) draws each part with its own seed:
+    ``seed``, ``seed + 1`` and ``seed + 2``; validation and test have ``holdout_points``
+    points each. File data is split 90/5/5 with the run's seed.
+    """
+    d = info.data
+    parts = ("train", "val", "test")
+    if part not in parts:
+        raise ValueError(f"part must be one of {parts}, got {part!r}")
+    source, seed, cond = d["source"], int(d["seed"]), bool(d.get("conditional", False))
+    if source == "olympic" or source in DATASETS:
+        n = int(d["n_points"]) if part == "train" else int(d.get("holdout_points", 10_000))
+        return make_dataset(source, n, conditional=cond, seed=seed + parts.index(part))
+    full = make_dataset(source, 0, conditional=cond, seed=seed)
+    x, y = split(full.x, full.labels, seed=seed)[parts.index(part)]
+    return Dataset(x, y, full.source, full.class_names)
+
+
+def train_run(
+    model_name: str,
+    out: str | Path,
+    *,
+    data: str = "olympic",
+    n_points: int = 250_000,
+    holdout_points: int = 10_000,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen dataclass
+    model_args: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> tuple[FlowModel, RunInfo, History]:
+    """Train ``nf``, ``fm`` or ``cfm`` on a data source and save the run folder ``out``.
+
+    The model is initialised from ``config.seed``; a checkpoint is written after every
+    epoch, and the folder is complete (config, weights, metrics) after each one.
+
+    Raises:
+        RunError: if ``out`` holds a run and neither ``overwrite`` nor ``resume`` is set, or
+            ``resume`` finds no checkpoint.
+        ValueError: for a bad data source or hyperparameter.
+    """
+    if model_name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    kind, preset_args, conditional = MODEL_PRESETS[model_name]
+    out = Path(out)
+    if not out.parent.exists():
+        raise RunError(f"{out.parent}: folder does not exist; create it first")
+    exists = (out / "config.json").exists()
+    if exists and not (overwrite or resume):
+        raise RunError(f"{out} already holds a run; pass --overwrite to replace it or --resume")
+    if resume and not (out / "checkpoint.json").exists():
+        raise RunError(f"{out}: nothing to resume (no checkpoint.json)")
+    info = RunInfo(
+        kind=kind,
+        model={},
+        data={
+            "source": data,
+            "n_points": n_points,
+            "holdout_points": holdout_points,
+            "seed": config.seed,
+            "conditional": conditional,
+        },
+        train=asdict(config),
+        extra={"name": model_name},
+    )
+    train = run_data(info, "train")
+    val = run_data(info, "val")
+    args = {"features": train.x.shape[1], **preset_args, **(model_args or {})}
+    if conditional:
+        args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
+    info.data["class_names"] = list(train.class_names) if train.class_names else None
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build_model(kind, args)
+    info.model = model.config()
+    state = None
+    if resume:
+        old = read_info(out)
+        if (old.kind, old.model, old.data, old.train) != (
+            info.kind,
+            info.model,
+            info.data,
+            info.train,
+        ):
+            raise RunError(f"{out}: the run was started with other settings; cannot resume it")
+        state = load_checkpoint(out, model)
+    out.mkdir(exist_ok=True)
+    history = fit(
+        model,
+        train.x,
+        train.labels,
+        x_val=val.x,
+        labels_val=val.labels,
+        config=config,
+        progress=progress,
+        on_epoch_end=checkpoint_saver(out, info),
+        state=state,
+    )
+    info.extra["train_seconds"] = history.seconds
+    save_run(out, model, info, history)
+    return model, info, history

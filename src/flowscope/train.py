@@ -1,0 +1,225 @@
+"""One trainer for both model families: Adam, cosine learning-rate decay, validation, NaN guard.
+
+The trainer knows nothing of the models beyond ``_loss_std`` (the training loss on a batch
+of standardized points) and ``validation_terms``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .base import FlowModel
+
+__all__ = ["TrainConfig", "History", "TrainState", "TrainingDiverged", "fit"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyperparameters; the defaults are the seed's recipe (sections 3.3 and 4.3).
+
+    Attributes:
+        epochs: passes over the training set, >= 1.
+        batch_size: points per step, >= 1.
+        lr: Adam's learning rate, decayed to 0 over all steps by ``CosineAnnealingLR``.
+        seed: seeds the shuffling and the flow-matching noise (model initialisation is
+            seeded by the caller).
+        val_size: at most this many validation points are used per epoch.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    val_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "val_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+
+
+@dataclass
+class History:
+    """What training recorded.
+
+    Attributes:
+        batch_loss: the training loss of every step (standardized space; nats per point
+            for a normalizing flow).
+        epochs: one dict per epoch: ``epoch``, ``train_loss`` (mean over the epoch),
+            ``val_loss`` and the model's other validation terms prefixed ``val_``, ``lr``
+            (at the end of the epoch) and ``seconds`` (wall time of the epoch).
+    """
+
+    batch_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(e["seconds"] for e in self.epochs))
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run after an epoch: see :func:`fit`'s ``state``."""
+
+    epoch: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    generator: torch.Tensor
+    history: History
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def _adam(params, lr: float) -> torch.optim.Adam:
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # fused kernels missing for this device or dtype
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def fit(
+    model: FlowModel,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    x_val: torch.Tensor | None = None,
+    labels_val: torch.Tensor | None = None,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen dataclass
+    progress: bool | None = None,
+    on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
+    state: TrainState | None = None,
+) -> History:
+    """Train ``model`` on x (N, D) in data units with the seed's recipe.
+
+    Fits the model's standardization on x (unless resuming), then runs Adam with
+    ``CosineAnnealingLR`` stepped every batch (T_max = all steps). Each epoch indexes a
+    fresh random permutation of the in-memory data; the last batch may be smaller.
+
+    Arguments:
+        model: a :class:`~flowscope.base.FlowModel`.
+        x: (N, D) training points in data units; labels: (N,) for a conditional model.
+        x_val, labels_val: held-out points for the per-epoch validation (default: none).
+        config: :class:`TrainConfig`.
+        progress: show a progress bar; ``None`` shows it only on a terminal.
+        on_epoch_end: called with the model and a :class:`TrainState` after every epoch
+            (for checkpoints).
+        state: a state saved by ``on_epoch_end``, to continue from the epoch after it; the
+            result matches an uninterrupted run with the same seed.
+
+    Returns:
+        the :class:`History`, also after resuming (it includes the earlier epochs).
+
+    Raises:
+        TrainingDiverged: if a loss is NaN or infinite (naming the epoch and step); the
+            model keeps the weights of that step, ``on_epoch_end`` is not called again.
+        ValueError: for inconsistent shapes or labels.
+    """
+    x = model._check_points(x)
+    labels = model._check_labels(labels, len(x))
+    if x_val is not None:
+        x_val = model._check_points(x_val, "x_val")
+        labels_val = model._check_labels(labels_val, len(x_val))
+    if state is None:
+        model.standardization.fit(x)
+    y = model.standardization(x).detach()
+    y_val = None if x_val is None else model.standardization(x_val[: config.val_size]).detach()
+    if labels_val is not None:
+        labels_val = labels_val[: config.val_size]
+
+    n, bs = len(y), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    total = steps_per_epoch * config.epochs
+    opt = _adam(model.parameters(), config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    gen = torch.Generator().manual_seed(config.seed)
+    history = History()
+    first_epoch = 1
+    if state is not None:
+        opt.load_state_dict(state.optimizer)
+        sched.load_state_dict(state.scheduler)
+        gen.set_state(state.generator)
+        history = state.history
+        first_epoch = state.epoch + 1
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(
+        total=total,
+        initial=(first_epoch - 1) * steps_per_epoch,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+    model.train()
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen)
+            losses = torch.empty(steps_per_epoch, dtype=torch.float64)
+            for step in range(steps_per_epoch):
+                idx = order[step * bs : (step + 1) * bs]
+                lb = None if labels is None else labels[idx]
+                loss = model._loss_std(y[idx], lb, gen)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"{model.kind}: the training loss became {value} at epoch {epoch}, "
+                        f"step {step + 1} of {steps_per_epoch}; the last saved checkpoint is "
+                        "kept. Try a smaller --lr, or another --seed."
+                    )
+                losses[step] = value
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if step % 64 == 0:
+                    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                    bar.update(64 if step + 64 <= steps_per_epoch else steps_per_epoch - step)
+            history.batch_loss.extend(losses.tolist())
+            row: dict[str, float] = {"epoch": epoch, "train_loss": float(losses.mean())}
+            if y_val is not None:
+                model.eval()
+                val_gen = torch.Generator().manual_seed(config.seed + 10_007)
+                terms = model.validation_terms(y_val, labels_val, val_gen)
+                model.train()
+                row.update({f"val_{k}": v for k, v in terms.items()})
+                if not math.isfinite(terms["loss"]):
+                    raise TrainingDiverged(
+                        f"{model.kind}: the validation loss became {terms['loss']} after epoch "
+                        f"{epoch}; the last saved checkpoint is kept. Try a smaller --lr."
+                    )
+            row["lr"] = sched.get_last_lr()[0]
+            row["seconds"] = time.perf_counter() - t0
+            history.epochs.append(row)
+            if on_epoch_end is not None:
+                on_epoch_end(
+                    model,
+                    TrainState(
+                        epoch, opt.state_dict(), sched.state_dict(), gen.get_state(), history
+                    ),
+                )
+    finally:
+        bar.close()
+        model.eval()
+    return history
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as a JSON-safe dict."""
+    return asdict(config)
