@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._kernel import kernel
 from .base import FlowModel, standard_normal_log_prob
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow"]
@@ -57,6 +58,7 @@ class AffineCoupling(nn.Module):
             raise ValueError(f"log_scale_bound must be positive or None, got {log_scale_bound}")
         self.split = features // 2
         dims = [self.split] + [hidden] * (linear_layers - 1) + [features - self.split]
+        self.dims = dims
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
@@ -68,11 +70,37 @@ class AffineCoupling(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
         self.log_scale_bound = log_scale_bound
 
+    @property
+    def num_weights(self) -> int:
+        """Number of scalar weights of the two networks."""
+        return sum(2 * a * b + 2 * b for a, b in zip(self.dims[:-1], self.dims[1:], strict=True))
+
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (weight (2, in, out), bias (2, 1, out)) of every Linear layer, in order."""
+        theta = self.__dict__.get("_theta")
+        if theta is None:
+            return list(zip(self.weights, self.biases, strict=True))
+        out, o = [], self._offset
+        for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+            w = theta[o : o + 2 * a * b].view(2, a, b)
+            o += 2 * a * b
+            out.append((w, theta[o : o + 2 * b].view(2, 1, b)))
+            o += 2 * b
+        return out
+
+    def _bind(self, theta: nn.Parameter, offset: int) -> None:
+        """Let this coupling read its weights from ``theta[offset:]`` (a flow's flat
+        parameter, laid out as :meth:`pairs` lists them) instead of owning them."""
+        del self.weights, self.biases
+        object.__setattr__(self, "_theta", theta)  # not registered: the flow owns it
+        self._offset = offset
+
     def log_scale_and_shift(self, z_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two networks: z_l (N, D_l) -> (log s, b), each (N, D_r)."""
         a = z_l.unsqueeze(0).expand(2, -1, -1)  # (2, N, D_l)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        pairs = self.pairs()
+        last = len(pairs) - 1
+        for i, (w, b) in enumerate(pairs):
             a = torch.baddbmm(b, a, w)  # (2, N, out)
             if i < last:
                 a = F.leaky_relu(a)
@@ -183,11 +211,62 @@ class NormalizingFlow(FlowModel):
             layers.append(AffineCoupling(features, hidden, linear_layers, log_scale_bound))
             if k < couplings - 1:
                 layers.append(Permutation(features))
+        coupling_layers = [m for m in layers if isinstance(m, AffineCoupling)]
+        # All weights live in one flat parameter; each coupling reads views of its slice.
+        # One tensor for Adam, and one pointer for the fused kernel.
+        flat = [t.detach().reshape(-1) for c in coupling_layers for p in c.pairs() for t in p]
+        self.theta = nn.Parameter(torch.cat(flat) if flat else torch.zeros(0))
+        offset = 0
+        for c in coupling_layers:
+            c._bind(self.theta, offset)
+            offset += c.num_weights
         self.layers = nn.ModuleList(layers)
         self.couplings = couplings
+        inv = [m.inv for m in layers if isinstance(m, Permutation)]
+        inv_perms = torch.stack(inv).int() if inv else torch.zeros(0, features, dtype=torch.int32)
+        self.register_buffer("_inv_perms", inv_perms.contiguous(), persistent=False)
 
     def config(self) -> dict[str, Any]:
         return dict(self._args)
+
+    # -- the fused kernel -------------------------------------------------------------------
+    def _use_kernel(self, y: torch.Tensor) -> bool:
+        if self.couplings == 0 or y.device.type != "cpu" or y.requires_grad:
+            return False
+        if y.dtype != self.theta.dtype or kernel(y.dtype) is None:
+            return False
+        c = self.layers[0]
+        return len(c.dims) <= 17 and max(c.dims) <= 64
+
+    def _kernel_terms(
+        self, y: torch.Tensor, grad: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(log N(z), log_det, d(-mean(log N(z) + log_det))/d theta or None) for y (N, D)."""
+        y = y.contiguous()
+        n, c = len(y), self.layers[0]
+        logpz = torch.empty(n, dtype=y.dtype)
+        logdet = torch.empty(n, dtype=y.dtype)
+        g = torch.empty_like(self.theta) if grad else None
+        theta = self.theta.detach()
+        rc = kernel(y.dtype)(
+            self.couplings,
+            self.features,
+            c.split,
+            c.dims[1] if len(c.dims) > 2 else 1,
+            len(c.dims) - 1,
+            float(c.log_scale_bound or 0.0),
+            0.01,  # F.leaky_relu's default slope
+            theta.data_ptr(),
+            y.data_ptr(),
+            n,
+            self._inv_perms.data_ptr(),
+            logpz.data_ptr(),
+            logdet.data_ptr(),
+            None if g is None else g.data_ptr(),
+        )
+        if rc != 0:
+            raise MemoryError(f"the flow kernel failed (code {rc}) on {n} points")
+        return logpz, logdet, g
 
     # -- standardized-space maps ----------------------------------------------------------
     def _inverse_std(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,6 +302,10 @@ class NormalizingFlow(FlowModel):
     def _log_prob_std(self, y: torch.Tensor, labels: None = None, **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        if self._use_kernel(y):
+            parts = [self._kernel_terms(chunk)[:2] for chunk in y.split(65536)]
+            lp = torch.cat([a + b for a, b in parts])
+            return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
         z, log_det = self._inverse_std(y)
         lp = standard_normal_log_prob(z) + log_det
         # A point far outside the data can overflow z; its density is below float range.
@@ -279,16 +362,40 @@ class NormalizingFlow(FlowModel):
         return self._display(torch.stack(shown), units)
 
     def _loss_std(self, y, labels, generator):
+        """Eq. 9: the mean negative log-likelihood of standardized points y (N, D)."""
+        if self._use_kernel(y):
+            if torch.is_grad_enabled() and self.theta.requires_grad:
+                return _FusedNLL.apply(y, self.theta, self)
+            logpz, logdet, _ = self._kernel_terms(y)
+            return -(logpz + logdet).mean()
         z, log_det = self._inverse_std(y)
         return -(standard_normal_log_prob(z) + log_det).mean()
 
     @torch.no_grad()
     def validation_terms(self, y, labels, generator) -> dict[str, float]:
         """Eq. 9 on standardized points: ``loss`` and its parts ``log_pz`` and ``log_det``."""
-        z, log_det = self._inverse_std(y)
-        log_pz = standard_normal_log_prob(z)
+        if self._use_kernel(y):
+            log_pz, log_det, _ = self._kernel_terms(y)
+        else:
+            z, log_det = self._inverse_std(y)
+            log_pz = standard_normal_log_prob(z)
         return {
             "loss": float(-(log_pz + log_det).mean()),
             "log_pz": float(log_pz.mean()),
             "log_det": float(log_det.mean()),
         }
+
+
+class _FusedNLL(torch.autograd.Function):
+    """Eq. 9 and its gradient with respect to the flat weights, in one kernel call."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, theta: torch.Tensor, flow: NormalizingFlow) -> torch.Tensor:
+        logpz, logdet, grad = flow._kernel_terms(y, grad=True)
+        ctx.save_for_backward(grad)
+        return -(logpz + logdet).mean()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return None, grad * g, None

@@ -6,8 +6,9 @@ A run folder holds:
   flowscope and torch versions;
 - ``model.safetensors``: the weights, the standardization buffers among them;
 - ``metrics.csv`` (one row per epoch) and ``batches.csv`` (the loss of every step);
-- ``checkpoint.safetensors`` + ``checkpoint.json``: optimizer, scheduler and generator
-  state after the last finished epoch, for ``--resume``.
+- ``checkpoint.safetensors``: model, optimizer, scheduler and generator state after the
+  last finished epoch, for ``--resume`` (tensors in the body, the rest as JSON in the
+  safetensors metadata, so that one rename replaces the whole checkpoint).
 
 Nothing is pickled: loading never executes code from a file. Every file is written to a
 temporary name in the same folder and then renamed, so a run killed at any moment leaves
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -43,6 +45,7 @@ __all__ = [
     "RunInfo",
     "build_model",
     "load_run",
+    "read_info",
     "save_run",
     "load_checkpoint",
     "checkpoint_saver",
@@ -52,6 +55,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.safetensors"
+# Files that make a folder a run folder: training never writes over them unasked.
+RUN_FILES = ("config.json", "model.safetensors", "metrics.csv", "batches.csv", CHECKPOINT)
 MODEL_CLASSES: dict[str, type[FlowModel]] = {"nf": NormalizingFlow, "fm": FlowMatching}
 
 
@@ -90,8 +96,19 @@ class RunInfo:
         }
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A process killed at any moment leaves either the old file or the new one, never a
+    partial file; on an error the temporary file is removed and the old file is kept.
+
+    Arguments:
+        path: the destination; its folder must exist.
+        data: bytes, or text written as UTF-8.
+
+    Raises:
+        OSError: if the folder does not exist or is not writable.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -198,10 +215,18 @@ def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
     info = read_info(run_dir)
     model = build_model(info.kind, info.model)
     tensors = _read_tensors(run_dir / "model.safetensors")
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise RunError(f"{run_dir}: the weights do not match config.json ({err})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in expected if k in tensors and tensors[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise RunError(
+            f"{run_dir}: the weights do not match config.json ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} of another shape, e.g. {first!r}); "
+            "the folder may come from another flowscope version: retrain it"
+        )
+    model.load_state_dict(tensors)
     return model.eval(), info
 
 
@@ -227,7 +252,11 @@ def read_history(run_dir: str | Path) -> History:
 
 def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel, TrainState], None]:
     """An ``on_epoch_end`` callback for :func:`~flowscope.train.fit` that saves the run and
-    a resumable checkpoint after every epoch (each file atomically)."""
+    a resumable checkpoint after every epoch (each file atomically).
+
+    The checkpoint is written first, as one file, so it is never out of step with itself;
+    ``model.safetensors``, ``config.json`` and the metrics follow.
+    """
     run_dir = Path(run_dir)
 
     def save(model: FlowModel, state: TrainState) -> None:
@@ -250,8 +279,7 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
             "scheduler": state.scheduler,
             "history": asdict(state.history),
         }
-        atomic_write(run_dir / "checkpoint.safetensors", st_save(tensors))
-        atomic_write(run_dir / "checkpoint.json", json.dumps(meta) + "\n")
+        atomic_write(run_dir / CHECKPOINT, st_save(tensors, metadata={"state": json.dumps(meta)}))
         save_run(run_dir, model, info, state.history)
 
     return save
@@ -264,13 +292,15 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     Raises:
         RunError: if there is no checkpoint or it is corrupted.
     """
-    run_dir = Path(run_dir)
-    tensors = _read_tensors(run_dir / "checkpoint.safetensors")
-    path = run_dir / "checkpoint.json"
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"{path.parent}: nothing to resume ({CHECKPOINT} is missing)")
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunError(f"{path}: missing or corrupted checkpoint ({err})") from None
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = json.loads((f.metadata() or {})["state"])
+    except Exception as err:  # safetensors raises its own error types
+        raise RunError(f"{path}: corrupted or truncated checkpoint ({err!r})") from None
     try:
         model.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -291,7 +321,7 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
             history=hist,
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise RunError(f"{run_dir}: checkpoint does not match the model ({err})") from None
+        raise RunError(f"{path}: checkpoint does not match the model ({err})") from None
 
 
 def train_config(info: RunInfo) -> TrainConfig:
@@ -341,28 +371,44 @@ def train_run(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool | None = None,
+    on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train ``nf``, ``fm`` or ``cfm`` on a data source and save the run folder ``out``.
 
     The model is initialised from ``config.seed``; a checkpoint is written after every
-    epoch, and the folder is complete (config, weights, metrics) after each one.
+    epoch, and the folder is complete (config, weights, metrics) after each one. With
+    ``resume`` the run continues after the last checkpointed epoch, with the optimizer,
+    scheduler and generator state, and ends with the same weights, bit for bit, as an
+    uninterrupted run with the same settings.
+
+    Arguments:
+        on_epoch_end: called like :func:`~flowscope.train.fit`'s callback, after the
+            epoch's checkpoint is written (for logging, e.g. TensorBoard).
 
     Raises:
-        RunError: if ``out`` holds a run and neither ``overwrite`` nor ``resume`` is set, or
-            ``resume`` finds no checkpoint.
+        RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
+            set, ``resume`` finds no checkpoint or other settings, or ``out``'s parent
+            folder does not exist.
         ValueError: for a bad data source or hyperparameter.
     """
     if model_name not in MODEL_PRESETS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    if overwrite and resume:
+        raise ValueError("pass either overwrite (start again) or resume (continue), not both")
     kind, preset_args, conditional = MODEL_PRESETS[model_name]
     out = Path(out)
-    if not out.parent.exists():
+    if not out.parent.is_dir():
         raise RunError(f"{out.parent}: folder does not exist; create it first")
-    exists = (out / "config.json").exists()
-    if exists and not (overwrite or resume):
-        raise RunError(f"{out} already holds a run; pass --overwrite to replace it or --resume")
-    if resume and not (out / "checkpoint.json").exists():
-        raise RunError(f"{out}: nothing to resume (no checkpoint.json)")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a run folder; choose another output folder")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (overwrite or resume):
+        raise RunError(
+            f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
+    if resume and not (out / CHECKPOINT).is_file():
+        raise RunError(f"{out}: nothing to resume ({CHECKPOINT} is missing)")
     info = RunInfo(
         kind=kind,
         model={},
@@ -389,15 +435,23 @@ def train_run(
     state = None
     if resume:
         old = read_info(out)
-        if (old.kind, old.model, old.data, old.train) != (
-            info.kind,
-            info.model,
-            info.data,
-            info.train,
-        ):
-            raise RunError(f"{out}: the run was started with other settings; cannot resume it")
+        now = {"model": model_name, **info.model, **info.data, **info.train}
+        then = {"model": old.extra.get("name", old.kind), **old.model, **old.data, **old.train}
+        differ = [f"{k} {then.get(k)!r} (now {v!r})" for k, v in now.items() if then.get(k) != v]
+        if differ:
+            raise RunError(
+                f"{out}: the run was started with other settings: {'; '.join(differ)}; "
+                "resume with the same settings, or pass --overwrite to start again"
+            )
         state = load_checkpoint(out, model)
     out.mkdir(exist_ok=True)
+    save_checkpoint = checkpoint_saver(out, info)
+
+    def epoch_end(m: FlowModel, s: TrainState) -> None:
+        save_checkpoint(m, s)
+        if on_epoch_end is not None:
+            on_epoch_end(m, s)
+
     history = fit(
         model,
         train.x,
@@ -406,7 +460,7 @@ def train_run(
         labels_val=val.labels,
         config=config,
         progress=progress,
-        on_epoch_end=checkpoint_saver(out, info),
+        on_epoch_end=epoch_end,
         state=state,
     )
     info.extra["train_seconds"] = history.seconds

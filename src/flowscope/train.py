@@ -166,6 +166,10 @@ def fit(
         leave=False,
     )
     model.train()
+    # One thread: these networks are too small for two to help, and measured on 2 cores
+    # a second thread made each step several times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
@@ -215,6 +219,7 @@ def fit(
                     ),
                 )
     finally:
+        torch.set_num_threads(threads)
         bar.close()
         model.eval()
     return history

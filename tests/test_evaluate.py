@@ -1,0 +1,82 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowscope.cli import main
+from flowscope.data import DATASETS, RING_NAMES
+from flowscope.evaluate import evaluate_run
+from flowscope.metrics import heldout_nll, wasserstein2
+from flowscope.runs import load_run, run_data, train_run
+from flowscope.train import TrainConfig
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_runs")
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    for name in ("nf", "cfm"):
+        train_run(name, root / name, n_points=300, holdout_points=200, config=cfg, progress=False)
+    pts = DATASETS["moons"](600, np.random.default_rng(0))
+    np.savetxt(root / "moons.csv", pts, delimiter=",")
+    train_run("nf", root / "file", data=str(root / "moons.csv"), config=cfg, progress=False)
+    return root
+
+
+def test_eval_prints_a_table_and_writes_json(runs, capsys):
+    run = runs / "nf"
+    assert main(["eval", str(run), "--n", "150", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for line in ("held-out NLL, standardized", "W2 noise floor", "ring coverage", "round trip"):
+        assert line in out
+    result = json.loads((run / "eval.json").read_text())
+    assert result["n"] == 150 and result["w2_points"] == 150 and result["nll_points"] == 200
+    # The JSON holds the metrics' own numbers for the run's test part and seeded samples.
+    model, info = load_run(run)
+    test = run_data(info, "test")
+    nll = heldout_nll(model, test.x)
+    assert result["nll_standardized"] == pytest.approx(nll.standardized, rel=1e-12)
+    assert result["nll_data"] == pytest.approx(nll.data, rel=1e-12)
+    samples = model.sample(150, generator=torch.Generator().manual_seed(3))
+    assert result["w2"] == pytest.approx(wasserstein2(samples, test.x[:150]), rel=1e-12)
+    assert 0 < result["w2_noise_floor"] and 0 <= result["ring_precision"] <= 1
+    assert result["round_trip_max"] < 1e-4 and result["class_accuracy"] is None
+
+
+def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys):
+    path = tmp_path / "cfm.json"
+    assert main(["eval", str(runs / "cfm"), "--n", "100", "--json", str(path)]) == 0
+    assert "class accuracy" in capsys.readouterr().out
+    result = json.loads(path.read_text())
+    per = [result[f"class_accuracy_{name}"] for name in RING_NAMES]
+    assert result["class_accuracy"] == pytest.approx(sum(per) / 5)  # 20 samples per class
+    assert result["conditional"] and result["sampler"] == "euler, dt=0.001"
+    assert result["nll_method"] == "rk4, 100 steps, exact divergence"
+    assert not (runs / "cfm" / "eval.json").exists()
+
+
+def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
+    result = evaluate_run(runs / "file", n=100, seed=1)
+    assert result["w2_points"] == 30  # 5% of 600 points
+    assert result["w2_noise_floor_points"] == 15 and result["w2_noise_floor"] > 0
+    assert result["ring_precision"] is None and result["ring_coverage"] is None
+    assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in result.values())
+    assert evaluate_run(runs / "file", n=100, seed=1)["w2"] == result["w2"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["eval", "{root}/missing"], "no such run folder"),
+        (["eval", "{root}/nf", "--n", "1"], "n must be an integer >= 2"),
+        (["eval", "{root}/nf", "--json", "{root}/no/dir/e.json"], "does not exist"),
+    ],
+)
+def test_eval_errors_are_one_line(runs, capsys, args, words):
+    assert main([a.format(root=runs) for a in args]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flowscope: error:") and words in err[0]
