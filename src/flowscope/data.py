@@ -269,8 +269,9 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(f"{path}: no such file")
     suffix = path.suffix.lower()
     labels = None
+    lines = None  # for a csv: the file line of each row, so that errors name the line
     if suffix == ".csv":
-        arr = _read_csv(path)
+        arr, lines = _read_csv(path)
     elif suffix in (".npy", ".npz"):
         try:
             obj = np.load(path, allow_pickle=False)
@@ -307,45 +308,57 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(
             f"{path}: expected 2 columns (x, y) and an optional label column, got {arr.shape[1]}"
         )
+
+    def where(row: int) -> str:
+        return f"row {row + 1}" if lines is None else f"row {row + 1} (line {lines[row]})"
+
     bad = ~np.isfinite(arr)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{path}: row {row + 1}, column {col + 1} is {arr[row, col]} (not finite)")
+        raise ValueError(f"{path}: {where(row)}, column {col + 1} is {arr[row, col]} (not finite)")
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float64)
         wrong = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
         if wrong.any():
             row = int(np.argmax(wrong))
             raise ValueError(
-                f"{path}: row {row + 1}: label {labels[row]} is not a non-negative integer"
+                f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer"
             )
         labels = torch.from_numpy(labels.astype(np.int64))
     return torch.from_numpy(arr).float(), labels
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The numeric rows of a csv file (N, C) and the file line (1-based) of each."""
     lines = path.read_text().splitlines()
-    rows, start = [], 0
-    if lines and lines[0].strip():
-        try:
-            [float(v) for v in lines[0].split(",")]
-        except ValueError:
-            start = 1  # a header
+    rows, numbers, start = [], [], 0
+    if lines and lines[0].strip() and not any(_is_number(v) for v in lines[0].split(",")):
+        start = 1  # a header: no field is a number (a row with some numbers is data)
     for i, line in enumerate(lines[start:], start=start + 1):
         if not line.strip():
             continue
         fields = line.split(",")
+        where = f"row {len(rows) + 1} (line {i})"
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            raise ValueError(f"{path}: row {i}: {line.strip()!r} is not numeric") from None
+            raise ValueError(f"{path}: {where}: {line.strip()!r} is not numeric") from None
+        numbers.append(i)
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(
-                f"{path}: row {i} has {len(rows[-1])} columns, row 1 has {len(rows[0])}"
+                f"{path}: {where} has {len(rows[-1])} columns, row 1 has {len(rows[0])}"
             )
     if not rows:
         raise ValueError(f"{path}: the file holds no points")
-    return np.asarray(rows, dtype=np.float64)
+    return np.asarray(rows, dtype=np.float64), numbers
 
 
 def split(
@@ -391,11 +404,19 @@ class Standardization(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> Standardization:
-        """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D)."""
+        """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D).
+
+        Raises:
+            ValueError: if x is not (N >= 2, D), holds NaN or inf, or a coordinate is constant.
+        """
         if x.ndim != 2 or x.shape[1] != self.loc.numel() or len(x) < 2:
             raise ValueError(
                 f"need (N >= 2, {self.loc.numel()}) points to fit, got {tuple(x.shape)}"
             )
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0])
+            raise ValueError(f"cannot standardize: point {row} is {x[row].tolist()} (not finite)")
         scale = x.std(dim=0)
         if (scale <= 0).any():
             raise ValueError("cannot standardize: a coordinate is constant in the training data")

@@ -332,9 +332,12 @@ class NormalizingFlow(FlowModel):
                 ``"standardized"``.
 
         Returns:
-            (L + 1, N, D) with L = ``couplings``. Every state is shown in the output's
-            coordinate order: the permutations still ahead of it are applied, as they only
-            relabel axes. Entry 0 is the input; entry L is x (forward) or z (inverse).
+            (L + 1, N, D) with L = ``couplings``. Entry 0 is the input and entry L the
+            output, exactly. The states in between are shown in the data's coordinate
+            order: the permutations still ahead of them are applied, as they only relabel
+            axes. (The latent z is left as it is; it differs from that order only when the
+            permutations do not compose to the identity, e.g. an even number of couplings
+            in 2D.)
         """
         if inverse:
             state = self.standardization(self._check_points(points))
@@ -355,8 +358,9 @@ class NormalizingFlow(FlowModel):
         # inverse couplings the state sits just before coupling L - m + 1, so perms[L-m:].
         shown = []
         for k, s in enumerate(states):
+            is_latent = k == (self.couplings if inverse else 0)
             start = self.couplings - k if inverse else max(k, 1) - 1
-            for p in perms[start:]:
+            for p in [] if is_latent else perms[start:]:
                 s = s.index_select(1, p)
             shown.append(s)
         return self._display(torch.stack(shown), units)

@@ -1,0 +1,376 @@
+"""Tests of flowscope.data: the Olympic rings, toy sets, file loading, standardization, splits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from flowscope.data import (
+    DATASETS,
+    OLYMPIC_BOX,
+    RING_CENTERS,
+    RING_NAMES,
+    Standardization,
+    load_points,
+    make_dataset,
+    olympic_rings,
+    ring_distance,
+    split,
+)
+
+HALF = 0.125  # half the ring thickness 0.25
+TOL = 1e-5  # float32 rounding of points near a band's edge
+
+
+def _box_samples(m: int, seed: int) -> torch.Tensor:
+    """m points uniform in the reference's box, float64."""
+    x0, x1, y0, y1 = OLYMPIC_BOX
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.uniform((x0, y0), (x1, y1), size=(m, 2)))
+
+
+def _in_union(p: torch.Tensor) -> torch.Tensor:
+    return ring_distance(p).min(dim=1).values <= HALF
+
+
+# --- geometry -----------------------------------------------------------------------------
+
+
+def test_reference_geometry():
+    centers = dict(zip(RING_NAMES, RING_CENTERS, strict=True))
+    assert RING_NAMES == ("black", "blue", "green", "red", "yellow")
+    assert centers == {
+        "black": (2.0, 0.0),
+        "blue": (0.0, 0.0),
+        "green": (3.0, -1.0),
+        "red": (4.0, 0.0),
+        "yellow": (1.0, -1.0),
+    }
+    assert OLYMPIC_BOX == (-1.0, 5.0, -2.0, 1.0)
+
+
+def test_unconditional_points_lie_in_a_band_and_in_the_box():
+    x = olympic_rings(20_000, seed=0)
+    assert x.shape == (20_000, 2) and x.dtype == torch.float32
+    assert (ring_distance(x.double()).min(dim=1).values <= HALF + TOL).all()
+    x0, x1, y0, y1 = OLYMPIC_BOX
+    assert (x[:, 0] >= x0).all() and (x[:, 0] <= x1).all()
+    assert (x[:, 1] >= y0).all() and (x[:, 1] <= y1).all()
+
+
+def test_unconditional_points_are_uniform_over_the_union_of_bands():
+    # Uniform by area: the share of points in each unit cell of the box must match the
+    # share of uniform box points that fall in the bands (overlaps counted once).
+    x = olympic_rings(60_000, seed=1).double()
+    ref = _box_samples(600_000, seed=2)
+    ref = ref[_in_union(ref)]
+
+    def cells(p):
+        i = (p[:, 0] + 1).floor().clamp(0, 5).long()
+        j = (p[:, 1] + 2).floor().clamp(0, 2).long()
+        return torch.bincount(3 * i + j, minlength=18).numpy()
+
+    table = np.stack([cells(x), cells(ref)])
+    assert table.min() > 0
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+def test_conditional_points_lie_in_their_own_ring_and_are_shuffled():
+    x, y = olympic_rings(10_003, conditional=True, seed=0)
+    assert x.shape == (10_003, 2) and y.shape == (10_003,)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert set(y.tolist()) == {0, 1, 2, 3, 4}
+    d = ring_distance(x.double())
+    own = d.gather(1, y[:, None]).squeeze(1)
+    assert (own <= HALF + TOL).all()
+    # Shuffled, not ring by ring: consecutive labels change most of the time (4/5 expected).
+    assert (y[1:] != y[:-1]).double().mean() > 0.7
+
+
+def test_conditional_radius_and_angle_are_uniform():
+    # Uniform in radius (not in area) and in angle, as the reference draws them.
+    x, y = olympic_rings(20_000, conditional=True, seed=3)
+    rel = x.double() - torch.tensor(RING_CENTERS, dtype=torch.float64)[y]
+    r = rel.norm(dim=1).numpy()
+    a = torch.atan2(rel[:, 1], rel[:, 0]).numpy() % (2 * math.pi)
+    assert stats.kstest(r, "uniform", args=(1 - HALF, 2 * HALF)).pvalue > 1e-3
+    assert stats.kstest(a, "uniform", args=(0, 2 * math.pi)).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("n", [5, 7, 1003, 10_004])
+def test_conditional_classes_are_balanced(n):
+    _, y = olympic_rings(n, conditional=True, seed=0)
+    counts = torch.bincount(y, minlength=5)
+    assert len(y) == n and counts.sum() == n
+    assert counts.max() - counts.min() <= 1
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_same_seed_same_data_other_seed_other_data(conditional):
+    def draw(seed):
+        out = olympic_rings(500, conditional=conditional, seed=seed)
+        return out if conditional else (out,)
+
+    a, b, c = draw(7), draw(7), draw(8)
+    for u, v in zip(a, b, strict=True):
+        assert torch.equal(u, v)
+    assert not torch.equal(a[0], c[0])
+
+
+def test_statistics_match_the_reference():
+    # Reference: mean ~ (2.00, -0.42), std ~ (1.59, 0.845). With n = 200k the standard
+    # error of each mean is <= 0.004 and of each std <= 0.003; the tolerances allow that
+    # and the rounding of the reference numbers.
+    x = olympic_rings(200_000, seed=11).double()
+    mean, std = x.mean(0), x.std(0)
+    assert mean[0].item() == pytest.approx(2.00, abs=0.02)
+    assert mean[1].item() == pytest.approx(-0.42, abs=0.015)
+    assert std[0].item() == pytest.approx(1.59, abs=0.015)
+    assert std[1].item() == pytest.approx(0.845, abs=0.01)
+
+
+def test_entropy_of_the_olympic_distribution():
+    # Uniform on a set of area A has entropy log A (nats). A = box area x acceptance rate,
+    # by Monte Carlo: with 2M points the relative standard error of A is ~1e-3, so the
+    # 0.01-nat tolerance is ~10 standard errors. After per-axis standardization the
+    # entropy becomes log A - sum(log std), the issue's 1.562-nat floor.
+    m = 2_000_000
+    box = _box_samples(m, seed=5)
+    inside = _in_union(box)
+    x0, x1, y0, y1 = OLYMPIC_BOX
+    area = (x1 - x0) * (y1 - y0) * inside.double().mean().item()
+    assert math.log(area) == pytest.approx(1.857, abs=0.01)
+    std = olympic_rings(200_000, seed=12).double().std(0)
+    assert math.log(area) - std.log().sum().item() == pytest.approx(1.562, abs=0.015)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="n must be"):
+        olympic_rings(0)
+    with pytest.raises(ValueError, match="ring_thickness"):
+        olympic_rings(10, ring_thickness=0.0)
+
+
+# --- toy sets -----------------------------------------------------------------------------
+
+TOYS = ["moons", "8gaussians", "checkerboard", "2spirals", "pinwheel", "circles", "swissroll"]
+
+
+def test_all_toy_sets_are_registered():
+    assert set(TOYS) <= set(DATASETS)
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_toy_sets_are_seeded_and_finite(name):
+    a = make_dataset(name, 1000, seed=0)
+    b = make_dataset(name, 1000, seed=0)
+    c = make_dataset(name, 1000, seed=1)
+    assert a.x.shape == (1000, 2) and a.labels is None
+    assert torch.isfinite(a.x).all()
+    assert torch.equal(a.x, b.x)
+    assert not torch.equal(a.x, c.x)
+    assert (a.x.std(0) > 0.05).all()  # not collapsed to a point
+
+
+def test_make_dataset_errors():
+    with pytest.raises(ValueError, match="no class labels"):
+        make_dataset("moons", 10, conditional=True)
+    with pytest.raises(ValueError, match="unknown data"):
+        make_dataset("no-such-set", 10)
+
+
+def test_make_dataset_olympic_conditional():
+    d = make_dataset("olympic", 20, conditional=True, seed=0)
+    assert d.labels is not None and d.class_names == RING_NAMES and len(d) == 20
+
+
+# --- user files ---------------------------------------------------------------------------
+
+
+def _pts(n=6):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 2))
+
+
+def _write_csv(path, rows, header=None):
+    lines = [] if header is None else [header]
+    lines += [",".join(str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", [None, "x,y"])
+def test_load_csv(tmp_path, header):
+    arr = _pts()
+    x, labels = load_points(_write_csv(tmp_path / "p.csv", arr.tolist(), header))
+    assert labels is None and x.dtype == torch.float32
+    assert torch.allclose(x, torch.from_numpy(arr).float())
+
+
+def test_load_csv_with_labels(tmp_path):
+    arr = _pts()
+    lab = np.array([0, 1, 2, 0, 1, 4])
+    rows = [[a, b, int(c)] for (a, b), c in zip(arr, lab, strict=True)]
+    x, labels = load_points(_write_csv(tmp_path / "p.csv", rows, "x,y,label"))
+    assert torch.allclose(x, torch.from_numpy(arr).float())
+    assert labels.dtype == torch.int64 and labels.tolist() == lab.tolist()
+
+
+def test_load_npy_and_npz(tmp_path):
+    arr = _pts()
+    lab = np.array([3, 1, 2, 0, 1, 4])
+    np.save(tmp_path / "a.npy", arr)
+    np.save(tmp_path / "b.npy", np.column_stack([arr, lab]))
+    np.savez(tmp_path / "c.npz", arr)
+    np.savez(tmp_path / "d.npz", x=arr, labels=lab)
+    want = torch.from_numpy(arr).float()
+    for name, has_labels in [("a.npy", False), ("b.npy", True), ("c.npz", False), ("d.npz", True)]:
+        x, labels = load_points(tmp_path / name)
+        assert torch.allclose(x, want), name
+        if has_labels:
+            assert labels.tolist() == lab.tolist(), name
+        else:
+            assert labels is None, name
+
+
+# Each bad file: (file name, contents, words the message must contain besides the path).
+BAD_CSV = [
+    ("nan.csv", "x,y\n1,2\n3,nan\n", ["row 2 (line 3), column 2"]),
+    ("inf.csv", "1,2\ninf,3\n", ["row 2 (line 2), column 1"]),
+    ("text.csv", "1,2\n3,4\n5,abc\n", ["row 3 (line 3)", "not numeric"]),
+    ("blank_line.csv", "x,y\n1,2\n\n3,abc\n", ["row 2 (line 4)", "not numeric"]),
+    # A first line with a number in it is data, not a header to skip silently.
+    ("half_header.csv", "1,abc\n1,2\n", ["row 1 (line 1)", "not numeric"]),
+    ("one.csv", "1\n2\n3\n", ["columns", "1"]),
+    ("four.csv", "1,2,3,4\n5,6,7,8\n", ["columns", "4"]),
+    ("ragged.csv", "1,2\n3,4,5,6\n", ["row 2 (line 2)", "columns"]),
+    ("empty.csv", "", ["no points"]),
+    ("header_only.csv", "x,y\n", ["no points"]),
+    ("neg_label.csv", "1,2,0\n3,4,-1\n", ["row 2 (line 2)", "label"]),
+    ("frac_label.csv", "x,y,c\n1,2,0\n3,4,1\n5,6,1.5\n", ["row 3 (line 4)", "label"]),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "words"), BAD_CSV, ids=[b[0] for b in BAD_CSV])
+def test_bad_csv_raises_naming_file_and_place(tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_points(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_bad_arrays_raise_naming_file_and_place(tmp_path):
+    arr = _pts()
+    cases = []
+    a = arr.copy()
+    a[3, 1] = np.nan
+    cases.append(("nan.npy", a, ["row 4", "column 2"]))
+    a = arr.copy()
+    a[0, 0] = np.inf
+    cases.append(("inf.npy", a, ["row 1", "column 1"]))
+    cases.append(("one.npy", arr[:, :1], ["columns", "1"]))
+    cases.append(("four.npy", np.column_stack([arr, arr]), ["columns", "4"]))
+    cases.append(("empty.npy", np.zeros((0, 2)), ["no points"]))
+    cases.append(("text.npy", np.array([["a", "b"]]), ["not numeric"]))
+    cases.append(("neg.npy", np.column_stack([arr, [0, 1, 2, -3, 0, 0]]), ["row 4", "label"]))
+    cases.append(("frac.npy", np.column_stack([arr, [0, 0.5, 2, 3, 0, 0]]), ["row 2", "label"]))
+    for name, a, words in cases:
+        path = tmp_path / name
+        np.save(path, a)
+        with pytest.raises(ValueError) as err:
+            load_points(path)
+        msg = str(err.value)
+        assert str(path) in msg, (name, msg)
+        for w in words:
+            assert w in msg, (name, msg)
+
+
+def test_bad_npz_labels_raise(tmp_path):
+    path = tmp_path / "l.npz"
+    np.savez(path, x=_pts(), labels=np.array([0, 1, -1, 0, 0, 0]))
+    with pytest.raises(ValueError, match="row 3"):
+        load_points(path)
+    path = tmp_path / "s.npz"
+    np.savez(path, x=_pts(), labels=np.zeros(5, dtype=int))
+    with pytest.raises(ValueError, match="labels"):
+        load_points(path)
+
+
+def test_missing_and_unsupported_files_raise(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_points(tmp_path / "nope.csv")
+    (tmp_path / "p.txt").write_text("1,2\n")
+    with pytest.raises(ValueError, match="unsupported"):
+        load_points(tmp_path / "p.txt")
+
+
+def test_make_dataset_from_labelled_file(tmp_path):
+    path = _write_csv(tmp_path / "p.csv", [[0, 0, 0], [1, 1, 2], [2, 0, 1]])
+    d = make_dataset(str(path), 0, conditional=True)
+    assert d.labels.tolist() == [0, 2, 1] and d.class_names == ("0", "1", "2")
+    assert make_dataset(str(path), 0).labels is None
+    plain = _write_csv(tmp_path / "q.csv", [[0, 0], [1, 1]])
+    with pytest.raises(ValueError, match="third column"):
+        make_dataset(str(plain), 0, conditional=True)
+
+
+# --- standardization and splits -----------------------------------------------------------
+
+
+def test_standardization_round_trip_and_log_abs_det():
+    x = olympic_rings(5000, seed=0).double()
+    s = Standardization(2).double().fit(x)
+    assert torch.allclose(s.loc, x.mean(0)) and torch.allclose(s.scale, x.std(0))
+    y = s(x)
+    assert torch.allclose(y.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(y.std(0), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(s.inverse(y), x, atol=1e-12)
+    jac = torch.autograd.functional.jacobian(lambda v: s(v[None])[0], x[0])
+    assert s.log_abs_det.item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-12)
+    assert s.log_abs_det.item() == pytest.approx(-x.std(0).log().sum().item(), abs=1e-12)
+
+
+def test_standardization_rejects_bad_fits():
+    s = Standardization(2)
+    with pytest.raises(ValueError):
+        s.fit(torch.randn(10, 3))
+    with pytest.raises(ValueError):
+        s.fit(torch.randn(1, 2))
+    x = torch.randn(10, 2)
+    x[3, 1] = math.inf
+    with pytest.raises(ValueError, match="point 3"):
+        s.fit(x)
+    with pytest.raises(ValueError, match="constant"):
+        s.fit(torch.stack([torch.randn(10), torch.ones(10)], 1))
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    x = torch.arange(1000, dtype=torch.float64)[:, None].repeat(1, 2)
+    labels = torch.arange(1000)
+    parts = split(x, labels, fractions=(0.8, 0.1, 0.1), seed=0)
+    assert [len(p[0]) for p in parts] == [800, 100, 100]
+    ids = [p[1] for p in parts]
+    for (xp, _), i in zip(parts, ids, strict=True):
+        assert torch.equal(xp[:, 0].long(), i)  # labels travel with their points
+    allids = torch.cat(ids)
+    assert len(set(allids.tolist())) == 1000  # disjoint and complete
+    again = split(x, labels, fractions=(0.8, 0.1, 0.1), seed=0)
+    other = split(x, labels, fractions=(0.8, 0.1, 0.1), seed=1)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(parts, again, strict=True))
+    assert not torch.equal(parts[0][1], other[0][1])
+    assert split(x, fractions=(0.5, 0.5, 0.0))[0][1] is None
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="fractions"):
+        split(torch.zeros(10, 2), fractions=(0.5, 0.3, 0.3))
+    with pytest.raises(ValueError, match="fractions"):
+        split(torch.zeros(10, 2), fractions=(1.2, -0.1, -0.1))

@@ -1,0 +1,422 @@
+"""Tests of flowscope.matching: ODE integration against closed-form flows, the model, labels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from flowscope.base import standard_normal_log_prob
+from flowscope.matching import SOLVERS, FlowMatching, divergence_of, integrate, time_grid
+
+F64 = torch.float64
+
+
+class ConstantField(nn.Module):
+    """v(y, t) = c; counts its calls and records the times it is called at."""
+
+    def __init__(self, c: torch.Tensor):
+        super().__init__()
+        self.c = c
+        self.times: list[float] = []
+
+    def forward(self, y, t, labels=None):
+        self.times.append(float(torch.as_tensor(t).reshape(-1)[0]))
+        return self.c.to(y.dtype).expand_as(y) + 0 * y  # 0 * y keeps y in the graph
+
+
+class LinearField(nn.Module):
+    """v(y, t) = a y, whose flow is y_t = y_0 e^{a t}."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, y, t, labels=None):
+        return self.a * y
+
+
+class TimeLinearField(nn.Module):
+    """v(y, t) = t y."""
+
+    def forward(self, y, t, labels=None):
+        t = torch.as_tensor(t, dtype=y.dtype).reshape(-1, 1)
+        return t * y
+
+
+def perturb(module: nn.Module, scale: float, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def model_with(field: nn.Module, d: int = 2, monkeypatch=None) -> FlowMatching:
+    fm = FlowMatching(features=d, hidden=4, layers=2).double()
+    if monkeypatch is not None:
+        monkeypatch.setattr(fm, "field", field)
+    else:
+        fm.field = field
+    return fm
+
+
+def small_model(d: int = 2, num_classes=None, scale: float = 0.3, seed: int = 0) -> FlowMatching:
+    torch.manual_seed(seed)
+    fm = FlowMatching(features=d, num_classes=num_classes, hidden=16, layers=3).double()
+    return perturb(fm, scale, seed)
+
+
+def set_standardization(fm: FlowMatching, loc, scale) -> None:
+    with torch.no_grad():
+        fm.standardization.loc.copy_(torch.as_tensor(loc, dtype=F64))
+        fm.standardization.scale.copy_(torch.as_tensor(scale, dtype=F64))
+
+
+def rand(n: int, d: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+# Per solver: step for sample/reverse, steps for log_prob, relative tolerance of the states
+# and absolute tolerance of log_prob (nats). Euler is first order, midpoint second, rk4
+# fourth; dopri5 is adaptive with rtol = atol = 1e-5.
+SETTINGS = {
+    "euler": dict(dt=1e-3, steps=1000, rtol=1e-3, lp_atol=1e-2),
+    "midpoint": dict(dt=1e-2, steps=100, rtol=1e-4, lp_atol=1e-3),
+    "rk4": dict(dt=0.05, steps=20, rtol=1e-6, lp_atol=1e-5),
+    "dopri5": dict(dt=0.1, steps=10, rtol=1e-4, lp_atol=1e-3),
+}
+
+
+def test_every_solver_has_settings():
+    assert set(SOLVERS) == set(SETTINGS)
+
+
+# --- closed-form flows ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_constant_field_is_exact(solver, monkeypatch):
+    # dy/dt = c: y_1 = y_0 + c; log p_1(x) = log N(x - c) (divergence 0).
+    d = 3
+    c = torch.tensor([0.5, -1.0, 2.0], dtype=F64)
+    fm = model_with(ConstantField(c), d, monkeypatch)
+    s = SETTINGS[solver]
+    z = rand(50, d)
+    x = fm(z, dt=s["dt"], solver=solver)
+    assert torch.allclose(x, z + c, atol=1e-8)
+    assert torch.allclose(fm.reverse(x, dt=s["dt"], solver=solver), z, atol=1e-8)
+    lp = fm.log_prob(x, solver=solver, steps=s["steps"])
+    assert torch.allclose(lp, standard_normal_log_prob(z), atol=1e-8)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_linear_field_matches_closed_form(solver, d, monkeypatch):
+    # dy/dt = a y: y_1 = y_0 e^a, div v = D a, so log p_1(y) = log N(y e^{-a}) - D a in
+    # standardized units; in data units minus sum(log scale) as well.
+    a = 0.7
+    fm = model_with(LinearField(a), d, monkeypatch)
+    loc, scale = torch.linspace(-1, 2, d, dtype=F64), torch.linspace(0.5, 1.5, d, dtype=F64)
+    set_standardization(fm, loc, scale)
+    s = SETTINGS[solver]
+    z = rand(50, d)
+    x = fm(z, dt=s["dt"], solver=solver)
+    x_exact = loc + scale * z * math.exp(a)
+    assert torch.allclose(x, x_exact, rtol=s["rtol"], atol=s["rtol"])
+    z_back = fm.reverse(x_exact, dt=s["dt"], solver=solver)
+    assert torch.allclose(z_back, z, rtol=s["rtol"], atol=s["rtol"])
+    y = (x_exact - loc) / scale
+    lp_std_exact = standard_normal_log_prob(y * math.exp(-a)) - d * a
+    lp_std = fm.log_prob(x_exact, standardized=True, solver=solver, steps=s["steps"])
+    lp = fm.log_prob(x_exact, solver=solver, steps=s["steps"])
+    assert lp.shape == (50,)
+    assert torch.allclose(lp_std, lp_std_exact, atol=s["lp_atol"], rtol=0)
+    assert torch.allclose(lp, lp_std_exact - scale.log().sum(), atol=s["lp_atol"], rtol=0)
+
+
+def test_euler_error_is_first_order(monkeypatch):
+    # The tolerances above are not loose enough to hide a wrong solver: Euler's error on
+    # y' = a y is ~ a^2 dt / 2 relative, and it halves when dt halves.
+    a = 0.7
+    fm = model_with(LinearField(a), 1, monkeypatch)
+    z = torch.ones(1, 1, dtype=F64)
+    errs = [(fm(z, dt=dt) / math.exp(a) - 1).abs().item() for dt in (0.02, 0.01)]
+    assert errs[0] == pytest.approx(a * a * 0.02 / 2, rel=0.05)
+    assert errs[0] / errs[1] == pytest.approx(2.0, rel=0.05)
+
+
+# --- time grids and step counts ------------------------------------------------------------
+
+
+def test_euler_with_dt_01_calls_the_field_exactly_10_times(monkeypatch):
+    field = ConstantField(torch.tensor([1.0, 0.0], dtype=F64))
+    fm = model_with(field, 2, monkeypatch)
+    fm.sample(7, dt=0.1, generator=torch.Generator().manual_seed(0))
+    assert len(field.times) == 10
+    assert field.times == pytest.approx([k / 10 for k in range(10)])
+    field.times.clear()
+    fm.reverse(torch.zeros(3, 2, dtype=F64), dt=0.1)
+    assert len(field.times) == 10
+    assert field.times == pytest.approx([1 - k / 10 for k in range(10)])
+
+
+@pytest.mark.parametrize(("dt", "calls"), [(1e-3, 1000), (0.25, 4), (0.3, 4), (0.7, 2), (1.0, 1)])
+def test_number_of_euler_steps(dt, calls, monkeypatch):
+    c = torch.tensor([1.0, -2.0], dtype=F64)
+    field = ConstantField(c)
+    fm = model_with(field, 2, monkeypatch)
+    z = rand(4, 2)
+    x = fm(z, dt=dt)
+    assert len(field.times) == calls
+    assert torch.allclose(x, z + c, atol=1e-12)  # the steps add up to exactly 1
+
+
+def test_time_grid():
+    assert time_grid(0.25) == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+    g = time_grid(0.3)
+    assert g == pytest.approx([0, 0.3, 0.6, 0.9, 1.0])
+    assert g[-1] - g[-2] == pytest.approx(0.1)  # a shorter last step
+    # Backwards, the grid is the forward one mirrored, so reverse visits the same times.
+    assert time_grid(0.3, 1.0, 0.0) == pytest.approx([1.0, 0.9, 0.6, 0.3, 0.0])
+    g = time_grid(1e-3)
+    assert len(g) == 1001 and g[0] == 0.0 and g[-1] == 1.0
+    assert len(time_grid(1 / 3)) == 4
+    assert time_grid(0.5, times=[0.3]) == pytest.approx([0, 0.3, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("dt", [0.0, -0.1, 1.5, math.nan, math.inf])
+def test_bad_dt_raises(dt):
+    with pytest.raises(ValueError, match="dt"):
+        time_grid(dt)
+    fm = small_model()
+    with pytest.raises(ValueError, match="dt"):
+        fm.sample(3, dt=dt)
+    with pytest.raises(ValueError, match="dt"):
+        fm.reverse(torch.zeros(3, 2, dtype=F64), dt=dt)
+
+
+def test_unknown_solver_and_bad_times_raise():
+    fm = small_model()
+    with pytest.raises(ValueError, match="solver"):
+        fm.sample(3, dt=0.5, solver="heun")
+    with pytest.raises(ValueError, match="outside"):
+        time_grid(0.1, times=[1.5])
+    with pytest.raises(ValueError, match="solver"):
+        integrate(lambda y, t: y, torch.zeros(1, 1), [0.0, 1.0], solver="nope")
+
+
+# --- a small random model --------------------------------------------------------------------
+
+
+def test_reverse_of_forward_returns_the_input_and_error_shrinks_with_dt():
+    fm = small_model(scale=0.5)
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    z = rand(200, 2)
+    errs = []
+    for dt in (0.1, 0.01, 0.001):
+        back = fm.reverse(fm(z, dt=dt), dt=dt)
+        errs.append((back - z).abs().max().item())
+    assert errs[2] < 1e-2
+    assert errs[0] > 5 * errs[1] > 25 * errs[2]  # first order: ~10x per 10x smaller dt
+    back = fm.reverse(fm(z, dt=0.02, solver="rk4"), dt=0.02, solver="rk4")
+    assert torch.allclose(back, z, atol=1e-5)
+
+
+def test_sample_is_forward_of_seeded_noise():
+    fm = small_model()
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    a = fm.sample(30, dt=0.1, generator=torch.Generator().manual_seed(0))
+    b = fm.sample(30, dt=0.1, generator=torch.Generator().manual_seed(0))
+    c = fm.sample(30, dt=0.1, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (30, 2) and torch.equal(a, b) and not torch.equal(a, c)
+    z = torch.randn(30, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert torch.allclose(a, fm(z, dt=0.1))
+
+
+def test_density_integrates_to_one_on_a_grid():
+    fm = small_model(scale=0.5)
+    s = fm.sample(5000, dt=0.05, solver="rk4", generator=torch.Generator().manual_seed(0))
+    lo, hi = s.min(0).values - 1.5, s.max(0).values + 1.5
+    k = 160
+    gx = torch.linspace(lo[0].item(), hi[0].item(), k, dtype=F64)
+    gy = torch.linspace(lo[1].item(), hi[1].item(), k, dtype=F64)
+    grid = torch.cartesian_prod(gx, gy)
+    lp = fm.log_prob(grid, solver="rk4", steps=10)
+    mass = lp.exp().sum().item() * (gx[1] - gx[0]).item() * (gy[1] - gy[0]).item()
+    assert mass == pytest.approx(1.0, abs=0.02)
+    # The model is not a plain Gaussian (else the divergence term would not be exercised).
+    assert (lp - standard_normal_log_prob(grid)).abs().max() > 0.2
+
+
+def test_divergence_exact_and_hutchinson_on_a_linear_map():
+    # v = y A^T has divergence trace(A) everywhere; Rademacher probes eps give
+    # eps^T A eps, unbiased with variance 2 * sum_{i != j} A_ij^2 (symmetrised).
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 3, generator=g, dtype=F64)
+    y = torch.randn(20_000, 3, generator=g, dtype=F64).requires_grad_(True)
+    exact = divergence_of(y @ a.T, y)
+    assert torch.allclose(exact, torch.trace(a).expand(len(y)), atol=1e-12)
+    eps = torch.randint(0, 2, y.shape, generator=g).to(F64) * 2 - 1
+    est = divergence_of(y @ a.T, y, eps)
+    sym = (a + a.T) / 2
+    var = 2 * (sym**2).sum() - 2 * (sym.diagonal() ** 2).sum()
+    assert est.var().item() == pytest.approx(var.item(), rel=0.1)
+    assert abs(est.mean().item() - torch.trace(a).item()) < 5 * math.sqrt(var / len(y))
+
+
+def test_hutchinson_log_prob_agrees_with_exact_in_expectation():
+    fm = small_model(scale=0.5)
+    x = rand(3, 2, seed=7)
+    reps = 2000
+    exact = fm.log_prob(x, solver="rk4", steps=8)
+    est = fm.log_prob(
+        x.repeat(reps, 1),  # every row gets its own probe
+        solver="rk4",
+        steps=8,
+        divergence="hutchinson",
+        generator=torch.Generator().manual_seed(0),
+    ).reshape(reps, 3)
+    se = est.std(0) / math.sqrt(reps)
+    assert (se > 0).all()  # really an estimate, not the exact value
+    assert ((est.mean(0) - exact).abs() < 5 * se + 1e-9).all()
+    with pytest.raises(ValueError, match="divergence"):
+        fm.log_prob(x, divergence="trace")
+
+
+def test_loss_is_eq16_with_t0_noise_and_t1_data(monkeypatch):
+    # With v = t y, and y = t x1 + (1 - t) x0, the residual v - (x1 - x0) is
+    # (t^2 - 1) x1 + (1 + t - t^2) x0, whose mean square over t ~ U[0, 1], x0 ~ N(0, I) is
+    # 8/15 |x1|^2 + 41/30 D. Swapping the time convention gives other numbers.
+    d = 2
+    fm = model_with(TimeLinearField(), d, monkeypatch)
+    x1 = 0.5 + rand(100_000, d, seed=3)
+    loss = fm.loss(x1, generator=torch.Generator().manual_seed(0)).item()
+    m2 = (x1**2).sum(1).mean().item()
+    assert loss == pytest.approx(8 / 15 * m2 + 41 / 30 * d, abs=0.05)
+    # The generator seeds the noise and times: same generator, same loss.
+    again = fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
+    assert again == fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("num_classes", [None, 5])
+def test_every_parameter_gets_a_gradient(num_classes):
+    fm = small_model(num_classes=num_classes)
+    labels = None if num_classes is None else torch.arange(64) % 5
+    fm.loss(rand(64, 2), labels).backward()
+    for name, p in fm.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_save_load_round_trip():
+    fm = small_model(num_classes=5)
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    again = FlowMatching(**fm.config()).double()
+    again.load_state_dict(fm.state_dict())
+    x = rand(10, 2)
+    assert torch.equal(again.log_prob(x, 1, steps=4), fm.log_prob(x, 1, steps=4))
+
+
+# --- trajectories ----------------------------------------------------------------------------
+
+
+def test_trajectory_at_given_times_follows_the_closed_form(monkeypatch):
+    c = torch.tensor([1.0, -2.0], dtype=F64)
+    fm = model_with(ConstantField(c), 2, monkeypatch)
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    z = rand(5, 2)
+    times = [0.5, 0.0, 0.25, 1.0, 0.33]  # any order, on or off the dt grid
+    path = fm.trajectory(z, dt=0.1, times=times, units="standardized")
+    assert path.shape == (len(times), 5, 2)
+    for k, t in enumerate(times):
+        assert torch.allclose(path[k], z + t * c, atol=1e-12), t
+    path = fm.trajectory(z, dt=0.1, times=times, units="data")
+    assert torch.allclose(path[1], fm.standardization.inverse(z), atol=1e-12)
+
+
+@pytest.mark.parametrize("units", ["standardized", "data"])
+def test_trajectory_ends_in_both_directions(units):
+    fm = small_model()
+    std = fm.standardization
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    show = (lambda s: s) if units == "standardized" else std.inverse
+    z = rand(8, 2)
+    x = fm(z, dt=0.1)
+    fwd = fm.trajectory(z, dt=0.1, times=[0.0, 0.5, 1.0], units=units)
+    assert fwd.shape == (3, 8, 2)
+    assert torch.equal(fwd[0], show(z))
+    assert torch.allclose(fwd[-1], show(std(x)), atol=1e-12)
+    inv = fm.trajectory(x, dt=0.1, times=[1.0, 0.5, 0.0], inverse=True, units=units)
+    assert torch.allclose(inv[0], show(std(x)), atol=1e-12)
+    assert torch.allclose(inv[-1], show(fm.reverse(x, dt=0.1)), atol=1e-12)
+    full = fm.trajectory(z, dt=0.1, units=units)  # default: every grid time
+    assert full.shape == (11, 8, 2)
+    assert torch.allclose(full[-1], fwd[-1], atol=1e-12)
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+def test_conditional_labels_change_the_output():
+    fm = small_model(num_classes=5, scale=0.5)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    s0 = fm.sample(20, dt=0.1, labels=0, generator=gen())
+    s1 = fm.sample(20, dt=0.1, labels=1, generator=gen())
+    assert not torch.allclose(s0, s1, atol=1e-3)
+    per_row = fm.sample(20, dt=0.1, labels=torch.full((20,), 1), generator=gen())
+    assert torch.equal(per_row, s1)  # one label for all == that label per sample
+    mixed = torch.tensor([0, 1] * 10)
+    s_mixed = fm.sample(20, dt=0.1, labels=mixed, generator=gen())
+    assert torch.allclose(s_mixed[0::2], s0[0::2]) and torch.allclose(s_mixed[1::2], s1[1::2])
+    x = rand(10, 2)
+    assert not torch.allclose(fm.log_prob(x, 0, steps=4), fm.log_prob(x, 3, steps=4))
+    assert not torch.allclose(fm.reverse(x, dt=0.1, labels=0), fm.reverse(x, dt=0.1, labels=2))
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        torch.zeros(19, dtype=torch.long),  # wrong length
+        torch.zeros(20, 1, dtype=torch.long),  # wrong shape
+        torch.zeros(20),  # floats
+        5,  # unknown
+        -1,  # unknown
+        torch.tensor([0] * 19 + [7]),  # one unknown among known
+        None,  # a conditional model needs labels
+    ],
+    ids=["len19", "shape20x1", "float", "5", "-1", "one7", "none"],
+)
+def test_bad_labels_raise(labels):
+    fm = small_model(num_classes=5)
+    x = rand(20, 2)
+    with pytest.raises(ValueError, match="label"):
+        fm.sample(20, dt=0.5, labels=labels)
+    with pytest.raises(ValueError, match="label"):
+        fm.log_prob(x, labels, steps=2)
+    with pytest.raises(ValueError, match="label"):
+        fm.reverse(x, dt=0.5, labels=labels)
+    with pytest.raises(ValueError, match="label"):
+        fm.loss(x, labels)
+
+
+def test_unconditional_model_given_labels_raises():
+    fm = small_model()
+    x = rand(4, 2)
+    with pytest.raises(ValueError, match="unconditional"):
+        fm.sample(4, dt=0.5, labels=0)
+    with pytest.raises(ValueError, match="unconditional"):
+        fm.log_prob(x, torch.zeros(4, dtype=torch.long), steps=2)
+    with pytest.raises(ValueError, match="unconditional"):
+        fm.trajectory(x, dt=0.5, labels=0)
+
+
+def test_wrong_point_shapes_raise():
+    fm = small_model()
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        fm.log_prob(torch.zeros(3, 3, dtype=F64))
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        fm.reverse(torch.zeros(3, dtype=F64))
+    with pytest.raises(ValueError, match="n must be"):
+        fm.sample(0)
