@@ -17,6 +17,13 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line through :func:`main` instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CommandError(f"{message} (see `{self.prog} --help`)")
+
+
 Handler = Callable[[argparse.Namespace], int | None]
 
 
@@ -55,7 +62,7 @@ def _commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowscope",
         description="Train, sample, invert and look inside normalizing flows and flow "
         "matching models on low-dimensional data.",
@@ -76,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowscope`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
     from .runs import RunError
     from .train import TrainingDiverged
 
     try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "handler"):
+            parser.print_help()
+            return 2
         return int(args.handler(args) or 0)
     except (CommandError, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)

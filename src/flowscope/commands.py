@@ -1,39 +1,528 @@
-"""The model commands of the CLI: train, sample, log-prob, invert."""
+"""The model commands of the CLI: train, sample, log-prob, invert.
+
+Every command checks its options, output paths and the run folder before any long work,
+writes its files atomically (:func:`~flowscope.runs.atomic_write`), and reports bad input
+as one line through :func:`~flowscope.cli.main`. Coordinates the user gives or gets are in
+data units; a latent z is in the base distribution's units (N(0, I), standardized).
+
+Flow-matching options (``--dt``, ``--solver``) given to a normalizing flow are ignored
+with a note on stderr: a flow maps in one pass, so there is no step to choose, and the
+same command line then works for every run folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import io
+import math
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from .cli import add_command
+import numpy as np
+import torch
+
+from . import runs
+from .cli import CommandError, add_command
+from .matching import SOLVERS
 from .train import TrainConfig
+
+__all__ = ["add_commands"]
+
+DEFAULT_DT = 1e-3  # the seed's Euler step
+_TRAIN_RUN_PARAMETERS = inspect.signature(runs.train_run).parameters
+
+
+# -- option types: argparse names the flag in the message -------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _step(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(
+            f"the step must be in (0, 1] (the flow runs over t in [0, 1]), got {text!r}"
+        )
+    return value
+
+
+def _point(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(
+            f"expected X,Y (two numbers and a comma, e.g. --point=-1.5,0.2), got {text!r}"
+        )
+    try:
+        x, y = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers X,Y") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"{text!r}: coordinates must be finite")
+    return x, y
+
+
+# -- checks and helpers shared by the commands ------------------------------------------
+
+
+def _output(path: str | None, flag: str) -> Path | None:
+    """Check an output path before any work: its folder exists and it is not a folder."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise CommandError(f"{flag} {p}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        raise CommandError(f"{flag} {p}: folder {p.parent} does not exist; create it first")
+    return p
+
+
+def _plot_output(path: str | None) -> Path | None:
+    p = _output(path, "--plot")
+    if p is not None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        kinds = FigureCanvasAgg.get_supported_filetypes()
+        if p.suffix.lower().lstrip(".") not in kinds:
+            raise CommandError(
+                f"--plot {p}: unknown image type {p.suffix!r}; use one of "
+                + ", ".join(f".{k}" for k in sorted(kinds))
+            )
+    return p
+
+
+def _class_names(model: Any, info: Any) -> list[str]:
+    names = [str(n) for n in info.data.get("class_names") or []]
+    return names if len(names) == model.num_classes else [str(i) for i in range(model.num_classes)]
+
+
+def _known_classes(model: Any, info: Any) -> str:
+    names = _class_names(model, info)
+    return ", ".join(str(i) if n == str(i) else f"{i} {n}" for i, n in enumerate(names))
+
+
+def _label_id(value: str, model: Any, info: Any, run: str) -> int:
+    """A class id from a name (any case) or an id, for the model of ``run``."""
+    if model.num_classes is None:
+        raise CommandError(f"--label {value!r}: the model in {run} is unconditional; drop --label")
+    names = [n.lower() for n in _class_names(model, info)]
+    if value.strip().lower() in names:
+        return names.index(value.strip().lower())
+    try:
+        i = int(value)
+    except ValueError:
+        i = -1
+    if 0 <= i < model.num_classes:
+        return i
+    raise CommandError(
+        f"--label {value!r}: unknown class; the model in {run} knows "
+        f"{_known_classes(model, info)} (a name or an id)"
+    )
+
+
+def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
+    """The points (N, 2) in data units and the labels (N,) or ``None`` the model needs."""
+    from .data import load_points
+
+    if args.points is not None:
+        x, file_labels = load_points(args.points)
+    else:
+        x, file_labels = torch.tensor(args.point, dtype=torch.float32), None
+    x = x.to(model.dtype)
+    if model.num_classes is None:
+        if file_labels is not None:
+            raise CommandError(
+                f"{args.points}: has a third column (labels), but the model in {args.run} is "
+                "unconditional; give two columns x,y"
+            )
+        if args.label is not None:
+            raise CommandError(
+                f"--label {args.label!r}: the model in {args.run} is unconditional; drop --label"
+            )
+        return x, None
+    if args.label is not None:
+        if file_labels is not None:
+            raise CommandError(
+                f"{args.points} has a label column and --label is given; use one of the two"
+            )
+        return x, torch.full((len(x),), _label_id(args.label, model, info, args.run))
+    if file_labels is None:
+        raise CommandError(
+            f"the model in {args.run} is conditional: give --label NAME_OR_ID or a third "
+            f"column of class ids in --points (classes: {_known_classes(model, info)})"
+        )
+    bad = file_labels >= model.num_classes
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        raise CommandError(
+            f"{args.points}: row {row + 1}: label {int(file_labels[row])} is not a class of "
+            f"the model in {args.run} ({_known_classes(model, info)})"
+        )
+    return x, file_labels
+
+
+def _flow_options(args: argparse.Namespace, model: Any) -> tuple[float, str]:
+    """``(dt, solver)`` for flow matching; for a flow, a note that they are ignored."""
+    if model.kind == "fm":
+        return args.dt or DEFAULT_DT, args.solver or "euler"
+    given = [f for f, v in (("--dt", args.dt), ("--solver", args.solver)) if v is not None]
+    if given:
+        print(
+            f"flowscope: note: {' and '.join(given)} ignored: a normalizing flow maps in one "
+            "pass, without ODE steps",
+            file=sys.stderr,
+        )
+    return DEFAULT_DT, "euler"
+
+
+def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
+    """The same numbers as CSV text (exact, ``%.9g``) and as an aligned table."""
+    ints = [c.dtype.kind in "iu" for c in columns]
+    buf = io.StringIO()
+    np.savetxt(
+        buf,
+        np.column_stack([c.astype(np.float64) for c in columns]),
+        fmt=["%d" if i else "%.9g" for i in ints],
+        delimiter=",",
+        header=",".join(header),
+        comments="",
+    )
+    width = [max(10, len(h)) for h in header]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, width, strict=True))]
+    for row in zip(*columns, strict=True):
+        cells = [
+            (f"{int(v)}" if i else f"{float(v):.6g}").rjust(w)
+            for v, i, w in zip(row, ints, width, strict=True)
+        ]
+        lines.append("  ".join(cells))
+    return buf.getvalue(), "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str | bytes, what: str) -> None:
+    runs.atomic_write(path, text)
+    print(f"wrote {what} to {path}", file=sys.stderr)
+
+
+def _scatter(path: Path, x: np.ndarray, labels: np.ndarray | None, names: list[str], title: str):
+    """A scatter plot (Agg backend, equal aspect); Olympic classes in the rings' colours."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .data import RING_COLORS, RING_NAMES
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    size = max(0.5, min(8.0, 4000 / len(x)))
+    if labels is None:
+        ax.scatter(x[:, 0], x[:, 1], s=size, alpha=0.6, color="C0", linewidths=0)
+    else:
+        colors = (
+            RING_COLORS if tuple(names) == RING_NAMES else [f"C{i % 10}" for i in range(len(names))]
+        )
+        for k, (name, color) in enumerate(zip(names, colors, strict=True)):
+            sel = labels == k
+            if sel.any():
+                style = dict(s=size, alpha=0.7, color=color, linewidths=0, label=name)
+                ax.scatter(x[sel, 0], x[sel, 1], **style)
+        ax.legend(markerscale=max(1.0, 12 / size), fontsize="small", loc="best")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (data units)")
+    ax.set_ylabel("y (data units)")
+    ax.set_title(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lower().lstrip("."), dpi=150)
+    _write(path, buf.getvalue(), "the plot")
+
+
+# -- train ------------------------------------------------------------------------------
+
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
+
+
+def _train_defaults() -> dict[str, Any]:
+    """The seed's recipe: the defaults of TrainConfig and train_run (one source of truth)."""
+    run = _TRAIN_RUN_PARAMETERS
+    recipe = TrainConfig()
+    return {
+        "data": run["data"].default,
+        "n_points": run["n_points"].default,
+        "holdout_points": run["holdout_points"].default,
+        **{k: getattr(recipe, k) for k in (*TRAIN_OPTIONS, "val_size")},
+    }
+
+
+def _summary_writer() -> type:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CommandError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install tensorboard"
+        ) from None
+    return SummaryWriter
+
+
+class _TensorBoard:
+    """Epoch metrics and batch losses as TensorBoard scalars in ``RUN_DIR/tensorboard``."""
+
+    def __init__(self, writer_class: type, log_dir: Path):
+        self.writer_class, self.log_dir, self.writer = writer_class, log_dir, None
+
+    def __call__(self, model: Any, state: Any) -> None:
+        if self.writer is None:
+            self.writer = self.writer_class(log_dir=str(self.log_dir))
+        row = state.history.epochs[-1]
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(f"epoch/{key}", value, state.epoch)
+        losses = state.history.batch_loss
+        per_epoch = len(losses) // state.epoch
+        for step in range(len(losses) - per_epoch, len(losses)):
+            self.writer.add_scalar("batch/loss", losses[step], step + 1)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runs import train_run
-
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    writer_class = _summary_writer() if args.tensorboard else None
     out = Path(args.out or f"runs/{args.model}")
     if out.parent == Path("runs"):
         out.parent.mkdir(exist_ok=True)
-    model, info, history = train_run(
-        args.model,
-        out,
-        data=args.data,
-        n_points=args.n_points,
-        config=config,
-        overwrite=args.overwrite,
-        resume=args.resume,
-    )
-    last = history.epochs[-1]
+    settings = _train_defaults()
+    if args.resume and (out / "config.json").is_file():
+        # Options not given on the command line continue with the run's own settings.
+        info = runs.read_info(out)
+        settings.update(info.train)
+        settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
+        settings["data"] = info.data.get("source", settings["data"])
+    given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
+
+    done: list[int] = []
+    tensorboard = None if writer_class is None else _TensorBoard(writer_class, out / "tensorboard")
+
+    def on_epoch_end(model: Any, state: Any) -> None:
+        done.append(state.epoch)
+        if tensorboard is not None:
+            tensorboard(model, state)
+
+    t0 = time.perf_counter()
+    try:
+        _, _, history = runs.train_run(
+            args.model,
+            out,
+            data=settings["data"],
+            n_points=settings["n_points"],
+            holdout_points=settings["holdout_points"],
+            config=config,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            on_epoch_end=on_epoch_end,
+        )
+    except KeyboardInterrupt:
+        hint = "no epoch finished; nothing was saved"
+        if done or (args.resume and (out / runs.CHECKPOINT).is_file()):
+            hint = (
+                f"the last finished epoch is saved; continue with "
+                f"`flowscope train {args.model} --out {out} --resume`"
+            )
+        print(f"flowscope: interrupted; {hint}", file=sys.stderr)
+        return 130
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
+    seconds = time.perf_counter() - t0
+    last = history.epochs[-1] if history.epochs else {}
+    start = f" (resumed at epoch {done[0]})" if args.resume and done else ""
+    if args.resume and not done:
+        start = " (already complete; nothing to resume)"
     print(
-        f"trained {args.model} in {history.seconds:.1f} s; "
-        f"validation loss {last.get('val_loss', float('nan')):.4f}; saved to {out}"
+        f"trained {args.model} on {settings['data']} for {config.epochs} "
+        f"epoch{'s' if config.epochs != 1 else ''}{start} in "
+        f"{seconds:.1f} s; validation loss {last.get('val_loss', math.nan):.4f}\n"
+        f"run saved to {out}"
     )
     return 0
 
 
+# -- sample -----------------------------------------------------------------------------
+
+
+def _sample(args: argparse.Namespace) -> int:
+    out, plot = _output(args.output, "-o"), _plot_output(args.plot)
+    model, info = runs.load_run(args.run)
+    dt, solver = _flow_options(args, model)
+    n = args.n
+    labels = None
+    if args.label is not None:
+        labels = torch.full((n,), _label_id(args.label, model, info, args.run))
+    elif model.num_classes is not None:
+        labels = torch.arange(n) % model.num_classes  # balanced classes
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        if model.kind == "fm":
+            x = model.sample(n, dt=dt, labels=labels, solver=solver, generator=gen)
+        else:
+            x = model.sample(n, generator=gen)
+    pts = x.double().numpy()
+    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    if labels is not None:
+        header.append("label")
+        columns.append(labels.numpy())
+    csv, _ = _table(header, columns)
+    if out is not None:
+        _write(out, csv, f"{n} samples")
+    elif plot is None:
+        sys.stdout.write(csv)
+    if plot is not None:
+        names = _class_names(model, info) if labels is not None else []
+        title = f"{n} samples from {args.run}"
+        _scatter(plot, pts, None if labels is None else labels.numpy(), names, title)
+    return 0
+
+
+# -- log-prob ---------------------------------------------------------------------------
+
+
+def _log_prob(args: argparse.Namespace) -> int:
+    out = _output(args.output, "-o")
+    model, info = runs.load_run(args.run)
+    x, labels = _points(args, model, info)
+    # One solve: the data-unit density differs from the standardized one by a constant.
+    lp_std = model.log_prob(x, labels, standardized=True)
+    lp = lp_std + model.standardization.log_abs_det
+    pts = x.double().numpy()
+    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    if labels is not None:
+        header.append("label")
+        columns.append(labels.numpy())
+    header += ["log_prob", "log_prob_standardized"]
+    columns += [lp.double().numpy(), lp_std.double().numpy()]
+    csv, table = _table(header, columns)
+    if out is not None:
+        _write(out, csv, f"the log-densities of {len(x)} points")
+    else:
+        sys.stdout.write(table)
+    return 0
+
+
+# -- invert -----------------------------------------------------------------------------
+
+
+def _invert(args: argparse.Namespace) -> int:
+    out, traj_out = _output(args.output, "-o"), _output(args.trajectory, "--trajectory")
+    model, info = runs.load_run(args.run)
+    dt, solver = _flow_options(args, model)
+    x, labels = _points(args, model, info)
+    with torch.no_grad():
+        if model.kind == "fm":
+            z = model.reverse(x, dt=dt, labels=labels, solver=solver)
+            path = None
+            if traj_out is not None:
+                path = model.trajectory(x, inverse=True, dt=dt, labels=labels, solver=solver)
+        else:
+            z = model.inverse(x)[0]
+            path = None if traj_out is None else model.trajectory(x, inverse=True)
+    pts, lat = x.double().numpy(), z.double().numpy()
+    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    if labels is not None:
+        header.append("label")
+        columns.append(labels.numpy())
+    header += ["z1", "z2"]
+    columns += [lat[:, 0], lat[:, 1]]
+    csv, table = _table(header, columns)
+    if out is not None:
+        _write(out, csv, f"the latents of {len(x)} points")
+    else:
+        sys.stdout.write(table)
+    if path is not None:
+        steps, n = path.shape[:2]
+        flat = path.double().numpy().reshape(-1, 2)  # (steps * N, 2), step-major
+        traj_csv, _ = _table(
+            ["step", "point", "x", "y"],
+            [np.repeat(np.arange(steps), n), np.tile(np.arange(n), steps), flat[:, 0], flat[:, 1]],
+        )
+        _write(traj_out, traj_csv, f"the trajectory ({steps} states of {n} points)")
+    return 0
+
+
+# -- the parsers ------------------------------------------------------------------------
+
+
+def _add_points(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--points",
+        metavar="FILE",
+        help=".csv/.npy/.npz with columns x,y (and, for a conditional model, a class id)",
+    )
+    src.add_argument(
+        "--point",
+        metavar="X,Y",
+        type=_point,
+        action="append",
+        help="one point in data units; repeat for more (write --point=-1,0 for a negative X)",
+    )
+    p.add_argument(
+        "--label",
+        metavar="NAME_OR_ID",
+        help="class of every point, for a conditional model (e.g. blue or 1)",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write CSV here instead of a table")
+
+
+def _add_flow_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dt",
+        type=_step,
+        help=f"ODE step in (0, 1] for flow matching (default {DEFAULT_DT}); a flow ignores it",
+    )
+    p.add_argument(
+        "--solver",
+        choices=SOLVERS,
+        help="ODE solver for flow matching (default euler); a flow ignores it",
+    )
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``sample``, ``log-prob`` and ``invert`` to the ``flowscope`` parser."""
+    d = _train_defaults()
     p = add_command(
         sub,
         "train",
@@ -48,15 +537,74 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data",
-        default="olympic",
-        help="olympic, moons, 8gaussians, checkerboard, "
-        "2spirals, pinwheel, circles, swissroll, or a .csv/.npy/.npz file",
+        help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
+        f"swissroll, or a .csv/.npy/.npz file (default {d['data']})",
     )
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--n-points", type=int, default=250_000, help="training points drawn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (default runs/MODEL)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
+    p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
+    p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
+    p.add_argument(
+        "--n-points", type=_positive_int, help=f"training points drawn (default {d['n_points']})"
+    )
+    p.add_argument("--seed", type=_int, help=f"initialisation and shuffling (default {d['seed']})")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run; options not given keep the run's values",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to RUN_DIR/tensorboard (needs tensorboard)",
+    )
+
+    p = add_command(
+        sub,
+        "sample",
+        "Draw points from a trained model; write them as CSV (x,y[,label]) and/or a plot.",
+        "flowscope sample runs/cfm -n 1000 --label blue --plot blue.png",
+        _sample,
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+    p.add_argument("-n", type=_positive_int, default=1000, help="number of points (default 1000)")
+    p.add_argument("--seed", type=_int, default=0, help="seed of the noise (default 0)")
+    _add_flow_options(p)
+    p.add_argument(
+        "--label",
+        metavar="NAME_OR_ID",
+        help="class to draw from a conditional model (default: all classes, balanced)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="CSV file (default: stdout unless --plot is given)"
+    )
+    p.add_argument("--plot", metavar="IMAGE", help="scatter plot, e.g. samples.png")
+
+    p = add_command(
+        sub,
+        "log-prob",
+        "Log-density of points in nats, in data units and in the model's standardized space "
+        "(flow matching: exact divergence, rk4 with 100 steps).",
+        "flowscope log-prob runs/nf --point 0,1 --point=-1,0.5",
+        _log_prob,
+    )
+    _add_points(p)
+
+    p = add_command(
+        sub,
+        "invert",
+        "Map points to their latents z (N(0, I) units): a flow's inverse, or flow matching "
+        "run backwards from t = 1 to 0.",
+        "flowscope invert runs/fm --point 2,1 --trajectory path.csv",
+        _invert,
+    )
+    _add_points(p)
+    _add_flow_options(p)
+    p.add_argument(
+        "--trajectory",
+        metavar="FILE",
+        help="CSV of the path in data units, columns step,point,x,y (a flow: one step per "
+        "coupling; flow matching: one per ODE step)",
+    )

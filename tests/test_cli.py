@@ -1,0 +1,438 @@
+"""The model commands through ``flowscope.cli.main``: train, sample, log-prob, invert."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flowscope.runs
+from flowscope.cli import main
+from flowscope.data import RING_COLORS, load_points
+from flowscope.runs import load_run, train_run
+from flowscope.train import TrainConfig
+
+torch.set_num_threads(1)
+
+TINY = ["--n-points", "300", "--epochs", "1", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny one-epoch runs of nf (through the CLI) and cfm (through the library)."""
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["train", "nf", "--out", str(root / "nf"), *TINY]) == 0
+    config = TrainConfig(epochs=1, batch_size=64)
+    train_run("cfm", root / "cfm", n_points=300, holdout_points=50, config=config)
+    return {"nf": root / "nf", "cfm": root / "cfm"}
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path_or_text: Path | str) -> tuple[list[str], np.ndarray]:
+    text = path_or_text.read_text() if isinstance(path_or_text, Path) else path_or_text
+    header, *rows = text.strip().splitlines()
+    return header.split(","), np.array([[float(v) for v in r.split(",")] for r in rows])
+
+
+def one_error_line(code: int, err: str) -> str:
+    assert code != 0
+    assert err.startswith("flowscope: error: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+# -- help and train ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "log-prob", "invert"])
+def test_every_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"flowscope {command} " in out.split("example:")[1]
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("train", "sample", "log-prob", "invert"):
+        assert command in out
+
+
+def test_train_says_where_and_how_long(runs, capsys, tmp_path):
+    code, out, _ = run(capsys, "train", "fm", "--out", tmp_path / "fm", *TINY, "--seed", "4")
+    assert code == 0
+    assert f"run saved to {tmp_path / 'fm'}" in out
+    assert " s; validation loss " in out
+    config = json.loads((tmp_path / "fm" / "config.json").read_text())
+    assert config["train"] == {
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "seed": 4,
+        "val_size": 10_000,
+    }
+    assert config["data"]["n_points"] == 300
+    assert config["train_seconds"] > 0
+
+
+def test_train_defaults_are_the_seed_recipe(runs, monkeypatch, capsys, tmp_path):
+    seen = {}
+
+    def fake_train_run(name, out, **kwargs):
+        seen.update(kwargs, name=name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowscope.runs, "train_run", fake_train_run)
+    code, _, err = run(capsys, "train", "nf", "--out", tmp_path / "x")
+    assert code == 130 and "nothing was saved" in err
+    assert seen["config"] == TrainConfig(epochs=20, batch_size=128, lr=1e-3, seed=0)
+    assert (seen["data"], seen["n_points"], seen["name"]) == ("olympic", 250_000, "nf")
+
+
+def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "nf"
+    real = flowscope.runs.train_run
+
+    def interrupted(*args, on_epoch_end, **kwargs):
+        def stop(model, state):
+            on_epoch_end(model, state)
+            raise KeyboardInterrupt
+
+        return real(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(flowscope.runs, "train_run", interrupted)
+    code, _, err = run(capsys, "train", "nf", "--out", out, *TINY[:2], "--epochs", "2")
+    assert code == 130
+    assert f"flowscope train nf --out {out} --resume" in err
+    monkeypatch.setattr(flowscope.runs, "train_run", real)
+    code, stdout, _ = run(capsys, "train", "nf", "--out", out, "--resume")
+    assert code == 0 and "resumed at epoch 2" in stdout
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2
+
+
+def test_tensorboard_missing_fails_early(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    err = one_error_line(
+        *run(capsys, "train", "nf", "--out", tmp_path / "tb", "--tensorboard")[::2]
+    )
+    assert "pip install tensorboard" in err
+    assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_gets_every_epoch_and_batch(monkeypatch, capsys, tmp_path):
+    calls: list[tuple] = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir):
+            calls.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    out = tmp_path / "tb"
+    argv = ["train", "fm", "--out", out, "--n-points", "300", "--epochs", "2", "--tensorboard"]
+    assert run(capsys, *argv)[0] == 0
+    assert calls[0] == ("open", str(out / "tensorboard")) and calls[-1] == ("close",)
+    header, saved = read_csv(out / "batches.csv")
+    assert header == ["step", "loss"] and len(saved) == 2 * 3  # ceil(300 / 128) steps an epoch
+    batch = [(v, step) for tag, v, step in calls[1:-1] if tag == "batch/loss"]
+    assert batch == [(loss, int(step)) for step, loss in saved]
+    assert [step for tag, _, step in calls[1:-1] if tag == "epoch/val_loss"] == [1, 2]
+
+
+# -- sample -----------------------------------------------------------------------------
+
+
+def test_sample_writes_reproducible_csv(runs, capsys, tmp_path):
+    code, out, _ = run(capsys, "sample", runs["nf"], "-n", 50, "--seed", 1)
+    assert code == 0
+    header, x = read_csv(out)
+    assert header == ["x", "y"] and x.shape == (50, 2) and np.isfinite(x).all()
+    model, _ = load_run(runs["nf"])
+    expected = model.sample(50, generator=torch.Generator().manual_seed(1)).double().numpy()
+    np.testing.assert_allclose(x, expected, rtol=1e-6, atol=1e-6)
+    assert run(capsys, "sample", runs["nf"], "-n", 50, "--seed", 1)[1] == out
+    assert run(capsys, "sample", runs["nf"], "-n", 50, "--seed", 2)[1] != out
+
+
+def test_flow_ignores_dt_with_a_note(runs, capsys):
+    plain = run(capsys, "sample", runs["nf"], "-n", 5)[1]
+    code, out, err = run(capsys, "sample", runs["nf"], "-n", 5, "--dt", 0.1, "--solver", "rk4")
+    assert code == 0 and out == plain
+    assert "note: --dt and --solver ignored" in err
+
+
+def test_conditional_sample_is_balanced_without_label(runs, capsys, tmp_path):
+    path = tmp_path / "s.csv"
+    assert run(capsys, "sample", runs["cfm"], "-n", 12, "--dt", 0.05, "-o", path)[0] == 0
+    header, x = read_csv(path)
+    assert header == ["x", "y", "label"]
+    assert np.bincount(x[:, 2].astype(int)).tolist() == [3, 3, 2, 2, 2]
+    points, labels = load_points(path)  # the file reads back as labelled points
+    assert points.shape == (12, 2) and labels.tolist() == x[:, 2].astype(int).tolist()
+
+
+@pytest.mark.parametrize("label, expected", [("blue", 1), ("RED", 3), ("4", 4)])
+def test_sample_one_class_by_name_or_id(runs, capsys, label, expected):
+    code, out, _ = run(capsys, "sample", runs["cfm"], "-n", 6, "--dt", 0.1, "--label", label)
+    assert code == 0
+    header, x = read_csv(out)
+    assert header[-1] == "label" and (x[:, 2] == expected).all()
+    model, _ = load_run(runs["cfm"])
+    gen = torch.Generator().manual_seed(0)
+    expected_x = model.sample(6, dt=0.1, labels=expected, generator=gen).double().numpy()
+    np.testing.assert_allclose(x[:, :2], expected_x, rtol=1e-6, atol=1e-6)
+
+
+def test_sample_plot_uses_ring_colours(runs, capsys, tmp_path):
+    png, svg = tmp_path / "s.png", tmp_path / "s.svg"
+    assert run(capsys, "sample", runs["cfm"], "-n", 50, "--dt", 0.1, "--plot", png)[0] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run(capsys, "sample", runs["cfm"], "-n", 50, "--dt", 0.1, "--plot", svg)
+    assert code == 0 and out == ""  # with --plot and no -o, no CSV on stdout
+    text = svg.read_text().lower()
+    assert all(colour.lower() in text for colour in RING_COLORS)
+
+
+# -- log-prob ---------------------------------------------------------------------------
+
+
+def test_log_prob_in_data_units_and_standardized(runs, capsys, tmp_path):
+    pts = np.array([[0.0, 1.0], [-1.0, 0.5], [2.0, -1.0]])
+    f = tmp_path / "p.csv"
+    f.write_text("x,y\n" + "".join(f"{a},{b}\n" for a, b in pts))
+    out = tmp_path / "lp.csv"
+    assert run(capsys, "log-prob", runs["nf"], "--points", f, "-o", out)[0] == 0
+    header, table = read_csv(out)
+    assert header == ["x", "y", "log_prob", "log_prob_standardized"]
+    model, _ = load_run(runs["nf"])
+    x = torch.tensor(pts, dtype=torch.float32)
+    np.testing.assert_allclose(table[:, 2], model.log_prob(x).numpy(), rtol=1e-5)
+    shift = table[:, 2] - table[:, 3]
+    np.testing.assert_allclose(shift, -model.standardization.scale.log().sum().item(), rtol=1e-5)
+    code, printed, _ = run(capsys, "log-prob", runs["nf"], "--point", "0,1", "--point=-1,0.5")
+    assert code == 0 and printed.split()[:4] == header
+    assert float(printed.splitlines()[1].split()[2]) == pytest.approx(table[0, 2], rel=1e-5)
+
+
+def test_log_prob_of_a_conditional_model_takes_labels_from_the_file(runs, capsys, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("0,1,1\n2,0,0\n")
+    code, out, _ = run(capsys, "log-prob", runs["cfm"], "--points", f)
+    assert code == 0
+    rows = [line.split() for line in out.strip().splitlines()[1:]]
+    model, _ = load_run(runs["cfm"])
+    expected = model.log_prob(torch.tensor([[0.0, 1.0], [2.0, 0.0]]), torch.tensor([1, 0]))
+    np.testing.assert_allclose([float(r[3]) for r in rows], expected.numpy(), rtol=1e-5)
+    code, by_name, _ = run(capsys, "log-prob", runs["cfm"], "--point", "0,1", "--label", "blue")
+    assert code == 0 and by_name.splitlines()[1] == out.splitlines()[1]
+
+
+# -- invert -----------------------------------------------------------------------------
+
+
+def test_invert_flow_and_its_trajectory(runs, capsys, tmp_path):
+    traj, out = tmp_path / "t.csv", tmp_path / "z.csv"
+    argv = ["invert", runs["nf"], "--point", "0,1", "--point", "2,0.5", "-o", out]
+    assert run(capsys, *argv, "--trajectory", traj)[0] == 0
+    header, z = read_csv(out)
+    assert header == ["x", "y", "z1", "z2"]
+    model, _ = load_run(runs["nf"])
+    x = torch.tensor([[0.0, 1.0], [2.0, 0.5]])
+    np.testing.assert_allclose(z[:, 2:], model.inverse(x)[0].detach().numpy(), rtol=1e-5)
+    header, path = read_csv(traj)
+    assert header == ["step", "point", "x", "y"]
+    steps = model.couplings + 1
+    assert path.shape == (steps * 2, 4)
+    np.testing.assert_array_equal(path[:, 0], np.repeat(np.arange(steps), 2))
+    np.testing.assert_array_equal(path[:, 1], np.tile(np.arange(2), steps))
+    np.testing.assert_allclose(path[:2, 2:], x.numpy())  # step 0 is the input
+    last = model.standardization.inverse(torch.tensor(z[:, 2:], dtype=torch.float32))
+    np.testing.assert_allclose(path[-2:, 2:], last.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_invert_flow_matching_runs_backwards_with_dt(runs, capsys, tmp_path):
+    traj = tmp_path / "t.csv"
+    argv = ["invert", runs["cfm"], "--point", "0,1", "--label", "blue", "--dt", 0.1]
+    code, out, _ = run(capsys, *argv, "--trajectory", traj)
+    assert code == 0
+    model, _ = load_run(runs["cfm"])
+    z = model.reverse(torch.tensor([[0.0, 1.0]]), dt=0.1, labels=1)
+    row = out.splitlines()[1].split()
+    np.testing.assert_allclose([float(row[3]), float(row[4])], z[0].numpy(), rtol=1e-5)
+    header, path = read_csv(traj)
+    assert path.shape == (11, 4) and path[:, 0].tolist() == list(range(11))
+
+
+# -- bad input: one line on stderr, non-zero exit, nothing overwritten --------------------
+
+
+SENTINEL = b"previous output, must survive\n"
+
+
+@pytest.fixture
+def broken(runs, tmp_path) -> dict[str, Path]:
+    """Run folders damaged in the ways a user meets them."""
+
+    def copy(name: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for f in runs["nf"].iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+        return d
+
+    out = {"missing": tmp_path / "no-such-run", "empty": tmp_path / "empty"}
+    out["empty"].mkdir()
+    out["no weights"] = copy("no-weights")
+    (out["no weights"] / "model.safetensors").unlink()
+    out["truncated"] = copy("truncated")
+    w = out["truncated"] / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    out["random bytes"] = copy("random")
+    w = out["random bytes"] / "model.safetensors"
+    w.write_bytes(np.random.default_rng(0).bytes(w.stat().st_size))
+    out["other format"] = copy("format")
+    c = out["other format"] / "config.json"
+    c.write_text(json.dumps({**json.loads(c.read_text()), "format": 99}))
+    out["bad json"] = copy("bad-json")
+    (out["bad json"] / "config.json").write_text("{not json")
+    return out
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such run folder"),
+        ("empty", "holds no model"),
+        ("no weights", "holds no weights"),
+        ("truncated", "corrupted or truncated"),
+        ("random bytes", "corrupted or truncated"),
+        ("other format", "run format 99"),
+        ("bad json", "not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sample", "log-prob", "invert"])
+def test_bad_run_folder(broken, capsys, tmp_path, case, message, command):
+    target = tmp_path / "out.csv"
+    target.write_bytes(SENTINEL)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    argv = [command, broken[case], "-o", target]
+    argv += ["-n", "5"] if command == "sample" else ["--point", "0,0"]
+    err = one_error_line(*run(capsys, *argv)[::2])
+    assert message in err
+    assert target.read_bytes() == SENTINEL
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+POINT_FILES = {
+    "nan": ("x,y\n0,1\nnan,2\n", "column 1 is nan"),
+    "inf": ("0,1\n1,inf\n", "column 2 is inf"),
+    "text": ("x,y\n0,1\none,two\n", "is not numeric"),
+    "one column": ("1\n2\n", "got 1"),
+    "four columns": ("1,2,0,4\n", "got 4"),
+    "empty": ("x,y\n", "holds no points"),
+    "three columns, unconditional": ("0,1,2\n1,0,3\n", "model in"),
+    "negative label": ("0,1,-1\n", "not a non-negative integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(POINT_FILES))
+@pytest.mark.parametrize("command", ["log-prob", "invert"])
+def test_bad_points_file(runs, capsys, tmp_path, case, command):
+    text, message = POINT_FILES[case]
+    f = tmp_path / "points.csv"
+    f.write_text(text)
+    target = tmp_path / "out.csv"
+    target.write_bytes(SENTINEL)
+    err = one_error_line(*run(capsys, command, runs["nf"], "--points", f, "-o", target)[::2])
+    assert message in err
+    if case.startswith("three"):
+        assert "unconditional" in err and "third column" in err
+    assert target.read_bytes() == SENTINEL
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # classes
+        (["sample", "{cfm}", "--label", "purple"], "unknown class; the model in"),
+        (["sample", "{cfm}", "--label", "5"], "0 black, 1 blue, 2 green, 3 red, 4 yellow"),
+        (["sample", "{cfm}", "--label", "-1"], "unknown class"),
+        (["sample", "{nf}", "--label", "blue"], "is unconditional"),
+        (["log-prob", "{nf}", "--point", "0,0", "--label", "0"], "is unconditional"),
+        (["log-prob", "{cfm}", "--point", "0,0"], "is conditional: give --label"),
+        (["invert", "{cfm}", "--points", "{labels7}"], "label 7 is not a class"),
+        (["log-prob", "{cfm}", "--points", "{labels7}", "--label", "1"], "use one of the two"),
+        # steps and counts
+        (["sample", "{cfm}", "--dt", "0"], "argument --dt: the step must be in (0, 1]"),
+        (["sample", "{cfm}", "--dt", "1.5"], "got '1.5'"),
+        (["sample", "{cfm}", "--dt", "nan"], "got 'nan'"),
+        (["invert", "{cfm}", "--point", "0,0", "--label", "0", "--dt", "-0.1"], "(0, 1]"),
+        (["sample", "{nf}", "-n", "0"], "argument -n: must be a positive integer, got '0'"),
+        (["sample", "{nf}", "-n", "-3"], "positive integer"),
+        (["sample", "{nf}", "-n", "ten"], "positive integer"),
+        (["sample", "{cfm}", "--solver", "leapfrog"], "invalid choice: 'leapfrog'"),
+        (["train", "nf", "--epochs", "0"], "argument --epochs: must be a positive integer"),
+        (["train", "nf", "--batch-size", "0"], "argument --batch-size"),
+        (["train", "nf", "--lr", "0"], "argument --lr: must be a positive number"),
+        (["train", "nf", "--n-points", "-5"], "argument --n-points"),
+        (["train", "nf", "--data", "banana", "--out", "{tmp}/r"], "unknown data 'banana'"),
+        (["train", "nf", "--overwrite", "--resume"], "not allowed with argument"),
+        # points on the command line
+        (["log-prob", "{nf}", "--point", "1,2,3"], "expected X,Y"),
+        (["log-prob", "{nf}", "--point", "nan,1"], "must be finite"),
+        (["log-prob", "{nf}", "--point", "a,b"], "is not two numbers"),
+        (["log-prob", "{nf}"], "one of the arguments --points --point is required"),
+        (["log-prob", "{nf}", "--point", "0,0", "--points", "{labels7}"], "not allowed with"),
+        (["log-prob", "{nf}", "--points", "{tmp}/none.csv"], "none.csv: no such file"),
+        # outputs in folders that do not exist, or unusable
+        (["sample", "{nf}", "-o", "/nonexistent/dir/out.csv"], "folder /nonexistent/dir does"),
+        (["sample", "{nf}", "--plot", "/nonexistent/dir/s.png"], "does not exist"),
+        (["sample", "{nf}", "--plot", "{tmp}/s.xyz"], "unknown image type '.xyz'"),
+        (["sample", "{nf}", "-o", "{tmp}"], "is a folder"),
+        (["log-prob", "{nf}", "--point", "0,0", "-o", "/nonexistent/dir/o.csv"], "does not"),
+        (["invert", "{nf}", "--point", "0,0", "--trajectory", "/nonexistent/d/t.csv"], "does not"),
+        (["train", "nf", "--out", "/nonexistent/dir/run"], "/nonexistent/dir: folder does not"),
+    ],
+)
+def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):
+    labels7 = tmp_path / "labels7.csv"
+    labels7.write_text("0,1,7\n")
+    names = {"nf": runs["nf"], "cfm": runs["cfm"], "labels7": labels7, "tmp": tmp_path}
+    before = {p: p.read_bytes() for r in runs.values() for p in r.iterdir()}
+
+    def no_long_work(*args, **kwargs):
+        raise AssertionError("the error must come before any long work")
+
+    # Bad options are caught before sampling, solving or drawing the training data.
+    for cls in (flowscope.NormalizingFlow, flowscope.FlowMatching):
+        monkeypatch.setattr(cls, "sample", no_long_work)
+        monkeypatch.setattr(cls, "log_prob", no_long_work)
+    if "--data" not in argv:  # an unknown data name is found when the data is asked for
+        monkeypatch.setattr(flowscope.runs, "run_data", no_long_work)
+    err = one_error_line(*run(capsys, *(a.format(**names) for a in argv))[::2])
+    assert message in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels7.csv"]

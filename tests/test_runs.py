@@ -1,0 +1,254 @@
+"""Run folders: atomic writes, no pickle, resumable checkpoints, no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import flowscope
+from flowscope.cli import main
+from flowscope.runs import (
+    RUN_FILES,
+    RunError,
+    atomic_write,
+    load_checkpoint,
+    load_run,
+    read_info,
+    train_run,
+)
+from flowscope.train import TrainConfig
+
+torch.set_num_threads(1)
+
+TINY = dict(n_points=300, holdout_points=50)
+CONFIG = TrainConfig(epochs=2, batch_size=64, seed=3)
+
+
+class Interrupted(Exception):
+    """Stands for a kill in the middle of training."""
+
+
+def interrupt_after(epoch: int):
+    def callback(model, state):
+        if state.epoch == epoch:
+            raise Interrupted
+
+    return callback
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted two-epoch runs of nf and cfm."""
+    root = tmp_path_factory.mktemp("runs")
+    for name in ("nf", "cfm"):
+        train_run(name, root / name, config=CONFIG, **TINY)
+    return {name: root / name for name in ("nf", "cfm")}
+
+
+def state(path: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_run(path)
+    return model.state_dict()
+
+
+def read_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# -- atomic writes ----------------------------------------------------------------------
+
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    target = tmp_path / "weights.bin"
+    atomic_write(target, b"old")
+    atomic_write(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
+
+
+def test_atomic_write_keeps_old_file_when_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "config.json"
+    target.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("killed before the rename")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="killed"):
+        atomic_write(target, "new" * 1000)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_atomic_write_keeps_old_file_when_write_fails_midway(tmp_path, monkeypatch):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"previous weights")
+    real_fdopen = os.fdopen
+
+    class HalfWriter:
+        """Writes half of the data, then fails like a full disk."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(target, b"x" * 10_000)
+    assert target.read_bytes() == b"previous weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+# -- no pickle --------------------------------------------------------------------------
+
+
+def test_package_never_unpickles():
+    src = Path(flowscope.__file__).parent
+    pattern = re.compile(r"torch\.load\(|import pickle|allow_pickle\s*=\s*True|from pickle")
+    offenders = [p.name for p in src.glob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_loading_runs_and_checkpoints_needs_no_pickle(runs, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    for path in runs.values():
+        model, info = load_run(path)
+        restored = load_checkpoint(path, model)
+        assert restored.epoch == CONFIG.epochs
+        assert (info.train["epochs"], info.train["seed"]) == (2, 3)
+
+
+def test_run_folder_holds_only_safe_formats(runs):
+    for path in runs.values():
+        assert sorted(p.name for p in path.iterdir()) == sorted(RUN_FILES)
+        config = json.loads((path / "config.json").read_text())
+        assert config["format"] == 1
+        assert config["torch_version"] == torch.__version__
+        assert config["flowscope_version"] == flowscope.__version__
+        for name in ("model.safetensors", "checkpoint.safetensors"):
+            with safe_open(path / name, framework="pt") as f:
+                assert len(list(f.keys())) > 0
+
+
+# -- resume -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nf", "cfm"])
+def test_resume_matches_uninterrupted_run_bit_for_bit(runs, tmp_path, name):
+    out = tmp_path / name
+    with pytest.raises(Interrupted):
+        train_run(name, out, config=CONFIG, on_epoch_end=interrupt_after(1), **TINY)
+    assert load_checkpoint(out, load_run(out)[0]).epoch == 1
+    with pytest.raises(RunError, match="already holds a run"):
+        train_run(name, out, config=CONFIG, **TINY)
+    _, _, history = train_run(name, out, config=CONFIG, resume=True, **TINY)
+    assert [row["epoch"] for row in history.epochs] == [1, 2]
+    a, b = state(runs[name]), state(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (out / "batches.csv").read_text() == (runs[name] / "batches.csv").read_text()
+
+
+def test_a_checkpoint_write_killed_midway_keeps_the_previous_one(runs, tmp_path, monkeypatch):
+    out = tmp_path / "nf"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "checkpoint.safetensors" and "epoch 2" in replace.now:
+            raise Interrupted
+        real_replace(src, dst)
+
+    replace.now = ""
+
+    def mark(model, state):
+        replace.now = f"epoch {state.epoch + 1}"
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(Interrupted):
+        train_run("nf", out, config=CONFIG, on_epoch_end=mark, **TINY)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(out, load_run(out)[0]).epoch == 1
+    train_run("nf", out, config=CONFIG, resume=True, **TINY)
+    a, b = state(runs["nf"]), state(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_through_the_cli_uses_the_runs_settings(runs, tmp_path, capsys):
+    out = tmp_path / "cfm"
+    with pytest.raises(Interrupted):
+        train_run("cfm", out, config=CONFIG, on_epoch_end=interrupt_after(1), **TINY)
+    assert main(["train", "cfm", "--out", str(out), "--resume"]) == 0
+    assert "resumed at epoch 2" in capsys.readouterr().out
+    a, b = state(runs["cfm"]), state(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_other_settings_is_refused(runs, tmp_path, capsys):
+    out = tmp_path / "nf"
+    with pytest.raises(Interrupted):
+        train_run("nf", out, config=CONFIG, on_epoch_end=interrupt_after(1), **TINY)
+    before = read_bytes(out)
+    assert main(["train", "nf", "--out", str(out), "--resume", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowscope: error:") and err.count("\n") == 1
+    assert "epochs 2 (now 3)" in err
+    assert main(["train", "fm", "--out", str(out), "--resume"]) == 2
+    assert "model 'nf' (now 'fm')" in capsys.readouterr().err
+    assert read_bytes(out) == before
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(RunError, match="nothing to resume"):
+        train_run("nf", tmp_path / "new", config=CONFIG, resume=True, **TINY)
+    assert not (tmp_path / "new").exists()
+
+
+def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
+    out = tmp_path / "nf"
+    out.mkdir()
+    for name in RUN_FILES:
+        (out / name).write_bytes((runs["nf"] / name).read_bytes())
+    data = (out / "checkpoint.safetensors").read_bytes()
+    (out / "checkpoint.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="corrupted or truncated checkpoint"):
+        load_checkpoint(out, load_run(out)[0])
+
+
+# -- no silent overwrite ----------------------------------------------------------------
+
+
+def test_existing_run_is_not_overwritten_unless_asked(runs, tmp_path, capsys):
+    out = tmp_path / "nf"
+    out.mkdir()
+    for name in RUN_FILES:
+        (out / name).write_bytes((runs["nf"] / name).read_bytes())
+    before = read_bytes(out)
+    assert main(["train", "nf", "--out", str(out), "--n-points", "300", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowscope: error:") and "--overwrite" in err
+    assert read_bytes(out) == before
+    train_run("nf", out, config=TrainConfig(epochs=1, batch_size=64), overwrite=True, **TINY)
+    assert read_info(out).train["epochs"] == 1
+    assert read_bytes(out)["model.safetensors"] != before["model.safetensors"]
