@@ -1,10 +1,10 @@
-"""Loader of the fused normalizing-flow kernel (``_nf_kernel.c``).
+"""Loader of flowscope's fused kernels (``_nf_kernel.c``, ``_fm_kernel.c``).
 
-The C file is compiled on first use with the system's C compiler into a cache folder
+Each C file is compiled on first use with the system's C compiler into a cache folder
 (``$FLOWSCOPE_CACHE``, else ``$XDG_CACHE_HOME/flowscope`` or ``~/.cache/flowscope``), keyed
 by the source, the flags, the compiler and the CPU, and loaded with ctypes. Where no
-compiler works, or ``FLOWSCOPE_NO_KERNEL=1`` is set, :func:`kernel` returns ``None`` and
-the flow computes with PyTorch operations instead: same math, same results to rounding.
+compiler works, or ``FLOWSCOPE_NO_KERNEL=1`` is set, the getters return ``None`` and the
+models compute with PyTorch operations instead: same math, same results to rounding.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["kernel", "available"]
+__all__ = ["nf_kernel", "fm_kernel", "available"]
 
-_SOURCE = Path(__file__).with_name("_nf_kernel.c")
+_HERE = Path(__file__).parent
 # Reassociation lets the compiler vectorise the sums over the batch. No -ffast-math: it
 # assumes finite values and (linked into a shared library) can flush denormals to zero
 # for the whole process.
@@ -38,7 +38,13 @@ _FLAGS = [
     "-fassociative-math",
     "-fno-signed-zeros",
 ]
-_VARIANTS = {torch.float32: ("float", "nf_nll_f32"), torch.float64: ("double", "nf_nll_f64")}
+_REAL = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+_P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+_SIGNATURES = {
+    # kernel: (C file, function stem, argument types)
+    "nf": ("_nf_kernel.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
+    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 11),
+}
 
 
 def _cache_dir() -> Path:
@@ -59,65 +65,81 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
-def _compile(cc: str, real: str, name: str, target: Path) -> None:
+def _compile(cc: str, source: Path, defs: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
+    obj = tmp + ".o"
     try:
-        obj = tmp + ".o"
-        defs = [f"-DREAL={real}", f"-DNAME={name}"]
         for cmd in (
-            [cc, *_FLAGS, *defs, "-c", str(_SOURCE), "-o", obj],
+            [cc, *_FLAGS, *defs, "-c", str(source), "-o", obj],
             [cc, "-shared", obj, "-o", tmp, "-lm"],
         ):
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
-        Path(obj).unlink()
         os.replace(tmp, target)  # atomic: concurrent processes never load a partial file
     finally:
         Path(tmp).unlink(missing_ok=True)
+        Path(obj).unlink(missing_ok=True)
 
 
 @cache
-def kernel(dtype: torch.dtype):
-    """The compiled kernel function for ``dtype`` (float32 or float64), or ``None``."""
-    if os.environ.get("FLOWSCOPE_NO_KERNEL") or dtype not in _VARIANTS:
+def _load(which: str, dtype: torch.dtype):
+    if os.environ.get("FLOWSCOPE_NO_KERNEL") or dtype not in _REAL:
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    real, name = _VARIANTS[dtype]
+    filename, stem, argtypes = _SIGNATURES[which]
+    source = _HERE / filename
+    real, suffix = _REAL[dtype]
+    name = f"{stem}_{suffix}"
+    defs = [f"-DREAL={real}", f"-DNAME={name}"]
     try:
         version = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, timeout=30
         ).stdout
         key = hashlib.sha256(
-            "\0".join([_SOURCE.read_text(), " ".join(_FLAGS), real, version, _cpu_id()]).encode()
+            "\0".join([source.read_text(), " ".join(_FLAGS + defs), version, _cpu_id()]).encode()
         ).hexdigest()[:16]
-        target = _cache_dir() / f"nf_kernel_{real}_{key}.so"
+        target = _cache_dir() / f"{name}_{key}.so"
         if not target.exists():
             try:
-                _compile(cc, real, name, target)
+                _compile(cc, source, defs, target)
             except PermissionError:
                 target = Path(tempfile.gettempdir()) / "flowscope" / target.name
                 if not target.exists():
-                    _compile(cc, real, name, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as err:
+                    _compile(cc, source, defs, target)
+        fn = getattr(ctypes.CDLL(str(target)), name)
+    except (OSError, AttributeError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", "") or err
         warnings.warn(
-            f"flowscope: the fused flow kernel could not be built ({detail}); "
+            f"flowscope: the fused {which} kernel could not be built ({detail}); "
             "falling back to PyTorch operations (same results, slower training)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         return None
-    fn = getattr(lib, name)
-    p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    fn.argtypes = [i, i, i, i, i, d, d, p, p, i, p, p, p, p]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
 
+def nf_kernel(dtype: torch.dtype):
+    """The normalizing-flow kernel for ``dtype`` (float32 or float64), or ``None``."""
+    return _load("nf", dtype)
+
+
+def fm_kernel(dtype: torch.dtype):
+    """The flow-matching loss kernel for ``dtype`` (float32 or float64), or ``None``."""
+    return _load("fm", dtype)
+
+
 def available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the fused kernel is in use for ``dtype``."""
-    return kernel(dtype) is not None
+    """Whether both fused kernels are in use for ``dtype``."""
+    return nf_kernel(dtype) is not None and fm_kernel(dtype) is not None
+
+
+def pointers(tensors) -> ctypes.Array:
+    """A C array of the data pointers of ``tensors``."""
+    ptrs = [t.data_ptr() for t in tensors]
+    return (ctypes.c_void_p * len(ptrs))(*ptrs)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._kernel import kernel
+from ._kernel import nf_kernel as kernel
 from .base import FlowModel, standard_normal_log_prob
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow"]
