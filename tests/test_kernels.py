@@ -68,9 +68,10 @@ def plain_fm_loss(fm, x1, labels, generator):
     y = t * x1 + (1 - t) * x0
     parts = [y, t] + ([] if labels is None else [fm.field.embedding(labels)])
     a = torch.cat(parts, 1)
-    for i, lin in enumerate(fm.field.linears):
-        a = a @ lin.weight.T + lin.bias
-        if i < len(fm.field.linears) - 1:
+    pairs = fm.field.pairs()
+    for i, (w, b) in enumerate(pairs):
+        a = a @ w.T + b
+        if i < len(pairs) - 1:
             a = F.leaky_relu(a)
     return ((a - (x1 - x0)) ** 2).sum(1).mean()
 

@@ -123,10 +123,10 @@ def _constant_field_model(shift: tuple[float, float]) -> FlowMatching:
     """A flow-matching model whose velocity is the constant ``shift`` (standardized units):
     every solver integrates it exactly, x = z + shift."""
     fm = FlowMatching(hidden=8, layers=2).double()
-    last = fm.field.linears[-1]
+    weight, bias = fm.field.pairs()[-1]
     with torch.no_grad():
-        last.weight.zero_()
-        last.bias.copy_(torch.tensor(shift, dtype=torch.float64))
+        weight.zero_()
+        bias.copy_(torch.tensor(shift, dtype=torch.float64))
     return fm
 
 

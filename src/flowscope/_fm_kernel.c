@@ -9,7 +9,8 @@
  * length, so every product below is a register-blocked loop of whole-vector operations.
  *
  * Compiled twice by _kernel.py, with REAL = float and REAL = double.
- * Layer i has weight W[i] (out_i, in_i) row-major (nn.Linear's layout) and bias b[i].
+ * theta holds the layers in order, each as its weight (out_i, in_i) row-major (nn.Linear's
+ * layout) followed by its bias (out_i); the gradient gtheta has the same layout.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -137,12 +138,12 @@ static void weight_grad(real *const *G, real *const *A, int in, int out, real *g
 
 /*
  * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes.
- * W, b, gW, gb: arrays of nlin pointers. emb: (C, E) or NULL (then E = 0); gemb: (C, E),
- * overwritten. labels: (B,) int64 or NULL. loss: one value, out.
+ * emb: (C, E) or NULL (then E = 0); gemb: (C, E), overwritten. labels: (B,) int64 or
+ * NULL. loss: one value, out.
  */
-int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *const *W,
-         const real *const *b, const real *emb, const real *x1, const real *x0, const real *t,
-         const long long *labels, real *loss, real *const *gW, real *const *gb, real *gemb) {
+int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *theta,
+         const real *emb, const real *x1, const real *x0, const real *t,
+         const long long *labels, real *loss, real *gtheta, real *gemb) {
     if (nlin < 2 || nlin > 32 || B < 1) return 2;
     const int in0 = D + 1 + E;
     const int Bp = (B + VL - 1) / VL * VL;
@@ -150,6 +151,18 @@ int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *
     width[0] = in0;
     for (int i = 1; i < nlin; i++) width[i] = h;
     width[nlin] = D;
+    /* theta holds, for each layer, W (out, in) then b (out) */
+    const real *W[32], *b[32];
+    real *gW[32], *gb[32];
+    long off = 0;
+    for (int i = 0; i < nlin; i++) {
+        W[i] = theta + off;
+        gW[i] = gtheta + off;
+        off += (long)width[i + 1] * width[i];
+        b[i] = theta + off;
+        gb[i] = gtheta + off;
+        off += width[i + 1];
+    }
     /* rows: inputs, every layer's output, the target, two gradient buffers */
     long nrows = in0 + (long)(nlin - 1) * h + 2L * D + 2L * (h > in0 ? h : in0) + D;
     real *buf = (real *)aligned_alloc(64, sizeof(real) * nrows * Bp);

@@ -43,7 +43,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("_nf_kernel.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
-    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 11),
+    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
 }
 
 
@@ -137,9 +137,3 @@ def fm_kernel(dtype: torch.dtype):
 def available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether both fused kernels are in use for ``dtype``."""
     return nf_kernel(dtype) is not None and fm_kernel(dtype) is not None
-
-
-def pointers(tensors) -> ctypes.Array:
-    """A C array of the data pointers of ``tensors``."""
-    ptrs = [t.data_ptr() for t in tensors]
-    return (ctypes.c_void_p * len(ptrs))(*ptrs)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._kernel import fm_kernel, pointers
+from ._kernel import fm_kernel
 from .base import FlowModel, standard_normal_log_prob
 
 __all__ = ["VelocityField", "FlowMatching", "SOLVERS", "time_grid", "integrate"]
@@ -35,6 +35,10 @@ class VelocityField(nn.Module):
 
     The input of the first layer is the point, the time and, for a conditional field, the
     class vector from an ``nn.Embedding``: that first fully connected layer mixes the three.
+    The Linear layers' weights live in one flat parameter ``theta`` (for each layer its
+    weight (out, in), as in ``nn.Linear``, then its bias), so that the optimizer and the
+    fused training kernel handle one tensor; :meth:`pairs` gives the per-layer views.
+    Each layer is initialised as ``nn.Linear`` is.
 
     Arguments:
         features: the dimension D.
@@ -55,12 +59,26 @@ class VelocityField(nn.Module):
         super().__init__()
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
         self.embedding = None if num_classes is None else nn.Embedding(num_classes, embedding_dim)
         d_in = features + 1 + (0 if num_classes is None else embedding_dim)
-        dims = [d_in] + [hidden] * (layers - 1) + [features]
-        self.linears = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
-        )
+        self.dims = [d_in] + [hidden] * (layers - 1) + [features]
+        flat = []
+        for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+            lin = nn.Linear(a, b)
+            flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
+        self.theta = nn.Parameter(torch.cat(flat))
+
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight (out, in), bias (out,)) of every Linear layer: views of ``theta``."""
+        out, o = [], 0
+        for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+            w = self.theta[o : o + a * b].view(b, a)
+            o += a * b
+            out.append((w, self.theta[o : o + b]))
+            o += b
+        return out
 
     def forward(
         self, y: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
@@ -72,10 +90,10 @@ class VelocityField(nn.Module):
         if self.embedding is not None:
             parts.append(self.embedding(labels))
         a = torch.cat(parts, dim=1)
-        last = len(self.linears) - 1
-        for i, lin in enumerate(self.linears):
-            a = lin(a)
-            if i < last:
+        pairs = self.pairs()
+        for i, (w, b) in enumerate(pairs):
+            a = F.linear(a, w, b)
+            if i < len(pairs) - 1:
                 a = F.leaky_relu(a)
         return a
 
@@ -207,9 +225,8 @@ class FlowMatching(FlowModel):
             type(f) is VelocityField
             and x1.device.type == "cpu"
             and not x1.requires_grad
-            and x1.dtype == f.linears[0].weight.dtype
+            and x1.dtype == f.theta.dtype
             and fm_kernel(x1.dtype) is not None
-            and all(lin.out_features == f.linears[0].out_features for lin in f.linears[:-1])
         )
 
     def _loss_std(self, x1, labels, generator):
@@ -217,10 +234,10 @@ class FlowMatching(FlowModel):
         x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
         t = torch.rand(x1.shape[0], 1, generator=generator, dtype=x1.dtype)
         if self._use_kernel(x1):
-            params = [p for lin in self.field.linears for p in (lin.weight, lin.bias)]
-            if self.field.embedding is not None:
-                params.append(self.field.embedding.weight)
-            return _FusedFMLoss.apply(x1, x0, t, labels, self.field, *params)
+            emb = self.field.embedding
+            if emb is None:
+                return _FusedFMLoss.apply(x1, x0, t, None, self.field, self.field.theta)
+            return _FusedFMLoss.apply(x1, x0, t, labels, self.field, self.field.theta, emb.weight)
         y = t * x1 + (1 - t) * x0  # Eq. 14
         v = self.field(y, t, labels)
         return ((v - (x1 - x0)) ** 2).sum(dim=1).mean()  # Eq. 16
@@ -419,34 +436,26 @@ class _FusedFMLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1, x0, t, labels, field: VelocityField, *params):
-        lins = field.linears
-        n_lin = len(lins)
         grads = [torch.empty_like(p) for p in params]
         emb = field.embedding
         loss = torch.empty((), dtype=x1.dtype)
-        if labels is not None:
-            labels = labels.contiguous()
-        rc = fm_kernel(
-            x1.dtype
-        )(
+        rc = fm_kernel(x1.dtype)(
             x1.shape[0],
             x1.shape[1],
             0 if emb is None else emb.embedding_dim,
             0 if emb is None else emb.num_embeddings,
-            lins[0].out_features,
-            n_lin,
+            field.dims[1],
+            len(field.dims) - 1,
             0.01,  # F.leaky_relu's default slope
-            pointers([lin.weight for lin in lins]),
-            pointers([lin.bias for lin in lins]),
+            field.theta.data_ptr(),
             None if emb is None else emb.weight.data_ptr(),
             x1.contiguous().data_ptr(),
             x0.contiguous().data_ptr(),
             t.contiguous().data_ptr(),
-            None if labels is None else labels.data_ptr(),
+            None if labels is None else labels.contiguous().data_ptr(),
             loss.data_ptr(),
-            pointers(grads[0 : 2 * n_lin : 2]),
-            pointers(grads[1 : 2 * n_lin : 2]),
-            None if emb is None else grads[-1].data_ptr(),
+            grads[0].data_ptr(),
+            None if emb is None else grads[1].data_ptr(),
         )
         if rc != 0:
             raise MemoryError(f"the flow matching kernel failed (code {rc})")

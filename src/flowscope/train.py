@@ -32,6 +32,9 @@ class TrainConfig:
         seed: seeds the shuffling and the flow-matching noise (model initialisation is
             seeded by the caller).
         val_size: at most this many validation points are used per epoch.
+        grad_clip: if set, the gradient's global norm is clipped to this value before
+            each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seed's recipe)
+            does not clip.
     """
 
     epochs: int = 20
@@ -39,6 +42,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     val_size: int = 10_000
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
@@ -47,6 +51,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.grad_clip is not None and not (
+            math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
 
 
 @dataclass
@@ -143,7 +151,8 @@ def fit(
     n, bs = len(y), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = steps_per_epoch * config.epochs
-    opt = _adam(model.parameters(), config.lr)
+    params = list(model.parameters())
+    opt = _adam(params, config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     gen = torch.Generator().manual_seed(config.seed)
     history = History()
@@ -190,6 +199,8 @@ def fit(
                 losses[step] = value
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
                 opt.step()
                 sched.step()
                 if step % 64 == 0:

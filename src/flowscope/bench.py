@@ -1,0 +1,588 @@
+"""``flowscope bench``: the training step of flowscope timed beside other implementations.
+
+In one process, at the seed's sizes (batch 128 of Olympic points), every contender trains
+``steps`` steps per round; the rounds go round-robin over the contenders (each round
+starting one further along), and each contender's median over the rounds is reported.
+Interleaving spreads the noise of a shared or throttled machine over all contenders
+alike, which is what makes the ratios fair; the absolute numbers still move with the load.
+
+Contenders (libraries that are not installed are skipped with a note):
+
+- ``flowscope-nf``, ``flowscope-fm``, ``flowscope-cfm``: :func:`flowscope.fit` itself, one
+  epoch over ``steps * 128`` points, divided by ``steps``. Included: the trainer's per-call
+  set-up (standardization, optimizer), shuffling, batch indexing, loss, the NaN check,
+  backward, Adam and the cosine scheduler; no validation (``x_val`` is not given).
+- ``reference-nf``: ``benchmarks/reference_nf.py``, the seed's flow written plainly (two
+  ``nn.Sequential`` per coupling, default Adam). It lives in the source repository, not
+  in the installed package.
+- ``zuko-nf``: ``zuko.flows.RealNVP(features=2, transforms=15, hidden_features=[8] * 4)``.
+- ``normflows-nf``: 15 ``AffineCouplingBlock`` (MLP [1, 8, 8, 8, 8, 2], LeakyReLU) with
+  swaps between them, fixed N(0, I) base, ``forward_kld`` loss.
+- ``torchcfm-fm``: torchcfm's ``ConditionalFlowMatcher`` with the same velocity MLP as
+  flowscope's (5 Linear layers of width 64, LeakyReLU; input point and time).
+
+The non-flowscope contenders run the same plain loop: shuffle, index a batch, loss,
+``.item()`` check, ``zero_grad``, backward, default ``torch.optim.Adam`` (lr 1e-3),
+``CosineAnnealingLR`` step. Each contender trains once on a few batches before the
+rounds (warm-up; the flow kernel's one-off build is timed separately).
+
+``sampling`` times drawing 1000 points with 1000 Euler steps (dt = 1e-3) from flowscope's
+flow matching models, unconditional and conditional (target: <= 0.3 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cli import CommandError, add_command
+
+__all__ = [
+    "CONTENDERS",
+    "BenchResult",
+    "Timing",
+    "run_bench",
+    "format_table",
+    "markdown",
+    "add_commands",
+]
+
+BATCH = 128
+TRAIN_POINTS = 250_000
+EPOCHS = 20
+STEPS_PER_EPOCH = math.ceil(TRAIN_POINTS / BATCH)  # 1954
+SAMPLE_POINTS, SAMPLE_DT = 1000, 1e-3
+REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_nf.py"
+
+# A training pass: (x (N, 2) data units, labels (N,)) -> number of optimizer steps taken.
+TrainPass = Callable[[torch.Tensor, torch.Tensor], int]
+
+
+class Unavailable(Exception):
+    """A contender cannot run here (library missing); the message says why."""
+
+
+# -- contenders -------------------------------------------------------------------------
+
+
+def _flowscope(kind: str, conditional: bool) -> Callable[[], TrainPass]:
+    def setup() -> TrainPass:
+        from . import FlowMatching, NormalizingFlow, TrainConfig, fit
+
+        torch.manual_seed(0)
+        model = (
+            NormalizingFlow()
+            if kind == "nf"
+            else FlowMatching(num_classes=5 if conditional else None)
+        )
+        calls = [0]
+
+        def train(x: torch.Tensor, labels: torch.Tensor) -> int:
+            calls[0] += 1
+            config = TrainConfig(epochs=1, batch_size=BATCH, seed=calls[0])
+            fit(model, x, labels if conditional else None, config=config, progress=False)
+            return math.ceil(len(x) / BATCH)
+
+        return train
+
+    return setup
+
+
+def _plain_loop(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], params) -> TrainPass:
+    """The loop every non-flowscope contender runs, on standardized points."""
+    params = list(params)
+    opt = torch.optim.Adam(params, lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS * STEPS_PER_EPOCH)
+
+    def train(x: torch.Tensor, labels: torch.Tensor) -> int:
+        y = (x - x.mean(0)) / x.std(0)
+        order = torch.randperm(len(y))
+        steps = 0
+        for start in range(0, len(y), BATCH):
+            idx = order[start : start + BATCH]
+            loss = loss_fn(y[idx], labels[idx])
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"loss became {loss.item()} at step {steps + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            steps += 1
+        return steps
+
+    return train
+
+
+def _load_reference():
+    if not REFERENCE.is_file():
+        raise Unavailable(
+            f"{REFERENCE} not found (the reference lives in the source repository's "
+            "benchmarks/, not in the installed package)"
+        )
+    spec = importlib.util.spec_from_file_location("flowscope_reference_nf", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reference() -> TrainPass:
+    ref = _load_reference()
+    torch.manual_seed(0)
+    model = ref.ReferenceFlow()
+    return _plain_loop(lambda y, _: model.loss(y), model.parameters())
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise Unavailable(f"{err} (pip install 'flowscope[bench]')") from None
+
+
+def _zuko() -> TrainPass:
+    zuko = _import("zuko")
+    torch.manual_seed(0)
+    flow = zuko.flows.RealNVP(features=2, transforms=15, hidden_features=[8] * 4)
+    return _plain_loop(lambda y, _: -flow().log_prob(y).mean(), flow.parameters())
+
+
+def _normflows() -> TrainPass:
+    nf = _import("normflows")
+    torch.manual_seed(0)
+    flows = []
+    for k in range(15):
+        flows.append(nf.flows.AffineCouplingBlock(nf.nets.MLP([1, 8, 8, 8, 8, 2], leaky=0.01)))
+        if k < 14:
+            flows.append(nf.flows.Permute(2, mode="swap"))
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+    return _plain_loop(lambda y, _: model.forward_kld(y), model.parameters())
+
+
+def _torchcfm() -> TrainPass:
+    cfm_module = _import("torchcfm.conditional_flow_matching")
+    torch.manual_seed(0)
+    matcher = cfm_module.ConditionalFlowMatcher(sigma=0.0)
+    dims = [3, 64, 64, 64, 64, 2]  # (point, t) -> velocity, as flowscope's VelocityField
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        layers += [nn.Linear(a, b)] + ([nn.LeakyReLU()] if i < len(dims) - 2 else [])
+    net = nn.Sequential(*layers)
+
+    def loss(x1: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        x0 = torch.randn_like(x1)
+        t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x1)
+        vt = net(torch.cat([xt, t[:, None]], dim=-1))
+        return ((vt - ut) ** 2).sum(dim=1).mean()
+
+    return _plain_loop(loss, net.parameters())
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    family: str  # "nf" or "fm": the flowscope row it is compared with
+    setup: Callable[[], TrainPass]
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender("flowscope-nf", "nf", _flowscope("nf", False)),
+    Contender("reference-nf", "nf", _reference),
+    Contender("zuko-nf", "nf", _zuko),
+    Contender("normflows-nf", "nf", _normflows),
+    Contender("flowscope-fm", "fm", _flowscope("fm", False)),
+    Contender("flowscope-cfm", "fm", _flowscope("fm", True)),
+    Contender("torchcfm-fm", "fm", _torchcfm),
+)
+BASELINE = {"nf": "flowscope-nf", "fm": "flowscope-fm"}
+NAMES = tuple(c.name for c in CONTENDERS) + ("sampling",)
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One contender's training step.
+
+    Attributes:
+        name, family: the contender and the flowscope row it is compared with.
+        ms_per_step: median over the rounds of milliseconds per step.
+        ms_rounds: milliseconds per step of every round.
+        ratio: ms_per_step / that of the flowscope row of its family (None if not run).
+        projected_s: ms_per_step x 1954 steps x 20 epochs, in seconds.
+    """
+
+    name: str
+    family: str
+    ms_per_step: float
+    ms_rounds: list[float]
+    ratio: float | None
+    projected_s: float
+
+
+@dataclass(frozen=True)
+class SampleTiming:
+    """Median seconds to draw 1000 points with 1000 Euler steps."""
+
+    name: str
+    seconds: float
+    rounds: list[float]
+
+
+@dataclass
+class BenchResult:
+    machine: dict
+    settings: dict
+    timings: list[Timing] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    sampling: list[SampleTiming] = field(default_factory=list)
+
+
+def _kernels() -> dict[str, bool]:
+    """Which fused kernels (``nf``, ``fm``) are in use for float32; loads them."""
+    from . import _kernel
+
+    found = {}
+    for which in ("nf", "fm"):
+        load = getattr(_kernel, f"{which}_kernel", None)
+        if load is not None:
+            found[which] = load(torch.float32) is not None
+    return found
+
+
+def _machine(threads: int, kernels: dict[str, bool]) -> dict:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cores": cores,
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "kernels": kernels,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run_bench(
+    *,
+    steps: int = 200,
+    rounds: int = 5,
+    only: Sequence[str] | None = None,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Time the contenders' training steps (and sampling), interleaved; see the module doc.
+
+    Arguments:
+        steps: optimizer steps per contender per round (batch 128).
+        rounds: rounds; each contender's median over them is reported.
+        only: names from :data:`NAMES` to run (default: all).
+        threads: torch threads while timing (``flowscope.fit`` always trains with 1).
+        log: called with a line of progress after every round, if given.
+
+    Returns:
+        :class:`BenchResult`.
+
+    Raises:
+        ValueError: for an unknown name or a non-positive ``steps``, ``rounds``, ``threads``.
+    """
+    for name, v in (("steps", steps), ("rounds", rounds), ("threads", threads)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    chosen = list(NAMES) if not only else list(only)
+    unknown = [n for n in chosen if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown contender {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    from .data import olympic_rings
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        kernels = _kernels()  # the first look-up builds them on a cold cache
+        build_s = time.perf_counter() - t0
+        result = BenchResult(
+            machine=_machine(threads, kernels),
+            settings={
+                "steps": steps,
+                "rounds": rounds,
+                "batch_size": BATCH,
+                "kernel_first_load_s": build_s,
+                "steps_per_epoch": STEPS_PER_EPOCH,
+                "epochs": EPOCHS,
+            },
+        )
+        x, labels = olympic_rings(steps * BATCH, conditional=True, seed=0)
+        passes: dict[str, TrainPass] = {}
+        for c in CONTENDERS:
+            if c.name not in chosen:
+                continue
+            try:
+                train = c.setup()
+            except Unavailable as err:
+                result.skipped[c.name] = str(err)
+                continue
+            warm = min(len(x), 8 * BATCH)
+            try:
+                train(x[:warm], labels[:warm])
+            except RuntimeError as err:
+                result.skipped[c.name] = f"stopped in the warm-up: {err}"
+                continue
+            passes[c.name] = train
+        ms: dict[str, list[float]] = {name: [] for name in passes}
+        samplers = _samplers() if "sampling" in chosen else {}
+        secs: dict[str, list[float]] = {name: [] for name in samplers}
+        jobs = [(name, True) for name in passes] + [(name, False) for name in samplers]
+        for r in range(rounds):
+            k = r % len(jobs) if jobs else 0
+            for name, is_train in jobs[k:] + jobs[:k]:
+                if is_train and name in result.skipped:
+                    continue
+                t0 = time.perf_counter()
+                if is_train:
+                    try:
+                        n = passes[name](x, labels)
+                    except RuntimeError as err:  # a diverged loss (TrainingDiverged too)
+                        result.skipped[name] = f"stopped in round {r + 1}: {err}"
+                        continue
+                    ms[name].append(1e3 * (time.perf_counter() - t0) / n)
+                else:
+                    samplers[name]()
+                    secs[name].append(time.perf_counter() - t0)
+            if log is not None:
+                log(
+                    f"round {r + 1}/{rounds}: "
+                    + ", ".join(f"{n} {v[-1]:.2f} ms" for n, v in ms.items() if v)
+                )
+        medians = {
+            name: statistics.median(v) for name, v in ms.items() if v and name not in result.skipped
+        }
+        for c in CONTENDERS:
+            if c.name not in medians:
+                continue
+            base = medians.get(BASELINE[c.family])
+            m = medians[c.name]
+            result.timings.append(
+                Timing(
+                    name=c.name,
+                    family=c.family,
+                    ms_per_step=m,
+                    ms_rounds=ms[c.name],
+                    ratio=None if base is None else m / base,
+                    projected_s=m * STEPS_PER_EPOCH * EPOCHS / 1e3,
+                )
+            )
+        for name, v in secs.items():
+            result.sampling.append(SampleTiming(name, statistics.median(v), v))
+        return result
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _samplers() -> dict[str, Callable[[], object]]:
+    from .matching import FlowMatching
+
+    torch.manual_seed(0)
+    fm, cfm = FlowMatching(), FlowMatching(num_classes=5)
+    labels = torch.arange(SAMPLE_POINTS) % 5
+    return {
+        "flowscope-fm": lambda: fm.sample(SAMPLE_POINTS, dt=SAMPLE_DT),
+        "flowscope-cfm": lambda: cfm.sample(SAMPLE_POINTS, dt=SAMPLE_DT, labels=labels),
+    }
+
+
+# -- reporting --------------------------------------------------------------------------
+
+
+def _header(result: BenchResult) -> list[str]:
+    m, s = result.machine, result.settings
+    load = m.get("load_average")
+    kernels = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in m["kernels"].items()) or "none"
+    return [
+        f"training step, batch {s['batch_size']} of Olympic points: {s['steps']} steps x "
+        f"{s['rounds']} rounds per contender, interleaved; median of the rounds",
+        f"machine: {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s) "
+        f"(flowscope.fit trains with 1); fused kernels: {kernels} "
+        f"(first load {s['kernel_first_load_s']:.2f} s)"
+        + (f"; load average {load[0]:.1f}" if load else ""),
+        f"projection: {s['steps_per_epoch']} steps per epoch x {s['epochs']} epochs "
+        "(250,000 points)",
+    ]
+
+
+def _rows(result: BenchResult) -> list[list[str]]:
+    rows = []
+    for t in result.timings:
+        lo, hi = min(t.ms_rounds), max(t.ms_rounds)
+        rows.append(
+            [
+                t.name,
+                f"{t.ms_per_step:.2f}",
+                f"{lo:.2f}-{hi:.2f}",
+                "-" if t.ratio is None else f"{t.ratio:.2f}x",
+                f"{t.projected_s:.0f} s",
+            ]
+        )
+    return rows
+
+
+_COLUMNS = ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"]
+
+
+def format_table(result: BenchResult) -> str:
+    """The result as plain text: header, table, skipped contenders, sampling times."""
+    rows = [_COLUMNS] + _rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    lines = _header(result) + [""]
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    for name, why in result.skipped.items():
+        lines.append(f"skipped {name}: {why}")
+    for s in result.sampling:
+        lines.append(
+            f"sampling {SAMPLE_POINTS} points with {round(1 / SAMPLE_DT)} Euler steps, "
+            f"{s.name}: {s.seconds:.3f} s (median; target <= 0.3 s)"
+        )
+    return "\n".join(lines)
+
+
+def markdown(result: BenchResult, command: str = "") -> str:
+    """The result as a markdown section (for ``benchmarks/results/speed.md``)."""
+    lines = [f"# Speed benchmark ({result.machine['date']})", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [
+        "Timings on a machine shared with other work are noisy; the contenders run "
+        "interleaved in one process, so they share the noise and the ratios stay fair.",
+        "",
+    ]
+    lines += [f"- {h}" for h in _header(result)]
+    lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
+    lines.append("")
+    for name, why in result.skipped.items():
+        lines.append(f"- skipped {name}: {why}")
+    for s in result.sampling:
+        lines.append(
+            f"- sampling {SAMPLE_POINTS} points, {round(1 / SAMPLE_DT)} Euler steps, "
+            f"{s.name}: {s.seconds:.3f} s (median of {len(s.rounds)})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def to_json(result: BenchResult) -> str:
+    return json.dumps(asdict(result), indent=2) + "\n"
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown contender {bad[0] if bad else text!r}; choose from {', '.join(NAMES)}"
+        )
+    return names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``flowscope bench`` (shared with ``benchmarks/bench_speed.py``)."""
+    p.add_argument(
+        "--steps", type=_positive, default=200, help="steps per contender per round (default 200)"
+    )
+    p.add_argument("--rounds", type=_positive, default=5, help="interleaved rounds (default 5)")
+    p.add_argument(
+        "--only",
+        type=_names,
+        metavar="NAMES",
+        help=f"comma-separated subset of: {', '.join(NAMES)}",
+    )
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
+    p.add_argument("--out", metavar="DIR", help="also write DIR/speed.json and DIR/speed.md")
+    p.add_argument("--quiet", action="store_true", help="no per-round progress on stderr")
+
+
+def run_from_args(args: argparse.Namespace, command: str) -> int:
+    """Run the benchmark for parsed options, print the table, write files if asked."""
+    import sys
+
+    out = None
+    if args.out is not None:
+        out = Path(args.out)
+        if not out.is_dir():
+            raise CommandError(f"{out}: folder does not exist; create it first")
+    result = run_bench(
+        steps=args.steps,
+        rounds=args.rounds,
+        only=args.only,
+        threads=args.threads,
+        log=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
+    print(format_table(result))
+    if out is not None:
+        from .runs import atomic_write
+
+        atomic_write(out / "speed.json", to_json(result))
+        atomic_write(out / "speed.md", markdown(result, command))
+    return 0
+
+
+def command_line(args: argparse.Namespace, prog: str) -> str:
+    """The command line that reproduces ``args`` (for the results files)."""
+    parts = [prog, f"--steps {args.steps}", f"--rounds {args.rounds}", f"--threads {args.threads}"]
+    if args.only:
+        parts.append(f"--only {','.join(args.only)}")
+    if args.out is not None:
+        parts.append(f"--out {args.out}")
+    return " ".join(parts)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    return run_from_args(args, command_line(args, "flowscope bench"))
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench`` to the ``flowscope`` parser."""
+    p = add_command(
+        sub,
+        "bench",
+        "Time the training step of flowscope beside a plain PyTorch reference, zuko, "
+        "normflows and torchcfm (interleaved, median of rounds).",
+        "flowscope bench --steps 100 --rounds 3 --only flowscope-nf,zuko-nf",
+        _bench,
+    )
+    add_arguments(p)

@@ -1,0 +1,85 @@
+"""``flowscope bench`` runs and prints its table; the benchmark's reference is the same math."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+
+import pytest
+import torch
+
+from flowscope import NormalizingFlow, olympic_rings
+from flowscope.bench import REFERENCE
+from flowscope.cli import main
+
+
+def _reference_module():
+    spec = importlib.util.spec_from_file_location("reference_nf_under_test", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_prints_a_table(tmp_path, capsys):
+    argv = ["bench", "--steps", "2", "--rounds", "2", "--quiet", "--out", str(tmp_path)]
+    assert main([*argv, "--only", "flowscope-nf,reference-nf,flowscope-fm"]) == 0
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"(\S+)\s+([\d.]+)\s+([\d.]+)-([\d.]+)\s+(\S+)\s+(\d+) s$", line)
+        if m:
+            rows[m.group(1)] = m.groups()[1:]
+    assert set(rows) == {"flowscope-nf", "reference-nf", "flowscope-fm"}
+    assert rows["flowscope-nf"][3] == "1.00x" and rows["flowscope-fm"][3] == "1.00x"
+    assert float(rows["reference-nf"][0]) > 0
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    names = [t["name"] for t in saved["timings"]]
+    assert names == ["flowscope-nf", "reference-nf", "flowscope-fm"]
+    for t in saved["timings"]:
+        assert len(t["ms_rounds"]) == 2
+        # The projection is the median step time over 20 epochs of 1954 steps.
+        assert t["projected_s"] == pytest.approx(t["ms_per_step"] * 1954 * 20 / 1e3)
+    assert "flowscope bench --steps 2" in (tmp_path / "speed.md").read_text()
+
+
+def test_bench_rejects_an_unknown_contender(capsys):
+    assert main(["bench", "--only", "flowscope-nf,jax"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown contender 'jax'" in err and "zuko-nf" in err
+
+
+def test_reference_is_the_same_math_as_flowscope():
+    """Loss and gradients of the benchmark's eager reference equal flowscope's, float64."""
+    ref_module = _reference_module()
+    torch.manual_seed(0)
+    flow = NormalizingFlow().double()
+    with torch.no_grad():
+        flow.theta.add_(0.3 * torch.randn_like(flow.theta))  # not only the initialisation
+    ref = ref_module.copy_from_flowscope(ref_module.ReferenceFlow().double(), flow)
+    x = olympic_rings(256, seed=0).double()
+    y = (x - x.mean(0)) / x.std(0)
+    loss = flow._loss_std(y, None, None)
+    loss.backward()
+    ref_loss = ref.loss(y)
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    flat = []
+    for c in ref.couplings:
+        nets = [
+            [m for m in net if isinstance(m, torch.nn.Linear)] for net in (c.log_s_net, c.b_net)
+        ]
+        for a, b in zip(*nets, strict=True):
+            flat.append(torch.stack([a.weight.grad.T, b.weight.grad.T]).reshape(-1))
+            flat.append(torch.stack([a.bias.grad, b.bias.grad]).reshape(-1))
+    torch.testing.assert_close(flow.theta.grad, torch.cat(flat), rtol=1e-10, atol=1e-10)
+    assert sum(p.numel() for p in ref.parameters()) == flow.theta.numel()
+
+
+def test_bench_skips_a_missing_library(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "zuko", None)  # makes `import zuko` fail
+    assert main(["bench", "--steps", "1", "--rounds", "1", "--quiet", "--only", "zuko-nf"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped zuko-nf" in out and "flowscope[bench]" in out
+    assert not re.search(r"^zuko-nf\s+[\d.]+", out, re.MULTILINE)
