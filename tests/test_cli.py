@@ -83,6 +83,7 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
         "lr": 1e-3,
         "seed": 4,
         "val_size": 10_000,
+        "grad_clip": None,
     }
     assert config["data"]["n_points"] == 300
     assert config["train_seconds"] > 0
