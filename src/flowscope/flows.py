@@ -176,7 +176,12 @@ class NormalizingFlow(FlowModel):
         couplings: number of affine coupling layers, >= 0 (0 gives a Gaussian).
         hidden: hidden width of each coupling network (seed: 8).
         linear_layers: Linear layers per network (seed: 5).
-        log_scale_bound: soft bound c on log s, or ``None`` (see :class:`AffineCoupling`).
+        log_scale_bound: soft bound c on log s, ``c * tanh(log s / c)``, or ``None`` for
+            none (see :class:`AffineCoupling`). The default, 1.0, was measured with the
+            seed's recipe (20 epochs, seeds 0-4, held-out NLL in standardized nats): without
+            a bound single batches blew up to losses of 1e7 and beyond in 3 of 5 seeds and
+            the runs never recovered (worst 1.6e25); with c = 5 the worst seed ended at
+            2.36, with c = 2 at 2.01, with c = 1 at 1.95 (mean 1.92). See benchmarks/.
 
     Example:
         >>> flow = NormalizingFlow(features=2, couplings=3)
@@ -194,7 +199,7 @@ class NormalizingFlow(FlowModel):
         couplings: int = 15,
         hidden: int = 8,
         linear_layers: int = 5,
-        log_scale_bound: float | None = None,
+        log_scale_bound: float | None = 1.0,
     ):
         super().__init__(features)
         if couplings < 0:

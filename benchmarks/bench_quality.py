@@ -1,0 +1,289 @@
+"""Quality of the seed's recipes after 20 epochs: held-out NLL and class accuracy.
+
+Trains each model exactly as ``flowscope train`` does (:func:`flowscope.runs.train_run`:
+250,000 Olympic points, batch 128, Adam lr 1e-3, cosine decay, 20 epochs) and reports
+
+- normalizing flow, seeds 0-4, with and without a soft bound on log s: held-out NLL
+  (nats per point, standardized coordinates) on the run's 10,000-point test set, wall
+  time, and whether training diverged (issue 3: target <= 2.0, no NaN on any seed);
+- unconditional flow matching: held-out NLL by the exact instantaneous change of
+  variables (rk4, 100 steps) on the same kind of test set (issue 4: target <= 1.9);
+- conditional flow matching: share of samples (1000 Euler steps, balanced labels) that
+  land in their own ring's band (issue 4: target >= 98%).
+
+Results go to ``benchmarks/results/quality.json`` and ``quality.md`` (rewritten after
+every run, so an interrupted benchmark keeps what it measured).
+
+Usage::
+
+    python benchmarks/bench_quality.py                       # everything, ~15-20 min
+    python benchmarks/bench_quality.py --seeds 0 --bounds none --no-fm --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from flowscope.metrics import class_accuracy, heldout_nll, ring_precision
+from flowscope.runs import run_data, train_run
+from flowscope.train import TrainConfig, TrainingDiverged
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NLL_FLOOR = 1.562  # differential entropy of the standardized Olympic data, nats
+
+
+def _bound(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def train_one(
+    model: str,
+    seed: int,
+    epochs: int,
+    n_points: int,
+    model_args: dict,
+    keep: Path | None,
+    grad_clip: float | None = None,
+) -> dict:
+    """Train one run (in ``keep`` if given, else a temporary folder); return its numbers."""
+    row: dict = {"model": model, "seed": seed, "epochs": epochs, "grad_clip": grad_clip}
+    row.update(model_args)
+    parts = [f"{k}{v}" for k, v in model_args.items()] + [f"clip{grad_clip}"] * bool(grad_clip)
+    name = "-".join([model, f"seed{seed}", *parts])
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        try:
+            m, info, history = train_run(
+                model,
+                (keep or Path(tmp)) / name,
+                n_points=n_points,
+                config=TrainConfig(epochs=epochs, seed=seed, grad_clip=grad_clip),
+                model_args=model_args,
+                progress=False,
+                overwrite=keep is not None,
+            )
+        except TrainingDiverged as err:
+            row.update(wall_s=time.perf_counter() - t0, nan=True, error=str(err))
+            return row
+        row["wall_s"] = time.perf_counter() - t0
+    row["train_s"] = history.seconds
+    row["val_loss"] = history.epochs[-1].get("val_loss")
+    row["val_curve"] = [e.get("val_loss") for e in history.epochs]
+    losses = torch.tensor(history.batch_loss, dtype=torch.float64)
+    # A diverging step need not give NaN: one batch can blow up the loss (and the weights)
+    # and training goes on from there, so the largest batch loss is recorded too.
+    worst = int(losses.argmax())
+    row["max_batch_loss"] = float(losses[worst])
+    row["max_batch_loss_step"] = worst + 1
+    row["nan"] = not bool(torch.isfinite(losses).all())
+    row["_model"], row["_info"] = m, info
+    return row
+
+
+def evaluate(row: dict, accuracy_samples: int) -> dict:
+    """Add the held-out numbers to a trained run's row."""
+    m, info = row.pop("_model", None), row.pop("_info", None)
+    if m is None:
+        return row
+    test = run_data(info, "test")
+    t0 = time.perf_counter()
+    if info.data.get("conditional"):
+        labels = torch.arange(accuracy_samples) % m.num_classes
+        x = m.sample(accuracy_samples, labels=labels, generator=torch.Generator().manual_seed(0))
+        acc = class_accuracy(x, labels)
+        row["class_accuracy"] = acc.overall
+        row["class_accuracy_per_class"] = list(acc.per_class)
+        # In some ring's band at all: separates blur (off every band) from class mix-ups.
+        row["in_any_band"] = ring_precision(x).precision
+        row["accuracy_samples"] = accuracy_samples
+    else:
+        nll = heldout_nll(m, test.x)
+        row["test_nll"] = nll.standardized
+        row["test_points"] = nll.n
+        row["nan"] = row["nan"] or not math.isfinite(nll.standardized)
+    row["eval_s"] = time.perf_counter() - t0
+    return row
+
+
+def _fmt(v, spec: str) -> str:
+    if v is None:
+        return "-"
+    return format(v, ".3g") if abs(v) >= 1e6 else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"# Quality benchmark ({result['date']})",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread, "
+        f"load average at start {', '.join(f'{v:.1f}' for v in m['load_average_at_start'])} "
+        "(shared machine: wall times are noisy).",
+        "",
+        "NLL: nats per point, standardized coordinates, on each run's 10,000-point test set "
+        f"(floor: the data's entropy, {NLL_FLOOR}). Wall time: the whole `train_run` "
+        "(data, training, per-epoch validation and checkpoints).",
+        "",
+        "| model | log_scale_bound | grad_clip | seed | test NLL | class acc. | NaN "
+        "| max batch loss (step) | train s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        nf = r["model"] == "nf"
+        bound = r.get("log_scale_bound", "-") if nf else "-"
+        clip = r.get("grad_clip") if nf else "-"
+        acc = r.get("class_accuracy")
+        lines.append(
+            f"| {r['model']} | {bound} | {clip} | {r['seed']} | "
+            f"{_fmt(r.get('test_nll'), '.4f')} | "
+            f"{'-' if acc is None else f'{100 * acc:.2f}%'} | {'yes' if r['nan'] else 'no'} | "
+            f"{_fmt(r.get('max_batch_loss'), '.3g')} ({r.get('max_batch_loss_step', '-')}) | "
+            f"{_fmt(r.get('train_s'), '.1f')} | {_fmt(r.get('wall_s'), '.1f')} |"
+        )
+    lines += ["", "Summary:", ""]
+    for s in result["summary"]:
+        lines.append(f"- {s}")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(runs: list[dict]) -> list[str]:
+    out = []
+    nf = [r for r in runs if r["model"] == "nf"]
+    settings = {(r.get("log_scale_bound"), r.get("grad_clip")) for r in nf}
+    for bound, clip in sorted(settings, key=str):
+        rs = [r for r in nf if (r.get("log_scale_bound"), r.get("grad_clip")) == (bound, clip)]
+        done = [r for r in rs if "test_nll" in r]
+        nlls = [r["test_nll"] for r in done]
+        diverged = [r["seed"] for r in rs if "test_nll" not in r]
+        nans = sum(r["nan"] for r in rs)
+        spikes = [r["seed"] for r in rs if r.get("max_batch_loss", 0) > 100]
+        if nlls:
+            out.append(
+                f"NF, log_scale_bound={bound}, grad_clip={clip}: "
+                f"test NLL median {statistics.median(nlls):.4f}, "
+                f"worst {_fmt(max(nlls), '.4f')} over seeds {[r['seed'] for r in done]}; "
+                f"NaN in {nans} of {len(rs)} runs"
+                + (f" (stopped: seeds {diverged})" if diverged else "")
+                + "; "
+                + (f"a batch loss above 100 nats in seeds {spikes}; " if spikes else "")
+                + "mean train time "
+                f"{statistics.mean(r['train_s'] for r in done):.1f} s (target <= 2.0 nats)"
+            )
+    for r in runs:
+        if r["model"] == "fm" and "test_nll" in r:
+            out.append(f"FM seed {r['seed']}: test NLL {r['test_nll']:.4f} (target <= 1.9)")
+        if r["model"] == "cfm" and "class_accuracy" in r:
+            out.append(
+                f"CFM seed {r['seed']}: class accuracy {100 * r['class_accuracy']:.2f}% "
+                "(target >= 98%)"
+                + (
+                    f"; in some ring's band: {100 * r['in_any_band']:.2f}%"
+                    if "in_any_band" in r
+                    else ""
+                )
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0, 1, 2, 3, 4],
+        help="NF seeds (none: skip the flow)",
+    )
+    p.add_argument(
+        "--bounds",
+        type=_bound,
+        nargs="+",
+        default=[None, 5.0],
+        help="NF log_scale_bound values ('none' for no bound); default: none 5.0",
+    )
+    p.add_argument(
+        "--grad-clip",
+        type=_bound,
+        nargs="+",
+        default=[None],
+        help="NF gradient-norm clip values (TrainConfig.grad_clip; 'none': off); default none",
+    )
+    p.add_argument("--fm-seeds", type=int, nargs="*", default=[0], help="FM and CFM seeds")
+    p.add_argument("--no-fm", action="store_true", help="skip flow matching")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--n-points", type=int, default=250_000)
+    p.add_argument("--accuracy-samples", type=int, default=5000)
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for quality.{json,md}")
+    p.add_argument("--keep", type=Path, help="save the run folders under this folder")
+    p.add_argument(
+        "--render", action="store_true", help="only rewrite quality.md from quality.json"
+    )
+    args = p.parse_args(argv)
+    if args.render:
+        result = json.loads((args.out / "quality.json").read_text())
+        result["summary"] = summarize(result["runs"])
+        (args.out / "quality.md").write_text(markdown(result))
+        print(markdown(result))
+        return 0
+    torch.set_num_threads(1)
+
+    plan: list[tuple[str, int, dict]] = [
+        ("nf", s, {"log_scale_bound": b}, c)
+        for c in args.grad_clip
+        for b in args.bounds
+        for s in args.seeds
+    ]
+    if not args.no_fm:
+        for s in args.fm_seeds:
+            plan += [("fm", s, {}, None), ("cfm", s, {}, None)]
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_quality.py " + " ".join(argv or sys.argv[1:]),
+        "machine": _machine(),
+        "settings": {"epochs": args.epochs, "n_points": args.n_points, "batch_size": 128},
+        "runs": [],
+        "summary": [],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    for model, seed, margs, clip in plan:
+        row = evaluate(
+            train_one(model, seed, args.epochs, args.n_points, margs, args.keep, clip),
+            args.accuracy_samples,
+        )
+        result["runs"].append(row)
+        result["summary"] = summarize(result["runs"])
+        print(json.dumps(row), flush=True)
+        (args.out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "quality.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
