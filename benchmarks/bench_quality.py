@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "--bounds",
         type=_bound,
         nargs="+",
-        default=[None, 5.0],
-        help="NF log_scale_bound values ('none' for no bound); default: none 5.0",
+        default=[1.0, None],
+        help="NF log_scale_bound values ('none': no bound); default: 1.0 (the library's) and none",
     )
     p.add_argument(
         "--grad-clip",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import types
+from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -213,8 +215,19 @@ def test_sample_plot_uses_ring_colours(runs, capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, out, _ = run(capsys, "sample", runs["cfm"], "-n", 50, "--dt", 0.1, "--plot", svg)
     assert code == 0 and out == ""  # with --plot and no -o, no CSV on stdout
-    text = svg.read_text().lower()
-    assert all(colour.lower() in text for colour in RING_COLORS)
+    # Every point is a vector shape (nothing rasterized) filled with its ring's colour:
+    # 50 balanced samples, 10 per ring. SVG's initial fill is black, so a point without a
+    # fill is black.
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    root = ElementTree.parse(svg).getroot()
+    assert root.find(".//svg:image", ns) is None
+    fills = []
+    for group in root.iterfind(".//svg:g[@id]", ns):
+        if group.get("id").startswith("PathCollection"):
+            for point in group.iterfind(".//svg:use", ns):
+                style = dict(kv.split(": ") for kv in point.get("style", "").split("; ") if kv)
+                fills.append(style.get("fill", "#000000").lower())
+    assert Counter(fills) == {colour.lower(): 10 for colour in RING_COLORS}
 
 
 # -- log-prob ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of the report (end to end, smoke preset), its steering methods and its figures."""
+"""Tests of the report (end to end, smoke preset) and of its command line."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from flowscope import FlowMatching, NormalizingFlow, plots, steer
 from flowscope.cli import main
 from flowscope.report import PRESETS, num
 
@@ -114,105 +112,3 @@ def test_report_rejects_unknown_preset(tmp_path, capsys):
     assert main(["report", "--preset", "huge", "--out", str(tmp_path / "r")]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-
-
-# -- steering --------------------------------------------------------------------------------
-
-
-def _constant_field_model(shift: tuple[float, float]) -> FlowMatching:
-    """A flow-matching model whose velocity is the constant ``shift`` (standardized units):
-    every solver integrates it exactly, x = z + shift."""
-    fm = FlowMatching(hidden=8, layers=2).double()
-    weight, bias = fm.field.pairs()[-1]
-    with torch.no_grad():
-        weight.zero_()
-        bias.copy_(torch.tensor(shift, dtype=torch.float64))
-    return fm
-
-
-def test_reverse_start_is_exact_for_a_constant_field():
-    fm = _constant_field_model((0.3, -0.7))
-    target = torch.tensor([[4.0, 5.0]], dtype=torch.float64)
-    res = steer.reverse_start(fm, target, dt=0.1)
-    assert res.error < 1e-12
-    torch.testing.assert_close(res.z, target - torch.tensor([[0.3, -0.7]], dtype=torch.float64))
-    assert res.path.shape == (11, 1, 2)
-    torch.testing.assert_close(res.path[0], res.z)
-    assert res.evaluations == 20
-
-
-def test_optimize_start_reaches_the_target_and_stops_at_tol():
-    torch.manual_seed(0)
-    fm = FlowMatching(hidden=16, layers=3).double()
-    target = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
-    z0 = torch.zeros(1, 2, dtype=torch.float64)
-    res = steer.optimize_start(fm, target, z_init=z0, dt=0.1, steps=400, lr=0.2, tol=1e-4)
-    assert res.error < 1e-4
-    assert res.details["steps_taken"] < 400  # stopped early, at tol
-    assert res.details["errors"][0] > 1.0  # it did move
-    # the reported landing point is what the ordinary sampler makes of the found z
-    torch.testing.assert_close(fm(res.z, dt=0.1), res.x)
-    assert all(p.requires_grad for p in fm.parameters())  # the model is left as it was
-
-
-def test_nearest_sample_returns_the_closest_of_its_draws():
-    torch.manual_seed(0)
-    fm = FlowMatching(hidden=8, layers=2)
-    target = torch.tensor([[0.5, 0.5]])
-    res = steer.nearest_sample(
-        fm, target, n=300, dt=0.25, generator=torch.Generator().manual_seed(1)
-    )
-    z_all = torch.randn(300, 2, generator=torch.Generator().manual_seed(1))
-    best = (fm(z_all, dt=0.25) - target).norm(dim=1).min()
-    assert res.error == pytest.approx(float(best), abs=1e-6)
-
-
-def test_guided_sample_weights():
-    torch.manual_seed(0)
-    fm = FlowMatching(hidden=8, layers=2)
-    target = torch.tensor([[4.0, 5.0]])
-    z = torch.zeros(1, 2)
-    free = steer.guided_sample(fm, target, weight=0.0, z=z, dt=0.05)
-    torch.testing.assert_close(free.x, fm(z, dt=0.05))  # w = 0 is the plain sampler
-    full = steer.guided_sample(fm, target, weight=1.0, z=z, dt=0.05)
-    assert full.error < 1e-4
-    half = steer.guided_sample(fm, target, weight=0.5, z=z, dt=0.05)
-    assert full.error < half.error < free.error
-
-
-@pytest.mark.parametrize(
-    "call, error",
-    [
-        (lambda fm: steer.guided_sample(fm, [[4.0, 5.0]], weight=1.5), ValueError),
-        (lambda fm: steer.reverse_start(fm, [[4.0, 5.0], [1.0, 1.0]]), ValueError),
-        (lambda fm: steer.optimize_start(fm, [[4.0, 5.0]], steps=0), ValueError),
-        (lambda fm: steer.optimize_start(fm, [[4.0, 5.0]], lr=-1.0), ValueError),
-        (lambda fm: steer.reverse_start(NormalizingFlow(couplings=1), [[4.0, 5.0]]), TypeError),
-    ],
-)
-def test_steering_rejects_bad_input(call, error):
-    with pytest.raises(error):
-        call(FlowMatching(hidden=8, layers=2))
-
-
-# -- figures -------------------------------------------------------------------------------
-
-
-def test_point_panels_have_equal_aspect_titles_and_data_labels():
-    pts = np.random.default_rng(0).normal(size=(50, 2))
-    fig = plots.point_panels([(pts, "a"), (pts + 1, "b")], ncols=2)
-    axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in axes] == ["a", "b"]
-    assert all(ax.get_aspect() == 1.0 for ax in axes)
-    assert "data units" in axes[0].get_xlabel() and "data units" in axes[0].get_ylabel()
-
-
-def test_trajectory_panels_colour_by_time_with_a_colour_bar(tmp_path):
-    path = np.cumsum(np.random.default_rng(0).normal(size=(16, 3, 2)), axis=0)
-    fig = plots.trajectory_panels(
-        [{"path": path, "times": np.linspace(0, 1, 16), "title": "paths"}], time_label="t"
-    )
-    labels = [ax.get_ylabel() for ax in fig.axes]
-    assert "t" in labels  # the colour bar
-    out = plots.save(fig, tmp_path / "f.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

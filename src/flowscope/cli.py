@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["main", "CommandError"]
+__all__ = ["main", "CommandError", "add_command", "text_table"]
 
 
 class CommandError(Exception):
@@ -44,6 +44,34 @@ def add_command(
     )
     p.set_defaults(handler=handler)
     return p
+
+
+def text_table(rows: Sequence[Sequence[str]], align: str, *, min_width: int = 0) -> str:
+    """Rows of text cells as aligned columns, the first row the header.
+
+    Arguments:
+        rows: the header and the rows, each with one cell per letter of ``align``.
+        align: per column, ``"l"`` (left-aligned) or ``"r"`` (right-aligned).
+        min_width: the least width of a column, in characters.
+
+    Returns:
+        the lines, joined by newlines; columns are two spaces apart, and no line ends
+        in spaces.
+
+    Example:
+        >>> print(text_table([("stage", "seconds"), ("train", "2.5")], align="lr"))
+        stage  seconds
+        train      2.5
+    """
+    widths = [max([min_width, *(len(r[i]) for r in rows)]) for i in range(len(align))]
+    lines = (
+        "  ".join(
+            c.ljust(w) if a == "l" else c.rjust(w)
+            for c, w, a in zip(row, widths, align, strict=True)
+        ).rstrip()
+        for row in rows
+    )
+    return "\n".join(lines)
 
 
 def _commands(sub: argparse._SubParsersAction) -> None:

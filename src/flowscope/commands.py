@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import runs
-from .cli import CommandError, add_command
+from .cli import CommandError, add_command, text_table
 from .matching import SOLVERS
 from .train import TrainConfig
 
@@ -217,52 +217,17 @@ def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
         header=",".join(header),
         comments="",
     )
-    width = [max(10, len(h)) for h in header]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, width, strict=True))]
-    for row in zip(*columns, strict=True):
-        cells = [
-            (f"{int(v)}" if i else f"{float(v):.6g}").rjust(w)
-            for v, i, w in zip(row, ints, width, strict=True)
-        ]
-        lines.append("  ".join(cells))
-    return buf.getvalue(), "\n".join(lines) + "\n"
+    rows = [
+        [f"{int(v)}" if i else f"{float(v):.6g}" for v, i in zip(row, ints, strict=True)]
+        for row in zip(*columns, strict=True)
+    ]
+    table = text_table([header, *rows], align="r" * len(header), min_width=10)
+    return buf.getvalue(), table + "\n"
 
 
 def _write(path: Path, text: str | bytes, what: str) -> None:
     runs.atomic_write(path, text)
     print(f"wrote {what} to {path}", file=sys.stderr)
-
-
-def _scatter(path: Path, x: np.ndarray, labels: np.ndarray | None, names: list[str], title: str):
-    """A scatter plot (Agg backend, equal aspect); Olympic classes in the rings' colours."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from .data import RING_COLORS, RING_NAMES
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    size = max(0.5, min(8.0, 4000 / len(x)))
-    if labels is None:
-        ax.scatter(x[:, 0], x[:, 1], s=size, alpha=0.6, color="C0", linewidths=0)
-    else:
-        colors = (
-            RING_COLORS if tuple(names) == RING_NAMES else [f"C{i % 10}" for i in range(len(names))]
-        )
-        for k, (name, color) in enumerate(zip(names, colors, strict=True)):
-            sel = labels == k
-            if sel.any():
-                style = dict(s=size, alpha=0.7, color=color, linewidths=0, label=name)
-                ax.scatter(x[sel, 0], x[sel, 1], **style)
-        ax.legend(markerscale=max(1.0, 12 / size), fontsize="small", loc="best")
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (data units)")
-    ax.set_ylabel("y (data units)")
-    ax.set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lower().lstrip("."), dpi=150)
-    _write(path, buf.getvalue(), "the plot")
 
 
 # -- train ------------------------------------------------------------------------------
@@ -410,9 +375,19 @@ def _sample(args: argparse.Namespace) -> int:
     elif plot is None:
         sys.stdout.write(csv)
     if plot is not None:
+        from . import plots
+
         names = _class_names(model, info) if labels is not None else []
-        title = f"{n} samples from {args.run}"
-        _scatter(plot, pts, None if labels is None else labels.numpy(), names, title)
+        fig = plots.class_scatter(
+            [(pts, labels, f"{n} samples from {args.run}")],
+            class_names=names,
+            size=max(0.5, min(8.0, 4000 / n)),
+            alpha=0.7,
+            rasterized=False,  # every point a shape in SVG or PDF, as asked for
+            frame=plots.limits([pts], quantile=1.0, rings=False),  # all points, any data
+        )
+        plots.save(fig, plot)
+        print(f"wrote the plot to {plot}", file=sys.stderr)
     return 0
 
 
@@ -484,8 +459,12 @@ def _invert(args: argparse.Namespace) -> int:
 # -- the parsers ------------------------------------------------------------------------
 
 
-def _add_points(p: argparse.ArgumentParser) -> None:
+def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+
+
+def _add_points(p: argparse.ArgumentParser) -> None:
+    _add_run(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--points",
@@ -568,7 +547,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "flowscope sample runs/cfm -n 1000 --label blue --plot blue.png",
         _sample,
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+    _add_run(p)
     p.add_argument("-n", type=_positive_int, default=1000, help="number of points (default 1000)")
     p.add_argument("--seed", type=_int, default=0, help="seed of the noise (default 0)")
     _add_flow_options(p)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import metrics
-from .cli import CommandError, add_command
+from .cli import CommandError, add_command, text_table
 from .data import DATASETS, RING_NAMES, make_dataset
 from .matching import FlowMatching, time_grid
 from .runs import atomic_write, load_run, run_data
@@ -239,11 +239,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{r['run']}: {r['model']} on {r['data']}, {r['n']} samples "
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
     )
-    w0 = max(len(a) for a, _, _ in rows)
-    w1 = max(len(b) for _, b, _ in rows)
-    lines = [head, f"{'metric':<{w0}}  {'value':>{w1}}  units"]
-    lines += [f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
-    return "\n".join(lines)
+    return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
 
 
 def _eval(args: argparse.Namespace) -> int:

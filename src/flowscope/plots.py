@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
 from .data import RING_CENTERS, RING_COLORS, RING_NAMES, RING_RADIUS
+from .runs import atomic_write
 
 __all__ = [
     "PAGE_WIDTH",
+    "POINT_COLOR",
     "TIME_CMAP",
     "bars",
     "batch_loss",
@@ -45,6 +48,7 @@ __all__ = [
 
 PAGE_WIDTH = 7.0  # inches: the text width of an A4 page with 1.6 cm margins
 TIME_CMAP = "viridis"
+POINT_COLOR = "#1f4e79"  # points that carry no class
 X_LABEL, Y_LABEL = "x₁ (data units)", "x₂ (data units)"
 _RC = {"font.size": 7.5, "axes.titlesize": 8, "axes.labelsize": 7.5, "legend.fontsize": 6.5}
 
@@ -62,9 +66,18 @@ def _figure(height: float, width: float = PAGE_WIDTH) -> Figure:
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Write ``fig`` as a PNG at ``dpi`` (white background) and return the path."""
+    """Write ``fig`` at ``path`` atomically, white background, and return the path.
+
+    The suffix of ``path`` names the format (``.png``, ``.svg``, ``.pdf``, ...; PNG when
+    there is none); ``dpi`` sets the resolution of raster formats and rasterized artists.
+
+    Raises:
+        ValueError: if matplotlib cannot write the format the suffix names.
+    """
     path = Path(path)
-    fig.savefig(path, dpi=dpi, format="png", facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=path.suffix.lower().lstrip(".") or "png", facecolor="white")
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -135,7 +148,7 @@ def point_panels(
     suptitle: str | None = None,
     rings: bool = False,
     shared: bool = True,
-    color: str = "#1f4e79",
+    color: str = POINT_COLOR,
     size: float = 2.0,
     panel_height: float | None = None,
 ) -> Figure:
@@ -367,28 +380,56 @@ def class_scatter(
     panels: Sequence[tuple[Any, Any, str]],
     *,
     class_names: Sequence[str] = RING_NAMES,
-    colors: Sequence[str] = RING_COLORS,
+    colors: Sequence[str] | None = None,
     suptitle: str | None = None,
     size: float = 2.0,
+    alpha: float | None = None,
+    rasterized: bool = True,
+    frame: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> Figure:
-    """Point clouds coloured by class, one panel per (points (N, 2), labels (N,), title)."""
+    """Point clouds coloured by class, with equal aspect and a legend of the classes shown.
+
+    Arguments:
+        panels: (points (N, 2) in data units, labels (N,) class ids or ``None``, title) per
+            panel; points without labels are drawn in one colour.
+        class_names: the name of each class id.
+        colors: the colour of each class id; default: the rings' colours when the classes
+            are the Olympic rings, else matplotlib's colour cycle.
+        suptitle: title of the whole figure.
+        size, alpha: marker size and opacity.
+        rasterized: draw the points as an image inside vector formats (SVG, PDF): small
+            files for large clouds; ``False`` keeps every point a vector shape.
+        frame: axis limits ((x0, x1), (y0, y1)) in data units; default: :func:`limits` of
+            all the points, with the rings' box.
+    """
+    if colors is None:
+        olympic = tuple(class_names) == RING_NAMES
+        colors = RING_COLORS if olympic else [f"C{i % 10}" for i in range(len(class_names))]
     nrows, ncols = _grid(len(panels), len(panels))
-    xlim, ylim = limits([p for p, _, _ in panels])
+    xlim, ylim = frame or limits([p for p, _, _ in panels])
     aspect = (ylim[1] - ylim[0]) / (xlim[1] - xlim[0])
     fig = _figure(min(2.9, (PAGE_WIDTH - 0.8) / ncols * aspect + 0.5))
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    shown: set[int] = set()
+    style = dict(s=size, lw=0, alpha=alpha, rasterized=rasterized)
     for i, ax in enumerate(axes.flat):
         pts, labels, title = panels[i]
-        pts, labels = _np(pts), _np(labels).astype(int)
-        for k, name in enumerate(class_names):
-            m = labels == k
-            ax.scatter(pts[m, 0], pts[m, 1], s=size, c=colors[k], lw=0, label=name, rasterized=True)
+        pts = _np(pts)
+        if labels is None:
+            ax.scatter(pts[:, 0], pts[:, 1], c=POINT_COLOR, **style)
+        else:
+            labels = _np(labels).astype(int)
+            for k in np.unique(labels).tolist():
+                m = labels == k
+                ax.scatter(pts[m, 0], pts[m, 1], c=colors[k], label=class_names[k], **style)
+                shown.add(k)
         _points_axes(ax, xlim, ylim, title, (True, i == 0))
-    handles = [
-        Line2D([], [], ls="", marker="o", ms=4, color=c, label=n)
-        for c, n in zip(colors, class_names, strict=True)
-    ]
-    fig.legend(handles=handles, loc="outside right center", title="class")
+    if shown:
+        handles = [
+            Line2D([], [], ls="", marker="o", ms=4, color=colors[k], label=class_names[k])
+            for k in sorted(shown)
+        ]
+        fig.legend(handles=handles, loc="outside right center", title="class")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return fig

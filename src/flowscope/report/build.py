@@ -1,0 +1,150 @@
+"""The report run: the stages in order, their wall times, and the files they write."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from ..cli import CommandError
+from ..runs import atomic_write
+from . import bonus, cfm, fm, models, nf, overview
+from .document import write_html, write_pdf
+from .measures import as_numpy
+from .presets import PRESETS, Preset
+from .study import Study, prepare_data
+
+__all__ = ["ReportResult", "build_report"]
+
+MAX_PAGES = 12  # the study's limit on the PDF
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote.
+
+    Attributes:
+        out: the output folder.
+        pdf, html, metrics: paths of ``report.pdf``, ``report.html``, ``metrics.json``.
+        pages: pages of the PDF.
+        timings: wall time of each stage, in seconds, in order.
+        trained: per model, ``True`` if it was trained in this run, ``False`` if reused.
+    """
+
+    out: Path
+    pdf: Path
+    html: Path
+    metrics: Path
+    pages: int
+    timings: dict[str, float]
+    trained: dict[str, bool]
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON values; inf and NaN become None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return jsonable(as_numpy(x).tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def build_report(
+    out: str | Path = "runs/olympic",
+    *,
+    preset: str | Preset = "full",
+    seed: int = 0,
+    retrain: bool = False,
+    log: TextIO | None = None,
+) -> ReportResult:
+    """Train or reuse the three models, run the whole study and write the report.
+
+    Arguments:
+        out: output folder (created if needed).
+        preset: ``"full"`` (the seed's recipe: 250,000 points, 20 epochs), ``"quick"``
+            (7 epochs), ``"smoke"`` (tiny, for tests) or a :class:`Preset`.
+        seed: seeds the data, the training and every experiment.
+        retrain: train the models even if ``out/models`` holds them with the same config.
+        log: where progress lines go (default: stderr).
+
+    Returns:
+        a :class:`ReportResult`.
+
+    Raises:
+        ValueError: for an unknown preset or a bad seed.
+        RunError: if a model folder cannot be written or read.
+        CommandError: if reportlab (the ``report`` extra) is not installed.
+    """
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    try:
+        import reportlab  # noqa: F401 - an optional dependency, checked before hours of work
+    except ModuleNotFoundError:
+        raise CommandError(
+            "flowscope report needs reportlab for the PDF: pip install 'flowscope[report]'"
+        ) from None
+    log = log or sys.stderr
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    study = Study(out, preset, int(seed), retrain, log)
+    paths = {"pdf": out / "report.pdf", "html": out / "report.html"}
+    pages = 0
+
+    def write_documents(study: Study) -> None:
+        nonlocal pages
+        pages = write_pdf(study.doc, paths["pdf"])
+        if pages > MAX_PAGES:
+            study.say(f"    warning: the PDF has {pages} pages, more than {MAX_PAGES}")
+
+    stages: list[tuple[str, Callable[[Study], None]]] = [
+        *models.STAGES,
+        ("held-out data and the data's entropy", prepare_data),
+        *overview.STAGES,
+        *nf.STAGES,
+        *fm.STAGES,
+        *cfm.STAGES,
+        *bonus.STAGES,
+        ("write report.pdf", write_documents),
+        ("write report.html", lambda study: write_html(study.doc, paths["html"])),
+    ]
+    for i, (title, fn) in enumerate(stages, start=1):
+        study.say(f"flowscope report [{i:2d}/{len(stages)}] {title}")
+        t0 = time.perf_counter()
+        fn(study)
+        study.timings[title] = time.perf_counter() - t0
+    study.m["timings_seconds"] = study.timings
+    study.m["pdf_pages"] = pages
+    metrics_path = out / "metrics.json"
+    atomic_write(metrics_path, json.dumps(jsonable(study.m), indent=1) + "\n")
+    return ReportResult(
+        out=out,
+        pdf=paths["pdf"],
+        html=paths["html"],
+        metrics=metrics_path,
+        pages=pages,
+        timings=dict(study.timings),
+        trained=dict(study.trained),
+    )

@@ -1,0 +1,132 @@
+"""The state of one report run, shared by its stages, and the held-out data they use.
+
+A :class:`Study` holds the preset, the three models and their histories, the document
+being written and ``m``, the dictionary that becomes ``metrics.json``. Each stage of the
+report (:mod:`.models`, :mod:`.overview`, :mod:`.nf`, :mod:`.fm`, :mod:`.cfm`,
+:mod:`.bonus`) is a function of the study; some leave results for later ones (the NF's
+paths of Q3, compared with flow matching's in FM Q2 and Q3, for instance), declared below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from .. import __version__, plots
+from ..runs import run_data
+from ..train import History, TrainConfig
+from .document import Document
+from .measures import band_area
+from .presets import FIGURE_DPI, PROBE_POINTS, Preset
+
+__all__ = ["Study", "prepare_data"]
+
+
+class Study:
+    """State shared by the stages of one report run (models, data, metrics, document).
+
+    Arguments:
+        out: the output folder; figures go to ``out/figures``, models to ``out/models``.
+        preset: the sizes of the run.
+        seed: seeds the data, the training and every experiment.
+        retrain: train the models even if saved ones match.
+        log: where progress lines go.
+    """
+
+    # Left by the stages for later ones (data units unless said otherwise):
+    test: torch.Tensor  # (N, 2) the held-out test points, from prepare_data
+    val_n: int  # validation points of the loss, from prepare_data
+    background: torch.Tensor  # (M, 2) test points drawn as grey context, from prepare_data
+    h_std: float  # the data's entropy, nats per standardized point, from prepare_data
+    probes: torch.Tensor  # (5, 2) the points of PROBE_POINTS, from prepare_data
+    z_show: torch.Tensor  # (n_show, 2) latents, standardized units, from prepare_data
+    nf_path: np.ndarray  # (L + 1, n_show, 2) z_show through the NF's layers, from NF Q3
+    nf_probe_z: torch.Tensor  # (5, 2) the NF latents of the probes, from NF Q5
+    fm_path: np.ndarray  # (101, n_show, 2) z_show along the FM flow, from FM Q2
+    fm_times: np.ndarray  # (101,) the times of fm_path, from FM Q2
+
+    def __init__(self, out: Path, preset: Preset, seed: int, retrain: bool, log: TextIO):
+        self.out = out
+        self.preset = preset
+        self.seed = seed
+        self.retrain = retrain
+        self.log = log
+        self.fig_dir = out / "figures"
+        self.models: dict[str, Any] = {}
+        self.infos: dict[str, Any] = {}
+        self.histories: dict[str, History] = {}
+        self.trained: dict[str, bool] = {}
+        self.m: dict[str, Any] = {"preset": asdict(preset), "seed": seed}
+        self.timings: dict[str, float] = {}
+        self.doc = Document(
+            "flowscope: flows on the Olympic rings",
+            f"flowscope {__version__}, torch {torch.__version__}; preset <b>{preset.name}</b> "
+            f"({preset.n_points:,} training points, {preset.epochs} epochs), seed {seed}. "
+            "Every number below was measured in this run and is stored in metrics.json.",
+        )
+
+    # -- plumbing ----------------------------------------------------------------------
+    def gen(self, offset: int) -> torch.Generator:
+        """A generator seeded from the report's seed and a per-experiment offset."""
+        return torch.Generator().manual_seed(1000 * self.seed + offset)
+
+    def say(self, text: str) -> None:
+        """A progress line on the log."""
+        print(text, file=self.log, flush=True)
+
+    def figure(self, name: str, figure: Any, caption: str) -> None:
+        """Save ``figure`` as ``figures/NAME.png`` and add it to the document."""
+        path = plots.save(figure, self.fig_dir / f"{name}.png", dpi=FIGURE_DPI)
+        self.doc.figure(path, caption)
+
+    def trajectory_figure(
+        self,
+        name: str,
+        panels: Sequence[Mapping[str, Any]],
+        caption: str,
+        *,
+        time_label: str,
+        panel_height: float = 2.6,
+        ncols: int | None = None,
+    ) -> None:
+        """Paths over the grey held-out points (:func:`~flowscope.plots.trajectory_panels`),
+        saved and added to the document as :meth:`figure` does."""
+        fig = plots.trajectory_panels(
+            panels,
+            time_label=time_label,
+            background=self.background,
+            panel_height=panel_height,
+            ncols=ncols,
+        )
+        self.figure(name, fig, caption)
+
+
+def prepare_data(study: Study) -> None:
+    """The stage that sets the held-out points, a background subsample and the data's
+    entropy floor (the log of the area of the rings' bands, :func:`~.measures.band_area`)."""
+    p = study.preset
+    nf, info = study.models["nf"], study.infos["nf"]
+    study.test = run_data(info, "test").x
+    study.val_n = min(len(run_data(info, "val").x), TrainConfig().val_size)
+    study.background = study.test[: p.background]
+    area = band_area(p.entropy_points, seed=12_345)
+    scale = nf.standardization.scale.double()
+    h_data = math.log(area)
+    h_std = h_data - float(scale.log().sum())
+    study.h_std = h_std
+    study.m["data"] = {
+        "band_area": area,
+        "entropy_data_units": h_data,
+        "entropy_standardized": h_std,
+        "std": scale.tolist(),
+        "entropy_monte_carlo_points": p.entropy_points,
+        "test_points": len(study.test),
+    }
+    study.probes = torch.tensor([xy for _, xy in PROBE_POINTS])
+    study.z_show = torch.randn(p.n_show, 2, generator=study.gen(3))
