@@ -184,7 +184,7 @@ def fit(
             bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=gen)
-            losses = torch.empty(steps_per_epoch, dtype=torch.float64)
+            losses: list[float] = []
             for step in range(steps_per_epoch):
                 idx = order[step * bs : (step + 1) * bs]
                 lb = None if labels is None else labels[idx]
@@ -196,8 +196,9 @@ def fit(
                         f"step {step + 1} of {steps_per_epoch}; the last saved checkpoint is "
                         "kept. Try a smaller --lr, or another --seed."
                     )
-                losses[step] = value
-                opt.zero_grad(set_to_none=True)
+                losses.append(value)
+                for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
+                    p.grad = None
                 loss.backward()
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
@@ -206,8 +207,8 @@ def fit(
                 if step % 64 == 0:
                     bar.set_postfix(loss=f"{value:.3f}", refresh=False)
                     bar.update(64 if step + 64 <= steps_per_epoch else steps_per_epoch - step)
-            history.batch_loss.extend(losses.tolist())
-            row: dict[str, float] = {"epoch": epoch, "train_loss": float(losses.mean())}
+            history.batch_loss.extend(losses)
+            row: dict[str, float] = {"epoch": epoch, "train_loss": math.fsum(losses) / len(losses)}
             if y_val is not None:
                 model.eval()
                 val_gen = torch.Generator().manual_seed(config.seed + 10_007)
