@@ -78,3 +78,68 @@ def test_save_writes_the_format_its_suffix_names(tmp_path):
     with pytest.raises(ValueError, match="xyz"):
         plots.save(fig, tmp_path / "f.xyz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "f.pdf", "f.png", "f.svg"]
+
+
+def test_zoom_frame_holds_the_rings_and_near_points_but_not_far_ones():
+    near, far = np.array([[-3.0, 3.5]]), np.array([[2.0, 40.0]])
+    (x0, x1), (y0, y1) = plots.zoom_frame([near, far], reach=2.5, pad=0.5)
+    # the rings' box, grown to the near point (within 2.5 of it), plus the pad
+    assert (x0, x1, y0, y1) == (-3.5, 5.625, -2.625, 4.0)
+    frame = ((x0, x1), (y0, y1))
+    np.testing.assert_array_equal(plots.outside(np.concatenate([near, far]), frame), [0, 1])
+    assert plots.zoom_frame([far], pad=0.0) == ((-1.125, 5.125), (-2.125, 1.125))
+    with pytest.raises(ValueError, match="reach=-1"):
+        plots.zoom_frame([near], reach=-1)
+
+
+def test_exits_are_where_segments_cross_the_frame_edge_outwards():
+    frame = ((0.0, 4.0), (0.0, 2.0))
+    # Point 0 goes up out of the frame, along the outside and back in; point 1 crosses the
+    # frame from left to right in one segment; point 2 stays inside.
+    path = np.array(
+        [
+            [[1.0, 1.0], [-1.0, 1.0], [1.0, 1.0]],
+            [[1.0, 5.0], [5.0, 1.0], [3.0, 1.0]],
+            [[3.0, 5.0], [5.0, 3.0], [1.0, 1.0]],
+            [[3.0, 1.0], [5.0, 3.0], [1.0, 1.0]],
+        ]
+    )  # (T, N, 2)
+    exits = plots._exits(path, frame)
+    assert [(n, k) for n, k, _, _ in exits] == [(0, 0), (1, 0)]
+    np.testing.assert_allclose(exits[0][2], [1.0, 2.0])  # top edge, straight up
+    np.testing.assert_allclose(exits[0][3], [0.0, 4.0])
+    np.testing.assert_allclose(exits[1][2], [4.0, 1.0])  # enters at x=0, leaves at x=4
+
+
+def test_trajectory_zoom_cuts_paths_at_the_frame_and_shows_the_whole_extent():
+    times = np.linspace(1, 0, 3)
+    path = np.array(
+        [[[0.0, 0.0], [4.0, 0.0]], [[0.0, 0.5], [4.0, -0.5]], [[0.0, 1.0], [4.0, 30.0]]]
+    )
+    overlay = [(np.array([[0.5, 0.5], [6.0, 20.0]]), "other latent", "s", "#EE334E")]
+    panel = {"path": path, "times": times, "annotate": ["A", "B"], "overlay": overlay}
+    frame = ((-1.5, 5.5), (-2.5, 1.5))
+    fig = plots.trajectory_zoom(panel, frame=frame, time_label="t")
+    left, right, cbar = fig.axes
+    assert (left.get_xlim(), left.get_ylim()) == frame
+    assert right.get_ylim()[1] > 30 > right.get_xlim()[1] > 6  # everything, overlay too
+    assert left.get_aspect() == right.get_aspect() == 1.0
+    assert "data units" in left.get_xlabel() and "data units" in right.get_xlabel()
+    assert cbar.get_ylabel() == "t"
+    # one triangle where B leaves the frame, on its top edge, with B's name next to it
+    tri = [c for c in left.collections if len(c.get_offsets()) == 1 and c.get_clip_on() is False]
+    assert len(tri) == 1
+    np.testing.assert_allclose(tri[0].get_offsets()[0], [4.0, 1.5], atol=1e-12)
+    # the starts, the overlay points, then B's exit in bold
+    assert [t.get_text() for t in left.texts] == ["A", "B", "A", "B", "B"]
+    assert left.texts[-1].get_fontweight() == "bold"
+    assert [t.get_text() for t in right.texts] == ["B", "B"]  # B's end, its overlay point
+    assert [p.get_linestyle() for p in right.patches] == ["--"]  # the left frame
+    assert _legend_labels(fig) == [
+        "start", "end", "other latent", "leaves the frame", "left panel's frame"
+    ]  # fmt: skip
+
+    inside = {"path": path[:2], "times": times[:2]}  # nothing outside: one panel, no legend extras
+    fig = plots.trajectory_zoom(inside, frame=frame)
+    assert len(fig.axes) == 2  # the panel and its colour bar
+    assert _legend_labels(fig) == ["start", "end"]

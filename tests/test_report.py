@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,20 @@ def test_report_rejects_unknown_preset(tmp_path, capsys):
     assert main(["report", "--preset", "huge", "--out", str(tmp_path / "r")]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_zoom_note_names_what_lies_outside_the_frame():
+    from flowscope.report.study import zoom_note
+
+    frame = ((-2.0, 6.0), (-3.0, 3.0))
+    # (T, N, 2): A stays inside, B leaves and ends outside, C is never inside
+    path = np.array([[[0.0, 0.0], [2.0, 2.5], [9.0, 0.0]], [[0.5, 0.0], [2.0, 7.0], [9.0, 1.0]]])
+    marks = [[0.0, 1.0], [1.0, 1.0], [7.1, 28.4]]
+    panel = {"path": path, "annotate": ["A", "B", "C"], "overlay": [(marks, "NF latent")]}
+    note = zoom_note(panel, frame)
+    assert note.endswith(
+        "Outside the left frame: part of the path of B with its end at (2.0, 7.0); the path "
+        "of C with its end at (9.0, 1.0); the NF latent of C at (7.1, 28.4)."
+    )
+    assert "Right: the whole extent" in note
+    assert zoom_note({"path": path[:, :1]}, frame) == ""  # all inside: nothing to say

@@ -26,7 +26,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from .data import RING_CENTERS, RING_COLORS, RING_NAMES, RING_RADIUS
@@ -41,9 +41,12 @@ __all__ = [
     "class_scatter",
     "class_trajectories",
     "loss_curves",
+    "outside",
     "point_panels",
     "save",
     "trajectory_panels",
+    "trajectory_zoom",
+    "zoom_frame",
 ]
 
 PAGE_WIDTH = 7.0  # inches: the text width of an A4 page with 1.6 cm margins
@@ -51,6 +54,8 @@ TIME_CMAP = "viridis"
 POINT_COLOR = "#1f4e79"  # points that carry no class
 X_LABEL, Y_LABEL = "x₁ (data units)", "x₂ (data units)"
 _RC = {"font.size": 7.5, "axes.titlesize": 8, "axes.labelsize": 7.5, "legend.fontsize": 6.5}
+RINGS_BOX = ((-1.125, 5.125), (-2.125, 1.125))  # the rings' bands' bounding box, data units
+Frame = tuple[tuple[float, float], tuple[float, float]]  # ((x0, x1), (y0, y1)), data units
 
 
 def _np(a: Any) -> np.ndarray:
@@ -112,9 +117,70 @@ def limits(
         lo = np.quantile(pts, 1 - quantile, axis=0)
         hi = np.quantile(pts, quantile, axis=0)
     if rings:
-        lo = np.minimum(lo, (-1.125, -2.125))
-        hi = np.maximum(hi, (5.125, 1.125))
+        lo = np.minimum(lo, (RINGS_BOX[0][0], RINGS_BOX[1][0]))
+        hi = np.maximum(hi, (RINGS_BOX[0][1], RINGS_BOX[1][1]))
     return (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
+
+
+def zoom_frame(arrays: Sequence[Any], *, reach: float = 2.5, pad: float = 0.35) -> Frame:
+    """Axis limits (data units) of the region of the data, for paths that run far off it.
+
+    The rings' box, grown to hold every point lying within ``reach`` of it (per axis),
+    plus ``pad`` on each side; points farther out are left outside the frame.
+
+    Arguments:
+        arrays: point sets (N, 2) or paths (T, N, 2), data units.
+        reach: how far outside the rings' box a point may lie and still widen the frame.
+        pad: margin added on each side, data units.
+
+    Raises:
+        ValueError: if ``reach`` or ``pad`` is negative.
+    """
+    if reach < 0 or pad < 0:
+        raise ValueError(f"reach={reach} and pad={pad} must be >= 0 (data units)")
+    lo = np.array([RINGS_BOX[0][0], RINGS_BOX[1][0]])
+    hi = np.array([RINGS_BOX[0][1], RINGS_BOX[1][1]])
+    pts = np.concatenate([np.zeros((0, 2)), *(_np(a).reshape(-1, 2) for a in arrays)])
+    near = pts[((pts >= lo - reach) & (pts <= hi + reach)).all(axis=1)]
+    if len(near):
+        lo, hi = np.minimum(lo, near.min(axis=0)), np.maximum(hi, near.max(axis=0))
+    lo, hi = (lo - pad).tolist(), (hi + pad).tolist()
+    return (lo[0], hi[0]), (lo[1], hi[1])
+
+
+def outside(points: Any, frame: Frame) -> np.ndarray:
+    """Which points (..., 2) in data units lie outside ``frame`` (or are not finite).
+
+    Returns:
+        a boolean array of shape (...,).
+    """
+    pts = _np(points)
+    (x0, x1), (y0, y1) = frame
+    inside = (pts[..., 0] >= x0) & (pts[..., 0] <= x1) & (pts[..., 1] >= y0) & (pts[..., 1] <= y1)
+    return ~inside
+
+
+def _exits(path: np.ndarray, frame: Frame) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Where paths (T, N, 2) leave ``frame``: (point n, segment k, exit point, direction).
+
+    Each segment is clipped to the frame (Liang-Barsky: the parameter interval inside the
+    box is the intersection of the per-axis intervals); it leaves the frame when a part of
+    it is inside and that part ends before the segment does.
+    """
+    lo = np.array([frame[0][0], frame[1][0]])
+    hi = np.array([frame[0][1], frame[1][1]])
+    p0, d = path[:-1], np.diff(path, axis=0)  # (T - 1, N, 2)
+    inside = (p0 >= lo) & (p0 <= hi)  # per axis: matters where the segment is parallel
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ta, tb = (lo - p0) / d, (hi - p0) / d
+    still = d == 0
+    enter = np.where(still, np.where(inside, -np.inf, np.inf), np.minimum(ta, tb))
+    leave = np.where(still, np.where(inside, np.inf, -np.inf), np.maximum(ta, tb))
+    t_in, t_out = np.maximum(enter.max(axis=-1), 0.0), np.minimum(leave.min(axis=-1), 1.0)
+    out = []
+    for k, n in zip(*np.nonzero((t_in <= t_out) & (t_out < 1.0)), strict=True):
+        out.append((int(n), int(k), p0[k, n] + t_out[k, n] * d[k, n], d[k, n]))
+    return sorted(out, key=lambda e: (e[0], e[1]))
 
 
 def draw_rings(ax, color: str = "0.55", lw: float = 0.5) -> None:
@@ -199,8 +265,10 @@ def _draw_paths(
     markers: bool = True,
     lw: float = 1.1,
     line_colors: Sequence[str] | None = None,
+    end_size: float = 1.0,
 ):
-    """Draw paths (T, N, 2): segments coloured by time (or by ``line_colors`` per point)."""
+    """Draw paths (T, N, 2): segments coloured by time (or by ``line_colors`` per point);
+    ``end_size`` scales the start and end markers."""
     t_mid = 0.5 * (times[1:] + times[:-1])
     mappable = None
     for n in range(path.shape[1]):
@@ -217,10 +285,114 @@ def _draw_paths(
                 path[:, n, 0], path[:, n, 1], c=times, cmap=cmap, norm=norm, s=7, lw=0, zorder=3
             )
     ax.scatter(
-        path[0, :, 0], path[0, :, 1], s=22, facecolors="none", edgecolors="k", lw=0.7, zorder=4
+        path[0, :, 0],
+        path[0, :, 1],
+        s=22 * end_size,
+        facecolors="none",
+        edgecolors="k",
+        lw=0.7 * end_size,
+        zorder=4,
     )
-    ax.scatter(path[-1, :, 0], path[-1, :, 1], s=26, marker="X", c="k", lw=0, zorder=4)
+    ax.scatter(path[-1, :, 0], path[-1, :, 1], s=26 * end_size, marker="X", c="k", lw=0, zorder=4)
     return mappable
+
+
+def _move(path: np.ndarray, *, last: bool) -> np.ndarray:
+    """The first (or ``last``) non-zero step (2,) of one path (T, 2); zeros if none."""
+    d = np.diff(path, axis=0)
+    moved = np.flatnonzero(np.hypot(d[:, 0], d[:, 1]) > 0)
+    return d[moved[-1] if last else moved[0]] if len(moved) else np.zeros(2)
+
+
+def _away(direction: np.ndarray, dist: float = 7.0) -> tuple[float, float]:
+    """An offset of ``dist`` points along ``direction`` (data units: with equal aspect,
+    the same direction on the page); up and to the right when it is zero."""
+    length = float(np.hypot(*direction))
+    u = direction / length if length > 0 else np.array([0.6, 0.8])
+    return float(dist * u[0]), float(dist * u[1])
+
+
+def _label(ax, text: str, xy: np.ndarray, offset: tuple[float, float], **kwargs) -> None:
+    """Write ``text`` centred ``offset`` points from the data point ``xy``."""
+    ax.annotate(
+        text,
+        tuple(xy),
+        xytext=offset,
+        textcoords="offset points",
+        ha="center",
+        va="center",
+        fontsize=6.5,
+        zorder=6,
+        **kwargs,
+    )
+
+
+def _trajectory_axes(
+    ax,
+    spec: Mapping[str, Any],
+    frame: Frame,
+    *,
+    norm: Normalize,
+    background: np.ndarray | None,
+    labels: tuple[bool, bool],
+    small: bool = False,
+):
+    """One panel of :func:`trajectory_panels` (``small``: thin paths, no dots, no labels).
+
+    Returns the time colour mapping of the paths (``None`` if they have none).
+    """
+    path, times = _np(spec["path"]), _np(spec["times"])
+    if background is not None:
+        ax.scatter(
+            background[:, 0],
+            background[:, 1],
+            s=0.6 if small else 1.0,
+            c="0.82",
+            lw=0,
+            zorder=1,
+            rasterized=True,
+        )
+    mappable = _draw_paths(
+        ax,
+        path,
+        times,
+        norm=norm,
+        markers=spec.get("markers", True) and not small,
+        lw=0.8 if small else 1.1,
+        end_size=0.5 if small else 1.0,
+    )
+    names = [] if small else [str(t) for t in spec.get("annotate") or ()]
+    for n, text in enumerate(names):  # on the side the path does not leave by
+        _label(ax, text, path[0, n], _away(-_move(path[:, n], last=False)))
+    for pts, label, marker, color in spec.get("overlay") or ():
+        pts = _np(pts).reshape(-1, 2)
+        if len(pts) == len(names) == path.shape[1]:  # one overlay point per path: name it
+            for n, text in enumerate(names):
+                _label(ax, text, pts[n], _away(np.array([1.0, -1.0]), 8.0), color=color)
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=18 if small else 40,
+            marker=marker,
+            c=color,
+            ec="k",
+            lw=0.4,
+            zorder=5,
+            label=label,
+        )
+    _points_axes(ax, *frame, "" if small else spec.get("title", ""), labels)
+    return mappable
+
+
+def _trajectory_legend(fig, spec: Mapping[str, Any], extra: Sequence[Line2D] = ()) -> None:
+    handles = [
+        Line2D([], [], ls="", marker="o", mfc="none", mec="k", label="start"),
+        Line2D([], [], ls="", marker="X", color="k", label="end"),
+    ]
+    for _, label, marker, color in spec.get("overlay") or ():
+        handles.append(Line2D([], [], ls="", marker=marker, mfc=color, mec="k", label=label))
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
 
 
 @_styled
@@ -268,41 +440,114 @@ def trajectory_panels(
         if i >= len(panels):
             ax.set_axis_off()
             continue
-        spec = panels[i]
-        path = _np(spec["path"])
-        times = _np(spec["times"])
-        overlay = spec.get("overlay") or ()
-        xlim, ylim = lims[i]
-        if bg is not None:
-            ax.scatter(bg[:, 0], bg[:, 1], s=1.0, c="0.82", lw=0, zorder=1, rasterized=True)
-        m = _draw_paths(ax, path, times, norm=norm, markers=spec.get("markers", True))
+        labels = (True, i % ncols == 0)
+        m = _trajectory_axes(ax, panels[i], lims[i], norm=norm, background=bg, labels=labels)
         mappable = m or mappable
-        for n, text in enumerate(spec.get("annotate") or ()):
-            ax.annotate(
-                str(text),
-                path[0, n],
-                xytext=(3, 3),
-                textcoords="offset points",
-                fontsize=6.5,
-                zorder=5,
-            )
-        for pts, label, marker, color in overlay:
-            pts = _np(pts).reshape(-1, 2)
-            ax.scatter(pts[:, 0], pts[:, 1], s=40, marker=marker, c=color, ec="k", lw=0.4,
-                       zorder=5, label=label)  # fmt: skip
-        _points_axes(ax, xlim, ylim, spec.get("title", ""), (True, i % ncols == 0))
-    handles = [
-        Line2D([], [], ls="", marker="o", mfc="none", mec="k", label="start"),
-        Line2D([], [], ls="", marker="X", color="k", label="end"),
-    ]
-    for _, label, marker, color in panels[0].get("overlay") or ():
-        handles.append(Line2D([], [], ls="", marker=marker, mfc=color, mec="k", label=label))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+    _trajectory_legend(fig, panels[0])
     if mappable is not None:
-        cb = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.85, pad=0.01)
+        cb = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.85, pad=0.04)
         cb.set_label(time_label)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
+    return fig
+
+
+@_styled
+def trajectory_zoom(
+    panel: Mapping[str, Any],
+    *,
+    frame: Frame | None = None,
+    time_label: str = "t",
+    background: Any = None,
+    panel_height: float = 3.0,
+) -> Figure:
+    """Paths seen in the region of the data, and beside it, small, their whole extent.
+
+    For paths of which a few run far from the data: drawn to their whole extent with equal
+    aspect, the data would shrink to a corner. The left panel shows ``frame`` only: the
+    paths are cut at its edge and a black triangle, pointing the way the path goes, marks
+    each place where one leaves it (the first one labelled with the point's name from
+    ``annotate``). The right panel shows everything, with ``frame`` as a dashed box and
+    the names of the paths that leave the frame written at their ends. When nothing lies
+    outside ``frame``, the figure is the left panel alone.
+
+    Arguments:
+        panel: a panel of :func:`trajectory_panels` (``path`` (T, N, 2) in data units,
+            ``times`` (T,), ``title``, optional ``markers``, ``annotate``, ``overlay``).
+        frame: the left panel's limits ((x0, x1), (y0, y1)), data units; default
+            :func:`zoom_frame` of the paths and overlays.
+        time_label: label of the colour bar.
+        background: points (M, 2) drawn in light grey for context (e.g. data samples).
+        panel_height: height of the figure without its legend, inches.
+
+    Returns:
+        the figure: the start of each path is a hollow circle, its end a black cross.
+
+    Example:
+        >>> import numpy as np
+        >>> path = np.array([[[0.0, 0.0]], [[0.0, 40.0]]])  # (T, N, 2): one point, far up
+        >>> fig = trajectory_zoom({"path": path, "times": np.array([1.0, 0.0])})
+        >>> [round(ax.get_ylim()[1]) for ax in fig.axes[:2]]  # the frame's top, the whole
+        [1, 41]
+    """
+    path = _np(panel["path"])
+    names = list(panel.get("annotate") or ())
+    marks = [_np(o[0]).reshape(-1, 2) for o in panel.get("overlay") or ()]
+    frame = frame or zoom_frame([path, *marks])
+    (x0, x1), (y0, y1) = limits([path, *marks], quantile=1.0, pad=0.0)
+    pad = 0.35 + 0.02 * max(x1 - x0, y1 - y0)  # room for the markers at the small scale
+    whole = (x0 - pad, x1 + pad), (y0 - pad, y1 + pad)
+    clipped = bool(outside(np.concatenate([path.reshape(-1, 2), *marks]), frame).any())
+    frames = [frame, whole] if clipped else [frame]
+    spans = [(x[1] - x[0]) / (y[1] - y[0]) for x, y in frames]
+    width = min(PAGE_WIDTH, sum((panel_height - 0.6) * a + 0.6 for a in spans) + 0.9)
+    fig = _figure(panel_height + 0.2, width)
+    axes = fig.subplots(1, len(frames), width_ratios=spans, squeeze=False)[0]
+    norm = Normalize(0.0, 1.0)
+    bg = None if background is None else _np(background)
+    mappable = _trajectory_axes(
+        axes[0], panel, frame, norm=norm, background=bg, labels=(True, True)
+    )
+    extra = []
+    exits = _exits(path, frame)
+    labelled = set()
+    for n, _, xy, d in exits:
+        angle = np.degrees(np.arctan2(d[1], d[0])) - 90  # equal aspect: screen = data angle
+        axes[0].scatter(
+            *xy, s=38, marker=(3, 0, angle), c="k", ec="w", lw=0.5, zorder=6, clip_on=False
+        )
+        if n < len(names) and n not in labelled:
+            u = d / np.hypot(*d)
+            off = -10 * u + 6 * np.array([abs(u[1]), abs(u[0])])  # back inside, then aside
+            _label(axes[0], str(names[n]), xy, (off[0], off[1]), fontweight="bold")
+            labelled.add(n)
+    if exits:
+        extra.append(Line2D([], [], ls="", marker="^", color="k", label="leaves the frame"))
+    if clipped:
+        ax = axes[1]
+        _trajectory_axes(
+            ax, panel, whole, norm=norm, background=bg, labels=(True, False), small=True
+        )
+        ax.set_title("whole extent")
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        (x0, x1), (y0, y1) = frame
+        ax.add_patch(
+            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.7, ec="k", zorder=6)
+        )
+        # Name what lies outside the frame: path ends and (one per path) overlay points.
+        for n in np.flatnonzero(outside(path[-1], frame)):
+            if n < len(names):
+                off = _away(_move(path[:, n], last=True))
+                _label(ax, str(names[n]), path[-1, n], off, fontweight="bold")
+        for pts, color in zip(marks, (o[3] for o in panel.get("overlay") or ()), strict=True):
+            if len(pts) == len(names) == path.shape[1]:
+                for n in np.flatnonzero(outside(pts, frame)):
+                    _label(ax, str(names[n]), pts[n], _away(np.array([-1.0, -1.0])), color=color)
+        extra.append(Line2D([], [], ls="--", lw=0.7, color="k", label="left panel's frame"))
+    _trajectory_legend(fig, panel, extra)
+    if mappable is not None:
+        cb = fig.colorbar(mappable, ax=list(axes), shrink=0.85, pad=0.01)
+        cb.set_label(time_label)
     return fig
 
 

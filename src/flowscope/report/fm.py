@@ -338,10 +338,6 @@ def q5(study: Study) -> None:
         "round_trip": {k: {"mean": v.mean, "max": v.max} for k, v in rt.items()},
     }
     nf_lat = as_numpy(nf.standardization.inverse(z_nf))
-    # NF latents far outside the FM paths' frame would shrink the figure: list them.
-    lo, hi = path.reshape(-1, 2).min(axis=0) - 2.0, path.reshape(-1, 2).max(axis=0) + 2.0
-    shown = ((nf_lat >= lo) & (nf_lat <= hi)).all(axis=1)
-    hidden = [f"{PROBE_POINTS[i][0]} at {pair(nf_lat[i], 1)}" for i in np.flatnonzero(~shown)]
     study.trajectory_figure(
         "fm_q5_reverse",
         [
@@ -351,14 +347,15 @@ def q5(study: Study) -> None:
                 "title": "FM: reverse process of the 5 points of NF Q5",
                 "markers": False,
                 "annotate": [n for n, _ in PROBE_POINTS],
-                "overlay": [(nf_lat[shown], "NF latent of the point", "s", "#EE334E")],
+                "overlay": [(nf_lat, "NF latent", "s", "#EE334E")],
             }
         ],
         f"FM Q5. Eq. 18 with Δt = {p.dt:g} from the points (hollow circles, t = 1) to "
-        "their noise (crosses, t = 0); red squares: where the NF sends the same points "
-        "(all in data units)"
-        + (f"; outside the frame: the NF latent of {', '.join(hidden)}." if hidden else "."),
+        "their noise (crosses, t = 0); red squares, lettered: where the NF sends the same points "
+        "(all in data units).",
         time_label="t (1: data, 0: noise)",
+        panel_height=3.0,
+        zoom=True,
     )
     doc.table(
         ("point", "NF latent z", "FM latent z", "distance", "FM round-trip error"),

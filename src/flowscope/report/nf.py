@@ -273,6 +273,8 @@ def q5(study: Study) -> None:
         "(off them), from the data (hollow circle, t = 1) to the latent (cross, t = 0), "
         "shown in data units.",
         time_label="t (1: data, 0: latent), k / 15",
+        panel_height=3.0,
+        zoom=True,
     )
     doc.table(
         (

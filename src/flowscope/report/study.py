@@ -24,8 +24,9 @@ from ..train import History, TrainConfig
 from .document import Document
 from .measures import band_area
 from .presets import FIGURE_DPI, PROBE_POINTS, Preset
+from .text import pair
 
-__all__ = ["Study", "prepare_data"]
+__all__ = ["Study", "prepare_data", "zoom_note"]
 
 
 class Study:
@@ -94,17 +95,72 @@ class Study:
         time_label: str,
         panel_height: float = 2.6,
         ncols: int | None = None,
+        zoom: bool = False,
     ) -> None:
         """Paths over the grey held-out points (:func:`~flowscope.plots.trajectory_panels`),
-        saved and added to the document as :meth:`figure` does."""
-        fig = plots.trajectory_panels(
-            panels,
+        saved and added to the document as :meth:`figure` does.
+
+        With ``zoom``, the one panel is drawn by :func:`~flowscope.plots.trajectory_zoom`
+        in the region of the data (:func:`~flowscope.plots.zoom_frame`), next to the whole
+        extent when something lies outside it, and the caption gets :func:`zoom_note`.
+
+        Raises:
+            ValueError: if ``zoom`` is asked for more than one panel.
+        """
+        if not zoom:
+            fig = plots.trajectory_panels(
+                panels,
+                time_label=time_label,
+                background=self.background,
+                panel_height=panel_height,
+                ncols=ncols,
+            )
+            self.figure(name, fig, caption)
+            return
+        if len(panels) != 1:
+            raise ValueError(f"zoom draws one panel, got {len(panels)}: split the figure")
+        (panel,) = panels
+        overlay = panel.get("overlay") or ()
+        frame = plots.zoom_frame([panel["path"], *(o[0] for o in overlay)])
+        fig = plots.trajectory_zoom(
+            panel,
+            frame=frame,
             time_label=time_label,
             background=self.background,
             panel_height=panel_height,
-            ncols=ncols,
         )
-        self.figure(name, fig, caption)
+        self.figure(name, fig, f"{caption} {zoom_note(panel, frame)}")
+
+
+def zoom_note(panel: Mapping[str, Any], frame: plots.Frame) -> str:
+    """What the panels of :func:`~flowscope.plots.trajectory_zoom` show, and what of
+    ``panel`` (its paths' states and ends, its overlay points) lies outside ``frame``.
+
+    Overlay points are named after the paths' ``annotate`` labels, one per path, with their
+    legend label: ``the NF latent of E at (7.1, 28.4)``.
+    """
+    path = np.asarray(panel["path"], dtype=np.float64)
+    names = [str(n) for n in panel.get("annotate") or ()]
+    names += [f"#{n + 1}" for n in range(len(names), path.shape[1])]
+    items = []
+    for n in range(path.shape[1]):
+        out = plots.outside(path[:, n], frame)
+        if out.any():
+            what = "the path" if out.all() else "part of the path"
+            end = f" with its end at {pair(path[-1, n], 1)}" if out[-1] else ""
+            items.append(f"{what} of {names[n]}{end}")
+    for points, label, *_ in panel.get("overlay") or ():
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        for i in np.flatnonzero(plots.outside(points, frame)):
+            who = f" of {names[i]}" if len(points) == path.shape[1] else ""
+            items.append(f"the {label}{who} at {pair(points[i], 1)}")
+    if not items:
+        return ""
+    return (
+        "Left: the region of the data; paths are cut at its edge, where a black triangle "
+        "marks each exit. Right: the whole extent, the left frame dashed. Outside the left "
+        f"frame: {'; '.join(items)}."
+    )
 
 
 def prepare_data(study: Study) -> None:
