@@ -114,3 +114,94 @@ def test_training_without_the_kernels_gives_the_same_losses(monkeypatch):
     finally:
         monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
         _load.cache_clear()
+
+
+def torch_path(monkeypatch):
+    """A context in which the kernels are off."""
+    monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
+    _load.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("features", "hidden", "layers", "n"),
+    [(3, 3, 1, 1), (5, 7, 3, 17), (2, 8, 5, 130), (9, 5, 2, 3)],
+)
+def test_nf_kernel_at_unusual_sizes(features, hidden, layers, n, monkeypatch):
+    torch.manual_seed(2)
+    flow = NormalizingFlow(features, couplings=4, hidden=hidden, linear_layers=layers).double()
+    with torch.no_grad():
+        flow.theta.add_(0.1 * torch.randn_like(flow.theta))
+    y = torch.randn(n, features, dtype=torch.float64)
+    assert flow._use_kernel(y)
+    loss = flow._loss_std(y, None, None)
+    (grad,) = torch.autograd.grad(loss, flow.theta)
+    lp = flow.log_prob(y, standardized=True)
+    torch_path(monkeypatch)
+    try:
+        assert not flow._use_kernel(y)
+        ref = flow._loss_std(y, None, None)
+        (ref_grad,) = torch.autograd.grad(ref, flow.theta)
+        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(lp, flow.log_prob(y, standardized=True), rtol=1e-12, atol=1e-12)
+    finally:
+        monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
+        _load.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("features", "hidden", "layers", "n", "classes"),
+    [(3, 5, 2, 1, None), (2, 7, 3, 19, 3), (5, 64, 5, 33, None), (1, 4, 4, 8, 2)],
+)
+def test_fm_kernel_at_unusual_sizes(features, hidden, layers, n, classes, monkeypatch):
+    torch.manual_seed(3)
+    fm = FlowMatching(features, num_classes=classes, hidden=hidden, layers=layers).double()
+    x1 = torch.randn(n, features, dtype=torch.float64)
+    labels = None if classes is None else torch.randint(0, classes, (n,))
+    assert fm._use_kernel(x1)
+    params = list(fm.parameters())
+    loss = fm._loss_std(x1, labels, torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(loss, params)
+    torch_path(monkeypatch)
+    try:
+        ref = fm._loss_std(x1, labels, torch.Generator().manual_seed(1))
+        ref_grads = torch.autograd.grad(ref, params)
+        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+        for g, r in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    finally:
+        monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
+        _load.cache_clear()
+
+
+def test_fm_kernel_with_one_label_for_all_and_strided_labels():
+    torch.manual_seed(4)
+    fm = FlowMatching(num_classes=5, hidden=16, layers=3).double()
+    x = torch.randn(64, 2, dtype=torch.float64)
+    one = fm.loss(x, 3, generator=torch.Generator().manual_seed(0))  # an expanded view inside
+    full = fm.loss(x, torch.full((64,), 3), generator=torch.Generator().manual_seed(0))
+    assert one.item() == full.item()
+    strided = torch.arange(128) % 5
+    a = fm.loss(x, strided[::2], generator=torch.Generator().manual_seed(0))
+    b = fm.loss(x, strided[::2].clone(), generator=torch.Generator().manual_seed(0))
+    assert a.item() == b.item()
+    assert torch.isfinite(a)
+
+
+def test_fm_validation_rejects_labels_outside_the_classes():
+    fm = FlowMatching(num_classes=5, hidden=16, layers=3)
+    y = torch.randn(16, 2)
+    with pytest.raises(ValueError, match="unknown label 9"):
+        fm.validation_terms(y, torch.full((16,), 9), torch.Generator())
+
+
+@pytest.mark.parametrize("num_classes", [None, 5])
+def test_frozen_velocity_equals_the_field(num_classes):
+    torch.manual_seed(5)
+    fm = FlowMatching(num_classes=num_classes).double()
+    y = torch.randn(40, 2, dtype=torch.float64)
+    labels = None if num_classes is None else torch.arange(40) % 5
+    t = torch.tensor(0.37, dtype=torch.float64)
+    torch.testing.assert_close(
+        fm.field.frozen(labels)(y, t), fm.field(y, t, labels), rtol=1e-12, atol=1e-12
+    )

@@ -138,13 +138,16 @@ static void weight_grad(real *const *G, real *const *A, int in, int out, real *g
 
 /*
  * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes.
+ * Returns 3 if a label is outside [0, C).
  * emb: (C, E) or NULL (then E = 0); gemb: (C, E), overwritten. labels: (B,) int64 or
- * NULL. loss: one value, out.
+ * NULL. loss: one value, out. gtheta: NULL computes the loss only.
  */
 int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *theta,
          const real *emb, const real *x1, const real *x0, const real *t,
          const long long *labels, real *loss, real *gtheta, real *gemb) {
     if (nlin < 2 || nlin > 32 || B < 1) return 2;
+    for (int n = 0; labels && n < B; n++)
+        if (labels[n] < 0 || labels[n] >= C) return 3;
     const int in0 = D + 1 + E;
     const int Bp = (B + VL - 1) / VL * VL;
     int width[34];
@@ -212,6 +215,11 @@ int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *
         }
     }
     *loss = total / (real)B;
+    if (!gtheta) { /* the loss only */
+        free(buf);
+        free(rows);
+        return 0;
+    }
 
     real **G = g0, **P = g1;
     for (int i = nlin - 1; i >= 0; i--) {

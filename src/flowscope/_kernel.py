@@ -65,6 +65,16 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
+def _private_tmp() -> Path:
+    """A folder under the system's temporary folder that only this user can write."""
+    folder = Path(tempfile.gettempdir()) / f"flowscope-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{folder} is not a private folder of this user")
+    return folder
+
+
 def _compile(cc: str, source: Path, defs: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -105,8 +115,8 @@ def _load(which: str, dtype: torch.dtype):
         if not target.exists():
             try:
                 _compile(cc, source, defs, target)
-            except PermissionError:
-                target = Path(tempfile.gettempdir()) / "flowscope" / target.name
+            except OSError:  # no writable cache folder: a private temporary one
+                target = _private_tmp() / target.name
                 if not target.exists():
                     _compile(cc, source, defs, target)
         fn = getattr(ctypes.CDLL(str(target)), name)

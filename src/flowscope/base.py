@@ -83,7 +83,7 @@ class FlowModel(nn.Module):
             raise ValueError(
                 f"unknown label {int(labels[bad][0])}: this model knows 0..{self.num_classes - 1}"
             )
-        return labels.long()
+        return labels.long().contiguous()
 
     @staticmethod
     def _check_n(n: int) -> int:

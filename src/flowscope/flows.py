@@ -181,7 +181,8 @@ class NormalizingFlow(FlowModel):
             seed's recipe (20 epochs, seeds 0-4, held-out NLL in standardized nats): without
             a bound single batches blew up to losses of 1e7 and beyond in 3 of 5 seeds and
             the runs never recovered (worst 1.6e25); with c = 5 the worst seed ended at
-            2.36, with c = 2 at 2.01, with c = 1 at 1.95 (mean 1.92). See benchmarks/.
+            2.36, with c = 2 at 2.01, with c = 1 at 1.93 (median 1.90). See
+            benchmarks/results/.
 
     Example:
         >>> flow = NormalizingFlow(features=2, couplings=3)
@@ -236,12 +237,13 @@ class NormalizingFlow(FlowModel):
 
     # -- the fused kernel -------------------------------------------------------------------
     def _use_kernel(self, y: torch.Tensor) -> bool:
-        if self.couplings == 0 or y.device.type != "cpu" or y.requires_grad:
+        if self.couplings == 0 or len(y) == 0 or y.device.type != "cpu" or y.requires_grad:
             return False
         if y.dtype != self.theta.dtype or kernel(y.dtype) is None:
             return False
         c = self.layers[0]
-        return len(c.dims) <= 17 and max(c.dims) <= 64
+        # The kernel's limits: 512 couplings, 16 layers per network, width 64.
+        return self.couplings <= 512 and len(c.dims) <= 17 and max(c.dims) <= 64
 
     def _kernel_terms(
         self, y: torch.Tensor, grad: bool = False
@@ -269,8 +271,10 @@ class NormalizingFlow(FlowModel):
             logdet.data_ptr(),
             None if g is None else g.data_ptr(),
         )
+        if rc == 1:
+            raise MemoryError(f"the flow kernel could not allocate memory for {n} points")
         if rc != 0:
-            raise MemoryError(f"the flow kernel failed (code {rc}) on {n} points")
+            raise RuntimeError(f"the flow kernel failed (code {rc}) on {n} points")
         return logpz, logdet, g
 
     # -- standardized-space maps ----------------------------------------------------------

@@ -184,10 +184,9 @@ def integrate(
         return torch.stack(out)
     from torchdiffeq import odeint
 
-    options = {}
     if solver == "dopri5":
         return odeint(lambda t, s: velocity(s, t), y, ts, method=solver, rtol=1e-5, atol=1e-5)
-    return odeint(lambda t, s: velocity(s, t), y, ts, method=solver, options=options)
+    return odeint(lambda t, s: velocity(s, t), y, ts, method=solver)
 
 
 class FlowMatching(FlowModel):
@@ -253,6 +252,8 @@ class FlowMatching(FlowModel):
             and x1.device.type == "cpu"
             and not x1.requires_grad
             and x1.dtype == f.theta.dtype
+            and len(x1) >= 1
+            and len(f.dims) - 1 <= 32  # the kernel's limit on layers
             and fm_kernel(x1.dtype) is not None
         )
 
@@ -262,6 +263,8 @@ class FlowMatching(FlowModel):
         t = torch.rand(x1.shape[0], 1, generator=generator, dtype=x1.dtype)
         if self._use_kernel(x1):
             emb = self.field.embedding
+            if not (torch.is_grad_enabled() and self.field.theta.requires_grad):
+                return _fm_kernel_loss(x1, x0, t, labels, self.field, None)
             if emb is None:
                 return _FusedFMLoss.apply(x1, x0, t, None, self.field, self.field.theta)
             return _FusedFMLoss.apply(x1, x0, t, labels, self.field, self.field.theta, emb.weight)
@@ -271,7 +274,13 @@ class FlowMatching(FlowModel):
 
     @torch.no_grad()
     def validation_terms(self, y, labels, generator) -> dict[str, float]:
-        """Eq. 16 on standardized points, with noise and times from ``generator``."""
+        """Eq. 16 on standardized points y (N, D), with noise and times from ``generator``.
+
+        Raises:
+            ValueError: for labels that do not fit the model (see :meth:`loss`).
+        """
+        y = self._check_points(y, "y")
+        labels = self._check_labels(labels, len(y))
         return {"loss": float(self._loss_std(y, labels, generator))}
 
     # -- integration ----------------------------------------------------------------------
@@ -461,36 +470,48 @@ def divergence_of(
     return div
 
 
+def _fm_kernel_loss(x1, x0, t, labels, field: VelocityField, grads: list[torch.Tensor] | None):
+    """Eq. 16 by the fused kernel; fills ``grads`` (theta, embedding) unless ``None``."""
+    emb = field.embedding
+    # Contiguous copies are bound to names so that they outlive the call.
+    x1, x0, t = x1.contiguous(), x0.contiguous(), t.contiguous()
+    labels = None if labels is None else labels.contiguous()
+    theta = field.theta.detach()
+    emb_w = None if emb is None else emb.weight.detach()
+    loss = torch.empty((), dtype=x1.dtype)
+    rc = fm_kernel(x1.dtype)(
+        x1.shape[0],
+        x1.shape[1],
+        0 if emb is None else emb.embedding_dim,
+        0 if emb is None else emb.num_embeddings,
+        field.dims[1],
+        len(field.dims) - 1,
+        0.01,  # F.leaky_relu's default slope
+        theta.data_ptr(),
+        None if emb_w is None else emb_w.data_ptr(),
+        x1.data_ptr(),
+        x0.data_ptr(),
+        t.data_ptr(),
+        None if labels is None else labels.data_ptr(),
+        loss.data_ptr(),
+        None if grads is None else grads[0].data_ptr(),
+        None if grads is None or emb is None else grads[1].data_ptr(),
+    )
+    if rc == 3:
+        raise ValueError(f"a label is outside 0..{emb.num_embeddings - 1}")
+    if rc != 0:
+        raise RuntimeError(f"the flow matching kernel failed (code {rc})")
+    return loss
+
+
 class _FusedFMLoss(torch.autograd.Function):
     """Eq. 16 and its gradient with respect to every weight, in one kernel call."""
 
     @staticmethod
     def forward(ctx, x1, x0, t, labels, field: VelocityField, *params):
         grads = [torch.empty_like(p) for p in params]
-        emb = field.embedding
-        loss = torch.empty((), dtype=x1.dtype)
-        rc = fm_kernel(x1.dtype)(
-            x1.shape[0],
-            x1.shape[1],
-            0 if emb is None else emb.embedding_dim,
-            0 if emb is None else emb.num_embeddings,
-            field.dims[1],
-            len(field.dims) - 1,
-            0.01,  # F.leaky_relu's default slope
-            field.theta.data_ptr(),
-            None if emb is None else emb.weight.data_ptr(),
-            x1.contiguous().data_ptr(),
-            x0.contiguous().data_ptr(),
-            t.contiguous().data_ptr(),
-            None if labels is None else labels.contiguous().data_ptr(),
-            loss.data_ptr(),
-            grads[0].data_ptr(),
-            None if emb is None else grads[1].data_ptr(),
-        )
-        if rc != 0:
-            raise MemoryError(f"the flow matching kernel failed (code {rc})")
         ctx.grads = grads
-        return loss
+        return _fm_kernel_loss(x1, x0, t, labels, field, grads)
 
     @staticmethod
     def backward(ctx, g):
