@@ -83,3 +83,46 @@ def test_bench_skips_a_missing_library(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "skipped zuko-nf" in out and "flowscope[bench]" in out
     assert not re.search(r"^zuko-nf\s+[\d.]+", out, re.MULTILINE)
+
+
+def test_format_table_is_the_clis_text_table(monkeypatch):
+    from flowscope import bench, cli
+
+    result = bench.BenchResult(
+        machine={"kernels": {"nf": True}, "cores": 2, "torch": "x", "torch_threads": 1},
+        settings={
+            "steps": 2,
+            "rounds": 2,
+            "batch_size": 128,
+            "kernel_first_load_s": 0.5,
+            "steps_per_epoch": 1954,
+            "epochs": 20,
+        },
+        timings=[
+            bench.Timing("flowscope-nf", "nf", 0.52, [0.5, 0.6], 1.0, 20.3),
+            bench.Timing("reference-nf", "nf", 12.25, [12.0, 13.5], 23.56, 478.7),
+        ],
+    )
+    calls = []
+
+    def recording_text_table(rows, align, **kwargs):
+        calls.append((rows, align))
+        return cli.text_table(rows, align, **kwargs)
+
+    monkeypatch.setattr(bench, "text_table", recording_text_table)
+    text = bench.format_table(result)
+    assert len(calls) == 1 and calls[0][1] == "lrrrr"
+    rows, align = calls[0]
+    assert cli.text_table(rows, align) in text
+    assert rows[0] == ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"]
+    assert rows[2] == ["reference-nf", "12.25", "12.00-13.50", "23.56x", "479 s"]
+
+
+def test_run_bench_counts_must_be_integers(capsys):
+    from flowscope.bench import run_bench
+
+    for name in ("steps", "rounds", "threads"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer, got 2.0"):
+            run_bench(**{name: 2.0})
+    assert main(["bench", "--steps", "0"]) == 2
+    assert "argument --steps: must be a positive integer, got '0'" in capsys.readouterr().err

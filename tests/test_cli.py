@@ -126,6 +126,34 @@ def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2
 
 
+@pytest.mark.parametrize("poison_after", [0, 1])
+def test_diverged_training_says_what_the_cli_kept(monkeypatch, capsys, tmp_path, poison_after):
+    out = tmp_path / "nf"
+    real_fit = flowscope.runs.fit
+
+    def fit_that_diverges(model, *args, on_epoch_end, **kwargs):
+        def poison(m, state):
+            on_epoch_end(m, state)
+            with torch.no_grad():
+                next(m.parameters()).fill_(float("nan"))
+
+        if poison_after == 0:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return real_fit(model, *args, on_epoch_end=poison, **kwargs)
+
+    monkeypatch.setattr(flowscope.runs, "fit", fit_that_diverges)
+    # With poison_after == 0 the standardization is fitted first, and the NaN weights
+    # make the very first loss NaN; otherwise epoch 1 ends and epoch 2 fails at step 1.
+    err = one_error_line(*run(capsys, "train", "nf", "--out", out, *TINY[:2], "--epochs", "2")[::2])
+    step = "epoch 1, step 1 of 3" if poison_after == 0 else "epoch 2, step 1 of 3"
+    assert f"nf: the training loss became nan at {step}" in err
+    kept = "nothing was saved" if poison_after == 0 else f"{out} keeps epoch 1"
+    assert kept in err and "smaller --lr or another --seed" in err
+    assert "on_epoch_end" not in err  # the library's wording is for library users
+    assert (out / "checkpoint.safetensors").exists() == (poison_after == 1)
+
+
 def test_tensorboard_missing_fails_early(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     err = one_error_line(
@@ -412,6 +440,9 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--batch-size", "0"], "argument --batch-size"),
         (["train", "nf", "--lr", "0"], "argument --lr: must be a positive number"),
         (["train", "nf", "--n-points", "-5"], "argument --n-points"),
+        (["train", "nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
+        (["sample", "{nf}", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
+        (["sample", "{nf}", "--seed", "1.5"], "argument --seed: must be a non-negative integer"),
         (["train", "nf", "--data", "banana", "--out", "{tmp}/r"], "unknown data 'banana'"),
         (["train", "nf", "--overwrite", "--resume"], "not allowed with argument"),
         # points on the command line

@@ -10,16 +10,21 @@ import torch
 from scipy import stats
 
 from flowscope.data import (
+    BAND_TOLERANCE,
     DATASETS,
     OLYMPIC_BOX,
     RING_CENTERS,
     RING_NAMES,
     Standardization,
+    check_int,
+    in_band,
     load_points,
     make_dataset,
+    nearest_ring,
     olympic_rings,
     ring_distance,
     split,
+    split_sizes,
 )
 
 HALF = 0.125  # half the ring thickness 0.25
@@ -374,3 +379,96 @@ def test_split_rejects_bad_fractions():
         split(torch.zeros(10, 2), fractions=(0.5, 0.3, 0.3))
     with pytest.raises(ValueError, match="fractions"):
         split(torch.zeros(10, 2), fractions=(1.2, -0.1, -0.1))
+
+
+def test_split_sizes_are_the_parts_split_makes_and_can_be_empty():
+    for n in (0, 1, 9, 12, 15, 16, 17, 101):
+        x = torch.zeros(n, 2)
+        assert tuple(len(p[0]) for p in split(x)) == split_sizes(n)
+    assert split_sizes(12) == (11, 1, 0)  # round(0.6) = 1 point of validation, none for test
+    assert split_sizes(16) == (14, 1, 1)
+    with pytest.raises(ValueError, match="fractions"):
+        split_sizes(10, (0.5, 0.5, 0.5))
+
+
+# --- the one band test ----------------------------------------------------------------
+
+
+def test_in_band_is_the_distance_to_the_centre_line_within_half_the_width():
+    p = _box_samples(20_000, seed=4)
+    d = ring_distance(p)
+    assert torch.equal(in_band(p, tolerance=0.0), d <= HALF)
+    assert torch.equal(in_band(p), d <= HALF + BAND_TOLERANCE)
+    assert torch.equal(in_band(p, 0.5, tolerance=0.0), d <= 0.25)
+    ring, dist = nearest_ring(p)
+    assert torch.equal(ring, d.argmin(dim=1)) and torch.equal(dist, d.min(dim=1).values)
+
+
+def test_in_band_tolerance_covers_float32_rounding_only():
+    blue = torch.tensor(RING_CENTERS[1], dtype=torch.float64)
+    # Straight left of the blue ring's centre: only the blue band is near.
+    edge = blue - torch.tensor([[1 + HALF, 0.0]], dtype=torch.float64)
+    just_out = edge - torch.tensor([[5e-7, 0.0]], dtype=torch.float64)
+    far_out = edge - torch.tensor([[5e-6, 0.0]], dtype=torch.float64)
+    assert in_band(edge, tolerance=0.0)[0, 1]
+    assert in_band(just_out)[0, 1] and not in_band(just_out, tolerance=0.0)[0, 1]
+    assert not in_band(far_out).any()
+    # Every point the generator stores (float32) is inside with the default tolerance.
+    x, y = olympic_rings(20_000, conditional=True, seed=6)
+    assert in_band(x.double()).gather(1, y[:, None]).all()
+    assert in_band(olympic_rings(20_000, seed=7).double()).any(dim=1).all()
+
+
+def test_in_band_says_no_for_non_finite_points_and_checks_its_arguments():
+    p = torch.tensor([[math.nan, 0.0], [math.inf, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    assert in_band(p).any(dim=1).tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="ring_thickness"):
+        in_band(p, 2.0)
+    with pytest.raises(ValueError, match="ring_thickness"):
+        in_band(p, True)
+    with pytest.raises(ValueError, match="tolerance"):
+        in_band(p, tolerance=-1e-6)
+
+
+# --- the one integer check ------------------------------------------------------------
+
+
+def test_check_int_accepts_integers_and_names_the_argument():
+    assert check_int(3, "epochs") == 3 and type(check_int(np.int64(3), "epochs")) is int
+    assert check_int(0, "seed", minimum=0) == 0 and check_int(2, "n", minimum=2) == 2
+    for bad in (True, False, 3.0, 2.5, "3", None, 0, -1):
+        with pytest.raises(ValueError, match=r"^epochs must be a positive integer, got "):
+            check_int(bad, "epochs")
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        check_int(-1, "seed", minimum=0)
+    with pytest.raises(ValueError, match="n must be an integer >= 2, got 1"):
+        check_int(1, "n", minimum=2)
+
+
+@pytest.mark.parametrize("bad", [True, 3.0])
+def test_counts_of_the_samplers_must_be_integers(bad):
+    # A bool or a float count used to pass (True as 1 point, 3.0 as 3).
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        olympic_rings(bad)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        make_dataset("moons", bad)
+
+
+# --- float32 range --------------------------------------------------------------------
+
+
+def test_a_value_beyond_float32_is_refused_naming_row_line_and_column(tmp_path):
+    f = tmp_path / "big.csv"
+    f.write_text("x,y\n0,1\n2,3\n-1e39,0\n")
+    with pytest.raises(
+        ValueError, match=r"big.csv: row 3 \(line 4\), column 1 is -1e\+39 \(beyond"
+    ):
+        load_points(f)
+    g = tmp_path / "big.npy"
+    np.save(g, np.array([[0.0, 1.0], [2.0, 3.5e38]]))
+    with pytest.raises(ValueError, match=r"big.npy: row 2, column 2 .*float32"):
+        load_points(g)
+    # The largest float32 itself loads, finite.
+    np.save(g, np.array([[0.0, 1.0], [2.0, float(np.finfo(np.float32).max)]]))
+    x, _ = load_points(g)
+    assert torch.isfinite(x).all()

@@ -72,7 +72,8 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     "args, words",
     [
         (["eval", "{root}/missing"], "no such run folder"),
-        (["eval", "{root}/nf", "--n", "1"], "n must be an integer >= 2"),
+        (["eval", "{root}/nf", "--n", "1"], "argument --n: must be an integer >= 2, got '1'"),
+        (["eval", "{root}/nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["eval", "{root}/nf", "--json", "{root}/no/dir/e.json"], "does not exist"),
     ],
 )
@@ -80,3 +81,29 @@ def test_eval_errors_are_one_line(runs, capsys, args, words):
     assert main([a.format(root=runs) for a in args]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("flowscope: error:") and words in err[0]
+
+
+def test_eval_checks_n_and_seed_before_loading(tmp_path):
+    for kwargs, words in (
+        ({"n": 100.0}, "n must be an integer >= 2"),
+        ({"n": True}, "n must be an integer >= 2"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            evaluate_run(tmp_path / "missing", **kwargs)
+
+
+def test_eval_of_a_diverged_model_scores_it_honestly(runs, tmp_path):
+    """NaN weights give NaN samples: they are outside every band, W2 is infinite (JSON
+    null), and nothing raises."""
+    from flowscope.runs import read_history, save_run
+
+    model, info = load_run(runs / "nf")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(math.nan)
+    save_run(tmp_path / "nan", model, info, read_history(runs / "nf"))
+    result = evaluate_run(tmp_path / "nan", n=50)
+    assert result["ring_precision"] == 0.0 and result["ring_coverage"] == 0.0
+    assert result["w2"] is None and result["ring_mean_offset"] is None
+    assert result["nll_standardized"] is None  # infinite

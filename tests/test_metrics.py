@@ -216,3 +216,66 @@ def test_round_trip_of_flow_matching_shrinks_with_dt():
     # Euler is first order: a 5x smaller step gives about a 5x smaller error.
     assert 0.1 < fine.mean / coarse.mean < 0.3
     assert round_trip_error(fm, x, dt=0.1, solver="rk4").mean < fine.mean
+
+
+# -- honest for diverged models and empty input ----------------------------------------------
+
+NAN = math.nan
+
+
+def test_nan_samples_are_outside_every_band():
+    # NaN compares False both ways: it used to slip past `offset > tol` and score as inside.
+    prec = ring_precision([[NAN, NAN], [1.0, 0.0]])
+    assert prec.precision == 0.5
+    assert prec.mean_offset == math.inf and prec.max_offset == math.inf
+    assert ring_precision([[math.inf, 0.0], [1.0, 0.0]]).precision == 0.5
+    assert ring_precision(torch.full((4, 2), NAN)).precision == 0.0
+
+
+def test_nan_samples_cover_nothing_and_are_never_correct():
+    x, y = olympic_rings(500, conditional=True, seed=0)
+    x = x.double()
+    bad = x.clone()
+    bad[::2] = NAN  # half the samples diverged
+    assert ring_coverage(torch.full((10, 2), NAN)) == 0.0
+    assert ring_coverage(bad) == ring_coverage(x[1::2])
+    acc = class_accuracy(bad, y)
+    assert acc.overall == pytest.approx(0.5)
+    for c, share in enumerate(acc.per_class):
+        assert share == pytest.approx(float((y[1::2] == c).sum() / (y == c).sum()))
+    q = sample_quality(bad, olympic_rings(500, seed=1))
+    assert q["w2"] == math.inf and q["ring_precision"] == pytest.approx(0.5)
+
+
+def test_w2_with_a_non_finite_point_is_infinite():
+    a = torch.zeros(3, 2, dtype=torch.float64)
+    b = a.clone()
+    b[1, 0] = NAN
+    assert wasserstein2(a, b) == math.inf
+    b[1, 0] = -math.inf
+    assert wasserstein2(b, a) == math.inf
+
+
+def test_empty_input_is_refused_with_a_clear_message():
+    flow = NormalizingFlow(couplings=0)
+    empty = torch.zeros(0, 2)
+    with pytest.raises(ValueError, match="x holds no points .*held-out NLL needs at least one"):
+        heldout_nll(flow, empty)
+    with pytest.raises(ValueError, match="round-trip error needs at least one"):
+        round_trip_error(flow, empty)
+    with pytest.raises(ValueError, match="N >= 1"):
+        ring_precision(empty)
+    with pytest.raises(ValueError, match="N >= 1"):
+        wasserstein2(empty, empty)
+
+
+@pytest.mark.parametrize("bad", [True, 2.0])
+def test_counts_must_be_integers(bad):
+    flow = NormalizingFlow(couplings=0)
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        heldout_nll(flow, x, batch_size=bad)
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        ring_coverage(x, bins=bad)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        w2_noise_floor(lambda n, s: olympic_rings(n, seed=s), n=bad)

@@ -130,3 +130,42 @@ def test_zoom_note_names_what_lies_outside_the_frame():
     )
     assert "Right: the whole extent" in note
     assert zoom_note({"path": path[:, :1]}, frame) == ""  # all inside: nothing to say
+
+
+def test_report_seed_must_be_a_non_negative_integer(tmp_path, capsys):
+    from flowscope.report import build_report
+
+    assert main(["report", "--seed", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "argument --seed: must be a non-negative integer" in capsys.readouterr().err
+    for bad in (-1, True, 1.0):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            build_report(tmp_path / "r", preset="smoke", seed=bad)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_report_tests_band_membership_as_the_metrics_do():
+    """One band test: a point rounding puts just outside an edge is inside for the
+    report's probe check and for every metric; a point further out is outside for all."""
+    from flowscope.data import RING_CENTERS, RING_THICKNESS, nearest_ring, ring_distance
+    from flowscope.metrics import class_accuracy, ring_coverage, ring_precision
+    from flowscope.report.measures import band_area, locate
+
+    cx, cy = RING_CENTERS[1]  # blue, id 1; straight left of it no other ring is near
+    for gap, inside in ((5e-7, True), (5e-6, False)):
+        point = (cx - 1 - RING_THICKNESS / 2 - gap, cy)
+        found, ring, dist = locate(point)
+        assert (found, ring) == (inside, 1)
+        assert dist == pytest.approx(RING_THICKNESS / 2 + gap, abs=1e-12)
+        x = torch.tensor([point], dtype=torch.float64)
+        assert ring_precision(x).precision == float(inside)
+        assert class_accuracy(x, torch.tensor([1])).overall == float(inside)
+        assert (ring_coverage(x) > 0) == inside
+        assert int(nearest_ring(x)[0][0]) == 1
+    # The area of the bands is the exact set's (tolerance 0): the Monte Carlo share of
+    # box points within w/2 of a centre line, as before.
+    area = band_area(20_000, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    u = torch.rand(20_000, 2, generator=gen, dtype=torch.float64)
+    pts = torch.stack([-1 + 6 * u[:, 0], -2 + 3 * u[:, 1]], dim=1)
+    share = float((ring_distance(pts).min(dim=1).values <= RING_THICKNESS / 2).double().mean())
+    assert area == pytest.approx(share * 18, rel=1e-12)

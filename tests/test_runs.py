@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 import flowscope
 from flowscope.cli import main
+from flowscope.evaluate import evaluate_run
 from flowscope.runs import (
     RUN_FILES,
     RunError,
@@ -21,6 +25,7 @@ from flowscope.runs import (
     load_checkpoint,
     load_run,
     read_info,
+    run_data,
     train_run,
 )
 from flowscope.train import TrainConfig
@@ -252,3 +257,95 @@ def test_existing_run_is_not_overwritten_unless_asked(runs, tmp_path, capsys):
     train_run("nf", out, config=TrainConfig(epochs=1, batch_size=64), overwrite=True, **TINY)
     assert read_info(out).train["epochs"] == 1
     assert read_bytes(out)["model.safetensors"] != before["model.safetensors"]
+
+
+# -- data files: too small, moved, changed ----------------------------------------------
+
+
+def write_points(path: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    np.savetxt(path, rng.normal(size=(n, 2)), delimiter=",")
+    return path
+
+
+FILE_CONFIG = TrainConfig(epochs=1, batch_size=8, seed=0)
+
+
+@pytest.mark.parametrize(
+    "n, parts", [(9, "8 train, 0 validation and 1 test"), (15, "14 train, 1 validation and 0 test")]
+)
+def test_a_file_too_small_to_split_is_refused_before_training(tmp_path, n, parts):
+    data = write_points(tmp_path / "small.csv", n)
+    with pytest.raises(ValueError, match="small.csv") as err:
+        train_run("nf", tmp_path / "run", data=str(data), config=FILE_CONFIG)
+    assert f"{n} points split 90/5/5 give {parts} points" in str(err.value)
+    assert "needs at least 16 points" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", ["nf", "fm"])
+def test_a_file_too_small_is_one_line_through_the_cli(tmp_path, capsys, model):
+    # It used to fail as "validation loss became nan" (nf) or with a traceback (fm).
+    data = write_points(tmp_path / "nine.csv", 9)
+    out = tmp_path / model
+    assert main(["train", model, "--data", str(data), "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowscope: error: ") and err.count("\n") == 1
+    assert "nine.csv: 9 points" in err and "at least 16 points" in err and "nan" not in err
+
+
+def test_the_smallest_file_trains_and_evaluates(tmp_path):
+    data = write_points(tmp_path / "sixteen.csv", 16)
+    train_run("nf", tmp_path / "run", data=str(data), config=FILE_CONFIG)
+    result = evaluate_run(tmp_path / "run", n=2)
+    assert result["nll_points"] == 1 and math.isfinite(result["nll_standardized"])
+
+
+def test_an_old_run_of_a_small_file_is_refused_by_eval(tmp_path):
+    """A run folder written before the check (no hash, 12 points): eval used to divide by
+    the zero points of its test part."""
+    data = write_points(tmp_path / "sixteen.csv", 16)
+    run = tmp_path / "run"
+    train_run("nf", run, data=str(data), config=FILE_CONFIG)
+    write_points(tmp_path / "twelve.csv", 12)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["source"] = str(tmp_path / "twelve.csv")
+    del config["data"]["sha256"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"twelve.csv: 12 points .* 0 test points"):
+        evaluate_run(run, n=2)
+
+
+def test_a_file_run_records_the_absolute_path_and_hash(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = write_points(folder / "pts.csv", 40)
+    monkeypatch.chdir(folder)
+    run = tmp_path / "run"
+    train_run("nf", run, data="pts.csv", config=FILE_CONFIG)  # a relative path
+    info = read_info(run)
+    assert info.data["source"] == str(data.resolve())
+    assert info.data["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    # From another folder, the run still finds its data.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(run), "--n", "4"]) == 0
+    assert "held-out NLL" in capsys.readouterr().out
+    test = run_data(info, "test")
+    assert len(test.x) == 2
+
+
+def test_a_changed_or_missing_data_file_is_a_run_error(tmp_path):
+    data = write_points(tmp_path / "pts.csv", 40)
+    run = tmp_path / "run"
+    train_run("nf", run, data=str(data), config=FILE_CONFIG)
+    info = read_info(run)
+    write_points(data, 40, seed=1)  # same size, other points
+    with pytest.raises(RunError, match="pts.csv: the data file has changed since the run"):
+        run_data(info, "test")
+    with pytest.raises(RunError, match="has changed"):
+        evaluate_run(run, n=2)
+    data.unlink()
+    with pytest.raises(RunError, match="pts.csv: the run's data file is missing"):
+        run_data(info, "train")

@@ -30,6 +30,30 @@ def test_reverse_start_is_exact_for_a_constant_field():
     assert res.evaluations == 20
 
 
+@pytest.mark.parametrize("solver", ["euler", "rk4", "dopri5"])
+def test_reverse_start_counts_the_solver_calls(monkeypatch, solver):
+    torch.manual_seed(0)
+    fm = FlowMatching(hidden=8, layers=2).double()
+    target = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    calls = []
+    real = steer.integrate
+
+    def counting_integrate(velocity, y, grid, solver):
+        def counted(s, t):
+            calls.append(1)
+            return velocity(s, t)
+
+        return real(counted, y, grid, solver)
+
+    monkeypatch.setattr(steer, "integrate", counting_integrate)
+    res = steer.reverse_start(fm, target, dt=0.1, solver=solver)
+    assert res.evaluations == len(calls) > 0  # dopri5 used to report 0
+    if solver == "euler":
+        assert res.evaluations == 20
+    # The latent is exactly the model's own reverse map.
+    assert torch.equal(res.z, fm.reverse(target, dt=0.1, solver=solver))
+
+
 def test_optimize_start_reaches_the_target_and_stops_at_tol():
     torch.manual_seed(0)
     fm = FlowMatching(hidden=16, layers=3).double()
@@ -75,6 +99,7 @@ def test_guided_sample_weights():
         (lambda fm: steer.guided_sample(fm, [[4.0, 5.0]], weight=1.5), ValueError),
         (lambda fm: steer.reverse_start(fm, [[4.0, 5.0], [1.0, 1.0]]), ValueError),
         (lambda fm: steer.optimize_start(fm, [[4.0, 5.0]], steps=0), ValueError),
+        (lambda fm: steer.optimize_start(fm, [[4.0, 5.0]], steps=2.0), ValueError),
         (lambda fm: steer.optimize_start(fm, [[4.0, 5.0]], lr=-1.0), ValueError),
         (lambda fm: steer.reverse_start(NormalizingFlow(couplings=1), [[4.0, 5.0]]), TypeError),
     ],

@@ -114,6 +114,51 @@ def test_nan_loss_raises_naming_epoch_and_step(data):
     assert calls == [1]  # not called again after the divergence
 
 
+def test_divergence_message_is_true_for_library_use(data):
+    x, x_val = data
+    flow = small_nf()
+
+    def poison(model, state):
+        with torch.no_grad():
+            next(model.parameters()).fill_(math.nan)
+
+    with pytest.raises(TrainingDiverged) as err:
+        fit(flow, x, x_val=x_val, config=CONFIG, on_epoch_end=poison)
+    message = str(err.value)
+    assert (err.value.epoch, err.value.step) == (2, 1)
+    assert "epoch 2, step 1 of 10" in message and "Lower the learning rate" in message
+    # fit knows no command line and writes no checkpoint of its own.
+    assert "--lr" not in message and "--seed" not in message
+    assert "saved checkpoint" not in message and "on_epoch_end" in message
+
+
+def test_validation_divergence_names_epoch_and_step(data):
+    x, x_val = data
+    x_val = x_val.clone()
+    x_val[3] = math.nan  # a held-out point fit does not check: its loss is NaN
+    with pytest.raises(TrainingDiverged) as err:
+        fit(small_nf(), x, x_val=x_val, config=CONFIG)
+    assert "validation loss became" in str(err.value) and "after epoch 1, step 10 of 10" in str(
+        err.value
+    )
+    assert "--lr" not in str(err.value) and (err.value.epoch, err.value.step) == (1, 10)
+
+
+def test_empty_training_or_validation_sets_are_refused(data):
+    x, x_val = data
+    with pytest.raises(ValueError, match="x_val holds no points"):
+        fit(small_nf(), x, x_val=x_val[:0], config=CONFIG)
+    with pytest.raises(ValueError, match="x holds no points"):
+        fit(small_nf(), x[:0], config=CONFIG)
+
+
+@pytest.mark.parametrize("name", ["epochs", "batch_size", "val_size"])
+@pytest.mark.parametrize("bad", [True, 2.0])
+def test_train_config_counts_must_be_integers(name, bad):
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        TrainConfig(**{name: bad})
+
+
 def test_nan_data_is_caught_before_training(data):
     # A NaN in one training point would make the standardization, and so every loss, NaN.
     x, _ = data

@@ -48,7 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import CommandError, add_command
+from .cli import CommandError, add_command, int_type, text_table
+from .data import check_int, olympic_rings
 
 __all__ = [
     "CONTENDERS",
@@ -303,15 +304,12 @@ def run_bench(
     Raises:
         ValueError: for an unknown name or a non-positive ``steps``, ``rounds``, ``threads``.
     """
-    for name, v in (("steps", steps), ("rounds", rounds), ("threads", threads)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    steps, rounds = check_int(steps, "steps"), check_int(rounds, "rounds")
+    threads = check_int(threads, "threads")
     chosen = list(NAMES) if not only else list(only)
     unknown = [n for n in chosen if n not in NAMES]
     if unknown:
         raise ValueError(f"unknown contender {unknown[0]!r}; choose from {', '.join(NAMES)}")
-    from .data import olympic_rings
-
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -448,16 +446,8 @@ _COLUMNS = ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"
 
 def format_table(result: BenchResult) -> str:
     """The result as plain text: header, table, skipped contenders, sampling times."""
-    rows = [_COLUMNS] + _rows(result)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    lines = _header(result) + [""]
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
+    table = text_table([_COLUMNS, *_rows(result)], align="l" + "r" * (len(_COLUMNS) - 1))
+    lines = [*_header(result), "", table]
     for name, why in result.skipped.items():
         lines.append(f"skipped {name}: {why}")
     for s in result.sampling:
@@ -499,14 +489,7 @@ def to_json(result: BenchResult) -> str:
 # -- command line -----------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
+_positive = int_type(1)
 
 
 def _names(text: str) -> list[str]:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["main", "CommandError", "add_command", "text_table"]
+__all__ = ["main", "CommandError", "add_command", "int_type", "text_table"]
 
 
 class CommandError(Exception):
@@ -44,6 +44,28 @@ def add_command(
     )
     p.set_defaults(handler=handler)
     return p
+
+
+def int_type(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (1: positive, 0: e.g. a seed).
+
+    argparse names the flag in the message, e.g. ``argument --seed: must be a
+    non-negative integer, got '-1'``; the wording is :func:`~flowscope.data.check_int`'s.
+    """
+    from .data import _int_requirement
+
+    what = _int_requirement(minimum)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
 def text_table(rows: Sequence[Sequence[str]], align: str, *, min_width: int = 0) -> str:

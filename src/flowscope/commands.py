@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from . import runs
-from .cli import CommandError, add_command, text_table
+from .cli import CommandError, add_command, int_type, text_table
 from .matching import SOLVERS
-from .train import TrainConfig
+from .train import TrainConfig, TrainingDiverged
 
 __all__ = ["add_commands"]
 
@@ -38,21 +38,8 @@ _TRAIN_RUN_PARAMETERS = inspect.signature(runs.train_run).parameters
 # -- option types: argparse names the flag in the message -------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+_positive_int = int_type(1)
+_seed = int_type(0)  # numpy's generators refuse negative seeds
 
 
 def _positive_float(text: str) -> float:
@@ -328,6 +315,18 @@ def _train(args: argparse.Namespace) -> int:
             )
         print(f"flowscope: interrupted; {hint}", file=sys.stderr)
         return 130
+    except TrainingDiverged as err:
+        # fit's message is for library use; say what the command line wrote and can do.
+        if done:
+            kept = f"{out} keeps epoch {done[-1]} (resuming would diverge again)"
+        elif args.resume:
+            kept = f"{out} keeps its last checkpoint (resuming would diverge again)"
+        else:
+            kept = "no epoch finished, so nothing was saved"
+        raise CommandError(
+            f"{err.problem}; {kept}. Train again with a smaller --lr or another --seed "
+            "(--overwrite replaces the run)"
+        ) from None
     finally:
         if tensorboard is not None:
             tensorboard.close()
@@ -525,7 +524,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n-points", type=_positive_int, help=f"training points drawn (default {d['n_points']})"
     )
-    p.add_argument("--seed", type=_int, help=f"initialisation and shuffling (default {d['seed']})")
+    p.add_argument(
+        "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
+    )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -549,7 +550,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     _add_run(p)
     p.add_argument("-n", type=_positive_int, default=1000, help="number of points (default 1000)")
-    p.add_argument("--seed", type=_int, default=0, help="seed of the noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the noise, >= 0 (default 0)")
     _add_flow_options(p)
     p.add_argument(
         "--label",

@@ -7,28 +7,40 @@ training set and stored with their weights.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 __all__ = [
+    "BAND_TOLERANCE",
     "RING_CENTERS",
     "RING_COLORS",
     "RING_NAMES",
     "RING_RADIUS",
+    "RING_THICKNESS",
     "OLYMPIC_BOX",
+    "SPLIT_FRACTIONS",
     "Dataset",
     "Standardization",
     "DATASETS",
+    "check_int",
+    "file_sha256",
+    "in_band",
     "load_points",
     "make_dataset",
+    "nearest_ring",
     "olympic_rings",
+    "ring_distance",
     "split",
+    "split_sizes",
 ]
 
 # Class ids follow the reference generator (alphabetical by colour).
@@ -42,11 +54,69 @@ RING_CENTERS: tuple[tuple[float, float], ...] = (
 )
 RING_COLORS: tuple[str, ...] = ("#000000", "#0081C8", "#00A651", "#EE334E", "#FCB131")
 RING_RADIUS = 1.0
+RING_THICKNESS = 0.25  # width w of each ring's band, data units (the reference's default)
 OLYMPIC_BOX = (-1.0, 5.0, -2.0, 1.0)  # x_min, x_max, y_min, y_max of the reference's rejection box
+
+# The one policy for "is this point in a ring's band" (see in_band). Points are stored in
+# float32: a coordinate near 5 is rounded by up to 2.4e-7, which can push a point drawn
+# exactly on a band's edge just outside it. Membership tests of points (the metrics, the
+# report's checks) therefore widen each band by this much, in data units, so that the
+# data itself always counts as inside. Only the computations of the exact set in float64
+# (the generator's rejection step, the Monte Carlo area of the bands) use tolerance 0.
+BAND_TOLERANCE = 1e-6
 
 
 def _rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer >= ``minimum``, else a ``ValueError``.
+
+    The one check of counts, sizes and seeds given to the library. Python and numpy
+    integers pass; ``bool``, floats (even 3.0), strings and other types do not.
+
+    Arguments:
+        value: the value to check.
+        name: the argument's name, for the message.
+        minimum: the least value allowed (1: a positive integer; 0: a non-negative one).
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: naming the argument and the value.
+
+    Example:
+        >>> check_int(3, "epochs")
+        3
+        >>> check_int(True, "epochs")
+        Traceback (most recent call last):
+        ...
+        ValueError: epochs must be a positive integer, got True
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be {_int_requirement(minimum)}, got {value!r}")
+    return int(value)
+
+
+def _int_requirement(minimum: int) -> str:
+    """How :func:`check_int` (and the command line's integer options) word the bound."""
+    if minimum == 1:
+        return "a positive integer"
+    if minimum == 0:
+        return "a non-negative integer"
+    return f"an integer >= {minimum}"
+
+
+def _check_thickness(ring_thickness: Any) -> float:
+    if not (
+        isinstance(ring_thickness, numbers.Real)
+        and not isinstance(ring_thickness, bool)
+        and 0 < ring_thickness < 2
+    ):
+        raise ValueError(f"ring_thickness must be in (0, 2), got {ring_thickness!r}")
+    return float(ring_thickness)
 
 
 def ring_distance(points: torch.Tensor) -> torch.Tensor:
@@ -62,11 +132,64 @@ def ring_distance(points: torch.Tensor) -> torch.Tensor:
     return ((points[:, None, :] - centers[None]).norm(dim=-1) - RING_RADIUS).abs()
 
 
+def in_band(
+    points: torch.Tensor,
+    ring_thickness: float = RING_THICKNESS,
+    *,
+    tolerance: float = BAND_TOLERANCE,
+) -> torch.Tensor:
+    r"""Whether each point lies in each ring's band: the one test of band membership.
+
+    Point p is in ring k's band when
+
+    .. math:: |\,\|p - c_k\| - 1| \le w / 2 + \mathrm{tolerance}.
+
+    The default tolerance, :data:`BAND_TOLERANCE` (1e-6 data units), absorbs the float32
+    rounding of stored points, so that every point of :func:`olympic_rings` is inside;
+    pass ``tolerance=0.0`` only to compute the exact set from float64 points. A point
+    with a NaN or infinite coordinate is in no band.
+
+    Arguments:
+        points: (N, 2) in data units.
+        ring_thickness: band width w in data units, in (0, 2).
+        tolerance: widening of each band, data units, >= 0.
+
+    Returns:
+        (N, 5) bool, ring order as ``RING_NAMES``; ``.any(dim=1)`` says whether a point
+        is in the union of the bands.
+
+    Raises:
+        ValueError: for a thickness outside (0, 2) or a negative or non-finite tolerance.
+
+    Example:
+        >>> in_band(torch.tensor([[1.0, 0.0], [0.0, 1.5]])).any(dim=1)
+        tensor([ True, False])
+    """
+    half = _check_thickness(ring_thickness) / 2
+    if not (isinstance(tolerance, numbers.Real) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    return ring_distance(points) <= half + float(tolerance)
+
+
+def nearest_ring(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ring whose centre line is nearest to each point, and the distance to it.
+
+    Arguments:
+        points: (N, 2) in data units.
+
+    Returns:
+        ring ids (N,) int64 (order of ``RING_NAMES``) and distances (N,) to that ring's
+        centre line, data units (NaN for a point with a NaN coordinate).
+    """
+    dist, ring = ring_distance(points).min(dim=1)
+    return ring, dist
+
+
 def olympic_rings(
     n: int,
     *,
     conditional: bool = False,
-    ring_thickness: float = 0.25,
+    ring_thickness: float = RING_THICKNESS,
     seed: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Points drawn from the Olympic logo: five rings of radius 1.
@@ -94,15 +217,12 @@ def olympic_rings(
         >>> x = olympic_rings(1000, seed=0)
         >>> x.shape
         torch.Size([1000, 2])
-        >>> bool((ring_distance(x).min(dim=1).values <= 0.125).all())
+        >>> bool(in_band(x).any(dim=1).all())
         True
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not 0 < ring_thickness < 2:
-        raise ValueError(f"ring_thickness must be in (0, 2), got {ring_thickness}")
+    n = check_int(n, "n")
+    half = _check_thickness(ring_thickness) / 2
     rng = _rng(seed)
-    half = ring_thickness / 2
     centers = np.asarray(RING_CENTERS)
     if conditional:
         labels = np.repeat(np.arange(5), n // 5)
@@ -120,12 +240,10 @@ def olympic_rings(
     while have < n:
         m = max(1024, int((n - have) * 2.6))  # acceptance is about 0.36
         cand = rng.uniform((x0, y0), (x1, y1), size=(m, 2))
-        inside = np.zeros(m, dtype=bool)
-        lo2, hi2 = (RING_RADIUS - half) ** 2, (RING_RADIUS + half) ** 2
-        for cx, cy in RING_CENTERS:
-            d2 = (cand[:, 0] - cx) ** 2 + (cand[:, 1] - cy) ** 2
-            inside |= (d2 >= lo2) & (d2 <= hi2)
-        keep = cand[inside]
+        # The exact bands (tolerance 0): the candidates are float64, and the float32
+        # output must stay within BAND_TOLERANCE of them.
+        inside = in_band(torch.from_numpy(cand), ring_thickness, tolerance=0.0).any(dim=1)
+        keep = cand[inside.numpy()]
         out.append(keep)
         have += len(keep)
     return torch.from_numpy(np.concatenate(out)[:n]).float()
@@ -233,9 +351,7 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
     if source in DATASETS:
         if conditional:
             raise ValueError(f"data set {source!r} has no class labels; use 'olympic' or a file")
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        pts = DATASETS[source](int(n), _rng(seed))
+        pts = DATASETS[source](check_int(n, "n"), _rng(seed))
         return Dataset(torch.from_numpy(pts).float(), None, source)
     path = Path(source)
     if not path.exists():
@@ -261,8 +377,9 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
     Raises:
         ValueError: naming the file and the row or column, for an empty file, text that is
-            not a number, NaN or inf, a wrong number of columns, or labels that are negative
-            or not integers.
+            not a number, NaN or inf, a value beyond float32's range (the points are
+            float32), a wrong number of columns, or labels that are negative or not
+            integers.
     """
     path = Path(path)
     if not path.is_file():
@@ -312,10 +429,20 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     def where(row: int) -> str:
         return f"row {row + 1}" if lines is None else f"row {row + 1} (line {lines[row]})"
 
-    bad = ~np.isfinite(arr)
+    # Points are float32: check them after the conversion, which turns a value beyond
+    # float32's range (about 3.4e38) into inf.
+    with np.errstate(over="ignore"):
+        arr32 = arr.astype(np.float32)
+    bad = ~np.isfinite(arr32)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{path}: {where(row)}, column {col + 1} is {arr[row, col]} (not finite)")
+        value = arr[row, col]
+        why = (
+            f"beyond float32's range, |value| <= {float(np.finfo(np.float32).max):.4g}"
+            if np.isfinite(value)
+            else "not finite"
+        )
+        raise ValueError(f"{path}: {where(row)}, column {col + 1} is {value} ({why})")
     if labels is not None:
         labels = np.asarray(labels, dtype=np.float64)
         wrong = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
@@ -325,7 +452,16 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
                 f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer"
             )
         labels = torch.from_numpy(labels.astype(np.int64))
-    return torch.from_numpy(arr).float(), labels
+    return torch.from_numpy(arr32), labels
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (to notice a changed data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_number(text: str) -> bool:
@@ -361,11 +497,37 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
     return np.asarray(rows, dtype=np.float64), numbers
 
 
+SPLIT_FRACTIONS = (0.9, 0.05, 0.05)  # train, validation, test shares of a data file
+
+
+def split_sizes(
+    n: int, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+) -> tuple[int, int, int]:
+    """The sizes of the train, validation and test parts :func:`split` makes of n points.
+
+    Train and validation get ``round(fraction * n)`` points (Python's rounding, half to
+    even), test the rest; a part can be empty when n is small.
+
+    Example:
+        >>> split_sizes(100), split_sizes(12)
+        ((90, 5, 5), (11, 1, 0))
+
+    Raises:
+        ValueError: if n is negative or the fractions are not >= 0 with sum 1.
+    """
+    n = check_int(n, "n", minimum=0)
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three numbers >= 0 that sum to 1, got {fractions}")
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    return n_train, n_val, n - n_train - n_val
+
+
 def split(
     x: torch.Tensor,
     labels: torch.Tensor | None = None,
     *,
-    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
     seed: int = 0,
 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Seeded random split into train, validation and test parts.
@@ -375,14 +537,13 @@ def split(
         fractions: shares of train, validation and test; they must sum to 1.
 
     Returns:
-        ``[(x_train, y_train), (x_val, y_val), (x_test, y_test)]``.
+        ``[(x_train, y_train), (x_val, y_val), (x_test, y_test)]`` of the sizes
+        :func:`split_sizes` gives; a part may be empty (callers that need every part,
+        like :func:`~flowscope.runs.run_data`, check the sizes).
     """
-    if abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
-        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
     n = len(x)
+    n_train, n_val, _ = split_sizes(n, fractions)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
     parts = [order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]]
     return [(x[p], None if labels is None else labels[p]) for p in parts]
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from . import metrics
-from .cli import CommandError, add_command, text_table
-from .data import DATASETS, RING_NAMES, make_dataset
+from .cli import CommandError, add_command, int_type, text_table
+from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .matching import FlowMatching, time_grid
 from .runs import atomic_write, load_run, run_data
 
@@ -65,7 +65,7 @@ def evaluate_run(
     Arguments:
         run_dir: a run folder written by ``flowscope train``.
         n: number of samples, >= 2.
-        seed: seed of the samples and of the noise-floor draws.
+        seed: seed of the samples and of the noise-floor draws, >= 0.
         dt: step of the flow-matching sampling and round trip, in (0, 1].
         solver: ODE solver of the flow-matching sampling and round trip.
         nll_kwargs: passed to ``log_prob`` of a flow-matching model (``solver``,
@@ -83,14 +83,14 @@ def evaluate_run(
 
     Raises:
         RunError: if the folder is not a loadable run.
-        ValueError: for a bad ``n``, ``dt`` or ``solver``.
+        ValueError: for a bad ``n``, ``seed``, ``dt`` or ``solver``, or (from
+            :func:`~flowscope.runs.run_data`) a data file too small for a test part.
 
     Example:
         ``evaluate_run("runs/nf")["nll_standardized"]``
     """
-    if isinstance(n, bool) or int(n) != n or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    n, seed = int(n), int(seed)
+    n = check_int(n, "n", minimum=2)
+    seed = check_int(seed, "seed", minimum=0)
     t_start = time.perf_counter()
     model, info = load_run(run_dir)
     is_fm = isinstance(model, FlowMatching)
@@ -264,8 +264,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         _eval,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by flowscope train")
-    p.add_argument("--n", type=int, default=2000, help="samples to draw and compare (>= 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    p.add_argument("--n", type=int_type(2), default=2000, help="samples to draw and compare (>= 2)")
+    p.add_argument("--seed", type=int_type(0), default=0, help="seed of the samples (>= 0)")
     p.add_argument(
         "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
     )

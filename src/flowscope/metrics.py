@@ -6,7 +6,13 @@ for likelihoods, *data units* (the coordinates of the data) for distances.
 
 The ring metrics use the known geometry of the Olympic data (:mod:`flowscope.data`): five
 rings of radius 1 around ``RING_CENTERS``, each a band of width ``ring_thickness`` about its
-centre line. They mean nothing for other data sets.
+centre line, and test membership with :func:`~flowscope.data.in_band` (bands widened by
+:data:`BAND_TOLERANCE` for the float32 rounding of stored points). They mean nothing for
+other data sets.
+
+Samples with a NaN or infinite coordinate (a diverged model) are counted, never dropped:
+they lie in no band, cover no cell, are never correct, and are infinitely far from
+everything (offsets and W2 become ``inf``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from .base import FlowModel
-from .data import RING_CENTERS, RING_NAMES, ring_distance
+from .data import (
+    BAND_TOLERANCE,
+    RING_CENTERS,
+    RING_NAMES,
+    RING_THICKNESS,
+    check_int,
+    in_band,
+    nearest_ring,
+)
 from .matching import FlowMatching
 
 __all__ = [
@@ -40,11 +54,6 @@ __all__ = [
     "wasserstein2",
 ]
 
-# Points are stored in float32: a coordinate near 5 is rounded by up to 2.4e-7, which can
-# push a point drawn exactly on a band's edge just outside it. The bands are widened by
-# this much (data units) so that the data itself always counts as inside.
-BAND_TOLERANCE = 1e-6
-
 
 def _points(x: Any, name: str, features: int | None = None) -> torch.Tensor:
     """x as a float64 tensor (N, D); raises ValueError for another shape or non-numbers."""
@@ -62,10 +71,12 @@ def _points(x: Any, name: str, features: int | None = None) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def _check_thickness(ring_thickness: float) -> float:
-    if not (isinstance(ring_thickness, int | float) and 0 < ring_thickness < 2):
-        raise ValueError(f"ring_thickness must be in (0, 2), got {ring_thickness!r}")
-    return float(ring_thickness)
+def _nonempty(x: torch.Tensor, name: str, what: str) -> torch.Tensor:
+    if len(x) == 0:
+        raise ValueError(
+            f"{name} holds no points (shape {tuple(x.shape)}); {what} needs at least one"
+        )
+    return x
 
 
 # -- likelihood -----------------------------------------------------------------------------
@@ -122,7 +133,7 @@ def heldout_nll(
         :class:`NLL`; ``inf`` if some point has zero density within floating-point range.
 
     Raises:
-        ValueError: for a bad shape, labels or batch size.
+        ValueError: for a bad shape, labels or batch size, or no points at all.
 
     References:
         Papamakarios et al. Normalizing Flows for Probabilistic Modeling and Inference.
@@ -136,13 +147,12 @@ def heldout_nll(
         >>> round(nll.standardized, 4), nll.n  # log(2 pi), a standard normal at its mode
         (1.8379, 3)
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    x = model._check_points(x)
+    batch_size = check_int(batch_size, "batch_size")
+    x = _nonempty(model._check_points(x), "x", "the held-out NLL")
     labels = model._check_labels(labels, len(x))
     total = 0.0
-    for start in range(0, len(x), int(batch_size)):
-        stop = start + int(batch_size)
+    for start in range(0, len(x), batch_size):
+        stop = start + batch_size
         lb = None if labels is None else labels[start:stop]
         lp = model.log_prob(x[start:stop], lb, standardized=True, **log_prob_kwargs)
         total += float(lp.double().sum())
@@ -163,17 +173,18 @@ def wasserstein2(a: Any, b: Any) -> float:
     .. math:: W_2(a, b) = \Big(\min_\sigma \frac{1}{N} \sum_i \|a_i - b_{\sigma(i)}\|^2\Big)^{1/2}
 
     found by ``scipy.optimize.linear_sum_assignment`` on the squared Euclidean cost, in
-    float64. Cost O(N^3): about 0.6 s at N = 2000 on one CPU core.
+    float64. Cost O(N^3): about 0.6 s at N = 2000 on one CPU core. A point with a NaN or
+    infinite coordinate is infinitely far from every other, so W2 is then ``inf``.
 
     Arguments:
         a: (N, D) points (tensor or array).
         b: (N, D) points.
 
     Returns:
-        W2 in the units of the points.
+        W2 in the units of the points; ``inf`` if a point is not finite.
 
     Raises:
-        ValueError: if the shapes differ or are not (N, D).
+        ValueError: if the shapes differ or are not (N, D) with N >= 1.
 
     References:
         Peyre, Cuturi. Computational Optimal Transport. 2019, arXiv:1803.00567
@@ -188,6 +199,8 @@ def wasserstein2(a: Any, b: Any) -> float:
         raise ValueError(
             f"a and b must have the same shape (N, D), got {tuple(a.shape)} and {tuple(b.shape)}"
         )
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return math.inf
     cost = cdist(a.numpy(), b.numpy(), "sqeuclidean")
     rows, cols = linear_sum_assignment(cost)
     return float(math.sqrt(max(float(cost[rows, cols].mean()), 0.0)))
@@ -211,18 +224,11 @@ def w2_noise_floor(sample_fn: Any, n: int = 2000, seed: int = 0) -> float:
     Raises:
         ValueError: if n is not a positive integer.
     """
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return wasserstein2(sample_fn(int(n), seed), sample_fn(int(n), seed + 1))
+    n = check_int(n, "n")
+    return wasserstein2(sample_fn(n, seed), sample_fn(n, seed + 1))
 
 
 # -- ring geometry (Olympic data) -----------------------------------------------------------
-
-
-def _band_distances(x: Any, ring_thickness: float) -> tuple[torch.Tensor, float]:
-    """(N, 5) distances of each point from each ring's centre line (float64), and w / 2."""
-    half = _check_thickness(ring_thickness) / 2
-    return ring_distance(_points(x, "x", 2)), half
 
 
 @dataclass(frozen=True)
@@ -230,10 +236,13 @@ class RingPrecision:
     """Where generated points lie relative to the rings' bands.
 
     Attributes:
-        precision: share of points inside at least one ring's band, in [0, 1].
+        precision: share of points inside at least one ring's band, in [0, 1]; a point
+            with a NaN or infinite coordinate counts as outside.
         mean_offset: mean distance, in data units, from each point outside every band to
-            the nearest band (0.0 when no point is outside).
-        max_offset: the largest such distance (0.0 when no point is outside).
+            the nearest band (0.0 when no point is outside; ``inf`` when a point is not
+            finite).
+        max_offset: the largest such distance (0.0 when no point is outside; ``inf``
+            when a point is not finite).
     """
 
     precision: float
@@ -241,12 +250,14 @@ class RingPrecision:
     max_offset: float
 
 
-def ring_precision(x: Any, *, ring_thickness: float = 0.25) -> RingPrecision:
+def ring_precision(x: Any, *, ring_thickness: float = RING_THICKNESS) -> RingPrecision:
     r"""Share of points in a ring's band, and how far off the others are.
 
     A point p is in ring k's band when :math:`|\,\|p - c_k\| - 1| \le w/2` (plus
-    :data:`BAND_TOLERANCE`), the support of the Olympic data; its offset is
-    :math:`\min_k |\,\|p - c_k\| - 1| - w/2`, the distance to the nearest band.
+    :data:`BAND_TOLERANCE`; :func:`~flowscope.data.in_band`), the support of the Olympic
+    data; its offset is :math:`\min_k |\,\|p - c_k\| - 1| - w/2`, the distance to the
+    nearest band. A point with a NaN or infinite coordinate is outside, at offset ``inf``:
+    a diverged model scores low precision and infinite offsets, never a perfect score.
 
     Arguments:
         x: (N, 2) points in data units.
@@ -262,9 +273,11 @@ def ring_precision(x: Any, *, ring_thickness: float = 0.25) -> RingPrecision:
         >>> ring_precision([[1.0, 0.0], [0.0, 1.5]])  # on the blue ring; 0.375 above it
         RingPrecision(precision=0.5, mean_offset=0.375, max_offset=0.375)
     """
-    dist, half = _band_distances(x, ring_thickness)
-    offset = dist.min(dim=1).values - half
-    outside = offset > BAND_TOLERANCE
+    pts = _points(x, "x", 2)
+    outside = ~in_band(pts, ring_thickness).any(dim=1)
+    _, dist = nearest_ring(pts)
+    finite = torch.isfinite(pts).all(dim=1)
+    offset = torch.where(finite, dist - ring_thickness / 2, math.inf)
     off = offset[outside]
     return RingPrecision(
         precision=float(1.0 - outside.double().mean()),
@@ -273,13 +286,15 @@ def ring_precision(x: Any, *, ring_thickness: float = 0.25) -> RingPrecision:
     )
 
 
-def ring_coverage(x: Any, *, bins: int = 36, ring_thickness: float = 0.25) -> float:
+def ring_coverage(x: Any, *, bins: int = 36, ring_thickness: float = RING_THICKNESS) -> float:
     """Share of the (ring, angle bin) cells that hold at least one point.
 
     Each band is cut into ``bins`` equal angular sectors about its centre, 5 x ``bins``
     cells in all. A point counts for every cell it lies in (bands overlap where rings
-    cross). Precision says whether samples are on the rings; coverage says whether they
-    reach all of them (a model that drops a ring or an arc scores below 1).
+    cross; membership by :func:`~flowscope.data.in_band`); a point with a NaN or infinite
+    coordinate lies in no cell. Precision says whether samples are on the rings; coverage
+    says whether they reach all of them (a model that drops a ring or an arc scores
+    below 1).
 
     Arguments:
         x: (N, 2) points in data units.
@@ -302,16 +317,13 @@ def ring_coverage(x: Any, *, bins: int = 36, ring_thickness: float = 0.25) -> fl
         >>> ring_coverage(olympic_rings(5000, seed=0))
         1.0
     """
-    if isinstance(bins, bool) or int(bins) != bins or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    bins = int(bins)
-    dist, half = _band_distances(x, ring_thickness)
+    bins = check_int(bins, "bins")
     pts = _points(x, "x", 2)
+    inside = in_band(pts, ring_thickness)  # (N, 5)
     centers = torch.tensor(RING_CENTERS, dtype=torch.float64)
     rel = pts[:, None, :] - centers[None]  # (N, 5, 2)
     angle = torch.atan2(rel[..., 1], rel[..., 0])  # (N, 5) in [-pi, pi]
     sector = ((angle + math.pi) / (2 * math.pi) * bins).long().clamp(0, bins - 1)
-    inside = dist <= half + BAND_TOLERANCE  # (N, 5)
     ring = torch.arange(len(RING_CENTERS)).expand_as(sector)
     cells = (ring * bins + sector)[inside]
     return float(len(torch.unique(cells)) / (len(RING_CENTERS) * bins))
@@ -331,12 +343,14 @@ class ClassAccuracy:
     overall: float
 
 
-def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = 0.25) -> ClassAccuracy:
+def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = RING_THICKNESS) -> ClassAccuracy:
     r"""Class accuracy of a conditional model on the Olympic data.
 
     A sample x generated for class k is correct when it lies in ring k's band,
-    :math:`|\,\|x - c_k\| - 1| \le w/2`; class ids follow
-    :data:`~flowscope.data.RING_NAMES` (0 black, 1 blue, 2 green, 3 red, 4 yellow).
+    :math:`|\,\|x - c_k\| - 1| \le w/2` (plus :data:`BAND_TOLERANCE`;
+    :func:`~flowscope.data.in_band`); a sample with a NaN or infinite coordinate is never
+    correct. Class ids follow :data:`~flowscope.data.RING_NAMES` (0 black, 1 blue,
+    2 green, 3 red, 4 yellow).
 
     Arguments:
         x: (N, 2) samples in data units.
@@ -355,18 +369,18 @@ def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = 0.25) -> Clas
         >>> class_accuracy(x, y).per_class
         (1.0, 1.0, 1.0, 1.0, 1.0)
     """
-    dist, half = _band_distances(x, ring_thickness)
+    inside = in_band(_points(x, "x", 2), ring_thickness)  # (N, 5)
     y = torch.as_tensor(labels)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    if y.shape != (len(dist),):
-        raise ValueError(f"labels must have shape ({len(dist)},), got {tuple(y.shape)}")
+    if y.shape != (len(inside),):
+        raise ValueError(f"labels must have shape ({len(inside)},), got {tuple(y.shape)}")
     k = len(RING_NAMES)
     if ((y < 0) | (y >= k)).any():
         bad = int(y[(y < 0) | (y >= k)][0])
         raise ValueError(f"label {bad} is not a ring id; the Olympic classes are 0..{k - 1}")
     y = y.long().cpu()
-    hit = dist.gather(1, y[:, None]).squeeze(1) <= half + BAND_TOLERANCE
+    hit = inside.gather(1, y[:, None]).squeeze(1)
     per = tuple(
         float(hit[y == c].double().mean()) if (y == c).any() else math.nan for c in range(k)
     )
@@ -417,9 +431,9 @@ def round_trip_error(
         :class:`RoundTrip`, computed under ``torch.no_grad()``.
 
     Raises:
-        ValueError: for a bad shape, labels, dt or solver.
+        ValueError: for a bad shape, no points, labels, dt or solver.
     """
-    x = model._check_points(x)
+    x = _nonempty(model._check_points(x), "x", "the round-trip error")
     with torch.no_grad():
         if isinstance(model, FlowMatching):
             z = model.reverse(x, dt=dt, labels=labels, solver=solver)
@@ -439,7 +453,7 @@ def sample_quality(
     reference: Any,
     *,
     labels: Any = None,
-    ring_thickness: float = 0.25,
+    ring_thickness: float = RING_THICKNESS,
     bins: int = 36,
 ) -> dict[str, float]:
     """The sample metrics of the Olympic data in one dict (data units, shares in [0, 1]).

@@ -34,7 +34,16 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .base import FlowModel
-from .data import DATASETS, Dataset, make_dataset, split
+from .data import (
+    DATASETS,
+    SPLIT_FRACTIONS,
+    Dataset,
+    check_int,
+    file_sha256,
+    make_dataset,
+    split,
+    split_sizes,
+)
 from .flows import NormalizingFlow
 from .matching import FlowMatching
 from .train import History, TrainConfig, TrainState, fit
@@ -344,12 +353,30 @@ MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 
 
+def _points_needed() -> int:
+    """The fewest points a data file needs for a 2-point train part and non-empty
+    validation and test parts under the split of :func:`run_data`."""
+    n = 2
+    while True:
+        n_train, n_val, n_test = split_sizes(n, SPLIT_FRACTIONS)
+        if n_train >= 2 and n_val >= 1 and n_test >= 1:
+            return n
+        n += 1
+
+
 def run_data(info: RunInfo, part: str) -> Dataset:
     """Rebuild the ``train``, ``val`` or ``test`` part of a run's data from its config.
 
     Registry data (``olympic`` and the toy sets) draws each part with its own seed:
     ``seed``, ``seed + 1`` and ``seed + 2``; validation and test have ``holdout_points``
-    points each. File data is split 90/5/5 with the run's seed.
+    points each. File data is split 90/5/5 with the run's seed
+    (:func:`~flowscope.data.split`); the config holds the file's absolute path and its
+    SHA-256, checked here, so that the parts are those the run was trained on.
+
+    Raises:
+        RunError: if the run's data file is missing or has changed since training.
+        ValueError: for an unknown part or data source, or a file too small to give a
+            train part of 2 points and non-empty validation and test parts (16 points).
     """
     d = info.data
     parts = ("train", "val", "test")
@@ -359,7 +386,28 @@ def run_data(info: RunInfo, part: str) -> Dataset:
     if source == "olympic" or source in DATASETS:
         n = int(d["n_points"]) if part == "train" else int(d.get("holdout_points", 10_000))
         return make_dataset(source, n, conditional=cond, seed=seed + parts.index(part))
+    if d.get("sha256") is not None:  # a file recorded by train_run
+        path = Path(source)
+        if not path.is_file():
+            raise RunError(
+                f"{source}: the run's data file is missing; put it back to evaluate or resume "
+                "this run"
+            )
+        if file_sha256(path) != d["sha256"]:
+            raise RunError(
+                f"{source}: the data file has changed since the run was trained (its SHA-256 "
+                "differs from the one in config.json), so its train, validation and test "
+                "parts would differ; restore the file, or train a new run on it"
+            )
     full = make_dataset(source, 0, conditional=cond, seed=seed)
+    sizes = split_sizes(len(full), SPLIT_FRACTIONS)
+    if sizes[0] < 2 or min(sizes) < 1:
+        shares = "/".join(f"{round(100 * f)}" for f in SPLIT_FRACTIONS)
+        raise ValueError(
+            f"{source}: {len(full)} points split {shares} give {sizes[0]} train, {sizes[1]} "
+            f"validation and {sizes[2]} test points; training needs at least 2 and the "
+            f"other parts at least 1, so the file needs at least {_points_needed()} points"
+        )
     x, y = split(full.x, full.labels, seed=seed)[parts.index(part)]
     return Dataset(x, y, full.source, full.class_names)
 
@@ -387,6 +435,10 @@ def train_run(
     uninterrupted run with the same settings.
 
     Arguments:
+        data: ``"olympic"``, a toy set of :data:`~flowscope.data.DATASETS`, or a data file;
+            a file is recorded by its absolute path and SHA-256 (see :func:`run_data`).
+        n_points: training points of registry data, >= 2 (a file gives all its rows).
+        holdout_points: validation and test points each of registry data, >= 1.
         on_epoch_end: called like :func:`~flowscope.train.fit`'s callback, after the
             epoch's checkpoint is written (for logging, e.g. TensorBoard).
 
@@ -394,7 +446,8 @@ def train_run(
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
             set, ``resume`` finds no checkpoint or other settings, or ``out``'s parent
             folder does not exist.
-        ValueError: for a bad data source or hyperparameter.
+        ValueError: for a bad data source or hyperparameter, or a data file too small to
+            split (see :func:`run_data`).
     """
     if model_name not in MODEL_PRESETS:
         raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODEL_PRESETS)}")
@@ -414,11 +467,19 @@ def train_run(
         )
     if resume and not (out / CHECKPOINT).is_file():
         raise RunError(f"{out}: nothing to resume ({CHECKPOINT} is missing)")
+    n_points = check_int(n_points, "n_points", minimum=2)
+    holdout_points = check_int(holdout_points, "holdout_points")
+    source: dict[str, Any] = {"source": data}
+    if data != "olympic" and data not in DATASETS and Path(data).is_file():
+        # An absolute path, so that the run can be used from any folder, and the file's
+        # hash, so that a changed file is noticed before its parts are rebuilt.
+        path = Path(data).resolve()
+        source = {"source": str(path), "sha256": file_sha256(path)}
     info = RunInfo(
         kind=kind,
         model={},
         data={
-            "source": data,
+            **source,
             "n_points": n_points,
             "holdout_points": holdout_points,
             "seed": config.seed,

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from .base import standard_normal_log_prob
-from .matching import FlowMatching, integrate, time_grid
+from .data import check_int
+from .matching import FlowMatching, Velocity, VelocityField, integrate, time_grid
 
 __all__ = [
     "Steered",
@@ -54,7 +55,9 @@ class Steered:
         path: (T, 1, D) the states from t = 0 to t = 1, data units.
         times: (T,) the times of ``path``.
         evaluations: velocity-field evaluations spent, the cost of the method (forward
-            passes; each gradient step of :func:`optimize_start` counts its forward pass).
+            passes; each gradient step of :func:`optimize_start` counts its forward pass;
+            :func:`reverse_start` counts the solver's actual calls, which an adaptive
+            solver such as ``dopri5`` chooses itself).
         details: method-specific numbers (JSON-safe).
     """
 
@@ -67,6 +70,17 @@ class Steered:
     times: torch.Tensor
     evaluations: int
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Counted:
+    """A velocity (y, t) -> (N, D) that counts its calls (``calls``)."""
+
+    def __init__(self, velocity: Velocity):
+        self.velocity, self.calls = velocity, 0
+
+    def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.velocity(y, t)
 
 
 def _check_target(model: FlowMatching, target: Any) -> torch.Tensor:
@@ -135,7 +149,9 @@ def reverse_start(
         n_times: states kept in the returned path.
 
     Returns:
-        a :class:`Steered`; ``details`` holds ``dt`` and ``solver``.
+        a :class:`Steered`; ``details`` holds ``dt`` and ``solver``; ``evaluations`` counts
+        the velocity calls of both integrations as the solver made them (Euler: one per
+        step; ``dopri5``: as many as its step-size control needed).
 
     Raises:
         TypeError: if ``model`` is not a flow-matching model.
@@ -143,12 +159,20 @@ def reverse_start(
     """
     target = _check_target(model, target)
     lab = model._check_labels(labels, 1)
-    z = model.reverse(target, dt=dt, labels=lab, solver=solver)
     grid = time_grid(dt)
+    # Backwards with the velocity FlowMatching.reverse integrates (the field's detached
+    # form where it has one), so that z is exactly model.reverse(target); counted.
+    field = model.field
+    back = _Counted(
+        field.frozen(lab)
+        if type(field) is VelocityField
+        else (lambda s, t: model.velocity(s, t, lab))
+    )
+    forward = _Counted(lambda s, t: model.velocity(s, t, lab))
     with torch.no_grad():
-        states = integrate(lambda s, t: model.velocity(s, t, lab), z, grid, solver)
-    per_step = {"euler": 1, "midpoint": 2, "rk4": 4}.get(solver, 0)
-    evals = 2 * (len(grid) - 1) * per_step
+        z = integrate(back, model.standardization(target), time_grid(dt, 1.0, 0.0), solver)[-1]
+        states = integrate(forward, z, grid, solver)
+    evals = back.calls + forward.calls
     return _record(
         model,
         "reverse then forward",
@@ -261,8 +285,7 @@ def optimize_start(
         ValueError: for steps < 1, lr <= 0, prior_weight < 0, or bad inputs as above.
     """
     target = _check_target(model, target)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = check_int(steps, "steps")
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not (math.isfinite(prior_weight) and prior_weight >= 0):
@@ -273,13 +296,13 @@ def optimize_start(
     z = model._check_points(z_init, "z_init").clone().requires_grad_(True)
     grid = time_grid(dt)
     opt = torch.optim.Adam([z], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(steps))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     errors: list[float] = []
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)  # only z is optimised
     try:
-        for _ in range(int(steps)):
+        for _ in range(steps):
             y1 = integrate(lambda s, t: model.velocity(s, t, lab), z, grid, "euler")[-1]
             x = model.standardization.inverse(y1)
             dist2 = ((x - target) ** 2).sum()

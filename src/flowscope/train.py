@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import FlowModel
+from .data import check_int
 
 __all__ = ["TrainConfig", "History", "TrainState", "TrainingDiverged", "fit"]
 
@@ -46,9 +47,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(getattr(self, name), name)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.grad_clip is not None and not (
@@ -89,7 +88,26 @@ class TrainState:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
+    """The loss became NaN or infinite; the message names the epoch and step.
+
+    The message says only what :func:`fit` knows: the model keeps the weights of the
+    failing step, and whatever ``on_epoch_end`` wrote for earlier epochs is untouched
+    (fit itself writes no file). A caller with more to say (the command line) builds its
+    own message from the attributes.
+
+    Attributes:
+        problem: what happened and when, e.g. ``"nf: the training loss became nan at
+            epoch 2, step 1 of 5"``.
+        epoch: the epoch (1-based) in which it happened.
+        step: the step (1-based) within that epoch.
+    """
+
+    def __init__(self, problem: str, *, epoch: int, step: int):
+        self.problem, self.epoch, self.step = problem, epoch, step
+        super().__init__(
+            f"{problem}. Lower the learning rate or change the seed; checkpoints written by "
+            "on_epoch_end before this epoch are untouched"
+        )
 
 
 def _adam(params, lr: float) -> torch.optim.Adam:
@@ -134,12 +152,16 @@ def fit(
     Raises:
         TrainingDiverged: if a loss is NaN or infinite (naming the epoch and step); the
             model keeps the weights of that step, ``on_epoch_end`` is not called again.
-        ValueError: for inconsistent shapes or labels.
+        ValueError: for inconsistent shapes or labels, or an empty ``x`` or ``x_val``.
     """
     x = model._check_points(x)
+    if len(x) == 0:
+        raise ValueError("x holds no points; training needs at least two")
     labels = model._check_labels(labels, len(x))
     if x_val is not None:
         x_val = model._check_points(x_val, "x_val")
+        if len(x_val) == 0:
+            raise ValueError("x_val holds no points; pass x_val=None to train without validation")
         labels_val = model._check_labels(labels_val, len(x_val))
     if state is None:
         model.standardization.fit(x)
@@ -193,8 +215,9 @@ def fit(
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"{model.kind}: the training loss became {value} at epoch {epoch}, "
-                        f"step {step + 1} of {steps_per_epoch}; the last saved checkpoint is "
-                        "kept. Try a smaller --lr, or another --seed."
+                        f"step {step + 1} of {steps_per_epoch}",
+                        epoch=epoch,
+                        step=step + 1,
                     )
                 losses.append(value)
                 for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
@@ -218,7 +241,9 @@ def fit(
                 if not math.isfinite(terms["loss"]):
                     raise TrainingDiverged(
                         f"{model.kind}: the validation loss became {terms['loss']} after epoch "
-                        f"{epoch}; the last saved checkpoint is kept. Try a smaller --lr."
+                        f"{epoch}, step {steps_per_epoch} of {steps_per_epoch}",
+                        epoch=epoch,
+                        step=steps_per_epoch,
                     )
             row["lr"] = sched.get_last_lr()[0]
             row["seconds"] = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cli import CommandError
+from ..data import check_int
 from ..runs import atomic_write
 from . import bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
@@ -97,8 +98,7 @@ def build_report(
         preset = PRESETS[preset]
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int(seed, "seed", minimum=0)
     try:
         import reportlab  # noqa: F401 - an optional dependency, checked before hours of work
     except ModuleNotFoundError:
@@ -109,7 +109,7 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    study = Study(out, preset, int(seed), retrain, log)
+    study = Study(out, preset, seed, retrain, log)
     paths = {"pdf": out / "report.pdf", "html": out / "report.html"}
     pages = 0
 

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 
 from .. import metrics, plots
-from ..data import RING_NAMES, ring_distance
+from ..data import BAND_TOLERANCE, RING_NAMES, RING_THICKNESS, in_band, nearest_ring, ring_distance
 from ..runs import run_data
 from .measures import as_numpy
-from .presets import HALF_BAND
 from .study import Study
 from .text import num, pair, pct
 
@@ -61,12 +60,13 @@ def q2(study: Study) -> None:
     times = np.linspace(0, 1, 101)
     path = as_numpy(cfm.trajectory(z, dt=p.dt, times=times.tolist(), labels=labels))
     end = path[-1]
-    d = ring_distance(torch.from_numpy(end))  # (K, 5)
+    ends = torch.from_numpy(end)  # (K, 2)
+    d, inside, (nearest_ids, _) = ring_distance(ends), in_band(ends), nearest_ring(ends)
     rows, info = [], []
     for c in range(k):
         own = float(d[c, c])
-        nearest = int(d[c].argmin())
-        ok = own <= HALF_BAND + metrics.BAND_TOLERANCE
+        nearest = int(nearest_ids[c])
+        ok = bool(inside[c, c])
         info.append(
             {
                 "class": RING_NAMES[c],
@@ -111,7 +111,9 @@ def q2(study: Study) -> None:
         ("class", "end point", "distance to own centre line", "nearest ring", "in own band"),
         rows,
         "CFM Q2. The check (also printed while the report runs): a point is in its band "
-        "when it is within 0.125 data units of its ring's centre line.",
+        f"when it is within {RING_THICKNESS / 2:g} data units of its ring's centre line "
+        f"(plus {BAND_TOLERANCE:g} for the float32 rounding of points, as in every ring "
+        "metric).",
     )
     doc.para(
         f"{hits} of the {k} points end inside the band of their own ring"
@@ -132,7 +134,7 @@ def q3(study: Study) -> None:
     x = cfm.sample(p.cfm_samples, dt=p.dt, labels=labels, generator=study.gen(6))
     acc = metrics.class_accuracy(x, labels)
     prec = metrics.ring_precision(x)
-    nearest_own = float((ring_distance(x.double()).argmin(dim=1) == labels).double().mean())
+    nearest_own = float((nearest_ring(x.double())[0] == labels).double().mean())
     study.m["cfm_q3"] = {
         "n": p.cfm_samples,
         "class_accuracy": dict(zip(RING_NAMES, acc.per_class, strict=True)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..cli import add_command, text_table
+from ..cli import add_command, int_type, text_table
 from .build import build_report
 from .presets import PRESETS
 
@@ -46,4 +46,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retrain", action="store_true", help="train the models even if saved ones match"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of data, training and experiments")
+    p.add_argument(
+        "--seed", type=int_type(0), default=0, help="seed of data, training and experiments (>= 0)"
+    )

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import OLYMPIC_BOX, olympic_rings, ring_distance
-from .presets import HALF_BAND
+from ..data import OLYMPIC_BOX, in_band, nearest_ring, olympic_rings
 
 __all__ = [
     "as_numpy",
@@ -93,17 +92,21 @@ def axis_aligned_share(path: np.ndarray, tol: float = 1e-6) -> float:
 
 
 def locate(point: Sequence[float]) -> tuple[bool, int, float]:
-    """(inside a band, nearest ring id, distance to that ring's centre line) of a point."""
-    d = ring_distance(torch.tensor([point], dtype=torch.float64))[0]
-    k = int(d.argmin())
-    return bool(d[k] <= HALF_BAND), k, float(d[k])
+    """(inside a band, nearest ring id, distance to that ring's centre line) of a point
+    (x, y) in data units; inside as :func:`~flowscope.data.in_band` decides, like the
+    metrics."""
+    p = torch.tensor([point], dtype=torch.float64)  # (1, 2)
+    ring, dist = nearest_ring(p)
+    return bool(in_band(p).any()), int(ring[0]), float(dist[0])
 
 
 def band_area(n: int, seed: int) -> float:
     """Area of the union of the rings' bands, in squared data units, by Monte Carlo.
 
     The Olympic data is uniform on that union (clipped by the generator's box), so its
-    differential entropy is the log of this area.
+    differential entropy is the log of this area. The test is :func:`~flowscope.data.in_band`
+    with tolerance 0: the exact bands, as the generator draws them (the Monte Carlo
+    points are float64, so no rounding tolerance is needed).
     """
     x0, x1, y0, y1 = OLYMPIC_BOX
     gen = torch.Generator().manual_seed(seed)
@@ -112,7 +115,7 @@ def band_area(n: int, seed: int) -> float:
         m = min(1_000_000, n - start)
         u = torch.rand(m, 2, generator=gen, dtype=torch.float64)
         pts = torch.stack([x0 + (x1 - x0) * u[:, 0], y0 + (y1 - y0) * u[:, 1]], dim=1)
-        inside += int((ring_distance(pts).min(dim=1).values <= HALF_BAND).sum())
+        inside += int(in_band(pts, tolerance=0.0).any(dim=1).sum())
     return inside / n * (x1 - x0) * (y1 - y0)
 
 

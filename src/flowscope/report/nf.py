@@ -14,7 +14,7 @@ import torch
 
 from .. import metrics, plots
 from ..base import standard_normal_log_prob
-from ..data import RING_NAMES
+from ..data import RING_NAMES, RING_THICKNESS
 from .measures import (
     as_numpy,
     axis_aligned_share,
@@ -24,7 +24,7 @@ from .measures import (
     step_lengths,
     straightness,
 )
-from .presets import HALF_BAND, NORMAL_ENTROPY_2D, PROBE_POINTS
+from .presets import NORMAL_ENTROPY_2D, PROBE_POINTS
 from .study import Study
 from .text import num, pair, pct
 
@@ -225,7 +225,7 @@ def q5(study: Study) -> None:
         where = (
             f"on the {RING_NAMES[ring]} ring"
             if inside
-            else f"{num(dist - HALF_BAND, 2)} off the {RING_NAMES[ring]} band"
+            else f"{num(dist - RING_THICKNESS / 2, 2)} off the {RING_NAMES[ring]} band"
         )
         rows.append(
             (

@@ -23,7 +23,6 @@ FM_TIMES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # seed section 4.3, FM Q2
 BONUS_TARGET = (4.0, 5.0)  # data units
 BONUS_REACHED = 0.05  # data units: a landing error below this counts as reaching the target
 BONUS_LR = 0.5  # Adam's step on the noise, standardized units (the target's noise is far out)
-HALF_BAND = 0.125  # half the rings' band width, data units
 _C45 = math.cos(math.pi / 4)
 # NF Q5 / FM Q5: three points on the rings' centre lines, two off the rings (data units).
 PROBE_POINTS = (
