@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import Standardization
+from .data import Standardization, check_int
 
 __all__ = ["FlowModel", "standard_normal_log_prob"]
 
@@ -32,12 +32,8 @@ class FlowModel(nn.Module):
 
     def __init__(self, features: int, num_classes: int | None = None):
         super().__init__()
-        if int(features) != features or features < 1:
-            raise ValueError(f"features must be a positive integer, got {features!r}")
-        if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-        self.features = int(features)
-        self.num_classes = None if num_classes is None else int(num_classes)
+        self.features = check_int(features, "features")
+        self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
         self.standardization = Standardization(self.features)
 
     # -- configuration, for saving and loading -------------------------------------------
@@ -87,9 +83,7 @@ class FlowModel(nn.Module):
 
     @staticmethod
     def _check_n(n: int) -> int:
-        if isinstance(n, bool) or int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        return int(n)
+        return check_int(n, "n")
 
     # -- coordinates ----------------------------------------------------------------------
     def _display(self, states: torch.Tensor, units: str) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ._kernel import fm_kernel
 from .base import FlowModel, standard_normal_log_prob
+from .data import check_int
 
 __all__ = ["VelocityField", "FlowMatching", "SOLVERS", "time_grid", "integrate"]
 
@@ -291,11 +292,16 @@ class FlowMatching(FlowModel):
         grid: list[float],
         solver: str,
     ) -> torch.Tensor:
-        velocity = self.field.frozen(labels) if type(self.field) is VelocityField else None
         with torch.no_grad():
-            if velocity is None:  # a user-supplied field
-                return integrate(lambda s, t: self.field(s, t, labels), y, grid, solver)
-            return integrate(velocity, y, grid, solver)
+            return integrate(self.ode_velocity(labels), y, grid, solver)
+
+    def ode_velocity(self, labels: torch.Tensor | None = None) -> Velocity:
+        """The velocity (y (N, D), t) -> (N, D), standardized units, that :meth:`sample`,
+        :meth:`reverse` and :meth:`trajectory` integrate: :meth:`VelocityField.frozen`
+        for the built-in field, the field itself for a user-supplied one."""
+        if type(self.field) is VelocityField:
+            return self.field.frozen(labels)
+        return lambda s, t: self.field(s, t, labels)
 
     def forward(
         self,
@@ -409,8 +415,7 @@ class FlowMatching(FlowModel):
     ) -> torch.Tensor:
         if divergence not in ("exact", "hutchinson"):
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        steps = check_int(steps, "steps")
         eps = None
         if divergence == "hutchinson":
             # Rademacher probes, fixed over the solve (FFJORD).

@@ -31,7 +31,7 @@ import torch
 
 from .base import standard_normal_log_prob
 from .data import check_int
-from .matching import FlowMatching, Velocity, VelocityField, integrate, time_grid
+from .matching import FlowMatching, Velocity, integrate, time_grid
 
 __all__ = [
     "Steered",
@@ -160,14 +160,9 @@ def reverse_start(
     target = _check_target(model, target)
     lab = model._check_labels(labels, 1)
     grid = time_grid(dt)
-    # Backwards with the velocity FlowMatching.reverse integrates (the field's detached
-    # form where it has one), so that z is exactly model.reverse(target); counted.
-    field = model.field
-    back = _Counted(
-        field.frozen(lab)
-        if type(field) is VelocityField
-        else (lambda s, t: model.velocity(s, t, lab))
-    )
+    # Backwards with the velocity FlowMatching.reverse integrates, so that z is exactly
+    # model.reverse(target); counted.
+    back = _Counted(model.ode_velocity(lab))
     forward = _Counted(lambda s, t: model.velocity(s, t, lab))
     with torch.no_grad():
         z = integrate(back, model.standardization(target), time_grid(dt, 1.0, 0.0), solver)[-1]
