@@ -73,6 +73,20 @@ def test_top_level_help_lists_the_commands(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize("argv", [[], ["train"], ["sample"], ["eval"], ["report"]])
+def test_help_says_seed_only_for_random_seeds(argv, capsys):
+    """The course exercise is "the study" to a user; "seed" is a random seed only."""
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert "seed's" not in out
+    for line in out.splitlines():
+        if "seed" in line.lower():  # only the --seed options, their values and help
+            assert "--seed" in line or "seed of" in line or "SEED" in line, line
+    if argv == ["train"]:
+        assert "the study's recipe" in out and "250,000" in out  # the defaults, named
+
+
 def test_train_says_where_and_how_long(runs, capsys, tmp_path):
     code, out, _ = run(capsys, "train", "fm", "--out", tmp_path / "fm", *TINY, "--seed", "4")
     assert code == 0
@@ -91,7 +105,7 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
     assert config["train_seconds"] > 0
 
 
-def test_train_defaults_are_the_seed_recipe(runs, monkeypatch, capsys, tmp_path):
+def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path):
     seen = {}
 
     def fake_train_run(name, out, **kwargs):
@@ -430,7 +444,8 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         # steps and counts
         (["sample", "{cfm}", "--dt", "0"], "argument --dt: the step must be in (0, 1]"),
         (["sample", "{cfm}", "--dt", "1.5"], "got '1.5'"),
-        (["sample", "{cfm}", "--dt", "nan"], "got 'nan'"),
+        (["sample", "{cfm}", "--dt", "nan"], "'nan' is not a number"),
+        (["sample", "{cfm}", "--dt", "abc"], "argument --dt: 'abc' is not a number; give a step"),
         (["invert", "{cfm}", "--point", "0,0", "--label", "0", "--dt", "-0.1"], "(0, 1]"),
         (["sample", "{nf}", "-n", "0"], "argument -n: must be a positive integer, got '0'"),
         (["sample", "{nf}", "-n", "-3"], "positive integer"),

@@ -7,8 +7,8 @@ import torch
 
 from flowscope.cli import main
 from flowscope.data import DATASETS, RING_NAMES
-from flowscope.evaluate import evaluate_run
-from flowscope.metrics import heldout_nll, wasserstein2
+from flowscope.evaluate import data_draw, evaluate_run, noise_floor
+from flowscope.metrics import heldout_nll, w2_noise_floor, wasserstein2
 from flowscope.runs import load_run, run_data, train_run
 from flowscope.train import TrainConfig
 
@@ -47,6 +47,51 @@ def test_eval_prints_a_table_and_writes_json(runs, capsys):
     assert result["round_trip_max"] < 1e-4 and result["class_accuracy"] is None
 
 
+def test_eval_noise_floor_is_the_mean_and_spread_over_pairs_of_draws(runs):
+    result = evaluate_run(runs / "nf", n=120, seed=2, floor_pairs=3)
+    # pairs of fresh draws of the run's data, seeds from data seed + 3 + 2 * pairs * seed
+    draw = data_draw("olympic")
+    values = [w2_noise_floor(draw, 120, seed=3 + 12 + 2 * k) for k in range(3)]
+    assert result["w2_noise_floor"] == pytest.approx(np.mean(values), rel=1e-12)
+    assert result["w2_noise_floor_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+    assert (result["w2_noise_floor_pairs"], result["w2_noise_floor_points"]) == (3, 120)
+    skipped = evaluate_run(runs / "nf", n=120, seed=2, floor_pairs=0)
+    assert skipped["w2_noise_floor"] is None and skipped["w2_noise_floor_pairs"] == 0
+    assert skipped["w2"] == result["w2"]  # the samples do not depend on the floor
+
+
+def test_noise_floor_draws_independent_pairs():
+    calls = []
+
+    def draw(n, seed):
+        calls.append(seed)
+        return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, 2)))
+
+    floor = noise_floor(draw, 50, seed=7, pairs=4)
+    assert calls == [7, 8, 9, 10, 11, 12, 13, 14]  # no draw is used twice
+    expected = [wasserstein2(draw(50, 7 + 2 * k), draw(50, 8 + 2 * k)) for k in range(4)]
+    assert floor.values == pytest.approx(expected, rel=1e-12)
+    assert floor.mean == pytest.approx(np.mean(expected), rel=1e-12)
+    assert floor.std == pytest.approx(np.std(expected, ddof=1), rel=1e-12)
+    assert noise_floor(draw, 50, seed=7, pairs=1).std == 0.0
+    with pytest.raises(ValueError, match="pairs must be a positive integer"):
+        noise_floor(draw, 50, seed=7, pairs=0)
+
+
+def test_eval_accepts_short_n_and_states_its_defaults(runs, tmp_path, capsys):
+    path = tmp_path / "e.json"
+    assert main(["eval", str(runs / "nf"), "-n", "60", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["n"] == 60
+    assert "mean ± sd over 5 pairs of 60-point draws" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    out = capsys.readouterr().out
+    assert "-n N, --n N" in out
+    for default in ("(default 2000)", "(default 0)", "(default 5)", "RUN_DIR/eval.json"):
+        assert default in out
+    assert "example:" in out and "flowscope eval " in out.split("example:")[1]
+
+
 def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys):
     path = tmp_path / "cfm.json"
     assert main(["eval", str(runs / "cfm"), "--n", "100", "--json", str(path)]) == 0
@@ -63,6 +108,15 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     result = evaluate_run(runs / "file", n=100, seed=1)
     assert result["w2_points"] == 30  # 5% of 600 points
     assert result["w2_noise_floor_points"] == 15 and result["w2_noise_floor"] > 0
+    # pairs of disjoint halves of the shuffled test part, one shuffle per pair
+    _, info = load_run(runs / "file")
+    test = run_data(info, "test").x
+    gen = torch.Generator().manual_seed(1)
+    values = []
+    for _ in range(result["w2_noise_floor_pairs"]):
+        x = test[torch.randperm(len(test), generator=gen)]
+        values.append(wasserstein2(x[:15], x[15:30]))
+    assert result["w2_noise_floor"] == pytest.approx(np.mean(values), rel=1e-12)
     assert result["ring_precision"] is None and result["ring_coverage"] is None
     assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in result.values())
     assert evaluate_run(runs / "file", n=100, seed=1)["w2"] == result["w2"]
@@ -72,7 +126,8 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     "args, words",
     [
         (["eval", "{root}/missing"], "no such run folder"),
-        (["eval", "{root}/nf", "--n", "1"], "argument --n: must be an integer >= 2, got '1'"),
+        (["eval", "{root}/nf", "--n", "1"], "argument -n/--n: must be an integer >= 2, got '1'"),
+        (["eval", "{root}/nf", "-n", "0"], "argument -n/--n: must be an integer >= 2, got '0'"),
         (["eval", "{root}/nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["eval", "{root}/nf", "--json", "{root}/no/dir/e.json"], "does not exist"),
     ],

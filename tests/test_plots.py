@@ -143,3 +143,109 @@ def test_trajectory_zoom_cuts_paths_at_the_frame_and_shows_the_whole_extent():
     fig = plots.trajectory_zoom(inside, frame=frame)
     assert len(fig.axes) == 2  # the panel and its colour bar
     assert _legend_labels(fig) == ["start", "end"]
+
+
+def _all_figures() -> list:
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(200, 2)) + [2.0, -0.5]
+    path = np.cumsum(rng.normal(size=(101, 10, 2)) * 0.02, axis=0) + [2.0, -0.5]
+    times = np.linspace(0, 1, 101)
+    far = np.concatenate([path[:, :2], path[:, :2] + np.linspace(0, 30, 101)[:, None, None]], 1)
+    epochs = [{"epoch": e, "val_loss": 2.0 - e / 10, "val_log_pz": -2.8, "val_log_det": 0.8}
+              for e in range(1, 6)]  # fmt: skip
+    return [
+        plots.point_panels(
+            [(pts, "a"), (pts, "b"), (pts, "c"), (pts, "d")],
+            ncols=3,
+            rings=True,
+            suptitle="four clouds",
+        ),  # fmt: skip
+        plots.trajectory_panels(
+            [{"path": path, "times": times, "title": "FM: 10 samples", "markers": False}],
+            time_label="time t (0: noise, 1: data)",
+            background=rng.uniform(-1, 5, (400, 2)) * [1, 0.5],
+        ),
+        plots.trajectory_panels(
+            [{"path": path, "times": times, "title": f"panel {i}\nerror 0"} for i in range(5)],
+            ncols=3,
+            panel_height=2.1,
+        ),
+        plots.trajectory_zoom({"path": far, "times": times, "annotate": list("ABCD")}),
+        plots.loss_curves(epochs, title="loss"),
+        plots.batch_loss(rng.normal(3, 0.2, 900), 100, title="batches"),
+        plots.class_scatter([(pts, np.arange(200) % 5, "classes")]),
+        plots.class_trajectories(path[:, :5], np.arange(5), times, title="one per class"),
+        plots.bars({"a": 1e-7, "b": 0.3}, title="bars", ylabel="error"),
+    ]
+
+
+def test_no_title_or_label_is_cut_off_in_a_saved_figure(tmp_path):
+    """Nothing drawn is cut by the edge of a saved file: its outermost pixels are white."""
+    from PIL import Image
+
+    for i, fig in enumerate(_all_figures()):
+        with Image.open(plots.save(fig, tmp_path / f"{i}.png", dpi=100)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        edge = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (perimeter, 3)
+        assert edge.min() >= 250, (i, fig.axes[0].get_title())
+    # A title placed above the figure: the saved file grows to hold it, by the pad.
+    fig = plots.point_panels([(np.zeros((3, 2)), "three points")], ncols=1)
+    fig.get_layout_engine().set(h_pad=0.0)
+    fig.suptitle("far above", y=1.3)
+    box = plots.content_box(fig)
+    assert box is not None and box.y1 > fig.get_size_inches()[1]
+    from PIL import Image
+
+    with Image.open(plots.save(fig, tmp_path / "f.png", dpi=100)) as im:
+        assert im.size == (round(box.width * 100), round(box.height * 100))
+    fig = plots.point_panels([(np.zeros((3, 2)), "three points")], ncols=1)
+    assert plots.content_box(fig) is None  # nothing sticks out: the figure's own size
+    with Image.open(plots.save(fig, tmp_path / "g.png", dpi=100)) as im:
+        assert im.size == tuple(round(v * 100) for v in fig.get_size_inches())
+
+
+def test_ring_centre_lines_are_dashed_and_drawn_above_the_points():
+    pts = np.random.default_rng(0).normal(size=(50, 2))
+    fig = plots.point_panels([(pts, "a")], ncols=1, rings=True)
+    ax = fig.axes[0]
+    (dots,) = ax.collections
+    assert len(ax.patches) == 5
+    for ring in ax.patches:
+        offset, (dash, gap) = ring.get_linestyle()
+        assert ring.get_linestyle() == plots.RING_LINE["ls"] and gap > 0 and not ring.get_fill()
+        assert max(ring.get_edgecolor()[:3]) < 0.75  # darker than the old light grey
+        assert ring.get_zorder() > dots.get_zorder()  # visible over dense clouds
+        assert 0 < ring.get_alpha() < 1  # and the points through them
+
+
+def test_colour_bar_label_is_as_large_as_the_axis_labels():
+    path = np.cumsum(np.random.default_rng(0).normal(size=(6, 2, 2)), axis=0)
+    fig = plots.trajectory_panels([{"path": path, "times": np.linspace(0, 1, 6), "title": "p"}])
+    ax, cbar = fig.axes
+    assert cbar.yaxis.label.get_size() == ax.xaxis.label.get_size() == ax.yaxis.label.get_size()
+
+
+def test_class_trajectories_name_each_end_and_draw_short_paths_on_top():
+    times = np.linspace(0, 1, 11)
+    long = np.stack([np.linspace(0, 4, 11), np.zeros(11)], axis=1)  # red, 4 long
+    short = np.stack([np.linspace(1.9, 2.1, 11), np.full(11, 0.05)], axis=1)  # black, 0.2
+    path = np.stack([short, long], axis=1)  # (T, 2, 2)
+    fig = plots.class_trajectories(path, [0, 3], times, title="two")
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["black", "red"]
+    label = {t.get_text(): t for t in ax.texts}
+    np.testing.assert_allclose(label["black"].xy, short[-1])  # at the end of its own path
+    assert label["black"].get_ha() == "left"  # beyond the end, the way the path went
+    lines = {ln.get_color(): ln for ln in ax.lines}
+    assert lines[RING_COLORS[0]].get_zorder() > lines[RING_COLORS[3]].get_zorder()
+    ends = [c for c in ax.collections if c.get_paths() and len(c.get_offsets()) == 1
+            and to_hex(c.get_edgecolor()[0]) == "#ffffff"]  # fmt: skip
+    assert len(ends) == 2  # each end cross with a white edge, above its own path
+    assert min(e.get_zorder() for e in ends) > lines[RING_COLORS[3]].get_zorder()
+
+
+def test_point_panels_take_a_frame():
+    pts = np.random.default_rng(0).normal(size=(50, 2)) * 5
+    frame = ((-1.0, 2.0), (-3.0, 0.5))
+    fig = plots.point_panels([(pts, "a"), (pts, "b")], ncols=2, frame=frame)
+    assert all((ax.get_xlim(), ax.get_ylim()) == frame for ax in fig.axes)

@@ -15,6 +15,7 @@ import torch
 
 from flowscope.cli import main
 from flowscope.report import PRESETS, num
+from flowscope.report.text import pm
 
 QUESTIONS = [f"NF Q{i}" for i in range(1, 6)] + [f"FM Q{i}" for i in range(1, 6)]
 QUESTIONS += [f"CFM Q{i}" for i in range(1, 4)] + ["Bonus"]
@@ -90,6 +91,41 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert rt["NF float64"]["mean"] < 1e-9 < rt["FM Euler Δt=0.1"]["mean"]
     assert len(m["cfm_q2"]["points"]) == 5
     assert set(m["timings_seconds"]) >= {"write report.pdf", "write report.html"}
+
+    # One W2 noise floor per sample size (and data), the same wherever it is quoted.
+    smoke = PRESETS["smoke"]
+    floors = {(f["n"], f["conditional"]): f for f in m["w2_noise_floors"]}
+    assert set(floors) == {(smoke.n_show, False), (smoke.n_quality, False), (smoke.n_quality, True)}
+    for f in floors.values():
+        assert len(f["values"]) == 5 and f["mean"] == pytest.approx(np.mean(f["values"]))
+        assert f["std"] == pytest.approx(np.std(f["values"], ddof=1)) and f["std"] > 0
+    shown = floors[(smoke.n_show, False)]
+    for key in ("nf_q2", "fm_q2", "fm_q4"):
+        assert (m[key]["w2_noise_floor"], m[key]["w2_noise_floor_std"]) == (
+            shown["mean"],
+            shown["std"],
+        )
+    assert html.count(pm(shown["mean"], shown["std"])) >= 3  # NF Q2, FM Q2, FM Q4
+    for name in MODELS:
+        f = floors[(ev[name]["w2_points"], name == "cfm")]
+        assert (ev[name]["w2_noise_floor"], ev[name]["w2_noise_floor_std"]) == (f["mean"], f["std"])
+        assert pm(f["mean"], f["std"]) in html  # Table 3
+    assert "a value below a single draw's floor is noise" in html
+
+    # Table 3 defines its class accuracy and says which samples it counts.
+    n_cfm = ev["cfm"]["n"]
+    assert f"Class accuracy (CFM only): share of the CFM's {n_cfm:,} samples" in html
+    assert f"Table 3's {100 * ev['cfm']['class_accuracy']:.1f}% comes from {n_cfm:,}" in html
+    # The CFM's conditional NLL is shown, labelled, with its own floor.
+    assert "CFM: −log p(x | ring)" in html and num(ev["cfm"]["nll_standardized"]) in html
+    assert num(m["data"]["conditional_entropy_data_units"]) in html
+    # Ring centre lines are drawn dashed, and the captions say so.
+    assert "dotted" not in html and html.count("dashed red: the") == 2
+    # A landing point equal to the target is written as exact, not as "error 0".
+    trivial = bonus[-1]
+    assert trivial["exact"] == (trivial["error"] == 0.0)
+    if trivial["exact"]:
+        assert "<td>0 (exact in float32)</td>" in html and "<td>0</td>" not in html
 
     # A second run with the same config reuses the saved models.
     before = _weights_mtimes(out)
@@ -169,3 +205,55 @@ def test_the_report_tests_band_membership_as_the_metrics_do():
     pts = torch.stack([-1 + 6 * u[:, 0], -2 + 3 * u[:, 1]], dim=1)
     share = float((ring_distance(pts).min(dim=1).values <= RING_THICKNESS / 2).double().mean())
     assert area == pytest.approx(share * 18, rel=1e-12)
+
+
+def test_outside_note_gives_each_panels_share_outside_the_frame():
+    from flowscope.report.study import outside_note
+
+    frame = ((0.0, 1.0), (0.0, 1.0))
+    inside = np.full((4, 2), 0.5)
+    some = np.array([[0.5, 0.5], [2.0, 0.5], [0.5, -1.0], [0.2, 0.2]])
+    note = outside_note([(inside, "t = 0"), (some, "t = 1")], frame)
+    assert note == "Outside the frame (not shown): 50.0% of “t = 1”."
+    assert outside_note([(inside, "t = 0")], frame) == ""
+
+
+def test_conditional_entropy_is_the_mean_of_minus_log_density():
+    """H(x | ring) = E[log(2 pi w r)], r uniform in [R - w/2, R + w/2], checked by Monte
+    Carlo on the conditional data's own sampler (float64)."""
+    from flowscope.data import RING_CENTERS, olympic_rings
+    from flowscope.report.measures import conditional_entropy
+
+    x, labels = olympic_rings(200_000, conditional=True, seed=5)
+    r = torch.linalg.norm(
+        x.double() - torch.tensor(RING_CENTERS, dtype=torch.float64)[labels], dim=1
+    )
+    mc = float(torch.log(2 * math.pi * 0.25 * r).mean())
+    assert conditional_entropy() == pytest.approx(mc, abs=2e-4)
+    assert conditional_entropy() < math.log(2 * math.pi * 0.25)  # E[log r] < log E[r] = 0
+
+
+def test_text_helpers():
+    from flowscope.report.text import balanced
+
+    assert pm(0.18612, 0.0061) == "0.186 ± 0.006"
+    assert balanced(2000, 5) == "400" and balanced(2002, 5) == "400 or 401"
+    assert torch.bincount(torch.arange(2002) % 5).tolist() == [401, 401, 400, 400, 400]
+
+
+def test_bonus_writes_an_exact_landing_as_exact():
+    from flowscope.report.bonus import away, error_text, exact
+    from flowscope.steer import Steered
+
+    target = torch.tensor([[4.0, 5.0]])
+
+    def landed(x, error):
+        z = torch.zeros(1, 2)
+        return Steered("m", torch.tensor([x]), error, z, 0.0, z[None], torch.zeros(1), 1)
+
+    hit, near = landed([4.0, 5.0], 0.0), landed([4.0, 5.0001], 1e-4)
+    assert exact(hit, target) and not exact(near, target)
+    assert error_text(hit, target) == "0 (exact in float32)"
+    assert away(hit, target) == "exactly on the target (0 in float32)"
+    assert error_text(near, target, short=True) == "0.0001"
+    assert away(near, target) == "1.0×10<sup>−4</sup> away"

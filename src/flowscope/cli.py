@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "matching models on low-dimensional data.",
         epilog="examples:\n"
         "  flowscope report                     # the whole Olympic-rings study\n"
-        "  flowscope train nf --out runs/nf     # the seed's normalizing flow\n"
+        "  flowscope train nf --out runs/nf     # the study's normalizing flow\n"
         "  flowscope sample runs/nf -n 1000 --plot samples.png",
         formatter_class=_formatter,
     )

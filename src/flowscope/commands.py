@@ -31,7 +31,7 @@ from .train import TrainConfig, TrainingDiverged
 
 __all__ = ["add_commands"]
 
-DEFAULT_DT = 1e-3  # the seed's Euler step
+DEFAULT_DT = 1e-3  # the Euler step of the course exercise (the study's recipe)
 _TRAIN_RUN_PARAMETERS = inspect.signature(runs.train_run).parameters
 
 
@@ -57,6 +57,10 @@ def _step(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; give a step in (0, 1], e.g. --dt 0.01"
+        )
     if not (math.isfinite(value) and 0 < value <= 1):
         raise argparse.ArgumentTypeError(
             f"the step must be in (0, 1] (the flow runs over t in [0, 1]), got {text!r}"
@@ -223,7 +227,7 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
 
 
 def _train_defaults() -> dict[str, Any]:
-    """The seed's recipe: the defaults of TrainConfig and train_run (one source of truth)."""
+    """The study's recipe: the defaults of TrainConfig and train_run (one source of truth)."""
     run = _TRAIN_RUN_PARAMETERS
     recipe = TrainConfig()
     return {
@@ -504,7 +508,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "train",
-        "Train a model with the seed's recipe and save a run folder.",
+        "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
+        f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
+        f"{d['data']} points, {d['epochs']} epochs).",
         "flowscope train nf --epochs 7 --out runs/nf",
         _train,
     )

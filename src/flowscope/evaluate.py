@@ -10,18 +10,33 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import metrics
 from .cli import CommandError, add_command, int_type, text_table
+from .commands import DEFAULT_DT
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .matching import FlowMatching, time_grid
 from .runs import atomic_write, load_run, run_data
 
-__all__ = ["evaluate_run", "format_table", "add_commands"]
+__all__ = [
+    "NoiseFloor",
+    "add_commands",
+    "data_draw",
+    "evaluate_run",
+    "format_table",
+    "noise_floor",
+]
+
+DEFAULT_N = 2000
+FLOOR_PAIRS = 5
+NLL_DEFAULTS = {"solver": "rk4", "steps": 100, "divergence": "exact"}  # flow matching
 
 
 def _json_safe(value: Any) -> Any:
@@ -31,14 +46,82 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The W2 noise floor at one sample size: W2 between pairs of independent draws.
+
+    Attributes:
+        n: points per draw.
+        mean: mean W2 over the pairs, data units.
+        std: standard deviation of W2 over the pairs (ddof 1; 0.0 for one pair).
+        values: W2 of each pair (K,), data units.
+    """
+
+    n: int
+    mean: float
+    std: float
+    values: tuple[float, ...]
+
+
+def data_draw(source: str, conditional: bool = False) -> Callable[[int, int], torch.Tensor]:
+    """The sampler ``(n, seed) -> (n, D)`` points (data units) of registry data ``source``
+    (``olympic`` or a toy set), as :func:`noise_floor` takes it; ``conditional`` draws
+    the Olympic data as the class-conditional model is trained on it.
+
+    Raises:
+        ValueError: (when called) for an unknown ``source``.
+    """
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        return make_dataset(source, n, conditional=conditional, seed=seed).x
+
+    return draw
+
+
+def noise_floor(
+    draw: Callable[[int, int], Any], n: int, *, seed: int, pairs: int = FLOOR_PAIRS
+) -> NoiseFloor:
+    """W2 between two independent draws of ``n`` points of the data, over ``pairs`` pairs.
+
+    Even a perfect model scores about this W2 at sample size ``n``; one pair alone scatters
+    by about ``std``, so a model's W2 within that spread of ``mean`` cannot be told apart
+    from the data's own.
+
+    Arguments:
+        draw: ``(n, seed) -> (n, D)`` points in data units, e.g.
+            ``lambda n, s: olympic_rings(n, seed=s)``.
+        n: points per draw, >= 1.
+        seed: pair ``k`` draws with seeds ``seed + 2 k`` and ``seed + 2 k + 1``.
+        pairs: number of pairs, >= 1.
+
+    Returns:
+        a :class:`NoiseFloor`.
+
+    Raises:
+        ValueError: if ``n`` or ``pairs`` is not a positive integer.
+
+    Example:
+        >>> from flowscope import olympic_rings
+        >>> f = noise_floor(lambda k, s: olympic_rings(k, seed=s), 200, seed=10, pairs=3)
+        >>> len(f.values), f.mean > 0
+        (3, True)
+    """
+    n = check_int(n, "n")
+    pairs = check_int(pairs, "pairs")
+    values = [metrics.w2_noise_floor(draw, n, seed=seed + 2 * k) for k in range(pairs)]
+    std = float(np.std(values, ddof=1)) if pairs > 1 else 0.0
+    return NoiseFloor(n=n, mean=float(np.mean(values)), std=std, values=tuple(values))
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
-    n: int = 2000,
+    n: int = DEFAULT_N,
     seed: int = 0,
-    dt: float = 1e-3,
+    dt: float = DEFAULT_DT,
     solver: str = "euler",
     nll_kwargs: dict[str, Any] | None = None,
+    floor_pairs: int = FLOOR_PAIRS,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -53,10 +136,11 @@ def evaluate_run(
       gets balanced labels ``arange(n) % num_classes``; flow matching integrates with
       ``dt`` and ``solver``;
     - W2 (:func:`~flowscope.metrics.wasserstein2`) between min(n, test size) samples and as
-      many test points, and its noise floor at that size: for registry data, two fresh
-      draws of the data (seeds ``data seed + 3 + 2 * seed`` and one more, never the run's
-      own); for file data, two disjoint random subsets of the test part (halves when it
-      holds fewer than twice as many points);
+      many test points, and its noise floor at that size, mean and standard deviation over
+      ``floor_pairs`` pairs (:func:`noise_floor`): for registry data, pairs of fresh draws
+      of the data (seeds from ``data seed + 3 + 2 * floor_pairs * seed`` on, never the
+      run's own); for file data, pairs of disjoint random subsets of the test part
+      (halves when it holds fewer than twice as many points);
     - for the Olympic data: ring precision, offsets, coverage of the samples and, for a
       conditional model, class accuracy (overall and per ring);
     - round-trip error (:func:`~flowscope.metrics.round_trip_error`) of the first
@@ -70,12 +154,15 @@ def evaluate_run(
         solver: ODE solver of the flow-matching sampling and round trip.
         nll_kwargs: passed to ``log_prob`` of a flow-matching model (``solver``,
             ``steps``, ``divergence``).
+        floor_pairs: pairs of draws of the W2 noise floor, >= 0; 0 skips it (the floor
+            keys are then ``None``, for a caller that computes its own).
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
         infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data``, ``conditional``,
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
-        ``nll_points``, ``nll_method``, ``nll_seconds``; ``w2``, ``w2_noise_floor``,
+        ``nll_points``, ``nll_method``, ``nll_seconds``; ``w2``, ``w2_noise_floor`` (the
+        mean over the pairs), ``w2_noise_floor_std``, ``w2_noise_floor_pairs``,
         ``w2_points``, ``w2_noise_floor_points`` (data units); ``ring_precision``,
         ``ring_mean_offset``, ``ring_max_offset``, ``ring_coverage``, ``class_accuracy``
         and ``class_accuracy_<ring>`` per class; ``round_trip_mean``, ``round_trip_max``
@@ -83,7 +170,7 @@ def evaluate_run(
 
     Raises:
         RunError: if the folder is not a loadable run.
-        ValueError: for a bad ``n``, ``seed``, ``dt`` or ``solver``, or (from
+        ValueError: for a bad ``n``, ``seed``, ``dt``, ``solver`` or ``floor_pairs``, or (from
             :func:`~flowscope.runs.run_data`) a data file too small for a test part.
 
     Example:
@@ -91,6 +178,7 @@ def evaluate_run(
     """
     n = check_int(n, "n", minimum=2)
     seed = check_int(seed, "seed", minimum=0)
+    floor_pairs = check_int(floor_pairs, "floor_pairs", minimum=0)
     t_start = time.perf_counter()
     model, info = load_run(run_dir)
     is_fm = isinstance(model, FlowMatching)
@@ -114,9 +202,7 @@ def evaluate_run(
     # Held-out likelihood.
     nll_kwargs = dict(nll_kwargs or {}) if is_fm else {}
     if is_fm:
-        nll_kwargs.setdefault("solver", "rk4")
-        nll_kwargs.setdefault("steps", 100)
-        nll_kwargs.setdefault("divergence", "exact")
+        nll_kwargs = {**NLL_DEFAULTS, **nll_kwargs}
     t0 = time.perf_counter()
     nll = metrics.heldout_nll(model, test.x, labels_test, **nll_kwargs)
     result.update(
@@ -146,23 +232,27 @@ def evaluate_run(
     m = min(n, len(test.x))
     result["w2"] = metrics.wasserstein2(samples[:m], test.x[:m])
     result["w2_points"] = m
-    if source == "olympic" or source in DATASETS:
-
-        def draw(k: int, s: int) -> torch.Tensor:
-            return make_dataset(source, k, conditional=conditional, seed=s).x
-
-        base = int(info.data["seed"]) + 3 + 2 * seed
-        result["w2_noise_floor"] = metrics.w2_noise_floor(draw, m, seed=base)
-        result["w2_noise_floor_points"] = m
-    else:
+    floor, k = None, m
+    if floor_pairs and (source == "olympic" or source in DATASETS):
+        base = int(info.data["seed"]) + 3 + 2 * floor_pairs * seed
+        floor = noise_floor(data_draw(source, conditional), m, seed=base, pairs=floor_pairs)
+    elif floor_pairs:
         k = m if len(test.x) >= 2 * m else len(test.x) // 2
         if k >= 1:
-            order = torch.randperm(len(test.x), generator=torch.Generator().manual_seed(seed))
-            x = test.x[order]
-            result["w2_noise_floor"] = metrics.wasserstein2(x[:k], x[k : 2 * k])
-        else:
-            result["w2_noise_floor"] = None
-        result["w2_noise_floor_points"] = k
+            perm = torch.Generator().manual_seed(seed)
+            orders = [torch.randperm(len(test.x), generator=perm) for _ in range(floor_pairs)]
+
+            def subset(k: int, s: int) -> torch.Tensor:  # pair j: seeds 2j, 2j + 1
+                start = (s % 2) * k  # the first or the second k points of permutation j
+                return test.x[orders[s // 2][start : start + k]]
+
+            floor = noise_floor(subset, k, seed=0, pairs=floor_pairs)
+    result.update(
+        w2_noise_floor=floor.mean if floor else None,
+        w2_noise_floor_std=floor.std if floor else None,
+        w2_noise_floor_pairs=len(floor.values) if floor else 0,
+        w2_noise_floor_points=k if floor else None,
+    )
 
     # The Olympic data's geometry.
     olympic = source == "olympic"
@@ -210,12 +300,16 @@ def format_table(result: dict[str, Any]) -> str:
         ),
         ("held-out NLL, data units", _fmt(r["nll_data"]), "nats/point"),
         ("W2, samples vs test", _fmt(r["w2"]), f"data units ({r['w2_points']} points each)"),
-        (
-            "W2 noise floor, data vs data",
-            _fmt(r["w2_noise_floor"]),
-            f"data units ({r['w2_noise_floor_points']} points each)",
-        ),
     ]
+    if r.get("w2_noise_floor") is not None:
+        rows.append(
+            (
+                "W2 noise floor, data vs data",
+                f"{_fmt(r['w2_noise_floor'])} ± {_fmt(r['w2_noise_floor_std'])}",
+                f"data units (mean ± sd over {r['w2_noise_floor_pairs']} pairs of "
+                f"{r['w2_noise_floor_points']}-point draws)",
+            )
+        )
     if r.get("ring_precision") is not None:
         rows += [
             ("ring precision", _fmt(r["ring_precision"]), "share of samples in a ring's band"),
@@ -247,7 +341,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else run_dir / "eval.json"
     if args.json and not out.parent.is_dir():
         raise CommandError(f"{out.parent}: folder does not exist; create it first")
-    result = evaluate_run(run_dir, n=args.n, seed=args.seed)
+    result = evaluate_run(run_dir, n=args.n, seed=args.seed, floor_pairs=args.floor_pairs)
     print(format_table(result))
     atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out}")
@@ -256,16 +350,35 @@ def _eval(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``flowscope eval``."""
+    nll = NLL_DEFAULTS
     p = add_command(
         sub,
         "eval",
-        "Measure a trained model: held-out NLL, W2 to the data, ring metrics, round trip.",
-        "flowscope eval runs/nf --n 2000 --json runs/nf/eval.json",
+        "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
+        f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} and "
+        f"computes the NLL with {nll['solver']}, {nll['steps']} steps, {nll['divergence']} "
+        "divergence.",
+        "flowscope eval runs/nf -n 2000 --json runs/nf/eval.json",
         _eval,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by flowscope train")
-    p.add_argument("--n", type=int_type(2), default=2000, help="samples to draw and compare (>= 2)")
-    p.add_argument("--seed", type=int_type(0), default=0, help="seed of the samples (>= 0)")
+    p.add_argument(
+        "-n",
+        "--n",
+        dest="n",
+        type=int_type(2),
+        default=DEFAULT_N,
+        help=f"samples to draw and compare, >= 2 (default {DEFAULT_N})",
+    )
+    p.add_argument(
+        "--seed", type=int_type(0), default=0, help="seed of the samples, >= 0 (default 0)"
+    )
+    p.add_argument(
+        "--floor-pairs",
+        type=int_type(1),
+        default=FLOOR_PAIRS,
+        help=f"pairs of data draws averaged for the W2 noise floor (default {FLOOR_PAIRS})",
+    )
     p.add_argument(
         "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
     )

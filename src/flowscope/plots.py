@@ -27,7 +27,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Rectangle
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 
 from .data import RING_CENTERS, RING_COLORS, RING_NAMES, RING_RADIUS
 from .runs import atomic_write
@@ -40,6 +42,8 @@ __all__ = [
     "batch_loss",
     "class_scatter",
     "class_trajectories",
+    "content_box",
+    "limits",
     "loss_curves",
     "outside",
     "point_panels",
@@ -70,18 +74,60 @@ def _figure(height: float, width: float = PAGE_WIDTH) -> Figure:
     return fig
 
 
+def content_box(fig: Figure, pad: float = 0.03) -> Bbox | None:
+    """The figure's area grown to hold every title, label and legend, in inches.
+
+    The layout is run twice first: constrained layout places titles and labels from the
+    axes' positions of its previous pass, so with fixed-aspect axes a single pass (what
+    ``savefig`` does on a new figure) can leave a title above the figure's top edge; the
+    second pass settles it. What still sticks out (a label placed in offset points, say)
+    would be cut off in the saved file, and what touches the edge looks cut off.
+
+    Arguments:
+        fig: a figure; its layout is run here (as drawing would, twice).
+        pad: the margin an artist should keep from the figure's edge, inches.
+
+    Returns:
+        ``None`` when every artist lies at least ``pad / 3`` inside the figure, else the
+        figure's area grown, on each side where an artist comes closer (or sticks out),
+        to ``pad`` beyond that artist.
+    """
+    for _ in range(2):  # the layout engine's passes: positions as they will be saved
+        fig.draw_without_rendering()
+    w, h = fig.get_size_inches()
+    tight = fig.get_tightbbox()
+    if tight is None:
+        return None
+    near = pad / 3
+    x0 = min(0.0, tight.x0 - pad) if tight.x0 < near else 0.0
+    y0 = min(0.0, tight.y0 - pad) if tight.y0 < near else 0.0
+    x1 = max(w, tight.x1 + pad) if tight.x1 > w - near else w
+    y1 = max(h, tight.y1 + pad) if tight.y1 > h - near else h
+    if (x0, y0, x1, y1) == (0.0, 0.0, w, h):
+        return None
+    return Bbox([[x0, y0], [x1, y1]])
+
+
 def save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Write ``fig`` at ``path`` atomically, white background, and return the path.
 
     The suffix of ``path`` names the format (``.png``, ``.svg``, ``.pdf``, ...; PNG when
     there is none); ``dpi`` sets the resolution of raster formats and rasterized artists.
+    Nothing is clipped: if a title, label or legend sticks out of the figure, the saved
+    area grows to hold it (:func:`content_box`); otherwise it is the figure's size.
 
     Raises:
         ValueError: if matplotlib cannot write the format the suffix names.
     """
     path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise ValueError(
+            f"{path}: matplotlib cannot write {fmt!r}; use one of "
+            + ", ".join(sorted(fig.canvas.get_supported_filetypes()))
+        )
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format=path.suffix.lower().lstrip(".") or "png", facecolor="white")
+    fig.savefig(buf, dpi=dpi, format=fmt, facecolor="white", bbox_inches=content_box(fig))
     atomic_write(path, buf.getvalue())
     return path
 
@@ -183,10 +229,14 @@ def _exits(path: np.ndarray, frame: Frame) -> list[tuple[int, int, np.ndarray, n
     return sorted(out, key=lambda e: (e[0], e[1]))
 
 
-def draw_rings(ax, color: str = "0.55", lw: float = 0.5) -> None:
-    """Dotted centre lines of the five rings, as a reference (not data)."""
+RING_LINE = {"ls": (0, (4, 2.5)), "lw": 0.7, "ec": "#b2182b", "alpha": 0.75}  # dashed, dark red
+
+
+def draw_rings(ax) -> None:
+    """Dashed centre lines of the five rings, as a reference (not data): thin, dark red and
+    half transparent, drawn above the points so that they stay visible in dense clouds."""
     for c in RING_CENTERS:
-        ax.add_patch(Circle(c, RING_RADIUS, fill=False, ls=":", lw=lw, ec=color, zorder=0.5))
+        ax.add_patch(Circle(c, RING_RADIUS, fill=False, zorder=3, **RING_LINE))
 
 
 def _points_axes(ax, xlim, ylim, title: str, labels: tuple[bool, bool] = (True, True)) -> None:
@@ -217,6 +267,7 @@ def point_panels(
     color: str = POINT_COLOR,
     size: float = 2.0,
     panel_height: float | None = None,
+    frame: Frame | None = None,
 ) -> Figure:
     """A grid of point clouds with shared limits and equal aspect.
 
@@ -224,14 +275,17 @@ def point_panels(
         panels: (points (N, 2) in data units, title) per panel.
         ncols: panels per row.
         suptitle: title of the whole figure.
-        rings: draw the rings' dotted centre lines as a reference.
+        rings: draw the rings' centre lines (dashed) as a reference.
         shared: one set of limits for all panels (else each panel fits its points).
         color, size: marker colour and size.
         panel_height: height of a row in inches (default from the limits' aspect).
+        frame: the shared limits ((x0, x1), (y0, y1)), data units; default :func:`limits`
+            of all the points (which leaves out the outermost 0.5% per side and axis; count
+            what falls outside with :func:`outside`).
     """
     nrows, ncols = _grid(len(panels), ncols)
     if shared:
-        xlim, ylim = limits([p for p, _ in panels])
+        xlim, ylim = frame or limits([p for p, _ in panels])
         aspect = (ylim[1] - ylim[0]) / (xlim[1] - xlim[0])
     else:
         aspect = 0.65
@@ -312,17 +366,33 @@ def _away(direction: np.ndarray, dist: float = 7.0) -> tuple[float, float]:
     return float(dist * u[0]), float(dist * u[1])
 
 
-def _label(ax, text: str, xy: np.ndarray, offset: tuple[float, float], **kwargs) -> None:
-    """Write ``text`` centred ``offset`` points from the data point ``xy``."""
+def _label(
+    ax,
+    text: str,
+    xy: np.ndarray,
+    offset: tuple[float, float],
+    *,
+    zorder: float = 6,
+    outward: bool = False,
+    **kwargs,
+) -> None:
+    """Write ``text`` centred ``offset`` points from the data point ``xy``; ``outward``:
+    with its near side there instead (left-aligned when the offset points right, and so
+    on), so that a long label does not run back over the point."""
+    ha, va = "center", "center"
+    if outward:
+        u = np.asarray(offset, dtype=float) / max(float(np.hypot(*offset)), 1e-12)
+        ha = "left" if u[0] > 0.38 else "right" if u[0] < -0.38 else "center"
+        va = "bottom" if u[1] > 0.38 else "top" if u[1] < -0.38 else "center"
     ax.annotate(
         text,
         tuple(xy),
         xytext=offset,
         textcoords="offset points",
-        ha="center",
-        va="center",
+        ha=ha,
+        va=va,
         fontsize=6.5,
-        zorder=6,
+        zorder=zorder,
         **kwargs,
     )
 
@@ -382,6 +452,15 @@ def _trajectory_axes(
         )
     _points_axes(ax, *frame, "" if small else spec.get("title", ""), labels)
     return mappable
+
+
+def _colorbar(fig, mappable, axes, label: str, pad: float) -> Any:
+    """The time colour bar of trajectory figures, its label as large as the axis labels
+    and close to the bar."""
+    cb = fig.colorbar(mappable, ax=axes, shrink=0.85, pad=pad)
+    cb.set_label(label, fontsize=matplotlib.rcParams["axes.labelsize"], labelpad=3)
+    cb.ax.tick_params(length=2, pad=1.5)
+    return cb
 
 
 def _trajectory_legend(fig, spec: Mapping[str, Any], extra: Sequence[Line2D] = ()) -> None:
@@ -445,8 +524,7 @@ def trajectory_panels(
         mappable = m or mappable
     _trajectory_legend(fig, panels[0])
     if mappable is not None:
-        cb = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.85, pad=0.04)
-        cb.set_label(time_label)
+        _colorbar(fig, mappable, axes.ravel().tolist(), time_label, pad=0.04)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return fig
@@ -546,8 +624,7 @@ def trajectory_zoom(
         extra.append(Line2D([], [], ls="--", lw=0.7, color="k", label="left panel's frame"))
     _trajectory_legend(fig, panel, extra)
     if mappable is not None:
-        cb = fig.colorbar(mappable, ax=list(axes), shrink=0.85, pad=0.01)
-        cb.set_label(time_label)
+        _colorbar(fig, mappable, list(axes), time_label, pad=0.01)
     return fig
 
 
@@ -696,7 +773,10 @@ def class_trajectories(
 
     The time of each state is shown by the size of the dots along the path (growing with
     t), since the colour carries the class; ``background`` points are drawn faintly in
-    their classes' colours.
+    their classes' colours. Shorter paths are drawn above longer ones, each end cross has
+    a white edge, and the class name is written next to each end, beyond it in the
+    direction the path arrives from, so that every path and its end can be told apart
+    where paths cross or one is short.
     """
     path, labels, times = _np(path), _np(labels).astype(int), _np(times)
     fig = _figure(2.9)
@@ -707,18 +787,33 @@ def class_trajectories(
         for k in range(len(class_names)):
             m = bl == k
             ax.scatter(bg[m, 0], bg[m, 1], s=1, c=colors[k], alpha=0.2, lw=0, rasterized=True)
-    cols = [colors[k] for k in labels]
-    _draw_paths(ax, path, times, norm=Normalize(0, 1), markers=False, lw=1.4, line_colors=cols)
     idx = np.linspace(0, len(times) - 1, min(len(times), 11)).round().astype(int)
-    for n in range(path.shape[1]):
+    length = np.linalg.norm(np.diff(path, axis=0), axis=-1).sum(axis=0)  # (N,)
+    halo = [withStroke(linewidth=2.0, foreground="white")]
+    for rank, n in enumerate(np.argsort(-length, kind="stable")):  # longest first, at the bottom
+        color, z = colors[labels[n]], 2 + 4 * rank
+        ax.plot(path[:, n, 0], path[:, n, 1], c=color, lw=1.4, zorder=z)
         ax.scatter(
             path[idx, n, 0],
             path[idx, n, 1],
             s=4 + 26 * times[idx],
-            c=cols[n],
+            c=color,
             edgecolors="0.3",
             lw=0.3,
-            zorder=3,
+            zorder=z + 1,
+        )
+        ax.scatter(*path[0, n], s=24, facecolors="none", edgecolors="k", lw=0.8, zorder=z + 2)
+        ax.scatter(*path[-1, n], s=46, marker="X", c="k", ec="w", lw=0.7, zorder=z + 3)
+        _label(
+            ax,
+            class_names[labels[n]],
+            path[-1, n],
+            _away(_move(path[:, n], last=True), 6.0),
+            outward=True,
+            color=color,
+            fontweight="bold",
+            path_effects=halo,
+            zorder=100,  # above every path
         )
     xlim, ylim = limits([path], quantile=1.0, pad=0.35)
     _points_axes(ax, xlim, ylim, title)
@@ -728,7 +823,7 @@ def class_trajectories(
     ]
     handles += [
         Line2D([], [], ls="", marker="o", mfc="none", mec="k", label="start, t = 0"),
-        Line2D([], [], ls="", marker="X", color="k", label="end, t = 1"),
+        Line2D([], [], ls="", marker="X", color="k", mec="w", label="end, t = 1 (named)"),
         Line2D([], [], ls="", marker="o", ms=2, color="0.4", label="dots grow with t"),
     ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), framealpha=0.9)

@@ -12,7 +12,29 @@ from .presets import BONUS_LR, BONUS_REACHED, BONUS_TARGET
 from .study import Study
 from .text import num, pair, sci
 
-__all__ = ["STAGES"]
+__all__ = ["STAGES", "away", "error_text", "exact"]
+
+
+def exact(r: steer.Steered, target: torch.Tensor) -> bool:
+    """Whether the stored landing point of ``r`` equals ``target`` (1, D) exactly."""
+    return torch.equal(r.x.reshape(-1), target.to(r.x.dtype).reshape(-1))
+
+
+def away(r: steer.Steered, target: torch.Tensor) -> str:
+    """Where ``r`` landed, for a sentence: ``7.1×10⁻³ away`` or ``exactly on the target
+    (0 in float32)``."""
+    if exact(r, target):
+        return f"exactly on the target (0 in {str(r.x.dtype).removeprefix('torch.')})"
+    return f"{sci(r.error)} away"
+
+
+def error_text(r: steer.Steered, target: torch.Tensor, short: bool = False) -> str:
+    """The landing error of ``r`` for the text: ``0 (exact in float32)`` when the stored
+    landing point equals ``target`` bit for bit, else the number (``short``: 2 significant
+    digits, for figure titles; otherwise :func:`~.text.sci`)."""
+    if exact(r, target):
+        return f"0 (exact in {str(r.x.dtype).removeprefix('torch.')})"
+    return f"{r.error:.2g}" if short else sci(r.error)
 
 
 def bonus(study: Study) -> None:
@@ -49,6 +71,7 @@ def bonus(study: Study) -> None:
                 "method": name,
                 "landing": r.x[0].tolist(),
                 "error": r.error,
+                "exact": exact(r, target),
                 "z": r.z[0].tolist(),
                 "z_norm": float(r.z.norm()),
                 "log_pz": r.log_pz,
@@ -61,7 +84,7 @@ def bonus(study: Study) -> None:
             (
                 name,
                 pair(r.x[0]),
-                sci(r.error),
+                error_text(r, target),
                 num(float(r.z.norm()), 2),
                 num(r.log_pz, 1),
                 f"{r.evaluations:,}",
@@ -72,7 +95,7 @@ def bonus(study: Study) -> None:
             {
                 "path": r.path,
                 "times": r.times,
-                "title": f"{short}\nerror {r.error:.2g}",
+                "title": f"{short}\nerror {error_text(r, target, short=True)}",
                 "markers": False,
                 "overlay": [(target, "target (4, 5)", "*", "#EE334E")],
             }
@@ -89,7 +112,7 @@ def bonus(study: Study) -> None:
         panels,
         "Bonus. The trajectory of the sampled point for each method, from its noise "
         "(hollow circle) to the output (cross), coloured by t; red star: the target.",
-        time_label="t",
+        time_label="time t (0: noise, 1: output)",
         panel_height=2.1,
         ncols=3,
     )
@@ -131,8 +154,8 @@ def bonus(study: Study) -> None:
         f"noise of norm {num(float(rev.z.norm()), 2)} (log p<sub>z</sub> = "
         f"{num(rev.log_pz, 1)}"
         + (", far in the tail of N(0, I)" if float(rev.z.norm()) > 4 else "")
-        + f"); sampling from it lands {sci(rev.error)} away with Euler (Δt = {p.dt:g}) "
-        f"and {sci(rk4.error)} with RK4 (Δt = 0.01). "
+        + f"); sampling from it lands {away(rev, target)} with Euler "
+        f"(Δt = {p.dt:g}) and {away(rk4, target)} with RK4 (Δt = 0.01). "
         + (
             "This works because the ODE is invertible, even where the field was never "
             "trained; what remains is the Euler mismatch of FM Q5. "
@@ -145,7 +168,7 @@ def bonus(study: Study) -> None:
         "<b>Gradient descent on the noise.</b> Starting from an ordinary draw "
         f"(|z| = {num(float(z0.norm()), 2)}), Adam moved z through the unrolled Euler "
         f"sampler (Δt = {p.bonus_dt:g}) for {gd.details['steps_taken']} steps; the output "
-        f"lands {sci(gd.error)} away at that step size and {sci(fine)} away when the same "
+        f"lands {away(gd, target)} at that step size and {sci(fine)} away when the same "
         f"z is sampled with Δt = {p.dt:g}. "
         + (
             "It needs no inverse and optimises exactly the sampler that will be used, at "
@@ -159,13 +182,14 @@ def bonus(study: Study) -> None:
     doc.para(
         "<b>Guidance.</b> Blending the network's velocity with the straight-path "
         "velocity towards the target, (1 − w) v + w (y* − y)/(1 − t), ends "
-        f"{sci(g5.error)} away for w = 0.5"
+        f"{away(g5, target)} for w = 0.5"
         + (
             ": the two fields pull in different directions and the point stops between them. "
             if g5.error >= BONUS_REACHED
             else ". "
         )
-        + f"With w = 1 it ends {sci(g1.error)} away, but the network is then ignored: the "
+        + f"With w = 1 it ends {away(g1, target)}, but the network is then "
+        "ignored: the "
         "trivial answer, as the model no longer generates anything."
     )
 

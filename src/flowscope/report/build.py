@@ -78,7 +78,7 @@ def build_report(
 
     Arguments:
         out: output folder (created if needed).
-        preset: ``"full"`` (the seed's recipe: 250,000 points, 20 epochs), ``"quick"``
+        preset: ``"full"`` (the study's recipe: 250,000 points, 20 epochs), ``"quick"``
             (7 epochs), ``"smoke"`` (tiny, for tests) or a :class:`Preset`.
         seed: seeds the data, the training and every experiment.
         retrain: train the models even if ``out/models`` holds them with the same config.
@@ -121,7 +121,7 @@ def build_report(
 
     stages: list[tuple[str, Callable[[Study], None]]] = [
         *models.STAGES,
-        ("held-out data and the data's entropy", prepare_data),
+        ("held-out data, entropy and W2 noise floors", prepare_data),
         *overview.STAGES,
         *nf.STAGES,
         *fm.STAGES,

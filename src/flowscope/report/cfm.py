@@ -15,7 +15,7 @@ from ..data import BAND_TOLERANCE, RING_NAMES, RING_THICKNESS, in_band, nearest_
 from ..runs import run_data
 from .measures import as_numpy
 from .study import Study
-from .text import num, pair, pct
+from .text import balanced, num, pair, pct
 
 __all__ = ["STAGES"]
 
@@ -153,11 +153,14 @@ def q3(study: Study) -> None:
         "by the class it was generated for.",
     )
     worst = int(np.argmin(acc.per_class))
+    table3 = study.m["evaluation"]["cfm"]
     doc.para(
-        f"{pct(acc.overall)} of the samples lie in the band of the ring they were asked "
-        "for (per class: "
+        f"Class accuracy, the share of samples that lie in the band of the ring they were "
+        f"generated for, is {pct(acc.overall)} on these {p.cfm_samples:,} samples "
+        f"({balanced(p.cfm_samples, k)} per ring; Table 3's {pct(table3['class_accuracy'])} "
+        f"comes from {table3['n']:,} other samples of the same model). Per class: "
         + ", ".join(f"{name} {pct(v)}" for name, v in zip(RING_NAMES, acc.per_class, strict=True))
-        + f"; lowest: {RING_NAMES[worst]}), and {pct(prec.precision)} lie in some band; "
+        + f" (lowest: {RING_NAMES[worst]}); {pct(prec.precision)} lie in some band and "
         f"{pct(nearest_own)} are closer to their own ring's centre line than to any other. "
         + (
             "Each class's samples form its own ring, including where rings overlap: "

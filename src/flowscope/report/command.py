@@ -40,12 +40,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=list(PRESETS),
         default="full",
-        help="full: the seed's recipe (250,000 points, 20 epochs); quick: 7 epochs; "
+        help="full: the study's recipe (250,000 points, 20 epochs); quick: 7 epochs; "
         "smoke: a tiny end-to-end run (seconds)",
     )
     p.add_argument(
         "--retrain", action="store_true", help="train the models even if saved ones match"
     )
     p.add_argument(
-        "--seed", type=int_type(0), default=0, help="seed of data, training and experiments (>= 0)"
+        "--seed",
+        type=int_type(0),
+        default=0,
+        help="seed of data, training and experiments, >= 0 (default 0)",
     )

@@ -100,14 +100,32 @@ def _register_fonts() -> str:
     return name
 
 
-def _col_widths(block: Block, total: float) -> list[float]:
-    """Column widths (points) proportional to each column's longest visible text."""
-    weight = []
+def _col_widths(block: Block, total: float, font: str, size: float) -> list[float]:
+    """Column widths (points) of a table ``total`` points wide, as a browser lays one out.
+
+    Each column gets at least its longest word (header words bold), so no number or word
+    breaks; the space left goes to the columns in proportion to how much more their
+    longest cell needs to fit on one line.
+    """
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    pad = 6.5  # the cell's left and right padding, plus a little
+    lo, hi = [], []
     for head, *cells in zip(block.header, *block.rows, strict=True):
-        longest_word = max(len(w) for w in re.sub(r"<[^>]+>", "", head).split())
-        longest_cell = max((len(re.sub(r"<[^>]+>", "", c)) for c in cells), default=0)
-        weight.append(min(max(longest_word, longest_cell, 5), 34))
-    return [total * w / sum(weight) for w in weight]
+        texts = [(html.unescape(re.sub(r"<[^>]+>", "", t)), f) for t, f in
+                 ((head, font + "-Bold"), *((c, font) for c in cells))]  # fmt: skip
+        word = max(stringWidth(w, f, size) for t, f in texts for w in t.split() or [""])
+        line = max(stringWidth(t, f, size) for t, f in texts)
+        lo.append(word + pad)
+        hi.append(max(line, word) + pad)
+    spare, want = total - sum(lo), [h - m for h, m in zip(hi, lo, strict=True)]
+    if spare <= 0 or sum(want) <= 0:  # too narrow for the words, or everything fits
+        extra = [spare * w / sum(lo) for w in lo] if spare <= 0 else [spare / len(lo)] * len(lo)
+        return [m + e for m, e in zip(lo, extra, strict=True)]
+    if sum(want) <= spare:  # every cell fits on one line: share what is left evenly
+        rest = (spare - sum(want)) / len(lo)
+        return [h + rest for h in hi]
+    return [m + spare * w / sum(want) for m, w in zip(lo, want, strict=True)]
 
 
 def write_pdf(doc: Document, path: Path) -> int:
@@ -185,7 +203,8 @@ def write_pdf(doc: Document, path: Path) -> int:
         elif b.kind == "table":
             head = [Paragraph(f"<b>{h}</b>", small) for h in b.header]
             rows = [[Paragraph(c, small) for c in r] for r in b.rows]
-            t = Table([head, *rows], colWidths=_col_widths(b, width), repeatRows=1, hAlign="LEFT")
+            widths = _col_widths(b, width, font, small.fontSize)
+            t = Table([head, *rows], colWidths=widths, repeatRows=1, hAlign="LEFT")
             t.setStyle(
                 TableStyle(
                     [

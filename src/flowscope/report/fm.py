@@ -19,7 +19,6 @@ from .measures import (
     axis_aligned_share,
     fifth_shares,
     fifth_turning,
-    olympic_draw,
     straightness,
     successive_cosine,
 )
@@ -83,7 +82,7 @@ def q2(study: Study) -> None:
     )
     w2_path = [metrics.wasserstein2(path[i], t * ref + (1 - t) * noise) for i, t in
                zip(idx, FM_TIMES, strict=True)]  # fmt: skip
-    floor = metrics.w2_noise_floor(olympic_draw, n=path.shape[1], seed=study.seed + 70)
+    floor = study.floor(path.shape[1])
     fm_share = fifth_shares(path)
     nf_share = study.m["nf_q3"]["fifth_shares"]
     turn = fifth_turning(path)
@@ -91,7 +90,8 @@ def q2(study: Study) -> None:
         "times": list(FM_TIMES),
         "ring_precision": prec,
         "w2_to_interpolation": w2_path,
-        "w2_noise_floor": floor,
+        "w2_noise_floor": floor.mean,
+        "w2_noise_floor_std": floor.std,
         "fifth_shares": fm_share,
         "nf_fifth_shares": nf_share,
         "fifth_velocity_change": turn,
@@ -100,12 +100,13 @@ def q2(study: Study) -> None:
     }
     study.m["fm_q2"] = m
     panels = [(path[i], f"t = {t:g}") for i, t in zip(idx, FM_TIMES, strict=True)]
-    fig = plots.point_panels(panels, ncols=3, suptitle=f"FM: {path.shape[1]} points along the flow")
-    study.figure(
+    study.points_figure(
         "fm_q2_times",
-        fig,
+        panels,
         "FM Q2. The same latent points as NF Q3, integrated with Euler steps of "
         f"Δt = {p.dt:g} and shown at six times (data units).",
+        ncols=3,
+        suptitle=f"FM: {path.shape[1]} points along the flow",
     )
     spread_fm = max(fm_share) - min(fm_share)
     text = (
@@ -115,7 +116,8 @@ def q2(study: Study) -> None:
         "blurred by Gaussian noise of 1 − t times its spread. Measured: the W2 "
         "distance between the cloud and a fresh draw of that mixture is "
         + ", ".join(f"{num(w, 2)} (t = {t:g})" for w, t in zip(w2_path, FM_TIMES, strict=True))
-        + f", against {num(floor, 2)} between two draws of the data at this size. Only "
+        + f", against a noise floor of {study.floor_text(path.shape[1])} at this size "
+        "(two independent draws of the data itself, NF Q2). Only "
         f"at t = 1 do the points reach the bands ({pct(prec[-1], 0)} inside one, "
         f"{pct(prec[0], 0)} of the noise at t = 0). "
     )
@@ -162,7 +164,7 @@ def q3(study: Study) -> None:
         [{"path": path, "times": study.fm_times, "title": "FM: 10 samples", "markers": False}],
         "FM Q3. The same ten latent points as NF Q4, integrated from t = 0 (hollow "
         "circles) to t = 1 (crosses), coloured by t.",
-        time_label="t",
+        time_label="time t (0: noise, 1: data)",
     )
     fm_more = m["successive_cosine"] > m["nf_successive_cosine"]
     straighter = "FM" if m["straightness_all"] > m["nf_straightness_all"] else "NF"
@@ -206,7 +208,7 @@ def q4(study: Study) -> None:
     doc.question("fm-q4", "FM Q4 · Time quantization: Δt = 0.002 … 0.2")
     z = torch.randn(p.n_show, 2, generator=study.gen(4))
     ref = study.test[: p.n_show]
-    floor = metrics.w2_noise_floor(olympic_draw, n=len(ref), seed=study.seed + 60)
+    floor = study.floor(len(ref))
     samples = {dt: fm(z, dt=dt) for dt in DTS}
     rows, table, panels = [], [], []
     base = samples[DTS[0]]
@@ -227,22 +229,28 @@ def q4(study: Study) -> None:
                 num(drift),
             )
         )
-    study.m["fm_q4"] = {"rows": rows, "w2_noise_floor": floor, "n": p.n_show}
-    fig = plots.point_panels(
-        panels, ncols=3, rings=True, suptitle=f"FM: the same {p.n_show} noise points"
-    )
-    study.figure(
+    study.m["fm_q4"] = {
+        "rows": rows,
+        "w2_noise_floor": floor.mean,
+        "w2_noise_floor_std": floor.std,
+        "n": p.n_show,
+    }
+    study.points_figure(
         "fm_q4_dt",
-        fig,
-        "FM Q4. Euler sampling of the same noise with five step sizes; dotted: the rings' "
-        "centre lines.",
+        panels,
+        "FM Q4. Euler sampling of the same noise with five step sizes; dashed red: the "
+        "rings' centre lines.",
+        names=[f"Δt = {dt:g}" for dt in DTS],
+        ncols=3,
+        rings=True,
+        suptitle=f"FM: the same {p.n_show} noise points",
     )
     doc.table(
         ("Δt", "steps", "in a band", "offset of the rest", "coverage", "W2", "moved vs 0.002"),
         table,
-        f"FM Q4. Quality per step size ({p.n_show} samples, W2 to as many test points; "
-        f"noise floor {num(floor)}). Last column: mean distance from where the same noise "
-        "lands with Δt = 0.002, data units.",
+        f"FM Q4. Quality per step size ({p.n_show:,} samples, W2 to as many test points; "
+        f"its noise floor at this size is {study.floor_text(len(ref))}, as in NF Q2). Last "
+        "column: mean distance from where the same noise lands with Δt = 0.002, data units.",
     )
     a, b = rows[0], rows[-1]
     prec = [r["ring_precision"] for r in rows]
@@ -276,6 +284,14 @@ def q4(study: Study) -> None:
         text += (
             "In this run the coarse steps move the points without lowering the share "
             "inside the bands much; the damage shows in W2 and in the distance moved. "
+        )
+    near = [r["dt"] for r in rows if r["w2"] <= floor.mean + 2 * floor.std]
+    if near:
+        text += (
+            f"W2 with Δt = {', '.join(f'{dt:g}' for dt in near)} lies within twice the "
+            f"spread of the noise floor ({study.floor_text(len(ref))}) or below it: at "
+            f"{p.n_show:,} points W2 cannot tell these samples from the data, and a value "
+            "below the floor is noise, not a better model. "
         )
     if rows[1]["drift"] < 0.25 * b["drift"]:
         text += (

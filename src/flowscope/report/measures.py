@@ -6,22 +6,23 @@ plain floats and lists, ready for ``metrics.json``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data import OLYMPIC_BOX, in_band, nearest_ring, olympic_rings
+from ..data import OLYMPIC_BOX, RING_RADIUS, RING_THICKNESS, in_band, nearest_ring
 
 __all__ = [
     "as_numpy",
     "axis_aligned_share",
     "band_area",
+    "conditional_entropy",
     "fifth_shares",
     "fifth_turning",
     "locate",
-    "olympic_draw",
     "step_lengths",
     "straightness",
     "successive_cosine",
@@ -119,6 +120,18 @@ def band_area(n: int, seed: int) -> float:
     return inside / n * (x1 - x0) * (y1 - y0)
 
 
-def olympic_draw(n: int, seed: int) -> torch.Tensor:
-    """``n`` fresh Olympic points (n, 2), data units: the sampler of the W2 noise floors."""
-    return olympic_rings(n, seed=seed)
+def conditional_entropy(radius: float = RING_RADIUS, thickness: float = RING_THICKNESS) -> float:
+    r"""Differential entropy of the conditional Olympic data given the ring, nats, data units.
+
+    Given its ring, a point has radius r uniform in [R - w/2, R + w/2] and a uniform
+    angle (:func:`~flowscope.data.olympic_rings` with ``conditional=True``), so its density
+    is 1 / (2 pi w r) on the annulus and
+
+    .. math:: H(X \mid C) = \log(2 \pi w) + \mathrm{E}[\log r]
+        = \log(2 \pi w) + \frac{[r \log r - r]_{R - w/2}^{R + w/2}}{w}.
+
+    No conditional density can score a held-out ``-log p(x | c)`` below this on average.
+    """
+    a, b = radius - thickness / 2, radius + thickness / 2
+    mean_log_r = ((b * math.log(b) - b) - (a * math.log(a) - a)) / thickness
+    return math.log(2 * math.pi * thickness) + mean_log_r

@@ -19,14 +19,15 @@ import numpy as np
 import torch
 
 from .. import __version__, plots
+from ..evaluate import FLOOR_PAIRS, NoiseFloor, data_draw, noise_floor
 from ..runs import run_data
 from ..train import History, TrainConfig
 from .document import Document
 from .measures import band_area
 from .presets import FIGURE_DPI, PROBE_POINTS, Preset
-from .text import pair
+from .text import pair, pct, pm
 
-__all__ = ["Study", "prepare_data", "zoom_note"]
+__all__ = ["Study", "outside_note", "prepare_data", "zoom_note"]
 
 
 class Study:
@@ -45,6 +46,8 @@ class Study:
     val_n: int  # validation points of the loss, from prepare_data
     background: torch.Tensor  # (M, 2) test points drawn as grey context, from prepare_data
     h_std: float  # the data's entropy, nats per standardized point, from prepare_data
+    floors: dict[tuple[int, bool], NoiseFloor]  # W2 noise floor per (size, conditional data)
+    quality_n: int  # samples per model of the overview's W2, from prepare_data
     probes: torch.Tensor  # (5, 2) the points of PROBE_POINTS, from prepare_data
     z_show: torch.Tensor  # (n_show, 2) latents, standardized units, from prepare_data
     nf_path: np.ndarray  # (L + 1, n_show, 2) z_show through the NF's layers, from NF Q3
@@ -85,6 +88,41 @@ class Study:
         """Save ``figure`` as ``figures/NAME.png`` and add it to the document."""
         path = plots.save(figure, self.fig_dir / f"{name}.png", dpi=FIGURE_DPI)
         self.doc.figure(path, caption)
+
+    def floor(self, n: int, conditional: bool = False) -> NoiseFloor:
+        """The W2 noise floor at ``n`` points, computed once by :func:`prepare_data`.
+
+        Raises:
+            KeyError: for a size (or data) the study did not prepare a floor for.
+        """
+        return self.floors[(n, conditional)]
+
+    def floor_text(self, n: int, conditional: bool = False) -> str:
+        """``0.186 ± 0.006``: the noise floor at ``n`` points, as every text quotes it."""
+        f = self.floor(n, conditional)
+        return pm(f.mean, f.std)
+
+    def points_figure(
+        self,
+        name: str,
+        panels: Sequence[tuple[Any, str]],
+        caption: str,
+        *,
+        names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Point clouds (:func:`~flowscope.plots.point_panels`) with shared limits, saved and
+        added as :meth:`figure` does.
+
+        The limits hold all but the outermost 0.1% of the points per side and axis (a few
+        far points would shrink the clouds); the caption gets :func:`outside_note`, the
+        share of each panel's points left outside, the panels named by ``names`` (default:
+        their titles).
+        """
+        frame = plots.limits([p for p, _ in panels], quantile=0.999)
+        fig = plots.point_panels(panels, frame=frame, **kwargs)
+        named = [(p, n) for (p, _), n in zip(panels, names or [t for _, t in panels], strict=True)]
+        self.figure(name, fig, f"{caption} {outside_note(named, frame)}".rstrip())
 
     def trajectory_figure(
         self,
@@ -132,6 +170,20 @@ class Study:
         self.figure(name, fig, f"{caption} {zoom_note(panel, frame)}")
 
 
+def outside_note(panels: Sequence[tuple[Any, str]], frame: plots.Frame) -> str:
+    """What share of each panel's points (N, 2) lies outside ``frame`` (data units), for
+    the panels that have any, given as (points, name): ``Outside the frame (not shown):
+    0.4% of “t = 0”.``"""
+    items = []
+    for points, title in panels:
+        share = float(plots.outside(points, frame).mean())
+        if share > 0:
+            items.append(f"{pct(share)} of “{title}”")
+    if not items:
+        return ""
+    return f"Outside the frame (not shown): {', '.join(items)}."
+
+
 def zoom_note(panel: Mapping[str, Any], frame: plots.Frame) -> str:
     """What the panels of :func:`~flowscope.plots.trajectory_zoom` show, and what of
     ``panel`` (its paths' states and ends, its overlay points) lies outside ``frame``.
@@ -164,11 +216,31 @@ def zoom_note(panel: Mapping[str, Any], frame: plots.Frame) -> str:
 
 
 def prepare_data(study: Study) -> None:
-    """The stage that sets the held-out points, a background subsample and the data's
-    entropy floor (the log of the area of the rings' bands, :func:`~.measures.band_area`)."""
+    """The stage that sets the held-out points, a background subsample, the data's
+    entropy floor (the log of the area of the rings' bands, :func:`~.measures.band_area`)
+    and the W2 noise floor at each sample size the study quotes W2 for.
+
+    The noise floors (:func:`~flowscope.evaluate.noise_floor`): ``n_show`` points of the
+    unconditional data (NF Q2, FM Q2, FM Q4), and the overview's sample size of the
+    unconditional data (NF, FM) and of the conditional data (CFM, whose test points are
+    drawn as it was trained), each the mean and spread over pairs of fresh draws whose
+    seeds start at ``1000 * seed + 100``, never the models' own data seeds.
+    """
     p = study.preset
     nf, info = study.models["nf"], study.infos["nf"]
     study.test = run_data(info, "test").x
+    study.quality_n = min(p.n_quality, len(study.test), len(run_data(study.infos["cfm"], "test").x))
+    sizes = {(p.n_show, False), (study.quality_n, False), (study.quality_n, True)}
+    study.floors = {
+        (n, cond): noise_floor(
+            data_draw("olympic", cond), n, seed=1000 * study.seed + 100, pairs=FLOOR_PAIRS
+        )
+        for n, cond in sorted(sizes)
+    }
+    study.m["w2_noise_floors"] = [
+        {"n": n, "conditional": cond, "mean": f.mean, "std": f.std, "values": list(f.values)}
+        for (n, cond), f in study.floors.items()
+    ]
     study.val_n = min(len(run_data(info, "val").x), TrainConfig().val_size)
     study.background = study.test[: p.background]
     area = band_area(p.entropy_points, seed=12_345)

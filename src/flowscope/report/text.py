@@ -3,8 +3,8 @@
 The markup (``<sup>``) is understood by both outputs, see :class:`~.document.Block`.
 
 Example:
-    >>> num(-1.23456), pct(0.5), pair((1, -2.5))
-    ('−1.235', '50.0%', '(1.00, −2.50)')
+    >>> num(-1.23456), pct(0.5), pair((1, -2.5)), pm(0.18612, 0.0061)
+    ('−1.235', '50.0%', '(1.00, −2.50)', '0.186 ± 0.006')
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["num", "pair", "pct", "sci"]
+__all__ = ["balanced", "num", "pair", "pct", "pm", "sci"]
 
 
 def num(x: float | None, digits: int = 3) -> str:
@@ -46,3 +46,15 @@ def pct(x: float, digits: int = 1) -> str:
 def pair(point: Sequence[Any], digits: int = 2) -> str:
     """A point (x, y) (floats, numpy or 0-d tensor entries) as ``(x, y)`` with :func:`num`."""
     return f"({num(float(point[0]), digits)}, {num(float(point[1]), digits)})"
+
+
+def pm(mean: float, spread: float, digits: int = 3) -> str:
+    """A value and its spread, ``0.186 ± 0.006``, both with :func:`num`."""
+    return f"{num(mean, digits)} ± {num(spread, digits)}"
+
+
+def balanced(n: int, classes: int) -> str:
+    """How many of ``n`` balanced samples (labels ``arange(n) % classes``) each class
+    gets: ``"400"``, or ``"400 or 401"`` when ``n`` does not split evenly."""
+    k, extra = divmod(n, classes)
+    return f"{k:,}" if extra == 0 else f"{k:,} or {k + 1:,}"
