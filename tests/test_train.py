@@ -222,3 +222,22 @@ def test_train_config_rejects_bad_values(kwargs):
 def test_train_config_defaults_are_the_seed_recipe():
     cfg = TrainConfig()
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (20, 128, 1e-3)
+
+
+def test_fit_trains_with_one_thread_and_restores_the_count():
+    seen = []
+    torch.set_num_threads(2)
+    model = NormalizingFlow(couplings=1)
+    original = model._loss_std
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    model._loss_std = spy
+    try:
+        fit(model, torch.randn(64, 2), config=TrainConfig(epochs=1, batch_size=32))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
