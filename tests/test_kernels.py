@@ -64,7 +64,8 @@ def test_nf_kernel_matches_the_equations(bound):
 def plain_fm_loss(fm, x1, labels, generator):
     """Eq. 16 written out with the model's own layers."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-    t = torch.rand(len(x1), 1, generator=generator, dtype=x1.dtype)
+    # t ~ Beta(alpha, 1) by inversion of its CDF t^alpha (the seed's U[0, 1] for alpha = 1).
+    t = torch.rand(len(x1), 1, generator=generator, dtype=x1.dtype) ** (1 / fm.time_alpha)
     y = t * x1 + (1 - t) * x0
     parts = [y, t] + ([] if labels is None else [fm.field.embedding(labels)])
     a = torch.cat(parts, 1)
@@ -78,9 +79,10 @@ def plain_fm_loss(fm, x1, labels, generator):
 
 @pytest.mark.parametrize("num_classes", [None, 5])
 @pytest.mark.parametrize("n", [128, 37])  # a batch that is not a multiple of the vector length
-def test_fm_kernel_matches_the_equations(num_classes, n):
+@pytest.mark.parametrize("alpha", [1.0, 5.0])
+def test_fm_kernel_matches_the_equations(num_classes, n, alpha):
     torch.manual_seed(1)
-    fm = FlowMatching(num_classes=num_classes, hidden=24, layers=4).double()
+    fm = FlowMatching(num_classes=num_classes, hidden=24, layers=4, time_alpha=alpha).double()
     x1 = torch.randn(n, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.randint(0, 5, (n,))
     assert fm._use_kernel(x1)

@@ -6,10 +6,19 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 from flowscope.base import standard_normal_log_prob
-from flowscope.matching import SOLVERS, FlowMatching, divergence_of, integrate, time_grid
+from flowscope.matching import (
+    DEFAULT_TIME_ALPHA,
+    SOLVERS,
+    FlowMatching,
+    divergence_of,
+    integrate,
+    sample_times,
+    time_grid,
+)
 
 F64 = torch.float64
 
@@ -286,19 +295,53 @@ def test_hutchinson_log_prob_agrees_with_exact_in_expectation():
         fm.log_prob(x, divergence="trace")
 
 
-def test_loss_is_eq16_with_t0_noise_and_t1_data(monkeypatch):
+@pytest.mark.parametrize("alpha", [1.0, DEFAULT_TIME_ALPHA])
+def test_loss_is_eq16_with_t0_noise_and_t1_data(alpha, monkeypatch):
     # With v = t y, and y = t x1 + (1 - t) x0, the residual v - (x1 - x0) is
-    # (t^2 - 1) x1 + (1 + t - t^2) x0, whose mean square over t ~ U[0, 1], x0 ~ N(0, I) is
-    # 8/15 |x1|^2 + 41/30 D. Swapping the time convention gives other numbers.
+    # (t^2 - 1) x1 + (1 + t - t^2) x0. Over x0 ~ N(0, I) and t ~ Beta(a, 1), whose moments
+    # are E t^k = a / (a + k), its mean square is c1 |x1|^2 + c0 D with the constants
+    # below (8/15 and 41/30 for the seed's U[0, 1], a = 1). Swapping the time convention
+    # gives other numbers.
+    def m(k):
+        return alpha / (alpha + k)
+
+    c1 = m(4) - 2 * m(2) + 1
+    c0 = 1 + 2 * m(1) - m(2) - 2 * m(3) + m(4)
+    if alpha == 1.0:
+        assert (c1, c0) == pytest.approx((8 / 15, 41 / 30), rel=1e-12)
     d = 2
     fm = model_with(TimeLinearField(), d, monkeypatch)
+    fm.time_alpha = alpha
     x1 = 0.5 + rand(100_000, d, seed=3)
     loss = fm.loss(x1, generator=torch.Generator().manual_seed(0)).item()
     m2 = (x1**2).sum(1).mean().item()
-    assert loss == pytest.approx(8 / 15 * m2 + 41 / 30 * d, abs=0.05)
+    assert loss == pytest.approx(c1 * m2 + c0 * d, abs=0.05)
     # The generator seeds the noise and times: same generator, same loss.
     again = fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
     assert again == fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.5, DEFAULT_TIME_ALPHA])
+def test_training_times_follow_beta_alpha_1(alpha):
+    t = sample_times(20_000, alpha, torch.Generator().manual_seed(0), F64)
+    assert t.shape == (20_000, 1)
+    assert 0 <= t.min() and t.max() <= 1
+    # Beta(a, 1) has the CDF t^a.
+    p = stats.kstest(t.squeeze(1).numpy(), lambda v: v.clip(0, 1) ** alpha).pvalue
+    assert p > 1e-3
+    # The seed's U[0, 1] draws are returned untouched.
+    if alpha == 1.0:
+        u = torch.rand(20_000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+        assert torch.equal(t, u)
+
+
+def test_default_time_alpha_is_recorded_and_bad_values_raise():
+    fm = FlowMatching()
+    assert fm.time_alpha == DEFAULT_TIME_ALPHA == fm.config()["time_alpha"]
+    assert FlowMatching(time_alpha=1).config()["time_alpha"] == 1.0
+    for bad in (0, -1.0, math.nan, math.inf, True, "5"):
+        with pytest.raises(ValueError, match="time_alpha"):
+            FlowMatching(time_alpha=bad)
 
 
 @pytest.mark.parametrize("num_classes", [None, 5])

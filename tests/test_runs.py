@@ -155,6 +155,26 @@ def test_run_folder_holds_only_safe_formats(runs):
                 assert len(list(f.keys())) > 0
 
 
+def test_a_flow_matching_run_records_its_time_distribution(runs, tmp_path):
+    src = runs["cfm"]
+    model, info = load_run(src)
+    assert info.model["time_alpha"] == model.time_alpha == 5.0
+    # A folder written before time_alpha existed was trained with the seed's U[0, 1];
+    # it loads as such (same weights), and resuming it under the new default is refused.
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in src.iterdir():
+        (old / f.name).write_bytes(f.read_bytes())
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["time_alpha"]
+    (old / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_run(old)
+    assert loaded.time_alpha == 1.0
+    assert torch.equal(loaded.field.theta, model.field.theta)
+    with pytest.raises(RunError, match="time_alpha"):
+        train_run("cfm", old, config=CONFIG, resume=True, **TINY)
+
+
 # -- resume -----------------------------------------------------------------------------
 
 

@@ -227,7 +227,11 @@ def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
     """
     run_dir = Path(run_dir)
     info = read_info(run_dir)
-    model = build_model(info.kind, info.model)
+    args = dict(info.model)
+    if info.kind == "fm":
+        # Folders written before time_alpha existed were trained with the seed's U[0, 1].
+        args.setdefault("time_alpha", 1.0)
+    model = build_model(info.kind, args)
     tensors = _read_tensors(run_dir / "model.safetensors")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

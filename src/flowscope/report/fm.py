@@ -59,7 +59,8 @@ def q1(study: Study) -> None:
         f"of the first {k}) to {num(m['last_epoch_mean'])} (mean of the last epoch), and "
         f"the validation loss from {num(m['val_loss_first'])} to {num(m['val_loss_last'])}. "
         f"It stays noisy (standard deviation {num(m['last_epoch_std'])} within the last "
-        "epoch) and far from 0, because every batch draws new times and noise, and the "
+        "epoch) and far from 0, because every batch draws new times (from Beta("
+        f"{study.models['fm'].time_alpha:g}, 1)) and noise, and the "
         "target x<sub>1</sub> − x<sub>0</sub> is random given (y<sub>t</sub>, t): the best "
         "field predicts its mean, and the loss keeps its variance."
     )
