@@ -140,6 +140,33 @@ def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2
 
 
+def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "fm"
+    real = flowscope.runs.train_run
+
+    def interrupted(*args, on_epoch_end, **kwargs):
+        def stop(model, state):
+            on_epoch_end(model, state)
+            raise KeyboardInterrupt
+
+        return real(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(flowscope.runs, "train_run", interrupted)
+    argv = ["train", "fm", "--out", out, *TINY[:2], "--epochs", "2", "--time-alpha", "1"]
+    assert run(capsys, *argv)[0] == 130
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["time_alpha"] == 1.0
+    monkeypatch.setattr(flowscope.runs, "train_run", real)
+    # Not given again: the run's own value, not the default, continues.
+    code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
+    assert code == 0 and "resumed at epoch 2" in stdout
+    # Given with another value: refused, naming it.
+    err = one_error_line(
+        *run(capsys, "train", "fm", "--out", out, "--resume", "--time-alpha", "5")[::2]
+    )
+    assert "time_alpha 1.0 (now 5.0)" in err
+
+
 @pytest.mark.parametrize("poison_after", [0, 1])
 def test_diverged_training_says_what_the_cli_kept(monkeypatch, capsys, tmp_path, poison_after):
     out = tmp_path / "nf"
@@ -456,6 +483,9 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--lr", "0"], "argument --lr: must be a positive number"),
         (["train", "nf", "--n-points", "-5"], "argument --n-points"),
         (["train", "nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
+        (["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"], "applies to fm and cfm"),
+        (["train", "fm", "--time-alpha", "0"], "argument --time-alpha: must be a positive"),
+        (["train", "cfm", "--time-alpha", "inf"], "argument --time-alpha"),
         (["sample", "{nf}", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["sample", "{nf}", "--seed", "1.5"], "argument --seed: must be a non-negative integer"),
         (["train", "nf", "--data", "banana", "--out", "{tmp}/r"], "unknown data 'banana'"),

@@ -26,7 +26,7 @@ import torch
 
 from . import runs
 from .cli import CommandError, add_command, int_type, text_table
-from .matching import SOLVERS
+from .matching import DEFAULT_TIME_ALPHA, SOLVERS
 from .train import TrainConfig, TrainingDiverged
 
 __all__ = ["add_commands"]
@@ -279,12 +279,19 @@ def _train(args: argparse.Namespace) -> int:
     if out.parent == Path("runs"):
         out.parent.mkdir(exist_ok=True)
     settings = _train_defaults()
+    if args.time_alpha is not None and args.model == "nf":
+        raise CommandError(
+            "--time-alpha sets the training times of flow matching; it applies to fm and cfm"
+        )
+    model_args = {} if args.time_alpha is None else {"time_alpha": args.time_alpha}
     if args.resume and (out / "config.json").is_file():
         # Options not given on the command line continue with the run's own settings.
         info = runs.read_info(out)
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
+        if info.kind == "fm" and args.time_alpha is None:
+            model_args["time_alpha"] = info.model.get("time_alpha", 1.0)
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -306,6 +313,7 @@ def _train(args: argparse.Namespace) -> int:
             n_points=settings["n_points"],
             holdout_points=settings["holdout_points"],
             config=config,
+            model_args=model_args,
             overwrite=args.overwrite,
             resume=args.resume,
             on_epoch_end=on_epoch_end,
@@ -532,6 +540,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
+    )
+    p.add_argument(
+        "--time-alpha",
+        type=_positive_float,
+        metavar="A",
+        help="fm and cfm: training times t ~ Beta(A, 1), density A t^(A-1) (default "
+        f"{DEFAULT_TIME_ALPHA:g}: mostly near the data; 1: uniform t)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     again = p.add_mutually_exclusive_group()

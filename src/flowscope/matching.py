@@ -311,6 +311,11 @@ class FlowMatching(FlowModel):
         """Eq. 16 on standardized data x1 (N, D): x0 ~ N(0, I), t ~ Beta(time_alpha, 1)."""
         x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
         t = sample_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
+        return self._eq16(x1, x0, t, labels)
+
+    def _eq16(self, x1, x0, t, labels):
+        """Eq. 16 for given data x1 (N, D), noise x0 (N, D) and times t (N, 1); the fused
+        kernel computes it (and its gradient) when it can."""
         if self._use_kernel(x1):
             emb = self.field.embedding
             if not (torch.is_grad_enabled() and self.field.theta.requires_grad):

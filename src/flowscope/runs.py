@@ -53,6 +53,7 @@ __all__ = [
     "RunError",
     "RunInfo",
     "build_model",
+    "recorded_model_args",
     "load_run",
     "read_info",
     "save_run",
@@ -147,6 +148,18 @@ def build_model(kind: str, args: dict[str, Any]) -> FlowModel:
         raise RunError(f"model arguments {args} do not fit {kind}: {err}") from None
 
 
+def recorded_model_args(info: RunInfo) -> dict[str, Any]:
+    """The constructor arguments of a run's model, as recorded in its config.
+
+    Folders written before ``time_alpha`` existed hold flow-matching models trained with
+    the seed's U[0, 1] times; they get ``time_alpha=1``.
+    """
+    args = dict(info.model)
+    if info.kind == "fm":
+        args.setdefault("time_alpha", 1.0)
+    return args
+
+
 def _history_csv(history: History) -> tuple[str, str]:
     epochs = io.StringIO()
     keys: list[str] = []
@@ -227,11 +240,7 @@ def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
     """
     run_dir = Path(run_dir)
     info = read_info(run_dir)
-    args = dict(info.model)
-    if info.kind == "fm":
-        # Folders written before time_alpha existed were trained with the seed's U[0, 1].
-        args.setdefault("time_alpha", 1.0)
-    model = build_model(info.kind, args)
+    model = build_model(info.kind, recorded_model_args(info))
     tensors = _read_tensors(run_dir / "model.safetensors")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -506,7 +515,8 @@ def train_run(
     if resume:
         old = read_info(out)
         now = {"model": model_name, **info.model, **info.data, **info.train}
-        then = {"model": old.extra.get("name", old.kind), **old.model, **old.data, **old.train}
+        then = {"model": old.extra.get("name", old.kind), **recorded_model_args(old), **old.data}
+        then.update(old.train)
         differ = [f"{k} {then.get(k)!r} (now {v!r})" for k, v in now.items() if then.get(k) != v]
         if differ:
             raise RunError(

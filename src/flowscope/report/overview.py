@@ -213,9 +213,9 @@ STAGES = (("overview: held-out NLL and sample quality", overview),)
 def _alpha_note(alpha: float) -> str:
     """What the time distribution of the flow-matching loss means, for the overview."""
     if alpha == 1:
-        return " (the seed's uniform times)"
+        return " (uniform times, as in the study's Algorithm 1)"
     where = "near the data (t = 1)" if alpha > 1 else "near the noise (t = 0)"
     return (
-        f", which spends most of the training {where}; the seed's uniform t is Beta(1, 1), "
-        "and both have the same minimiser"
+        f", which spends most of the training {where}; the uniform t of the study's "
+        "Algorithm 1 is Beta(1, 1), and both have the same minimiser"
     )

@@ -1,0 +1,223 @@
+"""Variations of the flow-matching recipe, one 20-epoch run each: what moves the targets.
+
+Issue 4 asks, after the seed's 20 epochs, for a held-out NLL <= 1.9 nats (unconditional)
+and >= 98% class accuracy (conditional). This script trains one model the way
+``flowscope train`` does (:func:`flowscope.runs.train_run`) with one change and prints one
+JSON line (also appended to ``--log``):
+
+- ``--time-alpha A``: training times t ~ Beta(A, 1) (the library's option; 1 is the
+  seed's U[0, 1]);
+- ``--mix W``: with probability W a training time is drawn from U[0, 1] instead;
+- ``--ot``: minibatch optimal-transport pairing of noise and data (Tong et al. 2023,
+  arXiv:2302.00482), by scipy's ``linear_sum_assignment``, within each class for a
+  conditional model;
+- ``--isotropic S``: one scale for both coordinates (their RMS standard deviation / S)
+  instead of per-axis standardization;
+- ``--x-prediction EPS``: the network predicts x1, v = (net - y) / max(1 - t, EPS);
+- ``--fourier K:SIGMA``: sin/cos of K random projections (N(0, SIGMA^2)) of the point
+  as extra inputs of the first layer;
+- ``--y-scale C``: the first layer's weights on the point multiplied by C at init;
+- ``--hidden``, ``--layers``, ``--embedding-dim``, ``--epochs``, ``--seed``.
+
+The variations that change the network (x-prediction, Fourier features) run on the
+PyTorch layers, not the fused kernel, so their training times are not comparable.
+
+Evaluation: unconditional - held-out NLL on the run's 10,000 test points (rk4, 100 steps),
+in nats per point in the per-axis standardized coordinates of the benchmark (also for
+``--isotropic``), and the share of 5000 samples in some ring's band; conditional - class
+accuracy and share in some band of 5000 samples with balanced labels, the
+class-conditional NLL of 2000 test points and W2 of 2000 samples against 2000 test points.
+
+Usage::
+
+    python benchmarks/explore_fm.py cfm --time-alpha 5
+    python benchmarks/explore_fm.py fm --ot --time-alpha 1
+
+Measured on 2026-11-29 (2 cores, seed 0 unless said): see ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from flowscope.data import Standardization
+from flowscope.matching import FlowMatching, VelocityField, sample_times
+from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
+from flowscope.runs import run_data, train_run
+from flowscope.train import TrainConfig
+
+
+class Variant(VelocityField):
+    """The velocity MLP with optional Fourier input features and x-prediction."""
+
+    def __init__(self, *args, fourier: str = "", x_prediction: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.x_prediction = x_prediction
+        self.k = 0
+        if fourier:
+            k, sigma = fourier.split(":")
+            self.k = int(k)
+            g = torch.Generator().manual_seed(123)
+            b = torch.randn(self.dims[-1], self.k, generator=g) * float(sigma)
+            self.register_buffer("b", b)
+            self.dims = [self.dims[0] + 2 * self.k] + self.dims[1:]
+            flat = []
+            for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+                lin = nn.Linear(a, b)
+                flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
+            self.theta = nn.Parameter(torch.cat(flat))
+
+    def forward(self, y, t, labels=None):
+        t = torch.as_tensor(t, dtype=y.dtype)
+        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+        parts = [y, t]
+        if self.k:
+            p = y @ self.b
+            parts = [y, torch.sin(p), torch.cos(p), t]
+        if self.embedding is not None:
+            parts.append(self.embedding(labels))
+        a = torch.cat(parts, dim=1)
+        pairs = self.pairs()
+        for i, (w, b) in enumerate(pairs):
+            a = F.linear(a, w, b)
+            if i < len(pairs) - 1:
+                a = F.leaky_relu(a)
+        if self.x_prediction:
+            a = (a - y) / (1 - t).clamp(min=self.x_prediction)
+        return a
+
+    def frozen(self, labels=None):
+        def velocity(y, t):
+            with torch.no_grad():
+                return self.forward(y, t, labels)
+
+        return velocity
+
+
+def patch(args) -> None:
+    """Apply the asked-for variation to the library's classes (this process only)."""
+    if args.ot or args.mix:
+
+        def loss_std(self, x1, labels, generator):
+            x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
+            t = sample_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
+            if args.mix:
+                u = torch.rand(t.shape, generator=generator, dtype=t.dtype)
+                pick = torch.rand(t.shape, generator=generator) < args.mix
+                t = torch.where(pick, u, t)
+            if args.ot and torch.is_grad_enabled():
+                cost = torch.cdist(x0, x1).pow(2)
+                if labels is not None:  # pair noise with data of one class only
+                    cost = cost + 1e6 * (labels[None, :] != labels[:, None])
+                _, col = linear_sum_assignment(cost.numpy())
+                x1 = x1[torch.as_tensor(col)]
+                labels = None if labels is None else labels[torch.as_tensor(col)]
+            return self._eq16(x1, x0, t, labels)
+
+        FlowMatching._loss_std = loss_std
+    if args.isotropic:
+        fit = Standardization.fit
+
+        def isotropic_fit(self, x):
+            fit(self, x)
+            with torch.no_grad():
+                self.scale.fill_(float(self.scale.pow(2).mean().sqrt()) / args.isotropic)
+            return self
+
+        Standardization.fit = isotropic_fit
+    if args.fourier or args.x_prediction or args.y_scale != 1.0:
+        init = FlowMatching.__init__
+
+        def variant_init(self, *a, **kw):
+            init(self, *a, **kw)
+            f = self.field
+            if args.fourier or args.x_prediction:
+                f = Variant(
+                    f.dims[-1],
+                    f.dims[1],
+                    len(f.dims) - 1,
+                    self.num_classes,
+                    16 if f.embedding is None else f.embedding.embedding_dim,
+                    fourier=args.fourier,
+                    x_prediction=args.x_prediction,
+                )
+            with torch.no_grad():
+                f.pairs()[0][0][:, : f.dims[-1]] *= args.y_scale
+            self.field = f
+
+        FlowMatching.__init__ = variant_init
+
+
+def evaluate(model, info) -> dict:
+    torch.set_num_threads(1)
+    test = run_data(info, "test")
+    # NLL in the benchmark's coordinates: per-axis standardized by the training data.
+    log_scale = float(run_data(info, "train").x.std(dim=0).log().sum())
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    if model.num_classes is None:
+        out["nll"] = heldout_nll(model, test.x).data - log_scale
+        out["in_any_band"] = ring_precision(model.sample(5000, generator=g)).precision
+        return out
+    labels = torch.arange(5000) % model.num_classes
+    x = model.sample(5000, labels=labels, generator=g)
+    out["class_accuracy"] = class_accuracy(x, labels).overall
+    out["in_any_band"] = ring_precision(x).precision
+    out["w2"] = wasserstein2(x[:2000], test.x[:2000])
+    out["w2_floor"] = wasserstein2(test.x[:2000], test.x[2000:4000])
+    nll = heldout_nll(model, test.x[:2000], test.labels[:2000])
+    out["nll_conditional"] = nll.data - log_scale
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", choices=["fm", "cfm"])
+    p.add_argument("--time-alpha", type=float, default=1.0)
+    p.add_argument("--mix", type=float, default=0.0)
+    p.add_argument("--ot", action="store_true")
+    p.add_argument("--isotropic", type=float, default=0.0)
+    p.add_argument("--x-prediction", type=float, default=0.0)
+    p.add_argument("--fourier", default="")
+    p.add_argument("--y-scale", type=float, default=1.0)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log", type=Path, help="append the JSON line to this file")
+    args = p.parse_args(argv)
+    patch(args)
+    model_args = dict(hidden=args.hidden, layers=args.layers, time_alpha=args.time_alpha)
+    if args.model == "cfm":
+        model_args["embedding_dim"] = args.embedding_dim
+    with tempfile.TemporaryDirectory() as tmp:
+        model, info, history = train_run(
+            args.model,
+            Path(tmp) / "run",
+            config=TrainConfig(epochs=args.epochs, seed=args.seed),
+            model_args=model_args,
+            progress=False,
+        )
+    row = {k: v for k, v in vars(args).items() if k != "log"}
+    row["train_s"] = round(history.seconds, 1)
+    row.update(evaluate(model, info))
+    line = json.dumps(row)
+    print(line, flush=True)
+    if args.log is not None:
+        with args.log.open("a") as f:
+            f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
