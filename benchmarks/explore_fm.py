@@ -158,7 +158,6 @@ def patch(args) -> None:
 
 
 def evaluate(model, info) -> dict:
-    torch.set_num_threads(1)
     test = run_data(info, "test")
     # NLL in the benchmark's coordinates: per-axis standardized by the training data.
     log_scale = float(run_data(info, "train").x.std(dim=0).log().sum())
@@ -196,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", type=Path, help="append the JSON line to this file")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as bench_quality.py (fit trains with one thread anyway)
     patch(args)
     model_args = dict(hidden=args.hidden, layers=args.layers, time_alpha=args.time_alpha)
     if args.model == "cfm":

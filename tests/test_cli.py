@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import types
@@ -16,6 +17,7 @@ import torch
 import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points
+from flowscope.matching import DEFAULT_TIME_ALPHA
 from flowscope.runs import load_run, train_run
 from flowscope.train import TrainConfig
 
@@ -119,18 +121,24 @@ def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path
     assert (seen["data"], seen["n_points"], seen["name"]) == ("olympic", 250_000, "nf")
 
 
-def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_path):
-    out = tmp_path / "nf"
-    real = flowscope.runs.train_run
+def stopping_after_first_epoch(train_run):
+    """``train_run`` that stops like a Ctrl-C after the first epoch it finishes."""
 
+    @functools.wraps(train_run)
     def interrupted(*args, on_epoch_end, **kwargs):
         def stop(model, state):
             on_epoch_end(model, state)
             raise KeyboardInterrupt
 
-        return real(*args, on_epoch_end=stop, **kwargs)
+        return train_run(*args, on_epoch_end=stop, **kwargs)
 
-    monkeypatch.setattr(flowscope.runs, "train_run", interrupted)
+    return interrupted
+
+
+def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "nf"
+    real = flowscope.runs.train_run
+    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
     code, _, err = run(capsys, "train", "nf", "--out", out, *TINY[:2], "--epochs", "2")
     assert code == 130
     assert f"flowscope train nf --out {out} --resume" in err
@@ -143,15 +151,7 @@ def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_
 def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
     out = tmp_path / "fm"
     real = flowscope.runs.train_run
-
-    def interrupted(*args, on_epoch_end, **kwargs):
-        def stop(model, state):
-            on_epoch_end(model, state)
-            raise KeyboardInterrupt
-
-        return real(*args, on_epoch_end=stop, **kwargs)
-
-    monkeypatch.setattr(flowscope.runs, "train_run", interrupted)
+    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
     argv = ["train", "fm", "--out", out, *TINY[:2], "--epochs", "2", "--time-alpha", "1"]
     assert run(capsys, *argv)[0] == 130
     config = json.loads((out / "config.json").read_text())
@@ -165,6 +165,24 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
         *run(capsys, "train", "fm", "--out", out, "--resume", "--time-alpha", "5")[::2]
     )
     assert "time_alpha 1.0 (now 5.0)" in err
+    # Resuming as another model names the model, not a constructor argument.
+    err = one_error_line(*run(capsys, "train", "nf", "--out", out, "--resume")[::2])
+    assert "model 'fm' (now 'nf')" in err
+
+
+def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "fm"
+    real = flowscope.runs.train_run
+    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
+    assert run(capsys, "train", "fm", "--out", out, *TINY[:2], "--epochs", "2")[0] == 130
+    monkeypatch.setattr(flowscope.runs, "train_run", real)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"].pop("time_alpha") == DEFAULT_TIME_ALPHA
+    (out / "config.json").write_text(json.dumps(config))
+    # Such a folder was trained with uniform times; it continues with them.
+    code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
+    assert code == 0 and "resumed at epoch 2" in stdout
+    assert json.loads((out / "config.json").read_text())["model"]["time_alpha"] == 1.0
 
 
 @pytest.mark.parametrize("poison_after", [0, 1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -63,8 +64,10 @@ def perturb(module: nn.Module, scale: float, seed: int = 0) -> nn.Module:
     return module
 
 
-def model_with(field: nn.Module, d: int = 2, monkeypatch=None) -> FlowMatching:
-    fm = FlowMatching(features=d, hidden=4, layers=2).double()
+def model_with(
+    field: nn.Module, d: int = 2, monkeypatch=None, time_alpha: float = DEFAULT_TIME_ALPHA
+) -> FlowMatching:
+    fm = FlowMatching(features=d, hidden=4, layers=2, time_alpha=time_alpha).double()
     if monkeypatch is not None:
         monkeypatch.setattr(fm, "field", field)
     else:
@@ -307,15 +310,15 @@ def test_loss_is_eq16_with_t0_noise_and_t1_data(alpha, monkeypatch):
 
     c1 = m(4) - 2 * m(2) + 1
     c0 = 1 + 2 * m(1) - m(2) - 2 * m(3) + m(4)
-    if alpha == 1.0:
-        assert (c1, c0) == pytest.approx((8 / 15, 41 / 30), rel=1e-12)
     d = 2
-    fm = model_with(TimeLinearField(), d, monkeypatch)
-    fm.time_alpha = alpha
+    fm = model_with(TimeLinearField(), d, monkeypatch, time_alpha=alpha)
     x1 = 0.5 + rand(100_000, d, seed=3)
     loss = fm.loss(x1, generator=torch.Generator().manual_seed(0)).item()
     m2 = (x1**2).sum(1).mean().item()
     assert loss == pytest.approx(c1 * m2 + c0 * d, abs=0.05)
+    # The per-epoch validation loss is the same objective, with the same times.
+    val = fm.validation_terms(x1, None, torch.Generator().manual_seed(2))["loss"]
+    assert val == pytest.approx(c1 * m2 + c0 * d, abs=0.05)
     # The generator seeds the noise and times: same generator, same loss.
     again = fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
     assert again == fm.loss(x1[:100], generator=torch.Generator().manual_seed(1))
@@ -338,10 +341,19 @@ def test_training_times_follow_beta_alpha_1(alpha):
 def test_default_time_alpha_is_recorded_and_bad_values_raise():
     fm = FlowMatching()
     assert fm.time_alpha == DEFAULT_TIME_ALPHA == fm.config()["time_alpha"]
-    assert FlowMatching(time_alpha=1).config()["time_alpha"] == 1.0
-    for bad in (0, -1.0, math.nan, math.inf, True, "5"):
+    with pytest.raises(AttributeError):
+        fm.time_alpha = 1.0  # part of the recorded configuration: set it when building
+    for good in (1, 2.5, np.float32(3), np.int64(4), torch.tensor(5.0)):
+        assert FlowMatching(time_alpha=good).config()["time_alpha"] == float(good)
+        assert type(FlowMatching(time_alpha=good).time_alpha) is float
+    for bad in (0, -1.0, math.nan, math.inf, True, "5", None, torch.ones(2)):
         with pytest.raises(ValueError, match="time_alpha"):
             FlowMatching(time_alpha=bad)
+        if not isinstance(bad, torch.Tensor):
+            with pytest.raises(ValueError, match="time_alpha"):
+                sample_times(4, bad)
+    with pytest.raises(ValueError, match="n must be"):
+        sample_times(0, 5.0)
 
 
 @pytest.mark.parametrize("num_classes", [None, 5])

@@ -18,6 +18,7 @@ from safetensors import safe_open
 import flowscope
 from flowscope.cli import main
 from flowscope.evaluate import evaluate_run
+from flowscope.matching import DEFAULT_TIME_ALPHA
 from flowscope.runs import (
     RUN_FILES,
     RunError,
@@ -158,7 +159,7 @@ def test_run_folder_holds_only_safe_formats(runs):
 def test_a_flow_matching_run_records_its_time_distribution(runs, tmp_path):
     src = runs["cfm"]
     model, info = load_run(src)
-    assert info.model["time_alpha"] == model.time_alpha == 5.0
+    assert info.model["time_alpha"] == model.time_alpha == DEFAULT_TIME_ALPHA != 1.0
     # A folder written before time_alpha existed was trained with the seed's U[0, 1];
     # it loads as such (same weights), and resuming it under the new default is refused.
     old = tmp_path / "old"

@@ -290,8 +290,8 @@ def _train(args: argparse.Namespace) -> int:
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
-        if info.kind == "fm" and args.time_alpha is None:
-            model_args["time_alpha"] = info.model.get("time_alpha", 1.0)
+        if info.kind == "fm" and args.model in ("fm", "cfm") and args.time_alpha is None:
+            model_args["time_alpha"] = runs.recorded_model_args(info)["time_alpha"]
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})

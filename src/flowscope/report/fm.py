@@ -57,7 +57,8 @@ def q1(study: Study) -> None:
     doc.para(
         f"Over {len(losses):,} batches the loss fell from {num(m['first_100_mean'])} (mean "
         f"of the first {k}) to {num(m['last_epoch_mean'])} (mean of the last epoch), and "
-        f"the validation loss from {num(m['val_loss_first'])} to {num(m['val_loss_last'])}. "
+        f"the validation loss (same time distribution) from {num(m['val_loss_first'])} to "
+        f"{num(m['val_loss_last'])}. "
         f"It stays noisy (standard deviation {num(m['last_epoch_std'])} within the last "
         "epoch) and far from 0, because every batch draws new times (from Beta("
         f"{study.models['fm'].time_alpha:g}, 1)) and noise, and the "

@@ -41,7 +41,7 @@ def overview(study: Study) -> None:
     dm = study.m["data"]
     x0, x1, y0, y1 = OLYMPIC_BOX
     r0, r1 = RING_RADIUS - RING_THICKNESS / 2, RING_RADIUS + RING_THICKNESS / 2
-    alpha = study.models["fm"].time_alpha
+    times = _time_sentence(study.models["fm"].time_alpha, study.models["cfm"].time_alpha)
     doc.section("Overview")
     doc.para(
         "flowscope trained the three models of the study on points of the Olympic rings "
@@ -49,9 +49,8 @@ def overview(study: Study) -> None:
         "</b> (NF) of 15 affine couplings with permutations between them, trained by "
         "maximum likelihood (Eq. 9), an unconditional <b>flow-matching</b> model (FM) and "
         "a class-conditional one (CFM), whose velocity networks (5 linear layers, width "
-        "64) were fitted to the linear-path objective (Eq. 16), with the training times "
-        f"drawn from Beta({alpha:g}, 1), density {alpha:g} t<sup>{alpha - 1:g}</sup>"
-        f"{_alpha_note(alpha)}. NF and FM were trained on "
+        f"64) were fitted to the linear-path objective (Eq. 16), {times}. NF and FM were "
+        "trained on "
         "the unconditional data: uniform over the union of the five bands, drawn in the "
         f"box x ∈ [{num(x0, 0)}, {num(x1, 0)}], y ∈ [{num(y0, 0)}, {num(y1, 0)}], which "
         "cuts the tops and bottoms of the outer rings flat. CFM was trained on the "
@@ -210,12 +209,19 @@ def overview(study: Study) -> None:
 STAGES = (("overview: held-out NLL and sample quality", overview),)
 
 
-def _alpha_note(alpha: float) -> str:
-    """What the time distribution of the flow-matching loss means, for the overview."""
-    if alpha == 1:
-        return " (uniform times, as in the study's Algorithm 1)"
-    where = "near the data (t = 1)" if alpha > 1 else "near the noise (t = 0)"
+def _time_sentence(fm_alpha: float, cfm_alpha: float) -> str:
+    """How the flow-matching models drew their training times, for the overview."""
+    if fm_alpha != cfm_alpha:
+        return (
+            f"with training times t ~ Beta({fm_alpha:g}, 1) for FM and Beta({cfm_alpha:g}, 1) "
+            "for CFM (Beta(1, 1) is the uniform t of the study's Algorithm 1)"
+        )
+    a = fm_alpha
+    if a == 1:
+        return "with uniform training times t, as in the study's Algorithm 1"
+    where = "near the data (t = 1)" if a > 1 else "near the noise (t = 0)"
     return (
-        f", which spends most of the training {where}; the uniform t of the study's "
+        f"with the training times drawn from Beta({a:g}, 1), density {a:g} t<sup>{a - 1:g}"
+        f"</sup>, which spends most of the training {where}; the uniform t of the study's "
         "Algorithm 1 is Beta(1, 1), and both have the same minimiser"
     )
