@@ -96,26 +96,59 @@ def test_fm_kernel_matches_the_equations(num_classes, n, alpha):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
+MODELS = {
+    "nf": lambda: NormalizingFlow(couplings=4),
+    "fm": lambda: FlowMatching(hidden=16, layers=3),
+    "cfm": lambda: FlowMatching(num_classes=5, hidden=16, layers=3),
+}
+
+
 def test_training_without_the_kernels_gives_the_same_losses(monkeypatch):
-    x = olympic_rings(640, seed=0)
+    x, labels = olympic_rings(640, conditional=True, seed=0)
     config = TrainConfig(epochs=2, batch_size=64, seed=3)
 
-    def run(model_cls):
+    def run(name):
         torch.manual_seed(0)
-        model = model_cls().double()
-        return fit(model, x.double(), config=config, progress=False).batch_loss
+        model = MODELS[name]().double()
+        lb = labels if name == "cfm" else None
+        return fit(model, x.double(), lb, config=config, progress=False).batch_loss
 
-    fast = {cls: run(cls) for cls in (NormalizingFlow, FlowMatching)}
+    fast = {name: run(name) for name in MODELS}
     monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
     _load.cache_clear()
     try:
         assert not available(torch.float64)
-        for cls, losses in fast.items():
-            slow = run(cls)
-            assert slow == pytest.approx(losses, rel=1e-9), cls.__name__
+        for name, losses in fast.items():
+            slow = run(name)
+            assert slow == pytest.approx(losses, rel=1e-9), name
     finally:
         monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
         _load.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fused_step_fills_the_gradients_autograd_gives(name):
+    # The trainer's path: loss and every .grad from one kernel call, no autograd graph.
+    torch.manual_seed(4)
+    model = MODELS[name]().double()
+    params = list(model.parameters())
+    y = torch.randn(37, 2, dtype=torch.float64)
+    labels = torch.randint(0, 5, (37,)) if name == "cfm" else None
+    for p in params:
+        p.grad = torch.full_like(p, 7.0)  # stale values must be overwritten, not added to
+    loss = model._loss_and_grad_std(y, labels, torch.Generator().manual_seed(5))
+    fused = [p.grad.clone() for p in params]
+    ref = model._loss_std(y, labels, torch.Generator().manual_seed(5))
+    ref_grads = torch.autograd.grad(ref, params)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g, r in zip(fused, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    # A frozen weight: the model declines, drawing nothing, and autograd takes over.
+    params[-1].requires_grad_(False)
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    assert model._loss_and_grad_std(y, labels, gen) is None
+    assert torch.equal(gen.get_state(), state)
 
 
 def torch_path(monkeypatch):

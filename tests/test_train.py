@@ -228,13 +228,13 @@ def test_fit_trains_with_one_thread_and_restores_the_count():
     seen = []
     torch.set_num_threads(2)
     model = NormalizingFlow(couplings=1)
-    original = model._loss_std
+    original = model._loss_and_grad_std  # the trainer's first call of every step
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return original(*args)
 
-    model._loss_std = spy
+    model._loss_and_grad_std = spy
     try:
         fit(model, torch.randn(64, 2), config=TrainConfig(epochs=1, batch_size=32))
         assert seen and set(seen) == {1}

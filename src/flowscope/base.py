@@ -13,6 +13,14 @@ from .data import Standardization, check_int
 __all__ = ["FlowModel", "standard_normal_log_prob"]
 
 
+def grad_buffer(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, allocated once, for a fused kernel to overwrite with p's gradient."""
+    g = p.grad
+    if g is None or g.shape != p.shape or g.dtype != p.dtype or not g.is_contiguous():
+        p.grad = g = torch.empty_like(p, memory_format=torch.contiguous_format)
+    return g
+
+
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) of each row of z (N, D), in nats, shape (N,)."""
     return -0.5 * (z * z).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
@@ -131,6 +139,14 @@ class FlowModel(nn.Module):
 
     def _loss_std(self, y, labels, generator):
         raise NotImplementedError
+
+    def _loss_and_grad_std(self, y, labels, generator) -> torch.Tensor | None:
+        """The training loss of standardized points y (N, D), with the gradient of every
+        parameter written into its ``.grad`` by one fused kernel call, skipping autograd;
+        ``None`` (drawing nothing from ``generator``) when the model cannot, and the
+        trainer then calls :meth:`_loss_std` and ``backward``. Both paths draw the same
+        random numbers and give the same loss and gradients."""
+        return None
 
     def validation_terms(
         self, y: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator

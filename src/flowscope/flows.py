@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._kernel import nf_kernel as kernel
-from .base import FlowModel, standard_normal_log_prob
+from .base import FlowModel, grad_buffer, standard_normal_log_prob
 
 __all__ = ["AffineCoupling", "Permutation", "NormalizingFlow"]
 
@@ -246,14 +246,18 @@ class NormalizingFlow(FlowModel):
         return self.couplings <= 512 and len(c.dims) <= 17 and max(c.dims) <= 64
 
     def _kernel_terms(
-        self, y: torch.Tensor, grad: bool = False
+        self, y: torch.Tensor, grad: bool | torch.Tensor = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log N(z), log_det, d(-mean(log N(z) + log_det))/d theta or None) for y (N, D)."""
+        """(log N(z), log_det, d(-mean(log N(z) + log_det))/d theta or None) for y (N, D);
+        ``grad`` may be a contiguous tensor shaped like theta to write the gradient into."""
         y = y.contiguous()
         n, c = len(y), self.layers[0]
         logpz = torch.empty(n, dtype=y.dtype)
         logdet = torch.empty(n, dtype=y.dtype)
-        g = torch.empty_like(self.theta) if grad else None
+        if isinstance(grad, torch.Tensor):
+            g = grad
+        else:
+            g = torch.empty_like(self.theta) if grad else None
         theta = self.theta.detach()
         rc = kernel(y.dtype)(
             self.couplings,
@@ -373,6 +377,13 @@ class NormalizingFlow(FlowModel):
                 s = s.index_select(1, p)
             shown.append(s)
         return self._display(torch.stack(shown), units)
+
+    def _loss_and_grad_std(self, y, labels, generator):
+        """Eq. 9 with theta's gradient in ``theta.grad``, by the kernel alone (see base)."""
+        if not (self.theta.requires_grad and self._use_kernel(y)):
+            return None
+        logpz, logdet, _ = self._kernel_terms(y, grad=grad_buffer(self.theta))
+        return -(logpz + logdet).mean()
 
     def _loss_std(self, y, labels, generator):
         """Eq. 9: the mean negative log-likelihood of standardized points y (N, D)."""

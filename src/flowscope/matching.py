@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._kernel import fm_kernel
-from .base import FlowModel, standard_normal_log_prob
+from .base import FlowModel, grad_buffer, standard_normal_log_prob
 from .data import check_int
 
 __all__ = [
@@ -72,8 +72,11 @@ def sample_times(
     Raises:
         ValueError: if n is not a positive integer or alpha not a finite number > 0.
     """
-    n = check_int(n, "n")
-    alpha = _check_time_alpha(alpha)
+    return _beta_times(check_int(n, "n"), _check_time_alpha(alpha), generator, dtype)
+
+
+def _beta_times(n: int, alpha: float, generator, dtype) -> torch.Tensor:
+    """:func:`sample_times` without the checks, for the training loop."""
     u = torch.rand(n, 1, generator=generator, dtype=dtype)
     return u if alpha == 1.0 else u.pow(1.0 / alpha)
 
@@ -336,11 +339,24 @@ class FlowMatching(FlowModel):
             and fm_kernel(x1.dtype) is not None
         )
 
+    def _draw(self, x1, generator):
+        """Noise x0 ~ N(0, I) shaped like x1 and times t ~ Beta(time_alpha, 1), (N, 1)."""
+        x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
+        return x0, _beta_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
+
     def _loss_std(self, x1, labels, generator):
         """Eq. 16 on standardized data x1 (N, D): x0 ~ N(0, I), t ~ Beta(time_alpha, 1)."""
-        x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-        t = sample_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
-        return self._eq16(x1, x0, t, labels)
+        return self._eq16(x1, *self._draw(x1, generator), labels)
+
+    def _loss_and_grad_std(self, x1, labels, generator):
+        """Eq. 16 with every weight's gradient in its ``.grad``, by the kernel alone (see
+        base)."""
+        f = self.field
+        params = [f.theta] if f.embedding is None else [f.theta, f.embedding.weight]
+        if not (all(p.requires_grad for p in params) and self._use_kernel(x1)):
+            return None
+        x0, t = self._draw(x1, generator)
+        return _fm_kernel_loss(x1, x0, t, labels, f, [grad_buffer(p) for p in params])
 
     def _eq16(self, x1, x0, t, labels):
         """Eq. 16 for given data x1 (N, D), noise x0 (N, D) and times t (N, 1); the fused

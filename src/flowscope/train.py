@@ -211,7 +211,11 @@ def fit(
             for step in range(steps_per_epoch):
                 idx = order[step * bs : (step + 1) * bs]
                 lb = None if labels is None else labels[idx]
-                loss = model._loss_std(y[idx], lb, gen)
+                # The fused path fills every .grad itself; otherwise autograd does below.
+                loss = model._loss_and_grad_std(y[idx], lb, gen)
+                fused = loss is not None
+                if not fused:
+                    loss = model._loss_std(y[idx], lb, gen)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingDiverged(
@@ -221,9 +225,10 @@ def fit(
                         step=step + 1,
                     )
                 losses.append(value)
-                for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
-                    p.grad = None
-                loss.backward()
+                if not fused:
+                    for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
+                        p.grad = None
+                    loss.backward()
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
                 opt.step()
