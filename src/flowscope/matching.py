@@ -258,8 +258,10 @@ class FlowMatching(FlowModel):
     the marginal velocity field (Eq. 13), at every t, so the choice does not change what
     is learned in the limit; it changes where a small network spends its capacity and how
     noisy the gradient is. The default, Beta(5, 1) (density 5 t^4, t = u^(1/5)), trains
-    mostly near the data end, where the field is sharpest; measured with the seed's
-    recipe in ``benchmarks/results/quality.md``. Much larger values sharpen the samples
+    mostly near the data end, where the field is sharpest. With the seed's recipe, over
+    seeds 0-4, it lowered the unconditional held-out NLL from 1.95-1.98 to 1.84-1.89 nats
+    and raised the conditional class accuracy from 91.4-92.6% to 93.9-95.1%
+    (``benchmarks/results/quality.md``). Much larger values sharpen the samples
     further but leave the early part of the path barely trained: in one run (seed 0)
     with 12, the conditional model put 99% of its samples in their ring's band while its
     class-conditional NLL was 1.14 nats and W2 0.22, against 0.32 and 0.13 with 5 and 0.35
