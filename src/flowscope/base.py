@@ -33,7 +33,8 @@ class FlowModel(nn.Module):
     :class:`~flowscope.data.Standardization` fitted on its training data (buffers saved with
     the weights), so its public methods take and return data units.
 
-    Subclasses implement ``_log_prob_std``, ``_loss_std`` and ``validation_terms``.
+    Subclasses implement ``_log_prob_std``, ``_loss_std`` and ``validation_terms``, and
+    may implement ``_loss_and_grad_std``, the trainer's fast path.
     """
 
     kind: str = ""
