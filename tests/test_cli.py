@@ -160,6 +160,8 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
     # Not given again: the run's own value, not the default, continues.
     code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
     assert code == 0 and "resumed at epoch 2" in stdout
+    # The validation loss depends on the time distribution, and the summary says so.
+    assert "(Eq. 16 with t ~ Beta(1, 1); compare models with `flowscope eval`)" in stdout
     # Given with another value: refused, naming it.
     err = one_error_line(
         *run(capsys, "train", "fm", "--out", out, "--resume", "--time-alpha", "5")[::2]
@@ -167,7 +169,7 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
     assert "time_alpha 1.0 (now 5.0)" in err
     # Resuming as another model names the model, not a constructor argument.
     err = one_error_line(*run(capsys, "train", "nf", "--out", out, "--resume")[::2])
-    assert "model 'fm' (now 'nf')" in err
+    assert f"{out} holds a run of model fm, not nf: resume it as fm" in err
 
 
 def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, capsys, tmp_path):
@@ -498,7 +500,7 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["sample", "{cfm}", "--solver", "leapfrog"], "invalid choice: 'leapfrog'"),
         (["train", "nf", "--epochs", "0"], "argument --epochs: must be a positive integer"),
         (["train", "nf", "--batch-size", "0"], "argument --batch-size"),
-        (["train", "nf", "--lr", "0"], "argument --lr: must be a positive number"),
+        (["train", "nf", "--lr", "0"], "argument --lr: must be a positive finite number"),
         (["train", "nf", "--n-points", "-5"], "argument --n-points"),
         (["train", "nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"], "applies to fm and cfm"),

@@ -262,9 +262,9 @@ def test_bonus_writes_an_exact_landing_as_exact():
 def test_overview_names_the_time_distribution_of_each_model():
     from flowscope.report.overview import _time_sentence
 
-    assert "uniform training times" in _time_sentence(1.0, 1.0)
+    assert "uniformly, as the study's Algorithm 1 does" in _time_sentence(1.0, 1.0)
     five = _time_sentence(5.0, 5.0)
-    assert "Beta(5, 1), density 5 t<sup>4</sup>" in five and "near the data (t = 1)" in five
-    assert "near the noise (t = 0)" in _time_sentence(0.5, 0.5)
+    assert "Beta(5, 1), density 5 t<sup>4</sup>" in five and "near the data" in five
+    assert "near the noise" in _time_sentence(0.5, 0.5)
     both = _time_sentence(5.0, 2.0)
-    assert "Beta(5, 1) for FM and Beta(2, 1) for CFM" in both
+    assert "Beta(5, 1) and CFM from Beta(2, 1)" in both

@@ -241,7 +241,9 @@ def test_resume_with_other_settings_is_refused(runs, tmp_path, capsys):
     assert err.startswith("flowscope: error:") and err.count("\n") == 1
     assert "epochs 2 (now 3)" in err
     assert main(["train", "fm", "--out", str(out), "--resume"]) == 2
-    assert "model 'nf' (now 'fm')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds a run of model nf, not fm: resume it as nf" in err
+    assert "--overwrite" not in err  # which would throw the other model's run away
     assert read_bytes(out) == before
 
 

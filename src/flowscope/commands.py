@@ -48,7 +48,7 @@ def _positive_float(text: str) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
     return value
 
 
@@ -306,7 +306,7 @@ def _train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        _, _, history = runs.train_run(
+        model, _, history = runs.train_run(
             args.model,
             out,
             data=settings["data"],
@@ -347,10 +347,16 @@ def _train(args: argparse.Namespace) -> int:
     start = f" (resumed at epoch {done[0]})" if args.resume and done else ""
     if args.resume and not done:
         start = " (already complete; nothing to resume)"
+    # Flow matching's loss depends on where t is drawn: not a likelihood to compare runs by.
+    note = (
+        f" (Eq. 16 with t ~ Beta({model.time_alpha:g}, 1); compare models with `flowscope eval`)"
+        if args.model != "nf"
+        else ""
+    )
     print(
         f"trained {args.model} on {settings['data']} for {config.epochs} "
         f"epoch{'s' if config.epochs != 1 else ''}{start} in "
-        f"{seconds:.1f} s; validation loss {last.get('val_loss', math.nan):.4f}\n"
+        f"{seconds:.1f} s; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
         f"run saved to {out}"
     )
     return 0
@@ -545,8 +551,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--time-alpha",
         type=_positive_float,
         metavar="A",
-        help="fm and cfm: training times t ~ Beta(A, 1), density A t^(A-1) (default "
-        f"{DEFAULT_TIME_ALPHA:g}: mostly near the data; 1: uniform t)",
+        help="fm and cfm: draw the path time t of each training example (0: noise, 1: data) "
+        f"from Beta(A, 1), density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g}: mostly "
+        "near the data; 1: uniform)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     again = p.add_mutually_exclusive_group()

@@ -514,6 +514,13 @@ def train_run(
     state = None
     if resume:
         old = read_info(out)
+        if old.extra.get("name", old.kind) != model_name:
+            was = old.extra.get("name", old.kind)
+            raise RunError(
+                f"{out} holds a run of model {was}, not {model_name}: resume it as {was} "
+                f"(flowscope train {was} --out {out} --resume), or train {model_name} "
+                "in another folder"
+            )
         now = {"model": model_name, **info.model, **info.data, **info.train}
         then = {"model": old.extra.get("name", old.kind), **recorded_model_args(old), **old.data}
         then.update(old.train)
