@@ -103,9 +103,10 @@ MODELS = {
 }
 
 
-def test_training_without_the_kernels_gives_the_same_losses(monkeypatch):
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_training_without_the_kernels_gives_the_same_losses(monkeypatch, grad_clip):
     x, labels = olympic_rings(640, conditional=True, seed=0)
-    config = TrainConfig(epochs=2, batch_size=64, seed=3)
+    config = TrainConfig(epochs=2, batch_size=64, seed=3, grad_clip=grad_clip)
 
     def run(name):
         torch.manual_seed(0)
@@ -149,6 +150,59 @@ def test_fused_step_fills_the_gradients_autograd_gives(name):
     state = gen.get_state()
     assert model._loss_and_grad_std(y, labels, gen) is None
     assert torch.equal(gen.get_state(), state)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fit_takes_the_fused_path_when_it_can(name, monkeypatch):
+    model = MODELS[name]().double()
+    x, labels = olympic_rings(256, conditional=True, seed=0)
+    lb = labels if name == "cfm" else None
+
+    def no_autograd_step(*args):
+        raise AssertionError("fit used the autograd path")
+
+    monkeypatch.setattr(model, "_loss_std", no_autograd_step)
+    # An instance attribute is not a subclass override: the fast path stays on.
+    fit(model, x.double(), lb, config=TrainConfig(epochs=1, batch_size=64), progress=False)
+
+
+def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights():
+    x, labels = olympic_rings(256, conditional=True, seed=0)
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    # A subclass's own loss is what trains, not the kernel's.
+    class Penalised(NormalizingFlow):
+        calls = 0
+
+        def _loss_std(self, y, labels, generator):
+            Penalised.calls += 1
+            return super()._loss_std(y, labels, generator) + 1e-3 * self.theta.square().sum()
+
+    fit(Penalised(couplings=2).double(), x.double(), config=config, progress=False)
+    assert Penalised.calls == 4  # 256 points, batches of 64
+
+    # A gradient hook runs, as autograd would run it.
+    flow = NormalizingFlow(couplings=2).double()
+    seen = []
+    flow.theta.register_hook(lambda g: seen.append(1))
+    fit(flow, x.double(), config=config, progress=False)
+    assert len(seen) == 4
+
+    # A frozen weight stays as it is and the others train, with or without the kernel.
+    cfm = MODELS["cfm"]().double()
+    cfm.field.theta.requires_grad_(False)
+    theta, emb = cfm.field.theta.clone(), cfm.field.embedding.weight.clone()
+    fit(cfm, x.double(), labels, config=config, progress=False)
+    assert torch.equal(cfm.field.theta, theta)
+    assert not torch.equal(cfm.field.embedding.weight, emb)
+
+    # Called under no_grad, fit still trains.
+    flow = NormalizingFlow(couplings=2).double()
+    before = flow.theta.clone()
+    with torch.no_grad():
+        fit(flow, x.double(), config=config, progress=False)
+        assert not torch.is_grad_enabled()  # the caller's mode is restored
+    assert not torch.equal(flow.theta, before)
 
 
 def torch_path(monkeypatch):

@@ -142,12 +142,36 @@ class FlowModel(nn.Module):
         raise NotImplementedError
 
     def _loss_and_grad_std(self, y, labels, generator) -> torch.Tensor | None:
-        """The training loss of standardized points y (N, D), with the gradient of every
-        parameter written into its ``.grad`` by one fused kernel call, skipping autograd;
-        ``None`` (drawing nothing from ``generator``) when the model cannot, and the
-        trainer then calls :meth:`_loss_std` and ``backward``. Both paths draw the same
-        random numbers and give the same loss and gradients."""
+        """The trainer's fast path: the training loss of standardized points y (N, D), a
+        0-dim tensor, with the gradient of every parameter written into its ``.grad`` by
+        one fused kernel call, skipping autograd.
+
+        Returns ``None``, drawing nothing from ``generator``, when the model cannot (see
+        :meth:`_fusable`); the trainer then calls :meth:`_loss_std` and ``backward``. Both
+        paths draw the same random numbers and give the same loss and gradients.
+
+        Raises:
+            ValueError, MemoryError, RuntimeError: as the model's kernel does (bad labels,
+                no memory, a failed call).
+        """
         return None
+
+    def _fusable(self, params: list[torch.Tensor], owner: type, methods: tuple[str, ...]) -> bool:
+        """Whether the fast path may replace autograd for ``params``: grad mode on, all
+        of them trainable, no gradient hooks on them (the kernel would bypass them), and
+        none of ``methods``, the loss that ``owner``'s kernel reproduces, overridden by a
+        subclass (an override's loss is what must train)."""
+        if not torch.is_grad_enabled():
+            return False
+        for p in params:
+            if not p.requires_grad:
+                return False
+            if getattr(p, "_backward_hooks", None) or getattr(
+                p, "_post_accumulate_grad_hooks", None
+            ):
+                return False
+        cls = type(self)
+        return cls is owner or all(getattr(cls, m) is getattr(owner, m) for m in methods)
 
     def validation_terms(
         self, y: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator

@@ -246,18 +246,16 @@ class NormalizingFlow(FlowModel):
         return self.couplings <= 512 and len(c.dims) <= 17 and max(c.dims) <= 64
 
     def _kernel_terms(
-        self, y: torch.Tensor, grad: bool | torch.Tensor = False
+        self, y: torch.Tensor, grad_out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log N(z), log_det, d(-mean(log N(z) + log_det))/d theta or None) for y (N, D);
-        ``grad`` may be a contiguous tensor shaped like theta to write the gradient into."""
+        """(log N(z) (N,), log_det (N,), grad_out) for y (N, D); unless ``None``,
+        ``grad_out`` (contiguous, shaped like theta) receives d(-mean(log N(z) + log_det))
+        / d theta."""
         y = y.contiguous()
         n, c = len(y), self.layers[0]
         logpz = torch.empty(n, dtype=y.dtype)
         logdet = torch.empty(n, dtype=y.dtype)
-        if isinstance(grad, torch.Tensor):
-            g = grad
-        else:
-            g = torch.empty_like(self.theta) if grad else None
+        g = grad_out
         theta = self.theta.detach()
         rc = kernel(y.dtype)(
             self.couplings,
@@ -380,9 +378,10 @@ class NormalizingFlow(FlowModel):
 
     def _loss_and_grad_std(self, y, labels, generator):
         """Eq. 9 with theta's gradient in ``theta.grad``, by the kernel alone (see base)."""
-        if not (self.theta.requires_grad and self._use_kernel(y)):
+        theta = self.theta
+        if not (self._fusable([theta], NormalizingFlow, ("_loss_std",)) and self._use_kernel(y)):
             return None
-        logpz, logdet, _ = self._kernel_terms(y, grad=grad_buffer(self.theta))
+        logpz, logdet, _ = self._kernel_terms(y, grad_buffer(theta))
         return -(logpz + logdet).mean()
 
     def _loss_std(self, y, labels, generator):
@@ -415,7 +414,7 @@ class _FusedNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, theta: torch.Tensor, flow: NormalizingFlow) -> torch.Tensor:
-        logpz, logdet, grad = flow._kernel_terms(y, grad=True)
+        logpz, logdet, grad = flow._kernel_terms(y, torch.empty_like(theta))
         ctx.save_for_backward(grad)
         return -(logpz + logdet).mean()
 

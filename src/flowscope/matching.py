@@ -124,6 +124,10 @@ class VelocityField(nn.Module):
             flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
         self.theta = nn.Parameter(torch.cat(flat))
 
+    def kernel_params(self) -> list[nn.Parameter]:
+        """The weights in the fused kernel's order: ``theta``, then the class embedding."""
+        return [self.theta] if self.embedding is None else [self.theta, self.embedding.weight]
+
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight (out, in), bias (out,)) of every Linear layer: views of ``theta``."""
         out, o = [], 0
@@ -354,8 +358,9 @@ class FlowMatching(FlowModel):
         """Eq. 16 with every weight's gradient in its ``.grad``, by the kernel alone (see
         base)."""
         f = self.field
-        params = [f.theta] if f.embedding is None else [f.theta, f.embedding.weight]
-        if not (all(p.requires_grad for p in params) and self._use_kernel(x1)):
+        params = f.kernel_params()
+        methods = ("_loss_std", "_draw", "_eq16")  # the loss the kernel reproduces
+        if not (self._fusable(params, FlowMatching, methods) and self._use_kernel(x1)):
             return None
         x0, t = self._draw(x1, generator)
         return _fm_kernel_loss(x1, x0, t, labels, f, [grad_buffer(p) for p in params])
@@ -364,12 +369,10 @@ class FlowMatching(FlowModel):
         """Eq. 16 for given data x1 (N, D), noise x0 (N, D) and times t (N, 1); the fused
         kernel computes it (and its gradient) when it can."""
         if self._use_kernel(x1):
-            emb = self.field.embedding
-            if not (torch.is_grad_enabled() and self.field.theta.requires_grad):
+            params = self.field.kernel_params()
+            if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
                 return _fm_kernel_loss(x1, x0, t, labels, self.field, None)
-            if emb is None:
-                return _FusedFMLoss.apply(x1, x0, t, None, self.field, self.field.theta)
-            return _FusedFMLoss.apply(x1, x0, t, labels, self.field, self.field.theta, emb.weight)
+            return _FusedFMLoss.apply(x1, x0, t, labels, self.field, *params)
         y = t * x1 + (1 - t) * x0  # Eq. 14
         v = self.field(y, t, labels)
         return ((v - (x1 - x0)) ** 2).sum(dim=1).mean()  # Eq. 16

@@ -1,7 +1,9 @@
 """One trainer for both model families: Adam, cosine learning-rate decay, validation, NaN guard.
 
-The trainer knows nothing of the models beyond ``_loss_std`` (the training loss on a batch
-of standardized points) and ``validation_terms``.
+The trainer knows nothing of the models beyond ``_loss_and_grad_std`` (the fused fast
+path: loss and every ``.grad`` from one kernel call, or ``None``), ``_loss_std`` (the
+training loss on a batch of standardized points, for autograd when the fast path declines)
+and ``validation_terms``.
 """
 
 from __future__ import annotations
@@ -202,6 +204,8 @@ def fit(
     # 2-core machine a second thread made each step about 4x slower (1.1 vs 4.7 ms, NF).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    grad_mode = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)  # training needs gradients, also when called under no_grad
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
@@ -262,6 +266,7 @@ def fit(
                     ),
                 )
     finally:
+        torch.set_grad_enabled(grad_mode)
         torch.set_num_threads(threads)
         bar.close()
         model.eval()
