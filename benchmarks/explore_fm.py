@@ -45,7 +45,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -76,24 +75,19 @@ class Variant(VelocityField):
                 flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
             self.theta = nn.Parameter(torch.cat(flat))
 
+    def _inputs(self, y, t, labels):
+        a = super()._inputs(y, t, labels)
+        if not self.k:
+            return a
+        p = y @ self.b
+        return torch.cat([y, torch.sin(p), torch.cos(p), a[:, y.shape[1] :]], dim=1)
+
     def forward(self, y, t, labels=None):
-        t = torch.as_tensor(t, dtype=y.dtype)
-        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
-        parts = [y, t]
-        if self.k:
-            p = y @ self.b
-            parts = [y, torch.sin(p), torch.cos(p), t]
-        if self.embedding is not None:
-            parts.append(self.embedding(labels))
-        a = torch.cat(parts, dim=1)
-        pairs = self.pairs()
-        for i, (w, b) in enumerate(pairs):
-            a = F.linear(a, w, b)
-            if i < len(pairs) - 1:
-                a = F.leaky_relu(a)
-        if self.x_prediction:
-            a = (a - y) / (1 - t).clamp(min=self.x_prediction)
-        return a
+        v = super().forward(y, t, labels)
+        if not self.x_prediction:
+            return v
+        t = torch.as_tensor(t, dtype=y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
+        return (v - y) / (1 - t).clamp(min=self.x_prediction)
 
     def frozen(self, labels=None):
         def velocity(y, t):

@@ -144,16 +144,22 @@ class VelocityField(nn.Module):
         """v(y, t): y (N, D), t a scalar or (N,), labels (N,) or ``None`` -> (N, D)."""
         t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
         t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
-        parts = [y, t]
-        if self.embedding is not None:
-            parts.append(self.embedding(labels))
-        a = torch.cat(parts, dim=1)
+        a = self._inputs(y, t, labels)
         pairs = self.pairs()
         for i, (w, b) in enumerate(pairs):
             a = F.linear(a, w, b)
             if i < len(pairs) - 1:
                 a = F.leaky_relu(a)
         return a
+
+    def _inputs(
+        self, y: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The first layer's input (N, dims[0]): the point, t (N, 1) and the class vector."""
+        parts = [y, t]
+        if self.embedding is not None:
+            parts.append(self.embedding(labels))
+        return torch.cat(parts, dim=1)
 
     def frozen(self, labels: torch.Tensor | None = None) -> Velocity:
         """v(y, t) for an ODE solver: the same function as :meth:`forward`, with the weights
