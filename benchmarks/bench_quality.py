@@ -16,7 +16,11 @@ Trains each model exactly as ``flowscope train`` does (:func:`flowscope.runs.tra
   same for two draws of the data (the noise floor at that size);
 
 for each ``time_alpha`` asked for (the training times t ~ Beta(alpha, 1); 1 is the
-seed's U[0, 1]).
+seed's U[0, 1]) and, for the conditional model, each ``standardize`` asked for (``class``:
+each ring standardized by its own mean and scale, the library's default; ``global``: all
+points together, the seed's recipe). The conditional NLL is given in the coordinates of
+the unconditional benchmark, all training points standardized per axis together, so that
+it compares across both choices.
 
 Results go to ``benchmarks/results/quality.json`` and ``quality.md`` (rewritten after
 every run, so an interrupted benchmark keeps what it measured).
@@ -43,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from flowscope.base import STANDARDIZE
 from flowscope.matching import DEFAULT_TIME_ALPHA
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
 from flowscope.runs import run_data, train_run
@@ -133,7 +138,10 @@ def evaluate(row: dict, accuracy_samples: int) -> dict:
         # The accuracy alone can be bought with a poor density: the conditional NLL shows it.
         k = CONDITIONAL_NLL_POINTS
         nll = heldout_nll(m, test.x[:k], test.labels[:k])
-        row["test_nll_conditional"] = nll.standardized
+        # In one coordinate system for every CFM: all training points standardized per
+        # axis together (equal to nll.standardized for standardize="global").
+        log_scale = float(run_data(info, "train").x.double().std(dim=0).log().sum())
+        row["test_nll_conditional"] = nll.data - log_scale
         # Test points are shuffled, so their class shares match the balanced samples'.
         row["w2"] = wasserstein2(x[:n_w2], test.x[:n_w2])
     else:
@@ -171,13 +179,16 @@ def markdown(result: dict) -> str:
         "(data, training, per-epoch validation and checkpoints).",
         "",
         "Flow matching: `time_alpha` a means training times t ~ Beta(a, 1) (1: the seed's "
-        "U[0, 1]). CFM's NLL is the class-conditional one, -mean log p(x | ring), on 2000 "
-        "test points. W2 (data units): 2000 samples against 2000 test points; floor: two "
-        "halves of the test set.",
+        "U[0, 1]); `standardize` class: each ring standardized by its own mean and scale "
+        "(its noise starts around the ring's centre), global: all points together (the "
+        "seed's recipe). CFM's NLL is the class-conditional one, -mean log p(x | ring), on "
+        "2000 test points, in the coordinates of the NLL column (all training points "
+        "standardized together). W2 (data units): 2000 samples against 2000 test points; "
+        "floor: two halves of the test set.",
         "",
-        "| model | log_scale_bound | grad_clip | time_alpha | seed | test NLL | class acc. "
-        "| W2 (floor) | NaN | max batch loss (step) | train s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | log_scale_bound | grad_clip | time_alpha | standardize | seed | test NLL "
+        "| class acc. | W2 (floor) | NaN | max batch loss (step) | train s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         nf = r["model"] == "nf"
@@ -187,7 +198,8 @@ def markdown(result: dict) -> str:
         nll = r.get("test_nll", r.get("test_nll_conditional"))
         w2 = "-" if "w2" not in r else f"{r['w2']:.3f} ({r['w2_floor']:.3f})"
         lines.append(
-            f"| {r['model']} | {bound} | {clip} | {r.get('time_alpha', '-')} | {r['seed']} | "
+            f"| {r['model']} | {bound} | {clip} | {r.get('time_alpha', '-')} | "
+            f"{r.get('standardize', '-')} | {r['seed']} | "
             f"{_fmt(nll, '.4f')} | "
             f"{'-' if acc is None else f'{100 * acc:.2f}%'} | {w2} | "
             f"{'yes' if r['nan'] else 'no'} | "
@@ -224,8 +236,13 @@ def summarize(runs: list[dict]) -> list[str]:
                 f"{statistics.mean(r['train_s'] for r in done):.1f} s (target <= 2.0 nats)"
             )
     fm = [r for r in runs if r["model"] in ("fm", "cfm")]
-    for model, alpha in sorted({(r["model"], r.get("time_alpha")) for r in fm}, key=str):
-        rs = [r for r in fm if (r["model"], r.get("time_alpha")) == (model, alpha)]
+    groups = {(r["model"], r.get("time_alpha"), r.get("standardize")) for r in fm}
+    for model, alpha, how in sorted(groups, key=str):
+        rs = [
+            r
+            for r in fm
+            if (r["model"], r.get("time_alpha"), r.get("standardize")) == (model, alpha, how)
+        ]
         seeds = [r["seed"] for r in rs]
         if model == "fm" and all("test_nll" in r for r in rs):
             nlls = [r["test_nll"] for r in rs]
@@ -237,7 +254,8 @@ def summarize(runs: list[dict]) -> list[str]:
             accs = [100 * r["class_accuracy"] for r in rs]
             nlls = [r["test_nll_conditional"] for r in rs]
             out.append(
-                f"CFM, time_alpha={alpha}: class accuracy median {statistics.median(accs):.2f}%, "
+                f"CFM, time_alpha={alpha}, standardize={how}: class accuracy median "
+                f"{statistics.median(accs):.2f}%, "
                 f"worst {min(accs):.2f}% over seeds {seeds} (target >= 98%); in some ring's "
                 f"band: median {100 * statistics.median(r['in_any_band'] for r in rs):.2f}%; "
                 f"conditional NLL median {statistics.median(nlls):.4f}"
@@ -277,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"FM and CFM training times t ~ Beta(a, 1); default {DEFAULT_TIME_ALPHA:g} (the "
         "library's); 1 is uniform t (Algorithm 1)",
     )
+    p.add_argument(
+        "--standardize",
+        choices=STANDARDIZE,
+        nargs="+",
+        default=["class"],
+        help="CFM standardization: 'class' (each ring by its own mean and scale; the "
+        "library's default for a conditional model) and/or 'global' (the seed's recipe)",
+    )
     p.add_argument("--no-fm", action="store_true", help="skip flow matching")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--n-points", type=int, default=250_000)
@@ -304,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_fm:
         for a in args.time_alpha:
             for s in args.fm_seeds:
-                plan += [("fm", s, {"time_alpha": a}, None), ("cfm", s, {"time_alpha": a}, None)]
+                plan.append(("fm", s, {"time_alpha": a}, None))
+                plan += [
+                    ("cfm", s, {"time_alpha": a, "standardize": h}, None) for h in args.standardize
+                ]
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_quality.py " + " ".join(argv or sys.argv[1:]),

@@ -17,10 +17,18 @@ JSON line (also appended to ``--log``):
 - ``--fourier K:SIGMA``: sin/cos of K random projections (N(0, SIGMA^2)) of the point
   as extra inputs of the first layer;
 - ``--y-scale C``: the first layer's weights on the point multiplied by C at init;
-- ``--hidden``, ``--layers``, ``--embedding-dim``, ``--epochs``, ``--seed``.
+- ``--stratified``: one training time per stratum of [0, 1] in each batch (random order),
+  mapped through Beta(A, 1)'s quantile function;
+- ``--per-layer``: t and (conditional) a per-class vector also added to every hidden
+  layer's pre-activation (zero at init);
+- ``--slope S``: LeakyReLU's negative slope (PyTorch's default 0.01);
+- ``--standardize class|global`` (cfm): the library's option, default ``class``;
+- ``--hidden``, ``--layers``, ``--embedding-dim``, ``--epochs``, ``--seed``, ``--lr``.
 
-The variations that change the network (x-prediction, Fourier features) run on the
-PyTorch layers, not the fused kernel, so their training times are not comparable.
+The variations that change the network (x-prediction, Fourier features, per-layer
+conditioning, slope) run on the PyTorch layers, and those that change the loss (mix, OT,
+stratified) by autograd, not the fused kernel, so their training times are not
+comparable.
 
 Evaluation: unconditional - held-out NLL on the run's 10,000 test points (rk4, 100 steps),
 in nats per point in the per-axis standardized coordinates of the benchmark (also for
@@ -47,7 +55,9 @@ from pathlib import Path
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+from torch.nn import functional as F
 
+from flowscope.base import STANDARDIZE
 from flowscope.data import Standardization
 from flowscope.matching import FlowMatching, VelocityField, sample_times
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
@@ -58,9 +68,27 @@ from flowscope.train import TrainConfig
 class Variant(VelocityField):
     """The velocity MLP with optional Fourier input features and x-prediction."""
 
-    def __init__(self, *args, fourier: str = "", x_prediction: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        fourier: str = "",
+        x_prediction: float = 0.0,
+        per_layer: bool = False,
+        slope: float = 0.01,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.x_prediction = x_prediction
+        self.slope = slope
+        self.per_layer = None
+        if per_layer:  # time and class into every hidden layer, zero at init
+            n_hidden = len(self.dims) - 3
+            width = self.dims[1]
+            self.time_w = nn.Parameter(torch.zeros(n_hidden, width))
+            if self.embedding is not None:
+                self.per_layer = nn.Parameter(
+                    torch.zeros(n_hidden, self.embedding.num_embeddings, width)
+                )
         self.k = 0
         if fourier:
             k, sigma = fourier.split(":")
@@ -83,7 +111,18 @@ class Variant(VelocityField):
         return torch.cat([y, torch.sin(p), torch.cos(p), a[:, y.shape[1] :]], dim=1)
 
     def forward(self, y, t, labels=None):
-        v = super().forward(y, t, labels)
+        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+        v = self._inputs(y, t, labels)
+        pairs = self.pairs()
+        for i, (w, b) in enumerate(pairs):
+            v = F.linear(v, w, b)
+            if i < len(pairs) - 1:
+                if i >= 1 and hasattr(self, "time_w"):
+                    v = v + t * self.time_w[i - 1]
+                    if self.per_layer is not None:
+                        v = v + self.per_layer[i - 1][labels]
+                v = F.leaky_relu(v, self.slope)
         if not self.x_prediction:
             return v
         t = torch.as_tensor(t, dtype=y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
@@ -99,11 +138,16 @@ class Variant(VelocityField):
 
 def patch(args) -> None:
     """Apply the asked-for variation to the library's classes (this process only)."""
-    if args.ot or args.mix:
+    if args.ot or args.mix or args.stratified:
 
         def loss_std(self, x1, labels, generator):
             x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
             t = sample_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
+            if args.stratified:  # one time per stratum of U[0, 1], in random order
+                n = x1.shape[0]
+                u = torch.rand(n, 1, generator=generator, dtype=x1.dtype)
+                k = torch.randperm(n, generator=generator).reshape(-1, 1).to(x1.dtype)
+                t = ((k + u) / n).pow(1 / self.time_alpha)
             if args.mix:
                 u = torch.rand(t.shape, generator=generator, dtype=t.dtype)
                 pick = torch.rand(t.shape, generator=generator) < args.mix
@@ -118,23 +162,27 @@ def patch(args) -> None:
             return self._eq16(x1, x0, t, labels)
 
         FlowMatching._loss_std = loss_std
+        # The fused step reproduces the library's loss, not this one: train by autograd.
+        FlowMatching._loss_and_grad_std = lambda self, x1, labels, generator: None
     if args.isotropic:
         fit = Standardization.fit
 
-        def isotropic_fit(self, x):
-            fit(self, x)
-            with torch.no_grad():
-                self.scale.fill_(float(self.scale.pow(2).mean().sqrt()) / args.isotropic)
+        def isotropic_fit(self, x, labels=None):
+            fit(self, x, labels)
+            with torch.no_grad():  # per class: each class's own RMS
+                rms = self.scale.pow(2).mean(dim=-1, keepdim=True).sqrt()
+                self.scale.copy_((rms / args.isotropic).expand_as(self.scale))
             return self
 
         Standardization.fit = isotropic_fit
-    if args.fourier or args.x_prediction or args.y_scale != 1.0:
+    variant = args.fourier or args.x_prediction or args.per_layer or args.slope != 0.01
+    if variant or args.y_scale != 1.0:
         init = FlowMatching.__init__
 
         def variant_init(self, *a, **kw):
             init(self, *a, **kw)
             f = self.field
-            if args.fourier or args.x_prediction:
+            if variant:
                 f = Variant(
                     f.dims[-1],
                     f.dims[1],
@@ -143,6 +191,8 @@ def patch(args) -> None:
                     16 if f.embedding is None else f.embedding.embedding_dim,
                     fourier=args.fourier,
                     x_prediction=args.x_prediction,
+                    per_layer=args.per_layer,
+                    slope=args.slope,
                 )
             with torch.no_grad():
                 f.pairs()[0][0][:, : f.dims[-1]] *= args.y_scale
@@ -153,8 +203,8 @@ def patch(args) -> None:
 
 def evaluate(model, info) -> dict:
     test = run_data(info, "test")
-    # NLL in the benchmark's coordinates: per-axis standardized by the training data.
-    log_scale = float(run_data(info, "train").x.std(dim=0).log().sum())
+    # NLL in the benchmark's coordinates: all training points standardized per axis.
+    log_scale = float(run_data(info, "train").x.double().std(dim=0).log().sum())
     g = torch.Generator().manual_seed(0)
     out = {}
     if model.num_classes is None:
@@ -182,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x-prediction", type=float, default=0.0)
     p.add_argument("--fourier", default="")
     p.add_argument("--y-scale", type=float, default=1.0)
+    p.add_argument("--stratified", action="store_true")
+    p.add_argument("--standardize", choices=STANDARDIZE, help="cfm (default: per class)")
+    p.add_argument("--per-layer", action="store_true")
+    p.add_argument("--slope", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--embedding-dim", type=int, default=16)
@@ -194,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     model_args = dict(hidden=args.hidden, layers=args.layers, time_alpha=args.time_alpha)
     if args.model == "cfm":
         model_args["embedding_dim"] = args.embedding_dim
+        model_args["standardize"] = args.standardize or "class"
     with tempfile.TemporaryDirectory() as tmp:
         model, info, history = train_run(
             args.model,
             Path(tmp) / "run",
-            config=TrainConfig(epochs=args.epochs, seed=args.seed),
+            config=TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr),
             model_args=model_args,
             progress=False,
         )

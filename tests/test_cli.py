@@ -172,6 +172,24 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
     assert f"{out} holds a run of model fm, not nf: resume it as fm" in err
 
 
+def test_train_standardize_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "cfm"
+    real = flowscope.runs.train_run
+    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
+    argv = ["train", "cfm", "--out", out, *TINY[:2], "--epochs", "2", "--standardize", "global"]
+    assert run(capsys, *argv)[0] == 130
+    assert json.loads((out / "config.json").read_text())["model"]["standardize"] == "global"
+    monkeypatch.setattr(flowscope.runs, "train_run", real)
+    code, stdout, _ = run(capsys, "train", "cfm", "--out", out, "--resume")
+    assert code == 0 and "resumed at epoch 2" in stdout
+    model, _ = flowscope.runs.load_run(out)
+    assert not model.standardization.per_class
+    err = one_error_line(
+        *run(capsys, "train", "cfm", "--out", out, "--resume", "--standardize", "class")[::2]
+    )
+    assert "standardize" in err and "global" in err
+
+
 def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, capsys, tmp_path):
     out = tmp_path / "fm"
     real = flowscope.runs.train_run
@@ -506,6 +524,9 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"], "applies to fm and cfm"),
         (["train", "fm", "--time-alpha", "0"], "argument --time-alpha: must be a positive"),
         (["train", "cfm", "--time-alpha", "inf"], "argument --time-alpha"),
+        (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "it applies to cfm"),
+        (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "it applies to cfm"),
+        (["train", "cfm", "--standardize", "ring"], "argument --standardize: invalid choice"),
         (["sample", "{nf}", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["sample", "{nf}", "--seed", "1.5"], "argument --seed: must be a non-negative integer"),
         (["train", "nf", "--data", "banana", "--out", "{tmp}/r"], "unknown data 'banana'"),

@@ -330,6 +330,42 @@ def test_make_dataset_from_labelled_file(tmp_path):
 # --- standardization and splits -----------------------------------------------------------
 
 
+def test_standardization_per_class_fits_each_class_and_its_log_abs_det():
+    x, y = olympic_rings(5000, conditional=True, seed=0)
+    x = x.double()
+    s = Standardization(2, num_classes=5).double().fit(x, y)
+    assert s.per_class and s.loc.shape == s.scale.shape == (5, 2)
+    for k in range(5):
+        assert torch.allclose(s.loc[k], x[y == k].mean(0), atol=1e-12)
+        assert torch.allclose(s.scale[k], x[y == k].std(0), atol=1e-12)
+    z = s(x, y)
+    for k in range(5):  # every class is standardized by its own numbers
+        assert torch.allclose(z[y == k].mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+        assert torch.allclose(z[y == k].std(0), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(s.inverse(z, y), x, atol=1e-12)
+    ld = s.log_abs_det(y[:3])
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: s(v[None], y[i : i + 1])[0], x[i])
+        assert ld[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-12)
+
+
+def test_standardization_per_class_errors_say_what_to_do():
+    x, y = olympic_rings(50, conditional=True, seed=0)
+    s = Standardization(2, num_classes=5)
+    with pytest.raises(ValueError, match="per class: pass the labels"):
+        s.fit(x)
+    with pytest.raises(ValueError, match=r"class 4 has 1 training point and .* at least 2"):
+        s.fit(x[:9], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4]))
+    with pytest.raises(ValueError, match=r"class ids in \[0, 5\)"):
+        s.fit(x[:4], torch.tensor([0, 1, 2, 7]))
+    with pytest.raises(ValueError, match="shape"):
+        s(x, y[:3])
+    flat = x.clone()
+    flat[y == 2, 1] = 0.5
+    with pytest.raises(ValueError, match="constant within a class"):
+        s.fit(flat, y)
+
+
 def test_standardization_round_trip_and_log_abs_det():
     x = olympic_rings(5000, seed=0).double()
     s = Standardization(2).double().fit(x)
@@ -339,8 +375,8 @@ def test_standardization_round_trip_and_log_abs_det():
     assert torch.allclose(y.std(0), torch.ones(2, dtype=torch.float64))
     assert torch.allclose(s.inverse(y), x, atol=1e-12)
     jac = torch.autograd.functional.jacobian(lambda v: s(v[None])[0], x[0])
-    assert s.log_abs_det.item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-12)
-    assert s.log_abs_det.item() == pytest.approx(-x.std(0).log().sum().item(), abs=1e-12)
+    assert s.log_abs_det().item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-12)
+    assert s.log_abs_det().item() == pytest.approx(-x.std(0).log().sum().item(), abs=1e-12)
 
 
 def test_standardization_rejects_bad_fits():

@@ -374,6 +374,56 @@ def test_save_load_round_trip():
     assert torch.equal(again.log_prob(x, 1, steps=4), fm.log_prob(x, 1, steps=4))
 
 
+def test_standardize_defaults_to_class_for_a_conditional_model_and_bad_values_raise():
+    assert FlowMatching().config()["standardize"] == "global"
+    cfm = FlowMatching(num_classes=5)
+    assert cfm.config()["standardize"] == "class" and cfm.standardization.loc.shape == (5, 2)
+    assert FlowMatching(num_classes=5, standardize="global").standardization.loc.shape == (2,)
+    with pytest.raises(ValueError, match="needs classes"):
+        FlowMatching(standardize="class")
+    with pytest.raises(ValueError, match="standardize must be one of"):
+        FlowMatching(num_classes=5, standardize="per-class")
+
+
+def test_class_standardization_is_a_gaussian_prior_per_class(monkeypatch):
+    # With v = 0 the flow is the identity in standardized units: class k's model is
+    # N(loc_k, diag(scale_k^2)) in data units, its samples z * scale_k + loc_k.
+    fm = FlowMatching(num_classes=3, hidden=4, layers=2).double()
+    monkeypatch.setattr(fm, "field", ConstantField(torch.zeros(2, dtype=F64)))
+    loc = torch.tensor([[0.0, 0.0], [3.0, -1.0], [-2.0, 5.0]], dtype=F64)
+    scale = torch.tensor([[1.0, 1.0], [0.5, 2.0], [3.0, 0.25]], dtype=F64)
+    set_standardization(fm, loc, scale)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    z = rand(6, 2)
+    x = fm(z, dt=0.5, labels=labels)
+    assert torch.allclose(x, z * scale[labels] + loc[labels], atol=1e-12)
+    assert torch.allclose(fm.reverse(x, dt=0.5, labels=labels), z, atol=1e-12)
+    prior = torch.distributions.Normal(loc[labels], scale[labels])
+    lp = fm.log_prob(x, labels, steps=2)
+    assert torch.allclose(lp, prior.log_prob(x).sum(dim=1), atol=1e-12)
+    lp_std = fm.log_prob(x, labels, steps=2, standardized=True)
+    assert torch.allclose(lp_std, standard_normal_log_prob(z), atol=1e-12)
+    path = fm.trajectory(x, dt=0.5, labels=labels, inverse=True)
+    assert torch.allclose(path[0], x, atol=1e-12) and torch.allclose(path[-1], x, atol=1e-12)
+    # The same point under another class is another density: the labels are used.
+    assert not torch.allclose(fm.log_prob(x, 0, steps=2), lp)
+    with pytest.raises(ValueError, match="per class: pass the labels"):
+        fm.standardization(x)
+
+
+def test_class_standardized_density_integrates_to_one_per_class():
+    fm = small_model(num_classes=2, scale=0.5)
+    set_standardization(fm, [[2.0, -0.4], [-1.0, 1.0]], [[1.6, 0.85], [0.5, 0.7]])
+    for k in range(2):
+        s = fm.sample(4000, dt=0.05, labels=k, generator=torch.Generator().manual_seed(0))
+        lo, hi = s.min(0).values - 1.0, s.max(0).values + 1.0
+        gx = torch.linspace(lo[0].item(), hi[0].item(), 140, dtype=F64)
+        gy = torch.linspace(lo[1].item(), hi[1].item(), 140, dtype=F64)
+        lp = fm.log_prob(torch.cartesian_prod(gx, gy), k, solver="rk4", steps=10)
+        mass = lp.exp().sum().item() * (gx[1] - gx[0]).item() * (gy[1] - gy[0]).item()
+        assert mass == pytest.approx(1.0, abs=0.02), k
+
+
 # --- trajectories ----------------------------------------------------------------------------
 
 

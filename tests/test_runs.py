@@ -176,6 +176,27 @@ def test_a_flow_matching_run_records_its_time_distribution(runs, tmp_path):
         train_run("cfm", old, config=CONFIG, resume=True, **TINY)
 
 
+def test_a_conditional_run_records_its_standardization_and_old_folders_load_global(runs, tmp_path):
+    model, info = load_run(runs["cfm"])
+    assert info.model["standardize"] == "class" and model.standardization.per_class
+    train = run_data(info, "train")
+    for k in range(model.num_classes):  # fitted on the run's own training points per ring
+        assert torch.allclose(model.standardization.loc[k], train.x[train.labels == k].mean(0))
+    # A folder written before `standardize` existed was standardized globally: its
+    # buffers are (D,), and it loads as "global" with the same weights.
+    old = tmp_path / "old"
+    train_run("cfm", old, config=CONFIG, model_args={"standardize": "global"}, **TINY)
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["standardize"]
+    (old / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_run(old)
+    assert loaded.config()["standardize"] == "global"
+    assert loaded.standardization.loc.shape == (2,)
+    # Resuming it under the library's default (per class) is refused by name.
+    with pytest.raises(RunError, match="standardize"):
+        train_run("cfm", old, config=CONFIG, resume=True, **TINY)
+
+
 # -- resume -----------------------------------------------------------------------------
 
 

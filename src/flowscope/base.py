@@ -10,7 +10,11 @@ from torch import nn
 
 from .data import Standardization, check_int
 
-__all__ = ["FlowModel", "standard_normal_log_prob"]
+__all__ = ["STANDARDIZE", "FlowModel", "standard_normal_log_prob"]
+
+#: How a model standardizes its data: all points with one mean and scale, or each class
+#: with its own (see :class:`~flowscope.data.Standardization`).
+STANDARDIZE = ("global", "class")
 
 
 def grad_buffer(p: torch.Tensor) -> torch.Tensor:
@@ -31,7 +35,8 @@ class FlowModel(nn.Module):
 
     A model works in standardized coordinates internally and carries the
     :class:`~flowscope.data.Standardization` fitted on its training data (buffers saved with
-    the weights), so its public methods take and return data units.
+    the weights), so its public methods take and return data units. A conditional model
+    may standardize each class by its own mean and scale (``standardize="class"``).
 
     Subclasses implement ``_log_prob_std``, ``_loss_std`` and ``validation_terms``, and
     may implement ``_loss_and_grad_std``, the trainer's fast path.
@@ -39,11 +44,16 @@ class FlowModel(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, features: int, num_classes: int | None = None):
+    def __init__(self, features: int, num_classes: int | None = None, standardize: str = "global"):
         super().__init__()
         self.features = check_int(features, "features")
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
-        self.standardization = Standardization(self.features)
+        if standardize not in STANDARDIZE:
+            raise ValueError(f"standardize must be one of {STANDARDIZE}, got {standardize!r}")
+        if standardize == "class" and self.num_classes is None:
+            raise ValueError("standardize='class' needs classes: pass num_classes, or use 'global'")
+        per_class = self.num_classes if standardize == "class" else None
+        self.standardization = Standardization(self.features, per_class)
 
     # -- configuration, for saving and loading -------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -95,12 +105,15 @@ class FlowModel(nn.Module):
         return check_int(n, "n")
 
     # -- coordinates ----------------------------------------------------------------------
-    def _display(self, states: torch.Tensor, units: str) -> torch.Tensor:
-        """Map standardized states (..., D) to the requested units ("data" or "standardized")."""
+    def _display(
+        self, states: torch.Tensor, units: str, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Map standardized states (..., N, D) of points with labels (N,) or ``None`` to
+        the requested units ("data" or "standardized")."""
         if units == "standardized":
             return states
         if units == "data":
-            return self.standardization.inverse(states)
+            return self.standardization.inverse(states, labels)
         raise ValueError(f"units must be 'data' or 'standardized', got {units!r}")
 
     # -- likelihood and training ----------------------------------------------------------
@@ -114,7 +127,8 @@ class FlowModel(nn.Module):
             x: (N, D) points in data units.
             labels: class ids for a conditional model (one int or (N,)), else ``None``.
             standardized: return the density of the standardized point instead (the
-                number the training losses are in); it differs by ``sum(log scale)``.
+                number the training losses are in); it differs by ``sum(log scale)``
+                (of the point's class, if standardized per class).
 
         Returns:
             (N,) log p(x), computed under ``torch.no_grad()``; ``-inf`` where the value
@@ -122,9 +136,9 @@ class FlowModel(nn.Module):
         """
         x = self._check_points(x)
         labels = self._check_labels(labels, len(x))
-        lp = self._log_prob_std(self.standardization(x), labels, **kwargs)
+        lp = self._log_prob_std(self.standardization(x, labels), labels, **kwargs)
         if not standardized:
-            lp = lp + self.standardization.log_abs_det
+            lp = lp + self.standardization.log_abs_det(labels)
         return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
 
     def loss(
@@ -133,7 +147,7 @@ class FlowModel(nn.Module):
         """The training loss of a batch x (N, D) in data units, a scalar (standardized space)."""
         x = self._check_points(x)
         labels = self._check_labels(labels, len(x))
-        return self._loss_std(self.standardization(x), labels, generator)
+        return self._loss_std(self.standardization(x, labels), labels, generator)
 
     def _log_prob_std(self, y: torch.Tensor, labels: torch.Tensor | None, **kwargs: Any):
         raise NotImplementedError

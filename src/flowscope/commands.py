@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .base import STANDARDIZE
 from .cli import CommandError, add_command, int_type, text_table
 from .matching import DEFAULT_TIME_ALPHA, SOLVERS
 from .train import TrainConfig, TrainingDiverged
@@ -283,15 +284,24 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError(
             "--time-alpha sets the training times of flow matching; it applies to fm and cfm"
         )
+    if args.standardize is not None and args.model != "cfm":
+        raise CommandError(
+            "--standardize chooses between one standardization and one per class; it "
+            "applies to cfm (the conditional model)"
+        )
     model_args = {} if args.time_alpha is None else {"time_alpha": args.time_alpha}
+    if args.standardize is not None:
+        model_args["standardize"] = args.standardize
     if args.resume and (out / "config.json").is_file():
         # Options not given on the command line continue with the run's own settings.
         info = runs.read_info(out)
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
-        if info.kind == "fm" and args.model in ("fm", "cfm") and args.time_alpha is None:
-            model_args["time_alpha"] = runs.recorded_model_args(info)["time_alpha"]
+        if info.kind == "fm" and args.model in ("fm", "cfm"):
+            recorded = runs.recorded_model_args(info)
+            for key in ("time_alpha", "standardize"):
+                model_args.setdefault(key, recorded[key])
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -417,7 +427,7 @@ def _log_prob(args: argparse.Namespace) -> int:
     x, labels = _points(args, model, info)
     # One solve: the data-unit density differs from the standardized one by a constant.
     lp_std = model.log_prob(x, labels, standardized=True)
-    lp = lp_std + model.standardization.log_abs_det
+    lp = lp_std + model.standardization.log_abs_det(labels)
     pts = x.double().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
@@ -554,6 +564,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="fm and cfm: draw the path time t of each training example (0: noise, 1: data) "
         f"from Beta(A, 1), density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g}: mostly "
         "near the data; 1: uniform)",
+    )
+    p.add_argument(
+        "--standardize",
+        choices=STANDARDIZE,
+        help="cfm: standardize each class's points by their own mean and standard deviation "
+        "('class', the default: the noise of class k starts around its mean) or all points "
+        "together ('global', as in the study's recipe)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     again = p.add_mutually_exclusive_group()

@@ -552,46 +552,100 @@ class Standardization(nn.Module):
     """Per-axis z-scoring, fitted once and saved with a model (buffers ``loc``, ``scale``).
 
     ``forward`` maps data units to standardized units. A log-density in data units equals
-    the standardized one plus :attr:`log_abs_det` (that is, minus ``sum(log scale)``).
+    the standardized one plus :meth:`log_abs_det` (that is, minus ``sum(log scale)``).
+
+    With ``num_classes`` the mean and standard deviation are those of each class: ``loc``
+    and ``scale`` are (C, D), and every map takes the class ids. A model whose base is
+    N(0, I) in these coordinates has, in data units, the class-conditional prior
+    N(mean_k, diag(std_k^2)) for class k: a Gaussian centred on the class's average point,
+    as in Issachar et al., Designing a Conditional Prior Distribution for Flow-Based
+    Generative Models, TMLR 2025, arXiv:2502.09611.
 
     Arguments:
         features: the dimension D.
+        num_classes: fit per class (C classes), or ``None`` for one mean and scale.
     """
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, num_classes: int | None = None):
         super().__init__()
-        self.register_buffer("loc", torch.zeros(features))
-        self.register_buffer("scale", torch.ones(features))
+        rows = () if num_classes is None else (num_classes,)
+        self.register_buffer("loc", torch.zeros(*rows, features))
+        self.register_buffer("scale", torch.ones(*rows, features))
+
+    @property
+    def per_class(self) -> bool:
+        """Whether ``loc`` and ``scale`` are per class, (C, D)."""
+        return self.loc.ndim == 2
+
+    def _rows(self, labels: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) for n points: (D,) each, or (n, D) each per class."""
+        if not self.per_class:
+            return self.loc, self.scale
+        if labels is None:
+            raise ValueError("this standardization is per class: pass the labels (N,)")
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        c = len(self.loc)
+        if ((labels < 0) | (labels >= c)).any():
+            raise ValueError(f"labels must be class ids in [0, {c}), got {labels.tolist()[:8]}")
+        return self.loc[labels], self.scale[labels]
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor) -> Standardization:
-        """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D).
+    def fit(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Standardization:
+        """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D), of each
+        class's points (labels (N,)) when per class.
 
         Raises:
-            ValueError: if x is not (N >= 2, D), holds NaN or inf, or a coordinate is constant.
+            ValueError: if x is not (N >= 2, D) or holds NaN or inf, a coordinate is
+                constant, or (per class) labels are missing or a class has fewer than 2
+                points.
         """
-        if x.ndim != 2 or x.shape[1] != self.loc.numel() or len(x) < 2:
-            raise ValueError(
-                f"need (N >= 2, {self.loc.numel()}) points to fit, got {tuple(x.shape)}"
-            )
+        d = self.loc.shape[-1]
+        if x.ndim != 2 or x.shape[1] != d or len(x) < 2:
+            raise ValueError(f"need (N >= 2, {d}) points to fit, got {tuple(x.shape)}")
         bad = ~torch.isfinite(x).all(dim=1)
         if bad.any():
             row = int(bad.nonzero()[0])
             raise ValueError(f"cannot standardize: point {row} is {x[row].tolist()} (not finite)")
-        scale = x.std(dim=0)
+        if not self.per_class:
+            loc, scale = x.mean(dim=0), x.std(dim=0)
+        else:
+            self._rows(labels, len(x))  # checks the labels
+            loc, scale = torch.empty_like(self.loc), torch.empty_like(self.scale)
+            for k in range(len(self.loc)):
+                xk = x[torch.as_tensor(labels) == k]
+                if len(xk) < 2:
+                    raise ValueError(
+                        f"cannot standardize per class: class {k} has {len(xk)} training "
+                        f"point{'s' * (len(xk) != 1)} and each class needs at least 2; add "
+                        "points of that class or standardize all classes together (a model's "
+                        "standardize='global', flowscope train's --standardize global)"
+                    )
+                loc[k], scale[k] = xk.mean(dim=0), xk.std(dim=0)
         if (scale <= 0).any():
-            raise ValueError("cannot standardize: a coordinate is constant in the training data")
-        self.loc.copy_(x.mean(dim=0))
+            where = " within a class" if self.per_class else ""
+            raise ValueError(
+                f"cannot standardize: a coordinate is constant{where} in the training data"
+            )
+        self.loc.copy_(loc)
         self.scale.copy_(scale)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.loc) / self.scale
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Data units -> standardized units, (N, D); labels (N,) when per class."""
+        loc, scale = self._rows(labels, len(x))
+        return (x - loc) / scale
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.scale + self.loc
+    def inverse(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Standardized units -> data units, (..., N, D); labels (N,) when per class."""
+        loc, scale = self._rows(labels, y.shape[-2] if y.ndim >= 2 else 1)
+        return y * scale + loc
 
-    @property
-    def log_abs_det(self) -> torch.Tensor:
-        """log|det| of the data-to-standardized map: ``-sum(log scale)``, a scalar."""
-        return -self.scale.log().sum()
+    def log_abs_det(self, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log|det| of the data-to-standardized map, ``-sum(log scale)``: a scalar, or (N,)
+        for labels (N,) when per class."""
+        if not self.per_class:
+            return -self.scale.log().sum()
+        n = 0 if labels is None else torch.as_tensor(labels).numel()
+        return -self._rows(labels, n)[1].log().sum(dim=-1)

@@ -308,7 +308,7 @@ class NormalizingFlow(FlowModel):
         """
         x = self._check_points(x)
         z, log_det = self._inverse_std(self.standardization(x))
-        return z, log_det + self.standardization.log_abs_det
+        return z, log_det + self.standardization.log_abs_det()
 
     def _log_prob_std(self, y: torch.Tensor, labels: None = None, **kwargs: Any) -> torch.Tensor:
         if kwargs:

@@ -283,6 +283,17 @@ class FlowMatching(FlowModel):
     methods are in data units, except the latent (noise) side, which is N(0, I) in
     standardized units as for :class:`~flowscope.flows.NormalizingFlow`.
 
+    Standardization of a conditional model: by default each class is standardized by its
+    own mean and standard deviation (``standardize="class"``), so that in data units the
+    noise of class k is N(mean_k, diag(std_k^2)), a Gaussian around the class's average
+    point (a class-conditional prior, as in Issachar et al. 2025, arXiv:2502.09611), and
+    the network only has to shape each class, not also carry it across the plane. The
+    seed standardizes all points together (``"global"``). With the seed's recipe on the
+    Olympic rings (Beta(5, 1) times, seeds 0-4) this raised the class accuracy from
+    93.9-95.1% to 96.7-97.4% and lowered the class-conditional NLL from 0.31-0.34 to
+    0.23-0.26 nats, at the same cost (``benchmarks/results/quality.md``). ``log_prob``
+    stays exact: the class's log|det| of the standardization is added.
+
     Arguments:
         features: the dimension D.
         num_classes: classes of a conditional model, or ``None``.
@@ -290,9 +301,12 @@ class FlowMatching(FlowModel):
         layers: Linear layers of the velocity MLP (seed: 5).
         embedding_dim: size of the class embedding of a conditional model.
         time_alpha: t ~ Beta(time_alpha, 1) in the loss; 1 is the seed's U[0, 1].
+        standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
+            a conditional model and ``"global"`` otherwise.
 
     Raises:
-        ValueError: if ``time_alpha`` is not a finite number > 0.
+        ValueError: if ``time_alpha`` is not a finite number > 0, or ``standardize`` is
+            not one of :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes).
 
     Example:
         >>> fm = FlowMatching(features=2, hidden=16, layers=3)
@@ -310,8 +324,11 @@ class FlowMatching(FlowModel):
         layers: int = 5,
         embedding_dim: int = 16,
         time_alpha: float = DEFAULT_TIME_ALPHA,
+        standardize: str | None = None,
     ):
-        super().__init__(features, num_classes)
+        if standardize is None:
+            standardize = "global" if num_classes is None else "class"
+        super().__init__(features, num_classes, standardize)
         time_alpha = _check_time_alpha(time_alpha)
         self._args = dict(
             features=features,
@@ -320,6 +337,7 @@ class FlowMatching(FlowModel):
             layers=layers,
             embedding_dim=embedding_dim,
             time_alpha=time_alpha,
+            standardize=standardize,
         )
         self.field = VelocityField(features, hidden, layers, num_classes, embedding_dim)
 
@@ -425,7 +443,7 @@ class FlowMatching(FlowModel):
         z = self._check_points(z, "z")
         labels = self._check_labels(labels, len(z))
         y1 = self._path(z, labels, time_grid(dt), solver)[-1]
-        return self.standardization.inverse(y1)
+        return self.standardization.inverse(y1, labels)
 
     def sample(
         self,
@@ -469,7 +487,8 @@ class FlowMatching(FlowModel):
         """
         x = self._check_points(x)
         labels = self._check_labels(labels, len(x))
-        return self._path(self.standardization(x), labels, time_grid(dt, 1.0, 0.0), solver)[-1]
+        y = self.standardization(x, labels)
+        return self._path(y, labels, time_grid(dt, 1.0, 0.0), solver)[-1]
 
     def trajectory(
         self,
@@ -499,18 +518,18 @@ class FlowMatching(FlowModel):
         Returns:
             (len(times), N, D), in the order the times were given.
         """
+        y = self._check_points(points, "x" if inverse else "z")
+        labels = self._check_labels(labels, len(y))
         if inverse:
-            y = self.standardization(self._check_points(points))
+            y = self.standardization(y, labels)
             grid = time_grid(dt, 1.0, 0.0, times or ())
         else:
-            y = self._check_points(points, "z")
             grid = time_grid(dt, 0.0, 1.0, times or ())
-        labels = self._check_labels(labels, len(y))
         path = self._path(y, labels, grid, solver)
         if times is not None:
             idx = [min(range(len(grid)), key=lambda i, t=t: abs(grid[i] - t)) for t in times]
             path = path[idx]
-        return self._display(path, units)
+        return self._display(path, units, labels)
 
     # -- likelihood -----------------------------------------------------------------------
     def _log_prob_std(

@@ -114,7 +114,8 @@ def heldout_nll(
     flow-matching model's is the instantaneous change of variables integrated by an ODE
     solver (``solver=``, ``steps=``, ``divergence=`` are passed on). The density is
     computed once per point, in standardized coordinates; the data-unit value adds the
-    constant log|det| of the standardization, exactly as ``model.log_prob`` does. For a
+    log|det| of the standardization (a constant, or per class for a model standardized per
+    class), exactly as ``model.log_prob`` does. For a
     conditional model this is the class-conditional NLL, ``-mean log p(x | label)``.
 
     Speed (one CPU thread): a :class:`~flowscope.matching.FlowMatching` with the default
@@ -157,7 +158,7 @@ def heldout_nll(
         lp = model.log_prob(x[start:stop], lb, standardized=True, **log_prob_kwargs)
         total += float(lp.double().sum())
     std = -total / len(x)
-    shift = float(model.standardization.log_abs_det)
+    shift = float(model.standardization.log_abs_det(labels).double().mean())
     return NLL(standardized=std, data=std - shift, n=len(x))
 
 

@@ -152,11 +152,13 @@ def recorded_model_args(info: RunInfo) -> dict[str, Any]:
     """The constructor arguments of a run's model, as recorded in its config.
 
     Folders written before ``time_alpha`` existed hold flow-matching models trained with
-    the seed's U[0, 1] times; they get ``time_alpha=1``.
+    the seed's U[0, 1] times; they get ``time_alpha=1``. Those written before
+    ``standardize`` existed were standardized globally; they get ``"global"``.
     """
     args = dict(info.model)
     if info.kind == "fm":
         args.setdefault("time_alpha", 1.0)
+        args.setdefault("standardize", "global")
     return args
 
 

@@ -102,11 +102,13 @@ def _record(
     evaluations: int,
     n_times: int,
     details: dict[str, Any],
+    labels: torch.Tensor | None,
 ) -> Steered:
-    """Build a :class:`Steered` from standardized states (len(grid), 1, D)."""
+    """Build a :class:`Steered` from standardized states (len(grid), 1, D) of a point with
+    class ``labels`` (1,) or ``None``."""
     idx = torch.linspace(0, len(grid) - 1, min(n_times, len(grid))).round().long()
     with torch.no_grad():
-        path = model.standardization.inverse(states[idx].detach())
+        path = model.standardization.inverse(states[idx].detach(), labels)
         x = path[-1]
         error = float((x - target).norm(dim=1)[0])
     return Steered(
@@ -165,7 +167,7 @@ def reverse_start(
     back = _Counted(model.ode_velocity(lab))
     forward = _Counted(lambda s, t: model.velocity(s, t, lab))
     with torch.no_grad():
-        z = integrate(back, model.standardization(target), time_grid(dt, 1.0, 0.0), solver)[-1]
+        z = integrate(back, model.standardization(target, lab), time_grid(dt, 1.0, 0.0), solver)[-1]
         states = integrate(forward, z, grid, solver)
     evals = back.calls + forward.calls
     return _record(
@@ -178,6 +180,7 @@ def reverse_start(
         evals,
         n_times,
         {"dt": dt, "solver": solver},
+        lab,
     )
 
 
@@ -230,6 +233,7 @@ def nearest_sample(
         n * (len(grid) - 1),
         n_times,
         {"n": n, "dt": dt},
+        lab,
     )
 
 
@@ -299,7 +303,7 @@ def optimize_start(
     try:
         for _ in range(steps):
             y1 = integrate(lambda s, t: model.velocity(s, t, lab), z, grid, "euler")[-1]
-            x = model.standardization.inverse(y1)
+            x = model.standardization.inverse(y1, lab)
             dist2 = ((x - target) ** 2).sum()
             errors.append(float(dist2.detach().sqrt()))
             if errors[-1] < tol:
@@ -325,6 +329,7 @@ def optimize_start(
         (len(errors) + 1) * (len(grid) - 1),
         n_times,
         {"steps_taken": len(errors), "dt": dt, "lr": lr, "errors": errors},
+        lab,
     )
 
 
@@ -373,7 +378,7 @@ def guided_sample(
     if z is None:
         z = torch.randn(1, model.features, generator=generator, dtype=model.dtype)
     z = model._check_points(z, "z")
-    y_star = model.standardization(target)
+    y_star = model.standardization(target, lab)
     grid = time_grid(dt)
 
     def velocity(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -393,4 +398,5 @@ def guided_sample(
         len(grid) - 1,
         n_times,
         {"weight": float(weight), "dt": dt},
+        lab,
     )

@@ -133,7 +133,8 @@ def fit(
 ) -> History:
     """Train ``model`` on x (N, D) in data units with the seed's recipe.
 
-    Fits the model's standardization on x (unless resuming), then runs Adam with
+    Fits the model's standardization on x (per class with the labels, if the model
+    standardizes per class; unless resuming), then runs Adam with
     ``CosineAnnealingLR`` stepped every batch (T_max = all steps). Each epoch indexes a
     fresh random permutation of the in-memory data; the last batch may be smaller.
     Training runs with one PyTorch thread; the caller's thread count is restored after.
@@ -155,7 +156,9 @@ def fit(
     Raises:
         TrainingDiverged: if a loss is NaN or infinite (naming the epoch and step); the
             model keeps the weights of that step, ``on_epoch_end`` is not called again.
-        ValueError: for inconsistent shapes or labels, or an empty ``x`` or ``x_val``.
+        ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, or
+            data the standardization cannot be fitted on (see
+            :meth:`~flowscope.data.Standardization.fit`).
     """
     x = model._check_points(x)
     if len(x) == 0:
@@ -167,11 +170,13 @@ def fit(
             raise ValueError("x_val holds no points; pass x_val=None to train without validation")
         labels_val = model._check_labels(labels_val, len(x_val))
     if state is None:
-        model.standardization.fit(x)
-    y = model.standardization(x).detach()
-    y_val = None if x_val is None else model.standardization(x_val[: config.val_size]).detach()
-    if labels_val is not None:
-        labels_val = labels_val[: config.val_size]
+        model.standardization.fit(x, labels)
+    y = model.standardization(x, labels).detach()
+    y_val = None
+    if x_val is not None:
+        x_val = x_val[: config.val_size]
+        labels_val = None if labels_val is None else labels_val[: config.val_size]
+        y_val = model.standardization(x_val, labels_val).detach()
 
     n, bs = len(y), config.batch_size
     steps_per_epoch = math.ceil(n / bs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..data import OLYMPIC_BOX, RING_NAMES, RING_RADIUS, RING_THICKNESS
 from ..evaluate import evaluate_run
 from .measures import conditional_entropy
@@ -59,6 +61,13 @@ def overview(study: Study) -> None:
         f"of 128 points, on {p.n_points:,} points for {p.epochs} epochs. Flow-matching "
         f"samples integrate Eq. 17 with Euler steps of Δt = {p.dt:g} unless a section says "
         f"otherwise. Likelihoods are in nats per point. {times}"
+        + (
+            " CFM standardized each ring's points by that ring's own mean and standard "
+            "deviation, so its noise starts around the ring's centre (CFM Q1); NF and FM "
+            "standardized all points together."
+            if study.models["cfm"].standardization.per_class
+            else ""
+        )
     )
     rows = []
     for name in MODELS:
@@ -115,7 +124,11 @@ def overview(study: Study) -> None:
     )
     # CFM: -log p(x | c) with the true ring c, against the conditional data's entropy.
     e, h_cond = ev["cfm"], conditional_entropy()
-    h_cond_std = h_cond - float(study.models["cfm"].standardization.scale.double().log().sum())
+    cs = study.models["cfm"].standardization
+    # Balanced classes: the standardized floor shifts by the classes' mean log|det|.
+    h_cond_std = h_cond + float(
+        cs.log_abs_det(torch.arange(len(cs.loc)) if cs.per_class else None).double().mean()
+    )
     gap_cfm = math.inf if e["nll_data"] is None else e["nll_data"] - h_cond
     dm.update(conditional_entropy_data_units=h_cond, conditional_entropy_standardized=h_cond_std)
     rows += [
@@ -145,7 +158,8 @@ def overview(study: Study) -> None:
         "deviations. The CFM rows are a different quantity: the conditional density of "
         f"each of the CFM's own {e['nll_points']:,} test points given its true ring, on "
         "the conditional data (full rings, equal share per ring; the CFM's own "
-        "standardization). Knowing the ring removes up to log 5 = "
+        + ("standardization, each ring's own). " if cs.per_class else "standardization). ")
+        + "Knowing the ring removes up to log 5 = "
         f"{num(math.log(len(RING_NAMES)), 2)} nats and the data differ, so they are not "
         "comparable with the NF and FM rows; their floor is the conditional data's "
         "entropy given the ring.",
