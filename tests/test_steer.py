@@ -93,6 +93,36 @@ def test_guided_sample_weights():
     assert full.error < half.error < free.error
 
 
+def test_steering_a_class_standardized_model_uses_the_class_coordinates():
+    # Per class, x = (z + shift) * scale_k + loc_k: each method must use class k's numbers.
+    fm = FlowMatching(num_classes=2, hidden=8, layers=2).double()
+    weight, bias = fm.field.pairs()[-1]
+    loc = torch.tensor([[0.0, 0.0], [3.0, -1.0]], dtype=torch.float64)
+    scale = torch.tensor([[1.0, 1.0], [0.5, 2.0]], dtype=torch.float64)
+    with torch.no_grad():
+        weight.zero_()
+        bias.copy_(torch.tensor([0.3, -0.7], dtype=torch.float64))
+        fm.standardization.loc.copy_(loc)
+        fm.standardization.scale.copy_(scale)
+    target = torch.tensor([[4.0, 5.0]], dtype=torch.float64)
+    z = (target - loc[1]) / scale[1] - torch.tensor([0.3, -0.7], dtype=torch.float64)
+    res = steer.reverse_start(fm, target, labels=1, dt=0.1)
+    assert res.error < 1e-12
+    torch.testing.assert_close(res.z, z)
+    torch.testing.assert_close(res.path[0], z * scale[1] + loc[1])  # data units, class 1
+    opt = steer.optimize_start(fm, target, labels=1, dt=0.1, steps=300, lr=0.2, tol=1e-4)
+    assert opt.error < 1e-4
+    torch.testing.assert_close(opt.z, z, atol=1e-4, rtol=0)
+    guided = steer.guided_sample(fm, target, labels=1, weight=1.0, dt=0.05)
+    assert guided.error < 1e-9
+    near = steer.nearest_sample(
+        fm, target, n=50, labels=1, dt=0.5, generator=torch.Generator().manual_seed(1)
+    )
+    z_all = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    best = (fm(z_all, dt=0.5, labels=1) - target).norm(dim=1).min()
+    assert near.error == pytest.approx(float(best), abs=1e-12)
+
+
 @pytest.mark.parametrize(
     "call, error",
     [

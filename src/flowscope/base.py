@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import Standardization, check_int
+from .data import Standardization, check_int, check_labels
 
 __all__ = ["STANDARDIZE", "FlowModel", "standard_normal_log_prob"]
 
@@ -84,21 +84,7 @@ class FlowModel(nn.Module):
                 f"this model is conditional: pass labels, an int in [0, {self.num_classes}) "
                 "or a tensor of shape (N,)"
             )
-        labels = torch.as_tensor(labels)
-        if labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-        if labels.ndim == 0:
-            labels = labels.expand(n)
-        if labels.shape != (n,):
-            raise ValueError(
-                f"labels must be one int or have shape ({n},), got {tuple(labels.shape)}"
-            )
-        bad = (labels < 0) | (labels >= self.num_classes)
-        if bad.any():
-            raise ValueError(
-                f"unknown label {int(labels[bad][0])}: this model knows 0..{self.num_classes - 1}"
-            )
-        return labels.long().contiguous()
+        return check_labels(labels, n, self.num_classes)
 
     @staticmethod
     def _check_n(n: int) -> int:

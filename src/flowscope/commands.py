@@ -425,7 +425,8 @@ def _log_prob(args: argparse.Namespace) -> int:
     out = _output(args.output, "-o")
     model, info = runs.load_run(args.run)
     x, labels = _points(args, model, info)
-    # One solve: the data-unit density differs from the standardized one by a constant.
+    # One solve: the data-unit density differs from the standardized one by the log|det|
+    # of the standardization (per class for a model standardized per class).
     lp_std = model.log_prob(x, labels, standardized=True)
     lp = lp_std + model.standardization.log_abs_det(labels)
     pts = x.double().numpy()
@@ -570,7 +571,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=STANDARDIZE,
         help="cfm: standardize each class's points by their own mean and standard deviation "
         "('class', the default: the noise of class k starts around its mean) or all points "
-        "together ('global', as in the study's recipe)",
+        "together ('global', as in the study's recipe; 'class' needs at least 2 training "
+        "points of every class)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     again = p.add_mutually_exclusive_group()

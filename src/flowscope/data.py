@@ -32,6 +32,7 @@ __all__ = [
     "Standardization",
     "DATASETS",
     "check_int",
+    "check_labels",
     "file_sha256",
     "in_band",
     "load_points",
@@ -98,6 +99,31 @@ def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be {_int_requirement(minimum)}, got {value!r}")
     return int(value)
+
+
+def check_labels(labels: Any, n: int, num_classes: int) -> torch.Tensor:
+    """Class ids for n points: one int (for all of them) or n integers, in [0, num_classes).
+
+    Returns:
+        (n,) int64, contiguous.
+
+    Raises:
+        ValueError: for non-integer labels, a shape other than () or (n,), or an id
+            outside [0, num_classes), naming it.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.ndim == 0:
+        labels = labels.expand(n)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be one int or have shape ({n},), got {tuple(labels.shape)}")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"unknown label {int(labels[bad][0])}: the classes are 0..{num_classes - 1}"
+        )
+    return labels.long().contiguous()
 
 
 def _int_requirement(minimum: int) -> str:
@@ -577,18 +603,17 @@ class Standardization(nn.Module):
         """Whether ``loc`` and ``scale`` are per class, (C, D)."""
         return self.loc.ndim == 2
 
-    def _rows(self, labels: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _labels(self, labels: Any, n: int) -> torch.Tensor:
+        """Checked class ids (n,) of a per-class standardization."""
+        if labels is None:
+            raise ValueError("this standardization is per class: pass the labels (N,)")
+        return check_labels(labels, n, len(self.loc))
+
+    def _rows(self, labels: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, scale) for n points: (D,) each, or (n, D) each per class."""
         if not self.per_class:
             return self.loc, self.scale
-        if labels is None:
-            raise ValueError("this standardization is per class: pass the labels (N,)")
-        labels = torch.as_tensor(labels)
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-        c = len(self.loc)
-        if ((labels < 0) | (labels >= c)).any():
-            raise ValueError(f"labels must be class ids in [0, {c}), got {labels.tolist()[:8]}")
+        labels = self._labels(labels, n)
         return self.loc[labels], self.scale[labels]
 
     @torch.no_grad()
@@ -611,10 +636,10 @@ class Standardization(nn.Module):
         if not self.per_class:
             loc, scale = x.mean(dim=0), x.std(dim=0)
         else:
-            self._rows(labels, len(x))  # checks the labels
+            labels = self._labels(labels, len(x))
             loc, scale = torch.empty_like(self.loc), torch.empty_like(self.scale)
             for k in range(len(self.loc)):
-                xk = x[torch.as_tensor(labels) == k]
+                xk = x[labels == k]
                 if len(xk) < 2:
                     raise ValueError(
                         f"cannot standardize per class: class {k} has {len(xk)} training "
@@ -632,20 +657,36 @@ class Standardization(nn.Module):
         self.scale.copy_(scale)
         return self
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Data units -> standardized units, (N, D); labels (N,) when per class."""
+    def forward(self, x: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """Data units -> standardized units: x (N, D) -> (N, D).
+
+        Arguments:
+            labels: per class, the class ids (one int or (N,)); ignored otherwise.
+
+        Raises:
+            ValueError: per class, for missing labels, a wrong shape or an unknown id.
+        """
         loc, scale = self._rows(labels, len(x))
         return (x - loc) / scale
 
-    def inverse(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Standardized units -> data units, (..., N, D); labels (N,) when per class."""
-        loc, scale = self._rows(labels, y.shape[-2] if y.ndim >= 2 else 1)
+    def inverse(self, y: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """Standardized units -> data units: y (..., N, D) -> (..., N, D), e.g. the states
+        of a trajectory (T, N, D) with the labels (N,) of its points.
+
+        Raises:
+            ValueError: as :meth:`forward`.
+        """
+        loc, scale = self._rows(labels, y.shape[-2])
         return y * scale + loc
 
-    def log_abs_det(self, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """log|det| of the data-to-standardized map, ``-sum(log scale)``: a scalar, or (N,)
-        for labels (N,) when per class."""
+    def log_abs_det(self, labels: Any = None) -> torch.Tensor:
+        """log|det| of the data-to-standardized map, ``-sum(log scale)``: a scalar, or per
+        class (N,) for labels (N,) (one int gives (1,)).
+
+        Raises:
+            ValueError: as :meth:`forward`.
+        """
         if not self.per_class:
             return -self.scale.log().sum()
-        n = 0 if labels is None else torch.as_tensor(labels).numel()
+        n = 1 if labels is None else max(torch.as_tensor(labels).numel(), 1)
         return -self._rows(labels, n)[1].log().sum(dim=-1)

@@ -33,6 +33,7 @@ from .data import (
     RING_NAMES,
     RING_THICKNESS,
     check_int,
+    check_labels,
     in_band,
     nearest_ring,
 )
@@ -355,7 +356,8 @@ def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = RING_THICKNES
 
     Arguments:
         x: (N, 2) samples in data units.
-        labels: (N,) integer class ids in [0, 5), the class each sample was drawn for.
+        labels: (N,) integer class ids in [0, 5), the class each sample was drawn for
+            (or one int for all).
         ring_thickness: band width in data units.
 
     Returns:
@@ -371,16 +373,8 @@ def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = RING_THICKNES
         (1.0, 1.0, 1.0, 1.0, 1.0)
     """
     inside = in_band(_points(x, "x", 2), ring_thickness)  # (N, 5)
-    y = torch.as_tensor(labels)
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    if y.shape != (len(inside),):
-        raise ValueError(f"labels must have shape ({len(inside)},), got {tuple(y.shape)}")
     k = len(RING_NAMES)
-    if ((y < 0) | (y >= k)).any():
-        bad = int(y[(y < 0) | (y >= k)][0])
-        raise ValueError(f"label {bad} is not a ring id; the Olympic classes are 0..{k - 1}")
-    y = y.long().cpu()
+    y = check_labels(labels, len(inside), k).cpu()
     hit = inside.gather(1, y[:, None]).squeeze(1)
     per = tuple(
         float(hit[y == c].double().mean()) if (y == c).any() else math.nan for c in range(k)

@@ -67,10 +67,9 @@ def _prior_sentence(cfm) -> str:
         f"the {RING_NAMES[0]} ring ({num(float(loc[0, 0]))}, {num(float(loc[0, 1]))}), "
         "its centre), and the network only has to shape each ring rather than also carry "
         "it across the plane (a class-conditional prior, Issachar et al. 2025). The "
-        "study standardizes all points together; in flowscope's quality benchmark (5 "
-        "training seeds, benchmarks/results/quality.md) this choice raised the class "
-        "accuracy of Q3 by 2.0-3.0 points on every seed (median 94.6% to 97.1%) and "
-        "lowered the conditional NLL by 0.06-0.11 nats."
+        "study standardizes all points together; in flowscope's quality benchmark this "
+        "choice raised the class accuracy of Q3 and lowered the conditional NLL on each "
+        "of 5 training seeds (benchmarks/README.md)."
     )
 
 

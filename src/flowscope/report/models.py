@@ -21,6 +21,7 @@ from ..runs import (
     load_run,
     read_history,
     read_info,
+    recorded_model_args,
     train_run,
 )
 from ..train import TrainConfig
@@ -64,7 +65,7 @@ def reusable(preset: Preset, seed: int, name: str, run_dir: Path) -> bool:
     return (
         info.kind == MODEL_PRESETS[name][0]
         and saved_data == data
-        and info.model == model_cfg
+        and recorded_model_args(info) == model_cfg
         and info.train == asdict(config)
         and len(history.epochs) == config.epochs
         and "train_seconds" in info.extra
