@@ -188,6 +188,9 @@ def test_train_standardize_is_recorded_and_kept_on_resume(monkeypatch, capsys, t
         *run(capsys, "train", "cfm", "--out", out, "--resume", "--standardize", "class")[::2]
     )
     assert "standardize" in err and "global" in err
+    # Resumed as the unconditional model: the folder's model is named, not an argument.
+    err = one_error_line(*run(capsys, "train", "fm", "--out", out, "--resume")[::2])
+    assert f"{out} holds a run of model cfm, not fm" in err
 
 
 def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, capsys, tmp_path):

@@ -356,13 +356,15 @@ def test_standardization_per_class_errors_say_what_to_do():
         s.fit(x)
     with pytest.raises(ValueError, match=r"class 4 has 1 training point and .* at least 2"):
         s.fit(x[:9], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4]))
+    with pytest.raises(ValueError, match=r"class 3 has no training points"):
+        s.fit(x[:8], torch.tensor([0, 0, 1, 1, 2, 2, 4, 4]))
     with pytest.raises(ValueError, match=r"unknown label 7: the classes are 0..4"):
         s.fit(x[:4], torch.tensor([0, 1, 2, 7]))
     with pytest.raises(ValueError, match="shape"):
         s(x, y[:3])
     flat = x.clone()
     flat[y == 2, 1] = 0.5
-    with pytest.raises(ValueError, match="constant within a class"):
+    with pytest.raises(ValueError, match="constant within class 2 .* --standardize global"):
         s.fit(flat, y)
 
 

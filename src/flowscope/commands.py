@@ -300,8 +300,9 @@ def _train(args: argparse.Namespace) -> int:
         settings["data"] = info.data.get("source", settings["data"])
         if info.kind == "fm" and args.model in ("fm", "cfm"):
             recorded = runs.recorded_model_args(info)
-            for key in ("time_alpha", "standardize"):
-                model_args.setdefault(key, recorded[key])
+            model_args.setdefault("time_alpha", recorded["time_alpha"])
+            if args.model == "cfm":  # a cfm folder resumed as fm is refused by train_run
+                model_args.setdefault("standardize", recorded["standardize"])
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -357,9 +358,12 @@ def _train(args: argparse.Namespace) -> int:
     start = f" (resumed at epoch {done[0]})" if args.resume and done else ""
     if args.resume and not done:
         start = " (already complete; nothing to resume)"
-    # Flow matching's loss depends on where t is drawn: not a likelihood to compare runs by.
+    # Flow matching's loss depends on where t is drawn and on the coordinates: not a
+    # likelihood to compare runs by.
+    per_class = ", each class standardized on its own" if model.standardization.per_class else ""
     note = (
-        f" (Eq. 16 with t ~ Beta({model.time_alpha:g}, 1); compare models with `flowscope eval`)"
+        f" (Eq. 16 with t ~ Beta({model.time_alpha:g}, 1){per_class}; compare models with "
+        "`flowscope eval`)"
         if args.model != "nf"
         else ""
     )

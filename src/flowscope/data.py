@@ -635,24 +635,32 @@ class Standardization(nn.Module):
             raise ValueError(f"cannot standardize: point {row} is {x[row].tolist()} (not finite)")
         if not self.per_class:
             loc, scale = x.mean(dim=0), x.std(dim=0)
+            if (scale <= 0).any():
+                raise ValueError(
+                    "cannot standardize: a coordinate is constant in the training data"
+                )
         else:
+            global_hint = (
+                "or standardize all classes together (a model's standardize='global', "
+                "flowscope train's --standardize global)"
+            )
             labels = self._labels(labels, len(x))
             loc, scale = torch.empty_like(self.loc), torch.empty_like(self.scale)
             for k in range(len(self.loc)):
                 xk = x[labels == k]
                 if len(xk) < 2:
+                    have = "no training points" if len(xk) == 0 else "1 training point"
                     raise ValueError(
-                        f"cannot standardize per class: class {k} has {len(xk)} training "
-                        f"point{'s' * (len(xk) != 1)} and each class needs at least 2; add "
-                        "points of that class or standardize all classes together (a model's "
-                        "standardize='global', flowscope train's --standardize global)"
+                        f"cannot standardize per class: class {k} has {have} and each class "
+                        f"needs at least 2; add points of that class {global_hint}"
                     )
                 loc[k], scale[k] = xk.mean(dim=0), xk.std(dim=0)
-        if (scale <= 0).any():
-            where = " within a class" if self.per_class else ""
-            raise ValueError(
-                f"cannot standardize: a coordinate is constant{where} in the training data"
-            )
+                if (scale[k] <= 0).any():
+                    raise ValueError(
+                        f"cannot standardize per class: a coordinate is constant within "
+                        f"class {k} in the training data; add varied points of that class "
+                        f"{global_hint}"
+                    )
         self.loc.copy_(loc)
         self.scale.copy_(scale)
         return self

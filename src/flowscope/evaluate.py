@@ -161,11 +161,13 @@ def evaluate_run(
         A dict of plain values; ``None`` marks a metric that does not apply (or an
         infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data``, ``conditional``,
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
-        ``nll_points``, ``nll_method``, ``nll_seconds``; ``w2``, ``w2_noise_floor`` (the
-        mean over the pairs), ``w2_noise_floor_std``, ``w2_noise_floor_pairs``,
-        ``w2_points``, ``w2_noise_floor_points`` (data units); ``ring_precision``,
-        ``ring_mean_offset``, ``ring_max_offset``, ``ring_coverage``, ``class_accuracy``
-        and ``class_accuracy_<ring>`` per class; ``round_trip_mean``, ``round_trip_max``
+        ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
+        coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
+        ``nll_seconds``; ``w2``, ``w2_noise_floor`` (the mean over the pairs),
+        ``w2_noise_floor_std``, ``w2_noise_floor_pairs``, ``w2_points``,
+        ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
+        ``ring_max_offset``, ``ring_coverage``, ``class_accuracy`` and
+        ``class_accuracy_<ring>`` per class; ``round_trip_mean``, ``round_trip_max``
         (data units), ``round_trip_points``; ``seconds`` (the whole evaluation).
 
     Raises:
@@ -208,6 +210,7 @@ def evaluate_run(
     result.update(
         nll_standardized=_json_safe(nll.standardized),
         nll_data=_json_safe(nll.data),
+        standardized_per_class=model.standardization.per_class,
         nll_points=nll.n,
         nll_method=(
             f"{nll_kwargs['solver']}, {nll_kwargs['steps']} steps, "
@@ -291,14 +294,21 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 def format_table(result: dict[str, Any]) -> str:
     """A readable table of an :func:`evaluate_run` result (metric, value, units)."""
     r = result
+    per_class = r.get("standardized_per_class")
     rows: list[tuple[str, str, str]] = [
+        (
+            "held-out NLL, data units",
+            _fmt(r["nll_data"]),
+            f"nats/point ({r['nll_points']} test points, {r['nll_method']}, "
+            f"{r['nll_seconds']:.1f} s); compare models here",
+        ),
         (
             "held-out NLL, standardized",
             _fmt(r["nll_standardized"]),
-            f"nats/point ({r['nll_points']} test points, {r['nll_method']}, "
-            f"{r['nll_seconds']:.1f} s)",
+            "nats/point, each class standardized by its own mean and sd"
+            if per_class
+            else "nats/point, in the model's standardized coordinates",
         ),
-        ("held-out NLL, data units", _fmt(r["nll_data"]), "nats/point"),
         ("W2, samples vs test", _fmt(r["w2"]), f"data units ({r['w2_points']} points each)"),
     ]
     if r.get("w2_noise_floor") is not None:

@@ -130,8 +130,10 @@ def q2(study: Study) -> None:
         "CFM Q2. One noise point per class integrated to t = 1, each path in its class's "
         "colour; faint: held-out points of each class."
         + (
-            " Each path starts near its own ring's centre: the noise is standardized per "
-            "class (Q1)."
+            " Each path starts from noise drawn around its own ring's centre (standard "
+            f"deviation ≈ {num(float(cfm.standardization.scale.double().mean()), 2)} per "
+            "axis, the ring's own standardization, Q1), so the paths are short: the flow "
+            "spreads the noise into the ring rather than carrying it across the plane."
             if cfm.standardization.per_class
             else ""
         ),

@@ -97,7 +97,12 @@ def overview(study: Study) -> None:
         ),
         rows,
         "Table 1. Training. The validation loss is Eq. 9 for the NF (nats per "
-        "standardized point) and Eq. 16 for FM and CFM, on the held-out validation set.",
+        "standardized point) and Eq. 16 for FM and CFM, on the held-out validation set"
+        + (
+            "; CFM's is in each ring's own standardized units, so it does not compare with FM's."
+            if study.models["cfm"].standardization.per_class
+            else "."
+        ),
     )
     # evaluate_run reports an infinite NLL (a point of zero density) as None.
     nll = {k: ev[k]["nll_standardized"] for k in ("nf", "fm")}
@@ -158,7 +163,14 @@ def overview(study: Study) -> None:
         "deviations. The CFM rows are a different quantity: the conditional density of "
         f"each of the CFM's own {e['nll_points']:,} test points given its true ring, on "
         "the conditional data (full rings, equal share per ring; the CFM's own "
-        + ("standardization, each ring's own). " if cs.per_class else "standardization). ")
+        + (
+            "standardization, each ring's own: σ ≈ "
+            f"({num(float(cs.scale[:, 0].double().mean()))}, "
+            f"{num(float(cs.scale[:, 1].double().mean()))}), so its data units add "
+            f"{num(-float(cs.log_abs_det(torch.arange(len(cs.loc))).double().mean()))}). "
+            if cs.per_class
+            else "standardization). "
+        )
         + "Knowing the ring removes up to log 5 = "
         f"{num(math.log(len(RING_NAMES)), 2)} nats and the data differ, so they are not "
         "comparable with the NF and FM rows; their floor is the conditional data's "

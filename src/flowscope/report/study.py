@@ -72,7 +72,8 @@ class Study:
             "flowscope: flows on the Olympic rings",
             f"flowscope {__version__}, torch {torch.__version__}; preset <b>{preset.name}</b> "
             f"({preset.n_points:,} training points, {preset.epochs} epochs), seed {seed}. "
-            "Every number below was measured in this run and is stored in metrics.json.",
+            "Every number below was measured in this run and is stored in metrics.json, "
+            "except where a benchmark file of the repository is named as the source.",
         )
 
     # -- plumbing ----------------------------------------------------------------------
