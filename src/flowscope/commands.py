@@ -540,7 +540,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
         f"{d['data']} points, {d['epochs']} epochs).",
-        "flowscope train nf --epochs 7 --out runs/nf",
+        "flowscope train nf --epochs 7 --out runs/nf\n"
+        "  flowscope train cfm --standardize global --out runs/cfm-global\n"
+        "  flowscope train cfm --data points.csv --out runs/mine   # rows x,y,label",
         _train,
     )
     p.add_argument(
@@ -551,7 +553,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
-        f"swissroll, or a .csv/.npy/.npz file (default {d['data']})",
+        "swissroll, or a .csv/.npy/.npz file: columns x, y and, for cfm, an integer label "
+        "(0, 1, ...); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
+        f"validation and test (default {d['data']})",
     )
     p.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
