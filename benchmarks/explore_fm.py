@@ -7,7 +7,8 @@ JSON line (also appended to ``--log``):
 
 - ``--time-alpha A``: training times t ~ Beta(A, 1) (the library's option; 1 is the
   seed's U[0, 1]);
-- ``--mix W``: with probability W a training time is drawn from U[0, 1] instead;
+- ``--mix W``: with probability W a training time is drawn from U[0, 1] instead (from
+  Beta(M, 1) with ``--mix-alpha M``);
 - ``--ot``: minibatch optimal-transport pairing of noise and data (Tong et al. 2023,
   arXiv:2302.00482), by scipy's ``linear_sum_assignment``, within each class for a
   conditional model;
@@ -149,7 +150,7 @@ def patch(args) -> None:
                 k = torch.randperm(n, generator=generator).reshape(-1, 1).to(x1.dtype)
                 t = ((k + u) / n).pow(1 / self.time_alpha)
             if args.mix:
-                u = torch.rand(t.shape, generator=generator, dtype=t.dtype)
+                u = torch.rand(t.shape, generator=generator, dtype=t.dtype) ** (1 / args.mix_alpha)
                 pick = torch.rand(t.shape, generator=generator) < args.mix
                 t = torch.where(pick, u, t)
             if args.ot and torch.is_grad_enabled():
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x-prediction", type=float, default=0.0)
     p.add_argument("--fourier", default="")
     p.add_argument("--y-scale", type=float, default=1.0)
+    p.add_argument("--mix-alpha", type=float, default=1.0)
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--standardize", choices=STANDARDIZE, help="cfm (default: per class)")
     p.add_argument("--per-layer", action="store_true")
