@@ -45,6 +45,8 @@ def test_eval_prints_a_table_and_writes_json(runs, capsys):
     assert result["w2"] == pytest.approx(wasserstein2(samples, test.x[:150]), rel=1e-12)
     assert 0 < result["w2_noise_floor"] and 0 <= result["ring_precision"] <= 1
     assert result["round_trip_max"] < 1e-4 and result["class_accuracy"] is None
+    assert result["standardized_per_class"] is False
+    assert "in the model's standardized coordinates" in out
 
 
 def test_eval_noise_floor_is_the_mean_and_spread_over_pairs_of_draws(runs):
@@ -95,8 +97,16 @@ def test_eval_accepts_short_n_and_states_its_defaults(runs, tmp_path, capsys):
 def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys):
     path = tmp_path / "cfm.json"
     assert main(["eval", str(runs / "cfm"), "--n", "100", "--json", str(path)]) == 0
-    assert "class accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "class accuracy" in out
+    # The CFM standardizes per ring: its standardized NLL is flagged as not comparable.
+    assert "each class standardized by its own mean and sd" in out
     result = json.loads(path.read_text())
+    assert result["standardized_per_class"] is True
+    model, info = load_run(runs / "cfm")
+    test = run_data(info, "test")
+    nll = heldout_nll(model, test.x, test.labels)
+    assert result["nll_data"] == pytest.approx(nll.data, rel=1e-12)
     per = [result[f"class_accuracy_{name}"] for name in RING_NAMES]
     assert result["class_accuracy"] == pytest.approx(sum(per) / 5)  # 20 samples per class
     assert result["conditional"] and result["sampler"] == "euler, dt=0.001"

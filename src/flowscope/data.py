@@ -696,5 +696,5 @@ class Standardization(nn.Module):
         """
         if not self.per_class:
             return -self.scale.log().sum()
-        n = 1 if labels is None else max(torch.as_tensor(labels).numel(), 1)
+        n = 1 if labels is None else torch.as_tensor(labels).numel()
         return -self._rows(labels, n)[1].log().sum(dim=-1)

@@ -116,8 +116,8 @@ def heldout_nll(
     solver (``solver=``, ``steps=``, ``divergence=`` are passed on). The density is
     computed once per point, in standardized coordinates; the data-unit value adds the
     log|det| of the standardization (a constant, or per class for a model standardized per
-    class), exactly as ``model.log_prob`` does. For a
-    conditional model this is the class-conditional NLL, ``-mean log p(x | label)``.
+    class), exactly as ``model.log_prob`` does. For a conditional model this is the
+    class-conditional NLL, ``-mean log p(x | label)``.
 
     Speed (one CPU thread): a :class:`~flowscope.matching.FlowMatching` with the default
     ``rk4``, 100 steps and the exact divergence evaluates about 1,400 points per second,

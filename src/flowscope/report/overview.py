@@ -131,9 +131,10 @@ def overview(study: Study) -> None:
     e, h_cond = ev["cfm"], conditional_entropy()
     cs = study.models["cfm"].standardization
     # Balanced classes: the standardized floor shifts by the classes' mean log|det|.
-    h_cond_std = h_cond + float(
+    ld_cfm = float(
         cs.log_abs_det(torch.arange(len(cs.loc)) if cs.per_class else None).double().mean()
     )
+    h_cond_std = h_cond + ld_cfm
     gap_cfm = math.inf if e["nll_data"] is None else e["nll_data"] - h_cond
     dm.update(conditional_entropy_data_units=h_cond, conditional_entropy_standardized=h_cond_std)
     rows += [
@@ -167,7 +168,7 @@ def overview(study: Study) -> None:
             "standardization, each ring's own: σ ≈ "
             f"({num(float(cs.scale[:, 0].double().mean()))}, "
             f"{num(float(cs.scale[:, 1].double().mean()))}), so its data units add "
-            f"{num(-float(cs.log_abs_det(torch.arange(len(cs.loc))).double().mean()))}). "
+            f"{num(-ld_cfm)}). "
             if cs.per_class
             else "standardization). "
         )
