@@ -16,7 +16,10 @@ Trains each model exactly as ``flowscope train`` does (:func:`flowscope.runs.tra
   same for two draws of the data (the noise floor at that size);
 
 for each ``time_alpha`` asked for (the training times t ~ Beta(alpha, 1); 1 is the
-seed's U[0, 1]) and, for the conditional model, each ``standardize`` asked for (``class``:
+seed's U[0, 1]; ``default``: each model's library default, 5 for FM and 7 for CFM), each
+``gaussian_skip`` asked for (``on``: the velocity is the network plus the exact field of
+N(0, I) data, the library's default; ``off``: the network alone, the seed's recipe) and,
+for the conditional model, each ``standardize`` asked for (``class``:
 each ring standardized by its own mean and scale, the library's default; ``global``: all
 points together, the seed's recipe). The conditional NLL is given in the coordinates of
 the unconditional benchmark, all training points standardized per axis together, so that
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -48,7 +52,7 @@ from pathlib import Path
 import torch
 
 from flowscope.base import STANDARDIZE
-from flowscope.matching import DEFAULT_TIME_ALPHA
+from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
 from flowscope.runs import run_data, train_run
 from flowscope.train import TrainConfig, TrainingDiverged
@@ -61,6 +65,10 @@ CONDITIONAL_NLL_POINTS = 2000  # test points of the CFM's class-conditional NLL
 
 def _bound(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
+
+
+def _alpha(text: str) -> float | None:
+    return None if text.lower() == "default" else float(text)
 
 
 def _machine() -> dict:
@@ -105,6 +113,9 @@ def train_one(
             return row
         row["wall_s"] = time.perf_counter() - t0
     row["train_s"] = history.seconds
+    if model != "nf":  # the values the model was built with, defaults included
+        keys = ("time_alpha", "gaussian_skip") + (("standardize",) if model == "cfm" else ())
+        row.update({k: m.config()[k] for k in keys})
     row["val_loss"] = history.epochs[-1].get("val_loss")
     row["val_curve"] = [e.get("val_loss") for e in history.epochs]
     losses = torch.tensor(history.batch_loss, dtype=torch.float64)
@@ -179,16 +190,19 @@ def markdown(result: dict) -> str:
         "(data, training, per-epoch validation and checkpoints).",
         "",
         "Flow matching: `time_alpha` a means training times t ~ Beta(a, 1) (1: the seed's "
-        "U[0, 1]); `standardize` class: each ring standardized by its own mean and scale "
+        "U[0, 1]); `skip`: the velocity is the network plus the exact field of N(0, I) "
+        "data (`gaussian_skip`), or the network alone (the seed's recipe); "
+        "`standardize` class: each ring standardized by its own mean and scale "
         "(its noise starts around the ring's centre), global: all points together (the "
         "seed's recipe). CFM's NLL is the class-conditional one, -mean log p(x | ring), on "
         "2000 test points, in the coordinates of the NLL column (all training points "
         "standardized together). W2 (data units): 2000 samples against 2000 test points; "
         "floor: two halves of the test set.",
         "",
-        "| model | log_scale_bound | grad_clip | time_alpha | standardize | seed | test NLL "
-        "| class acc. | W2 (floor) | NaN | max batch loss (step) | train s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | log_scale_bound | grad_clip | time_alpha | skip | standardize | seed "
+        "| test NLL | class acc. | W2 (floor) | NaN | max batch loss (step) | train s "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         nf = r["model"] == "nf"
@@ -199,7 +213,7 @@ def markdown(result: dict) -> str:
         w2 = "-" if "w2" not in r else f"{r['w2']:.3f} ({r['w2_floor']:.3f})"
         lines.append(
             f"| {r['model']} | {bound} | {clip} | {r.get('time_alpha', '-')} | "
-            f"{r.get('standardize', '-')} | {r['seed']} | "
+            f"{_skip(r)} | {r.get('standardize', '-')} | {r['seed']} | "
             f"{_fmt(nll, '.4f')} | "
             f"{'-' if acc is None else f'{100 * acc:.2f}%'} | {w2} | "
             f"{'yes' if r['nan'] else 'no'} | "
@@ -210,6 +224,12 @@ def markdown(result: dict) -> str:
     for s in result["summary"]:
         lines.append(f"- {s}")
     return "\n".join(lines) + "\n"
+
+
+def _skip(row: dict) -> str:
+    if row["model"] == "nf":
+        return "-"
+    return "on" if row.get("gaussian_skip", False) else "off"  # older rows had none
 
 
 def summarize(runs: list[dict]) -> list[str]:
@@ -236,25 +256,25 @@ def summarize(runs: list[dict]) -> list[str]:
                 f"{statistics.mean(r['train_s'] for r in done):.1f} s (target <= 2.0 nats)"
             )
     fm = [r for r in runs if r["model"] in ("fm", "cfm")]
-    groups = {(r["model"], r.get("time_alpha"), r.get("standardize")) for r in fm}
-    for model, alpha, how in sorted(groups, key=str):
-        rs = [
-            r
-            for r in fm
-            if (r["model"], r.get("time_alpha"), r.get("standardize")) == (model, alpha, how)
-        ]
+
+    def key(r):
+        return r["model"], r.get("time_alpha"), _skip(r), r.get("standardize")
+
+    for model, alpha, skip, how in sorted({key(r) for r in fm}, key=str):
+        rs = [r for r in fm if key(r) == (model, alpha, skip, how)]
         seeds = [r["seed"] for r in rs]
         if model == "fm" and all("test_nll" in r for r in rs):
             nlls = [r["test_nll"] for r in rs]
             out.append(
-                f"FM, time_alpha={alpha}: test NLL median {statistics.median(nlls):.4f}, "
+                f"FM, time_alpha={alpha}, skip {skip}: test NLL median "
+                f"{statistics.median(nlls):.4f}, "
                 f"worst {max(nlls):.4f} over seeds {seeds} (target <= 1.9)"
             )
         if model == "cfm" and all("class_accuracy" in r for r in rs):
             accs = [100 * r["class_accuracy"] for r in rs]
             nlls = [r["test_nll_conditional"] for r in rs]
             out.append(
-                f"CFM, time_alpha={alpha}, standardize={how}: class accuracy median "
+                f"CFM, time_alpha={alpha}, skip {skip}, standardize={how}: class accuracy median "
                 f"{statistics.median(accs):.2f}%, "
                 f"worst {min(accs):.2f}% over seeds {seeds} (target >= 98%); in some ring's "
                 f"band: median {100 * statistics.median(r['in_any_band'] for r in rs):.2f}%; "
@@ -289,11 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fm-seeds", type=int, nargs="*", default=[0], help="FM and CFM seeds")
     p.add_argument(
         "--time-alpha",
-        type=float,
+        type=_alpha,
         nargs="+",
-        default=[DEFAULT_TIME_ALPHA],
-        help=f"FM and CFM training times t ~ Beta(a, 1); default {DEFAULT_TIME_ALPHA:g} (the "
-        "library's); 1 is uniform t (Algorithm 1)",
+        default=[None],
+        help="FM and CFM training times t ~ Beta(a, 1); default: the library's "
+        f"({DEFAULT_TIME_ALPHA:g} for FM, {DEFAULT_CONDITIONAL_TIME_ALPHA:g} for CFM; "
+        "'default' names it in a list); 1 is uniform t (Algorithm 1)",
+    )
+    p.add_argument(
+        "--gaussian-skip",
+        choices=["on", "off"],
+        nargs="+",
+        default=["on"],
+        help="FM and CFM velocity: the network plus the exact field of N(0, I) data ('on', "
+        "the library's default) and/or the network alone ('off', the seed's recipe)",
     )
     p.add_argument(
         "--standardize",
@@ -328,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.seeds
     ]
     if not args.no_fm:
-        for a in args.time_alpha:
-            for s in args.fm_seeds:
-                plan.append(("fm", s, {"time_alpha": a}, None))
-                plan += [
-                    ("cfm", s, {"time_alpha": a, "standardize": h}, None) for h in args.standardize
-                ]
+        for a, skip, s in itertools.product(args.time_alpha, args.gaussian_skip, args.fm_seeds):
+            fm_args = {"gaussian_skip": skip == "on"}
+            if a is not None:
+                fm_args["time_alpha"] = a
+            plan.append(("fm", s, fm_args, None))
+            plan += [("cfm", s, {**fm_args, "standardize": h}, None) for h in args.standardize]
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_quality.py " + " ".join(argv or sys.argv[1:]),

@@ -24,12 +24,22 @@ JSON line (also appended to ``--log``):
   layer's pre-activation (zero at init);
 - ``--slope S``: LeakyReLU's negative slope (PyTorch's default 0.01);
 - ``--standardize class|global`` (cfm): the library's option, default ``class``;
+- ``--gaussian-skip`` / ``--no-gaussian-skip``: the library's option, default on (the
+  network plus the exact field of N(0, I) data); rows logged before 2026-11-30 have no
+  ``gaussian_skip`` key and ran without it: add ``--no-gaussian-skip`` to reproduce them;
+- ``--log-time EPS``: -log(1 - t + EPS) / 4 as one more input of the first layer, so that
+  the network resolves times near 1;
+- ``--activation NAME``: a ``torch.nn.functional`` activation instead of LeakyReLU;
+- ``--init he``: weights N(0, 2 / fan_in) (1 / fan_in for the last layer), biases 0;
+- ``--stf M``: the stable target field (Xu et al. 2023, arXiv:2302.00670): the target of
+  each example is E[x1 - x0 | y] under the example's own x1 and M fresh reference points of
+  its class (by autograd);
 - ``--hidden``, ``--layers``, ``--embedding-dim``, ``--epochs``, ``--seed``, ``--lr``.
 
 The variations that change the network (x-prediction, Fourier features, per-layer
-conditioning, slope) run on the PyTorch layers, and those that change the loss (mix, OT,
-stratified) by autograd, not the fused kernel, so their training times are not
-comparable.
+conditioning, slope, log-time, activation) run on the PyTorch layers, and those that
+change the loss (mix, OT, stratified, STF) by autograd, not the fused kernel, so their
+training times are not comparable.
 
 Evaluation: unconditional - held-out NLL on the run's 10,000 test points (rk4, 100 steps),
 in nats per point in the per-axis standardized coordinates of the benchmark (also for
@@ -59,8 +69,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowscope.base import STANDARDIZE
-from flowscope.data import Standardization
-from flowscope.matching import FlowMatching, VelocityField, sample_times
+from flowscope.data import Standardization, olympic_rings
+from flowscope.matching import FlowMatching, VelocityField, gaussian_velocity, sample_times
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
 from flowscope.runs import run_data, train_run
 from flowscope.train import TrainConfig
@@ -76,9 +86,13 @@ class Variant(VelocityField):
         x_prediction: float = 0.0,
         per_layer: bool = False,
         slope: float = 0.01,
+        log_time: float = 0.0,
+        activation: str = "leaky_relu",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.activation = activation
+        self.log_time = log_time
         self.x_prediction = x_prediction
         self.slope = slope
         self.per_layer = None
@@ -91,13 +105,16 @@ class Variant(VelocityField):
                     torch.zeros(n_hidden, self.embedding.num_embeddings, width)
                 )
         self.k = 0
+        extra = 1 if log_time else 0
         if fourier:
             k, sigma = fourier.split(":")
             self.k = int(k)
             g = torch.Generator().manual_seed(123)
             b = torch.randn(self.dims[-1], self.k, generator=g) * float(sigma)
             self.register_buffer("b", b)
-            self.dims = [self.dims[0] + 2 * self.k] + self.dims[1:]
+            extra += 2 * self.k
+        if extra:
+            self.dims = [self.dims[0] + extra] + self.dims[1:]
             flat = []
             for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
                 lin = nn.Linear(a, b)
@@ -106,6 +123,8 @@ class Variant(VelocityField):
 
     def _inputs(self, y, t, labels):
         a = super()._inputs(y, t, labels)
+        if self.log_time:  # -log(1 - t + EPS) / 4: resolves t near 1 (EDM's c_noise)
+            a = torch.cat([a, -0.25 * torch.log1p(self.log_time - t)], dim=1)
         if not self.k:
             return a
         p = y @ self.b
@@ -123,7 +142,12 @@ class Variant(VelocityField):
                     v = v + t * self.time_w[i - 1]
                     if self.per_layer is not None:
                         v = v + self.per_layer[i - 1][labels]
-                v = F.leaky_relu(v, self.slope)
+                if self.activation == "leaky_relu":
+                    v = F.leaky_relu(v, self.slope)
+                else:
+                    v = getattr(F, self.activation)(v)
+        if self.gaussian_skip:
+            v = v + gaussian_velocity(y, t)
         if not self.x_prediction:
             return v
         t = torch.as_tensor(t, dtype=y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
@@ -139,6 +163,35 @@ class Variant(VelocityField):
 
 def patch(args) -> None:
     """Apply the asked-for variation to the library's classes (this process only)."""
+    if args.stf:
+        pool = {}
+
+        def loss_std(self, x1, labels, generator):
+            x0, t = self._draw(x1, generator)
+            if not torch.is_grad_enabled():  # validation: the library's loss
+                return self._eq16(x1, x0, t, labels)
+            if "p" not in pool:  # M reference points per class, standardized as trained
+                c = self.num_classes or 1
+                x, lab = olympic_rings(50_000 * c, conditional=c > 1, seed=999)
+                lab = torch.zeros(len(x), dtype=torch.long) if c == 1 else lab
+                z = self.standardization(x, lab if c > 1 else None).double()
+                pool["p"] = torch.stack([z[lab == k][:9000] for k in range(c)])
+            # a fresh reference batch each step: M points of each class
+            pick = torch.randint(0, pool["p"].shape[1], (args.stf,), generator=generator)
+            refs = pool["p"][:, pick]
+            ref = refs[labels if labels is not None else torch.zeros_like(x1[:, 0]).long()]
+            ref = torch.cat([x1.double()[:, None], ref], dim=1)  # (N, 1 + M, D), self first
+            td = t.double()
+            y = td * x1.double() + (1 - td) * x0.double()
+            d2 = (y[:, None] - td[:, :, None] * ref).pow(2).sum(-1)  # (N, 1 + M)
+            w = torch.softmax(-d2 / (2 * (1 - td).pow(2)), dim=1)
+            target = ((w[:, :, None] * ref).sum(1) - y) / (1 - td)  # posterior mean of x1 - x0
+            x0s = (y - td * target).to(x1.dtype)  # the same y, with target x1' - x0'
+            x1s = (y + (1 - td) * target).to(x1.dtype)
+            return self._eq16(x1s, x0s, t, labels)
+
+        FlowMatching._loss_std = loss_std
+        FlowMatching._loss_and_grad_std = lambda self, x1, labels, generator: None
     if args.ot or args.mix or args.stratified:
 
         def loss_std(self, x1, labels, generator):
@@ -177,7 +230,8 @@ def patch(args) -> None:
 
         Standardization.fit = isotropic_fit
     variant = args.fourier or args.x_prediction or args.per_layer or args.slope != 0.01
-    if variant or args.y_scale != 1.0:
+    variant = variant or args.log_time or args.activation != "leaky_relu"
+    if variant or args.y_scale != 1.0 or args.init != "default":
         init = FlowMatching.__init__
 
         def variant_init(self, *a, **kw):
@@ -194,9 +248,18 @@ def patch(args) -> None:
                     x_prediction=args.x_prediction,
                     per_layer=args.per_layer,
                     slope=args.slope,
+                    log_time=args.log_time,
+                    activation=args.activation,
+                    gaussian_skip=f.gaussian_skip,
                 )
             with torch.no_grad():
                 f.pairs()[0][0][:, : f.dims[-1]] *= args.y_scale
+                if args.init == "he":  # variance-preserving for LeakyReLU; biases zero
+                    pairs = f.pairs()
+                    for i, (w, b) in enumerate(pairs):
+                        gain = 2.0 if i < len(pairs) - 1 else 1.0
+                        w.normal_(0.0, (gain / w.shape[1]) ** 0.5)
+                        b.zero_()
             self.field = f
 
         FlowMatching.__init__ = variant_init
@@ -238,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--standardize", choices=STANDARDIZE, help="cfm (default: per class)")
     p.add_argument("--per-layer", action="store_true")
     p.add_argument("--slope", type=float, default=0.01)
+    p.add_argument("--log-time", type=float, default=0.0)
+    p.add_argument(
+        "--gaussian-skip",
+        action=argparse.BooleanOptionalAction,
+        help="the library's option (default on)",
+    )
+    p.add_argument("--init", default="default", choices=["default", "he"])
+    p.add_argument("--stf", type=int, default=0, help="stable target field, M refs per class")
+    p.add_argument("--activation", default="leaky_relu", help="a torch.nn.functional name")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=5)
@@ -249,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # as bench_quality.py (fit trains with one thread anyway)
     patch(args)
     model_args = dict(hidden=args.hidden, layers=args.layers, time_alpha=args.time_alpha)
+    if args.gaussian_skip is not None:
+        model_args["gaussian_skip"] = args.gaussian_skip
     if args.model == "cfm":
         model_args["embedding_dim"] = args.embedding_dim
         model_args["standardize"] = args.standardize or "class"
@@ -262,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     row = {k: v for k, v in vars(args).items() if k != "log"}
     row["train_s"] = round(history.seconds, 1)
+    row["gaussian_skip"] = model.config()["gaussian_skip"]
     row.update(evaluate(model, info))
     line = json.dumps(row)
     print(line, flush=True)

@@ -193,6 +193,24 @@ def test_train_standardize_is_recorded_and_kept_on_resume(monkeypatch, capsys, t
     assert f"{out} holds a run of model cfm, not fm" in err
 
 
+def test_train_gaussian_skip_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "fm"
+    real = flowscope.runs.train_run
+    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
+    argv = ["train", "fm", "--out", out, *TINY[:2], "--epochs", "2", "--no-gaussian-skip"]
+    assert run(capsys, *argv)[0] == 130
+    assert json.loads((out / "config.json").read_text())["model"]["gaussian_skip"] is False
+    monkeypatch.setattr(flowscope.runs, "train_run", real)
+    # Not given again: the run's own value, not the default, continues.
+    code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
+    assert code == 0 and "resumed at epoch 2" in stdout
+    assert not flowscope.runs.load_run(out)[0].field.gaussian_skip
+    err = one_error_line(
+        *run(capsys, "train", "fm", "--out", out, "--resume", "--gaussian-skip")[::2]
+    )
+    assert "gaussian_skip False (now True)" in err
+
+
 def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, capsys, tmp_path):
     out = tmp_path / "fm"
     real = flowscope.runs.train_run
@@ -528,6 +546,7 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "fm", "--time-alpha", "0"], "argument --time-alpha: must be a positive"),
         (["train", "cfm", "--time-alpha", "inf"], "argument --time-alpha"),
         (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "it applies to cfm"),
+        (["train", "nf", "--no-gaussian-skip", "--out", "{tmp}/r"], "it applies to fm and cfm"),
         (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "it applies to cfm"),
         (["train", "cfm", "--standardize", "ring"], "argument --standardize: invalid choice"),
         (["sample", "{nf}", "--seed", "-1"], "argument --seed: must be a non-negative integer"),

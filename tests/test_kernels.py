@@ -74,15 +74,20 @@ def plain_fm_loss(fm, x1, labels, generator):
         a = a @ w.T + b
         if i < len(pairs) - 1:
             a = F.leaky_relu(a)
+    if fm.field.gaussian_skip:  # + the exact field of N(0, I) data
+        a = a + (2 * t - 1) / (t**2 + (1 - t) ** 2) * y
     return ((a - (x1 - x0)) ** 2).sum(1).mean()
 
 
 @pytest.mark.parametrize("num_classes", [None, 5])
 @pytest.mark.parametrize("n", [128, 37])  # a batch that is not a multiple of the vector length
 @pytest.mark.parametrize("alpha", [1.0, 5.0])
-def test_fm_kernel_matches_the_equations(num_classes, n, alpha):
+@pytest.mark.parametrize("skip", [False, True])
+def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
     torch.manual_seed(1)
-    fm = FlowMatching(num_classes=num_classes, hidden=24, layers=4, time_alpha=alpha).double()
+    fm = FlowMatching(
+        num_classes=num_classes, hidden=24, layers=4, time_alpha=alpha, gaussian_skip=skip
+    ).double()
     x1 = torch.randn(n, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.randint(0, 5, (n,))
     assert fm._use_kernel(x1)

@@ -12,10 +12,12 @@ from torch import nn
 
 from flowscope.base import standard_normal_log_prob
 from flowscope.matching import (
+    DEFAULT_CONDITIONAL_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     SOLVERS,
     FlowMatching,
     divergence_of,
+    gaussian_velocity,
     integrate,
     sample_times,
     time_grid,
@@ -75,9 +77,13 @@ def model_with(
     return fm
 
 
-def small_model(d: int = 2, num_classes=None, scale: float = 0.3, seed: int = 0) -> FlowMatching:
+def small_model(
+    d: int = 2, num_classes=None, scale: float = 0.3, seed: int = 0, gaussian_skip: bool = True
+) -> FlowMatching:
     torch.manual_seed(seed)
-    fm = FlowMatching(features=d, num_classes=num_classes, hidden=16, layers=3).double()
+    fm = FlowMatching(
+        features=d, num_classes=num_classes, hidden=16, layers=3, gaussian_skip=gaussian_skip
+    ).double()
     return perturb(fm, scale, seed)
 
 
@@ -223,15 +229,16 @@ def test_unknown_solver_and_bad_times_raise():
 # --- a small random model --------------------------------------------------------------------
 
 
-def test_reverse_of_forward_returns_the_input_and_error_shrinks_with_dt():
-    fm = small_model(scale=0.5)
+@pytest.mark.parametrize("skip", [False, True])
+def test_reverse_of_forward_returns_the_input_and_error_shrinks_with_dt(skip):
+    fm = small_model(scale=0.5, gaussian_skip=skip)
     set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
     z = rand(200, 2)
     errs = []
     for dt in (0.1, 0.01, 0.001):
         back = fm.reverse(fm(z, dt=dt), dt=dt)
         errs.append((back - z).abs().max().item())
-    assert errs[2] < 1e-2
+    assert errs[2] < 2e-2
     assert errs[0] > 5 * errs[1] > 25 * errs[2]  # first order: ~10x per 10x smaller dt
     back = fm.reverse(fm(z, dt=0.02, solver="rk4"), dt=0.02, solver="rk4")
     assert torch.allclose(back, z, atol=1e-5)
@@ -338,15 +345,65 @@ def test_training_times_follow_beta_alpha_1(alpha):
         assert torch.equal(t, u)
 
 
+def test_gaussian_velocity_is_the_exact_field_of_gaussian_data():
+    # For x0, x1 ~ N(0, I), E[x1 - x0 | y] (Eq. 13) is linear in y: its coefficient is the
+    # least-squares slope of x1 - x0 on y.
+    gen = torch.Generator().manual_seed(0)
+    for t in (0.1, 0.5, 0.8):
+        x0, x1 = (torch.randn(400_000, 2, generator=gen, dtype=F64) for _ in range(2))
+        y = t * x1 + (1 - t) * x0
+        slope = float(((x1 - x0) * y).sum() / (y * y).sum())
+        one = torch.ones(1, 1, dtype=F64)
+        assert float(gaussian_velocity(one, t)) == pytest.approx(slope, abs=0.01)
+        assert float(gaussian_velocity(one, torch.full((1, 1), t, dtype=F64))) == float(
+            gaussian_velocity(one, t)
+        )
+
+
+@pytest.mark.parametrize("solver", ["midpoint", "rk4"])
+def test_a_zero_network_with_the_gaussian_skip_carries_the_noise_to_itself(solver):
+    # v = (2t - 1) / s(t) y with s(t) = t^2 + (1 - t)^2 = d/dt log sqrt(s): y_t = y_0 sqrt(s(t)).
+    fm = FlowMatching(hidden=8, layers=2).double()
+    assert fm.field.gaussian_skip and fm.config()["gaussian_skip"] is True
+    with torch.no_grad():
+        fm.field.theta.zero_()
+    set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
+    z = rand(50, 2)
+    times = [0.0, 0.25, 0.5, 1.0]
+    path = fm.trajectory(z, dt=0.01, times=times, solver=solver, units="standardized")
+    tol = dict(rtol=1e-5, atol=1e-6) if solver == "midpoint" else dict(rtol=1e-9, atol=1e-10)
+    for k, t in enumerate(times):
+        torch.testing.assert_close(path[k], z * math.sqrt(t * t + (1 - t) ** 2), **tol)
+    x = fm(z, dt=0.01, solver=solver)
+    torch.testing.assert_close(
+        x, torch.tensor([2.0, -0.4], dtype=F64) + torch.tensor([1.6, 0.85], dtype=F64) * z, **tol
+    )
+    # The divergence 2 (2t - 1) / s(t) integrates to 2 log sqrt(s) |_0^1 = 0.
+    lp = fm.log_prob(x, standardized=True, solver=solver, steps=100)
+    torch.testing.assert_close(lp, standard_normal_log_prob(z), **tol)
+
+
+def test_gaussian_skip_is_recorded_and_checked():
+    assert FlowMatching(gaussian_skip=False).config()["gaussian_skip"] is False
+    assert not FlowMatching(gaussian_skip=False).field.gaussian_skip
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="gaussian_skip must be True or False"):
+            FlowMatching(gaussian_skip=bad)
+
+
 def test_default_time_alpha_is_recorded_and_bad_values_raise():
     fm = FlowMatching()
     assert fm.time_alpha == DEFAULT_TIME_ALPHA == fm.config()["time_alpha"]
+    cfm = FlowMatching(num_classes=3)
+    assert cfm.time_alpha == DEFAULT_CONDITIONAL_TIME_ALPHA == cfm.config()["time_alpha"]
+    assert DEFAULT_CONDITIONAL_TIME_ALPHA != DEFAULT_TIME_ALPHA
+    assert FlowMatching(num_classes=3, time_alpha=None).time_alpha == cfm.time_alpha
     with pytest.raises(AttributeError):
         fm.time_alpha = 1.0  # part of the recorded configuration: set it when building
     for good in (1, 2.5, np.float32(3), np.int64(4), torch.tensor(5.0)):
         assert FlowMatching(time_alpha=good).config()["time_alpha"] == float(good)
         assert type(FlowMatching(time_alpha=good).time_alpha) is float
-    for bad in (0, -1.0, math.nan, math.inf, True, "5", None, torch.ones(2)):
+    for bad in (0, -1.0, math.nan, math.inf, True, "5", torch.ones(2)):
         with pytest.raises(ValueError, match="time_alpha"):
             FlowMatching(time_alpha=bad)
         if not isinstance(bad, torch.Tensor):

@@ -266,5 +266,16 @@ def test_overview_names_the_time_distribution_of_each_model():
     five = _time_sentence(5.0, 5.0)
     assert "Beta(5, 1), density 5 t<sup>4</sup>" in five and "near the data" in five
     assert "near the noise" in _time_sentence(0.5, 0.5)
-    both = _time_sentence(5.0, 2.0)
-    assert "Beta(5, 1) and CFM from Beta(2, 1)" in both
+    both = _time_sentence(5.0, 7.0)
+    assert "Beta(5, 1) and CFM from Beta(7, 1)" in both and "near the data" in both
+    mixed = _time_sentence(5.0, 1.0)
+    assert "Beta(5, 1) and CFM from Beta(1, 1)" in mixed and "near the data" not in mixed
+
+
+def test_overview_says_which_velocities_have_the_gaussian_skip():
+    from flowscope.report.overview import _skip_sentence
+
+    assert _skip_sentence(False, False) == ""
+    assert "Both velocities were the network's output plus" in _skip_sentence(True, True)
+    assert _skip_sentence(True, False).startswith(" FM's velocity was")
+    assert _skip_sentence(False, True).startswith(" CFM's velocity was")

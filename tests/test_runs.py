@@ -18,7 +18,7 @@ from safetensors import safe_open
 import flowscope
 from flowscope.cli import main
 from flowscope.evaluate import evaluate_run
-from flowscope.matching import DEFAULT_TIME_ALPHA
+from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA
 from flowscope.runs import (
     RUN_FILES,
     RunError,
@@ -159,7 +159,7 @@ def test_run_folder_holds_only_safe_formats(runs):
 def test_a_flow_matching_run_records_its_time_distribution(runs, tmp_path):
     src = runs["cfm"]
     model, info = load_run(src)
-    assert info.model["time_alpha"] == model.time_alpha == DEFAULT_TIME_ALPHA != 1.0
+    assert info.model["time_alpha"] == model.time_alpha == DEFAULT_CONDITIONAL_TIME_ALPHA != 1.0
     # A folder written before time_alpha existed was trained with the seed's U[0, 1];
     # it loads as such (same weights), and resuming it under the new default is refused.
     old = tmp_path / "old"
@@ -195,6 +195,24 @@ def test_a_conditional_run_records_its_standardization_and_old_folders_load_glob
     # Resuming it under the library's default (per class) is refused by name.
     with pytest.raises(RunError, match="standardize"):
         train_run("cfm", old, config=CONFIG, resume=True, **TINY)
+
+
+@pytest.mark.parametrize("name", ["fm", "cfm"])
+def test_a_run_records_its_gaussian_skip_and_old_folders_load_without(tmp_path, name):
+    model, info, _ = train_run(name, tmp_path / "new", config=CONFIG, **TINY)
+    assert info.model["gaussian_skip"] is True and model.field.gaussian_skip
+    assert load_run(tmp_path / "new")[0].field.gaussian_skip
+    # A folder written before `gaussian_skip` existed holds a plain MLP: it loads without
+    # the skip, with the same weights, and resuming it under the new default is refused.
+    old = tmp_path / "old"
+    train_run(name, old, config=CONFIG, model_args={"gaussian_skip": False}, **TINY)
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["gaussian_skip"]
+    (old / "config.json").write_text(json.dumps(config))
+    loaded, _ = load_run(old)
+    assert loaded.config()["gaussian_skip"] is False and not loaded.field.gaussian_skip
+    with pytest.raises(RunError, match="gaussian_skip"):
+        train_run(name, old, config=CONFIG, resume=True, **TINY)
 
 
 # -- resume -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from flowscope import FlowMatching, NormalizingFlow, steer
 def _constant_field_model(shift: tuple[float, float]) -> FlowMatching:
     """A flow-matching model whose velocity is the constant ``shift`` (standardized units):
     every solver integrates it exactly, x = z + shift."""
-    fm = FlowMatching(hidden=8, layers=2).double()
+    fm = FlowMatching(hidden=8, layers=2, gaussian_skip=False).double()
     weight, bias = fm.field.pairs()[-1]
     with torch.no_grad():
         weight.zero_()
@@ -95,7 +95,7 @@ def test_guided_sample_weights():
 
 def test_steering_a_class_standardized_model_uses_the_class_coordinates():
     # Per class, x = (z + shift) * scale_k + loc_k: each method must use class k's numbers.
-    fm = FlowMatching(num_classes=2, hidden=8, layers=2).double()
+    fm = FlowMatching(num_classes=2, hidden=8, layers=2, gaussian_skip=False).double()
     weight, bias = fm.field.pairs()[-1]
     loc = torch.tensor([[0.0, 0.0], [3.0, -1.0]], dtype=torch.float64)
     scale = torch.tensor([[1.0, 1.0], [0.5, 2.0]], dtype=torch.float64)

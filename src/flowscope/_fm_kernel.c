@@ -4,7 +4,8 @@
  * For data x1 (B, D), noise x0 (B, D), times t (B,) and optional class ids, builds
  * y = t x1 + (1 - t) x0, evaluates the velocity MLP on [y, t, embedding(label)], and
  * returns mean ||v - (x1 - x0)||^2 and its gradient with respect to every weight, bias
- * and embedding row. Same math as matching.py, without PyTorch's per-operation overhead.
+ * and embedding row. With skip != 0, v = MLP + g(t) y, g(t) = (2t - 1) / (t^2 + (1 - t)^2)
+ * (matching.gaussian_velocity). Same math as matching.py, without PyTorch's per-operation overhead.
  * Activations are stored [row][batch] with the batch padded to a multiple of the vector
  * length, so every product below is a register-blocked loop of whole-vector operations.
  *
@@ -138,11 +139,11 @@ static void weight_grad(real *const *G, real *const *A, int in, int out, real *g
 
 /*
  * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes.
- * Returns 3 if a label is outside [0, C).
+ * Returns 3 if a label is outside [0, C). skip: add the Gaussian velocity g(t) y.
  * emb: (C, E) or NULL (then E = 0); gemb: (C, E), overwritten. labels: (B,) int64 or
  * NULL. loss: one value, out. gtheta: NULL computes the loss only.
  */
-int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *theta,
+int NAME(int B, int D, int E, int C, int h, int nlin, int skip, double slope, const real *theta,
          const real *emb, const real *x1, const real *x0, const real *t,
          const long long *labels, real *loss, real *gtheta, real *gemb) {
     if (nlin < 2 || nlin > 32 || B < 1) return 2;
@@ -186,10 +187,13 @@ int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *
 
     for (int n = 0; n < B; n++) {
         const real tn = t[n];
+        /* with skip, v = MLP + g(t) y: the MLP's target is Eq. 15 less g(t) y */
+        const real g = skip ? (2 * tn - 1) / (tn * tn + (1 - tn) * (1 - tn)) : 0;
         for (int d = 0; d < D; d++) {
             const real a = x1[(long)n * D + d], z = x0[(long)n * D + d];
-            act[0][d][n] = tn * a + (1 - tn) * z; /* Eq. 14 */
-            target[d][n] = a - z;                 /* Eq. 15 */
+            const real y = tn * a + (1 - tn) * z; /* Eq. 14 */
+            act[0][d][n] = y;
+            target[d][n] = a - z - g * y; /* Eq. 15 */
         }
         act[0][D][n] = tn;
         for (int e = 0; e < E; e++) act[0][D + 1 + e][n] = emb[labels[n] * (long)E + e];

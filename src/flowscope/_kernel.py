@@ -43,7 +43,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("_nf_kernel.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
-    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
+    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 7 + [_D] + [_P] * 9),
 }
 
 

@@ -27,7 +27,7 @@ import torch
 from . import runs
 from .base import STANDARDIZE
 from .cli import CommandError, add_command, int_type, text_table
-from .matching import DEFAULT_TIME_ALPHA, SOLVERS
+from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, SOLVERS
 from .train import TrainConfig, TrainingDiverged
 
 __all__ = ["add_commands"]
@@ -284,14 +284,18 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError(
             "--time-alpha sets the training times of flow matching; it applies to fm and cfm"
         )
+    if args.gaussian_skip is not None and args.model == "nf":
+        raise CommandError(
+            "--gaussian-skip/--no-gaussian-skip shapes the velocity network of flow matching; "
+            "it applies to fm and cfm"
+        )
     if args.standardize is not None and args.model != "cfm":
         raise CommandError(
             "--standardize chooses between one standardization and one per class; it "
             "applies to cfm (the conditional model)"
         )
-    model_args = {} if args.time_alpha is None else {"time_alpha": args.time_alpha}
-    if args.standardize is not None:
-        model_args["standardize"] = args.standardize
+    given_args = {k: getattr(args, k) for k in ("time_alpha", "standardize", "gaussian_skip")}
+    model_args = {k: v for k, v in given_args.items() if v is not None}
     if args.resume and (out / "config.json").is_file():
         # Options not given on the command line continue with the run's own settings.
         info = runs.read_info(out)
@@ -300,9 +304,11 @@ def _train(args: argparse.Namespace) -> int:
         settings["data"] = info.data.get("source", settings["data"])
         if info.kind == "fm" and args.model in ("fm", "cfm"):
             recorded = runs.recorded_model_args(info)
-            model_args.setdefault("time_alpha", recorded["time_alpha"])
+            keys = ["time_alpha", "gaussian_skip"]
             if args.model == "cfm":  # a cfm folder resumed as fm is refused by train_run
-                model_args.setdefault("standardize", recorded["standardize"])
+                keys.append("standardize")
+            for k in keys:
+                model_args.setdefault(k, recorded[k])
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -541,6 +547,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
         f"{d['data']} points, {d['epochs']} epochs).",
         "flowscope train nf --epochs 7 --out runs/nf\n"
+        "  flowscope train fm --time-alpha 1 --no-gaussian-skip --out runs/fm-plain"
+        "   # the study's network and uniform t\n"
         "  flowscope train cfm --standardize global --out runs/cfm-global\n"
         "  flowscope train cfm --data points.csv --out runs/mine   # rows x,y,label",
         _train,
@@ -571,8 +579,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=_positive_float,
         metavar="A",
         help="fm and cfm: draw the path time t of each training example (0: noise, 1: data) "
-        f"from Beta(A, 1), density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g}: mostly "
-        "near the data; 1: uniform)",
+        f"from Beta(A, 1), density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g} for fm, "
+        f"{DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm: mostly near the data; 1: uniform, as "
+        "in the study's recipe)",
+    )
+    p.add_argument(
+        "--gaussian-skip",
+        action=argparse.BooleanOptionalAction,
+        help="fm and cfm: the velocity is the network plus the exact field of Gaussian data "
+        "with the points' mean and variance, so the network learns only the rest (default "
+        "on; --no-gaussian-skip: the network alone, as in the study's recipe)",
     )
     p.add_argument(
         "--standardize",

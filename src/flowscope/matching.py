@@ -11,6 +11,9 @@ References:
     Esser et al. Scaling Rectified Flow Transformers for High-Resolution Image Synthesis.
     2024, arXiv:2403.03206 (non-uniform sampling of t in the training loss; they use
     logit-normal densities, and the opposite time convention).
+    Karras, Aittala, Aila, Laine. Elucidating the Design Space of Diffusion-Based
+    Generative Models. 2022, arXiv:2206.00364 (a skip term that handles the part of the
+    answer known in closed form, so that the network learns the rest).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "FlowMatching",
     "SOLVERS",
     "DEFAULT_TIME_ALPHA",
+    "DEFAULT_CONDITIONAL_TIME_ALPHA",
+    "gaussian_velocity",
     "sample_times",
     "time_grid",
     "integrate",
@@ -40,8 +45,10 @@ __all__ = [
 
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")
 
-#: The default ``time_alpha`` of :class:`FlowMatching`: t ~ Beta(5, 1) in the loss.
+#: The default ``time_alpha`` of an unconditional :class:`FlowMatching`: t ~ Beta(5, 1).
 DEFAULT_TIME_ALPHA = 5.0
+#: The default ``time_alpha`` of a class-conditional :class:`FlowMatching`: t ~ Beta(7, 1).
+DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
 
 
 def _check_time_alpha(alpha: Any) -> float:
@@ -84,6 +91,28 @@ def _beta_times(n: int, alpha: float, generator, dtype) -> torch.Tensor:
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    r"""The marginal velocity field (Eq. 13) of linear paths when the data are N(0, I).
+
+    .. math:: v(y, t) = E[x_1 - x_0 \mid y_t = y] = \frac{2t - 1}{t^2 + (1 - t)^2}\, y
+
+    For independent x0, x1 ~ N(0, I) and y = t x1 + (1 - t) x0 (Eq. 14), (x1 - x0, y) is
+    jointly Gaussian with Cov(x1 - x0, y) = (2t - 1) I and Var(y) = (t^2 + (1 - t)^2) I.
+    Its flow carries N(0, I) at t = 0 through N(0, (t^2 + (1 - t)^2) I) to N(0, I) at
+    t = 1. Standardized data have zero mean and unit variance per coordinate, so this is
+    the part of the field that their first two moments alone determine; with
+    ``gaussian_skip`` the :class:`VelocityField`'s network learns only the rest.
+
+    Arguments:
+        y: (N, D) points, standardized units.
+        t: a scalar or (N, 1) times in [0, 1] (the denominator is >= 1/2).
+
+    Returns:
+        (N, D).
+    """
+    return (2 * t - 1) / (t * t + (1 - t) ** 2) * y
+
+
 class VelocityField(nn.Module):
     """An MLP v(y, t) -> (N, D): ``layers`` Linear layers of width ``hidden``, LeakyReLU between.
 
@@ -92,7 +121,8 @@ class VelocityField(nn.Module):
     The Linear layers' weights live in one flat parameter ``theta`` (for each layer its
     weight (out, in), as in ``nn.Linear``, then its bias), so that the optimizer and the
     fused training kernel handle one tensor; :meth:`pairs` gives the per-layer views.
-    Each layer is initialised as ``nn.Linear`` is.
+    Each layer is initialised as ``nn.Linear`` is. With ``gaussian_skip`` the field is
+    the MLP plus :func:`gaussian_velocity`, the exact field for N(0, I) data.
 
     Arguments:
         features: the dimension D.
@@ -100,6 +130,7 @@ class VelocityField(nn.Module):
         layers: number of Linear layers, >= 2 (seed: 4-5).
         num_classes: number of classes of a conditional field, or ``None``.
         embedding_dim: size of the class vector.
+        gaussian_skip: add :func:`gaussian_velocity` to the MLP's output.
     """
 
     def __init__(
@@ -109,8 +140,10 @@ class VelocityField(nn.Module):
         layers: int = 5,
         num_classes: int | None = None,
         embedding_dim: int = 16,
+        gaussian_skip: bool = False,
     ):
         super().__init__()
+        self.gaussian_skip = bool(gaussian_skip)
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
         if hidden < 1:
@@ -150,7 +183,7 @@ class VelocityField(nn.Module):
             a = F.linear(a, w, b)
             if i < len(pairs) - 1:
                 a = F.leaky_relu(a)
-        return a
+        return a + gaussian_velocity(y, t) if self.gaussian_skip else a
 
     def _inputs(
         self, y: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None
@@ -179,12 +212,13 @@ class VelocityField(nn.Module):
         if self.embedding is not None:
             const = b0 + self.embedding(labels).detach() @ w0[:, d + 1 :].T  # (N, hidden)
         rest = [(w.T.contiguous(), b) for w, b in pairs[1:]]
+        skip = self.gaussian_skip
 
         def velocity(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             a = torch.addmm(const + t * w_t, y, w_y)
             for w, b in rest:
                 a = torch.addmm(b, F.leaky_relu(a), w)
-            return a
+            return a + gaussian_velocity(y, t) if skip else a
 
         return velocity
 
@@ -263,21 +297,37 @@ class FlowMatching(FlowModel):
     with x0 ~ N(0, I) and, per sample, t ~ Beta(``time_alpha``, 1); sampling integrates
     dy/dt = v(y, t) from t = 0 to 1 (Algorithm 2, Eq. 17).
 
+    The velocity: by default (``gaussian_skip=True``) v(y, t) is the network's output plus
+    :func:`gaussian_velocity`, the exact field (Eq. 13) of N(0, I) data. Standardized data
+    have zero mean and unit variance per coordinate, so the network starts from the field
+    of the data's first two moments and learns only the rest, as the skip term of Karras
+    et al. 2022 lets a denoiser learn only what the input does not already give. Early on
+    the path, where the marginal is close to Gaussian, little is left to learn; that is
+    what lets the training times concentrate near the data. ``gaussian_skip=False`` is the
+    seed's network alone.
+
     The time distribution: the seed's Algorithm 1 draws t ~ U[0, 1], which is
     ``time_alpha=1``. Any time density that is positive on (0, 1) has the same minimiser,
     the marginal velocity field (Eq. 13), at every t, so the choice does not change what
     is learned in the limit; it changes where a small network spends its capacity and how
-    noisy the gradient is. The default, Beta(5, 1) (density 5 t^4, t = u^(1/5)), trains
-    mostly near the data end, where the field is sharpest. With the seed's recipe, over
-    seeds 0-4, it lowered the unconditional held-out NLL from 1.95-1.98 to 1.84-1.89 nats
-    and raised the conditional class accuracy from 91.4-92.6% to 93.9-95.1%
-    (``benchmarks/results/quality.md``). Much larger values sharpen the samples
-    further but leave the early part of the path barely trained: in one run (seed 0)
-    with 12, the conditional model put 99% of its samples in their ring's band while its
-    class-conditional NLL was 1.14 nats and W2 0.22, against 0.32 and 0.13 with 5 and 0.35
-    and 0.12 with uniform times (rings of uneven density). The validation loss of
-    :func:`~flowscope.train.fit` draws its times from the same distribution: it is the
-    objective being minimised, so its values depend on ``time_alpha``.
+    noisy the gradient is. The defaults, Beta(5, 1) (density 5 t^4, t = u^(1/5)) for an
+    unconditional model and Beta(7, 1) for a conditional one, train mostly near the data
+    end, where the field is sharpest. The validation loss of :func:`~flowscope.train.fit`
+    draws its times from the same distribution: it is the objective being minimised, so
+    its values depend on ``time_alpha``.
+
+    Measured with the seed's recipe on the Olympic rings (20 epochs, width 64, seeds 0-4;
+    ``benchmarks/README.md``):
+
+    - unconditional held-out NLL (nats per standardized point; the data's entropy is
+      1.562): 1.95-1.98 with U[0, 1] and no skip (the seed's recipe), 1.84-1.89 with
+      Beta(5, 1), 1.82-1.83 with Beta(5, 1) and the skip (the default);
+    - conditional share of samples in their own ring's band: 96.7-97.4% with Beta(5, 1),
+      97.4-97.8% with the skip added, 98.3-98.9% with Beta(7, 1) and the skip (the
+      default), at a class-conditional NLL of 0.23-0.26, 0.22-0.24 and 0.26-0.28 nats.
+      Without the skip, later times cost density instead: Beta(12, 1) put 99% of one
+      run's samples in their band (global standardization, seed 0) with a
+      class-conditional NLL of 1.14 and rings of uneven density.
 
     The velocity field works in standardized coordinates; inputs and outputs of the public
     methods are in data units, except the latent (noise) side, which is N(0, I) in
@@ -289,11 +339,11 @@ class FlowMatching(FlowModel):
     point (a class-conditional prior, as in Issachar et al. 2025, arXiv:2502.09611), and
     the network only has to shape each class, not also carry it across the plane. The
     seed standardizes all points together (``"global"``). With the library's recipe on
-    the Olympic rings (the seed's 20 epochs, Beta(5, 1) times, seeds 0-4) this raised
-    the class accuracy from 93.9-95.1% to 96.7-97.4% and lowered the class-conditional
-    NLL from 0.31-0.34 to 0.23-0.26 nats, at the same cost
-    (``benchmarks/results/quality.md``). ``log_prob`` stays exact: the class's log|det|
-    of the standardization is added. Each class needs at least 2 training points.
+    the Olympic rings (the seed's 20 epochs, Beta(5, 1) times, no skip, seeds 0-4) this
+    raised the class accuracy from 93.9-95.1% to 96.7-97.4% and lowered the
+    class-conditional NLL from 0.31-0.34 to 0.23-0.26 nats, at the same cost
+    (``benchmarks/README.md``). ``log_prob`` stays exact: the class's log|det| of the
+    standardization is added. Each class needs at least 2 training points.
 
     Arguments:
         features: the dimension D.
@@ -301,13 +351,17 @@ class FlowMatching(FlowModel):
         hidden: width of the velocity MLP (seed: 64).
         layers: Linear layers of the velocity MLP (seed: 5).
         embedding_dim: size of the class embedding of a conditional model.
-        time_alpha: t ~ Beta(time_alpha, 1) in the loss; 1 is the seed's U[0, 1].
+        time_alpha: t ~ Beta(time_alpha, 1) in the loss; 1 is the seed's U[0, 1];
+            ``None`` is :data:`DEFAULT_TIME_ALPHA` (5), or
+            :data:`DEFAULT_CONDITIONAL_TIME_ALPHA` (7) for a conditional model.
         standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
             a conditional model and ``"global"`` otherwise.
+        gaussian_skip: add :func:`gaussian_velocity` to the network's output.
 
     Raises:
-        ValueError: if ``time_alpha`` is not a finite number > 0, or ``standardize`` is
-            not one of :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes).
+        ValueError: if ``time_alpha`` is not a finite number > 0, ``standardize`` is not
+            one of :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes), or
+            ``gaussian_skip`` is not a bool.
 
     Example:
         >>> fm = FlowMatching(features=2, hidden=16, layers=3)
@@ -324,13 +378,19 @@ class FlowMatching(FlowModel):
         hidden: int = 64,
         layers: int = 5,
         embedding_dim: int = 16,
-        time_alpha: float = DEFAULT_TIME_ALPHA,
+        time_alpha: float | None = None,
         standardize: str | None = None,
+        gaussian_skip: bool = True,
     ):
+        conditional = num_classes is not None
         if standardize is None:
-            standardize = "global" if num_classes is None else "class"
+            standardize = "class" if conditional else "global"
         super().__init__(features, num_classes, standardize)
+        if time_alpha is None:
+            time_alpha = DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA
         time_alpha = _check_time_alpha(time_alpha)
+        if not isinstance(gaussian_skip, bool):
+            raise ValueError(f"gaussian_skip must be True or False, got {gaussian_skip!r}")
         self._args = dict(
             features=features,
             num_classes=num_classes,
@@ -339,8 +399,11 @@ class FlowMatching(FlowModel):
             embedding_dim=embedding_dim,
             time_alpha=time_alpha,
             standardize=standardize,
+            gaussian_skip=gaussian_skip,
         )
-        self.field = VelocityField(features, hidden, layers, num_classes, embedding_dim)
+        self.field = VelocityField(
+            features, hidden, layers, num_classes, embedding_dim, gaussian_skip
+        )
 
     def config(self) -> dict[str, Any]:
         return dict(self._args)
@@ -621,6 +684,7 @@ def _fm_kernel_loss(x1, x0, t, labels, field: VelocityField, grads: list[torch.T
         0 if emb is None else emb.num_embeddings,
         field.dims[1],
         len(field.dims) - 1,
+        int(field.gaussian_skip),
         0.01,  # F.leaky_relu's default slope
         theta.data_ptr(),
         None if emb_w is None else emb_w.data_ptr(),

@@ -153,12 +153,14 @@ def recorded_model_args(info: RunInfo) -> dict[str, Any]:
 
     Folders written before ``time_alpha`` existed hold flow-matching models trained with
     the seed's U[0, 1] times; they get ``time_alpha=1``. Those written before
-    ``standardize`` existed were standardized globally; they get ``"global"``.
+    ``standardize`` existed were standardized globally; they get ``"global"``. Those
+    written before ``gaussian_skip`` existed have a plain MLP; they get ``False``.
     """
     args = dict(info.model)
     if info.kind == "fm":
         args.setdefault("time_alpha", 1.0)
         args.setdefault("standardize", "global")
+        args.setdefault("gaussian_skip", False)
     return args
 
 
