@@ -290,9 +290,10 @@ def test_fm_validation_rejects_labels_outside_the_classes():
 
 
 @pytest.mark.parametrize("num_classes", [None, 5])
-def test_frozen_velocity_equals_the_field(num_classes):
+@pytest.mark.parametrize("skip", [False, True])
+def test_frozen_velocity_equals_the_field(num_classes, skip):
     torch.manual_seed(5)
-    fm = FlowMatching(num_classes=num_classes).double()
+    fm = FlowMatching(num_classes=num_classes, gaussian_skip=skip).double()
     y = torch.randn(40, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.arange(40) % 5
     t = torch.tensor(0.37, dtype=torch.float64)

@@ -218,7 +218,11 @@ class VelocityField(nn.Module):
             a = torch.addmm(const + t * w_t, y, w_y)
             for w, b in rest:
                 a = torch.addmm(b, F.leaky_relu(a), w)
-            return a + gaussian_velocity(y, t) if skip else a
+            if not skip:
+                return a
+            # gaussian_velocity with t as a Python number: one tensor operation per step
+            s = float(t)
+            return a.add_(y, alpha=(2 * s - 1) / (s * s + (1 - s) ** 2))
 
         return velocity
 
