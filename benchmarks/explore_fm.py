@@ -5,8 +5,8 @@ and >= 98% class accuracy (conditional). This script trains one model the way
 ``flowscope train`` does (:func:`flowscope.runs.train_run`) with one change and prints one
 JSON line (also appended to ``--log``):
 
-- ``--time-alpha A``: training times t ~ Beta(A, 1) (the library's option; 1 is the
-  seed's U[0, 1]);
+- ``--time-alpha A``: training times t ~ Beta(A, 1) (the library's option, default its
+  own: 5 for fm, 7 for cfm; 1 is the seed's U[0, 1]);
 - ``--mix W``: with probability W a training time is drawn from U[0, 1] instead (from
   Beta(M, 1) with ``--mix-alpha M``);
 - ``--ot``: minibatch optimal-transport pairing of noise and data (Tong et al. 2023,
@@ -289,7 +289,7 @@ def evaluate(model, info) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", choices=["fm", "cfm"])
-    p.add_argument("--time-alpha", type=float, default=1.0)
+    p.add_argument("--time-alpha", type=float, help="default: the library's (5 fm, 7 cfm)")
     p.add_argument("--mix", type=float, default=0.0)
     p.add_argument("--ot", action="store_true")
     p.add_argument("--isotropic", type=float, default=0.0)
@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     row = {k: v for k, v in vars(args).items() if k != "log"}
     row["train_s"] = round(history.seconds, 1)
-    row["gaussian_skip"] = model.config()["gaussian_skip"]
+    row["gaussian_skip"] = model.gaussian_skip
+    row["time_alpha"] = model.time_alpha
     row.update(evaluate(model, info))
     line = json.dumps(row)
     print(line, flush=True)

@@ -105,11 +105,18 @@ def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
 
     Arguments:
         y: (N, D) points, standardized units.
-        t: a scalar or (N, 1) times in [0, 1] (the denominator is >= 1/2).
+        t: a number, a 0-dimensional tensor or (N, 1) times in [0, 1] (the denominator is
+            >= 1/2).
 
     Returns:
         (N, D).
+
+    Raises:
+        ValueError: if t is a tensor of another shape (an (N,) t would broadcast across
+            the coordinates instead of the points).
     """
+    if isinstance(t, torch.Tensor) and t.ndim and (t.ndim != 2 or t.shape[1] != 1):
+        raise ValueError(f"t must be a number or (N, 1), got a tensor of shape {tuple(t.shape)}")
     return (2 * t - 1) / (t * t + (1 - t) ** 2) * y
 
 
@@ -122,7 +129,8 @@ class VelocityField(nn.Module):
     weight (out, in), as in ``nn.Linear``, then its bias), so that the optimizer and the
     fused training kernel handle one tensor; :meth:`pairs` gives the per-layer views.
     Each layer is initialised as ``nn.Linear`` is. With ``gaussian_skip`` the field is
-    the MLP plus :func:`gaussian_velocity`, the exact field for N(0, I) data.
+    the MLP plus :func:`gaussian_velocity`, the exact field for N(0, I) data (off here, the
+    plain MLP; :class:`FlowMatching` turns it on by default). It is fixed at construction.
 
     Arguments:
         features: the dimension D.
@@ -143,7 +151,7 @@ class VelocityField(nn.Module):
         gaussian_skip: bool = False,
     ):
         super().__init__()
-        self.gaussian_skip = bool(gaussian_skip)
+        self._gaussian_skip = bool(gaussian_skip)
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
         if hidden < 1:
@@ -156,6 +164,11 @@ class VelocityField(nn.Module):
             lin = nn.Linear(a, b)
             flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
         self.theta = nn.Parameter(torch.cat(flat))
+
+    @property
+    def gaussian_skip(self) -> bool:
+        """Whether :func:`gaussian_velocity` is added to the MLP's output (read-only)."""
+        return self._gaussian_skip
 
     def kernel_params(self) -> list[nn.Parameter]:
         """The weights in the fused kernel's order: ``theta``, then the class embedding."""
@@ -320,8 +333,8 @@ class FlowMatching(FlowModel):
     draws its times from the same distribution: it is the objective being minimised, so
     its values depend on ``time_alpha``.
 
-    Measured with the seed's recipe on the Olympic rings (20 epochs, width 64, seeds 0-4;
-    ``benchmarks/README.md``):
+    Measured with the seed's recipe otherwise (Olympic rings, 20 epochs, width 64, seeds
+    0-4; the conditional model standardized per class; ``benchmarks/README.md``):
 
     - unconditional held-out NLL (nats per standardized point; the data's entropy is
       1.562): 1.95-1.98 with U[0, 1] and no skip (the seed's recipe), 1.84-1.89 with
@@ -411,6 +424,12 @@ class FlowMatching(FlowModel):
 
     def config(self) -> dict[str, Any]:
         return dict(self._args)
+
+    @property
+    def gaussian_skip(self) -> bool:
+        """Whether the velocity is the network plus :func:`gaussian_velocity` (read-only: it
+        is part of the model's recorded configuration)."""
+        return self._args["gaussian_skip"]
 
     @property
     def time_alpha(self) -> float:

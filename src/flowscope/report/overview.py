@@ -61,9 +61,7 @@ def overview(study: Study) -> None:
         f"of 128 points, on {p.n_points:,} points for {p.epochs} epochs. Flow-matching "
         f"samples integrate Eq. 17 with Euler steps of Δt = {p.dt:g} unless a section says "
         f"otherwise. Likelihoods are in nats per point. {times}"
-        + _skip_sentence(
-            study.models["fm"].field.gaussian_skip, study.models["cfm"].field.gaussian_skip
-        )
+        + _skip_sentence(study.models["fm"].gaussian_skip, study.models["cfm"].gaussian_skip)
         + (
             " CFM standardized each ring's points by that ring's own mean and standard "
             "deviation, so its noise starts around the ring's centre (CFM Q1); NF and FM "
