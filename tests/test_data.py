@@ -312,6 +312,13 @@ def test_bad_npz_labels_raise(tmp_path):
 def test_missing_and_unsupported_files_raise(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         load_points(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match="nope.csv: no such file"):
+        make_dataset(str(tmp_path / "nope.csv"), 10)  # a file name, not an unknown set
+    with pytest.raises(ValueError, match="is a folder, not a data file"):
+        load_points(tmp_path)
+    (tmp_path / "bin.csv").write_bytes(b"1,2\n\x80\x81\n")
+    with pytest.raises(ValueError, match="bin.csv: not a text file .* .npy or .npz"):
+        load_points(tmp_path / "bin.csv")
     (tmp_path / "p.txt").write_text("1,2\n")
     with pytest.raises(ValueError, match="unsupported"):
         load_points(tmp_path / "p.txt")

@@ -47,6 +47,7 @@ def test_eval_prints_a_table_and_writes_json(runs, capsys):
     assert result["round_trip_max"] < 1e-4 and result["class_accuracy"] is None
     assert result["standardized_per_class"] is False
     assert "in the model's standardized coordinates" in out
+    assert "; compare models here" in out and "given the class" not in out
 
 
 def test_eval_noise_floor_is_the_mean_and_spread_over_pairs_of_draws(runs):
@@ -101,6 +102,9 @@ def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys
     assert "class accuracy" in out
     # The CFM standardizes per ring: its standardized NLL is flagged as not comparable.
     assert "each class standardized by its own mean and sd" in out
+    # Its NLL is -log p(x | class): the table says it compares with conditional models only.
+    assert "held-out NLL, data units, given the class" in out
+    assert "compare conditional models here, not with unconditional ones" in out
     result = json.loads(path.read_text())
     assert result["standardized_per_class"] is True
     model, info = load_run(runs / "cfm")

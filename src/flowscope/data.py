@@ -381,6 +381,8 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
         return Dataset(torch.from_numpy(pts).float(), None, source)
     path = Path(source)
     if not path.exists():
+        if path.suffix.lower() in (".csv", ".npy", ".npz"):
+            raise ValueError(f"{path}: no such file")
         known = ", ".join(["olympic", *DATASETS])
         raise ValueError(f"unknown data {source!r}: not a file and not one of {known}")
     x, labels = load_points(path)
@@ -408,6 +410,8 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
             integers.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a data file (.csv, .npy or .npz)")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -500,7 +504,13 @@ def _is_number(text: str) -> bool:
 
 def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
     """The numeric rows of a csv file (N, C) and the file line (1-based) of each."""
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); a .csv holds rows "
+            "of numbers x,y[,label]; binary arrays go in .npy or .npz"
+        ) from None
     rows, numbers, start = [], [], 0
     if lines and lines[0].strip() and not any(_is_number(v) for v in lines[0].split(",")):
         start = 1  # a header: no field is a number (a row with some numbers is data)

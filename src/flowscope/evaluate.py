@@ -295,12 +295,19 @@ def format_table(result: dict[str, Any]) -> str:
     """A readable table of an :func:`evaluate_run` result (metric, value, units)."""
     r = result
     per_class = r.get("standardized_per_class")
+    # A conditional model's NLL is -log p(x | class): it compares with other conditional
+    # models only (it is lower than an unconditional one by up to log(classes)).
+    compare = (
+        "compare conditional models here, not with unconditional ones"
+        if r.get("conditional")
+        else "compare models here"
+    )
     rows: list[tuple[str, str, str]] = [
         (
-            "held-out NLL, data units",
+            "held-out NLL, data units" + (", given the class" if r.get("conditional") else ""),
             _fmt(r["nll_data"]),
             f"nats/point ({r['nll_points']} test points, {r['nll_method']}, "
-            f"{r['nll_seconds']:.1f} s); compare models here",
+            f"{r['nll_seconds']:.1f} s); {compare}",
         ),
         (
             "held-out NLL, standardized",

@@ -333,15 +333,16 @@ class FlowMatching(FlowModel):
     draws its times from the same distribution: it is the objective being minimised, so
     its values depend on ``time_alpha``.
 
-    Measured with the seed's recipe otherwise (Olympic rings, 20 epochs, width 64, seeds
-    0-4; the conditional model standardized per class; ``benchmarks/README.md``):
+    Measured with the seed's recipe otherwise (Olympic rings, 20 epochs, width 64, training
+    seeds 0-4; the conditional model standardized per class; ``benchmarks/README.md``):
 
     - unconditional held-out NLL (nats per standardized point; the data's entropy is
       1.562): 1.95-1.98 with U[0, 1] and no skip (the seed's recipe), 1.84-1.89 with
       Beta(5, 1), 1.82-1.83 with Beta(5, 1) and the skip (the default);
     - conditional share of samples in their own ring's band: 96.7-97.4% with Beta(5, 1),
       97.4-97.8% with the skip added, 98.3-98.9% with Beta(7, 1) and the skip (the
-      default), at a class-conditional NLL of 0.23-0.26, 0.22-0.24 and 0.26-0.28 nats.
+      default), at a class-conditional NLL of 0.23-0.26, 0.22-0.24 and 0.26-0.28 nats
+      (in the coordinates of the unconditional NLL: all points standardized together).
       Without the skip, later times cost density instead: Beta(12, 1) put 99% of one
       run's samples in their band (global standardization, seed 0) with a
       class-conditional NLL of 1.14 and rings of uneven density.

@@ -483,7 +483,10 @@ def train_run(
             "or --resume to continue it"
         )
     if resume and not (out / CHECKPOINT).is_file():
-        raise RunError(f"{out}: nothing to resume ({CHECKPOINT} is missing)")
+        raise RunError(
+            f"{out}: nothing to resume ({CHECKPOINT} is missing); train without --resume "
+            "to start a new run there"
+        )
     n_points = check_int(n_points, "n_points", minimum=2)
     holdout_points = check_int(holdout_points, "holdout_points")
     source: dict[str, Any] = {"source": data}

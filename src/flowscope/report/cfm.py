@@ -133,7 +133,11 @@ def q2(study: Study) -> None:
             " Each path starts from noise drawn around its own ring's centre (standard "
             f"deviation ≈ {num(float(cfm.standardization.scale.double().mean()), 2)} per "
             "axis, the ring's own standardization, Q1), so the paths are short: the flow "
-            "spreads the noise into the ring rather than carrying it across the plane."
+            "spreads the noise into the ring rather than carrying it across the plane. A "
+            "path may first move towards the centre: y<sub>t</sub> = t x<sub>1</sub> + "
+            "(1 − t) x<sub>0</sub> averages two independent points, so the cloud is "
+            "narrowest at t = 0.5 (1/√2 of its spread at t = 0 and t = 1), and noise that "
+            "starts far out moves in before it moves to the ring."
             if cfm.standardization.per_class
             else ""
         ),

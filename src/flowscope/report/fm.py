@@ -120,8 +120,9 @@ def q2(study: Study) -> None:
         + ", ".join(f"{num(w, 2)} (t = {t:g})" for w, t in zip(w2_path, FM_TIMES, strict=True))
         + f", against a noise floor of {study.floor_text(path.shape[1])} at this size "
         "(two independent draws of the data itself, NF Q2). Only "
-        f"at t = 1 do the points reach the bands ({pct(prec[-1], 0)} inside one, "
-        f"{pct(prec[0], 0)} of the noise at t = 0). "
+        f"at t = 1 do the points reach the bands ({pct(prec[-1], 0)} of them inside "
+        f"one, against {pct(prec[0], 0)} of the noise at t = 0 that happens to lie in a "
+        "band). "
     )
     if nf_share is not None:
         spread_nf = max(nf_share) - min(nf_share)
