@@ -148,18 +148,25 @@ def test_interrupted_training_says_how_to_resume(runs, monkeypatch, capsys, tmp_
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2
 
 
-def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
-    out = tmp_path / "fm"
+def interrupt_then_resume(monkeypatch, capsys, out, model, *options):
+    """Train ``model`` with ``options`` into ``out``, stopped after epoch 1 of 2, then resume
+    it without them; returns the model config recorded before the resume and its stdout."""
     real = flowscope.runs.train_run
     monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
-    argv = ["train", "fm", "--out", out, *TINY[:2], "--epochs", "2", "--time-alpha", "1"]
+    argv = ["train", model, "--out", out, *TINY[:2], "--epochs", "2", *options]
     assert run(capsys, *argv)[0] == 130
-    config = json.loads((out / "config.json").read_text())
-    assert config["model"]["time_alpha"] == 1.0
+    recorded = json.loads((out / "config.json").read_text())["model"]
     monkeypatch.setattr(flowscope.runs, "train_run", real)
-    # Not given again: the run's own value, not the default, continues.
-    code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
+    code, stdout, _ = run(capsys, "train", model, "--out", out, "--resume")
     assert code == 0 and "resumed at epoch 2" in stdout
+    return recorded, stdout
+
+
+def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "fm"
+    # Not given again on resume: the run's own value, not the default, continues.
+    recorded, stdout = interrupt_then_resume(monkeypatch, capsys, out, "fm", "--time-alpha", "1")
+    assert recorded["time_alpha"] == 1.0
     # The validation loss depends on the time distribution, and the summary says so.
     assert "(Eq. 16 with t ~ Beta(1, 1); compare models with `flowscope eval`)" in stdout
     # Given with another value: refused, naming it.
@@ -174,14 +181,8 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
 
 def test_train_standardize_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
     out = tmp_path / "cfm"
-    real = flowscope.runs.train_run
-    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
-    argv = ["train", "cfm", "--out", out, *TINY[:2], "--epochs", "2", "--standardize", "global"]
-    assert run(capsys, *argv)[0] == 130
-    assert json.loads((out / "config.json").read_text())["model"]["standardize"] == "global"
-    monkeypatch.setattr(flowscope.runs, "train_run", real)
-    code, stdout, _ = run(capsys, "train", "cfm", "--out", out, "--resume")
-    assert code == 0 and "resumed at epoch 2" in stdout
+    recorded, _ = interrupt_then_resume(monkeypatch, capsys, out, "cfm", "--standardize", "global")
+    assert recorded["standardize"] == "global"
     model, _ = flowscope.runs.load_run(out)
     assert not model.standardization.per_class
     err = one_error_line(
@@ -195,16 +196,10 @@ def test_train_standardize_is_recorded_and_kept_on_resume(monkeypatch, capsys, t
 
 def test_train_gaussian_skip_is_recorded_and_kept_on_resume(monkeypatch, capsys, tmp_path):
     out = tmp_path / "fm"
-    real = flowscope.runs.train_run
-    monkeypatch.setattr(flowscope.runs, "train_run", stopping_after_first_epoch(real))
-    argv = ["train", "fm", "--out", out, *TINY[:2], "--epochs", "2", "--no-gaussian-skip"]
-    assert run(capsys, *argv)[0] == 130
-    assert json.loads((out / "config.json").read_text())["model"]["gaussian_skip"] is False
-    monkeypatch.setattr(flowscope.runs, "train_run", real)
-    # Not given again: the run's own value, not the default, continues.
-    code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
-    assert code == 0 and "resumed at epoch 2" in stdout
-    assert not flowscope.runs.load_run(out)[0].field.gaussian_skip
+    # Not given again on resume: the run's own value, not the default, continues.
+    recorded, _ = interrupt_then_resume(monkeypatch, capsys, out, "fm", "--no-gaussian-skip")
+    assert recorded["gaussian_skip"] is False
+    assert not flowscope.runs.load_run(out)[0].gaussian_skip
     err = one_error_line(
         *run(capsys, "train", "fm", "--out", out, "--resume", "--gaussian-skip")[::2]
     )

@@ -5,7 +5,8 @@
  * y = t x1 + (1 - t) x0, evaluates the velocity MLP on [y, t, embedding(label)], and
  * returns mean ||v - (x1 - x0)||^2 and its gradient with respect to every weight, bias
  * and embedding row. With skip != 0, v = MLP + g(t) y, g(t) = (2t - 1) / (t^2 + (1 - t)^2)
- * (matching.gaussian_velocity). Same math as matching.py, without PyTorch's per-operation overhead.
+ * (matching.gaussian_velocity). Same math as matching.py, without PyTorch's per-operation
+ * overhead.
  * Activations are stored [row][batch] with the batch padded to a multiple of the vector
  * length, so every product below is a register-blocked loop of whole-vector operations.
  *
@@ -143,8 +144,8 @@ static void weight_grad(real *const *G, real *const *A, int in, int out, real *g
  * emb: (C, E) or NULL (then E = 0); gemb: (C, E), overwritten. labels: (B,) int64 or
  * NULL. loss: one value, out. gtheta: NULL computes the loss only.
  */
-int NAME(int B, int D, int E, int C, int h, int nlin, int skip, double slope, const real *theta,
-         const real *emb, const real *x1, const real *x0, const real *t,
+int NAME(int B, int D, int E, int C, int h, int nlin, int skip, double slope,
+         const real *theta, const real *emb, const real *x1, const real *x0, const real *t,
          const long long *labels, real *loss, real *gtheta, real *gemb) {
     if (nlin < 2 || nlin > 32 || B < 1) return 2;
     for (int n = 0; labels && n < B; n++)

@@ -117,7 +117,13 @@ def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """
     if isinstance(t, torch.Tensor) and t.ndim and (t.ndim != 2 or t.shape[1] != 1):
         raise ValueError(f"t must be a number or (N, 1), got a tensor of shape {tuple(t.shape)}")
-    return (2 * t - 1) / (t * t + (1 - t) ** 2) * y
+    return _gaussian_rate(t) * y
+
+
+def _gaussian_rate(t):
+    """g(t) = (2t - 1) / (t^2 + (1 - t)^2), of a number or a tensor: the Gaussian field is
+    g(t) y (the fused kernel computes the same g)."""
+    return (2 * t - 1) / (t * t + (1 - t) ** 2)
 
 
 class VelocityField(nn.Module):
@@ -234,8 +240,7 @@ class VelocityField(nn.Module):
             if not skip:
                 return a
             # gaussian_velocity with t as a Python number: one tensor operation per step
-            s = float(t)
-            return a.add_(y, alpha=(2 * s - 1) / (s * s + (1 - s) ** 2))
+            return a.add_(y, alpha=_gaussian_rate(float(t)))
 
         return velocity
 
