@@ -1,7 +1,8 @@
 """Training-step speed of flowscope beside a plain reference, zuko, normflows and torchcfm.
 
-A thin wrapper around ``flowscope bench`` (the code is :mod:`flowscope.bench`); the only
-difference is that this script writes ``benchmarks/results/speed.{json,md}`` by default.
+A thin wrapper around ``flowscope bench`` (the code is :mod:`flowscope.bench`, the options
+:mod:`flowscope.cli.bench`); the only difference is that this script writes
+``benchmarks/results/speed.{json,md}`` by default.
 
 Usage::
 
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from flowscope.bench import add_arguments, command_line, run_from_args
+from flowscope.cli.bench import add_arguments, command_line, run_from_args
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

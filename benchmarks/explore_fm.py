@@ -69,10 +69,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowscope.base import STANDARDIZE
-from flowscope.data import Standardization, olympic_rings
+from flowscope.data import olympic_rings
 from flowscope.matching import FlowMatching, VelocityField, gaussian_velocity, sample_times
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
 from flowscope.runs import run_data, train_run
+from flowscope.standardize import Standardization
 from flowscope.train import TrainConfig
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -11,15 +10,8 @@ import pytest
 import torch
 
 from flowscope import NormalizingFlow, olympic_rings
-from flowscope.bench import REFERENCE
 from flowscope.cli import main
-
-
-def _reference_module():
-    spec = importlib.util.spec_from_file_location("reference_nf_under_test", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from flowscope.reference import ReferenceFlow, copy_from_flowscope
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
@@ -52,15 +44,14 @@ def test_bench_rejects_an_unknown_contender(capsys):
 
 def test_reference_is_the_same_math_as_flowscope():
     """Loss and gradients of the benchmark's eager reference equal flowscope's, float64."""
-    ref_module = _reference_module()
     torch.manual_seed(0)
-    flow = NormalizingFlow(log_scale_bound=None).double()  # the seed's plain recipe
+    flow = NormalizingFlow(log_scale_bound=None).double()  # the study's plain recipe
     with torch.no_grad():
         flow.theta.add_(0.3 * torch.randn_like(flow.theta))  # not only the initialisation
-    ref = ref_module.copy_from_flowscope(ref_module.ReferenceFlow().double(), flow)
+    ref = copy_from_flowscope(ReferenceFlow().double(), flow)
     x = olympic_rings(256, seed=0).double()
     y = (x - x.mean(0)) / x.std(0)
-    loss = flow._loss_std(y, None, None)
+    loss = flow.loss(y, standardized=True)
     loss.backward()
     ref_loss = ref.loss(y)
     ref_loss.backward()
@@ -85,8 +76,8 @@ def test_bench_skips_a_missing_library(monkeypatch, capsys):
     assert not re.search(r"^zuko-nf\s+[\d.]+", out, re.MULTILINE)
 
 
-def test_format_table_is_the_clis_text_table(monkeypatch):
-    from flowscope import bench, cli
+def test_format_table_is_the_shared_text_table(monkeypatch):
+    from flowscope import bench, tables
 
     result = bench.BenchResult(
         machine={"kernels": {"nf": True}, "cores": 2, "torch": "x", "torch_threads": 1},
@@ -107,13 +98,13 @@ def test_format_table_is_the_clis_text_table(monkeypatch):
 
     def recording_text_table(rows, align, **kwargs):
         calls.append((rows, align))
-        return cli.text_table(rows, align, **kwargs)
+        return tables.text_table(rows, align, **kwargs)
 
     monkeypatch.setattr(bench, "text_table", recording_text_table)
     text = bench.format_table(result)
     assert len(calls) == 1 and calls[0][1] == "lrrrr"
     rows, align = calls[0]
-    assert cli.text_table(rows, align) in text
+    assert tables.text_table(rows, align) in text
     assert rows[0] == ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"]
     assert rows[2] == ["reference-nf", "12.25", "12.00-13.50", "23.56x", "479 s"]
 

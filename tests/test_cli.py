@@ -166,14 +166,14 @@ def test_train_time_alpha_is_recorded_and_kept_on_resume(monkeypatch, capsys, tm
     out = tmp_path / "fm"
     # Not given again on resume: the run's own value, not the default, continues.
     recorded, stdout = interrupt_then_resume(monkeypatch, capsys, out, "fm", "--time-alpha", "1")
-    assert recorded["time_alpha"] == 1.0
+    assert recorded["times"] == {"name": "uniform"}
     # The validation loss depends on the time distribution, and the summary says so.
-    assert "(Eq. 16 with t ~ Beta(1, 1); compare models with `flowscope eval`)" in stdout
+    assert "(Eq. 16 with t ~ U[0, 1]; compare models with `flowscope eval`)" in stdout
     # Given with another value: refused, naming it.
     err = one_error_line(
         *run(capsys, "train", "fm", "--out", out, "--resume", "--time-alpha", "5")[::2]
     )
-    assert "time_alpha 1.0 (now 5.0)" in err
+    assert "times uniform (now beta(alpha=5.0))" in err
     # Resuming as another model names the model, not a constructor argument.
     err = one_error_line(*run(capsys, "train", "nf", "--out", out, "--resume")[::2])
     assert f"{out} holds a run of model fm, not nf: resume it as fm" in err
@@ -213,12 +213,12 @@ def test_train_resumes_a_folder_written_before_time_alpha(runs, monkeypatch, cap
     assert run(capsys, "train", "fm", "--out", out, *TINY[:2], "--epochs", "2")[0] == 130
     monkeypatch.setattr(flowscope.runs, "train_run", real)
     config = json.loads((out / "config.json").read_text())
-    assert config["model"].pop("time_alpha") == DEFAULT_TIME_ALPHA
+    assert config["model"].pop("times") == {"name": "beta", "alpha": DEFAULT_TIME_ALPHA}
     (out / "config.json").write_text(json.dumps(config))
     # Such a folder was trained with uniform times; it continues with them.
     code, stdout, _ = run(capsys, "train", "fm", "--out", out, "--resume")
     assert code == 0 and "resumed at epoch 2" in stdout
-    assert json.loads((out / "config.json").read_text())["model"]["time_alpha"] == 1.0
+    assert json.loads((out / "config.json").read_text())["model"]["times"] == {"name": "uniform"}
 
 
 @pytest.mark.parametrize("poison_after", [0, 1])
@@ -416,7 +416,7 @@ def test_invert_flow_matching_runs_backwards_with_dt(runs, capsys, tmp_path):
     code, out, _ = run(capsys, *argv, "--trajectory", traj)
     assert code == 0
     model, _ = load_run(runs["cfm"])
-    z = model.reverse(torch.tensor([[0.0, 1.0]]), dt=0.1, labels=1)
+    z = model.encode(torch.tensor([[0.0, 1.0]]), labels=1, dt=0.1)
     row = out.splitlines()[1].split()
     np.testing.assert_allclose([float(row[3]), float(row[4])], z[0].numpy(), rtol=1e-5)
     header, path = read_csv(traj)
@@ -540,10 +540,16 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"], "applies to fm and cfm"),
         (["train", "fm", "--time-alpha", "0"], "argument --time-alpha: must be a positive"),
         (["train", "cfm", "--time-alpha", "inf"], "argument --time-alpha"),
-        (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "it applies to cfm"),
-        (["train", "nf", "--no-gaussian-skip", "--out", "{tmp}/r"], "it applies to fm and cfm"),
-        (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "it applies to cfm"),
+        (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "applies to cfm, not to"),
+        (
+            ["train", "nf", "--no-gaussian-skip", "--out", "{tmp}/r"],
+            "applies to fm and cfm, not to nf",
+        ),
+        (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "applies to cfm, not to"),
         (["train", "cfm", "--standardize", "ring"], "argument --standardize: invalid choice"),
+        (["train", "nf", "--device", "cuda:7"], "argument --device: device 'cuda:7' is not"),
+        (["sample", "{nf}", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
+        (["eval", "{nf}", "--device", "cuda"], "is not available"),
         (["sample", "{nf}", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (["sample", "{nf}", "--seed", "1.5"], "argument --seed: must be a non-negative integer"),
         (["train", "nf", "--data", "banana", "--out", "{tmp}/r"], "unknown data 'banana'"),

@@ -157,12 +157,17 @@ def test_coupling_rejects_bad_arguments():
 # --- the whole flow -----------------------------------------------------------------------
 
 
-def test_default_parameter_count_is_the_seed_recipe():
+def test_default_parameter_count_is_the_study_recipe():
     # 15 couplings x 2 networks of 5 Linear layers 1 -> 8 -> 8 -> 8 -> 8 -> 1.
     per_network = (1 * 8 + 8) + 3 * (8 * 8 + 8) + (8 * 1 + 1)
     flow = NormalizingFlow()
     assert sum(p.numel() for p in flow.parameters()) == 15 * 2 * per_network == 7230
     assert sum(isinstance(m, AffineCoupling) for m in flow.modules()) == 15
+    # All of them live in the one flat parameter theta, which every coupling reads views of.
+    assert flow.theta.numel() == 7230
+    couplings = flow.coupling_layers()
+    assert len(couplings) == 15 and all(isinstance(c, AffineCoupling) for c in couplings)
+    assert sum(c.num_weights for c in couplings) == 7230
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -170,10 +175,23 @@ def test_flow_round_trip(d):
     flow = make_flow(d, couplings=4)
     z = rand(128, d)
     x = flow(z)
-    z2, _ = flow.inverse(x)
+    assert torch.equal(x, flow.decode(z))  # calling the model is decode
+    z2 = flow.encode(x)
     assert torch.allclose(z2, z, atol=1e-6, rtol=0)
+    assert torch.equal(flow.inverse(x).z, z2)  # the latent of inverse is encode's
     x_data = flow.standardization.inverse(rand(128, d, seed=3))
-    assert torch.allclose(flow(flow.inverse(x_data)[0]), x_data, atol=1e-6, rtol=0)
+    assert torch.allclose(flow.decode(flow.encode(x_data)), x_data, atol=1e-6, rtol=0)
+
+
+def data_to_latent(flow: NormalizingFlow, x: torch.Tensor) -> torch.Tensor:
+    """phi^{-1} of one point x (D,) in data units, differentiable (the public methods run
+    under ``torch.no_grad()``): the standardization, then the flow's inverse hook."""
+    return flow._inverse(flow.standardization(x[None]))[0][0]
+
+
+def latent_to_data(flow: NormalizingFlow, z: torch.Tensor) -> torch.Tensor:
+    """phi of one latent z (D,), data units, differentiable."""
+    return flow.standardization.inverse(flow._decode(z[None]))[0]
 
 
 @pytest.mark.parametrize("d", [2, 3, 5])
@@ -182,10 +200,13 @@ def test_flow_log_det_matches_autograd_jacobian(d):
     x = flow.standardization.inverse(rand(3, d, seed=4))
     z, ld = flow.inverse(x)
     for i in range(len(x)):
-        j_inv = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None])[0][0], x[i])
+        # The public maps run under no_grad; the differentiable ones are the same maps.
+        torch.testing.assert_close(data_to_latent(flow, x[i]), z[i], rtol=0, atol=1e-12)
+        torch.testing.assert_close(latent_to_data(flow, z[i]), flow.decode(z[i : i + 1])[0])
+        j_inv = torch.autograd.functional.jacobian(lambda v: data_to_latent(flow, v), x[i])
         assert ld[i].item() == pytest.approx(torch.linalg.slogdet(j_inv)[1].item(), abs=1e-8)
         # Forward direction: log|det dphi/dz| at z is minus the inverse's at x = phi(z).
-        j_fwd = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0], z[i])
+        j_fwd = torch.autograd.functional.jacobian(lambda v: latent_to_data(flow, v), z[i])
         assert -ld[i].item() == pytest.approx(torch.linalg.slogdet(j_fwd)[1].item(), abs=1e-8)
 
 
@@ -310,6 +331,8 @@ def test_wrong_shapes_raise():
     flow = NormalizingFlow(2, couplings=2)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         flow.log_prob(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"target must have shape \(N, 2\)"):
+        flow.check(torch.zeros(5, 3), name="target")
     with pytest.raises(ValueError):
         flow(torch.zeros(5))
     with pytest.raises(ValueError):

@@ -1,5 +1,6 @@
-"""The fused kernels compute the seed's equations: same loss and gradients as a plain
-PyTorch computation of Eqs. 4, 6, 9 (normalizing flow) and Eq. 16 (flow matching)."""
+"""The fused kernels compute the study's equations: same loss and gradients as a plain
+PyTorch computation of Eqs. 4, 6, 9 (normalizing flow) and Eq. 16 (flow matching), and
+the trainer runs them only where they reproduce the model and are faster."""
 
 import math
 
@@ -7,17 +8,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import flowscope.kernels as kernels
+import flowscope.matching.field
 from flowscope import FlowMatching, NormalizingFlow, fit, olympic_rings
-from flowscope._kernel import _load, available
+from flowscope.kernels import available
+from flowscope.kernels.fm import FMKernel
+from flowscope.kernels.nf import NFKernel
 from flowscope.train import TrainConfig
 
 pytestmark = pytest.mark.skipif(not available(torch.float64), reason="no C compiler here")
 
 
+@pytest.fixture
+def kernel_wins(monkeypatch):
+    """The speed check always finds the kernel faster (its decision is tested apart)."""
+    monkeypatch.setattr(kernels, "_speed", lambda *a: {"kernel": 0.0, "pytorch": 1.0})
+
+
+def fused(model, y, labels, seed):
+    """The trainer's fast step: the loss, and every .grad written by the kernel."""
+    fp = NFKernel() if isinstance(model, NormalizingFlow) else FMKernel()
+    assert fp.supports(model) is None
+    loss = fp.bind(model)(y, labels, torch.Generator().manual_seed(seed))
+    return loss, [p.grad.clone() for p in fp.params(model)]
+
+
 def plain_nf_loss(flow: NormalizingFlow, y: torch.Tensor) -> torch.Tensor:
     """Eq. 9 written out: invert couplings last to first, undoing each swap."""
     log_det = torch.zeros(len(y), dtype=y.dtype)
-    couplings = [m for m in flow.layers if hasattr(m, "pairs")]
+    couplings = flow.coupling_layers()
     for k in reversed(range(len(couplings))):
         if k < len(couplings) - 1:
             y = y.flip(1)  # the 2D permutation is a swap
@@ -48,24 +67,20 @@ def test_nf_kernel_matches_the_equations(bound):
     with torch.no_grad():
         flow.theta.add_(0.1 * torch.randn_like(flow.theta))
     y = torch.randn(300, 2, dtype=torch.float64)
-    assert flow._use_kernel(y)
-    loss = flow._loss_std(y, None, None)
+    loss, (grad,) = fused(flow, y, None, 0)
     assert torch.isfinite(loss)
-    (grad,) = torch.autograd.grad(loss, flow.theta)
     ref = plain_nf_loss(flow, y)
     (ref_grad,) = torch.autograd.grad(ref, flow.theta)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
-    # log_prob and the validation terms take the same path.
-    terms = flow.validation_terms(y, None, None)
-    assert terms["loss"] == pytest.approx(ref.item(), rel=1e-12)
+    assert flow.validation_terms(y, None)["loss"] == pytest.approx(ref.item(), rel=1e-12)
 
 
 def plain_fm_loss(fm, x1, labels, generator):
     """Eq. 16 written out with the model's own layers."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-    # t ~ Beta(alpha, 1) by inversion of its CDF t^alpha (the seed's U[0, 1] for alpha = 1).
-    t = torch.rand(len(x1), 1, generator=generator, dtype=x1.dtype) ** (1 / fm.time_alpha)
+    # t ~ Beta(alpha, 1) by inversion of its CDF t^alpha (the study's U[0, 1] for alpha = 1).
+    t = torch.rand(len(x1), 1, generator=generator, dtype=x1.dtype) ** (1 / fm.times.alpha)
     y = t * x1 + (1 - t) * x0
     parts = [y, t] + ([] if labels is None else [fm.field.embedding(labels)])
     a = torch.cat(parts, 1)
@@ -74,7 +89,7 @@ def plain_fm_loss(fm, x1, labels, generator):
         a = a @ w.T + b
         if i < len(pairs) - 1:
             a = F.leaky_relu(a)
-    if fm.field.gaussian_skip:  # + the exact field of N(0, I) data
+    if fm.gaussian_skip:  # + the exact field of N(0, I) data
         a = a + (2 * t - 1) / (t**2 + (1 - t) ** 2) * y
     return ((a - (x1 - x0)) ** 2).sum(1).mean()
 
@@ -86,16 +101,17 @@ def plain_fm_loss(fm, x1, labels, generator):
 def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
     torch.manual_seed(1)
     fm = FlowMatching(
-        num_classes=num_classes, hidden=24, layers=4, time_alpha=alpha, gaussian_skip=skip
+        num_classes=num_classes,
+        hidden=24,
+        layers=4,
+        times={"name": "beta", "alpha": alpha},
+        gaussian_skip=skip,
     ).double()
     x1 = torch.randn(n, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.randint(0, 5, (n,))
-    assert fm._use_kernel(x1)
-    params = list(fm.parameters())
-    loss = fm._loss_std(x1, labels, torch.Generator().manual_seed(7))
-    grads = torch.autograd.grad(loss, params)
+    loss, grads = fused(fm, x1, labels, 7)
     ref = plain_fm_loss(fm, x1, labels, torch.Generator().manual_seed(7))
-    ref_grads = torch.autograd.grad(ref, params)
+    ref_grads = torch.autograd.grad(ref, list(fm.parameters()))
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
@@ -109,7 +125,7 @@ MODELS = {
 
 
 @pytest.mark.parametrize("grad_clip", [None, 0.05])
-def test_training_without_the_kernels_gives_the_same_losses(monkeypatch, grad_clip):
+def test_training_without_the_kernels_gives_the_same_losses(monkeypatch, kernel_wins, grad_clip):
     x, labels = olympic_rings(640, conditional=True, seed=0)
     config = TrainConfig(epochs=2, batch_size=64, seed=3, grad_clip=grad_clip)
 
@@ -117,19 +133,16 @@ def test_training_without_the_kernels_gives_the_same_losses(monkeypatch, grad_cl
         torch.manual_seed(0)
         model = MODELS[name]().double()
         lb = labels if name == "cfm" else None
-        return fit(model, x.double(), lb, config=config, progress=False).batch_loss
+        return fit(model, x.double(), lb, config=config, progress=False)
 
     fast = {name: run(name) for name in MODELS}
+    assert all(h.fast_path.endswith("kernel") for h in fast.values())
     monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
-    _load.cache_clear()
-    try:
-        assert not available(torch.float64)
-        for name, losses in fast.items():
-            slow = run(name)
-            assert slow == pytest.approx(losses, rel=1e-9), name
-    finally:
-        monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
-        _load.cache_clear()
+    assert not available(torch.float64)
+    for name, history in fast.items():
+        slow = run(name)
+        assert slow.fast_path == "pytorch" and "FLOWSCOPE_NO_KERNEL" in slow.fast_path_note
+        assert slow.batch_loss == pytest.approx(history.batch_loss, rel=1e-9), name
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -142,36 +155,36 @@ def test_fused_step_fills_the_gradients_autograd_gives(name):
     labels = torch.randint(0, 5, (37,)) if name == "cfm" else None
     for p in params:
         p.grad = torch.full_like(p, 7.0)  # stale values must be overwritten, not added to
-    loss = model._loss_and_grad_std(y, labels, torch.Generator().manual_seed(5))
-    fused = [p.grad.clone() for p in params]
-    ref = model._loss_std(y, labels, torch.Generator().manual_seed(5))
+    loss, grads = fused(model, y, labels, 5)
+    ref = model.loss(y, labels, generator=torch.Generator().manual_seed(5), standardized=True)
     ref_grads = torch.autograd.grad(ref, params)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
-    for g, r in zip(fused, ref_grads, strict=True):
+    for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
-    # A frozen weight: the model declines, drawing nothing, and autograd takes over.
-    params[-1].requires_grad_(False)
-    gen = torch.Generator().manual_seed(5)
-    state = gen.get_state()
-    assert model._loss_and_grad_std(y, labels, gen) is None
-    assert torch.equal(gen.get_state(), state)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_fit_takes_the_fused_path_when_it_can(name, monkeypatch):
+def test_fit_takes_the_fused_path_when_it_can(name, kernel_wins, monkeypatch):
     model = MODELS[name]().double()
     x, labels = olympic_rings(256, conditional=True, seed=0)
     lb = labels if name == "cfm" else None
+    selected = kernels.select(model, x.double(), lb, 64)
+    assert selected.step is not None and selected.reason is None
 
-    def no_autograd_step(*args):
+    def no_autograd_step(*args, **kwargs):
         raise AssertionError("fit used the autograd path")
 
-    monkeypatch.setattr(model, "_loss_std", no_autograd_step)
-    # An instance attribute is not a subclass override: the fast path stays on.
+    history = fit(
+        model, x.double(), lb, config=TrainConfig(epochs=1, batch_size=64), progress=False
+    )
+    assert history.fast_path == selected.name and history.fast_path_note is None
+    # With the checks done, no step calls the model's autograd loss.
+    monkeypatch.setattr(kernels, "_check_numbers", lambda *args: None)
+    monkeypatch.setattr(model, "loss", no_autograd_step)
     fit(model, x.double(), lb, config=TrainConfig(epochs=1, batch_size=64), progress=False)
 
 
-def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights():
+def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights(kernel_wins, caplog):
     x, labels = olympic_rings(256, conditional=True, seed=0)
     config = TrainConfig(epochs=1, batch_size=64)
 
@@ -179,27 +192,32 @@ def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights():
     class Penalised(NormalizingFlow):
         calls = 0
 
-        def _loss_std(self, y, labels, generator):
+        def _loss(self, y, labels, generator):
             Penalised.calls += 1
-            return super()._loss_std(y, labels, generator) + 1e-3 * self.theta.square().sum()
+            return super()._loss(y, labels, generator) + 1e-3 * self.theta.square().sum()
 
-    fit(Penalised(couplings=2).double(), x.double(), config=config, progress=False)
+    with caplog.at_level("INFO", logger="flowscope"):
+        h = fit(Penalised(couplings=2).double(), x.double(), config=config, progress=False)
     assert Penalised.calls == 4  # 256 points, batches of 64
+    assert h.fast_path == "pytorch" and "overrides _loss" in h.fast_path_note
+    said = [r.getMessage() for r in caplog.records if "PyTorch operations" in r.getMessage()]
+    assert len(said) == 1 and "overrides _loss" in said[0]  # once per fit, with the reason
 
     # A gradient hook runs, as autograd would run it.
     flow = NormalizingFlow(couplings=2).double()
     seen = []
     flow.theta.register_hook(lambda g: seen.append(1))
-    fit(flow, x.double(), config=config, progress=False)
-    assert len(seen) == 4
+    h = fit(flow, x.double(), config=config, progress=False)
+    assert len(seen) == 4 and "hook" in h.fast_path_note
 
-    # A frozen weight stays as it is and the others train, with or without the kernel.
+    # A frozen weight stays as it is and the others train.
     cfm = MODELS["cfm"]().double()
     cfm.field.theta.requires_grad_(False)
     theta, emb = cfm.field.theta.clone(), cfm.field.embedding.weight.clone()
-    fit(cfm, x.double(), labels, config=config, progress=False)
+    h = fit(cfm, x.double(), labels, config=config, progress=False)
     assert torch.equal(cfm.field.theta, theta)
     assert not torch.equal(cfm.field.embedding.weight, emb)
+    assert "frozen" in h.fast_path_note
 
     # Called under no_grad, fit still trains.
     flow = NormalizingFlow(couplings=2).double()
@@ -210,76 +228,84 @@ def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights():
     assert not torch.equal(flow.theta, before)
 
 
-def torch_path(monkeypatch):
-    """A context in which the kernels are off."""
-    monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
-    _load.cache_clear()
+def test_the_kernel_steps_aside_when_the_model_computes_something_else(kernel_wins, monkeypatch):
+    # Sizes alone would pass: the check of meaning compares the numbers on a float64 copy.
+    fm = MODELS["fm"]()
+    y = torch.randn(64, 2)
+    assert kernels.select(fm, y, None, 32).step is not None
+    monkeypatch.setattr(flowscope.matching.field, "LEAKY_SLOPE", 0.2)
+    selected = kernels.select(fm, y, None, 32)
+    assert selected.step is None and "differs" in selected.reason
+    # Another path than the one the kernel builds.
+    cosine = FlowMatching(hidden=16, layers=3, path="cosine")
+    assert "linear path" in kernels.select(cosine, y, None, 32).reason
+
+
+def test_a_kernel_slower_than_pytorch_does_not_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWSCOPE_CACHE", str(tmp_path))  # no kept measurement
+    times = iter([5.0, 1.0])  # the kernel step, then the autograd step, in ms
+    monkeypatch.setattr(kernels, "_time", lambda step: next(times))
+    flow = MODELS["nf"]()
+    x = olympic_rings(256, seed=0)
+    history = fit(flow, x, config=TrainConfig(epochs=1, batch_size=64), progress=False)
+    assert history.fast_path == "pytorch"
+    assert "measured 5.000 ms per step and PyTorch 1.000 ms" in history.fast_path_note
+    # The measurement is kept for the machine: the next fit does not time again.
+    monkeypatch.setattr(kernels, "_time", lambda step: pytest.fail("timed again"))
+    assert fit(flow, x, config=TrainConfig(epochs=1, batch_size=64), progress=False).fast_path == (
+        "pytorch"
+    )
 
 
 @pytest.mark.parametrize(
     ("features", "hidden", "layers", "n"),
     [(3, 3, 1, 1), (5, 7, 3, 17), (2, 8, 5, 130), (9, 5, 2, 3)],
 )
-def test_nf_kernel_at_unusual_sizes(features, hidden, layers, n, monkeypatch):
+def test_nf_kernel_at_unusual_sizes(features, hidden, layers, n):
     torch.manual_seed(2)
     flow = NormalizingFlow(features, couplings=4, hidden=hidden, linear_layers=layers).double()
     with torch.no_grad():
         flow.theta.add_(0.1 * torch.randn_like(flow.theta))
     y = torch.randn(n, features, dtype=torch.float64)
-    assert flow._use_kernel(y)
-    loss = flow._loss_std(y, None, None)
-    (grad,) = torch.autograd.grad(loss, flow.theta)
-    lp = flow.log_prob(y, standardized=True)
-    torch_path(monkeypatch)
-    try:
-        assert not flow._use_kernel(y)
-        ref = flow._loss_std(y, None, None)
-        (ref_grad,) = torch.autograd.grad(ref, flow.theta)
-        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(lp, flow.log_prob(y, standardized=True), rtol=1e-12, atol=1e-12)
-    finally:
-        monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
-        _load.cache_clear()
+    loss, (grad,) = fused(flow, y, None, 0)
+    ref = flow.loss(y, standardized=True)
+    (ref_grad,) = torch.autograd.grad(ref, flow.theta)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(
     ("features", "hidden", "layers", "n", "classes"),
     [(3, 5, 2, 1, None), (2, 7, 3, 19, 3), (5, 64, 5, 33, None), (1, 4, 4, 8, 2)],
 )
-def test_fm_kernel_at_unusual_sizes(features, hidden, layers, n, classes, monkeypatch):
+def test_fm_kernel_at_unusual_sizes(features, hidden, layers, n, classes):
     torch.manual_seed(3)
     fm = FlowMatching(features, num_classes=classes, hidden=hidden, layers=layers).double()
     x1 = torch.randn(n, features, dtype=torch.float64)
     labels = None if classes is None else torch.randint(0, classes, (n,))
-    assert fm._use_kernel(x1)
+    loss, grads = fused(fm, x1, labels, 1)
     params = list(fm.parameters())
-    loss = fm._loss_std(x1, labels, torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad(loss, params)
-    torch_path(monkeypatch)
-    try:
-        ref = fm._loss_std(x1, labels, torch.Generator().manual_seed(1))
-        ref_grads = torch.autograd.grad(ref, params)
-        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
-        for g, r in zip(grads, ref_grads, strict=True):
-            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
-    finally:
-        monkeypatch.delenv("FLOWSCOPE_NO_KERNEL")
-        _load.cache_clear()
+    ref = fm.loss(x1, labels, generator=torch.Generator().manual_seed(1), standardized=True)
+    ref_grads = torch.autograd.grad(ref, params)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
 def test_fm_kernel_with_one_label_for_all_and_strided_labels():
     torch.manual_seed(4)
     fm = FlowMatching(num_classes=5, hidden=16, layers=3).double()
     x = torch.randn(64, 2, dtype=torch.float64)
-    one = fm.loss(x, 3, generator=torch.Generator().manual_seed(0))  # an expanded view inside
-    full = fm.loss(x, torch.full((64,), 3), generator=torch.Generator().manual_seed(0))
+    one, _ = fused(fm, x, torch.tensor(3).expand(64), 0)  # an expanded view
+    full, _ = fused(fm, x, torch.full((64,), 3), 0)
     assert one.item() == full.item()
     strided = torch.arange(128) % 5
-    a = fm.loss(x, strided[::2], generator=torch.Generator().manual_seed(0))
-    b = fm.loss(x, strided[::2].clone(), generator=torch.Generator().manual_seed(0))
+    a, _ = fused(fm, x, strided[::2], 0)
+    b, _ = fused(fm, x, strided[::2].clone(), 0)
     assert a.item() == b.item()
     assert torch.isfinite(a)
+    with pytest.raises(ValueError, match="label is outside"):
+        fused(fm, x, torch.full((64,), 9), 0)
 
 
 def test_fm_validation_rejects_labels_outside_the_classes():
@@ -291,12 +317,12 @@ def test_fm_validation_rejects_labels_outside_the_classes():
 
 @pytest.mark.parametrize("num_classes", [None, 5])
 @pytest.mark.parametrize("skip", [False, True])
-def test_frozen_velocity_equals_the_field(num_classes, skip):
+def test_the_sampler_velocity_equals_the_velocity(num_classes, skip):
     torch.manual_seed(5)
     fm = FlowMatching(num_classes=num_classes, gaussian_skip=skip).double()
     y = torch.randn(40, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.arange(40) % 5
     t = torch.tensor(0.37, dtype=torch.float64)
     torch.testing.assert_close(
-        fm.field.frozen(labels)(y, t), fm.field(y, t, labels), rtol=1e-12, atol=1e-12
+        fm.ode_velocity(labels)(y, t), fm.velocity(y, t, labels), rtol=1e-12, atol=1e-12
     )

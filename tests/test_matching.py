@@ -15,6 +15,7 @@ from flowscope.matching import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     SOLVERS,
+    BetaTimes,
     FlowMatching,
     divergence_of,
     gaussian_velocity,
@@ -67,9 +68,13 @@ def perturb(module: nn.Module, scale: float, seed: int = 0) -> nn.Module:
 
 
 def model_with(
-    field: nn.Module, d: int = 2, monkeypatch=None, time_alpha: float = DEFAULT_TIME_ALPHA
+    field: nn.Module, d: int = 2, monkeypatch=None, alpha: float = DEFAULT_TIME_ALPHA
 ) -> FlowMatching:
-    fm = FlowMatching(features=d, hidden=4, layers=2, time_alpha=time_alpha).double()
+    """A model whose velocity is exactly ``field``: without the Gaussian skip, which
+    :meth:`FlowMatching.velocity` would add on top of it."""
+    fm = FlowMatching(
+        features=d, hidden=4, layers=2, times=BetaTimes(alpha), gaussian_skip=False
+    ).double()
     if monkeypatch is not None:
         monkeypatch.setattr(fm, "field", field)
     else:
@@ -97,7 +102,7 @@ def rand(n: int, d: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-# Per solver: step for sample/reverse, steps for log_prob, relative tolerance of the states
+# Per solver: step for sample/encode, steps for log_prob, relative tolerance of the states
 # and absolute tolerance of log_prob (nats). Euler is first order, midpoint second, rk4
 # fourth; dopri5 is adaptive with rtol = atol = 1e-5.
 SETTINGS = {
@@ -125,7 +130,7 @@ def test_constant_field_is_exact(solver, monkeypatch):
     z = rand(50, d)
     x = fm(z, dt=s["dt"], solver=solver)
     assert torch.allclose(x, z + c, atol=1e-8)
-    assert torch.allclose(fm.reverse(x, dt=s["dt"], solver=solver), z, atol=1e-8)
+    assert torch.allclose(fm.encode(x, dt=s["dt"], solver=solver), z, atol=1e-8)
     lp = fm.log_prob(x, solver=solver, steps=s["steps"])
     assert torch.allclose(lp, standard_normal_log_prob(z), atol=1e-8)
 
@@ -144,7 +149,7 @@ def test_linear_field_matches_closed_form(solver, d, monkeypatch):
     x = fm(z, dt=s["dt"], solver=solver)
     x_exact = loc + scale * z * math.exp(a)
     assert torch.allclose(x, x_exact, rtol=s["rtol"], atol=s["rtol"])
-    z_back = fm.reverse(x_exact, dt=s["dt"], solver=solver)
+    z_back = fm.encode(x_exact, dt=s["dt"], solver=solver)
     assert torch.allclose(z_back, z, rtol=s["rtol"], atol=s["rtol"])
     y = (x_exact - loc) / scale
     lp_std_exact = standard_normal_log_prob(y * math.exp(-a)) - d * a
@@ -176,7 +181,7 @@ def test_euler_with_dt_01_calls_the_field_exactly_10_times(monkeypatch):
     assert len(field.times) == 10
     assert field.times == pytest.approx([k / 10 for k in range(10)])
     field.times.clear()
-    fm.reverse(torch.zeros(3, 2, dtype=F64), dt=0.1)
+    fm.encode(torch.zeros(3, 2, dtype=F64), dt=0.1)
     assert len(field.times) == 10
     assert field.times == pytest.approx([1 - k / 10 for k in range(10)])
 
@@ -197,7 +202,7 @@ def test_time_grid():
     g = time_grid(0.3)
     assert g == pytest.approx([0, 0.3, 0.6, 0.9, 1.0])
     assert g[-1] - g[-2] == pytest.approx(0.1)  # a shorter last step
-    # Backwards, the grid is the forward one mirrored, so reverse visits the same times.
+    # Backwards, the grid is the forward one mirrored, so encode visits the same times.
     assert time_grid(0.3, 1.0, 0.0) == pytest.approx([1.0, 0.9, 0.6, 0.3, 0.0])
     g = time_grid(1e-3)
     assert len(g) == 1001 and g[0] == 0.0 and g[-1] == 1.0
@@ -213,7 +218,7 @@ def test_bad_dt_raises(dt):
     with pytest.raises(ValueError, match="dt"):
         fm.sample(3, dt=dt)
     with pytest.raises(ValueError, match="dt"):
-        fm.reverse(torch.zeros(3, 2, dtype=F64), dt=dt)
+        fm.encode(torch.zeros(3, 2, dtype=F64), dt=dt)
 
 
 def test_unknown_solver_and_bad_times_raise():
@@ -230,17 +235,17 @@ def test_unknown_solver_and_bad_times_raise():
 
 
 @pytest.mark.parametrize("skip", [False, True])
-def test_reverse_of_forward_returns_the_input_and_error_shrinks_with_dt(skip):
+def test_encode_of_decode_returns_the_input_and_error_shrinks_with_dt(skip):
     fm = small_model(scale=0.5, gaussian_skip=skip)
     set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
     z = rand(200, 2)
     errs = []
     for dt in (0.1, 0.01, 0.001):
-        back = fm.reverse(fm(z, dt=dt), dt=dt)
+        back = fm.encode(fm(z, dt=dt), dt=dt)
         errs.append((back - z).abs().max().item())
     assert errs[2] < (2e-2 if skip else 1e-2)
     assert errs[0] > 5 * errs[1] > 25 * errs[2]  # first order: ~10x per 10x smaller dt
-    back = fm.reverse(fm(z, dt=0.02, solver="rk4"), dt=0.02, solver="rk4")
+    back = fm.encode(fm(z, dt=0.02, solver="rk4"), dt=0.02, solver="rk4")
     assert torch.allclose(back, z, atol=1e-5)
 
 
@@ -310,7 +315,7 @@ def test_loss_is_eq16_with_t0_noise_and_t1_data(alpha, monkeypatch):
     # With v = t y, and y = t x1 + (1 - t) x0, the residual v - (x1 - x0) is
     # (t^2 - 1) x1 + (1 + t - t^2) x0. Over x0 ~ N(0, I) and t ~ Beta(a, 1), whose moments
     # are E t^k = a / (a + k), its mean square is c1 |x1|^2 + c0 D with the constants
-    # below (8/15 and 41/30 for the seed's U[0, 1], a = 1). Swapping the time convention
+    # below (8/15 and 41/30 for the study's U[0, 1], a = 1). Swapping the time convention
     # gives other numbers.
     def m(k):
         return alpha / (alpha + k)
@@ -318,7 +323,7 @@ def test_loss_is_eq16_with_t0_noise_and_t1_data(alpha, monkeypatch):
     c1 = m(4) - 2 * m(2) + 1
     c0 = 1 + 2 * m(1) - m(2) - 2 * m(3) + m(4)
     d = 2
-    fm = model_with(TimeLinearField(), d, monkeypatch, time_alpha=alpha)
+    fm = model_with(TimeLinearField(), d, monkeypatch, alpha=alpha)
     x1 = 0.5 + rand(100_000, d, seed=3)
     loss = fm.loss(x1, generator=torch.Generator().manual_seed(0)).item()
     m2 = (x1**2).sum(1).mean().item()
@@ -339,7 +344,7 @@ def test_training_times_follow_beta_alpha_1(alpha):
     # Beta(a, 1) has the CDF t^a.
     p = stats.kstest(t.squeeze(1).numpy(), lambda v: v.clip(0, 1) ** alpha).pvalue
     assert p > 1e-3
-    # The seed's U[0, 1] draws are returned untouched.
+    # The study's U[0, 1] draws are returned untouched.
     if alpha == 1.0:
         u = torch.rand(20_000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
         assert torch.equal(t, u)
@@ -364,7 +369,7 @@ def test_gaussian_velocity_is_the_exact_field_of_gaussian_data():
 def test_a_zero_network_with_the_gaussian_skip_carries_the_noise_to_itself(solver):
     # v = (2t - 1) / s(t) y with s(t) = t^2 + (1 - t)^2 = d/dt log sqrt(s): y_t = y_0 sqrt(s(t)).
     fm = FlowMatching(hidden=8, layers=2).double()
-    assert fm.field.gaussian_skip and fm.config()["gaussian_skip"] is True
+    assert fm.gaussian_skip and fm.config()["gaussian_skip"] is True
     with torch.no_grad():
         fm.field.theta.zero_()
     set_standardization(fm, [2.0, -0.4], [1.6, 0.85])
@@ -414,13 +419,13 @@ def test_constant_network_with_the_gaussian_skip_matches_closed_form(solver):
     torch.testing.assert_close(
         (fm(z, dt=st["dt"], solver=solver) - loc) / scale, exact(z, 1), **tol
     )
-    torch.testing.assert_close(fm.reverse(x, dt=st["dt"], solver=solver), z, **tol)
+    torch.testing.assert_close(fm.encode(x, dt=st["dt"], solver=solver), z, **tol)
     lp = fm.log_prob(x, standardized=True, solver=solver, steps=st["steps"])
     torch.testing.assert_close(lp, standard_normal_log_prob(z), rtol=0, atol=lp_tol)
     # Without the skip the same network is the constant field: x = z + c.
     plain = FlowMatching(hidden=8, layers=2, gaussian_skip=False).double()
     plain.load_state_dict(fm.state_dict())
-    assert (plain.reverse(x, dt=st["dt"], solver=solver) - z).abs().max() > 0.05
+    assert (plain.encode(x, dt=st["dt"], solver=solver) - z).abs().max() > 0.05
 
 
 def test_divergence_of_the_gaussian_skip_is_d_times_g():
@@ -445,34 +450,61 @@ def test_gaussian_velocity_rejects_a_t_that_would_broadcast_across_coordinates()
 def test_gaussian_skip_is_recorded_and_checked():
     fm = FlowMatching(gaussian_skip=False)
     assert fm.config()["gaussian_skip"] is False
-    assert not fm.gaussian_skip and not fm.field.gaussian_skip
+    assert not fm.gaussian_skip
     with pytest.raises(AttributeError):
         fm.gaussian_skip = True  # part of the recorded configuration: set it when building
-    with pytest.raises(AttributeError):
-        fm.field.gaussian_skip = True
+    # The skip belongs to the model, not to the network: fm.field is the plain MLP in both
+    # models, and the velocity (and what the samplers integrate) adds the skip on top of it.
+    torch.manual_seed(0)
+    skip = FlowMatching(hidden=8, layers=2).double()
+    plain = FlowMatching(hidden=8, layers=2, gaussian_skip=False).double()
+    plain.load_state_dict(skip.state_dict())
+    y = rand(20, 2)
+    for t in (0.1, 0.5, 0.9):
+        net = skip.field(y, t)
+        torch.testing.assert_close(plain.field(y, t), net, rtol=0, atol=0)
+        torch.testing.assert_close(plain.velocity(y, t), net, rtol=0, atol=0)
+        torch.testing.assert_close(skip.velocity(y, t), net + gaussian_velocity(y, t))
+        t0 = torch.tensor(t, dtype=F64)
+        torch.testing.assert_close(plain.ode_velocity()(y, t0), net)
+        torch.testing.assert_close(skip.ode_velocity()(y, t0), net + gaussian_velocity(y, t))
     for bad in (1, "yes", None):
         with pytest.raises(ValueError, match="gaussian_skip must be True or False"):
             FlowMatching(gaussian_skip=bad)
 
 
-def test_default_time_alpha_is_recorded_and_bad_values_raise():
+def test_default_times_are_recorded_and_bad_alphas_raise():
     fm = FlowMatching()
-    assert fm.time_alpha == DEFAULT_TIME_ALPHA == fm.config()["time_alpha"]
+    assert fm.times.alpha == DEFAULT_TIME_ALPHA and fm.times.describe() == "Beta(5, 1)"
+    assert fm.config()["times"] == {"name": "beta", "alpha": DEFAULT_TIME_ALPHA}
     cfm = FlowMatching(num_classes=3)
-    assert cfm.time_alpha == DEFAULT_CONDITIONAL_TIME_ALPHA == cfm.config()["time_alpha"]
+    assert (
+        cfm.times.alpha == DEFAULT_CONDITIONAL_TIME_ALPHA and cfm.times.describe() == "Beta(7, 1)"
+    )
+    assert cfm.config()["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
     assert DEFAULT_CONDITIONAL_TIME_ALPHA != DEFAULT_TIME_ALPHA
-    assert FlowMatching(num_classes=3, time_alpha=None).time_alpha == cfm.time_alpha
-    with pytest.raises(AttributeError):
-        fm.time_alpha = 1.0  # part of the recorded configuration: set it when building
+    assert FlowMatching(num_classes=3, times=None).times == cfm.times
+    # The recorded configuration is a copy: changing it does not change the model.
+    fm.config()["times"]["alpha"] = 1.0
+    assert fm.config()["times"]["alpha"] == DEFAULT_TIME_ALPHA
+    assert FlowMatching(times="uniform").config()["times"] == {"name": "uniform"}
     for good in (1, 2.5, np.float32(3), np.int64(4), torch.tensor(5.0)):
-        assert FlowMatching(time_alpha=good).config()["time_alpha"] == float(good)
-        assert type(FlowMatching(time_alpha=good).time_alpha) is float
+        for times in ({"name": "beta", "alpha": good}, BetaTimes(good)):
+            built = FlowMatching(times=times)
+            assert built.config()["times"] == {"name": "beta", "alpha": float(good)}
+            assert type(built.times.alpha) is float
+            assert type(built.config()["times"]["alpha"]) is float  # JSON-safe
     for bad in (0, -1.0, math.nan, math.inf, True, "5", torch.ones(2)):
-        with pytest.raises(ValueError, match="time_alpha"):
-            FlowMatching(time_alpha=bad)
+        with pytest.raises(ValueError, match="alpha must be"):
+            FlowMatching(times={"name": "beta", "alpha": bad})
+        with pytest.raises(ValueError, match="alpha must be"):
+            BetaTimes(bad)
         if not isinstance(bad, torch.Tensor):
-            with pytest.raises(ValueError, match="time_alpha"):
+            with pytest.raises(ValueError, match="alpha must be"):
                 sample_times(4, bad)
+    for bad in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
+            BetaTimes(bad)
     with pytest.raises(ValueError, match="n must be"):
         sample_times(0, 5.0)
 
@@ -509,7 +541,7 @@ def test_standardize_defaults_to_class_for_a_conditional_model_and_bad_values_ra
 def test_class_standardization_is_a_gaussian_prior_per_class(monkeypatch):
     # With v = 0 the flow is the identity in standardized units: class k's model is
     # N(loc_k, diag(scale_k^2)) in data units, its samples z * scale_k + loc_k.
-    fm = FlowMatching(num_classes=3, hidden=4, layers=2).double()
+    fm = FlowMatching(num_classes=3, hidden=4, layers=2, gaussian_skip=False).double()
     monkeypatch.setattr(fm, "field", ConstantField(torch.zeros(2, dtype=F64)))
     loc = torch.tensor([[0.0, 0.0], [3.0, -1.0], [-2.0, 5.0]], dtype=F64)
     scale = torch.tensor([[1.0, 1.0], [0.5, 2.0], [3.0, 0.25]], dtype=F64)
@@ -518,7 +550,7 @@ def test_class_standardization_is_a_gaussian_prior_per_class(monkeypatch):
     z = rand(6, 2)
     x = fm(z, dt=0.5, labels=labels)
     assert torch.allclose(x, z * scale[labels] + loc[labels], atol=1e-12)
-    assert torch.allclose(fm.reverse(x, dt=0.5, labels=labels), z, atol=1e-12)
+    assert torch.allclose(fm.encode(x, dt=0.5, labels=labels), z, atol=1e-12)
     prior = torch.distributions.Normal(loc[labels], scale[labels])
     lp = fm.log_prob(x, labels, steps=2)
     assert torch.allclose(lp, prior.log_prob(x).sum(dim=1), atol=1e-12)
@@ -576,7 +608,7 @@ def test_trajectory_ends_in_both_directions(units):
     assert torch.allclose(fwd[-1], show(std(x)), atol=1e-12)
     inv = fm.trajectory(x, dt=0.1, times=[1.0, 0.5, 0.0], inverse=True, units=units)
     assert torch.allclose(inv[0], show(std(x)), atol=1e-12)
-    assert torch.allclose(inv[-1], show(fm.reverse(x, dt=0.1)), atol=1e-12)
+    assert torch.allclose(inv[-1], show(fm.encode(x, dt=0.1)), atol=1e-12)
     full = fm.trajectory(z, dt=0.1, units=units)  # default: every grid time
     assert full.shape == (11, 8, 2)
     assert torch.allclose(full[-1], fwd[-1], atol=1e-12)
@@ -598,7 +630,7 @@ def test_conditional_labels_change_the_output():
     assert torch.allclose(s_mixed[0::2], s0[0::2]) and torch.allclose(s_mixed[1::2], s1[1::2])
     x = rand(10, 2)
     assert not torch.allclose(fm.log_prob(x, 0, steps=4), fm.log_prob(x, 3, steps=4))
-    assert not torch.allclose(fm.reverse(x, dt=0.1, labels=0), fm.reverse(x, dt=0.1, labels=2))
+    assert not torch.allclose(fm.encode(x, dt=0.1, labels=0), fm.encode(x, dt=0.1, labels=2))
 
 
 @pytest.mark.parametrize(
@@ -622,9 +654,11 @@ def test_bad_labels_raise(labels):
     with pytest.raises(ValueError, match="label"):
         fm.log_prob(x, labels, steps=2)
     with pytest.raises(ValueError, match="label"):
-        fm.reverse(x, dt=0.5, labels=labels)
+        fm.encode(x, dt=0.5, labels=labels)
     with pytest.raises(ValueError, match="label"):
         fm.loss(x, labels)
+    with pytest.raises(ValueError, match="label"):
+        fm.check(x, labels)
 
 
 def test_unconditional_model_given_labels_raises():
@@ -643,6 +677,8 @@ def test_wrong_point_shapes_raise():
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         fm.log_prob(torch.zeros(3, 3, dtype=F64))
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        fm.reverse(torch.zeros(3, dtype=F64))
+        fm.encode(torch.zeros(3, dtype=F64))
+    with pytest.raises(ValueError, match=r"target must have shape \(N, 2\)"):
+        fm.check(torch.zeros(3, 3, dtype=F64), name="target")
     with pytest.raises(ValueError, match="n must be"):
         fm.sample(0)

@@ -80,6 +80,15 @@ def test_save_writes_the_format_its_suffix_names(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "f.pdf", "f.png", "f.svg"]
 
 
+def test_save_hands_the_bytes_to_the_callers_writer(tmp_path):
+    fig = plots.point_panels([(np.zeros((3, 2)), "three points")], ncols=1)
+    written = []
+    out = plots.save(fig, tmp_path / "f.png", write=lambda p, data: written.append((p, data)))
+    assert out == tmp_path / "f.png" and [p for p, _ in written] == [out]
+    assert written[0][1][:8] == PNG
+    assert not out.exists()  # the writer alone puts the file in place
+
+
 def test_zoom_frame_holds_the_rings_and_near_points_but_not_far_ones():
     near, far = np.array([[-3.0, 3.5]]), np.array([[2.0, 40.0]])
     (x0, x1), (y0, y1) = plots.zoom_frame([near, far], reach=2.5, pad=0.5)

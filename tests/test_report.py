@@ -7,6 +7,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,22 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
 def test_report_rejects_unknown_preset(tmp_path, capsys):
     assert main(["report", "--preset", "huge", "--out", str(tmp_path / "r")]) == 2
     assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_without_reportlab_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from flowscope.errors import MissingDependency
+    from flowscope.report import build_report
+
+    monkeypatch.setitem(sys.modules, "reportlab", None)  # makes `import reportlab` fail
+    assert main(["report", "--preset", "smoke", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "flowscope: error: flowscope report needs reportlab for the PDF: "
+        "pip install 'flowscope[report]'\n"
+    )
+    with pytest.raises(MissingDependency):  # the library's error is no command-line class
+        build_report(tmp_path / "r", preset="smoke")
     assert not (tmp_path / "r").exists()
 
 

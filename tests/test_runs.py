@@ -159,21 +159,27 @@ def test_run_folder_holds_only_safe_formats(runs):
 def test_a_flow_matching_run_records_its_time_distribution(runs, tmp_path):
     src = runs["cfm"]
     model, info = load_run(src)
-    assert info.model["time_alpha"] == model.time_alpha == DEFAULT_CONDITIONAL_TIME_ALPHA != 1.0
-    # A folder written before time_alpha existed was trained with the seed's U[0, 1];
-    # it loads as such (same weights), and resuming it under the new default is refused.
+    assert info.model["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
+    assert model.times.alpha == DEFAULT_CONDITIONAL_TIME_ALPHA != 1.0
+    # A folder written before the time sampler was recorded (as time_alpha, then times)
+    # was trained with the study's U[0, 1]; it loads as such (same weights), resuming it
+    # continues with its own times, and resuming it with other times is refused.
     old = tmp_path / "old"
     old.mkdir()
     for f in src.iterdir():
         (old / f.name).write_bytes(f.read_bytes())
     config = json.loads((old / "config.json").read_text())
-    del config["model"]["time_alpha"]
+    del config["model"]["times"]
     (old / "config.json").write_text(json.dumps(config))
     loaded, _ = load_run(old)
-    assert loaded.time_alpha == 1.0
+    assert loaded.times.describe() == "U[0, 1]"
     assert torch.equal(loaded.field.theta, model.field.theta)
-    with pytest.raises(RunError, match="time_alpha"):
-        train_run("cfm", old, config=CONFIG, resume=True, **TINY)
+    default = {"times": {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}}
+    with pytest.raises(RunError, match="times"):
+        train_run("cfm", old, config=CONFIG, resume=True, model_args=default, **TINY)
+    config["model"]["time_alpha"] = 5.0  # the record of the versions in between
+    (old / "config.json").write_text(json.dumps(config))
+    assert load_run(old)[0].times.describe() == "Beta(5, 1)"
 
 
 def test_a_conditional_run_records_its_standardization_and_old_folders_load_global(runs, tmp_path):
@@ -194,14 +200,16 @@ def test_a_conditional_run_records_its_standardization_and_old_folders_load_glob
     assert loaded.standardization.loc.shape == (2,)
     # Resuming it under the library's default (per class) is refused by name.
     with pytest.raises(RunError, match="standardize"):
-        train_run("cfm", old, config=CONFIG, resume=True, **TINY)
+        train_run(
+            "cfm", old, config=CONFIG, resume=True, model_args={"standardize": "class"}, **TINY
+        )
 
 
 @pytest.mark.parametrize("name", ["fm", "cfm"])
 def test_a_run_records_its_gaussian_skip_and_old_folders_load_without(tmp_path, name):
     model, info, _ = train_run(name, tmp_path / "new", config=CONFIG, **TINY)
-    assert info.model["gaussian_skip"] is True and model.field.gaussian_skip
-    assert load_run(tmp_path / "new")[0].field.gaussian_skip
+    assert info.model["gaussian_skip"] is True and model.gaussian_skip
+    assert load_run(tmp_path / "new")[0].gaussian_skip
     # A folder written before `gaussian_skip` existed holds a plain MLP: it loads without
     # the skip, with the same weights, and resuming it under the new default is refused.
     old = tmp_path / "old"
@@ -210,9 +218,9 @@ def test_a_run_records_its_gaussian_skip_and_old_folders_load_without(tmp_path, 
     del config["model"]["gaussian_skip"]
     (old / "config.json").write_text(json.dumps(config))
     loaded, _ = load_run(old)
-    assert loaded.config()["gaussian_skip"] is False and not loaded.field.gaussian_skip
+    assert loaded.config()["gaussian_skip"] is False and not loaded.gaussian_skip
     with pytest.raises(RunError, match="gaussian_skip"):
-        train_run(name, old, config=CONFIG, resume=True, **TINY)
+        train_run(name, old, config=CONFIG, resume=True, model_args={"gaussian_skip": True}, **TINY)
 
 
 # -- resume -----------------------------------------------------------------------------

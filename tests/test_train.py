@@ -226,7 +226,7 @@ def test_train_config_rejects_bad_values(kwargs):
         TrainConfig(**kwargs)
 
 
-def test_train_config_defaults_are_the_seed_recipe():
+def test_train_config_defaults_are_the_study_recipe():
     cfg = TrainConfig()
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (20, 128, 1e-3)
 
@@ -235,15 +235,16 @@ def test_fit_trains_with_one_thread_and_restores_the_count():
     seen = []
     torch.set_num_threads(2)
     model = NormalizingFlow(couplings=1)
-    original = model._loss_and_grad_std  # the trainer's first call of every step
+    original = model.validation_terms  # called after every epoch, within the training
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return original(*args)
 
-    model._loss_and_grad_std = spy
+    model.validation_terms = spy
     try:
-        fit(model, torch.randn(64, 2), config=TrainConfig(epochs=1, batch_size=32))
+        x = torch.randn(64, 2)
+        fit(model, x, x_val=x, config=TrainConfig(epochs=2, batch_size=32))
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
     finally:

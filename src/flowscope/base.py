@@ -1,28 +1,67 @@
-"""What both model families share: coordinates, input checks and the standard normal base."""
+"""The interface every flowscope model implements, whatever its family.
+
+A model maps between data x (data units) and latents z through an invertible map: a
+normalizing flow in one pass through its layers, flow matching by integrating an ODE
+from t = 0 (noise) to t = 1 (data). :class:`FlowModel` defines the public methods once,
+with their checks and units, and a model type implements a few hooks in standardized
+coordinates:
+
+=====================  ==============================================================
+hook                   what it computes (standardized points y, latents z)
+=====================  ==============================================================
+``_decode``            z (N, D) -> y (N, D), the generative direction
+``_encode``            y (N, D) -> z (N, D)
+``_inverse``           y (N, D) -> (z, log|det dz/dy| (N,))
+``_trajectory``        the states (T, N, D) along the map, either direction
+``_loss``              the training loss of a batch, a scalar
+``validation_terms``   the numbers the trainer records per epoch
+=====================  ==============================================================
+
+Options of a family (``dt`` and ``solver`` of flow matching, for instance) pass through
+the public methods to the hooks as keyword arguments; a type that takes none refuses them.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from .data import Standardization, check_int, check_labels
+from .data import check_int, check_labels
+from .standardize import Standardization
 
-__all__ = ["STANDARDIZE", "FlowModel", "standard_normal_log_prob"]
+__all__ = ["STANDARDIZE", "FlowModel", "Latent", "resolve_device", "standard_normal_log_prob"]
 
 #: How a model standardizes its data: all points with one mean and scale, or each class
-#: with its own (see :class:`~flowscope.data.Standardization`).
+#: with its own (see :class:`~flowscope.standardize.Standardization`).
 STANDARDIZE = ("global", "class")
 
 
-def grad_buffer(p: torch.Tensor) -> torch.Tensor:
-    """``p.grad``, allocated once, for a fused kernel to overwrite with p's gradient."""
-    g = p.grad
-    if g is None or g.shape != p.shape or g.dtype != p.dtype or not g.is_contiguous():
-        p.grad = g = torch.empty_like(p, memory_format=torch.contiguous_format)
-    return g
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine.
+
+    Raises:
+        ValueError: for a name PyTorch does not know, or a device this machine lacks
+            (e.g. ``"cuda"`` without a GPU), saying what is available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ValueError(
+                f"device {device!r} is not available: this machine has {have}; use cpu"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available here; use cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; use cpu, cuda or mps")
+    return dev
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -30,19 +69,44 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z * z).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
-class FlowModel(nn.Module):
-    """Base of the two model families: ``NormalizingFlow`` and ``FlowMatching``.
+class Latent(NamedTuple):
+    """A point's latent and the log-determinant of the map to it.
 
-    A model works in standardized coordinates internally and carries the
-    :class:`~flowscope.data.Standardization` fitted on its training data (buffers saved with
-    the weights), so its public methods take and return data units. A conditional model
-    may standardize each class by its own mean and scale (``standardize="class"``).
-
-    Subclasses implement ``_log_prob_std``, ``_loss_std`` and ``validation_terms``, and
-    may implement ``_loss_and_grad_std``, the trainer's fast path.
+    Attributes:
+        z: (N, D) latents, in the units of the base distribution N(0, I).
+        log_det: (N,) log|det dz/dx|, with x in data units (or standardized units, when
+            asked for), so that ``log p(x) = log N(z; 0, I) + log_det``.
     """
 
-    kind: str = ""
+    z: torch.Tensor
+    log_det: torch.Tensor
+
+
+class FlowModel(nn.Module):
+    """Base of every model type: the public interface, its checks and its units.
+
+    A model works in standardized coordinates internally and carries the
+    :class:`~flowscope.standardize.Standardization` fitted on its training data (buffers
+    saved with the weights), so its public methods take and return data units; latents
+    are in the units of the base distribution N(0, I). A conditional model takes class
+    ids, one int for all points or (N,), and may standardize each class by its own mean
+    and scale (``standardize="class"``).
+
+    Public methods and their grad mode: :meth:`log_prob`, :meth:`sample`,
+    :meth:`encode`, :meth:`decode`, :meth:`inverse` and :meth:`trajectory` run under
+    ``torch.no_grad()``; :meth:`loss` is differentiable in the parameters.
+
+    Arguments:
+        features: the dimension D.
+        num_classes: classes of a conditional model, or ``None``.
+        standardize: ``"global"`` or ``"class"`` (per class; needs ``num_classes``).
+
+    Raises:
+        ValueError: for a bad ``features``, ``num_classes`` or ``standardize``.
+    """
+
+    #: A short name of the model's family, for messages (``"nf"``, ``"fm"``, ...).
+    kind: ClassVar[str] = ""
 
     def __init__(self, features: int, num_classes: int | None = None, standardize: str = "global"):
         super().__init__()
@@ -55,7 +119,7 @@ class FlowModel(nn.Module):
         per_class = self.num_classes if standardize == "class" else None
         self.standardization = Standardization(self.features, per_class)
 
-    # -- configuration, for saving and loading -------------------------------------------
+    # -- configuration ----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The constructor's keyword arguments, enough to rebuild the model (JSON-safe)."""
         raise NotImplementedError
@@ -64,17 +128,45 @@ class FlowModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.standardization.loc.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are; inputs are moved there and outputs live there."""
+        return self.standardization.loc.device
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def describe_loss(self) -> str | None:
+        """What the training loss is, in words, where it is not the negative
+        log-likelihood (``None``: it is, in nats per standardized point)."""
+        return None
+
+    @classmethod
+    def likelihood_method(cls, **options: Any) -> str:
+        """How :meth:`log_prob` computes the density with these options, in words."""
+        return "exact"
+
     # -- input checks ---------------------------------------------------------------------
-    def _check_points(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    def check_points(self, x: Any, name: str = "x") -> torch.Tensor:
+        """x as a tensor (N, D) of the model's dtype on its device.
+
+        Raises:
+            ValueError: for another shape.
+        """
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(f"{name} must have shape (N, {self.features}), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            x = x.to(self.dtype)
-        return x.to(self.dtype)
+        return x.to(self.device, self.dtype)
 
-    def _check_labels(self, labels: Any, n: int) -> torch.Tensor | None:
+    def check_labels(self, labels: Any, n: int) -> torch.Tensor | None:
+        """Class ids (n,) on the model's device, or ``None`` for an unconditional model.
+
+        Raises:
+            ValueError: for labels given to an unconditional model, missing labels of a
+                conditional one, or ids that are not integers in [0, num_classes).
+        """
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError("this model is unconditional: do not pass labels")
@@ -84,97 +176,207 @@ class FlowModel(nn.Module):
                 f"this model is conditional: pass labels, an int in [0, {self.num_classes}) "
                 "or a tensor of shape (N,)"
             )
-        return check_labels(labels, n, self.num_classes)
+        return check_labels(labels, n, self.num_classes).to(self.device)
 
-    @staticmethod
-    def _check_n(n: int) -> int:
-        return check_int(n, "n")
+    def check(
+        self, x: Any, labels: Any = None, name: str = "x"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Points (N, D) and their labels, checked, on the model's device and dtype.
 
-    # -- coordinates ----------------------------------------------------------------------
+        Returns:
+            x (N, D) and labels (N,) int64 or ``None`` (an unconditional model).
+
+        Raises:
+            ValueError: for a wrong shape, or labels the model does not take (see
+                :func:`~flowscope.data.check_labels`).
+        """
+        x = self.check_points(x, name)
+        return x, self.check_labels(labels, len(x))
+
     def _display(
         self, states: torch.Tensor, units: str, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Map standardized states (..., N, D) of points with labels (N,) or ``None`` to
-        the requested units ("data" or "standardized")."""
+        """Standardized states (..., N, D) of points with labels (N,) or ``None`` in the
+        requested units (``"data"`` or ``"standardized"``)."""
         if units == "standardized":
             return states
         if units == "data":
             return self.standardization.inverse(states, labels)
         raise ValueError(f"units must be 'data' or 'standardized', got {units!r}")
 
-    # -- likelihood and training ----------------------------------------------------------
+    # -- the base distribution ---------------------------------------------------------------
+    def base_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latents (n, D) from the base distribution N(0, I), drawn on the CPU with
+        ``generator`` (so that a seed gives the same latents on every device) and moved
+        to the model's device."""
+        z = torch.randn(check_int(n, "n"), self.features, generator=generator, dtype=self.dtype)
+        return z.to(self.device)
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I) of latents z (N, D), in nats, (N,)."""
+        return standard_normal_log_prob(z)
+
+    # -- the public interface -------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, z: Any, labels: Any = None, **options: Any) -> torch.Tensor:
+        """Latents z (N, D) -> points x (N, D) in data units (the generative map)."""
+        z, labels = self.check(z, labels, "z")
+        return self.standardization.inverse(self._decode(z, labels, **options), labels)
+
+    @torch.no_grad()
+    def encode(self, x: Any, labels: Any = None, **options: Any) -> torch.Tensor:
+        """Points x (N, D) in data units -> latents z (N, D)."""
+        x, labels = self.check(x, labels)
+        return self._encode(self.standardization(x, labels), labels, **options)
+
+    def forward(self, z: Any, labels: Any = None, **options: Any) -> torch.Tensor:
+        """:meth:`decode`."""
+        return self.decode(z, labels, **options)
+
+    @torch.no_grad()
+    def inverse(
+        self, x: Any, labels: Any = None, *, standardized: bool = False, **options: Any
+    ) -> Latent:
+        """Points x (N, D) in data units -> :class:`Latent` (z (N, D), log_det (N,)).
+
+        ``log_det`` is log|det dz/dx| with x in data units (it includes the
+        standardization), or in standardized units with ``standardized=True``; in both
+        ``log_prob(x) = log N(z; 0, I) + log_det`` in the matching units.
+        """
+        x, labels = self.check(x, labels)
+        z, log_det = self._inverse(self.standardization(x, labels), labels, **options)
+        if not standardized:
+            log_det = log_det + self.standardization.log_abs_det(labels)
+        return Latent(z, log_det)
+
     @torch.no_grad()
     def log_prob(
-        self, x: torch.Tensor, labels: Any = None, *, standardized: bool = False, **kwargs: Any
+        self, x: Any, labels: Any = None, *, standardized: bool = False, **options: Any
     ) -> torch.Tensor:
-        """Log-density of each point, in nats.
+        """Log-density of each point, in nats: log N(z; 0, I) + log|det dz/dx|.
 
         Arguments:
             x: (N, D) points in data units.
-            labels: class ids for a conditional model (one int or (N,)), else ``None``.
+            labels: class ids for a conditional model (one int or (N,)), else ``None``;
+                the density is then that of x given the class.
             standardized: return the density of the standardized point instead (the
                 number the training losses are in); it differs by ``sum(log scale)``
                 (of the point's class, if standardized per class).
+            options: the family's options (see the model's own ``log_prob``).
 
         Returns:
             (N,) log p(x), computed under ``torch.no_grad()``; ``-inf`` where the value
             leaves the floating-point range (cast the model to float64 for a wider one).
         """
-        x = self._check_points(x)
-        labels = self._check_labels(labels, len(x))
-        lp = self._log_prob_std(self.standardization(x, labels), labels, **kwargs)
+        x, labels = self.check(x, labels)
+        z, log_det = self._inverse(self.standardization(x, labels), labels, **options)
+        lp = self.base_log_prob(z) + log_det
         if not standardized:
             lp = lp + self.standardization.log_abs_det(labels)
-        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
+        # A point far outside the data can overflow z; its density is below float range.
+        finite = torch.isfinite(z).all(dim=1) & torch.isfinite(lp)
+        return torch.where(finite, lp, torch.full_like(lp, -math.inf))
 
-    def loss(
-        self, x: torch.Tensor, labels: Any = None, generator: torch.Generator | None = None
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: Any = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
     ) -> torch.Tensor:
-        """The training loss of a batch x (N, D) in data units, a scalar (standardized space)."""
-        x = self._check_points(x)
-        labels = self._check_labels(labels, len(x))
-        return self._loss_std(self.standardization(x, labels), labels, generator)
+        """n points (n, D) in data units: latents from :meth:`base_sample`, decoded.
 
-    def _log_prob_std(self, y: torch.Tensor, labels: torch.Tensor | None, **kwargs: Any):
-        raise NotImplementedError
-
-    def _loss_std(self, y, labels, generator):
-        raise NotImplementedError
-
-    def _loss_and_grad_std(self, y, labels, generator) -> torch.Tensor | None:
-        """The trainer's fast path: the training loss of standardized points y (N, D), a
-        0-dim tensor, with the gradient of every parameter written into its ``.grad`` by
-        one fused kernel call, skipping autograd.
-
-        Returns ``None``, drawing nothing from ``generator``, when the model cannot (see
-        :meth:`_fusable`); the trainer then calls :meth:`_loss_std` and ``backward``. Both
-        paths draw the same random numbers and give the same loss and gradients.
+        Arguments:
+            n: the number of points, >= 1.
+            labels: for a conditional model, one class id for all or (n,) ids.
+            generator: for the latents.
+            options: the family's options (see the model's own ``sample``).
 
         Raises:
-            ValueError, MemoryError, RuntimeError: as the model's kernel does (bad labels,
-                no memory, a failed call).
+            ValueError: for n < 1, bad labels or bad options.
         """
-        return None
+        n = check_int(n, "n")
+        labels = self.check_labels(labels, n)
+        self._check_options(**options)  # before drawing
+        return self.decode(self.base_sample(n, generator), labels, **options)
 
-    def _fusable(self, params: list[torch.Tensor], owner: type, methods: tuple[str, ...]) -> bool:
-        """Whether the fast path may replace autograd for ``params``: grad mode on, all
-        of them trainable, no gradient hooks on them (the kernel would bypass them), and
-        none of ``methods``, the loss that ``owner``'s kernel reproduces, overridden by a
-        subclass (an override's loss is what must train)."""
-        if not torch.is_grad_enabled():
-            return False
-        for p in params:
-            if not p.requires_grad:
-                return False
-            if getattr(p, "_backward_hooks", None) or getattr(
-                p, "_post_accumulate_grad_hooks", None
-            ):
-                return False
-        cls = type(self)
-        return cls is owner or all(getattr(cls, m) is getattr(owner, m) for m in methods)
+    @torch.no_grad()
+    def trajectory(
+        self,
+        points: Any,
+        *,
+        labels: Any = None,
+        inverse: bool = False,
+        units: str = "data",
+        **options: Any,
+    ) -> torch.Tensor:
+        """The states along the map, starting with the input.
+
+        Arguments:
+            points: latents z (N, D), or with ``inverse=True`` data points x (N, D) in
+                data units.
+            labels: class ids of a conditional model.
+            inverse: follow the map from the data to the latent instead.
+            units: ``"data"`` maps every state through the model's destandardization (a
+                fixed affine map, so that all states share the data's axes), or
+                ``"standardized"``.
+            options: the family's options (see the model's own ``trajectory``).
+
+        Returns:
+            (T, N, D): entry 0 is the input and entry T - 1 the output, exactly.
+        """
+        y, labels = self.check(points, labels, "x" if inverse else "z")
+        if inverse:
+            y = self.standardization(y, labels)
+        return self._display(self._trajectory(y, labels, inverse, **options), units, labels)
+
+    def loss(
+        self,
+        x: Any,
+        labels: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        standardized: bool = False,
+    ) -> torch.Tensor:
+        """The training loss of a batch x (N, D), a 0-dim tensor in standardized space.
+
+        Arguments:
+            x: (N, D) points, in data units or, with ``standardized=True``, already
+                standardized (as the trainer passes them).
+            labels: class ids of a conditional model.
+            generator: for the randomness the loss draws, if any.
+        """
+        x, labels = self.check(x, labels)
+        y = x if standardized else self.standardization(x, labels)
+        return self._loss(y, labels, generator)
 
     def validation_terms(
-        self, y: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+        self, y: torch.Tensor, labels: Any, generator: torch.Generator | None = None
     ) -> dict[str, float]:
-        """Validation numbers on standardized points y (N, D); must include ``"loss"``."""
+        """Validation numbers on standardized points y (N, D); include ``"loss"``, the
+        training loss."""
+        with torch.no_grad():
+            return {"loss": float(self.loss(y, labels, generator=generator, standardized=True))}
+
+    # -- the hooks of a model type (standardized units) -------------------------------------
+    def _check_options(self, **options: Any) -> None:
+        """Raise ``TypeError``/``ValueError`` for options the type does not take."""
+        if options:
+            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(options)}")
+
+    def _decode(self, z: torch.Tensor, labels: torch.Tensor | None, **options: Any):
+        raise NotImplementedError
+
+    def _encode(self, y: torch.Tensor, labels: torch.Tensor | None, **options: Any):
+        raise NotImplementedError
+
+    def _inverse(self, y: torch.Tensor, labels: torch.Tensor | None, **options: Any):
+        raise NotImplementedError
+
+    def _trajectory(self, y, labels, inverse: bool, **options: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _loss(self, y: torch.Tensor, labels: torch.Tensor | None, generator) -> torch.Tensor:
         raise NotImplementedError

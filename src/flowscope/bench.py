@@ -12,9 +12,8 @@ Contenders (libraries that are not installed are skipped with a note):
   epoch over ``steps * 128`` points, divided by ``steps``. Included: the trainer's per-call
   set-up (standardization, optimizer), shuffling, batch indexing, loss, the NaN check,
   backward, Adam and the cosine scheduler; no validation (``x_val`` is not given).
-- ``reference-nf``: ``benchmarks/reference_nf.py``, the seed's flow written plainly (two
-  ``nn.Sequential`` per coupling, default Adam). It lives in the source repository, not
-  in the installed package.
+- ``reference-nf``: :mod:`flowscope.reference`, the study's flow written plainly (two
+  ``nn.Sequential`` per coupling, default Adam).
 - ``zuko-nf``: ``zuko.flows.RealNVP(features=2, transforms=15, hidden_features=[8] * 4)``.
 - ``normflows-nf``: 15 ``AffineCouplingBlock`` (MLP [1, 8, 8, 8, 8, 2], LeakyReLU) with
   swaps between them, fixed N(0, I) base, ``forward_kld`` loss.
@@ -28,13 +27,14 @@ rounds (warm-up; the flow kernel's one-off build is timed separately).
 
 ``sampling`` times drawing 1000 points with 1000 Euler steps (dt = 1e-3) from flowscope's
 flow matching models, unconditional and conditional (target: <= 0.3 s).
+
+The command's options are :mod:`flowscope.cli.bench`.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -43,13 +43,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .cli import CommandError, add_command, int_type, text_table
 from .data import check_int, olympic_rings
+from .reference import ReferenceFlow
+from .tables import text_table
 
 __all__ = [
     "CONTENDERS",
@@ -58,7 +58,7 @@ __all__ = [
     "run_bench",
     "format_table",
     "markdown",
-    "add_commands",
+    "to_json",
 ]
 
 BATCH = 128
@@ -66,7 +66,6 @@ TRAIN_POINTS = 250_000
 EPOCHS = 20
 STEPS_PER_EPOCH = math.ceil(TRAIN_POINTS / BATCH)  # 1954
 SAMPLE_POINTS, SAMPLE_DT = 1000, 1e-3
-REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_nf.py"
 
 # A training pass: (x (N, 2) data units, labels (N,)) -> number of optimizer steps taken.
 TrainPass = Callable[[torch.Tensor, torch.Tensor], int]
@@ -79,22 +78,22 @@ class Unavailable(Exception):
 # -- contenders -------------------------------------------------------------------------
 
 
-def _flowscope(kind: str, conditional: bool) -> Callable[[], TrainPass]:
-    def setup() -> TrainPass:
-        from . import FlowMatching, NormalizingFlow, TrainConfig, fit
+def _flowscope(name: str) -> Callable[[], TrainPass]:
+    """The registered model type ``name`` at the study's sizes, trained by :func:`fit`."""
 
+    def setup() -> TrainPass:
+        from .models import MODELS
+        from .train import TrainConfig, fit
+
+        entry = MODELS.get(name)
         torch.manual_seed(0)
-        model = (
-            NormalizingFlow()
-            if kind == "nf"
-            else FlowMatching(num_classes=5 if conditional else None)
-        )
+        model = entry.build(features=2, **({"num_classes": 5} if entry.conditional else {}))
         calls = [0]
 
         def train(x: torch.Tensor, labels: torch.Tensor) -> int:
             calls[0] += 1
             config = TrainConfig(epochs=1, batch_size=BATCH, seed=calls[0])
-            fit(model, x, labels if conditional else None, config=config, progress=False)
+            fit(model, x, labels if entry.conditional else None, config=config, progress=False)
             return math.ceil(len(x) / BATCH)
 
         return train
@@ -127,22 +126,9 @@ def _plain_loop(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], p
     return train
 
 
-def _load_reference():
-    if not REFERENCE.is_file():
-        raise Unavailable(
-            f"{REFERENCE} not found (the reference lives in the source repository's "
-            "benchmarks/, not in the installed package)"
-        )
-    spec = importlib.util.spec_from_file_location("flowscope_reference_nf", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _reference() -> TrainPass:
-    ref = _load_reference()
     torch.manual_seed(0)
-    model = ref.ReferenceFlow()
+    model = ReferenceFlow()
     return _plain_loop(lambda y, _: model.loss(y), model.parameters())
 
 
@@ -198,16 +184,24 @@ class Contender:
     setup: Callable[[], TrainPass]
 
 
-CONTENDERS: tuple[Contender, ...] = (
-    Contender("flowscope-nf", "nf", _flowscope("nf", False)),
-    Contender("reference-nf", "nf", _reference),
-    Contender("zuko-nf", "nf", _zuko),
-    Contender("normflows-nf", "nf", _normflows),
-    Contender("flowscope-fm", "fm", _flowscope("fm", False)),
-    Contender("flowscope-cfm", "fm", _flowscope("fm", True)),
-    Contender("torchcfm-fm", "fm", _torchcfm),
-)
-BASELINE = {"nf": "flowscope-nf", "fm": "flowscope-fm"}
+def _contenders() -> tuple[Contender, ...]:
+    """Every registered model type and the other libraries' implementations, grouped by
+    family; each row is compared with the family's first flowscope row."""
+    from .models import MODELS
+
+    ours = [Contender(f"flowscope-{e.name}", e.model.kind, _flowscope(e.name)) for e in MODELS]
+    theirs = [
+        Contender("reference-nf", "nf", _reference),
+        Contender("zuko-nf", "nf", _zuko),
+        Contender("normflows-nf", "nf", _normflows),
+        Contender("torchcfm-fm", "fm", _torchcfm),
+    ]
+    families = list(dict.fromkeys(c.family for c in ours))  # grouped, in registration order
+    return tuple(sorted(ours + theirs, key=lambda c: families.index(c.family)))
+
+
+CONTENDERS: tuple[Contender, ...] = _contenders()
+BASELINE = {c.family: c.name for c in reversed(CONTENDERS) if c.name.startswith("flowscope-")}
 NAMES = tuple(c.name for c in CONTENDERS) + ("sampling",)
 
 
@@ -253,15 +247,10 @@ class BenchResult:
 
 
 def _kernels() -> dict[str, bool]:
-    """Which fused kernels (``nf``, ``fm``) are in use for float32; loads them."""
-    from . import _kernel
+    """Which fused kernels can be built and used for float32 here; builds them."""
+    from .kernels import FAST_PATHS, load
 
-    found = {}
-    for which in ("nf", "fm"):
-        load = getattr(_kernel, f"{which}_kernel", None)
-        if load is not None:
-            found[which] = load(torch.float32) is not None
-    return found
+    return {fp.kernel: load(fp.kernel, torch.float32) is not None for fp in FAST_PATHS}
 
 
 def _machine(threads: int, kernels: dict[str, bool]) -> dict:
@@ -395,15 +384,22 @@ def run_bench(
 
 
 def _samplers() -> dict[str, Callable[[], object]]:
-    from .matching import FlowMatching
+    """Sampling of every registered type with an ODE sampler, at the study's step."""
+    from .models import MODELS
 
-    torch.manual_seed(0)
-    fm, cfm = FlowMatching(), FlowMatching(num_classes=5)
-    labels = torch.arange(SAMPLE_POINTS) % 5
-    return {
-        "flowscope-fm": lambda: fm.sample(SAMPLE_POINTS, dt=SAMPLE_DT),
-        "flowscope-cfm": lambda: cfm.sample(SAMPLE_POINTS, dt=SAMPLE_DT, labels=labels),
-    }
+    out: dict[str, Callable[[], object]] = {}
+    for e in MODELS:
+        if "dt" not in e.sample_options:
+            continue
+        torch.manual_seed(0)
+        model = e.build(features=2, **({"num_classes": 5} if e.conditional else {}))
+        labels = torch.arange(SAMPLE_POINTS) % 5 if e.conditional else None
+
+        def draw(model=model, labels=labels) -> object:
+            return model.sample(SAMPLE_POINTS, labels=labels, dt=SAMPLE_DT)
+
+        out[f"flowscope-{e.name}"] = draw
+    return out
 
 
 # -- reporting --------------------------------------------------------------------------
@@ -484,88 +480,3 @@ def markdown(result: BenchResult, command: str = "") -> str:
 
 def to_json(result: BenchResult) -> str:
     return json.dumps(asdict(result), indent=2) + "\n"
-
-
-# -- command line -----------------------------------------------------------------------
-
-
-_positive = int_type(1)
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in NAMES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown contender {bad[0] if bad else text!r}; choose from {', '.join(NAMES)}"
-        )
-    return names
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``flowscope bench`` (shared with ``benchmarks/bench_speed.py``)."""
-    p.add_argument(
-        "--steps", type=_positive, default=200, help="steps per contender per round (default 200)"
-    )
-    p.add_argument("--rounds", type=_positive, default=5, help="interleaved rounds (default 5)")
-    p.add_argument(
-        "--only",
-        type=_names,
-        metavar="NAMES",
-        help=f"comma-separated subset of: {', '.join(NAMES)}",
-    )
-    p.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
-    p.add_argument("--out", metavar="DIR", help="also write DIR/speed.json and DIR/speed.md")
-    p.add_argument("--quiet", action="store_true", help="no per-round progress on stderr")
-
-
-def run_from_args(args: argparse.Namespace, command: str) -> int:
-    """Run the benchmark for parsed options, print the table, write files if asked."""
-    import sys
-
-    out = None
-    if args.out is not None:
-        out = Path(args.out)
-        if not out.is_dir():
-            raise CommandError(f"{out}: folder does not exist; create it first")
-    result = run_bench(
-        steps=args.steps,
-        rounds=args.rounds,
-        only=args.only,
-        threads=args.threads,
-        log=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
-    )
-    print(format_table(result))
-    if out is not None:
-        from .runs import atomic_write
-
-        atomic_write(out / "speed.json", to_json(result))
-        atomic_write(out / "speed.md", markdown(result, command))
-    return 0
-
-
-def command_line(args: argparse.Namespace, prog: str) -> str:
-    """The command line that reproduces ``args`` (for the results files)."""
-    parts = [prog, f"--steps {args.steps}", f"--rounds {args.rounds}", f"--threads {args.threads}"]
-    if args.only:
-        parts.append(f"--only {','.join(args.only)}")
-    if args.out is not None:
-        parts.append(f"--out {args.out}")
-    return " ".join(parts)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    return run_from_args(args, command_line(args, "flowscope bench"))
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``bench`` to the ``flowscope`` parser."""
-    p = add_command(
-        sub,
-        "bench",
-        "Time the training step of flowscope beside a plain PyTorch reference, zuko, "
-        "normflows and torchcfm (interleaved, median of rounds).",
-        "flowscope bench --steps 100 --rounds 3 --only flowscope-nf,zuko-nf",
-        _bench,
-    )
-    add_arguments(p)

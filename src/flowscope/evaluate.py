@@ -1,4 +1,6 @@
-"""Evaluate a trained run folder: the ``flowscope eval`` command and :func:`evaluate_run`.
+"""Evaluate a trained run folder: :func:`evaluate_run` and its table, :func:`format_table`.
+
+The library behind ``flowscope eval`` (whose options live in :mod:`flowscope.cli.eval`).
 
 Every number comes from :mod:`flowscope.metrics`; this module only chooses the points
 (the run's held-out test part, seeded samples) and lays the results out.
@@ -6,8 +8,6 @@ Every number comes from :mod:`flowscope.metrics`; this module only chooses the p
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -19,15 +19,13 @@ import numpy as np
 import torch
 
 from . import metrics
-from .cli import CommandError, add_command, int_type, text_table
-from .commands import DEFAULT_DT
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
-from .matching import FlowMatching, time_grid
-from .runs import atomic_write, load_run, run_data
+from .matching import DEFAULT_DT, time_grid
+from .runs import load_run, model_type_of, run_data
+from .tables import text_table
 
 __all__ = [
     "NoiseFloor",
-    "add_commands",
     "data_draw",
     "evaluate_run",
     "format_table",
@@ -36,7 +34,6 @@ __all__ = [
 
 DEFAULT_N = 2000
 FLOOR_PAIRS = 5
-NLL_DEFAULTS = {"solver": "rk4", "steps": 100, "divergence": "exact"}  # flow matching
 
 
 def _json_safe(value: Any) -> Any:
@@ -122,6 +119,7 @@ def evaluate_run(
     solver: str = "euler",
     nll_kwargs: dict[str, Any] | None = None,
     floor_pairs: int = FLOOR_PAIRS,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -130,8 +128,8 @@ def evaluate_run(
     - held-out NLL (:func:`~flowscope.metrics.heldout_nll`) on the run's whole test part
       (:func:`~flowscope.runs.run_data`; ``holdout_points`` points, 10,000 by default,
       drawn with a seed the training never used), class-conditional for a conditional
-      model; a flow-matching model uses ``rk4``, 100 steps, exact divergence unless
-      ``nll_kwargs`` says otherwise (about 7 s for 10,000 points on one CPU thread);
+      model; a flow-matching model uses its ``log_prob`` defaults (``rk4``, 100 steps,
+      exact divergence) unless ``nll_kwargs`` says otherwise;
     - n samples drawn with ``torch.Generator().manual_seed(seed)``; a conditional model
       gets balanced labels ``arange(n) % num_classes``; flow matching integrates with
       ``dt`` and ``solver``;
@@ -152,10 +150,12 @@ def evaluate_run(
         seed: seed of the samples and of the noise-floor draws, >= 0.
         dt: step of the flow-matching sampling and round trip, in (0, 1].
         solver: ODE solver of the flow-matching sampling and round trip.
-        nll_kwargs: passed to ``log_prob`` of a flow-matching model (``solver``,
-            ``steps``, ``divergence``).
+        nll_kwargs: passed to ``log_prob`` where the model type takes them
+            (:attr:`~flowscope.models.ModelType.likelihood_options`: ``solver``,
+            ``steps``, ``divergence`` of flow matching).
         floor_pairs: pairs of draws of the W2 noise floor, >= 0; 0 skips it (the floor
             keys are then ``None``, for a caller that computes its own).
+        device: where the model computes (the metrics are computed on the CPU).
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
@@ -182,98 +182,34 @@ def evaluate_run(
     seed = check_int(seed, "seed", minimum=0)
     floor_pairs = check_int(floor_pairs, "floor_pairs", minimum=0)
     t_start = time.perf_counter()
-    model, info = load_run(run_dir)
-    is_fm = isinstance(model, FlowMatching)
-    if is_fm:
+    model, info = load_run(run_dir, device)
+    entry = model_type_of(info)
+    sampling = entry.sampling(dt=dt, solver=solver)
+    if "dt" in sampling:
         time_grid(dt)  # check dt before the long computations
-    source = str(info.data["source"])
     conditional = model.num_classes is not None
     test = run_data(info, "test")
     labels_test = test.labels if conditional else None
     result: dict[str, Any] = {
         "run": str(run_dir),
-        "model": str(info.extra.get("name", info.kind)),
+        "model": entry.name,
         "kind": info.kind,
-        "data": source,
+        "data": str(info.data["source"]),
         "conditional": conditional,
         "n": n,
         "seed": seed,
-        "sampler": f"{solver}, dt={dt:g}" if is_fm else "exact",
+        "sampler": f"{solver}, dt={dt:g}" if sampling else "exact",
     }
-
-    # Held-out likelihood.
-    nll_kwargs = dict(nll_kwargs or {}) if is_fm else {}
-    if is_fm:
-        nll_kwargs = {**NLL_DEFAULTS, **nll_kwargs}
-    t0 = time.perf_counter()
-    nll = metrics.heldout_nll(model, test.x, labels_test, **nll_kwargs)
-    result.update(
-        nll_standardized=_json_safe(nll.standardized),
-        nll_data=_json_safe(nll.data),
-        standardized_per_class=model.standardization.per_class,
-        nll_points=nll.n,
-        nll_method=(
-            f"{nll_kwargs['solver']}, {nll_kwargs['steps']} steps, "
-            f"{nll_kwargs['divergence']} divergence"
-            if is_fm
-            else "exact"
-        ),
-        nll_seconds=time.perf_counter() - t0,
-    )
-
-    # Samples.
+    result.update(_likelihood(model, entry, test.x, labels_test, nll_kwargs or {}))
     gen = torch.Generator().manual_seed(seed)
-    labels = None
-    if conditional:
-        labels = torch.arange(n) % model.num_classes
-    if is_fm:
-        samples = model.sample(n, dt=dt, labels=labels, solver=solver, generator=gen)
+    labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
+    samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
+    result.update(_distance(samples, test.x, info, seed, floor_pairs))
+    if result["data"] == "olympic":
+        result.update(_rings(samples, labels))
     else:
-        samples = model.sample(n, generator=gen)
-
-    # W2 and its noise floor.
-    m = min(n, len(test.x))
-    result["w2"] = metrics.wasserstein2(samples[:m], test.x[:m])
-    result["w2_points"] = m
-    floor, k = None, m
-    if floor_pairs and (source == "olympic" or source in DATASETS):
-        base = int(info.data["seed"]) + 3 + 2 * floor_pairs * seed
-        floor = noise_floor(data_draw(source, conditional), m, seed=base, pairs=floor_pairs)
-    elif floor_pairs:
-        k = m if len(test.x) >= 2 * m else len(test.x) // 2
-        if k >= 1:
-            perm = torch.Generator().manual_seed(seed)
-            orders = [torch.randperm(len(test.x), generator=perm) for _ in range(floor_pairs)]
-
-            def subset(k: int, s: int) -> torch.Tensor:  # pair j: seeds 2j, 2j + 1
-                start = (s % 2) * k  # the first or the second k points of permutation j
-                return test.x[orders[s // 2][start : start + k]]
-
-            floor = noise_floor(subset, k, seed=0, pairs=floor_pairs)
-    result.update(
-        w2_noise_floor=floor.mean if floor else None,
-        w2_noise_floor_std=floor.std if floor else None,
-        w2_noise_floor_pairs=len(floor.values) if floor else 0,
-        w2_noise_floor_points=k if floor else None,
-    )
-
-    # The Olympic data's geometry.
-    olympic = source == "olympic"
-    prec = metrics.ring_precision(samples) if olympic else None
-    result.update(
-        ring_precision=prec.precision if prec else None,
-        ring_mean_offset=prec.mean_offset if prec else None,
-        ring_max_offset=prec.max_offset if prec else None,
-        ring_coverage=metrics.ring_coverage(samples) if olympic else None,
-        class_accuracy=None,
-    )
-    if olympic and conditional:
-        acc = metrics.class_accuracy(samples, labels)
-        result["class_accuracy"] = acc.overall
-        for name, v in zip(RING_NAMES, acc.per_class, strict=True):
-            result[f"class_accuracy_{name}"] = _json_safe(v)
-
-    # Invertibility.
+        result.update(ring_precision=None, ring_mean_offset=None, ring_max_offset=None)
+        result.update(ring_coverage=None, class_accuracy=None)
     r = min(n, 1000, len(test.x))
     rt = metrics.round_trip_error(
         model, test.x[:r], None if labels_test is None else labels_test[:r], dt=dt, solver=solver
@@ -281,6 +217,72 @@ def evaluate_run(
     result.update(round_trip_mean=rt.mean, round_trip_max=rt.max, round_trip_points=r)
     result["seconds"] = time.perf_counter() - t_start
     return {k: _json_safe(v) for k, v in result.items()}
+
+
+def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The held-out NLL of :func:`evaluate_run`, with the options the type's likelihood
+    takes."""
+    options = {k: v for k, v in nll_kwargs.items() if k in entry.likelihood_options}
+    t0 = time.perf_counter()
+    nll = metrics.heldout_nll(model, x, labels, **options)
+    return dict(
+        nll_standardized=_json_safe(nll.standardized),
+        nll_data=_json_safe(nll.data),
+        standardized_per_class=model.standardization.per_class,
+        nll_points=nll.n,
+        nll_method=model.likelihood_method(**options),
+        nll_seconds=time.perf_counter() - t0,
+    )
+
+
+def _distance(samples, test_x, info, seed: int, floor_pairs: int) -> dict[str, Any]:
+    """W2 between the samples and the test points, and its noise floor (see
+    :func:`evaluate_run`)."""
+    source = str(info.data["source"])
+    m = min(len(samples), len(test_x))
+    out: dict[str, Any] = {"w2": metrics.wasserstein2(samples[:m], test_x[:m]), "w2_points": m}
+    floor, k = None, m
+    if floor_pairs and (source == "olympic" or source in DATASETS):
+        base = int(info.data["seed"]) + 3 + 2 * floor_pairs * seed
+        conditional = bool(info.data.get("conditional", False))
+        floor = noise_floor(data_draw(source, conditional), m, seed=base, pairs=floor_pairs)
+    elif floor_pairs:
+        k = m if len(test_x) >= 2 * m else len(test_x) // 2
+        if k >= 1:
+            perm = torch.Generator().manual_seed(seed)
+            orders = [torch.randperm(len(test_x), generator=perm) for _ in range(floor_pairs)]
+
+            def subset(k: int, s: int) -> torch.Tensor:  # pair j: seeds 2j, 2j + 1
+                start = (s % 2) * k  # the first or the second k points of permutation j
+                return test_x[orders[s // 2][start : start + k]]
+
+            floor = noise_floor(subset, k, seed=0, pairs=floor_pairs)
+    out.update(
+        w2_noise_floor=floor.mean if floor else None,
+        w2_noise_floor_std=floor.std if floor else None,
+        w2_noise_floor_pairs=len(floor.values) if floor else 0,
+        w2_noise_floor_points=k if floor else None,
+    )
+    return out
+
+
+def _rings(samples, labels) -> dict[str, Any]:
+    """The Olympic data's geometry: ring precision, offsets, coverage and, with labels,
+    the class accuracy overall and per ring."""
+    prec = metrics.ring_precision(samples)
+    out: dict[str, Any] = dict(
+        ring_precision=prec.precision,
+        ring_mean_offset=prec.mean_offset,
+        ring_max_offset=prec.max_offset,
+        ring_coverage=metrics.ring_coverage(samples),
+        class_accuracy=None,
+    )
+    if labels is not None:
+        acc = metrics.class_accuracy(samples, labels)
+        out["class_accuracy"] = acc.overall
+        for name, v in zip(RING_NAMES, acc.per_class, strict=True):
+            out[f"class_accuracy_{name}"] = _json_safe(v)
+    return out
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -351,51 +353,3 @@ def format_table(result: dict[str, Any]) -> str:
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
     )
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
-
-
-def _eval(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir)
-    out = Path(args.json) if args.json else run_dir / "eval.json"
-    if args.json and not out.parent.is_dir():
-        raise CommandError(f"{out.parent}: folder does not exist; create it first")
-    result = evaluate_run(run_dir, n=args.n, seed=args.seed, floor_pairs=args.floor_pairs)
-    print(format_table(result))
-    atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    print(f"wrote {out}")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``flowscope eval``."""
-    nll = NLL_DEFAULTS
-    p = add_command(
-        sub,
-        "eval",
-        "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
-        f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} and "
-        f"computes the NLL with {nll['solver']}, {nll['steps']} steps, {nll['divergence']} "
-        "divergence.",
-        "flowscope eval runs/nf -n 2000 --json runs/nf/eval.json",
-        _eval,
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by flowscope train")
-    p.add_argument(
-        "-n",
-        "--n",
-        dest="n",
-        type=int_type(2),
-        default=DEFAULT_N,
-        help=f"samples to draw and compare, >= 2 (default {DEFAULT_N})",
-    )
-    p.add_argument(
-        "--seed", type=int_type(0), default=0, help="seed of the samples, >= 0 (default 0)"
-    )
-    p.add_argument(
-        "--floor-pairs",
-        type=int_type(1),
-        default=FLOOR_PAIRS,
-        help=f"pairs of data draws averaged for the W2 noise floor (default {FLOOR_PAIRS})",
-    )
-    p.add_argument(
-        "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
-    )

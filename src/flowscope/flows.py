@@ -1,4 +1,4 @@
-"""Normalizing flows from affine coupling and permutation layers (seed section 3, Eqs. 1-9).
+"""Normalizing flows from affine coupling and permutation layers (the study's section 3, Eqs. 1-9).
 
 References:
     Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP. 2017, arXiv:1605.08803.
@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._kernel import nf_kernel as kernel
-from .base import FlowModel, grad_buffer, standard_normal_log_prob
+from .base import FlowModel, standard_normal_log_prob
 
-__all__ = ["AffineCoupling", "Permutation", "NormalizingFlow"]
+__all__ = ["LEAKY_SLOPE", "AffineCoupling", "Permutation", "NormalizingFlow"]
+
+#: The negative slope of the LeakyReLU between a coupling network's layers.
+LEAKY_SLOPE = 0.01
 
 
 class AffineCoupling(nn.Module):
-    r"""Affine coupling layer (seed Eqs. 3-6).
+    r"""Affine coupling layer (the study's Eqs. 3-6).
 
     Splits z into (z_l, z_r), with z_l the first ``features // 2`` coordinates. Two
     networks map z_l to log s and to b; then
@@ -103,7 +105,7 @@ class AffineCoupling(nn.Module):
         for i, (w, b) in enumerate(pairs):
             a = torch.baddbmm(b, a, w)  # (2, N, out)
             if i < last:
-                a = F.leaky_relu(a)
+                a = F.leaky_relu(a, LEAKY_SLOPE)
         log_s, shift = a[0], a[1]
         if self.log_scale_bound is not None:
             c = self.log_scale_bound
@@ -124,7 +126,7 @@ class AffineCoupling(nn.Module):
 
 
 class Permutation(nn.Module):
-    """A fixed permutation of the coordinates; log|det| = 0 (seed section 3.1.5).
+    """A fixed permutation of the coordinates; log|det| = 0 (the study's section 3.1.5).
 
     The default rotates the coordinates by ``features // 2`` places so that the block a
     coupling left untouched is the block the next coupling transforms; in 2D it swaps the
@@ -163,26 +165,26 @@ class NormalizingFlow(FlowModel):
     r"""A normalizing flow x = phi(z), z ~ N(0, I): couplings with permutations between them.
 
     Layers: coupling, permutation, coupling, ..., coupling (no permutation after the last;
-    seed section 3.1.5). Trained by maximum likelihood (Eq. 9):
+    the study's section 3.1.5). Trained by maximum likelihood (Eq. 9):
 
     .. math:: \log p(x) = \log p_z(\phi^{-1}(x)) + \log|\det \partial\phi^{-1}(x)/\partial x|
 
     The model carries the standardization of its training data: :meth:`sample` returns and
     :meth:`log_prob` takes data units; ``log_prob(x, standardized=True)`` gives the density
-    of the standardized point, the quantity the training loss is in.
+    of the standardized point, the quantity the training loss is in. All coupling weights
+    live in one flat parameter ``theta``, which each coupling reads views of: one tensor for
+    the optimizer (whose cost grows with the number of tensors) and for the trainer's fused
+    kernel.
 
     Arguments:
         features: the dimension D >= 2.
         couplings: number of affine coupling layers, >= 0 (0 gives a Gaussian).
-        hidden: hidden width of each coupling network (seed: 8).
-        linear_layers: Linear layers per network (seed: 5).
+        hidden: hidden width of each coupling network (the study: 8).
+        linear_layers: Linear layers per network (the study: 5).
         log_scale_bound: soft bound c on log s, ``c * tanh(log s / c)``, or ``None`` for
-            none (see :class:`AffineCoupling`). The default, 1.0, was measured with the
-            seed's recipe (20 epochs, seeds 0-4, held-out NLL in standardized nats): without
-            a bound single batches blew up to losses of 1e7 and beyond in 3 of 5 seeds and
-            the runs never recovered (worst 1.6e25); with c = 5 the worst seed ended at
-            2.36, with c = 2 at 2.01, with c = 1 at 1.93 (median 1.90). See
-            benchmarks/results/.
+            none (see :class:`AffineCoupling`). Without a bound, single batches of the
+            study's recipe can blow the loss up beyond recovery; the default, 1.0, is the
+            bound that trained best (``benchmarks/README.md``).
 
     Example:
         >>> flow = NormalizingFlow(features=2, couplings=3)
@@ -219,7 +221,6 @@ class NormalizingFlow(FlowModel):
                 layers.append(Permutation(features))
         coupling_layers = [m for m in layers if isinstance(m, AffineCoupling)]
         # All weights live in one flat parameter; each coupling reads views of its slice.
-        # One tensor for Adam, and one pointer for the fused kernel.
         flat = [t.detach().reshape(-1) for c in coupling_layers for p in c.pairs() for t in p]
         self.theta = nn.Parameter(torch.cat(flat) if flat else torch.zeros(0))
         offset = 0
@@ -228,59 +229,17 @@ class NormalizingFlow(FlowModel):
             offset += c.num_weights
         self.layers = nn.ModuleList(layers)
         self.couplings = couplings
-        inv = [m.inv for m in layers if isinstance(m, Permutation)]
-        inv_perms = torch.stack(inv).int() if inv else torch.zeros(0, features, dtype=torch.int32)
-        self.register_buffer("_inv_perms", inv_perms.contiguous(), persistent=False)
 
     def config(self) -> dict[str, Any]:
         return dict(self._args)
 
-    # -- the fused kernel -------------------------------------------------------------------
-    def _use_kernel(self, y: torch.Tensor) -> bool:
-        if self.couplings == 0 or len(y) == 0 or y.device.type != "cpu" or y.requires_grad:
-            return False
-        if y.dtype != self.theta.dtype or kernel(y.dtype) is None:
-            return False
-        c = self.layers[0]
-        # The kernel's limits: 512 couplings, 16 layers per network, width 64.
-        return self.couplings <= 512 and len(c.dims) <= 17 and max(c.dims) <= 64
+    def coupling_layers(self) -> list[AffineCoupling]:
+        """The couplings, in forward order."""
+        return [m for m in self.layers if isinstance(m, AffineCoupling)]
 
-    def _kernel_terms(
-        self, y: torch.Tensor, grad_out: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(log N(z) (N,), log_det (N,), grad_out) for y (N, D); unless ``None``,
-        ``grad_out`` (contiguous, shaped like theta) receives d(-mean(log N(z) + log_det))
-        / d theta."""
-        y = y.contiguous()
-        n, c = len(y), self.layers[0]
-        logpz = torch.empty(n, dtype=y.dtype)
-        logdet = torch.empty(n, dtype=y.dtype)
-        g = grad_out
-        theta = self.theta.detach()
-        rc = kernel(y.dtype)(
-            self.couplings,
-            self.features,
-            c.split,
-            c.dims[1] if len(c.dims) > 2 else 1,
-            len(c.dims) - 1,
-            float(c.log_scale_bound or 0.0),
-            0.01,  # F.leaky_relu's default slope
-            theta.data_ptr(),
-            y.data_ptr(),
-            n,
-            self._inv_perms.data_ptr(),
-            logpz.data_ptr(),
-            logdet.data_ptr(),
-            None if g is None else g.data_ptr(),
-        )
-        if rc == 1:
-            raise MemoryError(f"the flow kernel could not allocate memory for {n} points")
-        if rc != 0:
-            raise RuntimeError(f"the flow kernel failed (code {rc}) on {n} points")
-        return logpz, logdet, g
-
-    # -- standardized-space maps ----------------------------------------------------------
-    def _inverse_std(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # -- the hooks (standardized units) ----------------------------------------------------
+    def _inverse(self, y: torch.Tensor, labels: None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi^{-1} (Eqs. 7-8): y (N, D) -> (z (N, D), log|det d phi^{-1}/dy| (N,))."""
         log_det = y.new_zeros(y.shape[0])
         for layer in reversed(self.layers):
             if isinstance(layer, Permutation):
@@ -290,72 +249,23 @@ class NormalizingFlow(FlowModel):
                 log_det = log_det + ld
         return y, log_det
 
-    def _forward_std(self, z: torch.Tensor) -> torch.Tensor:
+    def _encode(self, y: torch.Tensor, labels: None = None) -> torch.Tensor:
+        return self._inverse(y)[0]
+
+    def _decode(self, z: torch.Tensor, labels: None = None) -> torch.Tensor:
+        """phi (Eq. 1): z (N, D) -> y (N, D)."""
         for layer in self.layers:
             z = layer(z)[0]
         return z
 
-    # -- public API -----------------------------------------------------------------------
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """phi (Eq. 1): latent z (N, D) -> x (N, D) in data units."""
-        return self.standardization.inverse(self._forward_std(self._check_points(z, "z")))
+    def _loss(self, y, labels, generator):
+        """Eq. 9: the mean negative log-likelihood of standardized points y (N, D)."""
+        z, log_det = self._inverse(y)
+        return -(standard_normal_log_prob(z) + log_det).mean()
 
-    def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """phi^{-1} (Eqs. 7-8): x (N, D) in data units -> (z (N, D), log_det (N,)).
-
-        ``log_det`` is log|det d phi^{-1}(x) / dx| with x in data units (it includes the
-        standardization), so ``log_prob(x) = log N(z; 0, I) + log_det``.
-        """
-        x = self._check_points(x)
-        z, log_det = self._inverse_std(self.standardization(x))
-        return z, log_det + self.standardization.log_abs_det()
-
-    def _log_prob_std(self, y: torch.Tensor, labels: None = None, **kwargs: Any) -> torch.Tensor:
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        if self._use_kernel(y):
-            parts = [self._kernel_terms(chunk)[:2] for chunk in y.split(65536)]
-            lp = torch.cat([a + b for a, b in parts])
-            return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
-        z, log_det = self._inverse_std(y)
-        lp = standard_normal_log_prob(z) + log_det
-        # A point far outside the data can overflow z; its density is below float range.
-        return torch.where(torch.isfinite(z).all(dim=1), lp, torch.full_like(lp, -math.inf))
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n points (n, D) in data units: z ~ N(0, I) pushed through phi."""
-        z = torch.randn(self._check_n(n), self.features, generator=generator, dtype=self.dtype)
-        return self(z)
-
-    @torch.no_grad()
-    def trajectory(
-        self, points: torch.Tensor, *, inverse: bool = False, units: str = "data"
-    ) -> torch.Tensor:
-        """The points after every coupling layer, starting with the input.
-
-        Arguments:
-            points: latents z (N, D), or with ``inverse=True`` data points x (N, D) in
-                data units.
-            inverse: follow phi^{-1} from the data to the latent instead.
-            units: ``"data"`` maps every state through the model's destandardization (a
-                fixed affine map, so that all states share the data's axes), or
-                ``"standardized"``.
-
-        Returns:
-            (L + 1, N, D) with L = ``couplings``. Entry 0 is the input and entry L the
-            output, exactly. The states in between are shown in the data's coordinate
-            order: the permutations still ahead of them are applied, as they only relabel
-            axes. (The latent z is left as it is; it differs from that order only when the
-            permutations do not compose to the identity, e.g. an even number of couplings
-            in 2D.)
-        """
-        if inverse:
-            state = self.standardization(self._check_points(points))
-            order = list(reversed(self.layers))
-        else:
-            state = self._check_points(points, "z")
-            order = list(self.layers)
+    def _trajectory(self, state: torch.Tensor, labels: None, inverse: bool) -> torch.Tensor:
+        """The state after every coupling (see :meth:`trajectory`)."""
+        order = list(reversed(self.layers)) if inverse else list(self.layers)
         states = []
         perms = [m.perm for m in self.layers if isinstance(m, Permutation)]
         for layer in [None, *order]:
@@ -374,51 +284,39 @@ class NormalizingFlow(FlowModel):
             for p in [] if is_latent else perms[start:]:
                 s = s.index_select(1, p)
             shown.append(s)
-        return self._display(torch.stack(shown), units)
+        return torch.stack(shown)
 
-    def _loss_and_grad_std(self, y, labels, generator):
-        """Eq. 9 with theta's gradient in ``theta.grad``, by the kernel alone (see base)."""
-        theta = self.theta
-        if not (self._fusable([theta], NormalizingFlow, ("_loss_std",)) and self._use_kernel(y)):
-            return None
-        logpz, logdet, _ = self._kernel_terms(y, grad_buffer(theta))
-        return -(logpz + logdet).mean()
+    def trajectory(
+        self, points, *, labels: Any = None, inverse: bool = False, units: str = "data"
+    ) -> torch.Tensor:
+        """The points after every coupling layer, starting with the input.
 
-    def _loss_std(self, y, labels, generator):
-        """Eq. 9: the mean negative log-likelihood of standardized points y (N, D)."""
-        if self._use_kernel(y):
-            if torch.is_grad_enabled() and self.theta.requires_grad:
-                return _FusedNLL.apply(y, self.theta, self)
-            logpz, logdet, _ = self._kernel_terms(y)
-            return -(logpz + logdet).mean()
-        z, log_det = self._inverse_std(y)
-        return -(standard_normal_log_prob(z) + log_det).mean()
+        Arguments:
+            points: latents z (N, D), or with ``inverse=True`` data points x (N, D) in
+                data units.
+            labels: ``None`` (the flow is unconditional).
+            inverse: follow phi^{-1} from the data to the latent instead.
+            units: ``"data"`` maps every state through the model's destandardization (a
+                fixed affine map, so that all states share the data's axes), or
+                ``"standardized"``.
+
+        Returns:
+            (L + 1, N, D) with L = ``couplings``. Entry 0 is the input and entry L the
+            output, exactly. The states in between are shown in the data's coordinate
+            order: the permutations still ahead of them are applied, as they only relabel
+            axes. (The latent z is left as it is; it differs from that order only when the
+            permutations do not compose to the identity, e.g. an even number of couplings
+            in 2D.)
+        """
+        return super().trajectory(points, labels=labels, inverse=inverse, units=units)
 
     @torch.no_grad()
-    def validation_terms(self, y, labels, generator) -> dict[str, float]:
+    def validation_terms(self, y, labels, generator=None) -> dict[str, float]:
         """Eq. 9 on standardized points: ``loss`` and its parts ``log_pz`` and ``log_det``."""
-        if self._use_kernel(y):
-            log_pz, log_det, _ = self._kernel_terms(y)
-        else:
-            z, log_det = self._inverse_std(y)
-            log_pz = standard_normal_log_prob(z)
+        z, log_det = self._inverse(y)
+        log_pz = standard_normal_log_prob(z)
         return {
             "loss": float(-(log_pz + log_det).mean()),
             "log_pz": float(log_pz.mean()),
             "log_det": float(log_det.mean()),
         }
-
-
-class _FusedNLL(torch.autograd.Function):
-    """Eq. 9 and its gradient with respect to the flat weights, in one kernel call."""
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, theta: torch.Tensor, flow: NormalizingFlow) -> torch.Tensor:
-        logpz, logdet, grad = flow._kernel_terms(y, torch.empty_like(theta))
-        ctx.save_for_backward(grad)
-        return -(logpz + logdet).mean()
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return None, grad * g, None

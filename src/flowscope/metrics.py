@@ -37,7 +37,7 @@ from .data import (
     in_band,
     nearest_ring,
 )
-from .matching import FlowMatching
+from .models import model_type
 
 __all__ = [
     "BAND_TOLERANCE",
@@ -89,7 +89,7 @@ class NLL:
 
     Attributes:
         standardized: ``-mean log p(y)`` of the standardized points y, the quantity the
-            training loss of a normalizing flow is in (and the seed's losses).
+            training loss of a normalizing flow is in (and the study's losses).
         data: ``-mean log p(x)`` in data units; it equals ``standardized + sum(log scale)``.
         n: number of points averaged.
     """
@@ -111,21 +111,19 @@ def heldout_nll(
 
     .. math:: \mathrm{NLL} = -\frac{1}{N} \sum_i \log p(x_i)
 
-    A normalizing flow's ``log_prob`` is exact (change of variables, seed Eqs. 2 and 8); a
-    flow-matching model's is the instantaneous change of variables integrated by an ODE
-    solver (``solver=``, ``steps=``, ``divergence=`` are passed on). The density is
+    A normalizing flow's ``log_prob`` is exact (change of variables, the study's Eqs. 2
+    and 8); a flow-matching model's is the instantaneous change of variables integrated by
+    an ODE solver (``solver=``, ``steps=``, ``divergence=`` are passed on). The density is
     computed once per point, in standardized coordinates; the data-unit value adds the
     log|det| of the standardization (a constant, or per class for a model standardized per
     class), exactly as ``model.log_prob`` does. For a conditional model this is the
     class-conditional NLL, ``-mean log p(x | label)``.
 
-    Speed (one CPU thread): a :class:`~flowscope.matching.FlowMatching` with the default
-    ``rk4``, 100 steps and the exact divergence evaluates about 1,400 points per second,
-    so 10,000 points take about 7 s; a normalizing flow takes well under a second.
+    A flow-matching model's exact divergence costs D backward passes per solver stage;
+    ``benchmarks/README.md`` has the measured speed.
 
     Arguments:
-        model: a :class:`~flowscope.flows.NormalizingFlow` or
-            :class:`~flowscope.matching.FlowMatching`.
+        model: a registered model (:data:`~flowscope.models.MODELS`).
         x: (N, D) held-out points in data units, never seen in training.
         labels: class ids (one int or (N,)) for a conditional model, else ``None``.
         batch_size: points per call of ``log_prob`` (bounds memory, not the result).
@@ -150,8 +148,8 @@ def heldout_nll(
         (1.8379, 3)
     """
     batch_size = check_int(batch_size, "batch_size")
-    x = _nonempty(model._check_points(x), "x", "the held-out NLL")
-    labels = model._check_labels(labels, len(x))
+    x, labels = model.check(x, labels)
+    x = _nonempty(x, "x", "the held-out NLL")
     total = 0.0
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
@@ -408,19 +406,18 @@ def round_trip_error(
 ) -> RoundTrip:
     r"""How well a model maps points back onto themselves through its latent space.
 
-    Normalizing flow: :math:`\|x - \phi(\phi^{-1}(x))\|`, zero up to rounding since every
-    coupling is inverted in closed form (seed Eqs. 4 and 7). Flow matching: x is
-    integrated from t = 1 back to t = 0 (seed Eq. 18) and the latent forward again
-    (Eq. 17), both with step ``dt`` and ``solver``; the error measures the discretization,
-    O(dt) for Euler.
+    :math:`\|x - \mathrm{decode}(\mathrm{encode}(x))\|`. For a normalizing flow this is zero
+    up to rounding, since every coupling is inverted in closed form (the study's Eqs. 4
+    and 7). For flow matching x is integrated from t = 1 back to t = 0 (Eq. 18) and the
+    latent forward again (Eq. 17), both with step ``dt`` and ``solver``; the error
+    measures the discretization, O(dt) for Euler.
 
     Arguments:
-        model: a :class:`~flowscope.flows.NormalizingFlow` or
-            :class:`~flowscope.matching.FlowMatching`.
+        model: a registered model (:data:`~flowscope.models.MODELS`).
         x: (N, D) points in data units.
-        labels: class ids of a conditional flow-matching model, else ``None``.
-        dt: step of the flow-matching integration (ignored by a normalizing flow).
-        solver: ODE solver of the flow-matching integration (ignored by a normalizing flow).
+        labels: class ids of a conditional model, else ``None``.
+        dt: step of an ODE model's integration (ignored by a type without steps).
+        solver: ODE solver of an ODE model's integration (ignored likewise).
 
     Returns:
         :class:`RoundTrip`, computed under ``torch.no_grad()``.
@@ -428,14 +425,11 @@ def round_trip_error(
     Raises:
         ValueError: for a bad shape, no points, labels, dt or solver.
     """
-    x = _nonempty(model._check_points(x), "x", "the round-trip error")
+    x, labels = model.check(x, labels)
+    x = _nonempty(x, "x", "the round-trip error")
+    options = model_type(model).sampling(dt=dt, solver=solver)
     with torch.no_grad():
-        if isinstance(model, FlowMatching):
-            z = model.reverse(x, dt=dt, labels=labels, solver=solver)
-            back = model(z, dt=dt, labels=labels, solver=solver)
-        else:
-            model._check_labels(labels, len(x))
-            back = model(model.inverse(x)[0])
+        back = model.decode(model.encode(x, labels, **options), labels, **options)
         err = (back - x).double().norm(dim=1)
     return RoundTrip(mean=float(err.mean()), max=float(err.max()))
 

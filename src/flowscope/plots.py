@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 from .data import RING_CENTERS, RING_COLORS, RING_NAMES, RING_RADIUS
-from .runs import atomic_write
 
 __all__ = [
     "PAGE_WIDTH",
@@ -108,13 +107,27 @@ def content_box(fig: Figure, pad: float = 0.03) -> Bbox | None:
     return Bbox([[x0, y0], [x1, y1]])
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Write ``fig`` at ``path`` atomically, white background, and return the path.
+def save(
+    fig: Figure,
+    path: str | Path,
+    dpi: int = 150,
+    *,
+    write: Callable[[Path, bytes], Any] = Path.write_bytes,
+) -> Path:
+    """Write ``fig`` at ``path``, white background, and return the path.
 
     The suffix of ``path`` names the format (``.png``, ``.svg``, ``.pdf``, ...; PNG when
     there is none); ``dpi`` sets the resolution of raster formats and rasterized artists.
     Nothing is clipped: if a title, label or legend sticks out of the figure, the saved
     area grows to hold it (:func:`content_box`); otherwise it is the figure's size.
+
+    Arguments:
+        fig: the figure.
+        path: where to write it; its suffix names the format.
+        dpi: dots per inch of raster formats and rasterized artists.
+        write: called as ``write(path, data)`` with the file's bytes. The command line
+            and the report pass :func:`flowscope.runs.atomic_write`, so that a figure is
+            always the old file or the new one; the plots leave files to their callers.
 
     Raises:
         ValueError: if matplotlib cannot write the format the suffix names.
@@ -128,7 +141,7 @@ def save(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
         )
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=fmt, facecolor="white", bbox_inches=content_box(fig))
-    atomic_write(path, buf.getvalue())
+    write(path, buf.getvalue())
     return path
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +31,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .base import FlowModel
+from .atomic import atomic_write
+from .base import FlowModel, resolve_device
 from .data import (
     DATASETS,
     SPLIT_FRACTIONS,
@@ -44,8 +43,8 @@ from .data import (
     split,
     split_sizes,
 )
-from .flows import NormalizingFlow
-from .matching import FlowMatching
+from .models import MODELS, ModelType
+from .registry import UnknownName
 from .train import History, TrainConfig, TrainState, fit
 
 __all__ = [
@@ -53,6 +52,7 @@ __all__ = [
     "RunError",
     "RunInfo",
     "build_model",
+    "model_type_of",
     "recorded_model_args",
     "load_run",
     "read_info",
@@ -68,7 +68,6 @@ FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.safetensors"
 # Files that make a folder a run folder: training never writes over them unasked.
 RUN_FILES = ("config.json", "model.safetensors", "metrics.csv", "batches.csv", CHECKPOINT)
-MODEL_CLASSES: dict[str, type[FlowModel]] = {"nf": NormalizingFlow, "fm": FlowMatching}
 
 
 class RunError(ValueError):
@@ -80,11 +79,12 @@ class RunInfo:
     """What ``config.json`` says of a run.
 
     Attributes:
-        kind: ``"nf"`` or ``"fm"``.
+        kind: the model class's family (``FlowModel.kind``, e.g. ``"nf"``, ``"fm"``).
         model: the model's constructor arguments.
         data: ``source``, ``n_points``, ``seed``, ``conditional``, ``class_names``, ...
         train: the :class:`~flowscope.train.TrainConfig` as a dict.
-        extra: anything else the writer stored (versions, timings).
+        extra: anything else the writer stored: ``name``, the registered model type
+            (:data:`~flowscope.models.MODELS`), versions, timings.
     """
 
     kind: str
@@ -106,62 +106,39 @@ class RunInfo:
         }
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A process killed at any moment leaves either the old file or the new one, never a
-    partial file; on an error the temporary file is removed and the old file is kept.
-
-    Arguments:
-        path: the destination; its folder must exist.
-        data: bytes, or text written as UTF-8.
+def build_model(name: str, args: dict[str, Any]) -> FlowModel:
+    """A fresh model of the registered type ``name`` from its constructor arguments.
 
     Raises:
-        OSError: if the folder does not exist or is not writable.
+        RunError: for an unknown type or arguments it does not take.
     """
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return MODELS.get(name).build(**args)
+    except UnknownName as err:
+        raise RunError(str(err)) from None
+    except ValueError as err:
+        raise RunError(f"model arguments {args} do not fit {name}: {err}") from None
 
 
-def build_model(kind: str, args: dict[str, Any]) -> FlowModel:
-    """A fresh model of ``kind`` (``"nf"`` or ``"fm"``) from its constructor arguments."""
-    if kind not in MODEL_CLASSES:
-        raise RunError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+def model_type_of(info: RunInfo) -> ModelType:
+    """The registered type of a run's model (folders from before the registry name the
+    family only: ``kind``).
+
+    Raises:
+        RunError: if this flowscope has no such type.
+    """
+    name = info.extra.get("name", info.kind)
     try:
-        return MODEL_CLASSES[kind](**args)
-    except TypeError as err:
-        raise RunError(f"model arguments {args} do not fit {kind}: {err}") from None
+        return MODELS.get(name)
+    except UnknownName as err:
+        raise RunError(f"{err} (the run was written by another flowscope version?)") from None
 
 
 def recorded_model_args(info: RunInfo) -> dict[str, Any]:
-    """The constructor arguments of a run's model, as recorded in its config.
-
-    Folders written before ``time_alpha`` existed hold flow-matching models trained with
-    the seed's U[0, 1] times; they get ``time_alpha=1``. Those written before
-    ``standardize`` existed were standardized globally; they get ``"global"``. Those
-    written before ``gaussian_skip`` existed have a plain MLP; they get ``False``.
-    """
-    args = dict(info.model)
-    if info.kind == "fm":
-        args.setdefault("time_alpha", 1.0)
-        args.setdefault("standardize", "global")
-        args.setdefault("gaussian_skip", False)
-    return args
+    """The constructor arguments of a run's model, as today's version reads them: the
+    recorded ones, with the defaults of arguments that did not exist when the folder was
+    written (:attr:`~flowscope.models.ModelType.upgrade`)."""
+    return model_type_of(info).recorded_args(info.model)
 
 
 def _history_csv(history: History) -> tuple[str, str]:
@@ -180,7 +157,7 @@ def save_run(run_dir: str | Path, model: FlowModel, info: RunInfo, history: Hist
     """Write config, weights and metrics of a trained model to ``run_dir`` (created if needed)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(run_dir / "model.safetensors", st_save(state))
     atomic_write(run_dir / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
     if history is not None:
@@ -233,18 +210,21 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RunError(f"{path}: corrupted or truncated weights file ({err})") from None
 
 
-def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
-    """Load the model of a run folder, in eval mode.
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FlowModel, RunInfo]:
+    """Load the model of a run folder, in eval mode, onto ``device``.
 
     Returns:
         (model, info).
 
     Raises:
         RunError: naming what is wrong with the folder and what to do.
+        ValueError: for a device that does not exist here (see
+            :func:`~flowscope.base.resolve_device`).
     """
+    device = resolve_device(device)
     run_dir = Path(run_dir)
     info = read_info(run_dir)
-    model = build_model(info.kind, recorded_model_args(info))
+    model = build_model(model_type_of(info).name, recorded_model_args(info))
     tensors = _read_tensors(run_dir / "model.safetensors")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -258,7 +238,7 @@ def load_run(run_dir: str | Path) -> tuple[FlowModel, RunInfo]:
             "the folder may come from another flowscope version: retrain it"
         )
     model.load_state_dict(tensors)
-    return model.eval(), info
+    return model.to(device).eval(), info
 
 
 def read_history(run_dir: str | Path) -> History:
@@ -293,14 +273,14 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
     def save(model: FlowModel, state: TrainState) -> None:
         tensors: dict[str, torch.Tensor] = {"generator": state.generator.clone()}
         for k, v in model.state_dict().items():
-            tensors[f"model.{k}"] = v.detach().contiguous()
+            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
         opt_state = state.optimizer["state"]
         meta_state: dict[str, dict[str, Any]] = {}
         for pid, entries in opt_state.items():
             meta_state[str(pid)] = {}
             for name, val in entries.items():
                 if isinstance(val, torch.Tensor):
-                    tensors[f"opt.{pid}.{name}"] = val.detach().contiguous()
+                    tensors[f"opt.{pid}.{name}"] = val.detach().cpu().contiguous()
                 else:
                     meta_state[str(pid)][name] = val
         meta = {
@@ -362,13 +342,6 @@ def train_config(info: RunInfo) -> TrainConfig:
 
 # -- one training run, as the CLI and the report start it --------------------------------
 
-MODEL_PRESETS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    # name: (kind, constructor arguments, conditional)
-    "nf": ("nf", {}, False),
-    "fm": ("fm", {}, False),
-    "cfm": ("fm", {}, True),
-}
-
 
 def _points_needed() -> int:
     """The fewest points a data file needs for a 2-point train part and non-empty
@@ -429,6 +402,14 @@ def run_data(info: RunInfo, part: str) -> Dataset:
     return Dataset(x, y, full.source, full.class_names)
 
 
+def _show(value: Any) -> str:
+    """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``."""
+    if isinstance(value, dict) and "name" in value:
+        args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({args})" if args else str(value["name"])
+    return repr(value)
+
+
 def train_run(
     model_name: str,
     out: str | Path,
@@ -442,14 +423,17 @@ def train_run(
     resume: bool = False,
     progress: bool | None = None,
     on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[FlowModel, RunInfo, History]:
-    """Train ``nf``, ``fm`` or ``cfm`` on a data source and save the run folder ``out``.
+    """Train a registered model type (:data:`~flowscope.models.MODELS`: ``nf``, ``fm``,
+    ``cfm``, ...) on a data source and save the run folder ``out``.
 
     The model is initialised from ``config.seed``; a checkpoint is written after every
     epoch, and the folder is complete (config, weights, metrics) after each one. With
     ``resume`` the run continues after the last checkpointed epoch, with the optimizer,
     scheduler and generator state, and ends with the same weights, bit for bit, as an
-    uninterrupted run with the same settings.
+    uninterrupted run with the same settings; model arguments not given in
+    ``model_args`` keep the run's recorded values.
 
     Arguments:
         data: ``"olympic"``, a toy set of :data:`~flowscope.data.DATASETS`, or a data file;
@@ -458,6 +442,8 @@ def train_run(
         holdout_points: validation and test points each of registry data, >= 1.
         on_epoch_end: called like :func:`~flowscope.train.fit`'s callback, after the
             epoch's checkpoint is written (for logging, e.g. TensorBoard).
+        device: where to train (the fused kernels run on the CPU only; elsewhere the
+            trainer uses PyTorch operations). The folder's files are the same either way.
 
     Raises:
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
@@ -466,11 +452,11 @@ def train_run(
         ValueError: for a bad data source or hyperparameter, or a data file too small to
             split (see :func:`run_data`).
     """
-    if model_name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model {model_name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    entry = MODELS.get(model_name)
+    device = resolve_device(device)
     if overwrite and resume:
         raise ValueError("pass either overwrite (start again) or resume (continue), not both")
-    kind, preset_args, conditional = MODEL_PRESETS[model_name]
+    conditional = entry.conditional
     out = Path(out)
     if not out.parent.is_dir():
         raise RunError(f"{out.parent}: folder does not exist; create it first")
@@ -496,7 +482,7 @@ def train_run(
         path = Path(data).resolve()
         source = {"source": str(path), "sha256": file_sha256(path)}
     info = RunInfo(
-        kind=kind,
+        kind=entry.model.kind,
         model={},
         data={
             **source,
@@ -510,17 +496,20 @@ def train_run(
     )
     train = run_data(info, "train")
     val = run_data(info, "val")
-    args = {"features": train.x.shape[1], **preset_args, **(model_args or {})}
+    old = read_info(out) if resume else None
+    given = dict(model_args or {})
+    if old is not None and old.extra.get("name", old.kind) == model_name:
+        given = {**recorded_model_args(old), **given}  # what is not given continues
+    args = {**given, "features": train.x.shape[1]}
     if conditional:
         args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
     info.data["class_names"] = list(train.class_names) if train.class_names else None
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        model = build_model(kind, args)
+        model = build_model(model_name, args).to(device)
     info.model = model.config()
     state = None
-    if resume:
-        old = read_info(out)
+    if old is not None:
         if old.extra.get("name", old.kind) != model_name:
             was = old.extra.get("name", old.kind)
             raise RunError(
@@ -531,7 +520,9 @@ def train_run(
         now = {"model": model_name, **info.model, **info.data, **info.train}
         then = {"model": old.extra.get("name", old.kind), **recorded_model_args(old), **old.data}
         then.update(old.train)
-        differ = [f"{k} {then.get(k)!r} (now {v!r})" for k, v in now.items() if then.get(k) != v]
+        differ = [
+            f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
+        ]
         if differ:
             raise RunError(
                 f"{out}: the run was started with other settings: {'; '.join(differ)}; "

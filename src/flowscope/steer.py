@@ -9,7 +9,7 @@ that methods can be compared on the same footing.
 
 Coordinates: ``target``, landing points and paths are in data units; latents z are in
 the model's standardized noise space (N(0, I) at t = 0), as for
-:meth:`~flowscope.matching.FlowMatching.reverse`.
+:meth:`~flowscope.matching.FlowMatching.encode`.
 
 Example:
     >>> import torch
@@ -86,7 +86,7 @@ class _Counted:
 def _check_target(model: FlowMatching, target: Any) -> torch.Tensor:
     if not isinstance(model, FlowMatching):
         raise TypeError(f"model must be a FlowMatching model, got {type(model).__name__}")
-    target = model._check_points(torch.as_tensor(target), "target")
+    target = model.check_points(torch.as_tensor(target), "target")
     if len(target) != 1:
         raise ValueError(f"target must be one point of shape (1, D), got {tuple(target.shape)}")
     return target
@@ -160,10 +160,10 @@ def reverse_start(
         ValueError: for a target that is not one point, a bad dt, solver or label.
     """
     target = _check_target(model, target)
-    lab = model._check_labels(labels, 1)
+    lab = model.check_labels(labels, 1)
     grid = time_grid(dt)
-    # Backwards with the velocity FlowMatching.reverse integrates, so that z is exactly
-    # model.reverse(target); counted.
+    # Backwards with the velocity FlowMatching.encode integrates, so that z is exactly
+    # model.encode(target); counted.
     back = _Counted(model.ode_velocity(lab))
     forward = _Counted(lambda s, t: model.velocity(s, t, lab))
     with torch.no_grad():
@@ -213,8 +213,8 @@ def nearest_sample(
         a :class:`Steered` for the closest sample; ``details`` holds ``n`` and ``dt``.
     """
     target = _check_target(model, target)
-    n = model._check_n(n)
-    lab = model._check_labels(labels, 1)
+    n = check_int(n, "n")
+    lab = model.check_labels(labels, 1)
     z_all = torch.randn(n, model.features, generator=generator, dtype=model.dtype)
     lab_all = None if lab is None else lab.expand(n)
     x_all = model.forward(z_all, dt=dt, labels=lab_all)
@@ -289,10 +289,10 @@ def optimize_start(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not (math.isfinite(prior_weight) and prior_weight >= 0):
         raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
-    lab = model._check_labels(labels, 1)
+    lab = model.check_labels(labels, 1)
     if z_init is None:
         z_init = torch.randn(1, model.features, generator=generator, dtype=model.dtype)
-    z = model._check_points(z_init, "z_init").clone().requires_grad_(True)
+    z = model.check_points(z_init, "z_init").clone().requires_grad_(True)
     grid = time_grid(dt)
     opt = torch.optim.Adam([z], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -346,7 +346,7 @@ def guided_sample(
 ) -> Steered:
     r"""Sample with a velocity blended towards the straight path to the target.
 
-    The conditional velocity of the linear path that ends at x* (seed Eqs. 14-15, with
+    The conditional velocity of the linear path that ends at x* (the study's Eqs. 14-15, with
     x1 = x*) is u(y, t) = (y* - y) / (1 - t). The guided sampler integrates
 
     .. math:: \tilde v(y, t) = (1 - w)\, v(y, t) + w\, \frac{y^* - y}{1 - t}
@@ -374,10 +374,10 @@ def guided_sample(
     target = _check_target(model, target)
     if not (isinstance(weight, int | float) and 0 <= weight <= 1):
         raise ValueError(f"weight must be in [0, 1], got {weight!r}")
-    lab = model._check_labels(labels, 1)
+    lab = model.check_labels(labels, 1)
     if z is None:
         z = torch.randn(1, model.features, generator=generator, dtype=model.dtype)
-    z = model._check_points(z, "z")
+    z = model.check_points(z, "z")
     y_star = model.standardization(target, lab)
     grid = time_grid(dt)
 

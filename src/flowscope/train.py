@@ -1,13 +1,15 @@
-"""One trainer for both model families: Adam, cosine learning-rate decay, validation, NaN guard.
+"""One trainer for every model type: Adam, cosine learning-rate decay, validation, NaN guard.
 
-The trainer knows nothing of the models beyond ``_loss_and_grad_std`` (the fused fast
-path: loss and every ``.grad`` from one kernel call, or ``None``), ``_loss_std`` (the
-training loss on a batch of standardized points, for autograd when the fast path declines)
-and ``validation_terms``.
+The trainer uses the models' public surface only: the standardization, :meth:`loss` on
+standardized batches and :meth:`validation_terms` (:class:`~flowscope.base.FlowModel`).
+Where a fused kernel reproduces a model's loss (:func:`flowscope.kernels.select`, decided
+once per fit), each step's kernel call writes the gradients into ``.grad`` instead of
+autograd; where none does, the trainer says why once, through the ``flowscope`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -18,25 +20,28 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import kernels
 from .base import FlowModel
 from .data import check_int
 
 __all__ = ["TrainConfig", "History", "TrainState", "TrainingDiverged", "fit"]
 
+log = logging.getLogger("flowscope")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyperparameters; the defaults are the seed's recipe (sections 3.3 and 4.3).
+    """Training hyperparameters; the defaults are the study's recipe (its sections 3.3 and 4.3).
 
     Attributes:
         epochs: passes over the training set, >= 1.
         batch_size: points per step, >= 1.
         lr: Adam's learning rate, decayed to 0 over all steps by ``CosineAnnealingLR``.
-        seed: seeds the shuffling and the flow-matching noise (model initialisation is
-            seeded by the caller).
+        seed: seeds the shuffling and the randomness of the loss, e.g. flow matching's
+            noise and times (model initialisation is seeded by the caller).
         val_size: at most this many validation points are used per epoch.
         grad_clip: if set, the gradient's global norm is clipped to this value before
-            each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the seed's recipe)
+            each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the study's recipe)
             does not clip.
     """
 
@@ -68,10 +73,15 @@ class History:
         epochs: one dict per epoch: ``epoch``, ``train_loss`` (mean over the epoch),
             ``val_loss`` and the model's other validation terms prefixed ``val_``, ``lr``
             (at the end of the epoch) and ``seconds`` (wall time of the epoch).
+        fast_path: how the steps computed their gradients: a fused kernel's name, or
+            ``"pytorch"`` (autograd).
+        fast_path_note: why no fused kernel ran, where one exists for the model type.
     """
 
     batch_loss: list[float] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
+    fast_path: str = "pytorch"
+    fast_path_note: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -119,6 +129,68 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
+@dataclass
+class _Data:
+    """The standardized training and validation points of one fit."""
+
+    y: torch.Tensor
+    labels: torch.Tensor | None
+    y_val: torch.Tensor | None
+    labels_val: torch.Tensor | None
+
+
+def _prepare(model, x, labels, x_val, labels_val, config: TrainConfig, resuming: bool) -> _Data:
+    """Check the points, fit the standardization (unless resuming) and standardize."""
+    x, labels = model.check(x, labels)
+    if len(x) == 0:
+        raise ValueError("x holds no points; training needs at least two")
+    if x_val is not None:
+        x_val, labels_val = model.check(x_val, labels_val, "x_val")
+        if len(x_val) == 0:
+            raise ValueError("x_val holds no points; pass x_val=None to train without validation")
+    if not resuming:
+        model.standardization.fit(x, labels)
+    y = model.standardization(x, labels).detach()
+    y_val = None
+    if x_val is not None:
+        x_val = x_val[: config.val_size]
+        labels_val = None if labels_val is None else labels_val[: config.val_size]
+        y_val = model.standardization(x_val, labels_val).detach()
+    return _Data(y, labels, y_val, labels_val)
+
+
+def _choose_step(model: FlowModel, data: _Data, config: TrainConfig, history: History):
+    """The fused step of :func:`flowscope.kernels.select`, or ``None``; says once why
+    none runs, and records the choice in ``history``."""
+    choice = kernels.select(model, data.y, data.labels, config.batch_size)
+    history.fast_path = choice.name if choice.step is not None else "pytorch"
+    history.fast_path_note = choice.reason
+    if choice.reason is not None:
+        log.info("%s: training with PyTorch operations: %s", model.kind, choice.reason)
+    return choice.step
+
+
+def _diverged(model: FlowModel, what: str, value: float, epoch: int, step: int, steps: int):
+    return TrainingDiverged(
+        f"{model.kind}: the {what} became {value} "
+        + (f"after epoch {epoch}" if what.startswith("validation") else f"at epoch {epoch}")
+        + f", step {step} of {steps}",
+        epoch=epoch,
+        step=step,
+    )
+
+
+def _validate(model: FlowModel, data: _Data, config: TrainConfig, epoch: int, steps: int):
+    """The validation terms after an epoch, prefixed ``val_``."""
+    model.eval()
+    val_gen = torch.Generator().manual_seed(config.seed + 10_007)
+    terms = model.validation_terms(data.y_val, data.labels_val, val_gen)
+    model.train()
+    if not math.isfinite(terms["loss"]):
+        raise _diverged(model, "validation loss", terms["loss"], epoch, steps, steps)
+    return {f"val_{k}": v for k, v in terms.items()}
+
+
 def fit(
     model: FlowModel,
     x: torch.Tensor,
@@ -131,13 +203,15 @@ def fit(
     on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
     state: TrainState | None = None,
 ) -> History:
-    """Train ``model`` on x (N, D) in data units with the seed's recipe.
+    """Train ``model`` on x (N, D) in data units with the study's recipe.
 
     Fits the model's standardization on x (per class with the labels, if the model
     standardizes per class; unless resuming), then runs Adam with
     ``CosineAnnealingLR`` stepped every batch (T_max = all steps). Each epoch indexes a
     fresh random permutation of the in-memory data; the last batch may be smaller.
     Training runs with one PyTorch thread; the caller's thread count is restored after.
+    Each step's gradients come from a fused kernel where one reproduces the model's loss
+    (:mod:`flowscope.kernels`; ``History.fast_path`` says which), else from autograd.
 
     Arguments:
         model: a :class:`~flowscope.base.FlowModel`.
@@ -158,27 +232,10 @@ def fit(
             model keeps the weights of that step, ``on_epoch_end`` is not called again.
         ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, or
             data the standardization cannot be fitted on (see
-            :meth:`~flowscope.data.Standardization.fit`).
+            :meth:`~flowscope.standardize.Standardization.fit`).
     """
-    x = model._check_points(x)
-    if len(x) == 0:
-        raise ValueError("x holds no points; training needs at least two")
-    labels = model._check_labels(labels, len(x))
-    if x_val is not None:
-        x_val = model._check_points(x_val, "x_val")
-        if len(x_val) == 0:
-            raise ValueError("x_val holds no points; pass x_val=None to train without validation")
-        labels_val = model._check_labels(labels_val, len(x_val))
-    if state is None:
-        model.standardization.fit(x, labels)
-    y = model.standardization(x, labels).detach()
-    y_val = None
-    if x_val is not None:
-        x_val = x_val[: config.val_size]
-        labels_val = None if labels_val is None else labels_val[: config.val_size]
-        y_val = model.standardization(x_val, labels_val).detach()
-
-    n, bs = len(y), config.batch_size
+    data = _prepare(model, x, labels, x_val, labels_val, config, resuming=state is not None)
+    n, bs = len(data.y), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = steps_per_epoch * config.epochs
     params = list(model.parameters())
@@ -193,7 +250,6 @@ def fit(
         gen.set_state(state.generator)
         history = state.history
         first_epoch = state.epoch + 1
-
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(
@@ -205,13 +261,13 @@ def fit(
         leave=False,
     )
     model.train()
-    # One thread: these networks are too small for two to help; on this project's busy
-    # 2-core machine a second thread made each step about 4x slower (1.1 vs 4.7 ms, NF).
+    # One thread: these networks are too small for two to help (benchmarks/README.md).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     grad_mode = torch.is_grad_enabled()
     torch.set_grad_enabled(True)  # training needs gradients, also when called under no_grad
     try:
+        fused = _choose_step(model, data, config, history)
         for epoch in range(first_epoch, config.epochs + 1):
             bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
             t0 = time.perf_counter()
@@ -219,22 +275,17 @@ def fit(
             losses: list[float] = []
             for step in range(steps_per_epoch):
                 idx = order[step * bs : (step + 1) * bs]
-                lb = None if labels is None else labels[idx]
-                # The fused path fills every .grad itself; otherwise autograd does below.
-                loss = model._loss_and_grad_std(y[idx], lb, gen)
-                fused = loss is not None
-                if not fused:
-                    loss = model._loss_std(y[idx], lb, gen)
+                yb = data.y[idx]
+                lb = None if data.labels is None else data.labels[idx]
+                if fused is not None:  # the kernel fills every .grad itself
+                    loss = fused(yb, lb, gen)
+                else:
+                    loss = model.loss(yb, lb, generator=gen, standardized=True)
                 value = loss.item()
                 if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"{model.kind}: the training loss became {value} at epoch {epoch}, "
-                        f"step {step + 1} of {steps_per_epoch}",
-                        epoch=epoch,
-                        step=step + 1,
-                    )
+                    raise _diverged(model, "training loss", value, epoch, step + 1, steps_per_epoch)
                 losses.append(value)
-                if not fused:
+                if fused is None:
                     for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
                         p.grad = None
                     loss.backward()
@@ -247,19 +298,8 @@ def fit(
                     bar.update(64 if step + 64 <= steps_per_epoch else steps_per_epoch - step)
             history.batch_loss.extend(losses)
             row: dict[str, float] = {"epoch": epoch, "train_loss": math.fsum(losses) / len(losses)}
-            if y_val is not None:
-                model.eval()
-                val_gen = torch.Generator().manual_seed(config.seed + 10_007)
-                terms = model.validation_terms(y_val, labels_val, val_gen)
-                model.train()
-                row.update({f"val_{k}": v for k, v in terms.items()})
-                if not math.isfinite(terms["loss"]):
-                    raise TrainingDiverged(
-                        f"{model.kind}: the validation loss became {terms['loss']} after epoch "
-                        f"{epoch}, step {steps_per_epoch} of {steps_per_epoch}",
-                        epoch=epoch,
-                        step=steps_per_epoch,
-                    )
+            if data.y_val is not None:
+                row.update(_validate(model, data, config, epoch, steps_per_epoch))
             row["lr"] = sched.get_last_lr()[0]
             row["seconds"] = time.perf_counter() - t0
             history.epochs.append(row)

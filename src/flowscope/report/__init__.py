@@ -20,8 +20,8 @@ The package, by role: :mod:`.presets` (sizes and fixed settings), :mod:`.models`
 (training or reusing the models), :mod:`.study` (the state the stages share),
 :mod:`.overview`, :mod:`.nf`, :mod:`.fm`, :mod:`.cfm`, :mod:`.bonus` (the experiments and
 text of each part), :mod:`.measures` (what the experiments measure on paths),
-:mod:`.text` (number formatting), :mod:`.document` (PDF and HTML), :mod:`.build` (the run
-of the stages) and :mod:`.command` (the command line).
+:mod:`.text` (number formatting), :mod:`.document` (PDF and HTML) and :mod:`.build` (the
+run of the stages). The command's options are :mod:`flowscope.cli.report`.
 
 Example:
     ``flowscope report --preset quick --out runs/olympic``
@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 from .build import ReportResult, build_report
-from .command import add_commands
 from .document import Document, write_html, write_pdf
 from .presets import PRESETS, Preset
 from .text import num, pct, sci
@@ -40,7 +39,6 @@ __all__ = [
     "Document",
     "Preset",
     "ReportResult",
-    "add_commands",
     "build_report",
     "num",
     "pct",

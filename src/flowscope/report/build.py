@@ -14,8 +14,8 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from ..cli import CommandError
 from ..data import check_int
+from ..errors import MissingDependency
 from ..runs import atomic_write
 from . import bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
@@ -90,7 +90,7 @@ def build_report(
     Raises:
         ValueError: for an unknown preset or a bad seed.
         RunError: if a model folder cannot be written or read.
-        CommandError: if reportlab (the ``report`` extra) is not installed.
+        MissingDependency: if reportlab (the ``report`` extra) is not installed.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -102,7 +102,7 @@ def build_report(
     try:
         import reportlab  # noqa: F401 - an optional dependency, checked before hours of work
     except ModuleNotFoundError:
-        raise CommandError(
+        raise MissingDependency(
             "flowscope report needs reportlab for the PDF: pip install 'flowscope[report]'"
         ) from None
     log = log or sys.stderr

@@ -60,8 +60,8 @@ def q1(study: Study) -> None:
         f"the validation loss (same time distribution) from {num(m['val_loss_first'])} to "
         f"{num(m['val_loss_last'])}. "
         f"It stays noisy (standard deviation {num(m['last_epoch_std'])} within the last "
-        "epoch) and far from 0, because every batch draws new times (from Beta("
-        f"{study.models['fm'].time_alpha:g}, 1)) and noise, and the "
+        "epoch) and far from 0, because every batch draws new times (from "
+        f"{study.models['fm'].times.describe()}) and noise, and the "
         "target x<sub>1</sub> − x<sub>0</sub> is random given (y<sub>t</sub>, t): the best "
         "field predicts its mean, and the loss keeps its variance."
     )
@@ -131,7 +131,7 @@ def q2(study: Study) -> None:
             "Measured as the share of all movement made in each fifth of the way, the FM "
             "flow moves "
             + ", ".join(pct(s, 0) for s in fm_share)
-            + " and the NF (three couplings per fifth) "
+            + f" and the NF ({_per_fifth(study.models['nf'])} per fifth) "
             + ", ".join(pct(s, 0) for s in nf_share)
             + f"; flow matching spreads its transport {even} over time. "
         )
@@ -143,12 +143,19 @@ def q2(study: Study) -> None:
     doc.para(text)
 
 
+def _per_fifth(nf) -> str:
+    """How many couplings make a fifth of the flow's way, in words."""
+    k = nf.config()["couplings"] / 5
+    words = {1: "one coupling", 2: "two couplings", 3: "three couplings", 4: "four couplings"}
+    return words.get(k, f"{k:g} couplings") if k != int(k) or k not in words else words[int(k)]
+
+
 def q3(study: Study) -> None:
     """FM Q3: ten trajectories, their straightness and turning against the NF's."""
     doc, p, fm = study.doc, study.preset, study.models["fm"]
     doc.question("fm-q3", "FM Q3 · Trajectories of 10 points")
     path = study.fm_path[:, :10]
-    # Successive moves compared at the NF's resolution: 15 equal steps of the flow.
+    # Successive moves compared at the NF's resolution: one step of the flow per coupling.
     steps = study.nf_path.shape[0] - 1
     fm_coarse = as_numpy(
         fm.trajectory(study.z_show, dt=p.dt, times=np.linspace(0, 1, steps + 1).tolist())
@@ -176,7 +183,8 @@ def q3(study: Study) -> None:
         + (", close to straight lines" if m["straightness_all"] > 0.8 else "")
         + f"; {pct(m['axis_aligned_share'])} of their steps are parallel to an axis, "
         f"against {pct(study.m['nf_q3']['axis_aligned_share'])} of the NF's. Splitting "
-        "both flows into 15 equal stages (the NF's layers, FM's t = k/15), the cosine "
+        f"both flows into {steps} equal stages (the NF's couplings, FM's t = k/{steps}), the "
+        "cosine "
         "between the directions of successive moves "
         f"averages {num(m['successive_cosine'], 2)} for FM and "
         f"{num(m['nf_successive_cosine'], 2)} for the NF (1: the point keeps its "
@@ -196,7 +204,7 @@ def q3(study: Study) -> None:
         + (
             "The reason for the difference is structural: FM integrates one velocity "
             "field that varies continuously in t, so successive steps can only turn "
-            "gradually; the NF's 15 layers are unrelated functions, each free to move the "
+            f"gradually; the NF's {steps} couplings are unrelated functions, each free to move the "
             "points anywhere along its own axis."
             if fm_more
             else "In this run the FM field turns the points as sharply as the NF's layers "
@@ -314,7 +322,7 @@ def q5(study: Study) -> None:
     x = study.probes
     times = np.linspace(1, 0, 101)
     path = as_numpy(fm.trajectory(x, inverse=True, dt=p.dt, times=times.tolist()))
-    z_fm = fm.reverse(x, dt=p.dt)
+    z_fm = fm.encode(x, dt=p.dt)
     z_nf = study.nf_probe_z
     back = fm(z_fm, dt=p.dt)
     dist = (z_fm - z_nf).norm(dim=1)
@@ -407,7 +415,8 @@ def q5(study: Study) -> None:
         + f"the FM latents lie {num(float(dist.min()), 2)} to {num(float(dist.max()), 2)} "
         "standardized units from the NF latents of the same points. Both models push "
         "N(0, I) onto the rings, but infinitely many invertible maps do that; maximum "
-        "likelihood through 15 couplings and regression onto straight-line velocities "
+        f"likelihood through {nf.config()['couplings']} couplings and regression onto "
+        "straight-line velocities "
         "pick different ones, and nothing ties a data point to one particular latent."
     )
     doc.para(

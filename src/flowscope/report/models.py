@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import RING_NAMES
+from ..models import MODELS
 from ..runs import (
-    MODEL_PRESETS,
     RunError,
     build_model,
     load_run,
@@ -25,7 +25,7 @@ from ..runs import (
     train_run,
 )
 from ..train import TrainConfig
-from .presets import MODEL_TITLES, MODELS, Preset
+from .presets import STUDY_MODELS, Preset
 from .study import Study
 
 __all__ = ["STAGES", "requested", "reusable", "train"]
@@ -37,7 +37,7 @@ def requested(
     """The data, model and training configurations of model ``name`` under ``preset``."""
     p = preset
     config = TrainConfig(epochs=p.epochs, seed=seed)
-    kind, args, conditional = MODEL_PRESETS[name]
+    conditional = MODELS.get(name).conditional
     data = {
         "source": "olympic",
         "n_points": p.n_points,
@@ -45,10 +45,10 @@ def requested(
         "seed": seed,
         "conditional": conditional,
     }
-    model_args = {"features": 2, **args}
+    model_args: dict[str, Any] = {"features": 2}
     if conditional:
         model_args["num_classes"] = len(RING_NAMES)
-    return data, build_model(kind, model_args).config(), config
+    return data, build_model(name, model_args).config(), config
 
 
 def reusable(preset: Preset, seed: int, name: str, run_dir: Path) -> bool:
@@ -63,7 +63,7 @@ def reusable(preset: Preset, seed: int, name: str, run_dir: Path) -> bool:
     saved_data = {k: v for k, v in info.data.items() if k != "class_names"}
     history = read_history(run_dir)
     return (
-        info.kind == MODEL_PRESETS[name][0]
+        info.extra.get("name", info.kind) == name
         and saved_data == data
         and recorded_model_args(info) == model_cfg
         and info.train == asdict(config)
@@ -109,5 +109,6 @@ def train(study: Study, name: str) -> None:
 
 
 STAGES = tuple(
-    (f"train {n.upper()} ({MODEL_TITLES[n]})", functools.partial(train, name=n)) for n in MODELS
+    (f"train {n.upper()} ({MODELS.get(n).title})", functools.partial(train, name=n))
+    for n in STUDY_MODELS
 )

@@ -160,7 +160,8 @@ def q3(study: Study) -> None:
     study.points_figure(
         "nf_q3_layers",
         panels,
-        "NF Q3. The same latent points after 0, 3, …, 15 couplings. Every state is shown "
+        f"NF Q3. The same latent points after {', '.join(map(str, layers[:2]))}, …, {L} "
+        "couplings. Every state is shown "
         "in data units (passed through the model's fixed destandardization) and in the "
         "output's coordinate order, so all panels share axes.",
         ncols=3,

@@ -4,13 +4,15 @@ the data's entropy, and the quality of their samples (Tables 1 to 3)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from ..data import OLYMPIC_BOX, RING_NAMES, RING_RADIUS, RING_THICKNESS
 from ..evaluate import evaluate_run
+from ..models import MODELS
 from .measures import conditional_entropy
-from .presets import MODEL_TITLES, MODELS
+from .presets import STUDY_MODELS
 from .study import Study
 from .text import balanced, num, pct, pm, sci
 
@@ -21,7 +23,7 @@ def overview(study: Study) -> None:
     """The Overview section: Tables 1 to 3 (training, held-out NLL, sample quality)."""
     p, doc = study.preset, study.doc
     ev = {}
-    for name in MODELS:
+    for name in STUDY_MODELS:
         # The W2 noise floor is the study's own, computed once per size (prepare_data).
         ev[name] = evaluate_run(
             study.out / "models" / name,
@@ -43,22 +45,26 @@ def overview(study: Study) -> None:
     dm = study.m["data"]
     x0, x1, y0, y1 = OLYMPIC_BOX
     r0, r1 = RING_RADIUS - RING_THICKNESS / 2, RING_RADIUS + RING_THICKNESS / 2
-    times = _time_sentence(study.models["fm"].time_alpha, study.models["cfm"].time_alpha)
+    times = _time_sentence(_alpha(study.models["fm"]), _alpha(study.models["cfm"]))
+    nf_cfg, fm_cfg = study.models["nf"].config(), study.models["fm"].config()
+    train = study.infos["nf"].train
     doc.section("Overview")
     doc.para(
         "flowscope trained the three models of the study on points of the Olympic rings "
         f"(radius {RING_RADIUS:g}, band width {RING_THICKNESS:g}): a <b>normalizing flow"
-        "</b> (NF) of 15 affine couplings with permutations between them, trained by "
-        "maximum likelihood (Eq. 9), an unconditional <b>flow-matching</b> model (FM) and "
-        "a class-conditional one (CFM), whose velocity networks (5 linear layers, width "
-        "64) were fitted to the linear-path objective (Eq. 16). NF and FM were trained on "
+        f"</b> (NF) of {nf_cfg['couplings']} affine couplings with permutations between "
+        "them, trained by maximum likelihood (Eq. 9), an unconditional <b>flow-matching</b> "
+        "model (FM) and a class-conditional one (CFM), whose velocity networks "
+        f"({fm_cfg['layers']} linear layers, width {fm_cfg['hidden']}) were fitted to the "
+        "linear-path objective (Eq. 16). NF and FM were trained on "
         "the unconditional data: uniform over the union of the five bands, drawn in the "
         f"box x ∈ [{num(x0, 0)}, {num(x1, 0)}], y ∈ [{num(y0, 0)}, {num(y1, 0)}], which "
         "cuts the tops and bottoms of the outer rings flat. CFM was trained on the "
         "conditional data: an equal share of points per ring, radius uniform in "
         f"[{num(r0)}, {num(r1)}] and angle uniform, full rings, each point labelled with "
-        "its ring. All three used Adam at 10<sup>−3</sup> with cosine decay and batches "
-        f"of 128 points, on {p.n_points:,} points for {p.epochs} epochs. Flow-matching "
+        f"its ring. All three used Adam at {sci(train['lr'], 1)} with cosine decay and batches "
+        f"of {train['batch_size']} points, on {p.n_points:,} points for {p.epochs} epochs. "
+        "Flow-matching "
         f"samples integrate Eq. 17 with Euler steps of Δt = {p.dt:g} unless a section says "
         f"otherwise. Likelihoods are in nats per point. {times}"
         + _skip_sentence(study.models["fm"].gaussian_skip, study.models["cfm"].gaussian_skip)
@@ -71,7 +77,7 @@ def overview(study: Study) -> None:
         )
     )
     rows = []
-    for name in MODELS:
+    for name in STUDY_MODELS:
         t = tr[name]
         rows.append(
             (
@@ -111,7 +117,7 @@ def overview(study: Study) -> None:
     gap = {k: nll[k] - dm["entropy_standardized"] for k in ("nf", "fm")}
     rows = [
         (
-            MODEL_TITLES[k].capitalize() + f" ({k.upper()})",
+            MODELS.get(k).title.capitalize() + f" ({k.upper()})",
             num(ev[k]["nll_standardized"]),
             num(gap[k]),
             num(ev[k]["nll_data"]),
@@ -190,7 +196,7 @@ def overview(study: Study) -> None:
         f"H(x | ring) = {num(h_cond)} nats in data units."
     )
     rows = []
-    for k in MODELS:
+    for k in STUDY_MODELS:
         e = ev[k]
         rows.append(
             (
@@ -251,6 +257,11 @@ def _skip_sentence(fm_skip: bool, cfm_skip: bool) -> str:
         "standardized points' mean and variance, so that the network learns only the rest "
         "(a skip term; the study's network is the network alone)."
     )
+
+
+def _alpha(model: Any) -> float:
+    """The a of a model's Beta(a, 1) training times (1 for uniform times)."""
+    return float(getattr(model.times, "alpha", 1.0))
 
 
 def _time_sentence(fm_alpha: float, cfm_alpha: float) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__, plots
 from ..evaluate import FLOOR_PAIRS, NoiseFloor, data_draw, noise_floor
-from ..runs import run_data
+from ..runs import atomic_write, run_data
 from ..train import History, TrainConfig
 from .document import Document
 from .measures import band_area
@@ -87,7 +87,8 @@ class Study:
 
     def figure(self, name: str, figure: Any, caption: str) -> None:
         """Save ``figure`` as ``figures/NAME.png`` and add it to the document."""
-        path = plots.save(figure, self.fig_dir / f"{name}.png", dpi=FIGURE_DPI)
+        path = self.fig_dir / f"{name}.png"
+        plots.save(figure, path, dpi=FIGURE_DPI, write=atomic_write)
         self.doc.figure(path, caption)
 
     def floor(self, n: int, conditional: bool = False) -> NoiseFloor:

@@ -1,11 +1,12 @@
-"""The seed's normalizing flow written the straightforward way, as the benchmarks' baseline.
+"""The study's normalizing flow written plainly: the baseline of ``flowscope bench``.
 
 Plain eager PyTorch, no tricks: every affine coupling owns two ``nn.Sequential`` networks
 (5 ``nn.Linear`` of width 8 with ``nn.LeakyReLU`` between them), one for log s and one for
-b (seed Eq. 3); a coordinate swap sits between consecutive couplings; the base is
+b (the study's Eq. 3); a coordinate swap sits between consecutive couplings; the base is
 N(0, I); the loss is the mean negative log-likelihood (Eq. 9), trained with the default
 ``torch.optim.Adam``. It is what a careful reader of the exercise would write, and it is
-kept obviously correct rather than fast.
+kept obviously correct rather than fast. The benchmark (:mod:`flowscope.bench`) times it
+as the contender ``reference-nf`` beside :class:`flowscope.NormalizingFlow`.
 
 :func:`copy_from_flowscope` loads the weights of a :class:`flowscope.NormalizingFlow`, so
 the two can be checked to compute the same loss and gradients (``tests/test_bench.py``).
@@ -34,7 +35,7 @@ def mlp(d_in: int, d_out: int, hidden: int = 8, linear_layers: int = 5) -> nn.Se
 
 
 class Coupling(nn.Module):
-    """Affine coupling (seed Eqs. 3-6): z_l passes, z_r is scaled by exp(log s) and shifted."""
+    """Affine coupling (the study's Eqs. 3-6): z_l passes, z_r is scaled by exp(log s), shifted."""
 
     def __init__(self, features: int = 2, hidden: int = 8, linear_layers: int = 5):
         super().__init__()
@@ -61,8 +62,8 @@ class ReferenceFlow(nn.Module):
 
     Arguments:
         features: the dimension D (the swap is defined for D = 2).
-        couplings: number of affine couplings (seed: 15).
-        hidden, linear_layers: each network's width and depth (seed: 8 and 5).
+        couplings: number of affine couplings (the study: 15).
+        hidden, linear_layers: each network's width and depth (the study: 8 and 5).
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class ReferenceFlow(nn.Module):
 
 
 def make_reference(seed: int = 0) -> tuple[ReferenceFlow, torch.optim.Optimizer]:
-    """The seed recipe's model and optimizer: 15 couplings, default Adam with lr 1e-3."""
+    """The study's recipe: its model and optimizer: 15 couplings, default Adam with lr 1e-3."""
     torch.manual_seed(seed)
     model = ReferenceFlow()
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)

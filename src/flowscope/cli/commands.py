@@ -5,9 +5,11 @@ writes its files atomically (:func:`~flowscope.runs.atomic_write`), and reports 
 as one line through :func:`~flowscope.cli.main`. Coordinates the user gives or gets are in
 data units; a latent z is in the base distribution's units (N(0, I), standardized).
 
-Flow-matching options (``--dt``, ``--solver``) given to a normalizing flow are ignored
-with a note on stderr: a flow maps in one pass, so there is no step to choose, and the
-same command line then works for every run folder.
+Sampler options (``--dt``, ``--solver``) given for a model type that does not take them
+(:attr:`~flowscope.models.ModelType.sample_options`) are ignored with a note on stderr: a
+flow maps in one pass, so there is no step to choose, and the same command line then
+works for every run folder. The model types and their ``train`` options come from
+:data:`~flowscope.models.MODELS`.
 """
 
 from __future__ import annotations
@@ -24,15 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import runs
-from .base import STANDARDIZE
-from .cli import CommandError, add_command, int_type, text_table
-from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, SOLVERS
-from .train import TrainConfig, TrainingDiverged
+from .. import runs
+from ..matching import DEFAULT_DT, SOLVERS
+from ..models import MODELS, Option
+from ..train import TrainConfig, TrainingDiverged
+from . import CommandError, add_command, int_type, text_table
 
 __all__ = ["add_commands"]
 
-DEFAULT_DT = 1e-3  # the Euler step of the course exercise (the study's recipe)
 _TRAIN_RUN_PARAMETERS = inspect.signature(runs.train_run).parameters
 
 
@@ -144,7 +145,7 @@ def _label_id(value: str, model: Any, info: Any, run: str) -> int:
 
 def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
     """The points (N, 2) in data units and the labels (N,) or ``None`` the model needs."""
-    from .data import load_points
+    from ..data import load_points
 
     if args.points is not None:
         x, file_labels = load_points(args.points)
@@ -183,18 +184,75 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
     return x, file_labels
 
 
-def _flow_options(args: argparse.Namespace, model: Any) -> tuple[float, str]:
-    """``(dt, solver)`` for flow matching; for a flow, a note that they are ignored."""
-    if model.kind == "fm":
-        return args.dt or DEFAULT_DT, args.solver or "euler"
-    given = [f for f, v in (("--dt", args.dt), ("--solver", args.solver)) if v is not None]
-    if given:
+def _sample_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
+    """The sampler options given (``--dt``, ``--solver``) that the run's model type takes;
+    a note on stderr names those it does not (a flow maps in one pass)."""
+    entry = runs.model_type_of(info)
+    given = {"dt": args.dt, "solver": args.solver}
+    ignored = [
+        f"--{k}" for k, v in given.items() if v is not None and k not in entry.sample_options
+    ]
+    if ignored:
         print(
-            f"flowscope: note: {' and '.join(given)} ignored: a normalizing flow maps in one "
+            f"flowscope: note: {' and '.join(ignored)} ignored: a {entry.title} maps in one "
             "pass, without ODE steps",
             file=sys.stderr,
         )
-    return DEFAULT_DT, "euler"
+    return entry.sampling(**given)
+
+
+def _model_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The constructor arguments that the model options on the command line set.
+
+    Raises:
+        CommandError: for an option the chosen type does not have, or two options that
+            set the same argument differently.
+    """
+    entry = MODELS.get(args.model)
+    mine = {o.flag for o in entry.options}
+    model_args: dict[str, Any] = {}
+    for option in _all_options():
+        value = getattr(args, option.dest)
+        if value is None:
+            continue
+        if option.flag not in mine:
+            have = [e.name for e in MODELS if option.flag in {o.flag for o in e.options}]
+            raise CommandError(
+                f"{option.flag} applies to {' and '.join(have)}, not to {args.model}"
+            )
+        for key, v in option.to_args(value).items():
+            if isinstance(v, dict) and isinstance(model_args.get(key), dict):
+                merged = {**model_args[key], **v}
+                clash = [k for k in v if k in model_args[key] and model_args[key][k] != v[k]]
+                if clash:
+                    raise CommandError(
+                        f"{option.flag} and another option set the {key} differently "
+                        f"({model_args[key]} and {v}); give one of them"
+                    )
+                v = merged
+            model_args[key] = v
+    return model_args
+
+
+def _all_options() -> list[Option]:
+    """Every registered type's model options, each flag once, in registration order."""
+    seen: dict[str, Option] = {}
+    for entry in MODELS:
+        for option in entry.options:
+            seen.setdefault(option.flag, option)
+    return list(seen.values())
+
+
+def _option_type(parse: Any) -> Any:
+    """An argparse ``type`` from an :class:`~flowscope.models.Option`'s parser."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
 
 
 def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
@@ -280,35 +338,14 @@ def _train(args: argparse.Namespace) -> int:
     if out.parent == Path("runs"):
         out.parent.mkdir(exist_ok=True)
     settings = _train_defaults()
-    if args.time_alpha is not None and args.model == "nf":
-        raise CommandError(
-            "--time-alpha sets the training times of flow matching; it applies to fm and cfm"
-        )
-    if args.gaussian_skip is not None and args.model == "nf":
-        raise CommandError(
-            "--gaussian-skip/--no-gaussian-skip shapes the velocity network of flow matching; "
-            "it applies to fm and cfm"
-        )
-    if args.standardize is not None and args.model != "cfm":
-        raise CommandError(
-            "--standardize chooses between one standardization and one per class; it "
-            "applies to cfm (the conditional model)"
-        )
-    given_args = {k: getattr(args, k) for k in ("time_alpha", "standardize", "gaussian_skip")}
-    model_args = {k: v for k, v in given_args.items() if v is not None}
+    model_args = _model_args(args)
     if args.resume and (out / "config.json").is_file():
-        # Options not given on the command line continue with the run's own settings.
+        # Options not given on the command line continue with the run's own settings
+        # (train_run does the same for the model's arguments).
         info = runs.read_info(out)
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
-        if info.kind == "fm" and args.model in ("fm", "cfm"):
-            recorded = runs.recorded_model_args(info)
-            keys = ["time_alpha", "gaussian_skip"]
-            if args.model == "cfm":  # a cfm folder resumed as fm is refused by train_run
-                keys.append("standardize")
-            for k in keys:
-                model_args.setdefault(k, recorded[k])
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -334,6 +371,7 @@ def _train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             resume=args.resume,
             on_epoch_end=on_epoch_end,
+            device=args.device,
         )
     except KeyboardInterrupt:
         hint = "no epoch finished; nothing was saved"
@@ -367,12 +405,8 @@ def _train(args: argparse.Namespace) -> int:
     # Flow matching's loss depends on where t is drawn and on the coordinates: not a
     # likelihood to compare runs by.
     per_class = ", each class standardized on its own" if model.standardization.per_class else ""
-    note = (
-        f" (Eq. 16 with t ~ Beta({model.time_alpha:g}, 1){per_class}; compare models with "
-        "`flowscope eval`)"
-        if args.model != "nf"
-        else ""
-    )
+    loss = model.describe_loss()
+    note = f" ({loss}{per_class}; compare models with `flowscope eval`)" if loss else ""
     print(
         f"trained {args.model} on {settings['data']} for {config.epochs} "
         f"epoch{'s' if config.epochs != 1 else ''}{start} in "
@@ -387,8 +421,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     out, plot = _output(args.output, "-o"), _plot_output(args.plot)
-    model, info = runs.load_run(args.run)
-    dt, solver = _flow_options(args, model)
+    model, info = runs.load_run(args.run, args.device)
+    options = _sample_options(args, info)
     n = args.n
     labels = None
     if args.label is not None:
@@ -396,23 +430,19 @@ def _sample(args: argparse.Namespace) -> int:
     elif model.num_classes is not None:
         labels = torch.arange(n) % model.num_classes  # balanced classes
     gen = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        if model.kind == "fm":
-            x = model.sample(n, dt=dt, labels=labels, solver=solver, generator=gen)
-        else:
-            x = model.sample(n, generator=gen)
-    pts = x.double().numpy()
+    x = model.sample(n, labels=labels, generator=gen, **options)
+    pts = x.double().cpu().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
-        columns.append(labels.numpy())
+        columns.append(labels.cpu().numpy())
     csv, _ = _table(header, columns)
     if out is not None:
         _write(out, csv, f"{n} samples")
     elif plot is None:
         sys.stdout.write(csv)
     if plot is not None:
-        from . import plots
+        from .. import plots
 
         names = _class_names(model, info) if labels is not None else []
         fig = plots.class_scatter(
@@ -423,7 +453,7 @@ def _sample(args: argparse.Namespace) -> int:
             rasterized=False,  # every point a shape in SVG or PDF, as asked for
             frame=plots.limits([pts], quantile=1.0, rings=False),  # all points, any data
         )
-        plots.save(fig, plot)
+        plots.save(fig, plot, write=runs.atomic_write)
         print(f"wrote the plot to {plot}", file=sys.stderr)
     return 0
 
@@ -433,19 +463,19 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _log_prob(args: argparse.Namespace) -> int:
     out = _output(args.output, "-o")
-    model, info = runs.load_run(args.run)
+    model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
     # One solve: the data-unit density differs from the standardized one by the log|det|
     # of the standardization (per class for a model standardized per class).
     lp_std = model.log_prob(x, labels, standardized=True)
     lp = lp_std + model.standardization.log_abs_det(labels)
-    pts = x.double().numpy()
+    pts = x.double().cpu().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
-        columns.append(labels.numpy())
+        columns.append(labels.cpu().numpy())
     header += ["log_prob", "log_prob_standardized"]
-    columns += [lp.double().numpy(), lp_std.double().numpy()]
+    columns += [lp.double().cpu().numpy(), lp_std.double().cpu().numpy()]
     csv, table = _table(header, columns)
     if out is not None:
         _write(out, csv, f"the log-densities of {len(x)} points")
@@ -459,23 +489,18 @@ def _log_prob(args: argparse.Namespace) -> int:
 
 def _invert(args: argparse.Namespace) -> int:
     out, traj_out = _output(args.output, "-o"), _output(args.trajectory, "--trajectory")
-    model, info = runs.load_run(args.run)
-    dt, solver = _flow_options(args, model)
+    model, info = runs.load_run(args.run, args.device)
+    options = _sample_options(args, info)
     x, labels = _points(args, model, info)
-    with torch.no_grad():
-        if model.kind == "fm":
-            z = model.reverse(x, dt=dt, labels=labels, solver=solver)
-            path = None
-            if traj_out is not None:
-                path = model.trajectory(x, inverse=True, dt=dt, labels=labels, solver=solver)
-        else:
-            z = model.inverse(x)[0]
-            path = None if traj_out is None else model.trajectory(x, inverse=True)
-    pts, lat = x.double().numpy(), z.double().numpy()
+    z = model.encode(x, labels, **options)
+    path = None
+    if traj_out is not None:
+        path = model.trajectory(x, labels=labels, inverse=True, **options)
+    pts, lat = x.double().cpu().numpy(), z.double().cpu().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
-        columns.append(labels.numpy())
+        columns.append(labels.cpu().numpy())
     header += ["z1", "z2"]
     columns += [lat[:, 0], lat[:, 1]]
     csv, table = _table(header, columns)
@@ -485,7 +510,7 @@ def _invert(args: argparse.Namespace) -> int:
         sys.stdout.write(table)
     if path is not None:
         steps, n = path.shape[:2]
-        flat = path.double().numpy().reshape(-1, 2)  # (steps * N, 2), step-major
+        flat = path.double().cpu().numpy().reshape(-1, 2)  # (steps * N, 2), step-major
         traj_csv, _ = _table(
             ["step", "point", "x", "y"],
             [np.repeat(np.arange(steps), n), np.tile(np.arange(n), steps), flat[:, 0], flat[:, 1]],
@@ -499,6 +524,28 @@ def _invert(args: argparse.Namespace) -> int:
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+    add_device(p)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the model computes (the kernels run on the CPU only)."""
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="where the model computes: cpu (default), cuda, cuda:N or mps; the fused "
+        "training kernels run on the CPU only",
+    )
+
+
+def _device(text: str) -> str:
+    from ..base import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _add_points(p: argparse.ArgumentParser) -> None:
@@ -555,8 +602,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        choices=["nf", "fm", "cfm"],
-        help="normalizing flow, flow matching, or class-conditional flow matching",
+        choices=MODELS.names(),
+        help="the model type: " + "; ".join(f"{e.name}, {e.title}" for e in MODELS),
     )
     p.add_argument(
         "--data",
@@ -574,31 +621,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
     )
-    p.add_argument(
-        "--time-alpha",
-        type=_positive_float,
-        metavar="A",
-        help="fm and cfm: draw the path time t of each training example (0: noise, 1: data) "
-        f"from Beta(A, 1), density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g} for fm, "
-        f"{DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm: mostly near the data; 1: uniform, as "
-        "in the study's recipe)",
-    )
-    p.add_argument(
-        "--gaussian-skip",
-        action=argparse.BooleanOptionalAction,
-        help="fm and cfm: the velocity is the network plus the exact field of Gaussian data "
-        "with the points' mean and variance, so the network learns only the rest (default "
-        "on; --no-gaussian-skip: the network alone, as in the study's recipe)",
-    )
-    p.add_argument(
-        "--standardize",
-        choices=STANDARDIZE,
-        help="cfm: standardize each class's points by their own mean and standard deviation "
-        "('class', the default: the noise of class k starts around its mean) or all points "
-        "together ('global', as in the study's recipe; 'class' needs at least 2 training "
-        "points of every class)",
-    )
+    for option in _all_options():
+        have = [e.name for e in MODELS if option in e.options]
+        kwargs: dict[str, Any] = {"help": f"{', '.join(have)}: {option.help}"}
+        if option.parse is None:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=_option_type(option.parse), metavar=option.metavar)
+            if option.choices is not None:
+                kwargs.update(choices=option.choices, metavar=None)
+        p.add_argument(option.flag, **kwargs)
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
+    add_device(p)
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     again.add_argument(

@@ -1,4 +1,4 @@
-"""The ``flowscope report`` command: options, then :func:`~.build.build_report`, then a
+"""``flowscope report``: the options, then :func:`~flowscope.report.build_report`, then a
 table of the stages' wall times."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..cli import add_command, int_type, text_table
-from .build import build_report
-from .presets import PRESETS
+from ..report.build import build_report
+from ..report.presets import PRESETS
+from . import add_command, int_type, text_table
 
 __all__ = ["add_commands"]
 

@@ -1,14 +1,22 @@
-"""The ``flowscope`` command line.
+"""The ``flowscope`` command line: the top layer, which owns argparse and the user's errors.
 
 Every command reports bad input as one line on stderr (``flowscope: error: ...``) and a
 non-zero exit status, without a traceback, and never overwrites a file it was not asked to.
+
+The package: this module (the parser, :func:`main` and the helpers the commands share),
+:mod:`.commands` (train, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
+:mod:`.bench`; each adds its subcommands and calls the library, which never imports the
+command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
+
+from ..tables import text_table
 
 __all__ = ["main", "CommandError", "add_command", "int_type", "text_table"]
 
@@ -52,9 +60,9 @@ def int_type(minimum: int) -> Callable[[str], int]:
     argparse names the flag in the message, e.g. ``argument --seed: must be a
     non-negative integer, got '-1'``; the wording is :func:`~flowscope.data.check_int`'s.
     """
-    from .data import _int_requirement
+    from ..data import int_requirement
 
-    what = _int_requirement(minimum)
+    what = int_requirement(minimum)
 
     def parse(text: str) -> int:
         try:
@@ -68,47 +76,13 @@ def int_type(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def text_table(rows: Sequence[Sequence[str]], align: str, *, min_width: int = 0) -> str:
-    """Rows of text cells as aligned columns, the first row the header.
-
-    Arguments:
-        rows: the header and the rows, each with one cell per letter of ``align``.
-        align: per column, ``"l"`` (left-aligned) or ``"r"`` (right-aligned).
-        min_width: the least width of a column, in characters.
-
-    Returns:
-        the lines, joined by newlines; columns are two spaces apart, and no line ends
-        in spaces.
-
-    Example:
-        >>> print(text_table([("stage", "seconds"), ("train", "2.5")], align="lr"))
-        stage  seconds
-        train      2.5
-    """
-    widths = [max([min_width, *(len(r[i]) for r in rows)]) for i in range(len(align))]
-    lines = (
-        "  ".join(
-            c.ljust(w) if a == "l" else c.rjust(w)
-            for c, w, a in zip(row, widths, align, strict=True)
-        ).rstrip()
-        for row in rows
-    )
-    return "\n".join(lines)
+COMMAND_MODULES = ("commands", "report", "eval", "bench")  # in the order of `--help`
 
 
 def _commands(sub: argparse._SubParsersAction) -> None:
     # Each module adds its own subcommands; imports stay inside so `--help` is quick.
-    from . import commands
-
-    commands.add_commands(sub)
-    for module in ("report", "evaluate", "bench"):
-        try:
-            mod = __import__(f"flowscope.{module}", fromlist=["add_commands"])
-        except ModuleNotFoundError as err:
-            if err.name and err.name.startswith("flowscope"):
-                continue  # that command is not built yet
-            raise
-        mod.add_commands(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").add_commands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  flowscope sample runs/nf -n 1000 --plot samples.png",
         formatter_class=_formatter,
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"flowscope {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -133,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowscope`` command; returns the exit status."""
     parser = build_parser()
-    from .runs import RunError
-    from .train import TrainingDiverged
+    from ..errors import MissingDependency
+    from ..runs import RunError
+    from ..train import TrainingDiverged
 
     try:
         args = parser.parse_args(argv)
@@ -142,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.handler(args) or 0)
-    except (CommandError, RunError, ValueError, TrainingDiverged) as err:
+    except (CommandError, MissingDependency, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -154,7 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowscope: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

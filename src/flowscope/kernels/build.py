@@ -1,4 +1,4 @@
-"""Loader of flowscope's fused kernels (``_nf_kernel.c``, ``_fm_kernel.c``).
+"""Building and loading the fused C kernels (``nf.c``, ``fm.c``).
 
 Each C file is compiled on first use with the system's C compiler into a cache folder
 (``$FLOWSCOPE_CACHE``, else ``$XDG_CACHE_HOME/flowscope`` or ``~/.cache/flowscope``), keyed
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["nf_kernel", "fm_kernel", "available"]
+__all__ = ["available", "cache_dir", "disabled", "load"]
 
 _HERE = Path(__file__).parent
 # Reassociation lets the compiler vectorise the sums over the batch. No -ffast-math: it
@@ -42,12 +42,13 @@ _REAL = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
-    "nf": ("_nf_kernel.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
-    "fm": ("_fm_kernel.c", "fm_loss", [_I] * 7 + [_D] + [_P] * 9),
+    "nf": ("nf.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
+    "fm": ("fm.c", "fm_loss", [_I] * 7 + [_D] + [_P] * 9),
 }
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where built kernels (and their measured speeds) are kept."""
     env = os.environ.get("FLOWSCOPE_CACHE")
     if env:
         return Path(env)
@@ -94,7 +95,7 @@ def _compile(cc: str, source: Path, defs: list[str], target: Path) -> None:
 
 @cache
 def _load(which: str, dtype: torch.dtype):
-    if os.environ.get("FLOWSCOPE_NO_KERNEL") or dtype not in _REAL:
+    if dtype not in _REAL:
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -111,7 +112,7 @@ def _load(which: str, dtype: torch.dtype):
         key = hashlib.sha256(
             "\0".join([source.read_text(), " ".join(_FLAGS + defs), version, _cpu_id()]).encode()
         ).hexdigest()[:16]
-        target = _cache_dir() / f"{name}_{key}.so"
+        target = cache_dir() / f"{name}_{key}.so"
         if not target.exists():
             try:
                 _compile(cc, source, defs, target)
@@ -131,19 +132,24 @@ def _load(which: str, dtype: torch.dtype):
         return None
     fn.argtypes = argtypes
     fn.restype = ctypes.c_int
+    fn.build_key = target.stem  # names the source, flags, compiler and CPU
     return fn
 
 
-def nf_kernel(dtype: torch.dtype):
-    """The normalizing-flow kernel for ``dtype`` (float32 or float64), or ``None``."""
-    return _load("nf", dtype)
+def load(which: str, dtype: torch.dtype):
+    """The ctypes function of kernel ``which`` (``"nf"`` or ``"fm"``) for ``dtype``
+    (float32 or float64), built on first use; ``None`` where it cannot be built or
+    ``FLOWSCOPE_NO_KERNEL`` is set."""
+    if disabled():
+        return None
+    return _load(which, dtype)
 
 
-def fm_kernel(dtype: torch.dtype):
-    """The flow-matching loss kernel for ``dtype`` (float32 or float64), or ``None``."""
-    return _load("fm", dtype)
+def disabled() -> bool:
+    """Whether ``FLOWSCOPE_NO_KERNEL`` (any non-empty value) turns the kernels off."""
+    return bool(os.environ.get("FLOWSCOPE_NO_KERNEL"))
 
 
 def available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether both fused kernels are in use for ``dtype``."""
-    return nf_kernel(dtype) is not None and fm_kernel(dtype) is not None
+    """Whether every fused kernel can be built and used for ``dtype``."""
+    return all(load(which, dtype) is not None for which in _SIGNATURES)

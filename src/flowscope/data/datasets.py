@@ -1,0 +1,73 @@
+"""A data set by name or file: :func:`make_dataset` and the :class:`Dataset` it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checks import check_int
+from .files import load_points
+from .rings import RING_NAMES, olympic_rings
+from .toy import DATASETS
+
+__all__ = ["Dataset", "make_dataset"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Points and optional labels, with where they came from.
+
+    Attributes:
+        x: (N, D) float32 in data units.
+        labels: (N,) int64 class ids, or ``None``.
+        source: a registry name or a file path.
+        class_names: names of the classes, indexed by id, or ``None``.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    source: str
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 0) -> Dataset:
+    """Build a data set by registry name (``olympic`` or a :data:`DATASETS` key) or file path.
+
+    Arguments:
+        source: ``"olympic"``, one of ``DATASETS``, or a path for :func:`load_points`.
+        n: number of points to draw (ignored for files, which give all their rows).
+        conditional: ask for class labels (only ``olympic`` and labelled files have them).
+        seed: generator seed.
+
+    Raises:
+        ValueError: for an unknown name, or labels asked of a source that has none.
+    """
+    if source == "olympic":
+        if conditional:
+            x, y = olympic_rings(n, conditional=True, seed=seed)
+            return Dataset(x, y, source, RING_NAMES)
+        return Dataset(olympic_rings(n, seed=seed), None, source)
+    if source in DATASETS:
+        if conditional:
+            raise ValueError(f"data set {source!r} has no class labels; use 'olympic' or a file")
+        pts = DATASETS[source](check_int(n, "n"), np.random.default_rng(seed))
+        return Dataset(torch.from_numpy(pts).float(), None, source)
+    path = Path(source)
+    if not path.exists():
+        if path.suffix.lower() in (".csv", ".npy", ".npz"):
+            raise ValueError(f"{path}: no such file")
+        known = ", ".join(["olympic", *DATASETS])
+        raise ValueError(f"unknown data {source!r}: not a file and not one of {known}")
+    x, labels = load_points(path)
+    if conditional and labels is None:
+        raise ValueError(f"{path}: conditional training needs a third column of integer labels")
+    if not conditional:
+        labels = None
+    names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
+    return Dataset(x, labels, str(path), names)

@@ -1,0 +1,150 @@
+"""Points from the user's files (``.csv``, ``.npy``, ``.npz``), and a file's fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["file_sha256", "load_points"]
+
+
+def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read points from ``.csv`` (header optional), ``.npy`` or ``.npz``.
+
+    Two numeric columns are the coordinates; an optional third column holds integer class
+    labels. An ``.npz`` holds one array of 2 or 3 columns, or ``x`` (N, 2) and ``labels`` (N,).
+
+    Returns:
+        points (N, 2) float32 and labels (N,) int64 or ``None``.
+
+    Raises:
+        ValueError: naming the file and the row or column, for an empty file, text that is
+            not a number, NaN or inf, a value beyond float32's range (the points are
+            float32), a wrong number of columns, or labels that are negative or not
+            integers.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a data file (.csv, .npy or .npz)")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    labels = None
+    lines = None  # for a csv: the file line of each row, so that errors name the line
+    if suffix == ".csv":
+        arr, lines = _read_csv(path)
+    elif suffix in (".npy", ".npz"):
+        try:
+            obj = np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises several types for bad files
+            raise ValueError(f"{path}: not a readable {suffix} file ({err})") from None
+        if suffix == ".npz":
+            keys = list(obj.keys())
+            if "x" in keys:
+                arr = np.asarray(obj["x"])
+                if "labels" in keys:
+                    labels = np.asarray(obj["labels"])
+                    if labels.shape != (len(arr),):
+                        raise ValueError(
+                            f"{path}: 'labels' has shape {labels.shape}, expected ({len(arr)},)"
+                        )
+            elif len(keys) == 1:
+                arr = np.asarray(obj[keys[0]])
+            else:
+                raise ValueError(
+                    f"{path}: expected an array 'x' (and optional 'labels'), got {keys}"
+                )
+        else:
+            arr = np.asarray(obj)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array of type {arr.dtype} is not numeric")
+        arr = arr.astype(np.float64)
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .npy or .npz")
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{path}: no points found (array of shape {arr.shape})")
+    if labels is None and arr.shape[1] == 3:
+        arr, labels = arr[:, :2], arr[:, 2]
+    if arr.shape[1] != 2:
+        raise ValueError(
+            f"{path}: expected 2 columns (x, y) and an optional label column, got {arr.shape[1]}"
+        )
+
+    def where(row: int) -> str:
+        return f"row {row + 1}" if lines is None else f"row {row + 1} (line {lines[row]})"
+
+    # Points are float32: check them after the conversion, which turns a value beyond
+    # float32's range (about 3.4e38) into inf.
+    with np.errstate(over="ignore"):
+        arr32 = arr.astype(np.float32)
+    bad = ~np.isfinite(arr32)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = arr[row, col]
+        why = (
+            f"beyond float32's range, |value| <= {float(np.finfo(np.float32).max):.4g}"
+            if np.isfinite(value)
+            else "not finite"
+        )
+        raise ValueError(f"{path}: {where(row)}, column {col + 1} is {value} ({why})")
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float64)
+        wrong = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
+        if wrong.any():
+            row = int(np.argmax(wrong))
+            raise ValueError(
+                f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer"
+            )
+        labels = torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(arr32), labels
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (to notice a changed data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The numeric rows of a csv file (N, C) and the file line (1-based) of each."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); a .csv holds rows "
+            "of numbers x,y[,label]; binary arrays go in .npy or .npz"
+        ) from None
+    rows, numbers, start = [], [], 0
+    if lines and lines[0].strip() and not any(_is_number(v) for v in lines[0].split(",")):
+        start = 1  # a header: no field is a number (a row with some numbers is data)
+    for i, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        where = f"row {len(rows) + 1} (line {i})"
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            raise ValueError(f"{path}: {where}: {line.strip()!r} is not numeric") from None
+        numbers.append(i)
+        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(
+                f"{path}: {where} has {len(rows[-1])} columns, row 1 has {len(rows[0])}"
+            )
+    if not rows:
+        raise ValueError(f"{path}: the file holds no points")
+    return np.asarray(rows, dtype=np.float64), numbers

@@ -1,0 +1,92 @@
+"""Flow matching's fast path: the regression loss and its gradients by ``fm.c``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..matching import FlowMatching, LinearPath, VelocityField
+from ..matching.field import LEAKY_SLOPE
+from . import FastPath, Step, grad_buffer, load, model_dtype, overridden
+
+__all__ = ["FMKernel"]
+
+
+class FMKernel(FastPath):
+    """:class:`~flowscope.matching.FlowMatching` with the built-in
+    :class:`~flowscope.matching.VelocityField` on the linear path with sigma_min = 0,
+    with or without the Gaussian skip, any coupling and time sampler, on the CPU in
+    float32 or float64."""
+
+    name = "fm kernel"
+    kernel = "fm"
+    model_class = FlowMatching
+
+    def supports(self, model: FlowMatching) -> str | None:
+        if model.device.type != "cpu":
+            return f"the kernels run on the CPU, the model is on {model.device}"
+        if model_dtype(model) not in (torch.float32, torch.float64):
+            return f"the kernel computes in float32 or float64, not {model_dtype(model)}"
+        if type(model.field) is not VelocityField:
+            return (
+                f"the kernel computes the built-in VelocityField, not {type(model.field).__name__}"
+            )
+        if not (type(model.path) is LinearPath and model.path.sigma_min == 0):
+            return f"the kernel builds the linear path with sigma_min = 0, not {model.path!r}"
+        name = overridden(model, FlowMatching, ("_loss", "velocity", "training_batch"))
+        if name is not None:
+            return f"{type(model).__name__} overrides {name}, which the kernel reproduces"
+        return None
+
+    def params(self, model: FlowMatching) -> list[torch.nn.Parameter]:
+        return model.field.kernel_params()
+
+    def signature(self, model: FlowMatching) -> dict[str, Any]:
+        f = model.field
+        return {"dims": f.dims, "classes": model.num_classes, "skip": model.gaussian_skip}
+
+    def bind(self, model: FlowMatching) -> Step:
+        fn = load(self.kernel, model_dtype(model))
+        field = model.field
+        emb = field.embedding
+        params = field.kernel_params()
+        sizes = (
+            field.dims[-1],
+            0 if emb is None else emb.embedding_dim,
+            0 if emb is None else emb.num_embeddings,
+            field.dims[1],
+            len(field.dims) - 1,
+            int(model.gaussian_skip),
+            LEAKY_SLOPE,
+        )
+
+        def step(y: torch.Tensor, labels: Any, generator: torch.Generator) -> torch.Tensor:
+            b = model.training_batch(y, labels, generator)
+            # Contiguous copies are bound to names so that they outlive the call.
+            x1, x0, t = b.x1.contiguous(), b.x0.contiguous(), b.t.contiguous()
+            lab = None if labels is None else labels.contiguous()
+            grads = [grad_buffer(p) for p in params]
+            loss = torch.empty((), dtype=x1.dtype)
+            rc = fn(
+                x1.shape[0],
+                *sizes,
+                field.theta.data_ptr(),
+                None if emb is None else emb.weight.data_ptr(),
+                x1.data_ptr(),
+                x0.data_ptr(),
+                t.data_ptr(),
+                None if lab is None else lab.data_ptr(),
+                loss.data_ptr(),
+                grads[0].data_ptr(),
+                None if emb is None else grads[1].data_ptr(),
+            )
+            if rc == 3:
+                raise ValueError(f"a label is outside 0..{emb.num_embeddings - 1}")
+            if rc == 1:
+                raise MemoryError(f"the flow matching kernel could not allocate {len(x1)} points")
+            if rc != 0:
+                raise RuntimeError(f"the flow matching kernel refused these sizes (code {rc})")
+            return loss
+
+        return step

@@ -1,0 +1,75 @@
+"""Flow matching, built from parts: a probability path, a coupling of noise and data, a
+time sampler and a velocity network (the study's section 4, Eqs. 10-18).
+
+Modules, by role: :mod:`.paths` (how noise and data are joined in time), :mod:`.couplings`
+(which noise goes with which data point), :mod:`.times` (where on the path the loss
+looks), :mod:`.field` (the velocity network), :mod:`.solvers` (ODE integration) and
+:mod:`.model` (:class:`FlowMatching`, which puts them together).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .couplings import COUPLINGS, Coupling, IndependentCoupling
+from .field import LEAKY_SLOPE, VelocityField
+from .model import (
+    DEFAULT_CONDITIONAL_TIME_ALPHA,
+    DEFAULT_TIME_ALPHA,
+    DIVERGENCES,
+    FlowMatching,
+    TrainingBatch,
+)
+from .paths import PATHS, AffinePath, CosinePath, LinearPath, PathSample
+from .solvers import DEFAULT_DT, SOLVERS, Velocity, divergence_of, integrate, time_grid
+from .times import TIME_SAMPLERS, BetaTimes, TimeSampler, UniformTimes, sample_times
+
+__all__ = [
+    "COUPLINGS",
+    "DEFAULT_CONDITIONAL_TIME_ALPHA",
+    "DEFAULT_DT",
+    "DEFAULT_TIME_ALPHA",
+    "DIVERGENCES",
+    "LEAKY_SLOPE",
+    "PATHS",
+    "SOLVERS",
+    "TIME_SAMPLERS",
+    "AffinePath",
+    "BetaTimes",
+    "CosinePath",
+    "Coupling",
+    "FlowMatching",
+    "IndependentCoupling",
+    "LinearPath",
+    "PathSample",
+    "TimeSampler",
+    "TrainingBatch",
+    "UniformTimes",
+    "Velocity",
+    "VelocityField",
+    "divergence_of",
+    "gaussian_velocity",
+    "integrate",
+    "sample_times",
+    "time_grid",
+]
+
+
+def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    r"""The marginal velocity of the study's linear path when the data are N(0, I):
+
+    .. math:: v(y, t) = E[x_1 - x_0 \mid y_t = y] = \frac{2t - 1}{t^2 + (1 - t)^2}\, y
+
+    :meth:`LinearPath.gaussian_velocity` with ``sigma_min = 0``.
+
+    Arguments:
+        y: (N, D) points, standardized units.
+        t: a number, a 0-dimensional tensor or (N, 1) times in [0, 1].
+
+    Returns:
+        (N, D).
+
+    Raises:
+        ValueError: if t is a tensor of another shape.
+    """
+    return LinearPath().gaussian_velocity(y, t)

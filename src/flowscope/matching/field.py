@@ -1,0 +1,121 @@
+"""The velocity network of flow matching: an MLP of the point, the time and the class."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .solvers import Velocity
+
+__all__ = ["LEAKY_SLOPE", "VelocityField"]
+
+#: The negative slope of the LeakyReLU between the layers (``F.leaky_relu``'s default).
+LEAKY_SLOPE = 0.01
+
+
+class VelocityField(nn.Module):
+    """An MLP v(y, t) -> (N, D): ``layers`` Linear layers of width ``hidden``, LeakyReLU between.
+
+    The input of the first layer is the point, the time and, for a conditional field, the
+    class vector from an ``nn.Embedding``: that first fully connected layer mixes the three
+    (the study's conditional model). The Linear layers' weights live in one flat parameter
+    ``theta`` (for each layer its weight (out, in), as in ``nn.Linear``, then its bias):
+    one tensor for the optimizer, whose cost grows with the number of tensors, and for
+    the trainer's fused kernel; :meth:`pairs` gives the per-layer views. Each layer is
+    initialised as ``nn.Linear`` is.
+
+    Arguments:
+        features: the dimension D.
+        hidden: width of the hidden layers (the study: >= 64).
+        layers: number of Linear layers, >= 2 (the study: 4-5).
+        num_classes: number of classes of a conditional field, or ``None``.
+        embedding_dim: size of the class vector.
+
+    Raises:
+        ValueError: for fewer than 2 layers or a width < 1.
+    """
+
+    def __init__(
+        self,
+        features: int = 2,
+        hidden: int = 64,
+        layers: int = 5,
+        num_classes: int | None = None,
+        embedding_dim: int = 16,
+    ):
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"layers must be >= 2, got {layers}")
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.embedding = None if num_classes is None else nn.Embedding(num_classes, embedding_dim)
+        d_in = features + 1 + (0 if num_classes is None else embedding_dim)
+        self.dims = [d_in] + [hidden] * (layers - 1) + [features]
+        flat = []
+        for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+            lin = nn.Linear(a, b)
+            flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
+        self.theta = nn.Parameter(torch.cat(flat))
+
+    @property
+    def features(self) -> int:
+        return self.dims[-1]
+
+    def kernel_params(self) -> list[nn.Parameter]:
+        """The weights in the fused kernel's order: ``theta``, then the class embedding."""
+        return [self.theta] if self.embedding is None else [self.theta, self.embedding.weight]
+
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight (out, in), bias (out,)) of every Linear layer: views of ``theta``."""
+        out, o = [], 0
+        for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
+            w = self.theta[o : o + a * b].view(b, a)
+            o += a * b
+            out.append((w, self.theta[o : o + b]))
+            o += b
+        return out
+
+    def forward(
+        self, y: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """v(y, t): y (N, D), t a number, 0-dim, (N,) or (N, 1), labels (N,) or ``None``
+        -> (N, D)."""
+        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+        parts = [y, t] if self.embedding is None else [y, t, self.embedding(labels)]
+        a = torch.cat(parts, dim=1)  # (N, dims[0]): the point, the time, the class vector
+        pairs = self.pairs()
+        for i, (w, b) in enumerate(pairs):
+            a = F.linear(a, w, b)
+            if i < len(pairs) - 1:
+                a = F.leaky_relu(a, LEAKY_SLOPE)
+        return a
+
+    def frozen(self, labels: torch.Tensor | None = None) -> Velocity:
+        """v(y, t) for an ODE solver: the same function as :meth:`forward`, with the weights
+        detached and the parts of the first layer that do not depend on y computed once.
+
+        Arguments:
+            labels: the class ids (N,) of the points to be integrated, or ``None``.
+
+        Returns:
+            a callable (y (N, D), t a 0-dim tensor) -> (N, D), a new tensor that the
+            caller may modify in place; differentiable in y only.
+        """
+        pairs = [(w.detach(), b.detach()) for w, b in self.pairs()]
+        w0, b0 = pairs[0]
+        d = self.dims[-1]
+        w_y, w_t = w0[:, :d].T.contiguous(), w0[:, d]
+        const = b0
+        if self.embedding is not None:
+            const = b0 + self.embedding(labels).detach() @ w0[:, d + 1 :].T  # (N, hidden)
+        rest = [(w.T.contiguous(), b) for w, b in pairs[1:]]
+
+        def velocity(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            a = torch.addmm(const + t * w_t, y, w_y)
+            for w, b in rest:
+                a = torch.addmm(b, F.leaky_relu(a, LEAKY_SLOPE), w)
+            return a
+
+        return velocity

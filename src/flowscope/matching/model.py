@@ -1,0 +1,427 @@
+"""Flow matching: a velocity field regressed on a probability path, sampled by an ODE.
+
+Time runs from t = 0 (the source, noise x0 ~ N(0, I)) to t = 1 (the data x1), as in the
+study. A model is built from parts: a probability path (:mod:`.paths`), a coupling of
+noise and data (:mod:`.couplings`), a time sampler (:mod:`.times`) and a velocity network
+(:mod:`.field`); the loss, the sampler and the likelihood are written once, here, for
+every combination of them.
+
+References:
+    Lipman, Chen, Ben-Hamu, Nickel, Le. Flow Matching for Generative Modeling. 2022,
+    arXiv:2210.02747.
+    Chen, Rubanova, Bettencourt, Duvenaud. Neural Ordinary Differential Equations. 2018,
+    arXiv:1806.07366 (instantaneous change of variables).
+    Grathwohl et al. FFJORD. 2019, arXiv:1810.01367 (Hutchinson's trace estimator).
+    Karras, Aittala, Aila, Laine. Elucidating the Design Space of Diffusion-Based
+    Generative Models. 2022, arXiv:2206.00364 (a skip term that handles the part of the
+    answer known in closed form, so that the network learns the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..base import FlowModel
+from ..data import check_int
+from .couplings import COUPLINGS, Coupling
+from .field import VelocityField
+from .paths import PATHS, AffinePath
+from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrate, time_grid
+from .times import TIME_SAMPLERS, BetaTimes, TimeSampler
+
+__all__ = [
+    "DEFAULT_CONDITIONAL_TIME_ALPHA",
+    "DEFAULT_TIME_ALPHA",
+    "DIVERGENCES",
+    "FlowMatching",
+    "TrainingBatch",
+]
+
+#: The default time sampler of an unconditional :class:`FlowMatching`: t ~ Beta(5, 1).
+DEFAULT_TIME_ALPHA = 5.0
+#: The default time sampler of a class-conditional :class:`FlowMatching`: t ~ Beta(7, 1).
+DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
+DIVERGENCES = ("exact", "hutchinson")
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """One batch of the flow-matching loss, in standardized units.
+
+    Attributes:
+        x0: (N, D) the noise, paired with the data by the coupling.
+        x1: (N, D) the data.
+        t: (N, 1) the times.
+        x_t: (N, D) the points on the path at those times.
+        dx_t: (N, D) the path's velocity there, the regression target.
+        labels: (N,) class ids, or ``None``.
+    """
+
+    x0: torch.Tensor
+    x1: torch.Tensor
+    t: torch.Tensor
+    x_t: torch.Tensor
+    dx_t: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class FlowMatching(FlowModel):
+    r"""Flow matching on a probability path, unconditional or class-conditional.
+
+    Training minimises the regression of the velocity on the path's velocity (the study's
+    Eq. 16 for the linear path),
+
+    .. math:: E_{t, (x_0, x_1)} \| v(x_t, t) - \dot x_t \|^2,
+
+    with x0 ~ N(0, I) paired with the data x1 by the coupling and t from the time
+    sampler; sampling integrates dy/dt = v(y, t) from t = 0 to 1 (the study's Algorithm 2,
+    Eq. 17), and :meth:`encode` integrates back (Eq. 18).
+
+    The velocity: with ``gaussian_skip`` (the default) v(y, t) is the network's output
+    plus the path's :meth:`~.paths.AffinePath.gaussian_velocity`, the exact field when the
+    data are N(0, I). Standardized data have zero mean and unit variance per coordinate,
+    so the network starts from the field of the data's first two moments and learns only
+    the rest, as a skip term lets a denoiser learn only what its input does not already
+    give (Karras et al. 2022). ``gaussian_skip=False`` is the network alone, as in the
+    study.
+
+    The time sampler: any density positive on (0, 1) has the same minimiser, so it
+    changes where a small network spends its capacity, not what it learns in the limit;
+    the defaults, Beta(5, 1) for an unconditional model and Beta(7, 1) for a conditional
+    one, train mostly near the data, where the field is sharpest. The validation loss of
+    :func:`~flowscope.train.fit` draws its times from the same sampler, so its values
+    depend on it. ``benchmarks/README.md`` has the measurements behind these defaults.
+
+    The velocity works in standardized coordinates; the public methods take and return
+    data units, except the latent (noise) side, which is N(0, I) in standardized units.
+    A conditional model standardizes each class by its own mean and standard deviation
+    by default (``standardize="class"``): in data units the noise of class k is then
+    N(mean_k, diag(std_k^2)), a class-conditional prior (Issachar et al. 2025,
+    arXiv:2502.09611); the study standardizes all points together (``"global"``).
+    ``log_prob`` stays exact: the class's log|det| of the standardization is added.
+
+    Arguments:
+        features: the dimension D.
+        num_classes: classes of a conditional model, or ``None``.
+        hidden: width of the velocity MLP (the study: 64).
+        layers: Linear layers of the velocity MLP (the study: 5).
+        embedding_dim: size of the class embedding of a conditional model.
+        path: a probability path of :data:`~.paths.PATHS`: a name, a config dict or an
+            instance (default ``"linear"``, the study's Eq. 14).
+        coupling: a coupling of :data:`~.couplings.COUPLINGS` (default
+            ``"independent"``, the study's).
+        times: a time sampler of :data:`~.times.TIME_SAMPLERS`; ``None`` is
+            Beta(:data:`DEFAULT_TIME_ALPHA`, 1), or
+            Beta(:data:`DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
+            (``"uniform"`` is the study's U[0, 1]).
+        standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
+            a conditional model and ``"global"`` otherwise.
+        gaussian_skip: add the path's Gaussian velocity to the network's output.
+
+    Raises:
+        ValueError: for an unknown or badly configured part, a ``standardize`` outside
+            :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes), or a
+            ``gaussian_skip`` that is not a bool.
+
+    Example:
+        >>> fm = FlowMatching(features=2, hidden=16, layers=3)
+        >>> fm.sample(4, dt=0.1, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 2])
+    """
+
+    kind = "fm"
+
+    def __init__(
+        self,
+        features: int = 2,
+        num_classes: int | None = None,
+        hidden: int = 64,
+        layers: int = 5,
+        embedding_dim: int = 16,
+        path: str | dict | AffinePath = "linear",
+        coupling: str | dict | Coupling = "independent",
+        times: str | dict | TimeSampler | None = None,
+        standardize: str | None = None,
+        gaussian_skip: bool = True,
+    ):
+        conditional = num_classes is not None
+        if standardize is None:
+            standardize = "class" if conditional else "global"
+        super().__init__(features, num_classes, standardize)
+        if not isinstance(gaussian_skip, bool):
+            raise ValueError(f"gaussian_skip must be True or False, got {gaussian_skip!r}")
+        if times is None:
+            times = BetaTimes(DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA)
+        self._path: AffinePath = PATHS.build(path)
+        self._coupling: Coupling = COUPLINGS.build(coupling)
+        self._times: TimeSampler = TIME_SAMPLERS.build(times)
+        self._gaussian_skip = gaussian_skip
+        self._args = dict(
+            features=features,
+            num_classes=num_classes,
+            hidden=hidden,
+            layers=layers,
+            embedding_dim=embedding_dim,
+            path=self._path.config(),
+            coupling=self._coupling.config(),
+            times=self._times.config(),
+            standardize=standardize,
+            gaussian_skip=gaussian_skip,
+        )
+        self.field = VelocityField(features, hidden, layers, num_classes, embedding_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self._args.items()}
+
+    # The parts are read-only: they are the model's recorded configuration.
+    @property
+    def path(self) -> AffinePath:
+        """The probability path (read-only)."""
+        return self._path
+
+    @property
+    def coupling(self) -> Coupling:
+        """The coupling of noise and data (read-only)."""
+        return self._coupling
+
+    @property
+    def times(self) -> TimeSampler:
+        """The sampler of the training times (read-only)."""
+        return self._times
+
+    @property
+    def gaussian_skip(self) -> bool:
+        """Whether the velocity is the network plus the path's Gaussian velocity
+        (read-only: it is part of the model's recorded configuration)."""
+        return self._gaussian_skip
+
+    def describe_loss(self) -> str:
+        """The regression loss: its values depend on where the times are drawn."""
+        return f"Eq. 16 with t ~ {self.times.describe()}"
+
+    @classmethod
+    def likelihood_method(
+        cls, *, solver: str = "rk4", steps: int = 100, divergence: str = "exact", **_: Any
+    ) -> str:
+        return f"{solver}, {steps} steps, {divergence} divergence"
+
+    # -- the velocity -----------------------------------------------------------------------
+    def velocity(
+        self, y: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """v(y, t) in standardized units: y (N, D), t a number, 0-dim, (N,) or (N, 1) in
+        [0, 1], labels (N,) or ``None`` -> (N, D). Differentiable in y and the weights."""
+        v = self.field(y, t, labels)
+        if not self.gaussian_skip:
+            return v
+        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+        return v + self.path.gaussian_velocity(y, t)
+
+    def ode_velocity(self, labels: torch.Tensor | None = None) -> Velocity:
+        """The velocity (y (N, D), t) -> (N, D), standardized units, that the samplers
+        integrate: :meth:`velocity` with the weights frozen
+        (:meth:`~.field.VelocityField.frozen` for the built-in network, which precomputes
+        what does not depend on y)."""
+        builtin = type(self.field) is VelocityField
+        net = self.field.frozen(labels) if builtin else (lambda s, t: self.field(s, t, labels))
+        if not self.gaussian_skip:
+            return net
+        rate = self.path.gaussian_rate
+        if builtin:  # the frozen network returns a new tensor: one in-place add per step
+            return lambda y, t: net(y, t).add_(y, alpha=rate(float(t)))
+        return lambda y, t: net(y, t) + rate(float(t)) * y
+
+    # -- training -----------------------------------------------------------------------------
+    def training_batch(
+        self,
+        x1: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TrainingBatch:
+        """Draw the noise and the times of a batch of standardized data x1 (N, D) and
+        place the pairs on the path: what both the loss and the trainer's fused kernel
+        regress on. Draws the noise first, then the times, from ``generator``."""
+        n = x1.shape[0]
+        x0 = self.base_sample(n, generator)
+        t = self.times.sample(n, generator, x1.dtype).to(x1.device)
+        x0 = self.coupling.pair(x0, x1, labels)
+        on_path = self.path.sample(x0, x1, t)
+        return TrainingBatch(x0, x1, t, on_path.x_t, on_path.dx_t, labels)
+
+    def _loss(self, y, labels, generator):
+        """The regression of the velocity on the path's velocity (Eq. 16), mean over the
+        batch of the squared error summed over the coordinates."""
+        b = self.training_batch(y, labels, generator)
+        v = self.velocity(b.x_t, b.t, labels)
+        return ((v - b.dx_t) ** 2).sum(dim=1).mean()
+
+    # -- integration ----------------------------------------------------------------------
+    def _check_options(self, *, dt: float = DEFAULT_DT, solver: str = "euler") -> None:
+        time_grid(dt)
+        check_solver(solver)
+
+    def _integrate(self, y, labels, grid: list[float], solver: str) -> torch.Tensor:
+        with torch.no_grad():
+            return integrate(self.ode_velocity(labels), y, grid, solver)
+
+    def _decode(self, z, labels, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+        """Algorithm 2: Euler (or ``solver``) steps of ``dt`` from t = 0 to 1."""
+        return self._integrate(z, labels, time_grid(dt), solver)[-1]
+
+    def _encode(self, y, labels, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+        """Eq. 18: the flow run backwards from t = 1 to 0."""
+        return self._integrate(y, labels, time_grid(dt, 1.0, 0.0), solver)[-1]
+
+    def _trajectory(
+        self,
+        y,
+        labels,
+        inverse: bool,
+        *,
+        dt: float = DEFAULT_DT,
+        times: Sequence[float] | None = None,
+        solver: str = "euler",
+    ) -> torch.Tensor:
+        if times is not None and len(times) == 0:
+            raise ValueError(
+                "times is empty; pass None for every grid time, or the times to record"
+            )
+        start, end = (1.0, 0.0) if inverse else (0.0, 1.0)
+        grid = time_grid(dt, start, end, times or ())
+        path = self._integrate(y, labels, grid, solver)
+        if times is not None:
+            idx = [min(range(len(grid)), key=lambda i, t=t: abs(grid[i] - t)) for t in times]
+            path = path[idx]
+        return path
+
+    def decode(self, z, labels=None, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+        """Push noise z (N, D) from t = 0 to t = 1 (Algorithm 2); returns x (N, D) in data
+        units. With ``solver="euler"`` this makes ``round(1 / dt)`` velocity evaluations
+        when dt divides 1; otherwise the last step is shorter.
+
+        Raises:
+            ValueError: for dt outside (0, 1], an unknown solver or bad labels.
+        """
+        return super().decode(z, labels, dt=dt, solver=solver)
+
+    def encode(self, x, labels=None, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+        """Run the flow backwards from t = 1 to t = 0 (Eq. 18): points x (N, D) in data
+        units -> latents (N, D) at t = 0 (noise space, standardized units)."""
+        return super().encode(x, labels, dt=dt, solver=solver)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: Any = None,
+        generator: torch.Generator | None = None,
+        dt: float = DEFAULT_DT,
+        solver: str = "euler",
+    ) -> torch.Tensor:
+        """Draw n points (n, D) in data units (Algorithm 2): noise from ``generator``,
+        integrated with steps of ``dt`` (the study: 1e-3) by ``solver``.
+
+        Raises:
+            ValueError: for n < 1, dt outside (0, 1], an unknown solver, or bad labels.
+        """
+        return super().sample(n, labels=labels, generator=generator, dt=dt, solver=solver)
+
+    def trajectory(
+        self,
+        points,
+        *,
+        labels: Any = None,
+        inverse: bool = False,
+        units: str = "data",
+        dt: float = DEFAULT_DT,
+        times: Sequence[float] | None = None,
+        solver: str = "euler",
+    ) -> torch.Tensor:
+        """States along the flow at the requested times.
+
+        Arguments:
+            points: noise z (N, D) at t = 0, or with ``inverse=True`` data x (N, D) in data
+                units at t = 1.
+            labels: class ids of a conditional model.
+            inverse: integrate from t = 1 down to t = 0.
+            units: ``"data"`` (all states through the destandardization) or
+                ``"standardized"``.
+            dt: step size in (0, 1].
+            times: times in [0, 1] to record (default: every grid time, start included);
+                they are added to the integration grid.
+            solver: one of :data:`~.solvers.SOLVERS`.
+
+        Returns:
+            (len(times), N, D), in the order the times were given.
+        """
+        return super().trajectory(
+            points, labels=labels, inverse=inverse, units=units, dt=dt, times=times, solver=solver
+        )
+
+    # -- likelihood -----------------------------------------------------------------------
+    def _inverse(
+        self,
+        y,
+        labels,
+        *,
+        solver: str = "rk4",
+        steps: int = 100,
+        divergence: str = "exact",
+        generator: torch.Generator | None = None,
+    ):
+        r"""The latent and -\int_0^1 div v dt, by integrating the state and the divergence
+        together from t = 1 down to 0."""
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+        steps = check_int(steps, "steps")
+        eps = None
+        if divergence == "hutchinson":
+            # Rademacher probes, fixed over the solve (FFJORD).
+            eps = torch.randint(0, 2, y.shape, generator=generator).to(y) * 2 - 1
+        d = self.features
+
+        def augmented(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                yy = s[:, :d].detach().requires_grad_(True)
+                v = self.velocity(yy, t, labels)
+                div = divergence_of(v, yy, eps)
+            return torch.cat([v.detach(), div.detach()[:, None]], dim=1)
+
+        state = torch.cat([y, y.new_zeros(y.shape[0], 1)], dim=1)
+        end = integrate(augmented, state, time_grid(1.0 / steps, 1.0, 0.0), solver)[-1]
+        # d(l)/dt = div v from t = 1 down to 0 gives l(0) = -int_0^1 div v dt.
+        return end[:, :d], end[:, d]
+
+    def inverse(self, x, labels=None, *, standardized: bool = False, **options: Any):
+        r"""Points x (N, D) in data units -> :class:`~flowscope.base.Latent`: the latent at
+        t = 0 and log|det dz/dx| = -\int_0^1 div v dt, integrated together from t = 1
+        down to 0 (options as :meth:`log_prob`: ``solver``, ``steps``, ``divergence``,
+        ``generator``)."""
+        return super().inverse(x, labels, standardized=standardized, **options)
+
+    def log_prob(self, x, labels=None, *, standardized: bool = False, **options: Any):
+        r"""Exact log-density by the instantaneous change of variables, in nats.
+
+        .. math:: \log p_1(x) = \log p_0(y_0) - \int_0^1 \nabla \cdot v(y_t, t)\, dt
+
+        integrated backwards from y_1 = x. The divergence is exact (D backward passes) or
+        Hutchinson's unbiased estimate (one pass), whose error changes with the probes.
+
+        Arguments:
+            x: (N, D) points in data units.
+            labels: class ids of a conditional model (density of x given the class).
+            standardized: return the density of the standardized point.
+            solver: ODE solver, default ``"rk4"``.
+            steps: number of solver steps over [0, 1], default 100.
+            divergence: ``"exact"`` or ``"hutchinson"``.
+            generator: for Hutchinson's probes.
+
+        Returns:
+            (N,) log p(x); ``-inf`` where the value leaves the floating-point range.
+        """
+        return super().log_prob(x, labels, standardized=standardized, **options)

@@ -1,0 +1,256 @@
+"""Every model type of flowscope, declared once.
+
+A :class:`ModelType` names a model class with what the rest of flowscope needs to know of
+it: its title, whether it takes class labels, the command-line options that set its
+constructor's arguments, the options of its sampler, and how to read run folders written
+before one of its arguments existed. The command line (``flowscope train MODEL``), run
+folders, evaluation, benchmarks and the report iterate over :data:`MODELS`; no other code
+compares a model's name.
+
+Adding a type is one module with its :class:`~flowscope.base.FlowModel` subclass and one
+``MODELS.register(...)`` here; the interface test (``tests/test_interface.py``) then runs
+every shared check on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import STANDARDIZE, FlowModel
+from .flows import NormalizingFlow
+from .gaussian import Gaussian
+from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
+from .matching.paths import PATHS
+from .registry import Registry
+
+__all__ = ["MODELS", "ModelType", "Option", "model_type", "positive_number"]
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 from text.
+
+    Raises:
+        ValueError: naming the text.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _sigma_min(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise ValueError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of ``flowscope train`` that sets a constructor argument.
+
+    Attributes:
+        flag: the option, e.g. ``"--time-alpha"``.
+        help: what it does, for ``--help``.
+        to_args: the parsed value -> constructor arguments it sets, e.g.
+            ``lambda a: {"times": {"name": "beta", "alpha": a}}``.
+        parse: text -> value, raising ``ValueError`` with the reason; ``None`` for a
+            boolean switch (``--flag/--no-flag``).
+        choices: the allowed values, if a fixed set.
+        metavar: the value's name in ``--help``.
+    """
+
+    flag: str
+    help: str
+    to_args: Callable[[Any], dict[str, Any]]
+    parse: Callable[[str], Any] | None = str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The option's name as argparse stores it, e.g. ``time_alpha``."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """A model type: a class and what the rest of flowscope needs to know of it.
+
+    Attributes:
+        name: the name on the command line and in run folders, e.g. ``"nf"``.
+        model: the :class:`~flowscope.base.FlowModel` subclass.
+        title: what the type is, in words, e.g. ``"normalizing flow"``.
+        conditional: whether the type takes class labels (``True``: always, as ``cfm``;
+            ``False``: never).
+        fixed: constructor arguments the type fixes (besides ``num_classes``).
+        options: the command-line options that set its constructor's arguments.
+        sample_options: the keyword options its sampling, encoding and trajectories
+            take (``dt`` and ``solver`` for flow matching); the command line passes
+            those it was given.
+        upgrade: recorded constructor arguments of an older run folder -> today's
+            (defaults for arguments that did not exist when it was written).
+        likelihood_options: the keyword options its ``log_prob`` and ``inverse`` take
+            (the solver, steps and divergence of flow matching).
+        small: constructor arguments of a small model of the type, for tests and
+            quick checks.
+    """
+
+    name: str
+    model: type[FlowModel]
+    title: str
+    conditional: bool = False
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    options: tuple[Option, ...] = ()
+    sample_options: tuple[str, ...] = ()
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    likelihood_options: tuple[str, ...] = ()
+    small: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, **args: Any) -> FlowModel:
+        """A fresh model of this type: ``fixed`` arguments, then ``args``.
+
+        Raises:
+            ValueError: for arguments the class does not take or refuses.
+        """
+        try:
+            return self.model(**{**self.fixed, **args})
+        except TypeError as err:
+            raise ValueError(f"{self.name}: {err}") from None
+
+    def recorded_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments recorded by any flowscope version, as today's."""
+        args = dict(args)
+        return self.upgrade(args) if self.upgrade is not None else args
+
+    def sampling(self, **given: Any) -> dict[str, Any]:
+        """The options among ``given`` (those not ``None``) that this type's sampler
+        takes."""
+        return {k: v for k, v in given.items() if k in self.sample_options and v is not None}
+
+
+#: Every model type, by name.
+MODELS: Registry[ModelType] = Registry("model")
+
+
+def model_type(model: FlowModel | type[FlowModel], *, conditional: bool | None = None) -> ModelType:
+    """The registered type of a model (or class): the first whose class is the model's
+    (or a base of it) and, for a model, whose ``conditional`` matches.
+
+    Raises:
+        ValueError: if no registered type fits.
+    """
+    cls = model if isinstance(model, type) else type(model)
+    if conditional is None and not isinstance(model, type):
+        conditional = model.num_classes is not None
+    for entry in MODELS:
+        if issubclass(cls, entry.model) and conditional in (None, entry.conditional):
+            return entry
+    raise ValueError(f"{cls.__name__} is not a registered model type")
+
+
+# -- flow matching: options and the arguments of older run folders ------------------------
+
+_FM_OPTIONS = (
+    Option(
+        "--time-alpha",
+        "draw the path time t of each training example (0: noise, 1: data) from Beta(A, 1), "
+        f"density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g} for fm, "
+        f"{DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm: mostly near the data; 1: uniform, as "
+        "in the study's recipe)",
+        lambda a: {"times": {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}},
+        parse=positive_number,
+        metavar="A",
+    ),
+    Option(
+        "--gaussian-skip",
+        "the velocity is the network plus the exact field of Gaussian data with the points' "
+        "mean and variance, so the network learns only the rest (default on; "
+        "--no-gaussian-skip: the network alone, as in the study's recipe)",
+        lambda on: {"gaussian_skip": on},
+        parse=None,
+    ),
+    Option(
+        "--path",
+        "the probability path from noise to data (default linear, the study's straight "
+        "line; cosine: variance preserving)",
+        lambda name: {"path": {"name": name}},
+        choices=PATHS.names(),
+    ),
+    Option(
+        "--sigma-min",
+        "the noise left at t = 1 on the linear path, in [0, 1) (default 0, the study's)",
+        lambda s: {"path": {"name": "linear", "sigma_min": s}},
+        parse=_sigma_min,
+        metavar="S",
+    ),
+)
+_STANDARDIZE_OPTION = Option(
+    "--standardize",
+    "standardize each class's points by their own mean and standard deviation ('class', "
+    "the default: the noise of class k starts around its mean) or all points together "
+    "('global', as in the study's recipe; 'class' needs at least 2 training points of "
+    "every class)",
+    lambda how: {"standardize": how},
+    choices=STANDARDIZE,
+)
+
+
+def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
+    """Run folders written before an argument existed trained with the study's choice:
+    uniform t (``time_alpha`` 1 before ``times``), global standardization, no skip, the
+    linear path and the independent coupling."""
+    if "times" not in args:
+        alpha = float(args.pop("time_alpha", 1.0))
+        args["times"] = {"name": "uniform"} if alpha == 1 else {"name": "beta", "alpha": alpha}
+    args.setdefault("standardize", "global")
+    args.setdefault("gaussian_skip", False)
+    args.setdefault("path", {"name": "linear", "sigma_min": 0.0})
+    args.setdefault("coupling", {"name": "independent"})
+    return args
+
+
+MODELS.register(
+    "nf",
+    ModelType("nf", NormalizingFlow, "normalizing flow", small={"couplings": 4}),
+)
+MODELS.register(
+    "fm",
+    ModelType(
+        "fm",
+        FlowMatching,
+        "flow matching",
+        options=_FM_OPTIONS,
+        sample_options=("dt", "solver"),
+        likelihood_options=("solver", "steps", "divergence", "generator"),
+        upgrade=_upgrade_fm,
+        small={"hidden": 16, "layers": 3},
+    ),
+)
+MODELS.register(
+    "cfm",
+    ModelType(
+        "cfm",
+        FlowMatching,
+        "conditional flow matching",
+        conditional=True,
+        options=(*_FM_OPTIONS, _STANDARDIZE_OPTION),
+        sample_options=("dt", "solver"),
+        likelihood_options=("solver", "steps", "divergence", "generator"),
+        upgrade=_upgrade_fm,
+        small={"hidden": 16, "layers": 3},
+    ),
+)
+MODELS.register(
+    "gaussian",
+    ModelType("gaussian", Gaussian, "Gaussian"),
+)
