@@ -402,6 +402,70 @@ def run_data(info: RunInfo, part: str) -> Dataset:
     return Dataset(x, y, full.source, full.class_names)
 
 
+def _check_out(out: Path, overwrite: bool, resume: bool) -> Path:
+    """``out`` if a run may be written (or resumed) there.
+
+    Raises:
+        ValueError: for both ``overwrite`` and ``resume``.
+        RunError: naming what is in the way and what to pass.
+    """
+    if overwrite and resume:
+        raise ValueError("pass either overwrite (start again) or resume (continue), not both")
+    if not out.parent.is_dir():
+        raise RunError(f"{out.parent}: folder does not exist; create it first")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a run folder; choose another output folder")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (overwrite or resume):
+        raise RunError(
+            f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
+    if resume and not (out / CHECKPOINT).is_file():
+        raise RunError(
+            f"{out}: nothing to resume ({CHECKPOINT} is missing); train without --resume "
+            "to start a new run there"
+        )
+    return out
+
+
+def _source(data: str) -> dict[str, Any]:
+    """How a run records its data source: a registry name as it is, a file by its
+    absolute path (so that the run works from any folder) and its SHA-256 (so that a
+    changed file is noticed before its parts are rebuilt)."""
+    if data != "olympic" and data not in DATASETS and Path(data).is_file():
+        path = Path(data).resolve()
+        return {"source": str(path), "sha256": file_sha256(path)}
+    return {"source": data}
+
+
+def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel) -> TrainState:
+    """The checkpoint of ``out`` loaded into ``model``, if the run there was started
+    with the same model type and settings.
+
+    Raises:
+        RunError: naming the other model type, or each setting that differs.
+    """
+    was = old.extra.get("name", old.kind)
+    name = info.extra["name"]
+    if was != name:
+        raise RunError(
+            f"{out} holds a run of model {was}, not {name}: resume it as {was} "
+            f"(flowscope train {was} --out {out} --resume), or train {name} in another folder"
+        )
+    now = {"model": name, **info.model, **info.data, **info.train}
+    then = {"model": was, **recorded_model_args(old), **old.data, **old.train}
+    differ = [
+        f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
+    ]
+    if differ:
+        raise RunError(
+            f"{out}: the run was started with other settings: {'; '.join(differ)}; "
+            "resume with the same settings, or pass --overwrite to start again"
+        )
+    return load_checkpoint(out, model)
+
+
 def _show(value: Any) -> str:
     """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``."""
     if isinstance(value, dict) and "name" in value:
@@ -454,42 +518,16 @@ def train_run(
     """
     entry = MODELS.get(model_name)
     device = resolve_device(device)
-    if overwrite and resume:
-        raise ValueError("pass either overwrite (start again) or resume (continue), not both")
-    conditional = entry.conditional
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise RunError(f"{out.parent}: folder does not exist; create it first")
-    if out.exists() and not out.is_dir():
-        raise RunError(f"{out} is a file, not a run folder; choose another output folder")
-    held = [name for name in RUN_FILES if (out / name).exists()]
-    if held and not (overwrite or resume):
-        raise RunError(
-            f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace it "
-            "or --resume to continue it"
-        )
-    if resume and not (out / CHECKPOINT).is_file():
-        raise RunError(
-            f"{out}: nothing to resume ({CHECKPOINT} is missing); train without --resume "
-            "to start a new run there"
-        )
-    n_points = check_int(n_points, "n_points", minimum=2)
-    holdout_points = check_int(holdout_points, "holdout_points")
-    source: dict[str, Any] = {"source": data}
-    if data != "olympic" and data not in DATASETS and Path(data).is_file():
-        # An absolute path, so that the run can be used from any folder, and the file's
-        # hash, so that a changed file is noticed before its parts are rebuilt.
-        path = Path(data).resolve()
-        source = {"source": str(path), "sha256": file_sha256(path)}
+    out = _check_out(Path(out), overwrite, resume)
     info = RunInfo(
         kind=entry.model.kind,
         model={},
         data={
-            **source,
-            "n_points": n_points,
-            "holdout_points": holdout_points,
+            **_source(data),
+            "n_points": check_int(n_points, "n_points", minimum=2),
+            "holdout_points": check_int(holdout_points, "holdout_points"),
             "seed": config.seed,
-            "conditional": conditional,
+            "conditional": entry.conditional,
         },
         train=asdict(config),
         extra={"name": model_name},
@@ -501,34 +539,14 @@ def train_run(
     if old is not None and old.extra.get("name", old.kind) == model_name:
         given = {**recorded_model_args(old), **given}  # what is not given continues
     args = {**given, "features": train.x.shape[1]}
-    if conditional:
+    if entry.conditional:
         args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
     info.data["class_names"] = list(train.class_names) if train.class_names else None
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)
     info.model = model.config()
-    state = None
-    if old is not None:
-        if old.extra.get("name", old.kind) != model_name:
-            was = old.extra.get("name", old.kind)
-            raise RunError(
-                f"{out} holds a run of model {was}, not {model_name}: resume it as {was} "
-                f"(flowscope train {was} --out {out} --resume), or train {model_name} "
-                "in another folder"
-            )
-        now = {"model": model_name, **info.model, **info.data, **info.train}
-        then = {"model": old.extra.get("name", old.kind), **recorded_model_args(old), **old.data}
-        then.update(old.train)
-        differ = [
-            f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
-        ]
-        if differ:
-            raise RunError(
-                f"{out}: the run was started with other settings: {'; '.join(differ)}; "
-                "resume with the same settings, or pass --overwrite to start again"
-            )
-        state = load_checkpoint(out, model)
+    state = None if old is None else _resume_state(out, old, info, model)
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)
 

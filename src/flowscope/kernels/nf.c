@@ -2,7 +2,7 @@
  * Fused inverse pass (and its gradient) of flowscope's NormalizingFlow.
  *
  * Computes, for standardized points x (B, D), z = phi^{-1}(x) through L affine couplings
- * (seed Eqs. 4, 6-8) with fixed permutations between them, the per-point log N(z; 0, I)
+ * (the study's Eqs. 4, 6-8) with fixed permutations between them, the per-point log N(z; 0, I)
  * and log|det d phi^{-1}/dx|, and optionally the gradient of the mean negative
  * log-likelihood (Eq. 9) with respect to every weight. It is the same math as
  * flows.py, written as one loop nest over a batch-contiguous layout ([row][batch]) so
