@@ -15,8 +15,10 @@ Trains each model exactly as ``flowscope train`` does (:func:`flowscope.runs.tra
 - for both flow-matching models, W2 between 2000 samples and 2000 test points, and the
   same for two draws of the data (the noise floor at that size);
 
-for each ``time_alpha`` asked for (the training times t ~ Beta(alpha, 1); 1 is the
-seed's U[0, 1]; ``default``: each model's library default, 5 for FM and 7 for CFM), each
+for each ``time_alpha`` asked for (the training times t ~ Beta(alpha, 1), given to the
+model as its time sampler ``times`` the way ``flowscope train --time-alpha`` gives it; 1
+is the seed's U[0, 1]; ``default``: each model's library default, 5 for FM and 7 for
+CFM; the results keep the key ``time_alpha``, 1 for uniform times), each
 ``gaussian_skip`` asked for (``on``: the velocity is the network plus the exact field of
 N(0, I) data, the library's default; ``off``: the network alone, the seed's recipe) and,
 for the conditional model, each ``standardize`` asked for (``class``:
@@ -52,8 +54,9 @@ from pathlib import Path
 import torch
 
 from flowscope.base import STANDARDIZE
-from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
+from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, UniformTimes
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
+from flowscope.models import MODELS
 from flowscope.runs import run_data, train_run
 from flowscope.train import TrainConfig, TrainingDiverged
 
@@ -82,19 +85,38 @@ def _machine() -> dict:
     }
 
 
+def model_args(model: str, settings: dict) -> dict:
+    """The constructor arguments of a row's settings: ``time_alpha`` a becomes the time
+    sampler ``flowscope train --time-alpha a`` gives (Beta(a, 1); uniform for a = 1)."""
+    args = {k: v for k, v in settings.items() if k != "time_alpha"}
+    if settings.get("time_alpha") is not None:
+        (option,) = [o for o in MODELS.get(model).options if o.flag == "--time-alpha"]
+        args.update(option.to_args(settings["time_alpha"]))
+    return args
+
+
+def time_alpha(m) -> float:
+    """The a of a flow-matching model's training times t ~ Beta(a, 1) (1: uniform)."""
+    return 1.0 if isinstance(m.times, UniformTimes) else m.times.alpha
+
+
 def train_one(
     model: str,
     seed: int,
     epochs: int,
     n_points: int,
-    model_args: dict,
+    settings: dict,
     keep: Path | None,
     grad_clip: float | None = None,
 ) -> dict:
-    """Train one run (in ``keep`` if given, else a temporary folder); return its numbers."""
+    """Train one run (in ``keep`` if given, else a temporary folder); return its numbers.
+
+    ``settings``: the model's constructor arguments, with ``time_alpha`` for the time
+    sampler (see :func:`model_args`); they go into the row as given.
+    """
     row: dict = {"model": model, "seed": seed, "epochs": epochs, "grad_clip": grad_clip}
-    row.update(model_args)
-    parts = [f"{k}{v}" for k, v in model_args.items()] + [f"clip{grad_clip}"] * bool(grad_clip)
+    row.update(settings)
+    parts = [f"{k}{v}" for k, v in settings.items()] + [f"clip{grad_clip}"] * bool(grad_clip)
     name = "-".join([model, f"seed{seed}", *parts])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -104,7 +126,7 @@ def train_one(
                 (keep or Path(tmp)) / name,
                 n_points=n_points,
                 config=TrainConfig(epochs=epochs, seed=seed, grad_clip=grad_clip),
-                model_args=model_args,
+                model_args=model_args(model, settings),
                 progress=False,
                 overwrite=keep is not None,
             )
@@ -114,7 +136,8 @@ def train_one(
         row["wall_s"] = time.perf_counter() - t0
     row["train_s"] = history.seconds
     if model != "nf":  # the values the model was built with, defaults included
-        keys = ("time_alpha", "gaussian_skip") + (("standardize",) if model == "cfm" else ())
+        row["time_alpha"] = time_alpha(m)
+        keys = ("gaussian_skip",) + (("standardize",) if model == "cfm" else ())
         row.update({k: m.config()[k] for k in keys})
     row["val_loss"] = history.epochs[-1].get("val_loss")
     row["val_curve"] = [e.get("val_loss") for e in history.epochs]
@@ -138,6 +161,7 @@ def evaluate(row: dict, accuracy_samples: int) -> dict:
     t0 = time.perf_counter()
     n_w2 = min(W2_POINTS, len(test.x) // 2)
     if info.data.get("conditional"):
+        n_w2 = min(n_w2, accuracy_samples)  # W2 takes the accuracy's samples
         labels = torch.arange(accuracy_samples) % m.num_classes
         x = m.sample(accuracy_samples, labels=labels, generator=torch.Generator().manual_seed(0))
         acc = class_accuracy(x, labels)
@@ -232,6 +256,13 @@ def _skip(row: dict) -> str:
     return "on" if row.get("gaussian_skip", False) else "off"  # older rows had none
 
 
+def _median(rows: list[dict], key: str, spec: str) -> str:
+    """The median of ``key`` over the rows that have it (rows written before the key
+    existed have none)."""
+    values = [r[key] for r in rows if key in r]
+    return f"median {statistics.median(values):{spec}}" if values else "not measured"
+
+
 def summarize(runs: list[dict]) -> list[str]:
     out = []
     nf = [r for r in runs if r["model"] == "nf"]
@@ -272,13 +303,12 @@ def summarize(runs: list[dict]) -> list[str]:
             )
         if model == "cfm" and all("class_accuracy" in r for r in rs):
             accs = [100 * r["class_accuracy"] for r in rs]
-            nlls = [r["test_nll_conditional"] for r in rs]
             out.append(
                 f"CFM, time_alpha={alpha}, skip {skip}, standardize={how}: class accuracy median "
                 f"{statistics.median(accs):.2f}%, "
                 f"worst {min(accs):.2f}% over seeds {seeds} (target >= 98%); in some ring's "
-                f"band: median {100 * statistics.median(r['in_any_band'] for r in rs):.2f}%; "
-                f"conditional NLL median {statistics.median(nlls):.4f}"
+                f"band: {_median(rs, 'in_any_band', '.2%')}; "
+                f"conditional NLL {_median(rs, 'test_nll_conditional', '.4f')}"
             )
     return out
 
@@ -350,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
 
-    plan: list[tuple[str, int, dict]] = [
+    plan: list[tuple[str, int, dict, float | None]] = [
         ("nf", s, {"log_scale_bound": b}, c)
         for c in args.grad_clip
         for b in args.bounds

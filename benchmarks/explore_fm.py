@@ -1,25 +1,33 @@
 """Variations of the flow-matching recipe, one 20-epoch run each: what moves the targets.
 
 Issue 4 asks, after the seed's 20 epochs, for a held-out NLL <= 1.9 nats (unconditional)
-and >= 98% class accuracy (conditional). This script trains one model the way
-``flowscope train`` does (:func:`flowscope.runs.train_run`) with one change and prints one
-JSON line (also appended to ``--log``):
+and >= 98% class accuracy (conditional). This script builds one
+:class:`~flowscope.matching.FlowMatching` with one change, trains it with
+:func:`flowscope.train.fit` on the data ``flowscope train`` uses (the parts of
+:func:`flowscope.runs.run_data`: 250,000 Olympic points, 10,000 validation and test
+points, data seed = training seed) and prints one JSON line (also appended to ``--log``).
+Every variation is a configuration of the library's parts or a small class below that
+plugs into one of its extension points (a time sampler, a coupling, a standardization,
+a velocity field, a subclass overriding ``training_batch``); nothing in the library is
+modified:
 
 - ``--time-alpha A``: training times t ~ Beta(A, 1) (the library's option, default its
   own: 5 for fm, 7 for cfm; 1 is the seed's U[0, 1]);
 - ``--mix W``: with probability W a training time is drawn from U[0, 1] instead (from
-  Beta(M, 1) with ``--mix-alpha M``);
+  Beta(M, 1) with ``--mix-alpha M``): :class:`MixedTimes`;
 - ``--ot``: minibatch optimal-transport pairing of noise and data (Tong et al. 2023,
   arXiv:2302.00482), by scipy's ``linear_sum_assignment``, within each class for a
-  conditional model;
+  conditional model: :class:`MinibatchOTCoupling`;
 - ``--isotropic S``: one scale for both coordinates (their RMS standard deviation / S)
-  instead of per-axis standardization;
+  instead of per-axis standardization: :class:`IsotropicStandardization`;
 - ``--x-prediction EPS``: the network predicts x1, v = (net - y) / max(1 - t, EPS);
 - ``--fourier K:SIGMA``: sin/cos of K random projections (N(0, SIGMA^2)) of the point
   as extra inputs of the first layer;
-- ``--y-scale C``: the first layer's weights on the point multiplied by C at init;
+- ``--y-scale C``: the first layer's weights on the point multiplied by C at init (after
+  ``--init he``'s draw; the script's earlier form scaled them first, so that He's draw
+  undid it);
 - ``--stratified``: one training time per stratum of [0, 1] in each batch (random order),
-  mapped through Beta(A, 1)'s quantile function;
+  mapped through Beta(A, 1)'s quantile function: :class:`StratifiedTimes`;
 - ``--per-layer``: t and (conditional) a per-class vector also added to every hidden
   layer's pre-activation (zero at init);
 - ``--slope S``: LeakyReLU's negative slope (PyTorch's default 0.01);
@@ -32,14 +40,25 @@ JSON line (also appended to ``--log``):
 - ``--activation NAME``: a ``torch.nn.functional`` activation instead of LeakyReLU;
 - ``--init he``: weights N(0, 2 / fan_in) (1 / fan_in for the last layer), biases 0;
 - ``--stf M``: the stable target field (Xu et al. 2023, arXiv:2302.00670): the target of
-  each example is E[x1 - x0 | y] under the example's own x1 and M fresh reference points of
-  its class (by autograd);
+  each example is E[dx_t | x_t] under the example's own x1 and M fresh reference points
+  of its class: :class:`StableTargetFlowMatching`;
 - ``--hidden``, ``--layers``, ``--embedding-dim``, ``--epochs``, ``--seed``, ``--lr``.
 
-The variations that change the network (x-prediction, Fourier features, per-layer
-conditioning, slope, log-time, activation) run on the PyTorch layers, and those that
-change the loss (mix, OT, stratified, STF) by autograd, not the fused kernel, so their
-training times are not comparable.
+The network variations (x-prediction, Fourier features, per-layer conditioning, slope,
+log-time, activation) are one :class:`ExploreField` in place of the model's
+``VelocityField``; ``--y-scale`` and ``--init he`` only re-initialise the weights of
+whichever field the model has. The Gaussian skip is added by
+``FlowMatching.velocity`` outside the field, so with the skip on ``--x-prediction`` now
+gives v = (net - y) / max(1 - t, EPS) + g(t) y (the network predicts x1 of what the
+Gaussian part leaves), where the script's earlier form, which added the skip inside the
+field, gave (net + g(t) y - y) / max(1 - t, EPS).
+
+Whether a run trains on the fused kernel or by autograd is the trainer's decision
+(:func:`flowscope.kernels.select`: a field other than the built-in one, another path or
+an override of the loss falls back to autograd); each row records it as ``fast_path``
+(``"pytorch"``: autograd), and training times compare only between rows with the same
+value. The validation loss of each epoch is the variation's own loss (``--ot`` pairs the
+validation points in blocks of 128, ``--stf`` uses its targets).
 
 Evaluation: unconditional - held-out NLL on the run's 10,000 test points (rk4, 100 steps),
 in nats per point in the per-axis standardized coordinates of the benchmark (also for
@@ -58,10 +77,11 @@ Measured on 2026-11-29 (2 cores, seed 0 unless said): see ``benchmarks/README.md
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -70,39 +90,203 @@ from torch.nn import functional as F
 
 from flowscope.base import STANDARDIZE
 from flowscope.data import olympic_rings
-from flowscope.matching import FlowMatching, VelocityField, gaussian_velocity, sample_times
+from flowscope.matching import (
+    COUPLINGS,
+    DEFAULT_CONDITIONAL_TIME_ALPHA,
+    DEFAULT_TIME_ALPHA,
+    LEAKY_SLOPE,
+    TIME_SAMPLERS,
+    BetaTimes,
+    Coupling,
+    FlowMatching,
+    TimeSampler,
+    TrainingBatch,
+    UniformTimes,
+    VelocityField,
+)
 from flowscope.metrics import class_accuracy, heldout_nll, ring_precision, wasserstein2
-from flowscope.runs import run_data, train_run
+from flowscope.runs import RunInfo, run_data
 from flowscope.standardize import Standardization
-from flowscope.train import TrainConfig
+from flowscope.train import TrainConfig, fit
+
+# -- time samplers -----------------------------------------------------------------------
 
 
-class Variant(VelocityField):
-    """The velocity MLP with optional Fourier input features and x-prediction."""
+@TIME_SAMPLERS.decorator("explore-stratified")
+class StratifiedTimes(TimeSampler):
+    """One time per stratum of U[0, 1] in each batch of n, in random order, mapped
+    through Beta(alpha, 1)'s quantile function u^(1 / alpha): (n, 1).
+
+    Arguments:
+        alpha: a finite number > 0.
+    """
+
+    name = "explore-stratified"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = BetaTimes(alpha).alpha  # the library's check of alpha
+
+    def arguments(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def sample(self, n, generator=None, dtype=torch.float32):
+        u = torch.rand(n, 1, generator=generator, dtype=dtype)
+        k = torch.randperm(n, generator=generator).reshape(-1, 1).to(dtype)
+        return ((k + u) / n).pow(1 / self.alpha)
+
+    def describe(self) -> str:
+        return f"Beta({self.alpha:g}, 1), stratified"
+
+
+@TIME_SAMPLERS.decorator("explore-mix")
+class MixedTimes(TimeSampler):
+    """Times from ``base``, each replaced with probability ``weight`` by one from
+    Beta(alpha, 1) (alpha = 1: U[0, 1]): (n, 1).
+
+    Arguments:
+        base: a time sampler of ``TIME_SAMPLERS`` (name, config dict or instance).
+        weight: the share of replaced times, in [0, 1].
+        alpha: the Beta(alpha, 1) of the replacements, > 0.
+
+    Raises:
+        ValueError: for a weight outside [0, 1] or a bad alpha.
+    """
+
+    name = "explore-mix"
+
+    def __init__(self, base: Any = "uniform", weight: float = 0.0, alpha: float = 1.0):
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+        self.base = TIME_SAMPLERS.build(base)
+        self.weight = float(weight)
+        self.alpha = BetaTimes(alpha).alpha
+
+    def arguments(self) -> dict[str, Any]:
+        return {"base": self.base.config(), "weight": self.weight, "alpha": self.alpha}
+
+    def sample(self, n, generator=None, dtype=torch.float32):
+        t = self.base.sample(n, generator, dtype)
+        u = torch.rand(t.shape, generator=generator, dtype=dtype) ** (1 / self.alpha)
+        pick = torch.rand(t.shape, generator=generator) < self.weight
+        return torch.where(pick, u, t)
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, {100 * self.weight:g}% from Beta({self.alpha:g}, 1)"
+
+
+# -- coupling ------------------------------------------------------------------------------
+
+
+@COUPLINGS.decorator("explore-ot")
+class MinibatchOTCoupling(Coupling):
+    """Exact optimal transport between the noise and the data of a minibatch, on the
+    squared Euclidean cost (Tong et al. 2023, arXiv:2302.00482), by scipy's
+    ``linear_sum_assignment``; with labels, only within each class.
+
+    A batch of more than ``block`` points (the whole validation set) is paired block by
+    block of consecutive rows, so that one assignment never exceeds block x block.
+
+    Arguments:
+        block: the most points of one assignment (the trainer's batch size, 128).
+    """
+
+    name = "explore-ot"
+
+    def __init__(self, block: int = 128):
+        self.block = int(block)
+
+    def arguments(self) -> dict[str, Any]:
+        return {"block": self.block}
+
+    def pair(self, x0, x1, labels=None):
+        out = torch.empty_like(x0)
+        for start in range(0, len(x1), self.block):
+            rows = torch.arange(start, min(start + self.block, len(x1)))
+            if labels is None:
+                groups = [rows]
+            else:
+                groups = [rows[labels[rows] == k] for k in labels[rows].unique()]
+            for idx in groups:
+                cost = torch.cdist(x0[idx], x1[idx]).pow(2)  # (m, m): noise i, data j
+                r, c = linear_sum_assignment(cost.detach().cpu().numpy())
+                out[idx[torch.as_tensor(c)]] = x0[idx[torch.as_tensor(r)]]
+        return out
+
+
+# -- standardization -----------------------------------------------------------------------
+
+
+class IsotropicStandardization(Standardization):
+    """One scale for all coordinates (per class, with classes): the RMS of the per-axis
+    standard deviations divided by ``divisor``; the mean as the library's.
+
+    Arguments:
+        features: the dimension D.
+        num_classes: per class (C classes), or ``None``.
+        divisor: S in scale = RMS std / S, > 0.
+    """
+
+    def __init__(self, features: int, num_classes: int | None = None, divisor: float = 1.0):
+        super().__init__(features, num_classes)
+        self.divisor = float(divisor)
+
+    @torch.no_grad()
+    def fit(self, x, labels=None):
+        super().fit(x, labels)
+        rms = self.scale.pow(2).mean(dim=-1, keepdim=True).sqrt()
+        self.scale.copy_((rms / self.divisor).expand_as(self.scale))
+        return self
+
+
+# -- velocity field ------------------------------------------------------------------------
+
+
+class ExploreField(VelocityField):
+    """The velocity MLP with optional Fourier input features, a log-time input, per-layer
+    time and class terms, another activation and x-prediction (see the module's
+    docstring). The Gaussian skip is not here: ``FlowMatching.velocity`` adds it.
+
+    Arguments:
+        features, hidden, layers, num_classes, embedding_dim: as ``VelocityField``.
+        fourier: ``"K:SIGMA"`` or ``""``.
+        x_prediction: EPS of v = (net - y) / max(1 - t, EPS), or 0 (off).
+        per_layer: add t and a per-class vector (zero at init) to every hidden layer.
+        slope: LeakyReLU's negative slope.
+        log_time: EPS of the input -log(1 - t + EPS) / 4, or 0 (off).
+        activation: a ``torch.nn.functional`` name.
+
+    Raises:
+        ValueError: for an unknown activation.
+    """
 
     def __init__(
         self,
-        *args,
+        features: int = 2,
+        hidden: int = 64,
+        layers: int = 5,
+        num_classes: int | None = None,
+        embedding_dim: int = 16,
+        *,
         fourier: str = "",
         x_prediction: float = 0.0,
         per_layer: bool = False,
-        slope: float = 0.01,
+        slope: float = LEAKY_SLOPE,
         log_time: float = 0.0,
         activation: str = "leaky_relu",
-        **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(features, hidden, layers, num_classes, embedding_dim)
+        if not callable(getattr(F, activation, None)):
+            raise ValueError(f"activation must be a torch.nn.functional name, got {activation!r}")
         self.activation = activation
         self.log_time = log_time
         self.x_prediction = x_prediction
         self.slope = slope
-        self.per_layer = None
+        self.time_w = self.per_class = None
         if per_layer:  # time and class into every hidden layer, zero at init
-            n_hidden = len(self.dims) - 3
-            width = self.dims[1]
+            n_hidden, width = len(self.dims) - 3, self.dims[1]
             self.time_w = nn.Parameter(torch.zeros(n_hidden, width))
             if self.embedding is not None:
-                self.per_layer = nn.Parameter(
+                self.per_class = nn.Parameter(
                     torch.zeros(n_hidden, self.embedding.num_embeddings, width)
                 )
         self.k = 0
@@ -111,10 +295,9 @@ class Variant(VelocityField):
             k, sigma = fourier.split(":")
             self.k = int(k)
             g = torch.Generator().manual_seed(123)
-            b = torch.randn(self.dims[-1], self.k, generator=g) * float(sigma)
-            self.register_buffer("b", b)
+            self.register_buffer("b", torch.randn(features, self.k, generator=g) * float(sigma))
             extra += 2 * self.k
-        if extra:
+        if extra:  # a wider first layer, initialised as nn.Linear is
             self.dims = [self.dims[0] + extra] + self.dims[1:]
             flat = []
             for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
@@ -122,39 +305,41 @@ class Variant(VelocityField):
                 flat += [lin.weight.detach().reshape(-1), lin.bias.detach()]
             self.theta = nn.Parameter(torch.cat(flat))
 
-    def _inputs(self, y, t, labels):
-        a = super()._inputs(y, t, labels)
-        if self.log_time:  # -log(1 - t + EPS) / 4: resolves t near 1 (EDM's c_noise)
-            a = torch.cat([a, -0.25 * torch.log1p(self.log_time - t)], dim=1)
-        if not self.k:
-            return a
-        p = y @ self.b
-        return torch.cat([y, torch.sin(p), torch.cos(p), a[:, y.shape[1] :]], dim=1)
+    def _act(self, a: torch.Tensor) -> torch.Tensor:
+        if self.activation == "leaky_relu":
+            return F.leaky_relu(a, self.slope)
+        return getattr(F, self.activation)(a)
 
     def forward(self, y, t, labels=None):
         t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
         t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
-        v = self._inputs(y, t, labels)
+        parts = [y]
+        if self.k:
+            p = y @ self.b  # (N, K)
+            parts += [torch.sin(p), torch.cos(p)]
+        parts.append(t)
+        if self.embedding is not None:
+            parts.append(self.embedding(labels))
+        if self.log_time:  # -log(1 - t + EPS) / 4: resolves t near 1 (EDM's c_noise)
+            parts.append(-0.25 * torch.log1p(self.log_time - t))
+        a = torch.cat(parts, dim=1)  # (N, dims[0])
         pairs = self.pairs()
         for i, (w, b) in enumerate(pairs):
-            v = F.linear(v, w, b)
+            a = F.linear(a, w, b)
             if i < len(pairs) - 1:
-                if i >= 1 and hasattr(self, "time_w"):
-                    v = v + t * self.time_w[i - 1]
-                    if self.per_layer is not None:
-                        v = v + self.per_layer[i - 1][labels]
-                if self.activation == "leaky_relu":
-                    v = F.leaky_relu(v, self.slope)
-                else:
-                    v = getattr(F, self.activation)(v)
-        if self.gaussian_skip:
-            v = v + gaussian_velocity(y, t)
+                if i >= 1 and self.time_w is not None:
+                    a = a + t * self.time_w[i - 1]
+                    if self.per_class is not None:
+                        a = a + self.per_class[i - 1][labels]
+                a = self._act(a)
         if not self.x_prediction:
-            return v
-        t = torch.as_tensor(t, dtype=y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
-        return (v - y) / (1 - t).clamp(min=self.x_prediction)
+            return a
+        return (a - y) / (1 - t).clamp(min=self.x_prediction)
 
     def frozen(self, labels=None):
+        """:meth:`forward` without gradients (the parent's precomputation assumes its own
+        layers)."""
+
         def velocity(y, t):
             with torch.no_grad():
                 return self.forward(y, t, labels)
@@ -162,108 +347,139 @@ class Variant(VelocityField):
         return velocity
 
 
-def patch(args) -> None:
-    """Apply the asked-for variation to the library's classes (this process only)."""
+def initialise(field: VelocityField, init: str, y_scale: float) -> None:
+    """Re-initialise a field's Linear layers in place: He (``init="he"``) and/or the first
+    layer's weights on the point times ``y_scale``."""
+    with torch.no_grad():
+        if init == "he":  # variance-preserving for LeakyReLU; biases zero
+            pairs = field.pairs()
+            for i, (w, b) in enumerate(pairs):
+                gain = 2.0 if i < len(pairs) - 1 else 1.0
+                w.normal_(0.0, (gain / w.shape[1]) ** 0.5)
+                b.zero_()
+        field.pairs()[0][0][:, : field.features] *= y_scale
+
+
+# -- loss: the stable target field --------------------------------------------------------
+
+
+class StableTargetFlowMatching(FlowMatching):
+    """Flow matching whose regression target is the stable target field (Xu et al. 2023,
+    arXiv:2302.00670): E[dx_t | x_t] under a reference set of the example's own x1 and
+    ``references`` points of its class drawn afresh every batch from a pool.
+
+    Arguments:
+        references: M, the reference points per example besides its own x1.
+        pool: (P, D) points in data units to draw the references from, and their
+            labels (P,) (``None`` for an unconditional model); standardized on first use,
+            after the trainer has fitted the standardization.
+        **kwargs: passed to :class:`~flowscope.matching.FlowMatching`.
+    """
+
+    def __init__(self, *, references: int, pool: tuple[torch.Tensor, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.references = references
+        self._pool_data = pool
+        self._pool: torch.Tensor | None = None  # (C, 9000, D) standardized, float64
+
+    def _reference_pool(self) -> torch.Tensor:
+        if self._pool is None:
+            x, lab = self._pool_data
+            c = self.num_classes or 1
+            lab = torch.zeros(len(x), dtype=torch.long) if lab is None else lab
+            z = self.standardization(x, lab if self.num_classes else None).double()
+            self._pool = torch.stack([z[lab == k][:9000] for k in range(c)])
+        return self._pool
+
+    def training_batch(self, x1, labels=None, generator=None) -> TrainingBatch:
+        b = super().training_batch(x1, labels, generator)
+        pool = self._reference_pool()
+        # a fresh reference batch each step: M points of each class
+        pick = torch.randint(0, pool.shape[1], (self.references,), generator=generator)
+        refs = pool[:, pick]  # (C, M, D)
+        ref = refs[labels if labels is not None else torch.zeros(len(x1), dtype=torch.long)]
+        ref = torch.cat([b.x1.double()[:, None], ref], dim=1)  # (N, 1 + M, D), own x1 first
+        t = b.t.double()
+        alpha, sigma = self.path.alpha(t), self.path.sigma(t)  # (N, 1) each
+        y = alpha * b.x1.double() + sigma * b.x0.double()
+        d2 = (y[:, None] - alpha[:, :, None] * ref).pow(2).sum(-1)  # (N, 1 + M)
+        w = torch.softmax(-d2 / (2 * sigma.pow(2)), dim=1)
+        mean = (w[:, :, None] * ref).sum(1)  # posterior mean of x1 given y, (N, D)
+        target = self.path.d_alpha(t) * mean + self.path.d_sigma(t) * (y - alpha * mean) / sigma
+        return dataclasses.replace(b, dx_t=target.to(x1.dtype))
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+def time_alpha(args) -> float:
+    """The Beta(A, 1) of the run's times: ``--time-alpha`` or the library's default."""
+    if args.time_alpha is not None:
+        return args.time_alpha
+    return DEFAULT_CONDITIONAL_TIME_ALPHA if args.model == "cfm" else DEFAULT_TIME_ALPHA
+
+
+def times(args) -> TimeSampler:
+    a = time_alpha(args)
+    base = StratifiedTimes(a) if args.stratified else UniformTimes() if a == 1 else BetaTimes(a)
+    return MixedTimes(base, args.mix, args.mix_alpha) if args.mix else base
+
+
+def network_variant(args) -> bool:
+    return bool(
+        args.fourier
+        or args.x_prediction
+        or args.per_layer
+        or args.slope != LEAKY_SLOPE
+        or args.log_time
+        or args.activation != "leaky_relu"
+    )
+
+
+def build(args, train) -> FlowMatching:
+    """The model of the run, with the asked-for parts, initialised from the global seed."""
+    conditional = args.model == "cfm"
+    kwargs: dict[str, Any] = dict(
+        features=train.x.shape[1],
+        hidden=args.hidden,
+        layers=args.layers,
+        times=times(args),
+        coupling=MinibatchOTCoupling() if args.ot else "independent",
+    )
+    if args.gaussian_skip is not None:
+        kwargs["gaussian_skip"] = args.gaussian_skip
+    if conditional:
+        kwargs["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
+        kwargs["embedding_dim"] = args.embedding_dim
+        kwargs["standardize"] = args.standardize or "class"
     if args.stf:
-        pool = {}
-
-        def loss_std(self, x1, labels, generator):
-            x0, t = self._draw(x1, generator)
-            if not torch.is_grad_enabled():  # validation: the library's loss
-                return self._eq16(x1, x0, t, labels)
-            if "p" not in pool:  # M reference points per class, standardized as trained
-                c = self.num_classes or 1
-                x, lab = olympic_rings(50_000 * c, conditional=c > 1, seed=999)
-                lab = torch.zeros(len(x), dtype=torch.long) if c == 1 else lab
-                z = self.standardization(x, lab if c > 1 else None).double()
-                pool["p"] = torch.stack([z[lab == k][:9000] for k in range(c)])
-            # a fresh reference batch each step: M points of each class
-            pick = torch.randint(0, pool["p"].shape[1], (args.stf,), generator=generator)
-            refs = pool["p"][:, pick]
-            ref = refs[labels if labels is not None else torch.zeros_like(x1[:, 0]).long()]
-            ref = torch.cat([x1.double()[:, None], ref], dim=1)  # (N, 1 + M, D), self first
-            td = t.double()
-            y = td * x1.double() + (1 - td) * x0.double()
-            d2 = (y[:, None] - td[:, :, None] * ref).pow(2).sum(-1)  # (N, 1 + M)
-            w = torch.softmax(-d2 / (2 * (1 - td).pow(2)), dim=1)
-            target = ((w[:, :, None] * ref).sum(1) - y) / (1 - td)  # posterior mean of x1 - x0
-            x0s = (y - td * target).to(x1.dtype)  # the same y, with target x1' - x0'
-            x1s = (y + (1 - td) * target).to(x1.dtype)
-            return self._eq16(x1s, x0s, t, labels)
-
-        FlowMatching._loss_std = loss_std
-        FlowMatching._loss_and_grad_std = lambda self, x1, labels, generator: None
-    if args.ot or args.mix or args.stratified:
-
-        def loss_std(self, x1, labels, generator):
-            x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-            t = sample_times(x1.shape[0], self.time_alpha, generator, x1.dtype)
-            if args.stratified:  # one time per stratum of U[0, 1], in random order
-                n = x1.shape[0]
-                u = torch.rand(n, 1, generator=generator, dtype=x1.dtype)
-                k = torch.randperm(n, generator=generator).reshape(-1, 1).to(x1.dtype)
-                t = ((k + u) / n).pow(1 / self.time_alpha)
-            if args.mix:
-                u = torch.rand(t.shape, generator=generator, dtype=t.dtype) ** (1 / args.mix_alpha)
-                pick = torch.rand(t.shape, generator=generator) < args.mix
-                t = torch.where(pick, u, t)
-            if args.ot and torch.is_grad_enabled():
-                cost = torch.cdist(x0, x1).pow(2)
-                if labels is not None:  # pair noise with data of one class only
-                    cost = cost + 1e6 * (labels[None, :] != labels[:, None])
-                _, col = linear_sum_assignment(cost.numpy())
-                x1 = x1[torch.as_tensor(col)]
-                labels = None if labels is None else labels[torch.as_tensor(col)]
-            return self._eq16(x1, x0, t, labels)
-
-        FlowMatching._loss_std = loss_std
-        # The fused step reproduces the library's loss, not this one: train by autograd.
-        FlowMatching._loss_and_grad_std = lambda self, x1, labels, generator: None
+        c = kwargs.get("num_classes") or 1
+        pool = olympic_rings(50_000 * c, conditional=conditional, seed=999)
+        pool = pool if conditional else (pool, None)
+        model = StableTargetFlowMatching(references=args.stf, pool=pool, **kwargs)
+    else:
+        model = FlowMatching(**kwargs)
     if args.isotropic:
-        fit = Standardization.fit
-
-        def isotropic_fit(self, x, labels=None):
-            fit(self, x, labels)
-            with torch.no_grad():  # per class: each class's own RMS
-                rms = self.scale.pow(2).mean(dim=-1, keepdim=True).sqrt()
-                self.scale.copy_((rms / args.isotropic).expand_as(self.scale))
-            return self
-
-        Standardization.fit = isotropic_fit
-    variant = args.fourier or args.x_prediction or args.per_layer or args.slope != 0.01
-    variant = variant or args.log_time or args.activation != "leaky_relu"
-    if variant or args.y_scale != 1.0 or args.init != "default":
-        init = FlowMatching.__init__
-
-        def variant_init(self, *a, **kw):
-            init(self, *a, **kw)
-            f = self.field
-            if variant:
-                f = Variant(
-                    f.dims[-1],
-                    f.dims[1],
-                    len(f.dims) - 1,
-                    self.num_classes,
-                    16 if f.embedding is None else f.embedding.embedding_dim,
-                    fourier=args.fourier,
-                    x_prediction=args.x_prediction,
-                    per_layer=args.per_layer,
-                    slope=args.slope,
-                    log_time=args.log_time,
-                    activation=args.activation,
-                    gaussian_skip=f.gaussian_skip,
-                )
-            with torch.no_grad():
-                f.pairs()[0][0][:, : f.dims[-1]] *= args.y_scale
-                if args.init == "he":  # variance-preserving for LeakyReLU; biases zero
-                    pairs = f.pairs()
-                    for i, (w, b) in enumerate(pairs):
-                        gain = 2.0 if i < len(pairs) - 1 else 1.0
-                        w.normal_(0.0, (gain / w.shape[1]) ** 0.5)
-                        b.zero_()
-            self.field = f
-
-        FlowMatching.__init__ = variant_init
+        per_class = model.num_classes if model.standardization.per_class else None
+        model.standardization = IsotropicStandardization(model.features, per_class, args.isotropic)
+    if network_variant(args):
+        f = model.field
+        model.field = ExploreField(
+            f.features,
+            f.dims[1],
+            len(f.dims) - 1,
+            model.num_classes,
+            args.embedding_dim,
+            fourier=args.fourier,
+            x_prediction=args.x_prediction,
+            per_layer=args.per_layer,
+            slope=args.slope,
+            log_time=args.log_time,
+            activation=args.activation,
+        )
+    if args.init != "default" or args.y_scale != 1.0:
+        initialise(model.field, args.init, args.y_scale)
+    return model
 
 
 def evaluate(model, info) -> dict:
@@ -287,7 +503,7 @@ def evaluate(model, info) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", choices=["fm", "cfm"])
     p.add_argument("--time-alpha", type=float, help="default: the library's (5 fm, 7 cfm)")
@@ -301,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--standardize", choices=STANDARDIZE, help="cfm (default: per class)")
     p.add_argument("--per-layer", action="store_true")
-    p.add_argument("--slope", type=float, default=0.01)
+    p.add_argument("--slope", type=float, default=LEAKY_SLOPE)
     p.add_argument("--log-time", type=float, default=0.0)
     p.add_argument(
         "--gaussian-skip",
@@ -318,27 +534,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", type=Path, help="append the JSON line to this file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     torch.set_num_threads(1)  # as bench_quality.py (fit trains with one thread anyway)
-    patch(args)
-    model_args = dict(hidden=args.hidden, layers=args.layers, time_alpha=args.time_alpha)
-    if args.gaussian_skip is not None:
-        model_args["gaussian_skip"] = args.gaussian_skip
-    if args.model == "cfm":
-        model_args["embedding_dim"] = args.embedding_dim
-        model_args["standardize"] = args.standardize or "class"
-    with tempfile.TemporaryDirectory() as tmp:
-        model, info, history = train_run(
-            args.model,
-            Path(tmp) / "run",
-            config=TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr),
-            model_args=model_args,
-            progress=False,
-        )
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr)
+    # The run's data exactly as flowscope.runs.train_run draws them.
+    info = RunInfo(
+        kind=FlowMatching.kind,
+        model={},
+        data={
+            "source": "olympic",
+            "n_points": 250_000,
+            "holdout_points": 10_000,
+            "seed": config.seed,
+            "conditional": args.model == "cfm",
+        },
+        train=dataclasses.asdict(config),
+        extra={"name": args.model},
+    )
+    train, val = run_data(info, "train"), run_data(info, "val")
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = build(args, train)
+    info.model = model.config()
+    history = fit(
+        model,
+        train.x,
+        train.labels,
+        x_val=val.x,
+        labels_val=val.labels,
+        config=config,
+        progress=False,
+    )
     row = {k: v for k, v in vars(args).items() if k != "log"}
     row["train_s"] = round(history.seconds, 1)
     row["gaussian_skip"] = model.gaussian_skip
-    row["time_alpha"] = model.time_alpha
+    row["time_alpha"] = time_alpha(args)
+    row["fast_path"] = history.fast_path
     row.update(evaluate(model, info))
     line = json.dumps(row)
     print(line, flush=True)
