@@ -590,3 +590,11 @@ def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):
     assert message in err
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels7.csv"]
+
+
+def test_train_says_when_the_fused_kernel_does_not_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
+    code, _, err = run(capsys, "train", "nf", "--out", tmp_path / "nf", *TINY)
+    assert code == 0
+    assert "note: trained with PyTorch operations, not the fused kernel" in err
+    assert "FLOWSCOPE_NO_KERNEL is set" in err

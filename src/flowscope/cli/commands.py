@@ -413,6 +413,12 @@ def _train(args: argparse.Namespace) -> int:
         f"{seconds:.1f} s; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
         f"run saved to {out}"
     )
+    if history.fast_path_note:
+        print(
+            f"flowscope: note: trained with PyTorch operations, not the fused kernel: "
+            f"{history.fast_path_note}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -586,6 +592,14 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``sample``, ``log-prob`` and ``invert`` to the ``flowscope`` parser."""
+    _add_train(sub)
+    _add_sample(sub)
+    _add_log_prob(sub)
+    _add_invert(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``flowscope train MODEL``: the recipe's options, then every registered type's."""
     d = _train_defaults()
     p = add_command(
         sub,
@@ -605,6 +619,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=MODELS.names(),
         help="the model type: " + "; ".join(f"{e.name}, {e.title}" for e in MODELS),
     )
+    _add_recipe_options(p, d)
+    _add_model_options(p)
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
+    add_device(p)
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run; options not given keep the run's values",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to RUN_DIR/tensorboard (needs tensorboard)",
+    )
+
+
+def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    """The data and training options of ``train``, with the defaults ``d`` in their help."""
     p.add_argument(
         "--data",
         help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
@@ -621,6 +655,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
     )
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Every registered type's model options, each flag once, its help naming the types."""
     for option in _all_options():
         have = [e.name for e in MODELS if option in e.options]
         kwargs: dict[str, Any] = {"help": f"{', '.join(have)}: {option.help}"}
@@ -631,21 +669,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             if option.choices is not None:
                 kwargs.update(choices=option.choices, metavar=None)
         p.add_argument(option.flag, **kwargs)
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
-    add_device(p)
-    again = p.add_mutually_exclusive_group()
-    again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    again.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run; options not given keep the run's values",
-    )
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard event files to RUN_DIR/tensorboard (needs tensorboard)",
-    )
 
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    """``flowscope sample RUN_DIR``."""
     p = add_command(
         sub,
         "sample",
@@ -667,6 +694,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--plot", metavar="IMAGE", help="scatter plot, e.g. samples.png")
 
+
+def _add_log_prob(sub: argparse._SubParsersAction) -> None:
+    """``flowscope log-prob RUN_DIR``."""
     p = add_command(
         sub,
         "log-prob",
@@ -677,6 +707,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     _add_points(p)
 
+
+def _add_invert(sub: argparse._SubParsersAction) -> None:
+    """``flowscope invert RUN_DIR``."""
     p = add_command(
         sub,
         "invert",

@@ -94,6 +94,8 @@ def train(study: Study, name: str) -> None:
             progress=None,
         )
         study.trained[name] = True
+        if history.fast_path_note:
+            study.say(f"    note: trained with PyTorch operations: {history.fast_path_note}")
     study.models[name], study.infos[name], study.histories[name] = model, info, history
     steps = len(history.batch_loss)
     secs = float(info.extra.get("train_seconds", history.seconds))
