@@ -1,6 +1,6 @@
 """``flowscope bench``: the training step of flowscope timed beside other implementations.
 
-In one process, at the seed's sizes (batch 128 of Olympic points), every contender trains
+In one process, at the study's sizes (batch 128 of Olympic points), every contender trains
 ``steps`` steps per round; the rounds go round-robin over the contenders (each round
 starting one further along), and each contender's median over the rounds is reported.
 Interleaving spreads the noise of a shared or throttled machine over all contenders
@@ -317,70 +317,105 @@ def run_bench(
             },
         )
         x, labels = olympic_rings(steps * BATCH, conditional=True, seed=0)
-        passes: dict[str, TrainPass] = {}
-        for c in CONTENDERS:
-            if c.name not in chosen:
-                continue
-            try:
-                train = c.setup()
-            except Unavailable as err:
-                result.skipped[c.name] = str(err)
-                continue
-            warm = min(len(x), 8 * BATCH)
-            try:
-                train(x[:warm], labels[:warm])
-            except RuntimeError as err:
-                result.skipped[c.name] = f"stopped in the warm-up: {err}"
-                continue
-            passes[c.name] = train
-        ms: dict[str, list[float]] = {name: [] for name in passes}
+        passes = _warmed_up(chosen, x, labels, result.skipped)
         samplers = _samplers() if "sampling" in chosen else {}
-        secs: dict[str, list[float]] = {name: [] for name in samplers}
-        jobs = [(name, True) for name in passes] + [(name, False) for name in samplers]
-        for r in range(rounds):
-            k = r % len(jobs) if jobs else 0
-            for name, is_train in jobs[k:] + jobs[:k]:
-                if is_train and name in result.skipped:
-                    continue
-                t0 = time.perf_counter()
-                if is_train:
-                    try:
-                        n = passes[name](x, labels)
-                    except RuntimeError as err:  # a diverged loss (TrainingDiverged too)
-                        result.skipped[name] = f"stopped in round {r + 1}: {err}"
-                        continue
-                    ms[name].append(1e3 * (time.perf_counter() - t0) / n)
-                else:
-                    samplers[name]()
-                    secs[name].append(time.perf_counter() - t0)
-            if log is not None:
-                log(
-                    f"round {r + 1}/{rounds}: "
-                    + ", ".join(f"{n} {v[-1]:.2f} ms" for n, v in ms.items() if v)
-                )
-        medians = {
-            name: statistics.median(v) for name, v in ms.items() if v and name not in result.skipped
-        }
-        for c in CONTENDERS:
-            if c.name not in medians:
-                continue
-            base = medians.get(BASELINE[c.family])
-            m = medians[c.name]
-            result.timings.append(
-                Timing(
-                    name=c.name,
-                    family=c.family,
-                    ms_per_step=m,
-                    ms_rounds=ms[c.name],
-                    ratio=None if base is None else m / base,
-                    projected_s=m * STEPS_PER_EPOCH * EPOCHS / 1e3,
-                )
-            )
+        ms, secs = _interleaved(passes, samplers, x, labels, rounds, result.skipped, log)
+        result.timings.extend(_timings(ms, result.skipped))
         for name, v in secs.items():
             result.sampling.append(SampleTiming(name, statistics.median(v), v))
         return result
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _warmed_up(
+    chosen: Sequence[str], x: torch.Tensor, labels: torch.Tensor, skipped: dict[str, str]
+) -> dict[str, TrainPass]:
+    """The training pass of each chosen contender, set up and trained on a few batches;
+    one that cannot run here or fails in the warm-up goes to ``skipped`` with the reason."""
+    passes: dict[str, TrainPass] = {}
+    for c in CONTENDERS:
+        if c.name not in chosen:
+            continue
+        try:
+            train = c.setup()
+        except Unavailable as err:
+            skipped[c.name] = str(err)
+            continue
+        warm = min(len(x), 8 * BATCH)
+        try:
+            train(x[:warm], labels[:warm])
+        except RuntimeError as err:
+            skipped[c.name] = f"stopped in the warm-up: {err}"
+            continue
+        passes[c.name] = train
+    return passes
+
+
+def _interleaved(
+    passes: dict[str, TrainPass],
+    samplers: dict[str, Callable[[], object]],
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    rounds: int,
+    skipped: dict[str, str],
+    log: Callable[[str], None] | None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every round runs each training pass on ``x`` and each sampler once, round-robin,
+    each round starting one job further along.
+
+    Returns:
+        milliseconds per step of each training pass and seconds of each sampler, per
+        round; a pass that fails goes to ``skipped`` and is not run again.
+    """
+    ms: dict[str, list[float]] = {name: [] for name in passes}
+    secs: dict[str, list[float]] = {name: [] for name in samplers}
+    jobs = [(name, True) for name in passes] + [(name, False) for name in samplers]
+    for r in range(rounds):
+        k = r % len(jobs) if jobs else 0
+        for name, is_train in jobs[k:] + jobs[:k]:
+            if is_train and name in skipped:
+                continue
+            t0 = time.perf_counter()
+            if is_train:
+                try:
+                    n = passes[name](x, labels)
+                except RuntimeError as err:  # a diverged loss (TrainingDiverged too)
+                    skipped[name] = f"stopped in round {r + 1}: {err}"
+                    continue
+                ms[name].append(1e3 * (time.perf_counter() - t0) / n)
+            else:
+                samplers[name]()
+                secs[name].append(time.perf_counter() - t0)
+        if log is not None:
+            log(
+                f"round {r + 1}/{rounds}: "
+                + ", ".join(f"{n} {v[-1]:.2f} ms" for n, v in ms.items() if v)
+            )
+    return ms, secs
+
+
+def _timings(ms: dict[str, list[float]], skipped: dict[str, str]) -> list[Timing]:
+    """Each contender's median over the rounds and its ratio to its family's baseline,
+    in the order of :data:`CONTENDERS`; the skipped ones are left out."""
+    medians = {name: statistics.median(v) for name, v in ms.items() if v and name not in skipped}
+    timings = []
+    for c in CONTENDERS:
+        if c.name not in medians:
+            continue
+        base = medians.get(BASELINE[c.family])
+        m = medians[c.name]
+        timings.append(
+            Timing(
+                name=c.name,
+                family=c.family,
+                ms_per_step=m,
+                ms_rounds=ms[c.name],
+                ratio=None if base is None else m / base,
+                projected_s=m * STEPS_PER_EPOCH * EPOCHS / 1e3,
+            )
+        )
+    return timings
 
 
 def _samplers() -> dict[str, Callable[[], object]]:

@@ -173,8 +173,8 @@ def wasserstein2(a: Any, b: Any) -> float:
     .. math:: W_2(a, b) = \Big(\min_\sigma \frac{1}{N} \sum_i \|a_i - b_{\sigma(i)}\|^2\Big)^{1/2}
 
     found by ``scipy.optimize.linear_sum_assignment`` on the squared Euclidean cost, in
-    float64. Cost O(N^3): about 0.6 s at N = 2000 on one CPU core. A point with a NaN or
-    infinite coordinate is infinitely far from every other, so W2 is then ``inf``.
+    float64, in time O(N^3) (``benchmarks/README.md`` has the measured time). A point with
+    a NaN or infinite coordinate is infinitely far from every other, so W2 is then ``inf``.
 
     Arguments:
         a: (N, D) points (tensor or array).

@@ -643,7 +643,7 @@ def trajectory_zoom(
 
 @_styled
 def loss_curves(epochs: Sequence[Mapping[str, float]], *, title: str) -> Figure:
-    """Normalizing-flow validation loss per epoch with its two parts (seed Eq. 9).
+    """Normalizing-flow validation loss per epoch with its two parts (the study's Eq. 9).
 
     Plots ``val_loss`` and the two terms as they enter it, ``-E[log p_z(z)]`` and
     ``-E[log|det|]`` (they add up to the loss), in nats per point, standardized units.

@@ -5,10 +5,12 @@ sampled point and a verdict written from the measured errors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import steer
-from .presets import BONUS_LR, BONUS_REACHED, BONUS_TARGET
+from .presets import BONUS_LR, BONUS_REACHED, BONUS_TARGET, Preset
 from .study import Study
 from .text import num, pair, sci
 
@@ -39,10 +41,45 @@ def error_text(r: steer.Steered, target: torch.Tensor, short: bool = False) -> s
 
 def bonus(study: Study) -> None:
     """The Bonus: each steering method's attempt to output (4, 5), and the verdicts."""
-    doc, p, fm = study.doc, study.preset, study.models["fm"]
-    doc.section("Bonus")
-    doc.question("bonus", "Bonus · Making flow matching output (4, 5)")
+    study.doc.section("Bonus")
+    study.doc.question("bonus", "Bonus · Making flow matching output (4, 5)")
     target = torch.tensor([BONUS_TARGET])
+    a = _steer(study, target)
+    methods = _methods(study.preset, a)
+    _record(study, a, methods, target)
+    doc, p = study.doc, study.preset
+    doc.para(_verdict_paragraph(methods))
+    doc.para(_best_of_n_paragraph(p, a))
+    doc.para(_reverse_paragraph(p, a, target))
+    doc.para(_descent_paragraph(p, a, target))
+    doc.para(_guidance_paragraph(a, target))
+
+
+@dataclass(frozen=True)
+class _Attempts:
+    """The result of each steering method, and what the text says about their noise.
+
+    Attributes:
+        z0: (1, 2) the ordinary draw that gradient descent and guidance start from.
+        pool, rev, rk4, gd, g5, g1: best of n samples, reverse then forward with Euler and
+            with RK4, gradient descent on z, guidance with w = 0.5 and w = 1.
+        fine: gradient descent's landing error when its z is sampled at the sampler's step.
+    """
+
+    z0: torch.Tensor
+    pool: steer.Steered
+    rev: steer.Steered
+    rk4: steer.Steered
+    gd: steer.Steered
+    g5: steer.Steered
+    g1: steer.Steered
+    fine: float
+
+
+def _steer(study: Study, target: torch.Tensor) -> _Attempts:
+    """Run every steering method of :mod:`flowscope.steer` on the FM model towards
+    ``target`` (1, 2), data units."""
+    p, fm = study.preset, study.models["fm"]
     z0 = torch.randn(1, 2, generator=study.gen(7))
     pool = steer.nearest_sample(fm, target, n=p.bonus_pool, dt=p.bonus_dt, generator=study.gen(8))
     rev = steer.reverse_start(fm, target, dt=p.dt)
@@ -52,16 +89,30 @@ def bonus(study: Study) -> None:
     )
     g5 = steer.guided_sample(fm, target, weight=0.5, z=z0, dt=p.dt)
     g1 = steer.guided_sample(fm, target, weight=1.0, z=z0, dt=p.dt)
-    methods = [
-        ("best of n samples", f"best of {p.bonus_pool:,} samples", pool),
-        (f"reverse + forward, Euler Δt={p.dt:g}", "reverse, then forward (Euler)", rev),
-        ("reverse + forward, RK4 Δt=0.01", "reverse, then forward (RK4)", rk4),
-        (f"gradient descent on z, Euler Δt={p.bonus_dt:g}", "gradient descent on z", gd),
-        ("velocity guidance, w = 0.5", "guidance, w = 0.5", g5),
-        ("velocity guidance, w = 1 (trivial)", "guidance, w = 1", g1),
-    ]
     fine = float((fm(gd.z, dt=p.dt) - target).norm())
     gd.details["error_at_sampler_dt"] = fine
+    return _Attempts(z0=z0, pool=pool, rev=rev, rk4=rk4, gd=gd, g5=g5, g1=g1, fine=fine)
+
+
+def _methods(p: Preset, a: _Attempts) -> list[tuple[str, str, steer.Steered]]:
+    """(name in the table, short name for titles and text, result) of each method."""
+    return [
+        ("best of n samples", f"best of {p.bonus_pool:,} samples", a.pool),
+        (f"reverse + forward, Euler Δt={p.dt:g}", "reverse, then forward (Euler)", a.rev),
+        ("reverse + forward, RK4 Δt=0.01", "reverse, then forward (RK4)", a.rk4),
+        (f"gradient descent on z, Euler Δt={p.bonus_dt:g}", "gradient descent on z", a.gd),
+        ("velocity guidance, w = 0.5", "guidance, w = 0.5", a.g5),
+        ("velocity guidance, w = 1 (trivial)", "guidance, w = 1", a.g1),
+    ]
+
+
+def _record(
+    study: Study,
+    a: _Attempts,
+    methods: list[tuple[str, str, steer.Steered]],
+    target: torch.Tensor,
+) -> None:
+    """The methods' results in ``metrics.json``, their trajectories and their table."""
     info, rows, panels = [], [], []
     for name, short, r in methods:
         reached = r.error < BONUS_REACHED
@@ -104,8 +155,8 @@ def bonus(study: Study) -> None:
         "target": list(BONUS_TARGET),
         "reached_below": BONUS_REACHED,
         "methods": info,
-        "gd_errors": gd.details["errors"],
-        "gd_start_z_norm": float(z0.norm()),
+        "gd_errors": a.gd.details["errors"],
+        "gd_start_z_norm": float(a.z0.norm()),
     }
     study.trajectory_figure(
         "bonus_trajectories",
@@ -116,7 +167,7 @@ def bonus(study: Study) -> None:
         panel_height=2.1,
         ncols=3,
     )
-    doc.table(
+    study.doc.table(
         (
             "method",
             "output",
@@ -130,32 +181,44 @@ def bonus(study: Study) -> None:
         "Bonus. Output and its distance to (4, 5), data units; z in standardized units; "
         f"reached: error below {BONUS_REACHED} data units.",
     )
-    ok = {short: r.error < BONUS_REACHED for _, short, r in methods}
-    yes = [short for _, short, r in methods if ok[short]]
-    no = [short for _, short, r in methods if not ok[short]]
-    doc.para(
+
+
+def _verdict_paragraph(methods: list[tuple[str, str, steer.Steered]]) -> str:
+    """Which methods reached the target and which did not."""
+    yes = [short for _, short, r in methods if r.error < BONUS_REACHED]
+    no = [short for _, short, r in methods if not r.error < BONUS_REACHED]
+    return (
         "The sampler is a deterministic map from noise to output, so there are two "
         "handles: the starting noise and the dynamics. Methods that reached the target "
         f"(error below {BONUS_REACHED}): {', '.join(yes) or 'none'}; methods that did not: "
         f"{', '.join(no) or 'none'}."
     )
-    doc.para(
+
+
+def _best_of_n_paragraph(p: Preset, a: _Attempts) -> str:
+    """How close the best of many ordinary samples lands."""
+    return (
         f"<b>Best of n.</b> Among {p.bonus_pool:,} ordinary samples the closest lands "
-        f"{num(pool.error, 2)} data units away"
+        f"{num(a.pool.error, 2)} data units away"
         + (
             ": the model puts almost no mass near (4, 5), so waiting for such a sample "
             "is hopeless. "
-            if pool.error >= BONUS_REACHED
+            if a.pool.error >= BONUS_REACHED
             else ". "
         )
     )
-    doc.para(
+
+
+def _reverse_paragraph(p: Preset, a: _Attempts, target: torch.Tensor) -> str:
+    """The noise that Eq. 18 finds from the target, and where sampling from it lands."""
+    rev = a.rev
+    return (
         "<b>Reverse, then forward.</b> Integrating Eq. 18 back from the target gives a "
         f"noise of norm {num(float(rev.z.norm()), 2)} (log p<sub>z</sub> = "
         f"{num(rev.log_pz, 1)}"
         + (", far in the tail of N(0, I)" if float(rev.z.norm()) > 4 else "")
         + f"); sampling from it lands {away(rev, target)} with Euler "
-        f"(Δt = {p.dt:g}) and {away(rk4, target)} with RK4 (Δt = 0.01). "
+        f"(Δt = {p.dt:g}) and {away(a.rk4, target)} with RK4 (Δt = 0.01). "
         + (
             "This works because the ODE is invertible, even where the field was never "
             "trained; what remains is the Euler mismatch of FM Q5. "
@@ -164,11 +227,16 @@ def bonus(study: Study) -> None:
             "field was never trained. "
         )
     )
-    doc.para(
+
+
+def _descent_paragraph(p: Preset, a: _Attempts, target: torch.Tensor) -> str:
+    """Where gradient descent on the noise through the unrolled sampler lands."""
+    gd = a.gd
+    return (
         "<b>Gradient descent on the noise.</b> Starting from an ordinary draw "
-        f"(|z| = {num(float(z0.norm()), 2)}), Adam moved z through the unrolled Euler "
+        f"(|z| = {num(float(a.z0.norm()), 2)}), Adam moved z through the unrolled Euler "
         f"sampler (Δt = {p.bonus_dt:g}) for {gd.details['steps_taken']} steps; the output "
-        f"lands {away(gd, target)} at that step size and {sci(fine)} away when the same "
+        f"lands {away(gd, target)} at that step size and {sci(a.fine)} away when the same "
         f"z is sampled with Δt = {p.dt:g}. "
         + (
             "It needs no inverse and optimises exactly the sampler that will be used, at "
@@ -179,16 +247,20 @@ def bonus(study: Study) -> None:
             "not enough to carry z that far into the tail. "
         )
     )
-    doc.para(
+
+
+def _guidance_paragraph(a: _Attempts, target: torch.Tensor) -> str:
+    """Where blending the velocity with the straight path to the target ends."""
+    return (
         "<b>Guidance.</b> Blending the network's velocity with the straight-path "
         "velocity towards the target, (1 − w) v + w (y* − y)/(1 − t), ends "
-        f"{away(g5, target)} for w = 0.5"
+        f"{away(a.g5, target)} for w = 0.5"
         + (
             ": the two fields pull in different directions and the point stops between them. "
-            if g5.error >= BONUS_REACHED
+            if a.g5.error >= BONUS_REACHED
             else ". "
         )
-        + f"With w = 1 it ends {away(g1, target)}, but the network is then "
+        + f"With w = 1 it ends {away(a.g1, target)}, but the network is then "
         "ignored: the "
         "trivial answer, as the model no longer generates anything."
     )

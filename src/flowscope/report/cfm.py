@@ -1,4 +1,4 @@
-"""The conditional flow-matching section of the report: the seed's section 4.3, CFM Q1
+"""The conditional flow-matching section of the report: the study's section 4.3, CFM Q1
 to Q3.
 
 The training input coloured by class, one sample per class with the check that it ends

@@ -130,22 +130,59 @@ def _col_widths(block: Block, total: float, font: str, size: float) -> list[floa
 
 def write_pdf(doc: Document, path: Path) -> int:
     """Render ``doc`` to an A4 PDF at ``path`` (written atomically); returns the page count."""
-    from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.lib.units import cm, inch
-    from reportlab.lib.utils import ImageReader
-    from reportlab.platypus import (
-        Image,
-        KeepTogether,
-        Paragraph,
-        SimpleDocTemplate,
-        Spacer,
-        Table,
-        TableStyle,
-    )
+    from reportlab.lib.units import cm
+    from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer
 
     font = _register_fonts()
+    st = _pdf_styles(font)
+    margin = 1.6 * cm
+    buf = io.BytesIO()
+    pdf = SimpleDocTemplate(
+        buf,
+        pagesize=A4,
+        leftMargin=margin,
+        rightMargin=margin,
+        topMargin=1.3 * cm,
+        bottomMargin=1.4 * cm,
+        title=doc.title,
+        author=f"flowscope {__version__}",
+    )
+    width = A4[0] - 2 * margin
+    story: list[Any] = [Paragraph(doc.title, st["title"]), Paragraph(doc.subtitle, st["caption"])]
+    story.append(Spacer(1, 4))
+    pending: list[Any] = []  # headings wait for the block after them: never orphaned
+
+    def emit(*flowables: Any) -> None:
+        story.append(KeepTogether([*pending, *flowables]))
+        pending.clear()
+
+    for b in doc.blocks:
+        if b.kind in ("h1", "h2"):
+            pending.append(Paragraph(b.text, st[b.kind]))
+        elif b.kind == "p":
+            emit(Paragraph(b.text, st["body"]))
+        elif b.kind == "figure":
+            emit(_pdf_image(b, width), Paragraph(b.text, st["caption"]), Spacer(1, 3))
+        elif b.kind == "table":
+            t = _pdf_table(b, width, font, st["small"])
+            emit(t, Paragraph(b.text, st["caption"]), Spacer(1, 3))
+        else:
+            raise ValueError(f"unknown block kind {b.kind!r}")
+    if pending:
+        emit()
+    footer = _pdf_footer(doc.title, font, margin)
+    pdf.build(story, onFirstPage=footer, onLaterPages=footer)
+    atomic_write(path, buf.getvalue())
+    return int(pdf.page)
+
+
+def _pdf_styles(font: str) -> dict[str, Any]:
+    """The paragraph styles of the PDF by name: body, small (tables), caption, h1, h2,
+    title."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle
+
     body = ParagraphStyle("body", fontName=font, fontSize=8.6, leading=11.2, spaceAfter=4)
     small = ParagraphStyle("small", parent=body, fontSize=7.3, leading=8.8, spaceAfter=0)
     caption = ParagraphStyle(
@@ -160,77 +197,66 @@ def write_pdf(doc: Document, path: Path) -> int:
         spaceAfter=2.5, keepWithNext=1,
     )  # fmt: skip
     title = ParagraphStyle("title", parent=h1, fontSize=17, leading=21, spaceAfter=2)
-    margin = 1.6 * cm
-    buf = io.BytesIO()
-    pdf = SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=margin,
-        rightMargin=margin,
-        topMargin=1.3 * cm,
-        bottomMargin=1.4 * cm,
-        title=doc.title,
-        author=f"flowscope {__version__}",
-    )
-    width = A4[0] - 2 * margin
+    return {"body": body, "small": small, "caption": caption, "h1": h1, "h2": h2, "title": title}
+
+
+def _pdf_footer(title: str, font: str, margin: float) -> Any:
+    """The page callback that writes the title and the page number at the foot."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import cm
 
     def footer(canvas, _doc) -> None:
         canvas.saveState()
         canvas.setFont(font, 7)
         canvas.setFillColor(colors.grey)
-        canvas.drawString(margin, 0.8 * cm, doc.title)
+        canvas.drawString(margin, 0.8 * cm, title)
         canvas.drawRightString(A4[0] - margin, 0.8 * cm, f"page {canvas.getPageNumber()}")
         canvas.restoreState()
 
-    story: list[Any] = [Paragraph(doc.title, title), Paragraph(doc.subtitle, caption)]
-    story.append(Spacer(1, 4))
-    pending: list[Any] = []  # headings wait for the block after them: never orphaned
+    return footer
 
-    def emit(*flowables: Any) -> None:
-        story.append(KeepTogether([*pending, *flowables]))
-        pending.clear()
 
-    for b in doc.blocks:
-        if b.kind in ("h1", "h2"):
-            pending.append(Paragraph(b.text, h1 if b.kind == "h1" else h2))
-        elif b.kind == "p":
-            emit(Paragraph(b.text, body))
-        elif b.kind == "figure":
-            iw, ih = ImageReader(str(b.path)).getSize()
-            w = min(width, b.width * iw / FIGURE_DPI * inch)
-            img = Image(str(b.path), width=w, height=w * ih / iw)
-            emit(img, Paragraph(b.text, caption), Spacer(1, 3))
-        elif b.kind == "table":
-            head = [Paragraph(f"<b>{h}</b>", small) for h in b.header]
-            rows = [[Paragraph(c, small) for c in r] for r in b.rows]
-            widths = _col_widths(b, width, font, small.fontSize)
-            t = Table([head, *rows], colWidths=widths, repeatRows=1, hAlign="LEFT")
-            t.setStyle(
-                TableStyle(
-                    [
-                        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e4ecf4")),
-                        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#0b3d66")),
-                        ("LINEBELOW", (0, -1), (-1, -1), 0.4, colors.grey),
-                        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-                        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-                        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-                        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-                    ]
-                    + [
-                        ("BACKGROUND", (0, i), (-1, i), colors.HexColor("#f6f8fa"))
-                        for i in range(2, len(rows) + 1, 2)
-                    ]
-                )
-            )
-            emit(t, Paragraph(b.text, caption), Spacer(1, 3))
-        else:
-            raise ValueError(f"unknown block kind {b.kind!r}")
-    if pending:
-        emit()
-    pdf.build(story, onFirstPage=footer, onLaterPages=footer)
-    atomic_write(path, buf.getvalue())
-    return int(pdf.page)
+def _pdf_image(block: Block, width: float) -> Any:
+    """A figure block as an image at its printed size, at most ``width`` points wide."""
+    from reportlab.lib.units import inch
+    from reportlab.lib.utils import ImageReader
+    from reportlab.platypus import Image
+
+    iw, ih = ImageReader(str(block.path)).getSize()
+    w = min(width, block.width * iw / FIGURE_DPI * inch)
+    return Image(str(block.path), width=w, height=w * ih / iw)
+
+
+def _pdf_table(block: Block, width: float, font: str, style: Any) -> Any:
+    """A table block as a reportlab table ``width`` points wide, header repeated on every
+    page, rows striped."""
+    from reportlab.lib import colors
+    from reportlab.platypus import Paragraph, Table, TableStyle
+
+    head = [Paragraph(f"<b>{h}</b>", style) for h in block.header]
+    rows = [[Paragraph(c, style) for c in r] for r in block.rows]
+    widths = _col_widths(block, width, font, style.fontSize)
+    t = Table([head, *rows], colWidths=widths, repeatRows=1, hAlign="LEFT")
+    t.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e4ecf4")),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#0b3d66")),
+                ("LINEBELOW", (0, -1), (-1, -1), 0.4, colors.grey),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+                ("LEFTPADDING", (0, 0), (-1, -1), 3),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+            ]
+            + [
+                ("BACKGROUND", (0, i), (-1, i), colors.HexColor("#f6f8fa"))
+                for i in range(2, len(rows) + 1, 2)
+            ]
+        )
+    )
+    return t
 
 
 _HTML_STYLE = """

@@ -1,4 +1,4 @@
-"""The flow-matching section of the report: the seed's section 4.3, FM Q1 to Q5.
+"""The flow-matching section of the report: the study's section 4.3, FM Q1 to Q5.
 
 The loss over the training batches, the distribution along the flow, trajectories
 compared with the normalizing flow's, the effect of the Euler step, and reversing the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -263,6 +264,13 @@ def q4(study: Study) -> None:
         f"its noise floor at this size is {study.floor_text(len(ref))}, as in NF Q2). Last "
         "column: mean distance from where the same noise lands with Δt = 0.002, data units.",
     )
+    doc.para(_q4_paragraph(study, rows, len(ref)))
+
+
+def _q4_paragraph(study: Study, rows: list[dict[str, float]], n_ref: int) -> str:
+    """What the step size does to FM Q4's samples (``rows``: one per step of
+    :data:`DTS`), against the W2 noise floor at ``n_ref`` points."""
+    p, floor = study.preset, study.floor(n_ref)
     a, b = rows[0], rows[-1]
     prec = [r["ring_precision"] for r in rows]
     mono = all(x >= y for x, y in zip(prec, prec[1:], strict=False))
@@ -300,7 +308,7 @@ def q4(study: Study) -> None:
     if near:
         text += (
             f"W2 with Δt = {', '.join(f'{dt:g}' for dt in near)} lies within twice the "
-            f"spread of the noise floor ({study.floor_text(len(ref))}) or below it: at "
+            f"spread of the noise floor ({study.floor_text(n_ref)}) or below it: at "
             f"{p.n_show:,} points W2 cannot tell these samples from the data, and a value "
             "below the floor is noise, not a better model. "
         )
@@ -310,33 +318,83 @@ def q4(study: Study) -> None:
             f"{num(rows[1]['drift'])} on average: below some step size the samples stop "
             "changing, and smaller steps only cost time."
         )
-    doc.para(text)
+    return text
+
+
+#: The Euler steps of FM Q5's round trips.
+_Q5_DTS = (0.1, 0.01, 0.001)
 
 
 def q5(study: Study) -> None:
     """FM Q5: the latents of the probe points against the NF's, and the round-trip
     errors of both families."""
     doc, p = study.doc, study.preset
-    nf, fm = study.models["nf"], study.models["fm"]
     doc.question("fm-q5", "FM Q5 · Reversing the flow")
-    x = study.probes
-    times = np.linspace(1, 0, 101)
-    path = as_numpy(fm.trajectory(x, inverse=True, dt=p.dt, times=times.tolist()))
-    z_fm = fm.encode(x, dt=p.dt)
-    z_nf = study.nf_probe_z
-    back = fm(z_fm, dt=p.dt)
-    dist = (z_fm - z_nf).norm(dim=1)
-    err = (back - x).norm(dim=1)
+    rev = _reverse_probes(study)
     pts = study.test[: min(1000, p.n_quality)]
+    rt = _round_trips(study, pts)
+    _q5_probes(study, rev, rt, len(pts))
+    _q5_round_trip_figure(study, rt, len(pts))
+    _q5_paragraphs(study, rev, rt, len(pts))
+
+
+@dataclass(frozen=True)
+class _Reversal:
+    """The probe points run back through the FM flow.
+
+    Attributes:
+        path: (101, 5, 2) the states from the points (t = 1) to their noise, data units.
+        times: (101,) the times of ``path``, from 1 to 0.
+        z_fm, z_nf: (5, 2) the FM and NF latents of the points, standardized units.
+        dist: (5,) distance between the two latents, standardized units.
+        err: (5,) distance of the FM latent integrated forward again to its point.
+    """
+
+    path: np.ndarray
+    times: np.ndarray
+    z_fm: torch.Tensor
+    z_nf: torch.Tensor
+    dist: torch.Tensor
+    err: torch.Tensor
+
+
+def _reverse_probes(study: Study) -> _Reversal:
+    """Eq. 18 from the probe points with the sampler's step, and forward again."""
+    dt, fm, x = study.preset.dt, study.models["fm"], study.probes
+    times = np.linspace(1, 0, 101)
+    path = as_numpy(fm.trajectory(x, inverse=True, dt=dt, times=times.tolist()))
+    z_fm = fm.encode(x, dt=dt)
+    z_nf = study.nf_probe_z
+    back = fm(z_fm, dt=dt)
+    return _Reversal(
+        path=path,
+        times=times,
+        z_fm=z_fm,
+        z_nf=z_nf,
+        dist=(z_fm - z_nf).norm(dim=1),
+        err=(back - x).norm(dim=1),
+    )
+
+
+def _round_trips(study: Study, pts: torch.Tensor) -> dict[str, metrics.RoundTrip]:
+    """Round-trip errors of ``pts`` through the NF (float32 and float64) and through FM
+    (Euler at each step of :data:`_Q5_DTS`, RK4 at 0.01), by label."""
+    nf, fm = study.models["nf"], study.models["fm"]
     nf64 = copy.deepcopy(nf).double()
     rt = {
         "NF float32": metrics.round_trip_error(nf, pts),
         "NF float64": metrics.round_trip_error(nf64, pts.double()),
     }
-    fm_dts = (0.1, 0.01, 0.001)
-    for dt in fm_dts:
+    for dt in _Q5_DTS:
         rt[f"FM Euler Δt={dt:g}"] = metrics.round_trip_error(fm, pts, dt=dt)
     rt["FM RK4 Δt=0.01"] = metrics.round_trip_error(fm, pts, dt=0.01, solver="rk4")
+    return rt
+
+
+def _q5_probes(study: Study, rev: _Reversal, rt: dict[str, metrics.RoundTrip], n_pts: int) -> None:
+    """The probes' latents and round trips in ``metrics.json``, their reverse paths and
+    their table."""
+    p, z_nf, z_fm = study.preset, rev.z_nf, rev.z_fm
     info = []
     rows = []
     for i, (name, _) in enumerate(PROBE_POINTS):
@@ -345,8 +403,8 @@ def q5(study: Study) -> None:
                 "name": name,
                 "z_nf": z_nf[i].tolist(),
                 "z_fm": z_fm[i].tolist(),
-                "latent_distance": float(dist[i]),
-                "round_trip_error": float(err[i]),
+                "latent_distance": float(rev.dist[i]),
+                "round_trip_error": float(rev.err[i]),
             }
         )
         rows.append(
@@ -354,23 +412,23 @@ def q5(study: Study) -> None:
                 name,
                 pair(z_nf[i]),
                 pair(z_fm[i]),
-                num(float(dist[i]), 2),
-                sci(float(err[i])),
+                num(float(rev.dist[i]), 2),
+                sci(float(rev.err[i])),
             )
         )
     study.m["fm_q5"] = {
         "points": info,
         "dt": p.dt,
-        "round_trip_points": len(pts),
+        "round_trip_points": n_pts,
         "round_trip": {k: {"mean": v.mean, "max": v.max} for k, v in rt.items()},
     }
-    nf_lat = as_numpy(nf.standardization.inverse(z_nf))
+    nf_lat = as_numpy(study.models["nf"].standardization.inverse(z_nf))
     study.trajectory_figure(
         "fm_q5_reverse",
         [
             {
-                "path": path,
-                "times": times,
+                "path": rev.path,
+                "times": rev.times,
                 "title": "FM: reverse process of the 5 points of NF Q5",
                 "markers": False,
                 "annotate": [n for n, _ in PROBE_POINTS],
@@ -384,16 +442,20 @@ def q5(study: Study) -> None:
         panel_height=3.0,
         zoom=True,
     )
-    doc.table(
+    study.doc.table(
         ("point", "NF latent z", "FM latent z", "distance", "FM round-trip error"),
         rows,
         "FM Q5. Latents in standardized units. Round trip: the FM latent integrated "
         f"forward again with Δt = {p.dt:g}; distance to the original point, data units.",
     )
+
+
+def _q5_round_trip_figure(study: Study, rt: dict[str, metrics.RoundTrip], n_pts: int) -> None:
+    """The bar chart of the mean round-trip errors."""
     labels = list(rt)
     fig = plots.bars(
         {k: rt[k].mean for k in labels},
-        title=f"Round trip x → latent → x, mean over {len(pts):,} test points",
+        title=f"Round trip x → latent → x, mean over {n_pts:,} test points",
         ylabel="mean error (data units)",
         colors=["#0081C8" if k.startswith("NF") else "#00A651" for k in labels],
         height=1.9,
@@ -404,26 +466,35 @@ def q5(study: Study) -> None:
         "FM Q5. Round-trip error of the NF (inverse then forward) and of FM (reverse then "
         "forward) for several solvers and steps.",
     )
+
+
+def _q5_paragraphs(
+    study: Study, rev: _Reversal, rt: dict[str, metrics.RoundTrip], n_pts: int
+) -> None:
+    """FM Q5's answers: same latents as the NF?, back where they started?, and the NF's
+    exact inverse; adds the summary numbers to ``metrics.json``."""
+    doc, p = study.doc, study.preset
+    dist, err = rev.dist, rev.err
     same = float(dist.max()) < 0.05
-    e = {dt: rt[f"FM Euler Δt={dt:g}"].mean for dt in fm_dts}
+    e = {dt: rt[f"FM Euler Δt={dt:g}"].mean for dt in _Q5_DTS}
     order = math.log10(e[0.1] / e[0.001]) / 2 if e[0.001] > 0 and e[0.1] > 0 else float("nan")
     shrinking = e[0.1] > e[0.01] > e[0.001]
     nf32, nf64e = rt["NF float32"].mean, rt["NF float64"].mean
-    fm_here = rt[f"FM Euler Δt={p.dt:g}"].mean if p.dt in fm_dts else float(err.mean())
+    fm_here = rt[f"FM Euler Δt={p.dt:g}"].mean if p.dt in _Q5_DTS else float(err.mean())
     doc.para(
         ("<b>Same outputs?</b> Nearly: " if same else "<b>Same outputs?</b> No: ")
         + f"the FM latents lie {num(float(dist.min()), 2)} to {num(float(dist.max()), 2)} "
         "standardized units from the NF latents of the same points. Both models push "
         "N(0, I) onto the rings, but infinitely many invertible maps do that; maximum "
-        f"likelihood through {nf.config()['couplings']} couplings and regression onto "
-        "straight-line velocities "
+        f"likelihood through {study.models['nf'].config()['couplings']} couplings and "
+        "regression onto straight-line velocities "
         "pick different ones, and nothing ties a data point to one particular latent."
     )
     doc.para(
         "<b>Forward again.</b> Integrating the FM latents forward does not return exactly "
         f"the same points: with Euler at Δt = {p.dt:g} the five points come back "
         f"{sci(float(err.min()))} to {sci(float(err.max()))} data units away "
-        f"(mean {sci(fm_here)} over {len(pts):,} test points). Euler going back "
+        f"(mean {sci(fm_here)} over {n_pts:,} test points). Euler going back "
         "(Eq. 18) uses the velocity at the late end of each step, going forward (Eq. 17) "
         "the velocity at its early end; the two disagree wherever the field changes "
         "along the path, and their local errors add up instead of cancelling. "

@@ -1,4 +1,4 @@
-"""The normalizing-flow section of the report: the seed's section 3.3, NF Q1 to Q5.
+"""The normalizing-flow section of the report: the study's section 3.3, NF Q1 to Q5.
 
 Validation loss and its two parts, three samplings, the distribution after selected
 layers, trajectories through the layers, and the inverse trajectories and log-densities
@@ -8,6 +8,7 @@ of five probe points.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,10 +216,23 @@ def q4(study: Study) -> None:
 def q5(study: Study) -> None:
     """NF Q5: the inverse trajectories and log-densities of the probe points; leaves
     ``study.nf_probe_z``."""
-    doc, nf, fm, p = study.doc, study.models["nf"], study.models["fm"], study.preset
+    doc, nf = study.doc, study.models["nf"]
     doc.question("nf-q5", "NF Q5 · Inverse trajectories and log p(x) of 5 points")
+    path = as_numpy(nf.trajectory(study.probes, inverse=True))
+    info, rows, z = _probe_densities(study)
+    _q5_summary(study, info)
+    study.nf_probe_z = z
+    _q5_figure_and_table(study, path, rows)
+    doc.para(_q5_paragraph(study.m["nf_q5"]))
+
+
+def _probe_densities(
+    study: Study,
+) -> tuple[list[dict[str, Any]], list[tuple[str, ...]], torch.Tensor]:
+    """Where each probe point lies and its log-density by both terms of Eq. 9 (and FM's):
+    the records for ``metrics.json``, the table's rows and the latents (5, 2)."""
+    nf, fm, p = study.models["nf"], study.models["fm"], study.preset
     x = study.probes
-    path = as_numpy(nf.trajectory(x, inverse=True))
     with torch.no_grad():
         z, log_det = nf.inverse(x)
     log_pz = standard_normal_log_prob(z)
@@ -258,26 +272,31 @@ def q5(study: Study) -> None:
                 num(float(lp_fm[i]), 2),
             )
         )
+    return info, rows, z
+
+
+def _q5_summary(study: Study, info: list[dict[str, Any]]) -> None:
+    """How much more likely the points on the rings are than those off them, and through
+    which term; ``metrics.json``'s ``nf_q5``."""
     area = study.m["data"]["band_area"]
     ins = [r for r in info if r["inside"]]
     outs = [r for r in info if not r["inside"]]
     mean = lambda rs, k: float(np.mean([r[k] for r in rs]))  # noqa: E731
-    gap = mean(ins, "log_p_nf") - mean(outs, "log_p_nf")
-    gap_pz = mean(ins, "log_pz") - mean(outs, "log_pz")
-    gap_det = mean(ins, "log_det") - mean(outs, "log_det")
     separated = min(r["log_p_nf"] for r in ins) > max(r["log_p_nf"] for r in outs)
-    z_in, z_out = mean(ins, "z_norm"), mean(outs, "z_norm")
     study.m["nf_q5"] = {
         "points": info,
         "uniform_log_density": -math.log(area),
-        "mean_gap": gap,
-        "gap_from_log_pz": gap_pz,
-        "gap_from_log_det": gap_det,
+        "mean_gap": mean(ins, "log_p_nf") - mean(outs, "log_p_nf"),
+        "gap_from_log_pz": mean(ins, "log_pz") - mean(outs, "log_pz"),
+        "gap_from_log_det": mean(ins, "log_det") - mean(outs, "log_det"),
         "inside_all_more_likely": separated,
-        "mean_z_norm_inside": z_in,
-        "mean_z_norm_outside": z_out,
+        "mean_z_norm_inside": mean(ins, "z_norm"),
+        "mean_z_norm_outside": mean(outs, "z_norm"),
     }
-    study.nf_probe_z = z
+
+
+def _q5_figure_and_table(study: Study, path: np.ndarray, rows: list[tuple[str, ...]]) -> None:
+    """The inverse paths (L + 1, 5, 2) of the probe points and their table."""
     study.trajectory_figure(
         "nf_q5_inverse",
         [
@@ -295,7 +314,7 @@ def q5(study: Study) -> None:
         panel_height=3.0,
         zoom=True,
     )
-    doc.table(
+    study.doc.table(
         (
             "point",
             "x (data units)",
@@ -309,26 +328,32 @@ def q5(study: Study) -> None:
         rows,
         "NF Q5. log p(x) = log p<sub>z</sub>(z) + log |det ∂φ<sup>−1</sup>/∂x| in nats, "
         "data units (z in standardized units); last column: the FM model's exact "
-        f"log-density of the same point (RK4, {p.nll_steps} steps), for comparison.",
+        f"log-density of the same point (RK4, {study.preset.nll_steps} steps), for comparison.",
     )
+
+
+def _q5_paragraph(m: dict[str, Any]) -> str:
+    """Why the points on the rings are more likely, from the summary ``m`` of NF Q5."""
+    gap, gap_pz, gap_det = m["mean_gap"], m["gap_from_log_pz"], m["gap_from_log_det"]
     verdict = (
         "All three points on the rings are more likely than both points off them"
-        if separated
+        if m["inside_all_more_likely"]
         else "The ordering is not clean in this run: not every point on the rings beats "
         "every point off them"
     )
     main = "the latent density" if abs(gap_pz) > abs(gap_det) else "the volume change"
     far = "farther from" if gap_pz > 0 else "closer to"
-    doc.para(
+    return (
         f"{verdict}; on average the inside points have log p(x) higher by {num(gap, 2)} "
         f"nats, a density ratio of about e<sup>{num(gap, 1)}</sup>. A perfect model would "
-        f"give log p = −log(area) = {num(-math.log(area), 2)} on every point of the bands "
-        "and −∞ elsewhere. The reason is the objective: maximum likelihood raises the "
+        f"give log p = −log(area) = {num(m['uniform_log_density'], 2)} on every point of the "
+        "bands and −∞ elsewhere. The reason is the objective: maximum likelihood raises the "
         "density where the training points are, and since the density integrates to 1, "
         "mass given to the bands is taken from everywhere else. In the flow this happens "
         f"through both terms of the change of variables: of the gap, {num(gap_pz, 2)} "
         f"nats come from log p<sub>z</sub> (the outside points land {far} the origin of "
-        f"the latent space: mean |z| {num(z_out, 2)} against {num(z_in, 2)}) and "
+        f"the latent space: mean |z| {num(m['mean_z_norm_outside'], 2)} against "
+        f"{num(m['mean_z_norm_inside'], 2)}) and "
         f"{num(gap_det, 2)} from the log-det (how much φ<sup>−1</sup> stretches a "
         f"neighbourhood of the point), so {main} dominates here."
     )

@@ -4,6 +4,7 @@ the data's entropy, and the quality of their samples (Tables 1 to 3)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from ..data import OLYMPIC_BOX, RING_NAMES, RING_RADIUS, RING_THICKNESS
 from ..evaluate import evaluate_run
 from ..models import MODELS
+from ..standardize import Standardization
 from .measures import conditional_entropy
 from .presets import STUDY_MODELS
 from .study import Study
@@ -21,7 +23,19 @@ __all__ = ["STAGES", "overview"]
 
 def overview(study: Study) -> None:
     """The Overview section: Tables 1 to 3 (training, held-out NLL, sample quality)."""
-    p, doc = study.preset, study.doc
+    ev = _evaluate(study)
+    study.doc.section("Overview")
+    study.doc.para(_setup_paragraph(study))
+    _training_table(study)
+    floors = _nll_table(study, ev)
+    study.doc.para(_floor_paragraph(study.m["data"], floors))
+    _quality_table(study, ev)
+
+
+def _evaluate(study: Study) -> dict[str, dict[str, Any]]:
+    """:func:`~flowscope.evaluate.evaluate_run` of each model with the study's noise floor;
+    left in ``metrics.json`` as ``evaluation``."""
+    p = study.preset
     ev = {}
     for name in STUDY_MODELS:
         # The W2 noise floor is the study's own, computed once per size (prepare_data).
@@ -41,15 +55,23 @@ def overview(study: Study) -> None:
             w2_noise_floor_points=f.n,
         )
     study.m["evaluation"] = ev
-    tr = study.m["training"]
-    dm = study.m["data"]
+    return ev
+
+
+def _band_radii() -> tuple[float, float]:
+    """The inner and outer radius of a ring's band, data units."""
+    return RING_RADIUS - RING_THICKNESS / 2, RING_RADIUS + RING_THICKNESS / 2
+
+
+def _setup_paragraph(study: Study) -> str:
+    """The models, the two data sets and the training recipe, as the section opens."""
+    p = study.preset
     x0, x1, y0, y1 = OLYMPIC_BOX
-    r0, r1 = RING_RADIUS - RING_THICKNESS / 2, RING_RADIUS + RING_THICKNESS / 2
+    r0, r1 = _band_radii()
     times = _time_sentence(_alpha(study.models["fm"]), _alpha(study.models["cfm"]))
     nf_cfg, fm_cfg = study.models["nf"].config(), study.models["fm"].config()
     train = study.infos["nf"].train
-    doc.section("Overview")
-    doc.para(
+    return (
         "flowscope trained the three models of the study on points of the Olympic rings "
         f"(radius {RING_RADIUS:g}, band width {RING_THICKNESS:g}): a <b>normalizing flow"
         f"</b> (NF) of {nf_cfg['couplings']} affine couplings with permutations between "
@@ -76,6 +98,11 @@ def overview(study: Study) -> None:
             else ""
         )
     )
+
+
+def _training_table(study: Study) -> None:
+    """Table 1: parameters, steps, time and last validation loss of each model."""
+    tr = study.m["training"]
     rows = []
     for name in STUDY_MODELS:
         t = tr[name]
@@ -91,7 +118,7 @@ def overview(study: Study) -> None:
                 "trained now" if t["trained_in_this_run"] else "reused (same config)",
             )
         )
-    doc.table(
+    study.doc.table(
         (
             "model",
             "parameters",
@@ -111,6 +138,27 @@ def overview(study: Study) -> None:
             else "."
         ),
     )
+
+
+@dataclass(frozen=True)
+class _Floors:
+    """How far the held-out NLLs lie above their entropy floors, nats per point.
+
+    Attributes:
+        gap: NF's and FM's standardized NLL minus the data's entropy, by model name.
+        gap_cfm: CFM's conditional NLL minus the conditional entropy, data units.
+        h_cond: the conditional data's entropy given the ring, data units.
+    """
+
+    gap: dict[str, float]
+    gap_cfm: float
+    h_cond: float
+
+
+def _nll_table(study: Study, ev: dict[str, dict[str, Any]]) -> _Floors:
+    """Table 2: held-out NLL of each model against its floor; leaves the conditional
+    entropy in ``metrics.json``'s ``data``."""
+    dm = study.m["data"]
     # evaluate_run reports an infinite NLL (a point of zero density) as None.
     nll = {k: ev[k]["nll_standardized"] for k in ("nf", "fm")}
     nll = {k: math.inf if v is None else v for k, v in nll.items()}
@@ -144,6 +192,7 @@ def overview(study: Study) -> None:
     h_cond_std = h_cond + ld_cfm
     gap_cfm = math.inf if e["nll_data"] is None else e["nll_data"] - h_cond
     dm.update(conditional_entropy_data_units=h_cond, conditional_entropy_standardized=h_cond_std)
+    r0, r1 = _band_radii()
     rows += [
         (
             "CFM: −log p(x | ring)",
@@ -160,17 +209,27 @@ def overview(study: Study) -> None:
             f"E[log(2π w r)], r uniform in [{num(r0)}, {num(r1)}]",
         ),
     ]
-    doc.table(
+    study.doc.table(
         ("model", "NLL, standardized", "above floor", "NLL, data units", "how"),
         rows,
+        _nll_caption(ev, dm, cs, ld_cfm),
+    )
+    return _Floors(gap=gap, gap_cfm=gap_cfm, h_cond=h_cond)
+
+
+def _nll_caption(
+    ev: dict[str, dict[str, Any]], dm: dict[str, Any], cs: Standardization, ld_cfm: float
+) -> str:
+    """Table 2's caption: the units, and why the CFM rows are another quantity."""
+    return (
         f"Table 2. Held-out negative log-likelihood on {ev['nf']['nll_points']:,} test "
         "points never used in training (nats per point; lower is better). Standardized "
         "units are those of the training losses; data units add "
         f"log σ<sub>1</sub> + log σ<sub>2</sub> = {num(sum(math.log(v) for v in dm['std']))}"
         f", with σ = ({num(dm['std'][0])}, {num(dm['std'][1])}) the data's standard "
         "deviations. The CFM rows are a different quantity: the conditional density of "
-        f"each of the CFM's own {e['nll_points']:,} test points given its true ring, on "
-        "the conditional data (full rings, equal share per ring; the CFM's own "
+        f"each of the CFM's own {ev['cfm']['nll_points']:,} test points given its true ring, "
+        "on the conditional data (full rings, equal share per ring; the CFM's own "
         + (
             "standardization, each ring's own: σ ≈ "
             f"({num(float(cs.scale[:, 0].double().mean()))}, "
@@ -182,19 +241,28 @@ def overview(study: Study) -> None:
         + "Knowing the ring removes up to log 5 = "
         f"{num(math.log(len(RING_NAMES)), 2)} nats and the data differ, so they are not "
         "comparable with the NF and FM rows; their floor is the conditional data's "
-        "entropy given the ring.",
+        "entropy given the ring."
     )
+
+
+def _floor_paragraph(dm: dict[str, Any], floors: _Floors) -> str:
+    """Which model comes closer to the entropy floor of Table 2."""
+    gap = floors.gap
     better = "NF" if gap["nf"] < gap["fm"] else "FM"
     other = "FM" if better == "NF" else "NF"
-    doc.para(
+    return (
         "Because the data are uniform on the bands, no density can score below their "
         f"differential entropy, log(area) = {num(dm['entropy_data_units'])} nats in data "
         f"units or {num(dm['entropy_standardized'])} nats per standardized point. The "
         f"{better} comes closer to this floor ({num(gap[better.lower()])} nats above it) "
         f"than the {other} ({num(gap[other.lower()])} nats above it). The CFM's "
-        f"conditional NLL lies {num(gap_cfm)} nats above its own floor, "
-        f"H(x | ring) = {num(h_cond)} nats in data units."
+        f"conditional NLL lies {num(floors.gap_cfm)} nats above its own floor, "
+        f"H(x | ring) = {num(floors.h_cond)} nats in data units."
     )
+
+
+def _quality_table(study: Study, ev: dict[str, dict[str, Any]]) -> None:
+    """Table 3: W2 against its noise floor, the ring metrics and the round trip."""
     rows = []
     for k in STUDY_MODELS:
         e = ev[k]
@@ -211,7 +279,7 @@ def overview(study: Study) -> None:
             )
         )
     n_cfm = ev["cfm"]["n"]
-    doc.table(
+    study.doc.table(
         (
             "model",
             "W2",
@@ -235,7 +303,7 @@ def overview(study: Study) -> None:
         "generated for each ring) that lie in the band of the ring they were generated "
         "for (CFM Q3 measures it again on other samples). Round trip: mean distance "
         "between a test point and its image after inverse then forward (FM, CFM: "
-        f"Euler, Δt = {p.dt:g}).",
+        f"Euler, Δt = {study.preset.dt:g}).",
     )
 
 

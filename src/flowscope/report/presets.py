@@ -1,6 +1,6 @@
 """The sizes of a report run (:class:`Preset`) and the fixed settings of the study.
 
-The settings quote the seed where it fixes them (section 3.3 for the normalizing flow,
+The settings quote the study where it fixes them (section 3.3 for the normalizing flow,
 section 4.3 for flow matching, the Bonus); the rest are choices of the report, in data
 units unless a comment says otherwise.
 """
@@ -14,8 +14,8 @@ __all__ = ["PRESETS", "Preset"]
 
 #: The study's three models, registered types of :data:`~flowscope.models.MODELS`.
 STUDY_MODELS = ("nf", "fm", "cfm")
-DTS = (0.002, 0.02, 0.05, 0.1, 0.2)  # seed section 4.3, FM Q4
-FM_TIMES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # seed section 4.3, FM Q2
+DTS = (0.002, 0.02, 0.05, 0.1, 0.2)  # the study's section 4.3, FM Q4
+FM_TIMES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # the study's section 4.3, FM Q2
 BONUS_TARGET = (4.0, 5.0)  # data units
 BONUS_REACHED = 0.05  # data units: a landing error below this counts as reaching the target
 BONUS_LR = 0.5  # Adam's step on the noise, standardized units (the target's noise is far out)
@@ -38,14 +38,14 @@ class Preset:
 
     Attributes:
         name: the preset's name.
-        n_points: training points per model (seed: 250,000).
-        epochs: training epochs (seed: 20).
+        n_points: training points per model (the study: 250,000).
+        epochs: training epochs (the study: 20).
         holdout_points: validation and test points each (10,000).
-        n_show: points per point-cloud figure (seed: 1000).
+        n_show: points per point-cloud figure (the study: 1000).
         n_quality: samples for W2 and the ring metrics of the summary.
         nll_steps: RK4 steps of the flow-matching likelihood.
-        dt: Euler step of the flow-matching sampler (seed: 1/1000).
-        cfm_samples: conditional samples of CFM Q3 (seed: at least 3000).
+        dt: Euler step of the flow-matching sampler (the study: 1/1000).
+        cfm_samples: conditional samples of CFM Q3 (the study: at least 3000).
         bonus_steps: gradient steps of the Bonus optimisation.
         bonus_dt: Euler step of the sampler the Bonus optimisation differentiates through.
         bonus_pool: samples drawn by the Bonus's best-of-n baseline.
