@@ -2,7 +2,7 @@
 
 :func:`build_report` trains (or reuses) the three models of the study, a normalizing flow
 (``nf``), unconditional flow matching (``fm``) and class-conditional flow matching
-(``cfm``), runs every experiment of the seed's sections 3.3 and 4.3 and the Bonus, and
+(``cfm``), runs every experiment of the study's sections 3.3 and 4.3 and the Bonus, and
 writes into one folder:
 
 - ``report.pdf`` (reportlab) and ``report.html`` (one self-contained file, figures
