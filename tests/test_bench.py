@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import flowscope
 from flowscope import NormalizingFlow, olympic_rings
 from flowscope.cli import main
 from flowscope.reference import ReferenceFlow, copy_from_flowscope
@@ -20,7 +21,9 @@ def test_bench_prints_a_table(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"(\S+)\s+([\d.]+)\s+([\d.]+)-([\d.]+)\s+(\S+)\s+(\d+) s$", line)
+        m = re.match(
+            r"(\S+)\s+([\d.]+)\s+([\d.]+)-([\d.]+)\s+(\S+)\s+(\d+) s\s+([\d.]+)\s+([\d.]+)$", line
+        )
         if m:
             rows[m.group(1)] = m.groups()[1:]
     assert set(rows) == {"flowscope-nf", "reference-nf", "flowscope-fm"}
@@ -33,6 +36,11 @@ def test_bench_prints_a_table(tmp_path, capsys):
         assert len(t["ms_rounds"]) == 2
         # The projection is the median step time over 20 epochs of 1954 steps.
         assert t["projected_s"] == pytest.approx(t["ms_per_step"] * 1954 * 20 / 1e3)
+        # The arithmetic of a step: 6 FLOPs per weight and point, 128 points.
+        model = {"nf": flowscope.NormalizingFlow(), "fm": flowscope.FlowMatching()}[t["family"]]
+        weights = sum(p.numel() for p in model.parameters())
+        assert t["mflop"] == pytest.approx(6 * weights * 128 / 1e6)
+        assert t["gflops"] == pytest.approx(t["mflop"] / t["ms_per_step"])
     assert "flowscope bench --steps 2" in (tmp_path / "speed.md").read_text()
 
 
@@ -90,8 +98,8 @@ def test_format_table_is_the_shared_text_table(monkeypatch):
             "epochs": 20,
         },
         timings=[
-            bench.Timing("flowscope-nf", "nf", 0.52, [0.5, 0.6], 1.0, 20.3),
-            bench.Timing("reference-nf", "nf", 12.25, [12.0, 13.5], 23.56, 478.7),
+            bench.Timing("flowscope-nf", "nf", 0.52, [0.5, 0.6], 1.0, 20.3, 5.6, 10.77),
+            bench.Timing("reference-nf", "nf", 12.25, [12.0, 13.5], 23.56, 478.7, 5.6, 0.457),
         ],
     )
     calls = []
@@ -102,11 +110,19 @@ def test_format_table_is_the_shared_text_table(monkeypatch):
 
     monkeypatch.setattr(bench, "text_table", recording_text_table)
     text = bench.format_table(result)
-    assert len(calls) == 1 and calls[0][1] == "lrrrr"
+    assert len(calls) == 1 and calls[0][1] == "lrrrrrr"
     rows, align = calls[0]
     assert tables.text_table(rows, align) in text
-    assert rows[0] == ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"]
-    assert rows[2] == ["reference-nf", "12.25", "12.00-13.50", "23.56x", "479 s"]
+    assert rows[0] == [
+        "contender",
+        "ms/step",
+        "range",
+        "vs flowscope",
+        "20 epochs (proj.)",
+        "MFLOP/step",
+        "GFLOP/s",
+    ]
+    assert rows[2] == ["reference-nf", "12.25", "12.00-13.50", "23.56x", "479 s", "5.6", "0.5"]
 
 
 def test_run_bench_counts_must_be_integers(capsys):

@@ -14,6 +14,7 @@ from flowscope import FlowMatching, NormalizingFlow, fit, olympic_rings
 from flowscope.kernels import available
 from flowscope.kernels.fm import FMKernel
 from flowscope.kernels.nf import NFKernel
+from flowscope.matching import COUPLINGS, PATHS, TIME_SAMPLERS
 from flowscope.train import TrainConfig
 
 pytestmark = pytest.mark.skipif(not available(torch.float64), reason="no C compiler here")
@@ -117,6 +118,25 @@ def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("path", [*PATHS.names(), {"name": "linear", "sigma_min": 0.1}])
+@pytest.mark.parametrize("coupling", COUPLINGS.names())
+@pytest.mark.parametrize("times", TIME_SAMPLERS.names())
+@pytest.mark.parametrize("skip", [False, True])
+def test_fm_kernel_keeps_every_path_coupling_and_time_sampler(path, coupling, times, skip):
+    # The kernel takes its inputs and targets from the model's parts.
+    torch.manual_seed(2)
+    fm = FlowMatching(
+        hidden=8, layers=3, path=path, coupling=coupling, times=times, gaussian_skip=skip
+    ).double()
+    x1 = torch.randn(37, 2, dtype=torch.float64)
+    loss, grads = fused(fm, x1, None, 3)
+    ref = fm.loss(x1, generator=torch.Generator().manual_seed(3), standardized=True)
+    ref_grads = torch.autograd.grad(ref, list(fm.parameters()))
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
 MODELS = {
     "nf": lambda: NormalizingFlow(couplings=4),
     "fm": lambda: FlowMatching(hidden=16, layers=3),
@@ -188,6 +208,12 @@ def test_fused_path_steps_aside_for_overrides_hooks_and_frozen_weights(kernel_wi
     x, labels = olympic_rings(256, conditional=True, seed=0)
     config = TrainConfig(epochs=1, batch_size=64)
 
+    # The check of meaning is kept per model: a new instance attribute is checked again.
+    flow = NormalizingFlow(couplings=2).double()
+    fit(flow, x.double(), config=config, progress=False)
+    flow.loss = lambda *a, **k: NormalizingFlow.loss(flow, *a, **k) * 2
+    assert "differs" in fit(flow, x.double(), config=config, progress=False).fast_path_note
+
     # A subclass's own loss is what trains, not the kernel's.
     class Penalised(NormalizingFlow):
         calls = 0
@@ -234,11 +260,13 @@ def test_the_kernel_steps_aside_when_the_model_computes_something_else(kernel_wi
     y = torch.randn(64, 2)
     assert kernels.select(fm, y, None, 32).step is not None
     monkeypatch.setattr(flowscope.matching.field, "LEAKY_SLOPE", 0.2)
+    fm = MODELS["fm"]()  # a new model: the check of one is kept while it lives
     selected = kernels.select(fm, y, None, 32)
     assert selected.step is None and "differs" in selected.reason
-    # Another path than the one the kernel builds.
-    cosine = FlowMatching(hidden=16, layers=3, path="cosine")
-    assert "linear path" in kernels.select(cosine, y, None, 32).reason
+    # A network the kernel does not compute.
+    other = FlowMatching(hidden=16, layers=3)
+    other.field = torch.nn.Module()
+    assert "VelocityField" in FMKernel().supports(other)
 
 
 def test_a_kernel_slower_than_pytorch_does_not_run(monkeypatch, tmp_path):

@@ -8,10 +8,13 @@ alike, which is what makes the ratios fair; the absolute numbers still move with
 
 Contenders (libraries that are not installed are skipped with a note):
 
-- ``flowscope-nf``, ``flowscope-fm``, ``flowscope-cfm``: :func:`flowscope.fit` itself, one
-  epoch over ``steps * 128`` points, divided by ``steps``. Included: the trainer's per-call
-  set-up (standardization, optimizer), shuffling, batch indexing, loss, the NaN check,
-  backward, Adam and the cosine scheduler; no validation (``x_val`` is not given).
+- ``flowscope-NAME`` for every registered model type (:data:`~flowscope.models.MODELS`):
+  :func:`flowscope.fit` itself, one epoch over ``steps * 128`` points, divided by
+  ``steps``. Included: the trainer's per-call set-up (standardization, optimizer, the
+  choice of its fast path), shuffling, batch indexing, loss, the NaN check, backward,
+  Adam and the cosine scheduler; no validation (``x_val`` is not given).
+- ``flowscope-NAME-pytorch`` for each type with a fused kernel: the same with
+  ``FLOWSCOPE_NO_KERNEL`` set, flowscope's own PyTorch path.
 - ``reference-nf``: :mod:`flowscope.reference`, the study's flow written plainly (two
   ``nn.Sequential`` per coupling, default Adam).
 - ``zuko-nf``: ``zuko.flows.RealNVP(features=2, transforms=15, hidden_features=[8] * 4)``.
@@ -25,6 +28,10 @@ The non-flowscope contenders run the same plain loop: shuffle, index a batch, lo
 ``CosineAnnealingLR`` step. Each contender trains once on a few batches before the
 rounds (warm-up; the flow kernel's one-off build is timed separately).
 
+Beside ms per step, each row gives the arithmetic of a step of its family's network
+(:func:`step_flops`) and the rate achieved in GFLOP/s, so that the distance to the
+machine's limit is visible; the header names the CPU and its vector extensions.
+
 ``sampling`` times drawing 1000 points with 1000 Euler steps (dt = 1e-3) from flowscope's
 flow matching models, unconditional and conditional (target: <= 0.3 s).
 
@@ -33,6 +40,7 @@ The command's options are :mod:`flowscope.cli.bench`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import json
@@ -43,6 +51,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -78,27 +87,62 @@ class Unavailable(Exception):
 # -- contenders -------------------------------------------------------------------------
 
 
-def _flowscope(name: str) -> Callable[[], TrainPass]:
-    """The registered model type ``name`` at the study's sizes, trained by :func:`fit`."""
+def _study_model(name: str):
+    """The registered model type ``name`` at the study's sizes (5 classes if conditional)."""
+    from .models import MODELS
+
+    entry = MODELS.get(name)
+    torch.manual_seed(0)
+    return entry.build(features=2, **({"num_classes": 5} if entry.conditional else {}))
+
+
+def _flowscope(name: str, kernel: bool = True) -> Callable[[], TrainPass]:
+    """The registered model type ``name`` trained by :func:`fit`; with ``kernel=False``
+    with ``FLOWSCOPE_NO_KERNEL`` set, so that the trainer runs on PyTorch operations."""
 
     def setup() -> TrainPass:
-        from .models import MODELS
         from .train import TrainConfig, fit
 
-        entry = MODELS.get(name)
-        torch.manual_seed(0)
-        model = entry.build(features=2, **({"num_classes": 5} if entry.conditional else {}))
+        model = _study_model(name)
+        conditional = model.num_classes is not None
         calls = [0]
 
         def train(x: torch.Tensor, labels: torch.Tensor) -> int:
             calls[0] += 1
             config = TrainConfig(epochs=1, batch_size=BATCH, seed=calls[0])
-            fit(model, x, labels if entry.conditional else None, config=config, progress=False)
+            with _kernels_off(not kernel):
+                fit(model, x, labels if conditional else None, config=config, progress=False)
             return math.ceil(len(x) / BATCH)
 
         return train
 
     return setup
+
+
+@contextlib.contextmanager
+def _kernels_off(off: bool):
+    """``FLOWSCOPE_NO_KERNEL=1`` within the block, if ``off``; restored after."""
+    if not off:
+        yield
+        return
+    old = os.environ.get("FLOWSCOPE_NO_KERNEL")
+    os.environ["FLOWSCOPE_NO_KERNEL"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FLOWSCOPE_NO_KERNEL"]
+        else:
+            os.environ["FLOWSCOPE_NO_KERNEL"] = old
+
+
+def step_flops(model: torch.nn.Module, batch: int = 128) -> int:
+    """The arithmetic of one training step of a network of weights, in FLOPs: each
+    weight is one multiply-add per point in the forward pass and two in the backward pass
+    (the input's gradient and its own), so 6 x weights x batch. Biases and element-wise
+    operations are counted as weights too (an overcount of a few percent at these sizes);
+    the arithmetic is the same for every implementation of the same network."""
+    return 6 * sum(p.numel() for p in model.parameters()) * batch
 
 
 def _plain_loop(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], params) -> TrainPass:
@@ -187,9 +231,17 @@ class Contender:
 def _contenders() -> tuple[Contender, ...]:
     """Every registered model type and the other libraries' implementations, grouped by
     family; each row is compared with the family's first flowscope row."""
+    from .kernels import FAST_PATHS
     from .models import MODELS
 
-    ours = [Contender(f"flowscope-{e.name}", e.model.kind, _flowscope(e.name)) for e in MODELS]
+    ours = []
+    for e in MODELS:
+        ours.append(Contender(f"flowscope-{e.name}", e.model.kind, _flowscope(e.name)))
+        if any(issubclass(e.model, fp.model_class) for fp in FAST_PATHS):
+            plain = Contender(
+                f"flowscope-{e.name}-pytorch", e.model.kind, _flowscope(e.name, False)
+            )
+            ours.append(plain)
     theirs = [
         Contender("reference-nf", "nf", _reference),
         Contender("zuko-nf", "nf", _zuko),
@@ -218,6 +270,9 @@ class Timing:
         ms_rounds: milliseconds per step of every round.
         ratio: ms_per_step / that of the flowscope row of its family (None if not run).
         projected_s: ms_per_step x 1954 steps x 20 epochs, in seconds.
+        mflop: the arithmetic of one step of the family's network (:func:`step_flops`),
+            in millions of floating-point operations.
+        gflops: the rate achieved, mflop / ms_per_step, in GFLOP/s.
     """
 
     name: str
@@ -226,6 +281,8 @@ class Timing:
     ms_rounds: list[float]
     ratio: float | None
     projected_s: float
+    mflop: float | None = None
+    gflops: float | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +310,31 @@ def _kernels() -> dict[str, bool]:
     return {fp.kernel: load(fp.kernel, torch.float32) is not None for fp in FAST_PATHS}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _vector_extensions() -> list[str]:
+    """The CPU's vector extensions that decide the kernels' speed, as ``/proc/cpuinfo``
+    names them (empty where it cannot be read)."""
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "neon", "asimd")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
 def _machine(threads: int, kernels: dict[str, bool]) -> dict:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -264,7 +346,8 @@ def _machine(threads: int, kernels: dict[str, bool]) -> dict:
         "torch_threads": threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
+        "vector_extensions": _vector_extensions(),
         "kernels": kernels,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -399,12 +482,26 @@ def _timings(ms: dict[str, list[float]], skipped: dict[str, str]) -> list[Timing
     """Each contender's median over the rounds and its ratio to its family's baseline,
     in the order of :data:`CONTENDERS`; the skipped ones are left out."""
     medians = {name: statistics.median(v) for name, v in ms.items() if v and name not in skipped}
+
+    def own(name: str) -> str:  # the registered type of a flowscope row
+        return name.removeprefix("flowscope-").removesuffix("-pytorch")
+
+    flops = {  # the family's network, or for a flowscope row its own
+        c.name: step_flops(
+            _study_model(own(c.name if c.name.startswith("flowscope-") else BASELINE[c.family])),
+            BATCH,
+        )
+        / 1e6
+        for c in CONTENDERS
+        if c.name in medians
+    }
     timings = []
     for c in CONTENDERS:
         if c.name not in medians:
             continue
         base = medians.get(BASELINE[c.family])
         m = medians[c.name]
+        mflop = flops.get(c.name)
         timings.append(
             Timing(
                 name=c.name,
@@ -413,6 +510,8 @@ def _timings(ms: dict[str, list[float]], skipped: dict[str, str]) -> list[Timing
                 ms_rounds=ms[c.name],
                 ratio=None if base is None else m / base,
                 projected_s=m * STEPS_PER_EPOCH * EPOCHS / 1e3,
+                mflop=mflop,
+                gflops=None if mflop is None else mflop / m,
             )
         )
     return timings
@@ -447,6 +546,7 @@ def _header(result: BenchResult) -> list[str]:
     return [
         f"training step, batch {s['batch_size']} of Olympic points: {s['steps']} steps x "
         f"{s['rounds']} rounds per contender, interleaved; median of the rounds",
+        f"CPU: {m.get('cpu', '?')} ({', '.join(m.get('vector_extensions') or []) or 'unknown'})",
         f"machine: {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s) "
         f"(flowscope.fit trains with 1); fused kernels: {kernels} "
         f"(first load {s['kernel_first_load_s']:.2f} s)"
@@ -467,12 +567,22 @@ def _rows(result: BenchResult) -> list[list[str]]:
                 f"{lo:.2f}-{hi:.2f}",
                 "-" if t.ratio is None else f"{t.ratio:.2f}x",
                 f"{t.projected_s:.0f} s",
+                "-" if t.mflop is None else f"{t.mflop:.1f}",
+                "-" if t.gflops is None else f"{t.gflops:.1f}",
             ]
         )
     return rows
 
 
-_COLUMNS = ["contender", "ms/step", "range", "vs flowscope", "20 epochs (proj.)"]
+_COLUMNS = [
+    "contender",
+    "ms/step",
+    "range",
+    "vs flowscope",
+    "20 epochs (proj.)",
+    "MFLOP/step",
+    "GFLOP/s",
+]
 
 
 def format_table(result: BenchResult) -> str:

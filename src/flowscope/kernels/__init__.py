@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,7 +151,7 @@ def select(
         if any(id(p) not in theirs for p in model.parameters()):
             reason = "the model has weights the kernel does not know"
     if reason is None:
-        reason = _check_numbers(fp, model, y, labels)
+        reason = _checked_numbers(fp, model, y, labels)
     if reason is not None:
         return Selection(None, fp.name, reason)
     ms = _speed(fp, model, y, labels, batch_size)
@@ -166,12 +167,45 @@ def select(
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    return next(iter(model.parameters())).dtype
+    """The dtype a model computes in (its standardization's, for a FlowModel)."""
+    dtype = getattr(model, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else next(iter(model.parameters())).dtype
 
 
 def _sample(y: torch.Tensor, labels: torch.Tensor | None, n: int, seed: int):
     idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
     return y[idx], None if labels is None else labels[idx]
+
+
+#: The outcome of the check of meaning per model, kept while the model lives: the same
+#: model, unchanged in type, configuration, dtype and instance attributes, is not checked
+#: again by the next fit.
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple:
+    """What the check of meaning depends on, beyond the weights' values."""
+    config = model.config() if hasattr(model, "config") else None
+    overrides = tuple(sorted(k for k, v in vars(model).items() if callable(v)))
+    modules = tuple((name, type(m)) for name, m in model.named_modules())
+    return (
+        type(model),
+        json.dumps(config, sort_keys=True, default=str),
+        model_dtype(model),
+        overrides,
+        modules,
+    )
+
+
+def _checked_numbers(fp, model, y, labels) -> str | None:
+    """:func:`_check_numbers`, once per model (see :data:`_CHECKED`)."""
+    key = _fingerprint(model)
+    kept = _CHECKED.get(model)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    reason = _check_numbers(fp, model, y, labels)
+    _CHECKED[model] = (key, reason)
+    return reason
 
 
 def _check_numbers(
@@ -204,6 +238,10 @@ def _check_numbers(
     return None
 
 
+#: Speeds measured or read in this process, by key (see :func:`_speed`).
+_SPEEDS: dict[str, dict[str, float]] = {}
+
+
 def _speed_file() -> Any:
     return cache_dir() / "speeds.json"
 
@@ -223,12 +261,15 @@ def _speed(
         },
         sort_keys=True,
     )
+    if key in _SPEEDS:
+        return _SPEEDS[key]
     path = _speed_file()
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     if key in known:
+        _SPEEDS[key] = known[key]
         return known[key]
     twin = copy.deepcopy(model)
     yb, lb = _sample(y, labels, batch_size, seed=2)
@@ -246,7 +287,7 @@ def _speed(
             twin.loss(yb, lb, generator=gen, standardized=True).backward()
 
     ms = {"kernel": _time(kernel_step), "pytorch": _time(autograd_step)}
-    known[key] = ms
+    known[key] = _SPEEDS[key] = ms
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(known, indent=1) + "\n")

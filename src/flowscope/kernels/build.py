@@ -3,8 +3,10 @@
 Each C file is compiled on first use with the system's C compiler into a cache folder
 (``$FLOWSCOPE_CACHE``, else ``$XDG_CACHE_HOME/flowscope`` or ``~/.cache/flowscope``), keyed
 by the source, the flags, the compiler and the CPU, and loaded with ctypes. Where no
-compiler works, or ``FLOWSCOPE_NO_KERNEL=1`` is set, the getters return ``None`` and the
-models compute with PyTorch operations instead: same math, same results to rounding.
+compiler works, or ``FLOWSCOPE_NO_KERNEL=1`` is set, :func:`load` returns ``None`` and the
+trainer computes with PyTorch operations instead: same math, same results to rounding.
+``FLOWSCOPE_CFLAGS`` adds compiler flags (part of the cache key), e.g. ``-mno-avx512f`` to
+build and measure the code an AVX2-only CPU would run.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("nf.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
-    "fm": ("fm.c", "fm_loss", [_I] * 7 + [_D] + [_P] * 9),
+    "fm": ("fm.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
 }
 
 
@@ -101,10 +103,11 @@ def _load(which: str, dtype: torch.dtype):
     if cc is None:
         return None
     filename, stem, argtypes = _SIGNATURES[which]
+    extra = os.environ.get("FLOWSCOPE_CFLAGS", "").split()  # e.g. -mno-avx512f: another target
     source = _HERE / filename
     real, suffix = _REAL[dtype]
     name = f"{stem}_{suffix}"
-    defs = [f"-DREAL={real}", f"-DNAME={name}"]
+    defs = [f"-DREAL={real}", f"-DNAME={name}", *extra]
     try:
         version = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, timeout=30

@@ -1,18 +1,45 @@
 /*
- * Fused training loss (seed Eq. 16) and gradient of flowscope's flow matching MLP.
+ * Fused training loss and gradient of flowscope's flow matching MLP.
  *
- * For data x1 (B, D), noise x0 (B, D), times t (B,) and optional class ids, builds
- * y = t x1 + (1 - t) x0, evaluates the velocity MLP on [y, t, embedding(label)], and
- * returns mean ||v - (x1 - x0)||^2 and its gradient with respect to every weight, bias
- * and embedding row. With skip != 0, v = MLP + g(t) y, g(t) = (2t - 1) / (t^2 + (1 - t)^2)
- * (matching.gaussian_velocity). Same math as matching.py, without PyTorch's per-operation
- * overhead.
- * Activations are stored [row][batch] with the batch padded to a multiple of the vector
- * length, so every product below is a register-blocked loop of whole-vector operations.
+ * For network inputs y (B, D), times t (B,), targets u (B, D) and optional class ids,
+ * evaluates the velocity MLP on [y, t, emb(label)] (nlin Linear layers, LeakyReLU with
+ * negative slope `slope` between them, none after the last) and returns
+ *     loss = (1/B) sum_n sum_d (MLP(y_n, t_n, emb[label_n])_d - u_nd)^2
+ * and, on request, its gradient with respect to every weight, bias and embedding row.
+ * The path (y, u) is built by the caller; this is the network's forward and backward pass
+ * without PyTorch's per-operation overhead.
  *
- * Compiled twice by _kernel.py, with REAL = float and REAL = double.
- * theta holds the layers in order, each as its weight (out_i, in_i) row-major (nn.Linear's
- * layout) followed by its bias (out_i); the gradient gtheta has the same layout.
+ * Layout. theta holds the layers in order, each as its weight (out_i, in_i) row-major
+ * (nn.Linear's layout) followed by its bias (out_i); gtheta has the same layout, emb and
+ * gemb are (C, E). Inside, every activation and gradient is stored batch-major,
+ * [sample][feature], each row padded with zeros to a whole number of vectors. Then all
+ * three products of a layer,
+ *     forward        O  (B x out) = A (B x in)  . W^T
+ *     input gradient P  (B x in)  = G (B x out) . W
+ *     weight gradient gW (out x in) = G^T . A   (or gW^T = A^T . G, whichever pads less)
+ * are the same register-blocked product C[r][:] += X[r][k] * Y[k][:]: MR rows of C times
+ * NV vectors of columns live in registers, and each step over k broadcasts MR scalars of X
+ * (any strides, so G^T and A^T are read in place) and loads NV vectors of a row of Y. No
+ * product reduces across a vector, so there are no horizontal sums. Only W^T (and W with
+ * padded rows, where `in` is not a whole number of vectors) are copied per call.
+ * The bias and the LeakyReLU are applied as the forward product's registers are stored;
+ * the LeakyReLU derivative (from the stored activation, which has the sign of its
+ * pre-activation for slope >= 0) as the input gradient's are.
+ *
+ * The batch goes through the network in chunks of FM_CHUNK samples (the gradients are
+ * sums over samples, so the chunks' add up), which bounds the scratch memory whatever B.
+ *
+ * Compile-time choices. The vector width is the widest the target has: 64 bytes with
+ * AVX-512F, 32 with AVX, else 16 (GCC/Clang generic vectors; without SIMD hardware the
+ * compiler lowers them to scalar code). The register block MR x NV is sized to the
+ * register file: 6 x 4 with AVX-512 (24 of the 32 registers accumulate), 6 x 2 with AVX
+ * (12 of 16), 3 x 4 with 16-byte vectors. FM_MR, FM_NV and FM_CHUNK override them. All
+ * scratch memory is one 64-byte aligned block per thread, kept between calls and grown
+ * when a call needs more. No -ffast-math is assumed: the loader's flags
+ * (-fassociative-math and friends, GCC's default FMA contraction) suffice.
+ *
+ * Compiled twice by kernels/build.py, with REAL = float and REAL = double, and NAME the
+ * exported symbol. Needs GCC or Clang (vector extensions, __thread).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,229 +52,397 @@
 #endif
 
 typedef REAL real;
-#define VL ((int)(64 / sizeof(real)))
-typedef real vec __attribute__((vector_size(64)));
 
-static inline vec ld(const real *p) { return *(const vec *)p; }
-static inline void st(real *p, vec v) { *(vec *)p = v; }
-static inline real hsum(vec v) {
-    real s = 0;
-    for (int k = 0; k < VL; k++) s += v[k];
-    return s;
+#if defined(__AVX512F__)
+#define VBYTES 64
+#elif defined(__AVX__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+
+/* the register block: MR x NV accumulators, NV vectors of Y and a broadcast */
+#ifndef FM_MR
+#if VBYTES == 16
+#define FM_MR 3
+#else
+#define FM_MR 6
+#endif
+#endif
+#ifndef FM_NV
+#if VBYTES == 32
+#define FM_NV 2
+#else
+#define FM_NV 4
+#endif
+#endif
+#if FM_MR < 1 || FM_MR > 16 || FM_NV < 1 || FM_NV > 4 /* mk has 16 x 4 accumulators */
+#error "FM_MR must be 1..16 and FM_NV 1..4"
+#endif
+
+/* samples per pass through the network: the scratch holds about
+   FM_CHUNK * (sum of the padded widths + 2 * the widest) reals, plus the weights twice */
+#ifndef FM_CHUNK
+#define FM_CHUNK ((int)(2048 / sizeof(real)))
+#endif
+_Static_assert(FM_CHUNK >= 1, "FM_CHUNK must be >= 1");
+
+#define VL ((int)(VBYTES / sizeof(real)))
+/* any alignment: theta, gtheta and their layers need not be vector aligned */
+typedef real vec __attribute__((vector_size(VBYTES), aligned(sizeof(real))));
+typedef long long ivec __attribute__((vector_size(VBYTES), aligned(sizeof(real))));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vec ld(const real *p) { return *(const vec *)p; }
+INLINE void st(real *p, vec v) { *(vec *)p = v; }
+INLINE vec splat(real s) { return (vec){} + s; }
+/* m ? a : b, m a comparison's result (all ones or all zeros per lane) */
+INLINE vec sel(ivec m, vec a, vec b) { return (vec)(((ivec)a & m) | ((ivec)b & ~m)); }
+
+static inline long rup(long n, long m) { return (n + m - 1) / m * m; }
+
+/*
+ * C[r][v] (op)= sum_{k<K} X[r*xr + k*xk] * Y[k*ldy + v]  for r < mr, v < nv*VL.
+ * With bias, the sums start from bias[v]. Stored: EP_PLAIN the sums, EP_LEAKY their
+ * LeakyReLU, EP_MASK the sums times (mask[r*ldc + v] > 0 ? 1 : slope), EP_ADD C + sums.
+ * mr and nv are compile-time constants at every call (always_inline); the accumulators
+ * are named variables, not an array, so that they stay in registers.
+ */
+#define MK_ROWS(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
+#define MK_INIT(r) vec a##r##0 = b0, a##r##1 = b1, a##r##2 = b2, a##r##3 = b3;
+#define MK_FMA(r)                                                                             \
+    if (mr > r) {                                                                             \
+        const vec xs = splat(x[r * xr]);                                                      \
+        a##r##0 += xs * y0;                                                                   \
+        if (nv > 1) a##r##1 += xs * y1;                                                       \
+        if (nv > 2) a##r##2 += xs * y2;                                                       \
+        if (nv > 3) a##r##3 += xs * y3;                                                       \
+    }
+#define MK_STORE1(r, v, OP)                                                                   \
+    if (nv > v) {                                                                             \
+        real *c = C + r * ldc + v * VL;                                                       \
+        const vec a = a##r##v;                                                                \
+        OP;                                                                                   \
+    }
+#define MK_STORE(r, OP)                                                                       \
+    if (mr > r) {                                                                             \
+        MK_STORE1(r, 0, OP) MK_STORE1(r, 1, OP) MK_STORE1(r, 2, OP) MK_STORE1(r, 3, OP)       \
+    }
+#define MK_ST_MASK(r) MK_STORE(r, st(c, a * sel((ivec)(ld(mask + (c - C)) > zero), one, s)))
+#define MK_ST_LEAKY(r) MK_STORE(r, st(c, sel((ivec)(a > zero), a, a * s)))
+#define MK_ST_PLAIN(r) MK_STORE(r, st(c, a))
+#define MK_ST_ADD(r) MK_STORE(r, st(c, ld(c) + a))
+
+enum { EP_PLAIN, EP_LEAKY, EP_MASK, EP_ADD }; /* what mk does as it stores C */
+
+INLINE void mk(const int mr, const int nv, int K, const real *X, long xr, long xk,
+               const real *Y, long ldy, real *C, long ldc, const real *bias, int mode,
+               const real *mask, real slope) {
+    vec b0 = {}, b1 = {}, b2 = {}, b3 = {};
+    if (bias) {
+        b0 = ld(bias);
+        if (nv > 1) b1 = ld(bias + VL);
+        if (nv > 2) b2 = ld(bias + 2 * VL);
+        if (nv > 3) b3 = ld(bias + 3 * VL);
+    }
+    MK_ROWS(MK_INIT)
+    for (int k = 0; k < K; k++) {
+        const real *yk = Y + k * ldy;
+        const vec y0 = ld(yk);
+        const vec y1 = nv > 1 ? ld(yk + VL) : y0;
+        const vec y2 = nv > 2 ? ld(yk + 2 * VL) : y0;
+        const vec y3 = nv > 3 ? ld(yk + 3 * VL) : y0;
+        const real *x = X + k * xk;
+        MK_ROWS(MK_FMA)
+    }
+    const vec zero = {}, s = splat(slope), one = splat(1);
+    if (mode == EP_MASK) {
+        MK_ROWS(MK_ST_MASK)
+    } else if (mode == EP_LEAKY) {
+        MK_ROWS(MK_ST_LEAKY)
+    } else if (mode == EP_ADD) {
+        MK_ROWS(MK_ST_ADD)
+    } else {
+        MK_ROWS(MK_ST_PLAIN)
+    }
 }
 
-/* O[j][:] = b[j] + sum_i W[j][i] A[i][:]  (W: out x in), rows of length Bp */
-static void forward_layer(const real *W, const real *b, real *const *A, int in, int out,
-                          real *const *O, int Bp) {
-    int j = 0;
-    for (; j + 4 <= out; j += 4) {
-        const real *w0 = W + (long)j * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
-        for (int n = 0; n < Bp; n += VL) {
-            vec a0 = (vec){} + b[j], a1 = (vec){} + b[j + 1];
-            vec a2 = (vec){} + b[j + 2], a3 = (vec){} + b[j + 3];
-            for (int i = 0; i < in; i++) {
-                const vec x = ld(A[i] + n);
-                a0 += w0[i] * x;
-                a1 += w1[i] * x;
-                a2 += w2[i] * x;
-                a3 += w3[i] * x;
-            }
-            st(O[j] + n, a0);
-            st(O[j + 1] + n, a1);
-            st(O[j + 2] + n, a2);
-            st(O[j + 3] + n, a3);
-        }
+/* mk with run-time mr <= FM_MR, nv <= FM_NV: one specialised copy per pair */
+static void mk_any(int mr, int nv, int K, const real *X, long xr, long xk, const real *Y,
+                   long ldy, real *C, long ldc, const real *bias, int mode, const real *mask,
+                   real slope) {
+#define MK_CASE(a, b)                                                                         \
+    case (a) * 8 + (b):                                                                       \
+        if ((a) <= FM_MR && (b) <= FM_NV)                                                     \
+            mk((a) <= FM_MR ? (a) : 1, (b) <= FM_NV ? (b) : 1, K, X, xr, xk, Y, ldy, C, ldc,  \
+               bias, mode, mask, slope);                                                      \
+        return;
+#define MK_ROW(a) MK_CASE(a, 1) MK_CASE(a, 2) MK_CASE(a, 3) MK_CASE(a, 4)
+    switch (mr * 8 + nv) {
+        MK_ROW(1) MK_ROW(2) MK_ROW(3) MK_ROW(4) MK_ROW(5) MK_ROW(6) MK_ROW(7) MK_ROW(8)
+        MK_ROW(9) MK_ROW(10) MK_ROW(11) MK_ROW(12) MK_ROW(13) MK_ROW(14) MK_ROW(15) MK_ROW(16)
     }
-    for (; j < out; j++) {
-        const real *w = W + (long)j * in;
-        for (int n = 0; n < Bp; n += VL) {
-            vec a = (vec){} + b[j];
-            for (int i = 0; i < in; i++) a += w[i] * ld(A[i] + n);
-            st(O[j] + n, a);
-        }
-    }
-}
-
-/* P[i][:] = sum_j W[j][i] G[j][:]  for i < rows (the gradient of the layer's input) */
-static void backward_input(const real *W, real *const *G, int in, int out, int rows,
-                           real *const *P, int Bp) {
-    int i = 0;
-    for (; i + 4 <= rows; i += 4) {
-        for (int n = 0; n < Bp; n += VL) {
-            vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
-            for (int j = 0; j < out; j++) {
-                const vec g = ld(G[j] + n);
-                const real *w = W + (long)j * in + i;
-                a0 += w[0] * g;
-                a1 += w[1] * g;
-                a2 += w[2] * g;
-                a3 += w[3] * g;
-            }
-            st(P[i] + n, a0);
-            st(P[i + 1] + n, a1);
-            st(P[i + 2] + n, a2);
-            st(P[i + 3] + n, a3);
-        }
-    }
-    for (; i < rows; i++) {
-        for (int n = 0; n < Bp; n += VL) {
-            vec a = {};
-            for (int j = 0; j < out; j++) a += W[(long)j * in + i] * ld(G[j] + n);
-            st(P[i] + n, a);
-        }
-    }
-}
-
-/* gW[j][i] = sum_n G[j][n] A[i][n];  gb[j] = sum_n G[j][n] */
-static void weight_grad(real *const *G, real *const *A, int in, int out, real *gW, real *gb,
-                        int Bp) {
-    for (int j = 0; j < out; j++) {
-        vec s = {};
-        for (int n = 0; n < Bp; n += VL) s += ld(G[j] + n);
-        gb[j] = hsum(s);
-    }
-    for (int j = 0; j < out; j += 2) {
-        const int j2 = j + 1 < out;
-        int i = 0;
-        for (; i + 4 <= in; i += 4) {
-            vec s00 = {}, s01 = {}, s02 = {}, s03 = {}, s10 = {}, s11 = {}, s12 = {}, s13 = {};
-            for (int n = 0; n < Bp; n += VL) {
-                const vec g0 = ld(G[j] + n), g1 = j2 ? ld(G[j + 1] + n) : (vec){};
-                const vec x0 = ld(A[i] + n), x1 = ld(A[i + 1] + n);
-                const vec x2 = ld(A[i + 2] + n), x3 = ld(A[i + 3] + n);
-                s00 += g0 * x0, s01 += g0 * x1, s02 += g0 * x2, s03 += g0 * x3;
-                s10 += g1 * x0, s11 += g1 * x1, s12 += g1 * x2, s13 += g1 * x3;
-            }
-            real *r0 = gW + (long)j * in + i;
-            r0[0] = hsum(s00), r0[1] = hsum(s01), r0[2] = hsum(s02), r0[3] = hsum(s03);
-            if (j2) {
-                real *r1 = r0 + in;
-                r1[0] = hsum(s10), r1[1] = hsum(s11), r1[2] = hsum(s12), r1[3] = hsum(s13);
-            }
-        }
-        for (; i < in; i++) {
-            vec s0 = {}, s1 = {};
-            for (int n = 0; n < Bp; n += VL) {
-                const vec x = ld(A[i] + n);
-                s0 += ld(G[j] + n) * x;
-                if (j2) s1 += ld(G[j + 1] + n) * x;
-            }
-            gW[(long)j * in + i] = hsum(s0);
-            if (j2) gW[(long)(j + 1) * in + i] = hsum(s1);
-        }
-    }
+#undef MK_ROW
+#undef MK_CASE
 }
 
 /*
- * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes.
- * Returns 3 if a label is outside [0, C). skip: add the Gaussian velocity g(t) y.
- * emb: (C, E) or NULL (then E = 0); gemb: (C, E), overwritten. labels: (B,) int64 or
- * NULL. loss: one value, out. gtheta: NULL computes the loss only.
+ * C (M x NP, row stride ldc) = X (M x K, strides xr, xk) . Y (K x NP, row stride ldy),
+ * NP a multiple of VL; the epilogue as in mk (mask has C's layout).
  */
-int NAME(int B, int D, int E, int C, int h, int nlin, int skip, double slope,
-         const real *theta, const real *emb, const real *x1, const real *x0, const real *t,
+static void gemm(int M, int NP, int K, const real *X, long xr, long xk, const real *Y,
+                 long ldy, real *C, long ldc, const real *bias, int mode, const real *mask,
+                 real slope) {
+    const int nvec = NP / VL;
+    for (int v0 = 0; v0 < nvec; v0 += FM_NV) {
+        const int nv = nvec - v0 < FM_NV ? nvec - v0 : FM_NV;
+        const long c0 = (long)v0 * VL;
+        const real *Yv = Y + c0, *bv = bias ? bias + c0 : NULL;
+        int r0 = 0;
+        for (; r0 + FM_MR <= M; r0 += FM_MR) {
+            const long cr = r0 * ldc + c0;
+            if (nv == FM_NV)
+                mk(FM_MR, FM_NV, K, X + r0 * xr, xr, xk, Yv, ldy, C + cr, ldc, bv, mode,
+                   mask ? mask + cr : NULL, slope);
+            else
+                mk_any(FM_MR, nv, K, X + r0 * xr, xr, xk, Yv, ldy, C + cr, ldc, bv, mode,
+                       mask ? mask + cr : NULL, slope);
+        }
+        if (r0 < M) {
+            const long cr = r0 * ldc + c0;
+            mk_any(M - r0, nv, K, X + r0 * xr, xr, xk, Yv, ldy, C + cr, ldc, bv, mode,
+                   mask ? mask + cr : NULL, slope);
+        }
+    }
+}
+
+/* per-thread scratch, kept between calls (and not freed when the thread ends) */
+static __thread real *scratch;
+static __thread size_t scratch_len; /* in reals */
+
+static real *get_scratch(size_t n) {
+    if (n > scratch_len) {
+        free(scratch);
+        scratch_len = 0;
+        size_t bytes = rup((long)(n * sizeof(real)), 64);
+        scratch = (real *)aligned_alloc(64, bytes);
+        if (!scratch) return NULL;
+        scratch_len = bytes / sizeof(real);
+    }
+    return scratch;
+}
+
+/*
+ * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes or
+ * arguments (B, D, h >= 1, 2 <= nlin <= 32, E >= 0, slope >= 0; E > 0 needs emb, labels
+ * and C >= 1), 3 if a label is outside [0, C).
+ * y, u: (B, D); t: (B,); emb: (C, E) or NULL (then E = 0); labels: (B,) int64 or NULL.
+ * loss: one value, out. gtheta (theta's layout) and gemb (C, E; rows of classes not in
+ * the batch are zero) are overwritten; gtheta NULL computes the loss only.
+ */
+int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *theta,
+         const real *emb, const real *y, const real *t, const real *u,
          const long long *labels, real *loss, real *gtheta, real *gemb) {
-    if (nlin < 2 || nlin > 32 || B < 1) return 2;
-    for (int n = 0; labels && n < B; n++)
-        if (labels[n] < 0 || labels[n] >= C) return 3;
+    if (B < 1 || D < 1 || h < 1 || nlin < 2 || nlin > 32 || E < 0 || !(slope >= 0))
+        return 2;
+    if (E > 0 && (C < 1 || !emb || !labels || (gtheta && !gemb))) return 2;
+    if (E > 0)
+        for (int n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= C) return 3;
+    const real sl = (real)slope;
     const int in0 = D + 1 + E;
-    const int Bp = (B + VL - 1) / VL * VL;
-    int width[34];
-    width[0] = in0;
-    for (int i = 1; i < nlin; i++) width[i] = h;
-    width[nlin] = D;
-    /* theta holds, for each layer, W (out, in) then b (out) */
-    const real *W[32], *b[32];
-    real *gW[32], *gb[32];
+    int w[33], wp[33]; /* widths and padded widths */
+    w[0] = in0;
+    for (int i = 1; i < nlin; i++) w[i] = h;
+    w[nlin] = D;
+    int wmax = 0;
+    for (int i = 0; i <= nlin; i++) {
+        wp[i] = (int)rup(w[i], VL);
+        if (wp[i] > wmax) wmax = wp[i];
+    }
+    /* the batch goes through in chunks of CH samples (all of it when it is small) */
+    const int CH = B < FM_CHUNK ? B : FM_CHUNK;
+    /* per layer: the weight gradient as gW (out x in, vectors along in) or as gW^T
+       (in x out, vectors along out), whichever pads less; written straight into gtheta
+       when gW's rows are whole vectors, else summed in scratch and copied at the end */
+    int transposed[32], direct[32];
+    for (int i = 0; i < nlin; i++) {
+        const long cost_w = (long)w[i + 1] * wp[i], cost_wt = (long)w[i] * wp[i + 1];
+        transposed[i] = cost_wt < cost_w;
+        direct[i] = !transposed[i] && w[i] % VL == 0;
+    }
+
+    /* scratch (every piece a whole number of vectors): activations and two gradients of
+       a chunk; per layer W^T, the padded bias, W with padded rows where needed, the
+       gradient sums */
+    size_t need = 2 * (size_t)CH * wmax;
+    for (int i = 0; i <= nlin; i++) need += (size_t)CH * wp[i];
+    for (int i = 0; i < nlin; i++) {
+        need += (size_t)w[i] * wp[i + 1] + wp[i + 1];
+        if (w[i] % VL) need += (size_t)w[i + 1] * wp[i];
+        if (gtheta) {
+            need += wp[i + 1];
+            if (!direct[i])
+                need += transposed[i] ? (size_t)w[i] * wp[i + 1] : (size_t)w[i + 1] * wp[i];
+        }
+    }
+    real *p = get_scratch(need);
+    if (!p) return 1;
+    real *act[33];
+    for (int i = 0; i <= nlin; i++) act[i] = p, p += (size_t)CH * wp[i];
+    real *G0 = p, *P0 = G0 + (size_t)CH * wmax;
+    p = P0 + (size_t)CH * wmax;
+    const real *W[32], *WT[32], *bp[32], *WP[32];
+    real *gW[32], *gb[32], *gacc[32], *gbacc[32];
     long off = 0;
     for (int i = 0; i < nlin; i++) {
+        const int in = w[i], out = w[i + 1], inp = wp[i], outp = wp[i + 1];
         W[i] = theta + off;
-        gW[i] = gtheta + off;
-        off += (long)width[i + 1] * width[i];
-        b[i] = theta + off;
-        gb[i] = gtheta + off;
-        off += width[i + 1];
-    }
-    /* rows: inputs, every layer's output, the target, two gradient buffers */
-    long nrows = in0 + (long)(nlin - 1) * h + 2L * D + 2L * (h > in0 ? h : in0) + D;
-    real *buf = (real *)aligned_alloc(64, sizeof(real) * nrows * Bp);
-    real **rows = (real **)malloc(sizeof(real *) * (nrows + 8));
-    if (!buf || !rows) {
-        free(buf);
-        free(rows);
-        return 1;
-    }
-    memset(buf, 0, sizeof(real) * nrows * Bp);
-    for (long r = 0; r < nrows; r++) rows[r] = buf + r * Bp;
-    real **act[34];
-    act[0] = rows;
-    for (int i = 1; i <= nlin; i++) act[i] = act[i - 1] + width[i - 1];
-    real **target = act[nlin] + D;
-    real **g0 = target + D;
-    real **g1 = g0 + (h > in0 ? h : in0);
-
-    for (int n = 0; n < B; n++) {
-        const real tn = t[n];
-        /* with skip, v = MLP + g(t) y: the MLP's target is Eq. 15 less g(t) y */
-        const real g = skip ? (2 * tn - 1) / (tn * tn + (1 - tn) * (1 - tn)) : 0;
-        for (int d = 0; d < D; d++) {
-            const real a = x1[(long)n * D + d], z = x0[(long)n * D + d];
-            const real y = tn * a + (1 - tn) * z; /* Eq. 14 */
-            act[0][d][n] = y;
-            target[d][n] = a - z - g * y; /* Eq. 15 */
-        }
-        act[0][D][n] = tn;
-        for (int e = 0; e < E; e++) act[0][D + 1 + e][n] = emb[labels[n] * (long)E + e];
-    }
-    for (int i = 0; i < nlin; i++) {
-        forward_layer(W[i], b[i], act[i], width[i], width[i + 1], act[i + 1], Bp);
-        if (i < nlin - 1)
-            for (int j = 0; j < width[i + 1]; j++) {
-                real *o = act[i + 1][j];
-                for (int n = 0; n < Bp; n++) o[n] = o[n] > 0 ? o[n] : (real)slope * o[n];
+        gW[i] = gtheta ? gtheta + off : NULL;
+        off += (long)out * in;
+        gb[i] = gtheta ? gtheta + off : NULL;
+        /* W^T (in x outp); blocks of 8 rows of W are read together */
+        real *wt = p;
+        int j0 = 0;
+        for (; j0 + 8 <= out; j0 += 8) {
+            const real *wj = W[i] + (long)j0 * in;
+            for (int k = 0; k < in; k++) {
+                real *o = wt + (long)k * outp + j0;
+                for (int j = 0; j < 8; j++) o[j] = wj[(long)j * in + k];
             }
+        }
+        for (; j0 < out; j0++)
+            for (int k = 0; k < in; k++) wt[(long)k * outp + j0] = W[i][(long)j0 * in + k];
+        for (int k = 0; k < in; k++)
+            for (int j = out; j < outp; j++) wt[(long)k * outp + j] = 0;
+        WT[i] = wt;
+        p += (long)in * outp;
+        /* the bias, zero padded */
+        real *bb = p;
+        memcpy(bb, theta + off, sizeof(real) * out);
+        for (int j = out; j < outp; j++) bb[j] = 0;
+        bp[i] = bb;
+        p += outp;
+        off += out;
+        if (in % VL) { /* rows of W padded to whole vectors */
+            real *wpad = p;
+            for (int j = 0; j < out; j++) {
+                memcpy(wpad + (long)j * inp, W[i] + (long)j * in, sizeof(real) * in);
+                for (int k = in; k < inp; k++) wpad[(long)j * inp + k] = 0;
+            }
+            WP[i] = wpad;
+            p += (long)out * inp;
+        } else {
+            WP[i] = W[i];
+        }
+        gbacc[i] = gacc[i] = NULL;
+        if (gtheta) {
+            gbacc[i] = p;
+            p += outp;
+            if (direct[i]) {
+                gacc[i] = gW[i];
+            } else {
+                gacc[i] = p;
+                p += transposed[i] ? (long)in * outp : (long)out * inp;
+            }
+        }
     }
-    /* loss and its gradient with respect to the output (zero in the padding) */
-    real total = 0;
+
+    double total = 0;
     const real scale = (real)2 / (real)B;
-    for (int d = 0; d < D; d++) {
-        const real *v = act[nlin][d], *u = target[d];
-        real *g = g0[d];
-        for (int n = 0; n < B; n++) {
-            const real diff = v[n] - u[n];
-            total += diff * diff;
-            g[n] = scale * diff;
-        }
-    }
-    *loss = total / (real)B;
-    if (!gtheta) { /* the loss only */
-        free(buf);
-        free(rows);
-        return 0;
-    }
-
-    real **G = g0, **P = g1;
-    for (int i = nlin - 1; i >= 0; i--) {
-        weight_grad(G, act[i], width[i], width[i + 1], gW[i], gb[i], Bp);
-        if (i > 0) {
-            backward_input(W[i], G, width[i], width[i + 1], width[i], P, Bp);
-            for (int r = 0; r < width[i]; r++) {
-                const real *a = act[i][r];
-                real *p = P[r];
-                for (int n = 0; n < Bp; n++) p[n] *= a[n] > 0 ? (real)1 : (real)slope;
+    if (gtheta && E > 0) memset(gemb, 0, sizeof(real) * (long)C * E);
+    for (long c0 = 0; c0 < B; c0 += CH) {
+        const int nb = B - c0 < CH ? (int)(B - c0) : CH;
+        const int mode = c0 == 0 ? EP_PLAIN : EP_ADD; /* for the gradient sums */
+        /* the input rows [y, t, emb(label)], zero padded */
+        {
+            const long ld = wp[0];
+            for (long n = 0; n < nb; n++) {
+                real *row = act[0] + n * ld;
+                const long m = c0 + n;
+                for (int d = 0; d < D; d++) row[d] = y[m * D + d];
+                row[D] = t[m];
+                if (E > 0) memcpy(row + D + 1, emb + labels[m] * (long)E, sizeof(real) * E);
+                for (int k = in0; k < ld; k++) row[k] = 0;
             }
-            real **tmp = G;
-            G = P;
-            P = tmp;
-        } else if (E > 0) {
-            memset(gemb, 0, sizeof(real) * (long)C * E);
-            /* only the embedding rows of the input need a gradient */
-            backward_input(W[0], G, in0, width[1], in0, P, Bp);
-            for (int n = 0; n < B; n++)
-                for (int e = 0; e < E; e++) gemb[labels[n] * (long)E + e] += P[D + 1 + e][n];
+        }
+        /* forward: act[i+1] = leaky(act[i] . W_i^T + b_i), no LeakyReLU after the last */
+        for (int i = 0; i < nlin; i++)
+            gemm(nb, wp[i + 1], w[i], act[i], wp[i], 1, WT[i], wp[i + 1], act[i + 1],
+                 wp[i + 1], bp[i], i < nlin - 1 ? EP_LEAKY : EP_PLAIN, NULL, sl);
+
+        /* loss and its gradient with respect to the output (zero in the padding) */
+        real *G = G0, *P = P0;
+        {
+            const real *v = act[nlin];
+            const long ld = wp[nlin];
+            for (long n = 0; n < nb; n++) {
+                real *g = G + n * ld;
+                const real *un = u + (c0 + n) * D;
+                for (int d = 0; d < D; d++) {
+                    const real diff = v[n * ld + d] - un[d];
+                    total += (double)diff * diff;
+                    g[d] = scale * diff;
+                }
+                for (int d = D; d < ld; d++) g[d] = 0;
+            }
+        }
+        if (!gtheta) continue;
+
+        for (int i = nlin - 1; i >= 0; i--) {
+            const int in = w[i], out = w[i + 1], inp = wp[i], outp = wp[i + 1];
+            const real *A = act[i];
+            /* bias gradient: column sums of G */
+            for (int v = 0; v < outp; v += VL) {
+                vec s0 = {}, s1 = {}, s2 = {}, s3 = {};
+                const real *g = G + v;
+                int n = 0;
+                for (; n + 4 <= nb; n += 4, g += 4 * outp) {
+                    s0 += ld(g);
+                    s1 += ld(g + outp);
+                    s2 += ld(g + 2 * outp);
+                    s3 += ld(g + 3 * outp);
+                }
+                for (; n < nb; n++, g += outp) s0 += ld(g);
+                const vec s = (s0 + s1) + (s2 + s3);
+                st(gbacc[i] + v, mode == EP_ADD ? ld(gbacc[i] + v) + s : s);
+            }
+            if (!transposed[i]) /* gW (out x in) = G^T . A: X[r][k] = G[k][r], Y = A */
+                gemm(out, inp, nb, G, 1, outp, A, inp, gacc[i], direct[i] ? in : inp, NULL,
+                     mode, NULL, sl);
+            else /* gW^T (in x out) = A^T . G: X[r][k] = A[k][r], Y = G */
+                gemm(in, outp, nb, A, 1, inp, G, outp, gacc[i], outp, NULL, mode, NULL, sl);
+            if (i > 0) {
+                /* P = (G . W_i) * leaky'(act[i]) */
+                gemm(nb, inp, out, G, outp, 1, WP[i], inp, P, inp, NULL, EP_MASK, A, sl);
+                real *tmp = G;
+                G = P;
+                P = tmp;
+            } else if (E > 0) {
+                /* the gradient of the first layer's input, of which the embedding columns */
+                gemm(nb, inp, out, G, outp, 1, WP[0], inp, P, inp, NULL, EP_PLAIN, NULL, sl);
+                for (long n = 0; n < nb; n++) {
+                    real *ge = gemb + labels[c0 + n] * (long)E;
+                    const real *pr = P + n * inp + D + 1;
+                    for (int e = 0; e < E; e++) ge[e] += pr[e];
+                }
+            }
         }
     }
-    free(buf);
-    free(rows);
+    *loss = (real)(total / B);
+    if (!gtheta) return 0;
+    /* the sums kept in scratch, into gtheta */
+    for (int i = 0; i < nlin; i++) {
+        const int in = w[i], out = w[i + 1], inp = wp[i], outp = wp[i + 1];
+        memcpy(gb[i], gbacc[i], sizeof(real) * out);
+        if (direct[i]) continue;
+        if (!transposed[i])
+            for (int j = 0; j < out; j++)
+                memcpy(gW[i] + (long)j * in, gacc[i] + (long)j * inp, sizeof(real) * in);
+        else
+            for (int k = 0; k < in; k++)
+                for (int j = 0; j < out; j++) gW[i][(long)j * in + k] = gacc[i][(long)k * outp + j];
+    }
     return 0;
 }

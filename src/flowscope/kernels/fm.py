@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..matching import FlowMatching, LinearPath, VelocityField
+from ..matching import FlowMatching, VelocityField
 from ..matching.field import LEAKY_SLOPE
 from . import FastPath, Step, grad_buffer, load, model_dtype, overridden
 
@@ -15,9 +15,14 @@ __all__ = ["FMKernel"]
 
 class FMKernel(FastPath):
     """:class:`~flowscope.matching.FlowMatching` with the built-in
-    :class:`~flowscope.matching.VelocityField` on the linear path with sigma_min = 0,
-    with or without the Gaussian skip, any coupling and time sampler, on the CPU in
-    float32 or float64."""
+    :class:`~flowscope.matching.VelocityField`, on any probability path, coupling and
+    time sampler (the model's :meth:`~flowscope.matching.FlowMatching.training_batch`
+    gives the kernel its inputs and targets), with or without the Gaussian skip, on the
+    CPU in float32 or float64.
+
+    The kernel regresses the network on u = dx_t - g(t) x_t, the path's velocity less the
+    skip, which is the model's loss ||network + g(t) x_t - dx_t||^2 written for the
+    network alone."""
 
     name = "fm kernel"
     kernel = "fm"
@@ -32,8 +37,6 @@ class FMKernel(FastPath):
             return (
                 f"the kernel computes the built-in VelocityField, not {type(model.field).__name__}"
             )
-        if not (type(model.path) is LinearPath and model.path.sigma_min == 0):
-            return f"the kernel builds the linear path with sigma_min = 0, not {model.path!r}"
         name = overridden(model, FlowMatching, ("_loss", "velocity", "training_batch"))
         if name is not None:
             return f"{type(model).__name__} overrides {name}, which the kernel reproduces"
@@ -57,25 +60,27 @@ class FMKernel(FastPath):
             0 if emb is None else emb.num_embeddings,
             field.dims[1],
             len(field.dims) - 1,
-            int(model.gaussian_skip),
             LEAKY_SLOPE,
         )
+        skip = model.gaussian_skip
+        rate = model.path.gaussian_rate
 
         def step(y: torch.Tensor, labels: Any, generator: torch.Generator) -> torch.Tensor:
             b = model.training_batch(y, labels, generator)
+            target = torch.addcmul(b.dx_t, rate(b.t), b.x_t, value=-1) if skip else b.dx_t
             # Contiguous copies are bound to names so that they outlive the call.
-            x1, x0, t = b.x1.contiguous(), b.x0.contiguous(), b.t.contiguous()
+            x_t, t, u = b.x_t.contiguous(), b.t.contiguous(), target.contiguous()
             lab = None if labels is None else labels.contiguous()
             grads = [grad_buffer(p) for p in params]
-            loss = torch.empty((), dtype=x1.dtype)
+            loss = torch.empty((), dtype=x_t.dtype)
             rc = fn(
-                x1.shape[0],
+                x_t.shape[0],
                 *sizes,
                 field.theta.data_ptr(),
                 None if emb is None else emb.weight.data_ptr(),
-                x1.data_ptr(),
-                x0.data_ptr(),
+                x_t.data_ptr(),
                 t.data_ptr(),
+                u.data_ptr(),
                 None if lab is None else lab.data_ptr(),
                 loss.data_ptr(),
                 grads[0].data_ptr(),
@@ -84,7 +89,7 @@ class FMKernel(FastPath):
             if rc == 3:
                 raise ValueError(f"a label is outside 0..{emb.num_embeddings - 1}")
             if rc == 1:
-                raise MemoryError(f"the flow matching kernel could not allocate {len(x1)} points")
+                raise MemoryError(f"the flow matching kernel could not allocate {len(x_t)} points")
             if rc != 0:
                 raise RuntimeError(f"the flow matching kernel refused these sizes (code {rc})")
             return loss

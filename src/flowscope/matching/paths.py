@@ -154,8 +154,8 @@ class LinearPath(AffinePath):
         return -(1 - self.sigma_min)
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
-        if self.sigma_min == 0:  # Eqs. 14 and 15 as written
-            return PathSample(x_t=t * x1 + (1 - t) * x0, dx_t=x1 - x0)
+        if self.sigma_min == 0:  # Eqs. 14 and 15: x0 + t (x1 - x0), in one operation each
+            return PathSample(x_t=torch.lerp(x0, x1, t), dx_t=x1 - x0)
         return super().sample(x0, x1, t)
 
     def gaussian_rate(self, t: Time) -> Time:
