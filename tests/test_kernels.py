@@ -354,3 +354,33 @@ def test_the_sampler_velocity_equals_the_velocity(num_classes, skip):
     torch.testing.assert_close(
         fm.ode_velocity(labels)(y, t), fm.velocity(y, t, labels), rtol=1e-12, atol=1e-12
     )
+
+
+def test_the_c_adam_step_is_torch_adams(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(300, generator=g, dtype=torch.float64)) for _ in range(2)]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    ref = torch.optim.Adam(a, lr=1e-2)
+    ours = torch.optim.Adam(b, lr=1e-2, fused=True)
+    assert kernels.FusedAdam.supports(ours) is None
+    fast = kernels.FusedAdam(ours)
+    for k in range(6):
+        for p, q in zip(a, b, strict=True):
+            p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+            q.grad = p.grad.clone()
+        for opt in (ref, ours):
+            opt.param_groups[0]["lr"] = 1e-2 / (k + 1)  # as a scheduler changes it
+        ref.step()
+        fast.step()
+        for p, q in zip(a, b, strict=True):
+            torch.testing.assert_close(q, p, rtol=1e-13, atol=1e-15)
+    # The optimizer's own state holds the moments and the step: checkpoints see them.
+    mine, theirs = ours.state_dict()["state"], ref.state_dict()["state"]
+    for i in (0, 1):
+        assert float(mine[i]["step"]) == float(theirs[i]["step"]) == 6
+        torch.testing.assert_close(
+            mine[i]["exp_avg_sq"], theirs[i]["exp_avg_sq"], rtol=1e-13, atol=0
+        )
+    # Options it does not compute are refused, with the reason.
+    assert "weight decay" in kernels.FusedAdam.supports(torch.optim.Adam(a, weight_decay=0.1))
+    assert "Adam" in kernels.FusedAdam.supports(torch.optim.SGD(a, lr=0.1))

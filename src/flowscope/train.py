@@ -4,7 +4,9 @@ The trainer uses the models' public surface only: the standardization, :meth:`lo
 standardized batches and :meth:`validation_terms` (:class:`~flowscope.base.FlowModel`).
 Where a fused kernel reproduces a model's loss (:func:`flowscope.kernels.select`, decided
 once per fit), each step's kernel call writes the gradients into ``.grad`` instead of
-autograd; where none does, the trainer says why once, through the ``flowscope`` logger.
+autograd, and Adam's update runs in C too (:class:`flowscope.kernels.FusedAdam`, on the
+optimizer's own state); where no kernel does, the trainer says why once, through the
+``flowscope`` logger.
 """
 
 from __future__ import annotations
@@ -191,6 +193,46 @@ def _validate(model: FlowModel, data: _Data, config: TrainConfig, epoch: int, st
     return {f"val_{k}": v for k, v in terms.items()}
 
 
+class _Stepper:
+    """One optimizer step on a batch: the fused kernel's gradients and Adam in C where
+    they run (:func:`_choose_step`), else autograd and ``torch.optim.Adam``.
+
+    Returns the loss's value; a NaN or infinite loss returns before any update, so that
+    the model keeps the weights it had.
+    """
+
+    def __init__(self, model: FlowModel, opt: torch.optim.Adam, fused, config: TrainConfig):
+        self.model, self.opt, self.fused, self.clip = model, opt, fused, config.grad_clip
+        self.params = list(model.parameters())
+        # Adam in C once the optimizer has its state: a fresh one's first step, by
+        # torch.optim.Adam, initialises it as PyTorch does; a resumed one has it already.
+        self.c_adam = fused is not None and kernels.FusedAdam.supports(opt) is None
+        started = all(opt.state.get(p) for p in self.params)
+        self.adam = kernels.FusedAdam(opt) if self.c_adam and started else None
+
+    def __call__(self, y: torch.Tensor, labels, generator: torch.Generator) -> float:
+        if self.fused is not None:  # the kernel fills every .grad itself
+            loss = self.fused(y, labels, generator)
+        else:
+            loss = self.model.loss(y, labels, generator=generator, standardized=True)
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        if self.fused is None:
+            for p in self.params:  # zero_grad(set_to_none=True) without its profiling hooks
+                p.grad = None
+            loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        if self.adam is not None:
+            self.adam.step()
+        else:
+            self.opt.step()
+            if self.c_adam:
+                self.adam = kernels.FusedAdam(self.opt)
+        return value
+
+
 def fit(
     model: FlowModel,
     x: torch.Tensor,
@@ -267,35 +309,23 @@ def fit(
     grad_mode = torch.is_grad_enabled()
     torch.set_grad_enabled(True)  # training needs gradients, also when called under no_grad
     try:
-        fused = _choose_step(model, data, config, history)
+        step = _Stepper(model, opt, _choose_step(model, data, config, history), config)
         for epoch in range(first_epoch, config.epochs + 1):
             bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=gen)
             losses: list[float] = []
-            for step in range(steps_per_epoch):
-                idx = order[step * bs : (step + 1) * bs]
-                yb = data.y[idx]
+            for k in range(steps_per_epoch):
+                idx = order[k * bs : (k + 1) * bs]
                 lb = None if data.labels is None else data.labels[idx]
-                if fused is not None:  # the kernel fills every .grad itself
-                    loss = fused(yb, lb, gen)
-                else:
-                    loss = model.loss(yb, lb, generator=gen, standardized=True)
-                value = loss.item()
+                value = step(data.y[idx], lb, gen)
                 if not math.isfinite(value):
-                    raise _diverged(model, "training loss", value, epoch, step + 1, steps_per_epoch)
+                    raise _diverged(model, "training loss", value, epoch, k + 1, steps_per_epoch)
                 losses.append(value)
-                if fused is None:
-                    for p in params:  # zero_grad(set_to_none=True) without its profiling hooks
-                        p.grad = None
-                    loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
-                opt.step()
                 sched.step()
-                if step % 64 == 0:
+                if k % 64 == 0:
                     bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-                    bar.update(64 if step + 64 <= steps_per_epoch else steps_per_epoch - step)
+                    bar.update(64 if k + 64 <= steps_per_epoch else steps_per_epoch - k)
             history.batch_loss.extend(losses)
             row: dict[str, float] = {"epoch": epoch, "train_loss": math.fsum(losses) / len(losses)}
             if data.y_val is not None:

@@ -33,9 +33,19 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_write
+from .adam import FusedAdam
 from .build import available, cache_dir, disabled, load
 
-__all__ = ["FAST_PATHS", "FastPath", "Step", "Selection", "available", "load", "select"]
+__all__ = [
+    "FAST_PATHS",
+    "FastPath",
+    "FusedAdam",
+    "Selection",
+    "Step",
+    "available",
+    "load",
+    "select",
+]
 
 #: A bound fast step: (standardized batch (N, D), labels (N,) or None, generator) -> the
 #: loss, a 0-dim tensor; every gradient is written into its parameter's ``.grad``.

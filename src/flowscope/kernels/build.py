@@ -46,6 +46,7 @@ _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("nf.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
     "fm": ("fm.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
+    "adam": ("adam.c", "adam_step", [ctypes.c_long, _P, _P, _P, _P, _P, _D, _D, _D, _D]),
 }
 
 
@@ -154,5 +155,6 @@ def disabled() -> bool:
 
 
 def available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether every fused kernel can be built and used for ``dtype``."""
-    return all(load(which, dtype) is not None for which in _SIGNATURES)
+    """Whether the fused training kernels (``nf``, ``fm``) can be built and used for
+    ``dtype``."""
+    return all(load(which, dtype) is not None for which in ("nf", "fm"))
