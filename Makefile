@@ -24,6 +24,9 @@ test: lint
 
 bench: $(STAMP)
 	$(PIP) -e '.[test,report,bench]'
+	# torchcfm without its dependencies (lightning, torchvision, ...): the benchmark uses
+	# its ConditionalFlowMatcher, which needs only torch, numpy and POT.
+	$(PIP) --no-deps torchcfm
 	$(BIN)/flowscope bench $(ARGS)
 
 clean:
