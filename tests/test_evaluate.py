@@ -162,9 +162,10 @@ def test_eval_checks_n_and_seed_before_loading(tmp_path):
             evaluate_run(tmp_path / "missing", **kwargs)
 
 
-def test_eval_of_a_diverged_model_scores_it_honestly(runs, tmp_path):
-    """NaN weights give NaN samples: they are outside every band, W2 is infinite (JSON
-    null), and nothing raises."""
+def test_eval_of_a_diverged_model_is_an_error_that_says_so(runs, tmp_path):
+    """NaN weights give NaN samples: evaluating them is an error naming the cause, not a
+    table of n/a (the metrics' own handling of NaN samples is tested in test_metrics)."""
+    from flowscope.errors import NonFiniteOutput
     from flowscope.runs import read_history, save_run
 
     model, info = load_run(runs / "nf")
@@ -172,7 +173,5 @@ def test_eval_of_a_diverged_model_scores_it_honestly(runs, tmp_path):
         for p in model.parameters():
             p.fill_(math.nan)
     save_run(tmp_path / "nan", model, info, read_history(runs / "nf"))
-    result = evaluate_run(tmp_path / "nan", n=50)
-    assert result["ring_precision"] == 0.0 and result["ring_coverage"] == 0.0
-    assert result["w2"] is None and result["ring_mean_offset"] is None
-    assert result["nll_standardized"] is None  # infinite
+    with pytest.raises(NonFiniteOutput, match="50 of 50 samples are not finite"):
+        evaluate_run(tmp_path / "nan", n=50)

@@ -267,3 +267,19 @@ def test_every_coupling_pairs_a_permutation_of_the_noise(coupling):
     torch.testing.assert_close(
         paired[torch.argsort(paired[:, 0])], x0[torch.argsort(x0[:, 0])], rtol=0, atol=0
     )
+
+
+@pytest.mark.parametrize("entry", TYPES)
+def test_nan_infinite_and_boolean_points_are_clear_errors(entry):
+    model = build(entry)
+    lab = labels_for(entry, 2)
+    opts = likelihood_options(entry)
+    for bad in (math.nan, math.inf, -math.inf):
+        x = points(2)
+        x[1, 0] = bad
+        with pytest.raises(ValueError, match="row 1 is .* must be finite"):
+            model.log_prob(x, lab, **opts)
+        with pytest.raises(ValueError, match="row 1 is"):
+            model.encode(x, lab, **entry.sampling(dt=0.1))
+    with pytest.raises(TypeError, match="real numbers, got dtype torch.bool"):
+        model.log_prob(torch.ones(2, 2, dtype=torch.bool), lab, **opts)

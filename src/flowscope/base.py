@@ -152,13 +152,25 @@ class FlowModel(nn.Module):
         """x as a tensor (N, D) of the model's dtype on its device.
 
         Raises:
-            ValueError: for another shape.
+            TypeError: for booleans or complex numbers.
+            ValueError: for another shape, or a NaN or infinite coordinate (naming the
+                row): no model maps such a point to a number.
         """
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)
+        if x.dtype == torch.bool or x.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(f"{name} must have shape (N, {self.features}), got {tuple(x.shape)}")
-        return x.to(self.device, self.dtype)
+        x = x.to(self.device, self.dtype)
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{name}: row {row} is {x[row].tolist()}: coordinates must be finite numbers "
+                f"(within {self.dtype}'s range)"
+            )
+        return x
 
     def check_labels(self, labels: Any, n: int) -> torch.Tensor | None:
         """Class ids (n,) on the model's device, or ``None`` for an unconditional model.

@@ -20,6 +20,7 @@ import torch
 
 from . import metrics
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
+from .errors import check_finite
 from .matching import DEFAULT_DT, time_grid
 from .runs import load_run, model_type_of, run_data
 from .tables import text_table
@@ -204,6 +205,7 @@ def evaluate_run(
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
     samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
+    check_finite(samples, "samples", str(run_dir))
     result.update(_distance(samples, test.x, info, seed, floor_pairs))
     if result["data"] == "olympic":
         result.update(_rings(samples, labels))
