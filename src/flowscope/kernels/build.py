@@ -46,6 +46,7 @@ _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("nf.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
     "fm": ("fm.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
+    "fm_euler": ("fm.c", "fm_euler", [_I] * 6 + [_D] + [_P] * 4 + [_I, _P, _P, _I, _P, _P]),
     "adam": ("adam.c", "adam_step", [ctypes.c_long, _P, _P, _P, _P, _P, _D, _D, _D, _D]),
 }
 

@@ -38,8 +38,20 @@
  * when a call needs more. No -ffast-math is assumed: the loader's flags
  * (-fassociative-math and friends, GCC's default FMA contraction) suffice.
  *
- * Compiled twice by kernels/build.py, with REAL = float and REAL = double, and NAME the
- * exported symbol. Needs GCC or Clang (vector extensions, __thread).
+ * Compiled by kernels/build.py with REAL = float and REAL = double, and NAME the exported
+ * symbol, once per function: NAME = fm_loss_<f32|f64> builds the loss above (the default),
+ * NAME = fm_euler_<f32|f64> the sampler below. Needs GCC or Clang (vector extensions,
+ * __thread).
+ *
+ * The sampler. fm_euler integrates dy/dt = MLP(y, t, emb(label)) + g(t) y with Euler steps
+ * along a grid of times, the same arithmetic as flowscope's PyTorch sampler
+ * (VelocityField.frozen and matching.solvers.integrate) up to rounding: the first layer's
+ * part that does not depend on y or t, bias + emb(label) . W_emb^T, is computed once per
+ * point; the rest of the first layer, (that + t w_t) + y . W_y^T, is D vector FMAs per
+ * row; the other layers are the forward product above. Points are independent, so the
+ * batch goes through all the steps in chunks of FM_STEP_CHUNK samples, whose activations
+ * stay in the L1 cache; each point's own sequence of operations is that of the PyTorch
+ * sampler, whatever the chunk.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +61,16 @@
 #endif
 #ifndef NAME
 #define NAME fm_loss_f64
+#endif
+/* FM_EULER: whether NAME is fm_euler_f32 or fm_euler_f64 (it pastes into a defined macro) */
+#define FM_CAT_(a, b) a##b
+#define FM_CAT(a, b) FM_CAT_(a, b)
+#define fm_euler_f32_is_the_sampler 1
+#define fm_euler_f64_is_the_sampler 1
+#if FM_CAT(NAME, _is_the_sampler)
+#define FM_EULER 1
+#else
+#define FM_EULER 0
 #endif
 
 typedef REAL real;
@@ -86,6 +108,12 @@ typedef REAL real;
 #define FM_CHUNK ((int)(2048 / sizeof(real)))
 #endif
 _Static_assert(FM_CHUNK >= 1, "FM_CHUNK must be >= 1");
+/* samples the sampler takes through all the steps at a time: a multiple of FM_MR whose
+   activations (2 x FM_STEP_CHUNK x the padded width) fit the L1 cache with room to spare */
+#ifndef FM_STEP_CHUNK
+#define FM_STEP_CHUNK (8 * FM_MR)
+#endif
+_Static_assert(FM_STEP_CHUNK >= 1, "FM_STEP_CHUNK must be >= 1");
 
 #define VL ((int)(VBYTES / sizeof(real)))
 /* any alignment: theta, gtheta and their layers need not be vector aligned */
@@ -233,6 +261,7 @@ static real *get_scratch(size_t n) {
     return scratch;
 }
 
+#if !FM_EULER
 /*
  * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes or
  * arguments (B, D, h >= 1, 2 <= nlin <= 32, E >= 0, slope >= 0; E > 0 needs emb, labels
@@ -446,3 +475,141 @@ int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *
     }
     return 0;
 }
+#endif /* !FM_EULER */
+
+#if FM_EULER
+/* wt (ncol x outp, zero padded columns) = columns col0 .. col0+ncol-1 of W (out x ldw), transposed */
+static void transpose_padded(const real *W, int out, long ldw, int col0, int ncol, real *wt,
+                             int outp) {
+    for (int k = 0; k < ncol; k++) {
+        real *o = wt + (long)k * outp;
+        for (int j = 0; j < out; j++) o[j] = W[(long)j * ldw + col0 + k];
+        for (int j = out; j < outp; j++) o[j] = 0;
+    }
+}
+
+/* v (outp), zero padded */
+static void copy_padded(const real *v, int n, real *o, int outp) {
+    memcpy(o, v, sizeof(real) * n);
+    for (int j = n; j < outp; j++) o[j] = 0;
+}
+
+/*
+ * The first layer for nb points at time t: A[n] = leaky((cst[n] + t w_t) + y[n] . W_y^T),
+ * cst[n] = cst + n * ldc (ldc = 0: one row for every point), WyT (D x hp).
+ */
+static void first_layer(int nb, int D, int hp, const real *y, const real *cst, long ldc,
+                        real t, const real *w_t, const real *WyT, real *A, real slope) {
+    const vec tv = splat(t), zero = {}, s = splat(slope);
+    for (long n = 0; n < nb; n++) {
+        const real *c = cst + n * ldc, *yn = y + n * D;
+        real *a = A + n * hp;
+        for (int v = 0; v < hp; v += VL) {
+            vec x = ld(c + v) + tv * ld(w_t + v);
+            for (int d = 0; d < D; d++) x += splat(yn[d]) * ld(WyT + (long)d * hp + v);
+            st(a + v, sel((ivec)(x > zero), x, x * s));
+        }
+    }
+}
+
+/*
+ * Euler steps of dy/dt = MLP(y, t, emb(label)) + g(t) y (the network of fm_loss) along the
+ * times grid[0 .. K]: step k is y += (grid[k+1] - grid[k]) * (MLP(y, grid[k]) + rate[k] y).
+ *
+ * Returns 0 on success, 1 if memory could not be allocated, 2 for unsupported sizes or
+ * arguments (as fm_loss; K >= 0; R >= 0 with record strictly increasing in [0, K] and out
+ * given), 3 if a label is outside [0, C).
+ * y: (B, D), the state at grid[0] on entry, at grid[K] on return. emb: (C, E) or NULL
+ * (then E = 0); labels: (B,) int64 or NULL. grid: (K+1,) doubles, increasing or
+ * decreasing; the network sees them rounded to real, the steps are rounded differences.
+ * rate: (K,) doubles, the skip's g at grid[k], or NULL (no skip). record: (R,) int64 step
+ * counts; out (R, B, D) receives the state after record[r] steps (0: the initial state).
+ */
+int NAME(int B, int D, int E, int C, int h, int nlin, double slope, const real *theta,
+         const real *emb, const long long *labels, real *y, int K, const double *grid,
+         const double *rate, int R, const long long *record, real *out) {
+    if (B < 1 || D < 1 || h < 1 || nlin < 2 || nlin > 32 || E < 0 || !(slope >= 0) || K < 0 ||
+        R < 0 || !y || !grid)
+        return 2;
+    if (E > 0 && (C < 1 || !emb || !labels)) return 2;
+    if (R > 0 && !out) return 2;
+    for (int r = 0; r < R; r++)
+        if (record[r] < 0 || record[r] > K || (r > 0 && record[r] <= record[r - 1])) return 2;
+    if (E > 0)
+        for (int n = 0; n < B; n++)
+            if (labels[n] < 0 || labels[n] >= C) return 3;
+    const real sl = (real)slope;
+    const int in0 = D + 1 + E, hp = (int)rup(h, VL), Dp = (int)rup(D, VL);
+    const int CH = B < FM_STEP_CHUNK ? B : FM_STEP_CHUNK;
+    const int Ep = (int)rup(E, VL);
+
+    /* scratch: the first layer's W_y^T (D x hp), w_t, bias, W_emb^T (E x hp); per later
+       layer W^T and the bias, padded; per chunk two activations, the output, the
+       per-point constant of the first layer and the chunk's embedding rows */
+    size_t need = (size_t)(D + 2 + E) * hp;
+    for (int i = 1; i < nlin; i++) need += (size_t)(h + 1) * (i < nlin - 1 ? hp : Dp);
+    need += (size_t)CH * (2 * hp + Dp);
+    if (E > 0) need += (size_t)CH * (hp + Ep);
+    real *p = get_scratch(need);
+    if (!p) return 1;
+    const real *W0 = theta;
+    real *WyT = p, *w_t = WyT + (long)D * hp, *b0 = w_t + hp, *WeT = b0 + hp;
+    p = WeT + (long)E * hp;
+    transpose_padded(W0, h, in0, 0, D, WyT, hp);
+    transpose_padded(W0, h, in0, D, 1, w_t, hp);
+    transpose_padded(W0, h, in0, D + 1, E, WeT, hp);
+    copy_padded(theta + (long)h * in0, h, b0, hp);
+    const real *WT[32], *bp[32];
+    long off = (long)h * in0 + h;
+    for (int i = 1; i < nlin; i++) {
+        const int out = i < nlin - 1 ? h : D, outp = i < nlin - 1 ? hp : Dp;
+        real *wt = p, *bb = p + (long)h * outp;
+        transpose_padded(theta + off, out, h, 0, h, wt, outp);
+        off += (long)out * h;
+        copy_padded(theta + off, out, bb, outp);
+        off += out;
+        WT[i] = wt, bp[i] = bb;
+        p = bb + outp;
+    }
+    real *A0 = p, *A1 = A0 + (long)CH * hp, *V = A1 + (long)CH * hp;
+    real *cst = V + (long)CH * Dp, *er = cst + (long)CH * hp;
+
+    for (long c0 = 0; c0 < B; c0 += CH) {
+        const int nb = B - c0 < CH ? (int)(B - c0) : CH;
+        real *yc = y + c0 * D;
+        const real *c = b0;
+        long ldc = 0;
+        if (E > 0) { /* cst[n] = bias + emb(label_n) . W_emb^T, as VelocityField.frozen */
+            for (long n = 0; n < nb; n++)
+                memcpy(er + n * E, emb + labels[c0 + n] * (long)E, sizeof(real) * E);
+            gemm(nb, hp, E, er, E, 1, WeT, hp, cst, hp, b0, EP_PLAIN, NULL, sl);
+            c = cst, ldc = hp;
+        }
+        int r = 0;
+        for (int k = 0;; k++) {
+            if (r < R && record[r] == k) {
+                memcpy(out + (long)r * B * D + c0 * D, yc, sizeof(real) * (long)nb * D);
+                r++;
+            }
+            if (k == K) break;
+            first_layer(nb, D, hp, yc, c, ldc, (real)grid[k], w_t, WyT, A0, sl);
+            real *a = A0, *b = A1;
+            for (int i = 1; i < nlin - 1; i++) {
+                gemm(nb, hp, h, a, hp, 1, WT[i], hp, b, hp, bp[i], EP_LEAKY, NULL, sl);
+                real *tmp = a;
+                a = b, b = tmp;
+            }
+            gemm(nb, Dp, h, a, hp, 1, WT[nlin - 1], Dp, V, Dp, bp[nlin - 1], EP_PLAIN, NULL, sl);
+            /* y += dt (v + g y), as the PyTorch sampler's two operations */
+            const real dt = (real)(grid[k + 1] - grid[k]), g = rate ? (real)rate[k] : 0;
+            for (long n = 0; n < nb; n++)
+                for (int d = 0; d < D; d++) {
+                    real *yd = yc + n * D + d;
+                    const real v = V[n * Dp + d];
+                    *yd += dt * (rate ? v + g * *yd : v);
+                }
+        }
+    }
+    return 0;
+}
+#endif /* FM_EULER */
