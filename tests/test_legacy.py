@@ -32,8 +32,17 @@ def test_a_folder_of_commit_44350cf_gives_what_it_gave(name):
         samples = model.sample(6, labels=sample_labels, generator=g, dt=0.05)
         latents = model.encode(points, labels, dt=0.05)
         log_prob = model.log_prob(points, labels, steps=20)
-    assert samples.double().tolist() == want["samples"]
-    assert latents.double().tolist() == want["latents"]
+    # Flow matching now integrates its Euler steps in C (the sampler's fast path): the
+    # same float32 arithmetic in another order, so its samples and latents are equal to
+    # rounding; the flow's are computed as before, exactly.
+    tol = 0 if name == "nf" else 1e-6
+    f64 = dict(dtype=torch.float64)
+    torch.testing.assert_close(
+        samples.double(), torch.tensor(want["samples"], **f64), rtol=tol, atol=tol
+    )
+    torch.testing.assert_close(
+        latents.double(), torch.tensor(want["latents"], **f64), rtol=tol, atol=tol
+    )
     # The flow's density was computed by its training kernel then and by PyTorch's layers
     # now: the same float32 arithmetic in another order, so equal to rounding.
     exact = name != "nf"

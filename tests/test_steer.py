@@ -50,8 +50,12 @@ def test_reverse_start_counts_the_solver_calls(monkeypatch, solver):
     assert res.evaluations == len(calls) > 0  # dopri5 used to report 0
     if solver == "euler":
         assert res.evaluations == 20
-    # The latent is exactly the model's own encoding (the flow run backwards).
-    assert torch.equal(res.z, fm.encode(target, dt=0.1, solver=solver))
+    # The latent is the model's own encoding (the flow run backwards): the same velocity
+    # and grid, which the model integrates in C where its Euler fast path runs, so equal
+    # to rounding.
+    torch.testing.assert_close(
+        res.z, fm.encode(target, dt=0.1, solver=solver), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_optimize_start_reaches_the_target_and_stops_at_tol():

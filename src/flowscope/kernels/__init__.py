@@ -327,3 +327,4 @@ def _register() -> None:
 
 
 _register()
+from . import sampler  # noqa: E402,F401  (registers the Euler sampler's fast path)
