@@ -287,7 +287,7 @@ def test_a_kernel_slower_than_pytorch_does_not_run(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     ("features", "hidden", "layers", "n"),
-    [(3, 3, 1, 1), (5, 7, 3, 17), (2, 8, 5, 130), (9, 5, 2, 3)],
+    [(3, 3, 1, 1), (5, 7, 3, 17), (2, 8, 5, 130), (9, 5, 2, 3), (2, 5, 5, 37), (2, 3, 4, 1)],
 )
 def test_nf_kernel_at_unusual_sizes(features, hidden, layers, n):
     torch.manual_seed(2)
@@ -304,7 +304,16 @@ def test_nf_kernel_at_unusual_sizes(features, hidden, layers, n):
 
 @pytest.mark.parametrize(
     ("features", "hidden", "layers", "n", "classes"),
-    [(3, 5, 2, 1, None), (2, 7, 3, 19, 3), (5, 64, 5, 33, None), (1, 4, 4, 8, 2)],
+    [
+        (3, 5, 2, 1, None),
+        (2, 7, 3, 19, 3),
+        (5, 64, 5, 33, None),
+        (1, 4, 4, 8, 2),
+        (2, 3, 5, 130, None),
+        (2, 5, 5, 37, 5),
+        (2, 7, 4, 1, 5),
+        (2, 64, 5, 130, 5),
+    ],
 )
 def test_fm_kernel_at_unusual_sizes(features, hidden, layers, n, classes):
     torch.manual_seed(3)
