@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import types
 from collections import Counter
@@ -598,3 +599,32 @@ def test_train_says_when_the_fused_kernel_does_not_run(capsys, tmp_path, monkeyp
     assert code == 0
     assert "note: trained with PyTorch operations, not the fused kernel" in err
     assert "FLOWSCOPE_NO_KERNEL is set" in err
+
+
+def test_a_negative_coordinate_without_the_equals_form_says_how(runs, capsys):
+    err = one_error_line(*run(capsys, "log-prob", runs["nf"], "--point", "-1,0")[::2])
+    assert "expected one argument" in err and "needs the '=' form, e.g. --point=-1,0" in err
+
+
+def test_a_closed_pipe_ends_quietly_as_unix_tools_do(runs, capsys, monkeypatch):
+    class ClosedPipe:  # stdout whose reader has gone, as after `| head -1`
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    code = main(["sample", str(runs["nf"]), "-n", "10"])
+    err = capsys.readouterr().err
+    assert code == 141 and "Broken pipe" not in err and "error" not in err
+
+
+def test_a_pandas_index_column_is_noted_on_one_line(capsys, tmp_path):
+    rows = "\n".join(f"{i},{math.cos(i)},{math.sin(i)}" for i in range(40))
+    (tmp_path / "f.csv").write_text(",x,y\n" + rows + "\n")
+    code, _, err = run(
+        capsys, "train", "nf", "--data", tmp_path / "f.csv", "--out", tmp_path / "r", *TINY
+    )
+    assert code == 0
+    assert "flowscope: note: " in err and "is a row index, as pandas' to_csv writes it" in err

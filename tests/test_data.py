@@ -328,7 +328,8 @@ def test_make_dataset_from_labelled_file(tmp_path):
     path = _write_csv(tmp_path / "p.csv", [[0, 0, 0], [1, 1, 2], [2, 0, 1]])
     d = make_dataset(str(path), 0, conditional=True)
     assert d.labels.tolist() == [0, 2, 1] and d.class_names == ("0", "1", "2")
-    assert make_dataset(str(path), 0).labels is None
+    with pytest.raises(ValueError, match="third column .class labels., but the model is uncond"):
+        make_dataset(str(path), 0)  # more columns than an unconditional model uses
     plain = _write_csv(tmp_path / "q.csv", [[0, 0], [1, 1]])
     with pytest.raises(ValueError, match="third column"):
         make_dataset(str(plain), 0, conditional=True)
@@ -517,3 +518,26 @@ def test_a_value_beyond_float32_is_refused_naming_row_line_and_column(tmp_path):
     np.save(g, np.array([[0.0, 1.0], [2.0, float(np.finfo(np.float32).max)]]))
     x, _ = load_points(g)
     assert torch.isfinite(x).all()
+
+
+def test_a_pandas_index_column_is_left_out_or_refused(tmp_path):
+    # pandas' df.to_csv("f.csv") writes the row index first, under an empty header.
+    rows = "\n".join(f"{i},{0.1 * i:.1f},{1 - 0.1 * i:.1f}" for i in range(12))
+    (tmp_path / "f.csv").write_text(",x,y\n" + rows + "\n")
+    with pytest.warns(UserWarning, match="first column .header ''. is a row index"):
+        x, labels = load_points(tmp_path / "f.csv")
+    assert x.shape == (12, 2) and labels is None
+    assert x[3].tolist() == pytest.approx([0.3, 0.7])
+    (tmp_path / "g.csv").write_text("Unnamed: 0,x,y\n" + rows + "\n")
+    with pytest.warns(UserWarning, match="Unnamed: 0"):
+        assert load_points(tmp_path / "g.csv")[0].shape == (12, 2)
+    # Without the header, a counting first column is refused, saying what to do.
+    (tmp_path / "h.csv").write_text(rows + "\n")
+    with pytest.raises(ValueError, match="column 1 counts 0, 1, ..., 11: a row index.*index=False"):
+        load_points(tmp_path / "h.csv")
+
+
+def test_a_constant_coordinate_is_named():
+    x = torch.stack([torch.linspace(0, 1, 20), torch.full((20,), 3.0)], dim=1)
+    with pytest.raises(ValueError, match="coordinate 2 .column 2. is constant .* 3 there"):
+        Standardization(2).fit(x)

@@ -79,8 +79,11 @@ class Standardization(nn.Module):
         if not self.per_class:
             loc, scale = x.mean(dim=0), x.std(dim=0)
             if (scale <= 0).any():
+                col = int((scale <= 0).nonzero()[0, 0])
                 raise ValueError(
-                    "cannot standardize: a coordinate is constant in the training data"
+                    f"cannot standardize: coordinate {col + 1} (column {col + 1}) is constant "
+                    f"in the training data (every point has {float(loc[col]):g} there); a "
+                    "flow needs variation in every coordinate: drop the column or add data"
                 )
         else:
             global_hint = (
@@ -99,8 +102,9 @@ class Standardization(nn.Module):
                     )
                 loc[k], scale[k] = xk.mean(dim=0), xk.std(dim=0)
                 if (scale[k] <= 0).any():
+                    col = int((scale[k] <= 0).nonzero()[0, 0])
                     raise ValueError(
-                        f"cannot standardize per class: a coordinate is constant within "
+                        f"cannot standardize per class: coordinate {col + 1} is constant within "
                         f"class {k} in the training data; add varied points of that class "
                         f"{global_hint}"
                     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -29,6 +30,9 @@ class _Parser(argparse.ArgumentParser):
     """Reports a usage error as one line through :func:`main` instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "expected one argument" in message:
+            # argparse reads a value that starts with '-' (a negative number) as an option
+            message += " (a value that starts with '-' needs the '=' form, e.g. --point=-1,0)"
         raise CommandError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -104,13 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's warnings as one line each: ``flowscope: note: ...``."""
+    print(f"flowscope: note: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``flowscope`` command; returns the exit status."""
+    """Entry point of the ``flowscope`` command; returns the exit status.
+
+    A closed output pipe (``flowscope eval RUN | head``) ends the command quietly with
+    status 141, as Unix tools do; files the command writes are written before it prints.
+    """
+    import warnings
+
     parser = build_parser()
     from ..errors import MissingDependency
     from ..runs import RunError
     from ..train import TrainingDiverged
 
+    shown, warnings.showwarning = warnings.showwarning, _note
     try:
         args = parser.parse_args(argv)
         if not hasattr(args, "handler"):
@@ -120,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, MissingDependency, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Nothing more can reach the reader; keep Python from complaining at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture)
+        return 141
     except OSError as err:
         print(
             f"flowscope: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "),
@@ -129,3 +152,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowscope: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown

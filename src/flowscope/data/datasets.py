@@ -67,7 +67,10 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
     x, labels = load_points(path)
     if conditional and labels is None:
         raise ValueError(f"{path}: conditional training needs a third column of integer labels")
-    if not conditional:
-        labels = None
+    if not conditional and labels is not None:
+        raise ValueError(
+            f"{path}: has a third column (class labels), but the model is unconditional; "
+            "give a file of two columns x,y, or train a conditional model (e.g. cfm)"
+        )
     names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
     return Dataset(x, labels, str(path), names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import hashlib
 from pathlib import Path
 
@@ -35,7 +37,8 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     labels = None
     lines = None  # for a csv: the file line of each row, so that errors name the line
     if suffix == ".csv":
-        arr, lines = _read_csv(path)
+        arr, lines, header = _read_csv(path)
+        arr = _drop_index_column(path, arr, header)
     elif suffix in (".npy", ".npz"):
         try:
             obj = np.load(path, allow_pickle=False)
@@ -119,8 +122,41 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
-    """The numeric rows of a csv file (N, C) and the file line (1-based) of each."""
+def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) -> np.ndarray:
+    """``arr`` without a first column that is a row index, as ``pandas.DataFrame.to_csv``
+    writes it by default.
+
+    A first column whose header is empty or ``Unnamed: 0`` is that index: it is dropped,
+    with a warning. Without such a header, a first column of three that counts 0, 1, ...,
+    N - 1 (N >= 10) is most likely one too, but not surely: that is an error saying what
+    to do.
+
+    Raises:
+        ValueError: for an unnamed counting first column of three.
+    """
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        return arr
+    if header is not None and header[0] in ("", "Unnamed: 0"):
+        warnings.warn(
+            f"{path}: the first column (header {header[0]!r}) is a row index, as pandas' "
+            "to_csv writes it; it was left out (write the file with index=False to "
+            "avoid this note)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return arr[:, 1:]
+    if len(arr) >= 10 and np.array_equal(arr[:, 0], np.arange(len(arr))):
+        raise ValueError(
+            f"{path}: column 1 counts 0, 1, ..., {len(arr) - 1}: a row index (as pandas' "
+            "to_csv writes by default), not a coordinate; remove it, or write the file "
+            "with index=False"
+        )
+    return arr
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
+    """The numeric rows of a csv file (N, C), the file line (1-based) of each, and the
+    header's fields (``None`` without a header)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
@@ -128,9 +164,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
             f"{path}: not a text file (byte {err.start} is not UTF-8); a .csv holds rows "
             "of numbers x,y[,label]; binary arrays go in .npy or .npz"
         ) from None
-    rows, numbers, start = [], [], 0
+    rows, numbers, start, header = [], [], 0, None
     if lines and lines[0].strip() and not any(_is_number(v) for v in lines[0].split(",")):
         start = 1  # a header: no field is a number (a row with some numbers is data)
+        header = [v.strip() for v in lines[0].split(",")]
     for i, line in enumerate(lines[start:], start=start + 1):
         if not line.strip():
             continue
@@ -147,4 +184,4 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int]]:
             )
     if not rows:
         raise ValueError(f"{path}: the file holds no points")
-    return np.asarray(rows, dtype=np.float64), numbers
+    return np.asarray(rows, dtype=np.float64), numbers, header
