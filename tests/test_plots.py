@@ -258,3 +258,16 @@ def test_point_panels_take_a_frame():
     frame = ((-1.0, 2.0), (-3.0, 0.5))
     fig = plots.point_panels([(pts, "a"), (pts, "b")], ncols=2, frame=frame)
     assert all((ax.get_xlim(), ax.get_ylim()) == frame for ax in fig.axes)
+
+
+def test_axes_of_very_different_scales_get_a_frame_of_their_own_shape():
+    from flowscope import plots
+
+    g = np.random.default_rng(0)
+    pts = np.c_[g.uniform(1.5, 5.5, 300), g.uniform(40, 100, 300)]  # minutes vs minutes x 15
+    fig = plots.class_scatter([(pts, None, "faithful")], frame=plots.limits([pts], rings=False))
+    ax = fig.axes[0]
+    assert ax.get_aspect() == "auto"  # not a thin strip of equal aspect
+    assert 3 <= len(ax.get_xticks()) <= 7 and 3 <= len(ax.get_yticks()) <= 7
+    rings = plots.class_scatter([(np.array([[0.0, 0.0], [4.0, -1.0]]), None, "rings")])
+    assert rings.axes[0].get_aspect() == 1.0  # comparable scales keep one unit length

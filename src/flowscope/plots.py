@@ -252,10 +252,25 @@ def draw_rings(ax) -> None:
         ax.add_patch(Circle(c, RING_RADIUS, fill=False, zorder=3, **RING_LINE))
 
 
+#: The largest ratio of the two axes' spans drawn with equal aspect; data whose axes
+#: differ more (minutes against tens of minutes) get a frame of their own shape, not a strip.
+COMPARABLE_SPANS = 4.0
+
+
+def comparable(xlim, ylim) -> bool:
+    """Whether two axis ranges are close enough in scale to share one unit length."""
+    a, b = xlim[1] - xlim[0], ylim[1] - ylim[0]
+    return max(a, b) <= COMPARABLE_SPANS * min(a, b)
+
+
 def _points_axes(ax, xlim, ylim, title: str, labels: tuple[bool, bool] = (True, True)) -> None:
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
-    ax.set_aspect("equal", adjustable="box")
+    if comparable(xlim, ylim):
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set_title(title)
     if labels[0]:
         ax.set_xlabel(X_LABEL)
@@ -722,7 +737,9 @@ def class_scatter(
     rasterized: bool = True,
     frame: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> Figure:
-    """Point clouds coloured by class, with equal aspect and a legend of the classes shown.
+    """Point clouds coloured by class, with a legend of the classes shown; equal aspect
+    where the two axes' scales are comparable (:func:`comparable`), else a frame of its own
+    shape with readable ticks.
 
     Arguments:
         panels: (points (N, 2) in data units, labels (N,) class ids or ``None``, title) per
@@ -742,7 +759,7 @@ def class_scatter(
         colors = RING_COLORS if olympic else [f"C{i % 10}" for i in range(len(class_names))]
     nrows, ncols = _grid(len(panels), len(panels))
     xlim, ylim = frame or limits([p for p, _, _ in panels])
-    aspect = (ylim[1] - ylim[0]) / (xlim[1] - xlim[0])
+    aspect = (ylim[1] - ylim[0]) / (xlim[1] - xlim[0]) if comparable(xlim, ylim) else 0.75
     fig = _figure(min(2.9, (PAGE_WIDTH - 0.8) / ncols * aspect + 0.5))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     shown: set[int] = set()
