@@ -125,12 +125,21 @@ def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
 def test_fm_kernel_keeps_every_path_coupling_and_time_sampler(path, coupling, times, skip):
     # The kernel takes its inputs and targets from the model's parts.
     torch.manual_seed(2)
+    # A coupling that pairs within classes is for a conditional model.
+    classes = 3 if COUPLINGS.get(coupling).needs_labels else None
     fm = FlowMatching(
-        hidden=8, layers=3, path=path, coupling=coupling, times=times, gaussian_skip=skip
+        num_classes=classes,
+        hidden=8,
+        layers=3,
+        path=path,
+        coupling=coupling,
+        times=times,
+        gaussian_skip=skip,
     ).double()
     x1 = torch.randn(37, 2, dtype=torch.float64)
-    loss, grads = fused(fm, x1, None, 3)
-    ref = fm.loss(x1, generator=torch.Generator().manual_seed(3), standardized=True)
+    labels = None if classes is None else torch.arange(37) % classes
+    loss, grads = fused(fm, x1, labels, 3)
+    ref = fm.loss(x1, labels, generator=torch.Generator().manual_seed(3), standardized=True)
     ref_grads = torch.autograd.grad(ref, list(fm.parameters()))
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     for g, r in zip(grads, ref_grads, strict=True):

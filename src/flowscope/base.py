@@ -364,6 +364,10 @@ class FlowModel(nn.Module):
         y = x if standardized else self.standardization(x, labels)
         return self._loss(y, labels, generator)
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ``ValueError`` if the model cannot train on batches of ``batch_size``
+        points (the trainer asks before the first step); every size fits by default."""
+
     def validation_terms(
         self, y: torch.Tensor, labels: Any, generator: torch.Generator | None = None
     ) -> dict[str, float]:

@@ -23,7 +23,9 @@ from .base import STANDARDIZE, FlowModel
 from .flows import NormalizingFlow
 from .gaussian import Gaussian
 from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
+from .matching.couplings import COUPLINGS
 from .matching.paths import PATHS
+from .matching.sources import source_from_text
 from .registry import Registry
 
 __all__ = ["MODELS", "ModelType", "Option", "model_type", "positive_number"]
@@ -192,6 +194,22 @@ _FM_OPTIONS = (
         lambda s: {"path": {"name": "linear", "sigma_min": s}},
         parse=_sigma_min,
         metavar="S",
+    ),
+    Option(
+        "--coupling",
+        "which source point each data point of a batch is paired with (default "
+        "independent, the study's; ot: exact minibatch optimal transport; class-ot: OT "
+        "within each class, cfm only)",
+        lambda name: {"coupling": {"name": name}},
+        choices=COUPLINGS.names(),
+    ),
+    Option(
+        "--source",
+        "the distribution at t = 0: normal (default, N(0, I) in standardized units), a toy "
+        "set name such as 8gaussians (in data units), or a .csv/.npy/.npz file of points",
+        lambda config: {"source": config},
+        parse=source_from_text,
+        metavar="NAME|FILE",
     ),
 )
 _STANDARDIZE_OPTION = Option(

@@ -272,12 +272,14 @@ def fit(
     Raises:
         TrainingDiverged: if a loss is NaN or infinite (naming the epoch and step); the
             model keeps the weights of that step, ``on_epoch_end`` is not called again.
-        ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, or
+        ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, a
+            batch size the model cannot train on (an OT coupling's batch of 1), or
             data the standardization cannot be fitted on (see
             :meth:`~flowscope.standardize.Standardization.fit`).
     """
     data = _prepare(model, x, labels, x_val, labels_val, config, resuming=state is not None)
     n, bs = len(data.y), config.batch_size
+    model.check_batch_size(bs)
     steps_per_epoch = math.ceil(n / bs)
     total = steps_per_epoch * config.epochs
     params = list(model.parameters())

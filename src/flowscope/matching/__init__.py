@@ -2,7 +2,8 @@
 time sampler and a velocity network (the study's section 4, Eqs. 10-18).
 
 Modules, by role: :mod:`.paths` (how noise and data are joined in time), :mod:`.couplings`
-(which noise goes with which data point), :mod:`.times` (where on the path the loss
+(which source point goes with which data point), :mod:`.sources` (the distribution at
+t = 0), :mod:`.times` (where on the path the loss
 looks), :mod:`.field` (the velocity network), :mod:`.solvers` (ODE integration) and
 :mod:`.model` (:class:`FlowMatching`, which puts them together).
 """
@@ -11,7 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from .couplings import COUPLINGS, Coupling, IndependentCoupling
+from .couplings import (
+    COUPLINGS,
+    ClassOTCoupling,
+    Coupling,
+    IndependentCoupling,
+    OTCoupling,
+    ot_assignment,
+)
 from .field import LEAKY_SLOPE, VelocityField
 from .model import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
@@ -22,6 +30,7 @@ from .model import (
 )
 from .paths import PATHS, AffinePath, CosinePath, LinearPath, PathSample
 from .solvers import DEFAULT_DT, SOLVERS, Velocity, divergence_of, integrate, time_grid
+from .sources import SOURCES, NoDensity, Source, source_from_text
 from .times import TIME_SAMPLERS, BetaTimes, TimeSampler, UniformTimes, sample_times
 
 __all__ = [
@@ -33,15 +42,20 @@ __all__ = [
     "LEAKY_SLOPE",
     "PATHS",
     "SOLVERS",
+    "SOURCES",
     "TIME_SAMPLERS",
     "AffinePath",
     "BetaTimes",
+    "ClassOTCoupling",
     "CosinePath",
     "Coupling",
     "FlowMatching",
     "IndependentCoupling",
     "LinearPath",
+    "NoDensity",
+    "OTCoupling",
     "PathSample",
+    "Source",
     "TimeSampler",
     "TrainingBatch",
     "UniformTimes",
@@ -50,7 +64,9 @@ __all__ = [
     "divergence_of",
     "gaussian_velocity",
     "integrate",
+    "ot_assignment",
     "sample_times",
+    "source_from_text",
     "time_grid",
 ]
 

@@ -31,6 +31,7 @@ from .couplings import COUPLINGS, Coupling
 from .field import VelocityField
 from .paths import PATHS, AffinePath
 from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrate, time_grid
+from .sources import SOURCES, Source
 from .times import TIME_SAMPLERS, BetaTimes, TimeSampler
 
 __all__ = [
@@ -129,13 +130,18 @@ class FlowMatching(FlowModel):
             Beta(:data:`DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
             (``"uniform"`` is the study's U[0, 1]).
         standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
-            a conditional model and ``"global"`` otherwise.
+            a conditional model from the normal source and ``"global"`` otherwise.
         gaussian_skip: add the path's Gaussian velocity to the network's output.
+        source: the distribution at t = 0, of :data:`~.sources.SOURCES` (default
+            ``"normal"``, N(0, I) in standardized units; another source is in data units,
+            mapped by the data's standardization, see :mod:`.sources`).
 
     Raises:
         ValueError: for an unknown or badly configured part, a ``standardize`` outside
-            :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes), or a
-            ``gaussian_skip`` that is not a bool.
+            :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes), a
+            ``gaussian_skip`` that is not a bool, a coupling that needs classes on an
+            unconditional model, a source of another dimension than ``features``, or a
+            source in data units with per-class standardization.
 
     Example:
         >>> fm = FlowMatching(features=2, hidden=16, layers=3)
@@ -157,10 +163,13 @@ class FlowMatching(FlowModel):
         times: str | dict | TimeSampler | None = None,
         standardize: str | None = None,
         gaussian_skip: bool = True,
+        source: str | dict | Source = "normal",
     ):
         conditional = num_classes is not None
+        built_source: Source = SOURCES.build(source)
         if standardize is None:
-            standardize = "class" if conditional else "global"
+            per_class = conditional and not built_source.in_data_units
+            standardize = "class" if per_class else "global"
         super().__init__(features, num_classes, standardize)
         if not isinstance(gaussian_skip, bool):
             raise ValueError(f"gaussian_skip must be True or False, got {gaussian_skip!r}")
@@ -169,6 +178,18 @@ class FlowMatching(FlowModel):
         self._path: AffinePath = PATHS.build(path)
         self._coupling: Coupling = COUPLINGS.build(coupling)
         self._times: TimeSampler = TIME_SAMPLERS.build(times)
+        self._source = built_source
+        self._source.check_features(self.features)
+        if self._coupling.needs_labels and not conditional:
+            raise ValueError(
+                f"the {self._coupling.name} coupling pairs within classes: it needs a "
+                "conditional model (num_classes); use 'ot' for an unconditional one"
+            )
+        if self._source.in_data_units and standardize == "class":
+            raise ValueError(
+                f"the {self._source.describe()} source is in data units and is mapped by the "
+                "data's one standardization: use standardize='global' with it"
+            )
         self._gaussian_skip = gaussian_skip
         self._args = dict(
             features=features,
@@ -181,6 +202,7 @@ class FlowMatching(FlowModel):
             times=self._times.config(),
             standardize=standardize,
             gaussian_skip=gaussian_skip,
+            source=self._source.config(),
         )
         self.field = VelocityField(features, hidden, layers, num_classes, embedding_dim)
 
@@ -202,6 +224,11 @@ class FlowMatching(FlowModel):
     def times(self) -> TimeSampler:
         """The sampler of the training times (read-only)."""
         return self._times
+
+    @property
+    def source(self) -> Source:
+        """The distribution at t = 0 (read-only)."""
+        return self._source
 
     @property
     def gaussian_skip(self) -> bool:
@@ -245,6 +272,28 @@ class FlowMatching(FlowModel):
         if builtin:  # the frozen network returns a new tensor: one in-place add per step
             return lambda y, t: net(y, t).add_(y, alpha=rate(float(t)))
         return lambda y, t: net(y, t) + rate(float(t)) * y
+
+    # -- the source -----------------------------------------------------------------------
+    def base_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n points (n, D) of the source in standardized units, drawn on the CPU with
+        ``generator`` and moved to the model's device."""
+        n = check_int(n, "n")
+        if self.source.name == "normal":  # the study's noise, drawn as FlowModel draws it
+            return super().base_sample(n, generator)
+        return self.source.sample(n, self.features, self.standardization, generator, self.dtype).to(
+            self.device
+        )
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log-density (N,) of the source at standardized points z (N, D), nats.
+
+        Raises:
+            NoDensity: for a source known only by samples (a file, most toy sets).
+        """
+        return self.source.log_prob(z, self.standardization)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        self.coupling.check_batch_size(batch_size)
 
     # -- training -----------------------------------------------------------------------------
     def training_batch(
