@@ -80,7 +80,7 @@ def int_type(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-COMMAND_MODULES = ("commands", "report", "eval", "bench")  # in the order of `--help`
+COMMAND_MODULES = ("commands", "report", "eval", "explore", "bench")  # in the order of `--help`
 
 
 def _commands(sub: argparse._SubParsersAction) -> None:

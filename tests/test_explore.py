@@ -1,0 +1,220 @@
+"""The explorer page: its numbers for every registered type, then the page itself in
+headless Chromium (selenium): no console error, no network request, sliders, a clicked
+point's numbers against the model, the class selector and the redraw time."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowscope.cli import main
+from flowscope.explore import DTS, TIMES, explorer_data, write_explorer
+from flowscope.models import MODELS
+from flowscope.runs import load_run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs_44350cf"
+SMALL = {"n": 60, "grid": 8, "frame_grid": 6, "probes": 3}
+CHROMEDRIVER = "/usr/bin/chromedriver"
+REDRAW_LIMIT_MS = 200
+
+
+def small_model(name):
+    entry = MODELS.get(name)
+    args = dict(entry.small)
+    if entry.conditional:
+        args["num_classes"] = 2
+    torch.manual_seed(0)
+    model = entry.build(features=2, **args)
+    for p in model.parameters():  # a model that is not the identity
+        p.data.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_type_gives_exact_probe_numbers(name):
+    model = small_model(name)
+    page = explorer_data(model, **SMALL)
+    classes = [None] if model.num_classes is None else list(range(model.num_classes))
+    assert len(page["per_class"]) == len(classes)
+    for c, part in zip(classes, page["per_class"], strict=True):
+        items = part["probes"]["items"]
+        assert len(items) == SMALL["probes"] ** 2
+        x = torch.tensor([it["x"] for it in items])
+        lp = model.log_prob(x, c)
+        traj = model.trajectory(x, labels=c, inverse=True, **part["probes"]["options"])
+        for i, it in enumerate(items):
+            assert it["log_prob"] == pytest.approx(float(lp[i]), abs=1e-5)
+            # the terms add up to log p(x): per step for a flow, -int div v for an ODE
+            assert sum(v for _, v in it["terms"]) == pytest.approx(float(lp[i]), abs=1e-4)
+            assert torch.allclose(
+                torch.tensor(it["trajectory"]).double(), traj[:, i].double(), atol=1e-5
+            )
+        # every state along the flow, both directions, and a density frame per state
+        assert len(part["gen"]) == len(part["inv"]) == len(part["densities"])
+        if page["ode"]:
+            assert len(part["gen"]) == len(TIMES) and len(part["arrows"]) == len(TIMES)
+            assert [d["dt"] for d in part["dts"]] == list(DTS)
+
+
+def test_flow_state_densities_integrate_to_one():
+    # the density of each intermediate state of a flow is a density: about 1 on its grid
+    model = small_model("nf")
+    part = explorer_data(model, n=400, grid=8, frame_grid=40, probes=2)["per_class"][0]
+    for frame in part["densities"][1:-1]:
+        z = torch.tensor([[float("nan") if v is None else v for v in row] for row in frame["z"]])
+        dx = (frame["x"][-1] - frame["x"][0]) / (len(frame["x"]) - 1)
+        dy = (frame["y"][-1] - frame["y"][0]) / (len(frame["y"]) - 1)
+        mass = float(torch.nan_to_num(z.double().exp()).sum() * dx * dy)
+        assert 0.85 < mass < 1.05
+
+
+def test_cli_writes_the_page_offline(tmp_path):
+    run = tmp_path / "nf"
+    shutil.copytree(FIXTURES / "nf", run)
+    assert main(["explore", str(run), "-n", "50"]) == 0
+    html = (run / "explore.html").read_text()
+    # plotly.js is inlined: no script or style sheet comes from elsewhere (the browser
+    # tests check that no request is made)
+    assert "plotly" in html.lower() and len(html) > 1_000_000
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", html)
+    assert main(["explore", str(tmp_path / "missing")]) == 2
+
+
+# -- in the browser ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def driver():
+    missing = [p for p in ("chromium", "chromedriver") if shutil.which(p) is None]
+    if missing:
+        pytest.fail(
+            f"the browser tests need {' and '.join(missing)}: install them with "
+            "`apt-get update && apt-get install -y chromium chromium-driver` (Debian), "
+            "then run the tests again"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1900"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    path = shutil.which("chromedriver") or CHROMEDRIVER
+    d = webdriver.Chrome(service=Service(path), options=options)
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore")
+    written = {}
+    for name in ("nf", "cfm"):
+        model, info = load_run(FIXTURES / name)
+        opts = {"n": 1500, "grid": 16, "frame_grid": 10, "probes": 5}
+        written[name] = (write_explorer(model, out / f"{name}.html", **opts), model)
+    return written
+
+
+def open_page(driver, path):
+    driver.get(path.as_uri())
+    assert driver.execute_script("return !!(window.flowscopeExplorer && flowscopeExplorer.ready)")
+    driver.get_log("browser")  # start each check with an empty log
+
+
+def plot_data(driver, id_, trace=0, key="x"):
+    return driver.execute_script(
+        f"return document.getElementById('{id_}').data[{trace}].{key}.slice(0, 50)"
+    )
+
+
+def test_page_loads_offline_without_errors(driver, pages):
+    for name, (path, _) in pages.items():
+        driver.get(path.as_uri())
+        ready = driver.execute_script("return window.flowscopeExplorer.ready")
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert ready and not errors, (name, errors)
+        urls = driver.execute_script(
+            "return [location.href].concat(performance.getEntries()"
+            ".filter(e => e.name && e.entryType === 'resource').map(e => e.name))"
+        )
+        assert all(u.split(":")[0] in ("file", "data", "about", "blob") for u in urls), urls
+        n_plots = driver.execute_script(
+            "return document.querySelectorAll('.js-plotly-plot').length"
+        )
+        assert n_plots == (6 if name == "cfm" else 5)
+
+
+def test_slider_changes_the_drawn_frame_quickly(driver, pages):
+    path, _ = pages["cfm"]
+    open_page(driver, path)
+    for panel in ("flow", "inverse", "densities"):
+        key = "z" if panel == "densities" else "x"
+        before = plot_data(driver, panel, 0, key)
+        ms = driver.execute_script(
+            f"var s = document.getElementById('{panel}-step'); s.value = 3;"
+            "var t0 = performance.now(); s.dispatchEvent(new Event('input'));"
+            "return performance.now() - t0;"
+        )
+        after = plot_data(driver, panel, 0, key)
+        assert before != after, panel
+        assert ms < REDRAW_LIMIT_MS, (panel, ms)
+    # the velocity arrows follow the slider too
+    label = driver.find_element("id", "flow-label").text
+    assert label == f"t = {TIMES[3]:.1f}"
+    assert driver.execute_script("return document.getElementById('flow').data.length") == 2
+
+
+def test_clicked_point_matches_the_model(driver, pages):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    path, model = pages["nf"]
+    open_page(driver, path)
+    drag = driver.find_element("css selector", "#density .nsewdrag")
+    ActionChains(driver).move_to_element_with_offset(drag, 15, -20).click().perform()
+    index = driver.execute_script("return window.flowscopeExplorer.probe")
+    assert index is not None, "the click did not pick a point"
+    text = driver.find_element("id", "point-which").text
+    assert f"probe point #{index}" in text and "nearest precomputed point" in text
+    item = driver.execute_script(
+        "var E = window.flowscopeExplorer; return E.data.per_class[0].probes.items[E.probe]"
+    )
+    x = torch.tensor([item["x"]])
+    assert item["log_prob"] == pytest.approx(float(model.log_prob(x)[0]), abs=1e-4)
+    traj = model.trajectory(x, inverse=True)[:, 0]
+    shown = driver.execute_script(
+        "var d = document.getElementById('point').data[0]; return [d.x, d.y]"
+    )
+    assert torch.allclose(torch.tensor(shown).T.double(), traj.double(), atol=1e-4)
+    # the table shows log p(x) and terms that add up to it
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#point-terms tr')].map(r => r.innerText)"
+    )
+    first = float(rows[0].split()[-1])
+    total = float(next(r for r in rows if r.startswith("sum")).split()[-1])
+    assert first == pytest.approx(float(model.log_prob(x)[0]), abs=1e-4)
+    assert total == pytest.approx(first, abs=1e-4)
+
+
+def test_class_selector_changes_every_panel(driver, pages):
+    from selenium.webdriver.support.ui import Select
+
+    path, _ = pages["cfm"]
+    open_page(driver, path)
+    panels = {"flow": "x", "inverse": "x", "density": "z", "densities": "z", "dt": "x"}
+    before = {p: plot_data(driver, p, 0, k) for p, k in panels.items()}
+    Select(driver.find_element("id", "class-select")).select_by_index(2)
+    after = {p: plot_data(driver, p, 0, k) for p, k in panels.items()}
+    for p in panels:
+        assert before[p] != after[p], p
+    before_dt = plot_data(driver, "dt")
+    Select(driver.find_element("id", "dt-select")).select_by_index(4)
+    assert plot_data(driver, "dt") != before_dt
+    title = driver.execute_script("return document.getElementById('dt').layout.title.text")
+    assert title.endswith(str(DTS[4]))
+    assert json.loads(json.dumps(driver.get_log("browser"))) == []
