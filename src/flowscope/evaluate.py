@@ -8,9 +8,10 @@ Every number comes from :mod:`flowscope.metrics`; this module only chooses the p
 
 from __future__ import annotations
 
+import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,27 @@ import torch
 from . import metrics
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .errors import check_finite
-from .matching import DEFAULT_DT, time_grid
-from .runs import load_run, model_type_of, run_data
+from .matching import DEFAULT_DT, NoDensity, time_grid
+from .runs import atomic_write, load_run, model_type_of, run_data
 from .tables import text_table
 
 __all__ = [
+    "DEFAULT_NFE",
     "NoiseFloor",
     "data_draw",
     "evaluate_run",
+    "format_nfe_table",
     "format_table",
     "noise_floor",
+    "plot_nfe",
 ]
 
 DEFAULT_N = 2000
 FLOOR_PAIRS = 5
+#: The Euler step counts of ``flowscope eval --nfe`` (dopri5 is added to them).
+DEFAULT_NFE = (1, 2, 4, 8, 16, 32, 100)
+#: The Euler steps of the trajectories behind the path metrics.
+PATH_STEPS = 100
 
 
 def _json_safe(value: Any) -> Any:
@@ -121,6 +129,7 @@ def evaluate_run(
     nll_kwargs: dict[str, Any] | None = None,
     floor_pairs: int = FLOOR_PAIRS,
     device: str = "cpu",
+    nfe: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -143,7 +152,15 @@ def evaluate_run(
     - for the Olympic data: ring precision, offsets, coverage of the samples and, for a
       conditional model, class accuracy (overall and per ring);
     - round-trip error (:func:`~flowscope.metrics.round_trip_error`) of the first
-      min(n, 1000) test points (flow matching: ``dt`` and ``solver``).
+      min(n, 1000) test points (flow matching: ``dt`` and ``solver``);
+    - with ``nfe``: W2 between min(n, test size) samples and as many test points for
+      each Euler step count and dopri5 (:func:`~flowscope.metrics.w2_by_nfe`; one row,
+      one pass, for a normalizing flow) and, for a type that integrates an ODE, the
+      straightness and normalized path energy of those points' paths
+      (:func:`~flowscope.metrics.path_metrics`, :data:`PATH_STEPS` Euler steps).
+
+    A model whose source has no density (a file, most toy sets) gets no NLL: its
+    ``nll_*`` values are ``None`` and ``nll_method`` says why.
 
     Arguments:
         run_dir: a run folder written by ``flowscope train``.
@@ -157,6 +174,8 @@ def evaluate_run(
         floor_pairs: pairs of draws of the W2 noise floor, >= 0; 0 skips it (the floor
             keys are then ``None``, for a caller that computes its own).
         device: where the model computes (the metrics are computed on the CPU).
+        nfe: Euler step counts for the W2-by-evaluations table (e.g.
+            :data:`DEFAULT_NFE`), or ``None`` to skip it.
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
@@ -169,7 +188,10 @@ def evaluate_run(
         ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
         ``ring_max_offset``, ``ring_coverage``, ``class_accuracy`` and
         ``class_accuracy_<ring>`` per class; ``round_trip_mean``, ``round_trip_max``
-        (data units), ``round_trip_points``; ``seconds`` (the whole evaluation).
+        (data units), ``round_trip_points``; with ``nfe``: ``nfe_curve`` (a list of
+        ``{"solver", "nfe", "w2", "seconds"}``), ``straightness``, ``path_energy``,
+        ``path_w2_squared``, ``npe`` (``None`` for a one-pass type); ``seconds`` (the
+        whole evaluation).
 
     Raises:
         RunError: if the folder is not a loadable run.
@@ -182,6 +204,7 @@ def evaluate_run(
     n = check_int(n, "n", minimum=2)
     seed = check_int(seed, "seed", minimum=0)
     floor_pairs = check_int(floor_pairs, "floor_pairs", minimum=0)
+    counts = None if nfe is None else [check_int(k, "nfe") for k in nfe]
     t_start = time.perf_counter()
     model, info = load_run(run_dir, device)
     entry = model_type_of(info)
@@ -217,16 +240,58 @@ def evaluate_run(
         model, test.x[:r], None if labels_test is None else labels_test[:r], dt=dt, solver=solver
     )
     result.update(round_trip_mean=rt.mean, round_trip_max=rt.max, round_trip_points=r)
+    if counts is not None:
+        m = min(n, len(test.x))
+        result.update(
+            _paths(
+                model, test.x[:m], None if labels_test is None else labels_test[:m], counts, seed
+            )
+        )
     result["seconds"] = time.perf_counter() - t_start
     return {k: _json_safe(v) for k, v in result.items()}
 
 
+def _paths(model, x, labels, counts: list[int], seed: int) -> dict[str, Any]:
+    """The W2-by-evaluations rows and the path metrics of :func:`evaluate_run`."""
+    rows = metrics.w2_by_nfe(model, x, labels, nfe=counts, seed=seed)
+    out: dict[str, Any] = {
+        "nfe_curve": [
+            {"solver": p.solver, "nfe": p.nfe, "w2": _json_safe(p.w2), "seconds": p.seconds}
+            for p in rows
+        ],
+        "straightness": None,
+        "path_energy": None,
+        "path_w2_squared": None,
+        "npe": None,
+    }
+    if rows[0].solver != "one pass":
+        gen = torch.Generator().manual_seed(seed)
+        pm = metrics.path_metrics(model, x, labels, steps=PATH_STEPS, generator=gen)
+        out.update(
+            straightness=pm.straightness,
+            path_energy=pm.path_energy,
+            path_w2_squared=pm.w2_squared,
+            npe=_json_safe(pm.npe),
+        )
+    return out
+
+
 def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The held-out NLL of :func:`evaluate_run`, with the options the type's likelihood
-    takes."""
+    takes; none (with the reason) for a model whose source has no density."""
     options = {k: v for k, v in nll_kwargs.items() if k in entry.likelihood_options}
     t0 = time.perf_counter()
-    nll = metrics.heldout_nll(model, x, labels, **options)
+    try:
+        nll = metrics.heldout_nll(model, x, labels, **options)
+    except NoDensity:
+        return dict(
+            nll_standardized=None,
+            nll_data=None,
+            standardized_per_class=model.standardization.per_class,
+            nll_points=0,
+            nll_method="none: the model's source is known only by samples, it has no density",
+            nll_seconds=0.0,
+        )
     return dict(
         nll_standardized=_json_safe(nll.standardized),
         nll_data=_json_safe(nll.data),
@@ -355,3 +420,65 @@ def format_table(result: dict[str, Any]) -> str:
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
     )
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
+
+
+def format_nfe_table(result: dict[str, Any]) -> str:
+    """The W2-by-evaluations rows and path metrics of an :func:`evaluate_run` result made
+    with ``nfe`` (empty text without them)."""
+    rows = result.get("nfe_curve")
+    if not rows:
+        return ""
+    body = [(p["solver"], str(p["nfe"]), _fmt(p["w2"]), f"{p['seconds']:.2f}") for p in rows]
+    points = result.get("w2_points")
+    text = f"W2 to {points} test points by function evaluations (data units)\n"
+    text += text_table([("solver", "NFE", "W2", "seconds"), *body], align="lrrr")
+    if result.get("straightness") is not None:
+        text += (
+            f"\npaths ({PATH_STEPS} Euler steps, data units): straightness "
+            f"{result['straightness']:.4f}, path energy {result['path_energy']:.4f}, "
+            f"W2^2 source to data {result['path_w2_squared']:.4f}, NPE {_fmt(result['npe'])}"
+        )
+    return text
+
+
+def plot_nfe(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Draw W2 against the function evaluations of one or more :func:`evaluate_run`
+    results made with ``nfe`` (Euler as a line, dopri5 and one-pass models as points) and
+    save the figure to ``path`` (its suffix chooses the format)."""
+    from matplotlib.figure import Figure  # the object interface: no global state
+
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    for r in results:
+        rows = r.get("nfe_curve") or []
+        euler = [p for p in rows if p["solver"] == "euler"]
+        label = f"{r['model']} ({Path(str(r['run'])).name})"
+        if euler:
+            (line,) = ax.plot(
+                [p["nfe"] for p in euler], [p["w2"] for p in euler], "o-", label=label
+            )
+            colour = line.get_color()
+        else:
+            colour = None
+        for p in rows:
+            if p["solver"] != "euler":
+                marker = "*" if p["solver"] == "dopri5" else "s"
+                ax.plot(
+                    [p["nfe"]],
+                    [p["w2"]],
+                    marker,
+                    color=colour,
+                    ms=10,
+                    label=f"{label if colour is None else ''} {p['solver']}".strip(),
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("function evaluations per sample")
+    ax.set_ylabel("W2 to held-out data (data units)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png")
+    atomic_write(path, buf.getvalue())
+    return path

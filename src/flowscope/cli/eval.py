@@ -7,7 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ..evaluate import DEFAULT_N, FLOOR_PAIRS, evaluate_run, format_table
+from ..evaluate import (
+    DEFAULT_N,
+    DEFAULT_NFE,
+    FLOOR_PAIRS,
+    evaluate_run,
+    format_nfe_table,
+    format_table,
+    plot_nfe,
+)
 from ..matching import DEFAULT_DT, FlowMatching
 from ..runs import atomic_write
 from . import CommandError, add_command, int_type
@@ -21,10 +29,24 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else run_dir / "eval.json"
     if args.json and not out.parent.is_dir():
         raise CommandError(f"{out.parent}: folder does not exist; create it first")
+    if args.plot and not Path(args.plot).parent.is_dir():
+        raise CommandError(f"{Path(args.plot).parent}: folder does not exist; create it first")
+    if args.plot and args.nfe is None:
+        args.nfe = DEFAULT_NFE  # the plot is of the NFE curve
     result = evaluate_run(
-        run_dir, n=args.n, seed=args.seed, floor_pairs=args.floor_pairs, device=args.device
+        run_dir,
+        n=args.n,
+        seed=args.seed,
+        floor_pairs=args.floor_pairs,
+        device=args.device,
+        nfe=args.nfe,
     )
     print(format_table(result))
+    if args.nfe is not None:
+        print()
+        print(format_nfe_table(result))
+    if args.plot:
+        print(f"wrote {plot_nfe([result], args.plot)}")
     atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out}")
     return 0
@@ -37,8 +59,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "eval",
         "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
         f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} and "
-        f"computes the NLL with {FlowMatching.likelihood_method()}.",
-        "flowscope eval runs/nf -n 2000 --json runs/nf/eval.json",
+        f"computes the NLL with {FlowMatching.likelihood_method()}. With --nfe: W2 against "
+        "the function evaluations, straightness and normalized path energy.",
+        "flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png",
         _eval,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by flowscope train")
@@ -63,3 +86,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
     )
+    p.add_argument(
+        "--nfe",
+        type=_step_counts,
+        metavar="K,K,...",
+        help="also measure W2 to the test points with Euler at these step counts and with "
+        "dopri5 (its evaluation count), and the paths' straightness and normalized path "
+        "energy; a normalizing flow gets one row, one pass (e.g. "
+        f"{','.join(map(str, DEFAULT_NFE))})",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw W2 against the function evaluations to FILE (.png, .pdf, .svg; implies "
+        f"--nfe {','.join(map(str, DEFAULT_NFE))} unless given)",
+    )
+
+
+def _step_counts(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, e.g. ``1,2,4``."""
+    try:
+        counts = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers such as 1,2,4,8, got {text!r}"
+        )
+    return counts
