@@ -16,8 +16,8 @@ modified:
 - ``--mix W``: with probability W a training time is drawn from U[0, 1] instead (from
   Beta(M, 1) with ``--mix-alpha M``): :class:`MixedTimes`;
 - ``--ot``: minibatch optimal-transport pairing of noise and data (Tong et al. 2023,
-  arXiv:2302.00482), by scipy's ``linear_sum_assignment``, within each class for a
-  conditional model: :class:`MinibatchOTCoupling`;
+  arXiv:2302.00482): the library's ``ot`` coupling, ``class-ot`` (within each class) for
+  a conditional model;
 - ``--isotropic S``: one scale for both coordinates (their RMS standard deviation / S)
   instead of per-axis standardization: :class:`IsotropicStandardization`;
 - ``--x-prediction EPS``: the network predicts x1, v = (net - y) / max(1 - t, EPS);
@@ -84,20 +84,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
 from flowscope.base import STANDARDIZE
 from flowscope.data import olympic_rings
 from flowscope.matching import (
-    COUPLINGS,
     DEFAULT_CONDITIONAL_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     LEAKY_SLOPE,
     TIME_SAMPLERS,
     BetaTimes,
-    Coupling,
     FlowMatching,
     TimeSampler,
     TrainingBatch,
@@ -172,45 +169,6 @@ class MixedTimes(TimeSampler):
 
     def describe(self) -> str:
         return f"{self.base.describe()}, {100 * self.weight:g}% from Beta({self.alpha:g}, 1)"
-
-
-# -- coupling ------------------------------------------------------------------------------
-
-
-@COUPLINGS.decorator("explore-ot")
-class MinibatchOTCoupling(Coupling):
-    """Exact optimal transport between the noise and the data of a minibatch, on the
-    squared Euclidean cost (Tong et al. 2023, arXiv:2302.00482), by scipy's
-    ``linear_sum_assignment``; with labels, only within each class.
-
-    A batch of more than ``block`` points (the whole validation set) is paired block by
-    block of consecutive rows, so that one assignment never exceeds block x block.
-
-    Arguments:
-        block: the most points of one assignment (the trainer's batch size, 128).
-    """
-
-    name = "explore-ot"
-
-    def __init__(self, block: int = 128):
-        self.block = int(block)
-
-    def arguments(self) -> dict[str, Any]:
-        return {"block": self.block}
-
-    def pair(self, x0, x1, labels=None):
-        out = torch.empty_like(x0)
-        for start in range(0, len(x1), self.block):
-            rows = torch.arange(start, min(start + self.block, len(x1)))
-            if labels is None:
-                groups = [rows]
-            else:
-                groups = [rows[labels[rows] == k] for k in labels[rows].unique()]
-            for idx in groups:
-                cost = torch.cdist(x0[idx], x1[idx]).pow(2)  # (m, m): noise i, data j
-                r, c = linear_sum_assignment(cost.detach().cpu().numpy())
-                out[idx[torch.as_tensor(c)]] = x0[idx[torch.as_tensor(r)]]
-        return out
 
 
 # -- standardization -----------------------------------------------------------------------
@@ -444,7 +402,11 @@ def build(args, train) -> FlowMatching:
         hidden=args.hidden,
         layers=args.layers,
         times=times(args),
-        coupling=MinibatchOTCoupling() if args.ot else "independent",
+        # The library's OT couplings, paired in blocks of 128 (the batch size) also for
+        # the validation set, as this script's own coupling did before issue 17.
+        coupling={"name": "class-ot" if conditional else "ot", "block": 128}
+        if args.ot
+        else "independent",
     )
     if args.gaussian_skip is not None:
         kwargs["gaussian_skip"] = args.gaussian_skip
