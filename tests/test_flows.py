@@ -9,7 +9,16 @@ import torch
 
 from flowscope.base import standard_normal_log_prob
 from flowscope.data import olympic_rings
-from flowscope.flows import AffineCoupling, NormalizingFlow, Permutation
+from flowscope.flows import (
+    AffineCoupling,
+    CouplingFlow,
+    NormalizingFlow,
+    Permutation,
+    SplineCoupling,
+    SplineFlow,
+)
+from flowscope.kernels.nf import NFKernel
+from flowscope.train import TrainConfig, fit
 
 F64 = torch.float64
 
@@ -36,10 +45,30 @@ def rand(n: int, d: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
+class WithContext(torch.nn.Module):
+    """A conditional coupling with one fixed class vector for every point."""
+
+    def __init__(self, layer: torch.nn.Module, context: torch.Tensor):
+        super().__init__()
+        self.layer, self.context = layer, context
+
+    def forward(self, z):
+        return self.layer(z, self.context.expand(len(z), -1))
+
+    def inverse(self, y):
+        return self.layer.inverse(y, self.context.expand(len(y), -1))
+
+
 def make_layer(kind: str, d: int) -> torch.nn.Module:
     torch.manual_seed(d)
     if kind == "coupling":
         return perturb(AffineCoupling(d, hidden=8, linear_layers=3).double(), seed=d)
+    if kind == "spline":
+        return perturb(SplineCoupling(d, hidden=8, linear_layers=3, bins=5).double(), seed=d)
+    if kind == "conditional-spline":
+        layer = SplineCoupling(d, hidden=8, linear_layers=3, bins=5, context_features=3)
+        context = torch.tensor([[0.5, -1.0, 2.0]], dtype=F64)
+        return WithContext(perturb(layer.double(), seed=d), context)
     return Permutation(d).double()
 
 
@@ -50,7 +79,8 @@ def make_flow(d: int = 2, couplings: int = 3, seed: int = 0, scale: float = 0.3)
     return flow
 
 
-LAYERS = [("coupling", d) for d in (2, 3, 5)] + [("permutation", d) for d in (2, 3, 5)]
+KINDS = ("coupling", "spline", "conditional-spline", "permutation")
+LAYERS = [(kind, d) for kind in KINDS for d in (2, 3, 5)]
 IDS = [f"{k}-D{d}" for k, d in LAYERS]
 
 
@@ -84,9 +114,10 @@ def test_layer_log_det_matches_autograd_jacobian(kind, d):
         assert ld_fwd[i].item() == pytest.approx(torch.linalg.slogdet(j_fwd)[1].item(), abs=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["coupling", "spline", "conditional-spline"])
 @pytest.mark.parametrize("d", [2, 3, 5])
-def test_coupling_leaves_floor_half_the_coordinates_unchanged(d):
-    layer = make_layer("coupling", d)
+def test_coupling_leaves_floor_half_the_coordinates_unchanged(kind, d):
+    layer = make_layer(kind, d)
     z = rand(32, d)
     y, _ = layer(z)
     unchanged = (y == z).all(dim=0)
@@ -337,3 +368,116 @@ def test_wrong_shapes_raise():
         flow(torch.zeros(5))
     with pytest.raises(ValueError):
         flow.log_prob(torch.zeros(5, 2), labels=torch.zeros(5, dtype=torch.long))
+
+
+# --- spline flows and class-conditional flows -----------------------------------------------
+
+FLOWS = {
+    "nf": lambda **a: NormalizingFlow(couplings=3, **a),
+    "nsf": lambda **a: SplineFlow(couplings=3, bins=5, hidden=16, **a),
+}
+VARIANTS = [(name, classes) for name in FLOWS for classes in (None, 3)]
+VARIANT_IDS = [f"{n}{'' if c is None else '-conditional'}" for n, c in VARIANTS]
+
+
+def make_variant(name: str, classes: int | None, seed: int = 0, scale: float = 0.3):
+    torch.manual_seed(seed)
+    flow = perturb(FLOWS[name](num_classes=classes).double(), scale, seed)
+    st = flow.standardization  # (D,) or, per class, (C, D)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        st.loc.copy_(torch.randn(st.loc.shape, generator=g, dtype=F64))
+        st.scale.copy_(0.5 + torch.rand(st.scale.shape, generator=g, dtype=F64))
+    return flow.eval()
+
+
+@pytest.mark.parametrize(("name", "classes"), VARIANTS, ids=VARIANT_IDS)
+def test_every_flows_log_det_is_the_autograd_jacobians(name, classes):
+    flow = make_variant(name, classes)
+    x = flow.standardization.inverse(rand(6, 2, seed=4), None if classes is None else 1)
+    labels = None if classes is None else torch.full((6,), 1)
+    z, ld = flow.inverse(x, labels)
+
+    def to_latent(v):
+        one = None if labels is None else labels[:1]
+        return flow._inverse(flow.standardization(v[None], one), one)[0][0]
+
+    for i in range(len(x)):
+        j = torch.autograd.functional.jacobian(to_latent, x[i])
+        assert ld[i].item() == pytest.approx(torch.linalg.slogdet(j)[1].item(), abs=1e-8)
+
+
+@pytest.mark.parametrize(("name", "classes"), VARIANTS, ids=VARIANT_IDS)
+def test_every_flows_trajectory_ends_at_its_maps(name, classes):
+    flow = make_variant(name, classes)
+    labels = None if classes is None else torch.arange(10) % classes
+    z = rand(10, 2)
+    x = flow.decode(z, labels)
+    path = flow.trajectory(z, labels=labels)
+    back = flow.trajectory(x, labels=labels, inverse=True, units="standardized")
+    assert path.shape == back.shape == (4, 10, 2)
+    torch.testing.assert_close(path[-1], x)
+    torch.testing.assert_close(back[-1], z, rtol=0, atol=1e-8)
+
+
+def test_the_class_is_fed_to_every_coupling_and_changes_the_density():
+    flow = make_variant("nsf", 3, scale=0.5)
+    assert flow.config()["standardize"] == "class"  # the default of a conditional flow
+    assert all(c.dims[0] == c.split + flow.embedding.embedding_dim for c in flow.coupling_layers())
+    x = flow.standardization.inverse(rand(50, 2), 0)
+    lp = [flow.log_prob(x, c, standardized=True) for c in range(3)]
+    assert (lp[0] - lp[1]).abs().min() > 0 and (lp[1] - lp[2]).abs().min() > 0
+    g = torch.Generator().manual_seed(0)
+    per_class = [
+        flow.sample(5, labels=c, generator=torch.Generator().manual_seed(0)) for c in range(3)
+    ]
+    assert not torch.allclose(per_class[0], per_class[1])
+    mixed = flow.sample(6, labels=torch.tensor([0, 1, 2, 0, 1, 2]), generator=g)
+    assert mixed.shape == (6, 2)
+    again = type(flow)(**flow.config()).double()
+    again.load_state_dict(flow.state_dict())
+    torch.testing.assert_close(again.log_prob(x, 2), flow.log_prob(x, 2))
+    glob = SplineFlow(couplings=2, num_classes=3, standardize="global")
+    assert not glob.standardization.per_class and glob.config()["standardize"] == "global"
+
+
+def test_the_nf_kernel_steps_aside_for_a_conditional_flow_and_says_why():
+    kernel = NFKernel()
+    assert kernel.supports(NormalizingFlow(couplings=2)) is None
+    reason = kernel.supports(NormalizingFlow(couplings=2, num_classes=5))
+    assert reason is not None and "class-conditional" in reason
+    assert not isinstance(SplineFlow(), NormalizingFlow)  # no kernel is tried for splines
+    assert isinstance(SplineFlow(), CouplingFlow) and isinstance(NormalizingFlow(), CouplingFlow)
+    x, labels = olympic_rings(600, conditional=True, seed=0)
+    torch.manual_seed(0)
+    flow = NormalizingFlow(couplings=2, num_classes=5)
+    history = fit(flow, x, labels, config=TrainConfig(epochs=1, batch_size=200))
+    assert history.fast_path == "pytorch"
+    spline = SplineFlow(couplings=2, bins=4, hidden=8)
+    assert fit(spline, x, config=TrainConfig(epochs=1, batch_size=200)).fast_path == "pytorch"
+
+
+def test_a_spline_flows_float32_round_trip_over_ten_thousand_points():
+    torch.manual_seed(0)
+    flow = perturb(SplineFlow(couplings=4, bins=8, hidden=16), scale=0.2)
+    x = olympic_rings(10_000, seed=0)
+    flow.standardization.fit(x)
+    bound = flow.coupling_layers()[0].tail_bound
+    st = flow.standardization
+    corners = torch.tensor([[bound, bound], [-bound, bound], [bound, 0.0], [0.0, -bound]])
+    x[: len(corners)] = st.inverse(corners)  # the tail bound of the first coupling's input
+    back = flow.decode(flow.encode(x))
+    assert float((back - x).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_spline_flows_tails_keep_far_points_finite(dtype):
+    torch.manual_seed(0)
+    flow = perturb(SplineFlow(couplings=4, bins=8, hidden=16), scale=0.5).to(dtype)
+    flow.standardization.fit(olympic_rings(2000, seed=0).to(dtype))
+    far = torch.tensor([[4.0, 5.0], [1e3, -1e3], [1e30, 0.0]], dtype=dtype)
+    lp = flow.log_prob(far)
+    assert not torch.isnan(lp).any()
+    assert torch.isfinite(lp[:2]).all()  # the linear tails: no overflow of z
+    if dtype == F64:
+        assert torch.isfinite(lp).all()  # z^2 ~ 4e59 still fits; in float32 it is -inf

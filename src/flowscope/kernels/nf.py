@@ -27,6 +27,11 @@ class NFKernel(FastPath):
             return f"the kernel computes in float32 or float64, not {model_dtype(model)}"
         if model.couplings == 0:
             return "a flow without couplings has no network to fuse"
+        if model.num_classes is not None:
+            return (
+                "the kernel computes unconditional flows; this one is class-conditional "
+                "(its couplings read a class embedding)"
+            )
         if not all(type(m) in (AffineCoupling, Permutation) for m in model.layers):
             return "the kernel computes AffineCoupling and Permutation layers only"
         couplings = model.coupling_layers()
