@@ -218,3 +218,21 @@ def test_class_selector_changes_every_panel(driver, pages):
     title = driver.execute_script("return document.getElementById('dt').layout.title.text")
     assert title.endswith(str(DTS[4]))
     assert json.loads(json.dumps(driver.get_log("browser"))) == []
+
+
+def test_the_report_links_the_explorer_pages_of_its_models(tmp_path):
+    from types import SimpleNamespace
+
+    from flowscope.report.build import write_explorers
+    from flowscope.report.presets import PRESETS
+
+    for name in ("nf", "fm", "cfm"):
+        shutil.copytree(FIXTURES / name, tmp_path / "models" / name)
+    html = tmp_path / "report.html"
+    html.write_text("<html><body><h1>r</h1><nav><ul></ul></nav><p>text</p></body></html>")
+    write_explorers(SimpleNamespace(out=tmp_path, preset=PRESETS["smoke"]), html)
+    text = html.read_text()
+    for name in ("nf", "fm", "cfm"):
+        assert f'href="explore_{name}.html"' in text
+        assert (tmp_path / f"explore_{name}.html").stat().st_size > 1_000_000
+    assert text.endswith("<nav><ul></ul></nav><p>text</p></body></html>")

@@ -60,8 +60,12 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert 1 <= pages <= 12
 
     html = (out / "report.html").read_text(encoding="utf-8")
-    # Self-contained: every src/href is inline data or an in-page anchor.
-    assert not re.search(r"""\b(?:src|href)\s*=\s*["'](?!data:|#)""", html)
+    # Self-contained: every src/href is inline data or an in-page anchor, but for the
+    # links to the models' explorer pages written beside it (themselves offline pages).
+    assert not re.search(r"""\b(?:src|href)\s*=\s*["'](?!data:|#|explore_\w+\.html")""", html)
+    for name in ("nf", "fm", "cfm"):
+        assert f'href="explore_{name}.html"' in html
+        assert (out / f"explore_{name}.html").is_file()
     figures = sorted((out / "figures").glob("*.png"))
     assert len(figures) >= 14
     assert html.count('src="data:image/png;base64,') == len(figures)

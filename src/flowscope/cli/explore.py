@@ -6,30 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from ..models import model_type
-from ..runs import RunError, load_run, run_data
+from ..explore import explore_run
 from . import CommandError, add_command, int_type
 
-__all__ = ["add_commands", "explore_run"]
-
-
-def explore_run(
-    run_dir: str | Path, out: str | Path | None = None, *, n: int = 1500, seed: int = 0
-):
-    """Write the explorer page of the run in ``run_dir`` (default ``RUN/explore.html``),
-    with the run's test points as the data; returns the path."""
-    from ..explore import write_explorer
-
-    run_dir = Path(run_dir)
-    model, info = load_run(run_dir)
-    try:
-        data = run_data(info, "test")
-        x, labels, names = data.x, data.labels, data.class_names
-    except (RunError, ValueError, OSError):  # the data file moved: the model's own samples
-        x, labels, names = None, None, info.data.get("class_names")
-    out = Path(out) if out else run_dir / "explore.html"
-    title = f"{model_type(model).title} ({run_dir.name})"
-    return write_explorer(model, out, x, labels, n=n, seed=seed, title=title, class_names=names)
+__all__ = ["add_commands"]
 
 
 def _explore(args: argparse.Namespace) -> int:

@@ -20,12 +20,14 @@ from ..runs import atomic_write
 from . import bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
 from .measures import as_numpy
-from .presets import PRESETS, Preset
+from .presets import PRESETS, STUDY_MODELS, Preset
 from .study import Study, prepare_data
 
 __all__ = ["ReportResult", "build_report"]
 
 MAX_PAGES = 12  # the study's limit on the PDF
+#: Sizes of the explorer pages by preset (the smoke preset's are a seconds-long check).
+EXPLORER_SIZES: dict[str, dict[str, int]] = {"smoke": {"n": 200, "grid": 12, "frame_grid": 8}}
 
 
 @dataclass
@@ -64,6 +66,27 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def write_explorers(study: Study, html_path: Path) -> None:
+    """The explorer page of each study model, ``explore_NAME.html`` beside the report,
+    linked from the top of ``report.html``."""
+    from ..explore import explore_run
+
+    sizes = EXPLORER_SIZES.get(study.preset.name, {})
+    links = []
+    for name in STUDY_MODELS:
+        page = explore_run(
+            study.out / "models" / name, html_path.parent / f"explore_{name}.html", **sizes
+        )
+        links.append(f'<a href="{page.name}">{name.upper()}</a>')
+    note = (
+        '<p class="sub">Interactive explorers (offline pages): '
+        + ", ".join(links)
+        + ": drag through the layers or times, click a point to follow it to the latent.</p>"
+    )
+    text = html_path.read_text()
+    atomic_write(html_path, text.replace("<nav>", note + "<nav>", 1))
 
 
 def build_report(
@@ -129,6 +152,7 @@ def build_report(
         *bonus.STAGES,
         ("write report.pdf", write_documents),
         ("write report.html", lambda study: write_html(study.doc, paths["html"])),
+        ("write the explorer pages", lambda study: write_explorers(study, paths["html"])),
     ]
     for i, (title, fn) in enumerate(stages, start=1):
         study.say(f"flowscope report [{i:2d}/{len(stages)}] {title}")
