@@ -122,6 +122,24 @@ def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path
     assert (seen["data"], seen["n_points"], seen["name"]) == ("olympic", 250_000, "nf")
 
 
+def test_a_type_with_its_own_recipe_trains_with_it(monkeypatch, capsys, tmp_path):
+    seen = {}
+
+    def fake_train_run(name, out, **kwargs):
+        seen.update(kwargs, name=name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowscope.runs, "train_run", fake_train_run)
+    assert run(capsys, "train", "nsf", "--out", tmp_path / "x")[0] == 130
+    recipe = flowscope.models.MODELS.get("nsf").recipe
+    assert seen["config"] == TrainConfig(**recipe) and seen["conditional"] is None
+    assert run(capsys, "train", "nsf", "--out", tmp_path / "x", "--epochs", "3")[0] == 130
+    assert seen["config"] == TrainConfig(**{**recipe, "epochs": 3})
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "nsf trains with its own (epochs" in capsys.readouterr().out
+
+
 def stopping_after_first_epoch(train_run):
     """``train_run`` that stops like a Ctrl-C after the first epoch it finishes."""
 
@@ -541,12 +559,21 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"], "applies to fm and cfm"),
         (["train", "fm", "--time-alpha", "0"], "argument --time-alpha: must be a positive"),
         (["train", "cfm", "--time-alpha", "inf"], "argument --time-alpha"),
-        (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "applies to cfm, not to"),
+        (["train", "fm", "--standardize", "class", "--out", "{tmp}/r"], "applies to nf, cfm and"),
         (
             ["train", "nf", "--no-gaussian-skip", "--out", "{tmp}/r"],
             "applies to fm and cfm, not to nf",
         ),
-        (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "applies to cfm, not to"),
+        (["train", "nf", "--standardize", "global", "--out", "{tmp}/r"], "add --conditional"),
+        (["train", "fm", "--conditional", "--out", "{tmp}/r"], "fm cannot be conditional"),
+        (["train", "cfm", "--no-conditional", "--out", "{tmp}/r"], "cfm is always conditional"),
+        (["train", "nf", "--bins", "8", "--out", "{tmp}/r"], "--bins applies to nsf, not to nf"),
+        (["train", "nsf", "--bins", "0"], "argument --bins: must be a whole number >= 1"),
+        (["train", "nsf", "--tail-bound", "-1"], "argument --tail-bound: must be a positive"),
+        (
+            ["train", "nsf", "--conditional", "--data", "moons", "--out", "{tmp}/r"],
+            "'moons' has no class labels",
+        ),
         (["train", "cfm", "--standardize", "ring"], "argument --standardize: invalid choice"),
         (["train", "nf", "--device", "cuda:7"], "argument --device: device 'cuda:7' is not"),
         (["sample", "{nf}", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
@@ -628,3 +655,63 @@ def test_a_pandas_index_column_is_noted_on_one_line(capsys, tmp_path):
     )
     assert code == 0
     assert "flowscope: note: " in err and "is a row index, as pandas' to_csv writes it" in err
+
+
+# -- spline flows and class-conditional flows --------------------------------------------
+
+
+def test_a_conditional_spline_flow_through_every_command(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "nsf"
+    sizes = ["--bins", "4", "--tail-bound", "2.5", "--couplings", "2", "--hidden", "8"]
+    recorded, _ = interrupt_then_resume(
+        monkeypatch, capsys, out, "nsf", "--conditional", *sizes, "--linear-layers", "2"
+    )
+    assert recorded == {
+        "features": 2,
+        "couplings": 2,
+        "bins": 4,
+        "tail_bound": 2.5,
+        "hidden": 8,
+        "linear_layers": 2,
+        "num_classes": 5,
+        "embedding_dim": 8,
+        "standardize": "class",
+    }
+    info = json.loads((out / "config.json").read_text())
+    assert info["data"]["conditional"] is True and info["data"]["class_names"][1] == "blue"
+    # Resumed without --conditional: the run's choice continues; the other one is refused.
+    err = one_error_line(
+        *run(capsys, "train", "nsf", "--out", out, "--resume", "--no-conditional")[::2]
+    )
+    assert "conditional True (now False)" in err
+    code, text, _ = run(capsys, "sample", out, "-n", "20", "--label", "blue")
+    assert code == 0
+    _, rows = read_csv(text)
+    assert rows.shape == (20, 3) and (rows[:, 2] == 1).all()
+    code, table, _ = run(
+        capsys, "log-prob", out, "--point", "0,0", "--point", "4,5", "--label", "red"
+    )
+    assert code == 0 and "log_prob" in table and "nan" not in table.lower()
+    path = tmp_path / "path.csv"
+    code, _, _ = run(capsys, "invert", out, "--point=-1,0.5", "--label", "0", "--trajectory", path)
+    assert code == 0
+    header, steps = read_csv(path)
+    assert header == ["step", "point", "x", "y"] and len(steps) == 3  # input and 2 couplings
+    code, report, _ = run(capsys, "eval", out, "-n", "200", "--floor-pairs", "1")
+    assert code == 0 and "class accuracy" in report and "given the class" in report
+
+
+def test_nf_trains_conditional_and_unconditional(capsys, tmp_path):
+    for flag, classes in (("--conditional", 5), ("--no-conditional", None)):
+        out = tmp_path / flag.strip("-")
+        code, _, err = run(capsys, "train", "nf", "--out", out, *TINY, flag, "--couplings", "2")
+        assert code == 0
+        model, info = load_run(out)
+        assert model.num_classes == classes and info.data["conditional"] is (classes is not None)
+        assert model.config()["couplings"] == 2
+        if classes:  # the fused kernel computes unconditional flows only, and says so
+            assert "class-conditional" in err
+        code, _, err = run(
+            capsys, "sample", out, "-n", "5", *(["--label", "yellow"] * bool(classes))
+        )
+        assert code == 0

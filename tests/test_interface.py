@@ -19,9 +19,9 @@ ODE = dict(dt=0.02, solver="rk4")
 LIKELIHOOD = dict(solver="rk4", steps=25)
 
 
-def build(entry, seed: int = 0, **args):
+def build(entry, seed: int = 0, conditional: bool | None = None, **args):
     torch.manual_seed(seed)
-    if entry.conditional:
+    if entry.is_conditional(conditional):
         args.setdefault("num_classes", CLASSES)
     model = entry.build(features=2, **{**entry.small, **args}).double()
     g = torch.Generator().manual_seed(seed + 1)
@@ -34,8 +34,8 @@ def build(entry, seed: int = 0, **args):
     return model.eval()
 
 
-def labels_for(entry, n: int):
-    return torch.arange(n) % CLASSES if entry.conditional else None
+def labels_for(entry, n: int, conditional: bool | None = None):
+    return torch.arange(n) % CLASSES if entry.is_conditional(conditional) else None
 
 
 def points(n: int = 40, seed: int = 3) -> torch.Tensor:
@@ -47,14 +47,24 @@ def likelihood_options(entry) -> dict:
     return LIKELIHOOD if "solver" in entry.sample_options else {}
 
 
-TYPES = [pytest.param(entry, id=entry.name) for entry in MODELS]
+def _types():
+    """Every registered type, and its other variant where training may choose whether it
+    is conditional (``nf`` and ``nf-conditional``, ...)."""
+    for entry in MODELS:
+        yield pytest.param(entry, entry.conditional, id=entry.name)
+        if entry.conditional_option:
+            other = not entry.conditional
+            yield pytest.param(entry, other, id=f"{entry.name}-{'' if other else 'un'}conditional")
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_shapes_and_units(entry):
-    model = build(entry)
+TYPES = list(_types())
+
+
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_shapes_and_units(entry, conditional):
+    model = build(entry, conditional=conditional)
     n = 7
-    lab = labels_for(entry, n)
+    lab = labels_for(entry, n, conditional)
     opts = entry.sampling(**ODE)
     x = model.sample(n, labels=lab, generator=torch.Generator().manual_seed(0), **opts)
     assert x.shape == (n, 2) and x.dtype == F64
@@ -75,22 +85,22 @@ def test_shapes_and_units(entry):
     assert isinstance(model.config(), dict)
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_decode_inverts_encode(entry):
-    model = build(entry)
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_decode_inverts_encode(entry, conditional):
+    model = build(entry, conditional=conditional)
     x = points()
-    lab = labels_for(entry, len(x))
+    lab = labels_for(entry, len(x), conditional)
     opts = entry.sampling(**ODE)
     torch.testing.assert_close(
         model.decode(model.encode(x, lab, **opts), lab, **opts), x, rtol=0, atol=1e-6
     )
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_log_prob_is_the_base_density_plus_the_log_det(entry):
-    model = build(entry)
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_log_prob_is_the_base_density_plus_the_log_det(entry, conditional):
+    model = build(entry, conditional=conditional)
     x = points()
-    lab = labels_for(entry, len(x))
+    lab = labels_for(entry, len(x), conditional)
     opts = likelihood_options(entry)
     z, log_det = model.inverse(x, lab, **opts)
     lp = model.log_prob(x, lab, **opts)
@@ -99,9 +109,9 @@ def test_log_prob_is_the_base_density_plus_the_log_det(entry):
     torch.testing.assert_close(lp - lp_std, model.standardization.log_abs_det(lab).expand(len(x)))
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_density_integrates_to_one_on_a_grid(entry):
-    model = build(entry)
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_density_integrates_to_one_on_a_grid(entry, conditional):
+    model = build(entry, conditional=conditional)
     k, half = 90, 6.0  # a grid over +-6 standard deviations, in standardized units
     u = torch.linspace(-half, half, k, dtype=F64)
     grid = torch.cartesian_prod(u, u)
@@ -110,16 +120,16 @@ def test_density_integrates_to_one_on_a_grid(entry):
     x = loc + scale * grid
     cell = (2 * half / (k - 1)) ** 2 * float(scale.prod())
     opts = likelihood_options(entry)
-    for c in range(CLASSES) if entry.conditional else [None]:
+    for c in range(CLASSES) if conditional else [None]:
         mass = float(model.log_prob(x, c, **opts).exp().sum()) * cell
         assert mass == pytest.approx(1.0, abs=0.02), c
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_a_gradient_reaches_every_parameter_and_the_input(entry):
-    model = build(entry).train()
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_a_gradient_reaches_every_parameter_and_the_input(entry, conditional):
+    model = build(entry, conditional=conditional).train()
     x = points(64).requires_grad_(True)
-    lab = labels_for(entry, len(x))
+    lab = labels_for(entry, len(x), conditional)
     loss = model.loss(x, lab, generator=torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and math.isfinite(loss.item())
     loss.backward()
@@ -128,13 +138,13 @@ def test_a_gradient_reaches_every_parameter_and_the_input(entry):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_save_and_load_through_a_run_folder_gives_identical_outputs(entry, tmp_path):
-    model = build(entry).float()
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_save_and_load_through_a_run_folder_gives_identical_outputs(entry, conditional, tmp_path):
+    model = build(entry, conditional=conditional).float()
     info = RunInfo(
         kind=model.kind,
         model=model.config(),
-        data={"source": "olympic", "n_points": 10, "seed": 0, "conditional": entry.conditional},
+        data={"source": "olympic", "n_points": 10, "seed": 0, "conditional": conditional},
         train={},
         extra={"name": entry.name},
     )
@@ -142,12 +152,15 @@ def test_save_and_load_through_a_run_folder_gives_identical_outputs(entry, tmp_p
     loaded, _ = load_run(tmp_path)
     assert type(loaded) is type(model) and loaded.config() == model.config()
     x = points().float()
-    lab = labels_for(entry, len(x))
+    lab = labels_for(entry, len(x), conditional)
     opts = entry.sampling(dt=0.1)
     for m in (model, loaded):
         m.out = (
             m.sample(
-                5, labels=labels_for(entry, 5), generator=torch.Generator().manual_seed(4), **opts
+                5,
+                labels=labels_for(entry, 5, conditional),
+                generator=torch.Generator().manual_seed(4),
+                **opts,
             ),
             m.log_prob(x, lab, **likelihood_options(entry)),
             m.encode(x, lab, **opts),
@@ -156,12 +169,12 @@ def test_save_and_load_through_a_run_folder_gives_identical_outputs(entry, tmp_p
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_bad_labels_are_clear_errors(entry):
-    model = build(entry)
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_bad_labels_are_clear_errors(entry, conditional):
+    model = build(entry, conditional=conditional)
     x = points(4)
     opts = likelihood_options(entry)
-    if not entry.conditional:
+    if not conditional:
         with pytest.raises(ValueError, match="unconditional"):
             model.log_prob(x, torch.zeros(4, dtype=torch.long), **opts)
         with pytest.raises(ValueError, match="unconditional"):
@@ -177,11 +190,11 @@ def test_bad_labels_are_clear_errors(entry):
         model.log_prob(x, torch.tensor([0, 1]), **opts)
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_far_points_give_a_number_or_minus_infinity_never_nan(entry):
-    model = build(entry).float()
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_far_points_give_a_number_or_minus_infinity_never_nan(entry, conditional):
+    model = build(entry, conditional=conditional).float()
     far = torch.tensor([[1e3, -1e3], [4.0, 5.0], [1e30, 0.0], [-3e38, 3e38]])
-    lab = labels_for(entry, len(far))
+    lab = labels_for(entry, len(far), conditional)
     lp = model.log_prob(far, lab, **likelihood_options(entry))
     assert not torch.isnan(lp).any(), lp
     assert bool(((lp < 0) | torch.isinf(lp)).all())
@@ -273,9 +286,9 @@ def test_every_coupling_pairs_a_permutation_of_the_noise(coupling):
     )
 
 
-@pytest.mark.parametrize("entry", TYPES)
-def test_nan_infinite_and_boolean_points_are_clear_errors(entry):
-    model = build(entry)
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_nan_infinite_and_boolean_points_are_clear_errors(entry, conditional):
+    model = build(entry, conditional=conditional)
     lab = labels_for(entry, 2)
     opts = likelihood_options(entry)
     for bad in (math.nan, math.inf, -math.inf):

@@ -1,8 +1,9 @@
 """Every model type of flowscope, declared once.
 
 A :class:`ModelType` names a model class with what the rest of flowscope needs to know of
-it: its title, whether it takes class labels, the command-line options that set its
-constructor's arguments, the options of its sampler, and how to read run folders written
+it: its title, whether it takes class labels (always, never, or as training chooses), the
+command-line options that set its constructor's arguments, the options of its sampler,
+where its training recipe departs from the study's, and how to read run folders written
 before one of its arguments existed. The command line (``flowscope train MODEL``), run
 folders, evaluation, benchmarks and the report iterate over :data:`MODELS`; no other code
 compares a model's name.
@@ -14,13 +15,14 @@ every shared check on it.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import STANDARDIZE, FlowModel
-from .flows import NormalizingFlow
+from .flows import DEFAULT_EMBEDDING_DIM, NormalizingFlow, SplineFlow
 from .gaussian import Gaussian
 from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
 from .matching.couplings import COUPLINGS
@@ -93,7 +95,10 @@ class ModelType:
         model: the :class:`~flowscope.base.FlowModel` subclass.
         title: what the type is, in words, e.g. ``"normalizing flow"``.
         conditional: whether the type takes class labels (``True``: always, as ``cfm``;
-            ``False``: never).
+            ``False``: never, or by default when ``conditional_option`` is set).
+        conditional_option: whether training may choose to condition on the labels:
+            ``train_run(conditional=True)``, ``flowscope train nf --conditional`` (the
+            class's ``num_classes`` is then set from the data).
         fixed: constructor arguments the type fixes (besides ``num_classes``).
         options: the command-line options that set its constructor's arguments.
         sample_options: the keyword options its sampling, encoding and trajectories
@@ -105,6 +110,10 @@ class ModelType:
             (the solver, steps and divergence of flow matching).
         small: constructor arguments of a small model of the type, for tests and
             quick checks.
+        recipe: the :class:`~flowscope.train.TrainConfig` fields where the type's
+            training recipe departs from the study's (TrainConfig's defaults), e.g.
+            ``{"batch_size": 512}``; ``flowscope train`` and
+            :func:`~flowscope.runs.train_run` use it when not told otherwise.
     """
 
     name: str
@@ -117,6 +126,26 @@ class ModelType:
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     likelihood_options: tuple[str, ...] = ()
     small: Mapping[str, Any] = field(default_factory=dict)
+    conditional_option: bool = False
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+
+    def is_conditional(self, conditional: bool | None = None) -> bool:
+        """Whether a model of this type trained with ``conditional`` takes labels
+        (``None``: the type's default).
+
+        Raises:
+            ValueError: for a choice the type does not offer, naming the types that do.
+        """
+        if conditional is None or bool(conditional) == self.conditional:
+            return self.conditional
+        if self.conditional_option:
+            return bool(conditional)
+        if self.conditional:
+            raise ValueError(f"{self.name} is always conditional: it needs class labels")
+        others = [e.name for e in MODELS if e.conditional or e.conditional_option]
+        raise ValueError(
+            f"{self.name} cannot be conditional; the conditional types are {', '.join(others)}"
+        )
 
     def build(self, **args: Any) -> FlowModel:
         """A fresh model of this type: ``fixed`` arguments, then ``args``.
@@ -155,7 +184,8 @@ def model_type(model: FlowModel | type[FlowModel], *, conditional: bool | None =
     if conditional is None and not isinstance(model, type):
         conditional = model.num_classes is not None
     for entry in MODELS:
-        if issubclass(cls, entry.model) and conditional in (None, entry.conditional):
+        fits = conditional in (None, entry.conditional) or entry.conditional_option
+        if issubclass(cls, entry.model) and fits:
             return entry
     raise ValueError(f"{cls.__name__} is not a registered model type")
 
@@ -217,7 +247,7 @@ _STANDARDIZE_OPTION = Option(
     "standardize each class's points by their own mean and standard deviation ('class', "
     "the default: the noise of class k starts around its mean) or all points together "
     "('global', as in the study's recipe; 'class' needs at least 2 training points of "
-    "every class)",
+    "every class); nf and nsf take it with --conditional",
     lambda how: {"standardize": how},
     choices=STANDARDIZE,
 )
@@ -237,9 +267,82 @@ def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+# -- coupling flows: their sizes, conditioning and the arguments of older run folders -------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _defaults(argument: str, types: Mapping[str, type]) -> str:
+    """``default 15 for nf, 6 for nsf``: the constructors' defaults of ``argument``."""
+    found = [
+        f"{inspect.signature(cls).parameters[argument].default} for {name}"
+        for name, cls in types.items()
+    ]
+    return "default " + ", ".join(found)
+
+
+_FLOWS = {"nf": NormalizingFlow, "nsf": SplineFlow}
+_COUPLING_OPTIONS = tuple(
+    Option(
+        f"--{argument.replace('_', '-')}",
+        f"{what} ({_defaults(argument, _FLOWS)})",
+        lambda v, argument=argument: {argument: v},
+        parse=_positive_int,
+        metavar="N",
+    )
+    for argument, what in (
+        ("couplings", "coupling layers"),
+        ("hidden", "width of each coupling's network"),
+        ("linear_layers", "Linear layers of each coupling's network"),
+    )
+)
+_SPLINE_OPTIONS = (
+    Option(
+        "--bins",
+        f"bins K of each rational-quadratic spline ({_defaults('bins', {'nsf': SplineFlow})})",
+        lambda k: {"bins": k},
+        parse=_positive_int,
+        metavar="K",
+    ),
+    Option(
+        "--tail-bound",
+        "each spline acts on [-B, B] of the standardized coordinate and is the identity "
+        f"outside ({_defaults('tail_bound', {'nsf': SplineFlow})})",
+        lambda b: {"tail_bound": b},
+        parse=positive_number,
+        metavar="B",
+    ),
+)
+
+
+def _upgrade_flow(args: dict[str, Any]) -> dict[str, Any]:
+    """Run folders written before conditional coupling flows were unconditional, with
+    the default embedding size and global standardization."""
+    args.setdefault("num_classes", None)
+    args.setdefault("embedding_dim", DEFAULT_EMBEDDING_DIM)
+    args.setdefault("standardize", "global" if args["num_classes"] is None else "class")
+    return args
+
+
 MODELS.register(
     "nf",
-    ModelType("nf", NormalizingFlow, "normalizing flow", small={"couplings": 4}),
+    ModelType(
+        "nf",
+        NormalizingFlow,
+        "normalizing flow",
+        conditional_option=True,
+        options=(*_COUPLING_OPTIONS, _STANDARDIZE_OPTION),
+        upgrade=_upgrade_flow,
+        small={"couplings": 4},
+    ),
 )
 MODELS.register(
     "fm",
@@ -266,6 +369,19 @@ MODELS.register(
         likelihood_options=("solver", "steps", "divergence", "generator"),
         upgrade=_upgrade_fm,
         small={"hidden": 16, "layers": 3},
+    ),
+)
+MODELS.register(
+    "nsf",
+    ModelType(
+        "nsf",
+        SplineFlow,
+        "neural spline flow",
+        conditional_option=True,
+        options=(*_COUPLING_OPTIONS, *_SPLINE_OPTIONS, _STANDARDIZE_OPTION),
+        upgrade=_upgrade_flow,
+        small={"couplings": 3, "bins": 5, "hidden": 16},
+        recipe={"epochs": 12, "batch_size": 512, "lr": 3e-3},
     ),
 )
 MODELS.register(

@@ -56,6 +56,7 @@ __all__ = [
     "recorded_model_args",
     "load_run",
     "read_info",
+    "recipe",
     "save_run",
     "load_checkpoint",
     "checkpoint_saver",
@@ -340,6 +341,18 @@ def train_config(info: RunInfo) -> TrainConfig:
     return TrainConfig(**info.train)
 
 
+def recipe(model_name: str, **given: Any) -> TrainConfig:
+    """The training recipe of a registered type: the study's (TrainConfig's defaults)
+    where the type does not depart from it
+    (:attr:`~flowscope.models.ModelType.recipe`), then the fields ``given``.
+
+    Raises:
+        UnknownName: for a type that is not registered.
+        ValueError: for a bad field (see :class:`~flowscope.train.TrainConfig`).
+    """
+    return TrainConfig(**{**MODELS.get(model_name).recipe, **given})
+
+
 # -- one training run, as the CLI and the report start it --------------------------------
 
 
@@ -481,13 +494,14 @@ def train_run(
     data: str = "olympic",
     n_points: int = 250_000,
     holdout_points: int = 10_000,
-    config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen dataclass
+    config: TrainConfig | None = None,
     model_args: dict[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool | None = None,
     on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
     device: str | torch.device = "cpu",
+    conditional: bool | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train a registered model type (:data:`~flowscope.models.MODELS`: ``nf``, ``fm``,
     ``cfm``, ...) on a data source and save the run folder ``out``.
@@ -502,23 +516,35 @@ def train_run(
     Arguments:
         data: ``"olympic"``, a toy set of :data:`~flowscope.data.DATASETS`, or a data file;
             a file is recorded by its absolute path and SHA-256 (see :func:`run_data`).
+        config: the training settings; ``None`` is the type's recipe (:func:`recipe`),
+            or the resumed run's settings.
         n_points: training points of registry data, >= 2 (a file gives all its rows).
         holdout_points: validation and test points each of registry data, >= 1.
         on_epoch_end: called like :func:`~flowscope.train.fit`'s callback, after the
             epoch's checkpoint is written (for logging, e.g. TensorBoard).
         device: where to train (the fused kernels run on the CPU only; elsewhere the
             trainer uses PyTorch operations). The folder's files are the same either way.
+        conditional: train on the data's class labels, for a type that may choose
+            (:attr:`~flowscope.models.ModelType.conditional_option`: ``nf``, ``nsf``);
+            ``None`` is the type's default, or the resumed run's choice.
 
     Raises:
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
             set, ``resume`` finds no checkpoint or other settings, or ``out``'s parent
             folder does not exist.
-        ValueError: for a bad data source or hyperparameter, or a data file too small to
-            split (see :func:`run_data`).
+        ValueError: for a bad data source or hyperparameter, a data file too small to
+            split (see :func:`run_data`), or a ``conditional`` the type does not offer.
     """
     entry = MODELS.get(model_name)
     device = resolve_device(device)
     out = _check_out(Path(out), overwrite, resume)
+    old = read_info(out) if resume else None
+    same = old is not None and old.extra.get("name", old.kind) == model_name
+    if conditional is None and same:  # (a run of another type is refused below)
+        conditional = bool(old.data.get("conditional", False))
+    conditional = entry.is_conditional(conditional)
+    if config is None:  # a resumed run continues with its own settings
+        config = train_config(old) if same else recipe(model_name)
     info = RunInfo(
         kind=entry.model.kind,
         model={},
@@ -527,19 +553,18 @@ def train_run(
             "n_points": check_int(n_points, "n_points", minimum=2),
             "holdout_points": check_int(holdout_points, "holdout_points"),
             "seed": config.seed,
-            "conditional": entry.conditional,
+            "conditional": conditional,
         },
         train=asdict(config),
         extra={"name": model_name},
     )
     train = run_data(info, "train")
     val = run_data(info, "val")
-    old = read_info(out) if resume else None
     given = dict(model_args or {})
-    if old is not None and old.extra.get("name", old.kind) == model_name:
+    if same:
         given = {**recorded_model_args(old), **given}  # what is not given continues
     args = {**given, "features": train.x.shape[1]}
-    if entry.conditional:
+    if conditional:
         args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
     info.data["class_names"] = list(train.class_names) if train.class_names else None
     with torch.random.fork_rng():

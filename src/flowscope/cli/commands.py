@@ -217,9 +217,8 @@ def _model_args(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if option.flag not in mine:
             have = [e.name for e in MODELS if option.flag in {o.flag for o in e.options}]
-            raise CommandError(
-                f"{option.flag} applies to {' and '.join(have)}, not to {args.model}"
-            )
+            names = " and ".join([", ".join(have[:-1]), have[-1]] if len(have) > 2 else have)
+            raise CommandError(f"{option.flag} applies to {names}, not to {args.model}")
         for key, v in option.to_args(value).items():
             if isinstance(v, dict) and isinstance(model_args.get(key), dict):
                 merged = {**model_args[key], **v}
@@ -285,16 +284,52 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
 
 
-def _train_defaults() -> dict[str, Any]:
-    """The study's recipe: the defaults of TrainConfig and train_run (one source of truth)."""
+def _train_defaults(model: str | None = None) -> dict[str, Any]:
+    """The recipe of model type ``model`` (the study's, TrainConfig's defaults, where the
+    type does not depart from it; :func:`~flowscope.runs.recipe`) and the defaults of
+    train_run: one source of truth. ``None``: the study's recipe."""
     run = _TRAIN_RUN_PARAMETERS
-    recipe = TrainConfig()
+    recipe = TrainConfig() if model is None else runs.recipe(model)
     return {
         "data": run["data"].default,
         "n_points": run["n_points"].default,
         "holdout_points": run["holdout_points"].default,
         **{k: getattr(recipe, k) for k in (*TRAIN_OPTIONS, "val_size")},
     }
+
+
+def _conditional(args: argparse.Namespace, model_args: dict[str, Any]) -> bool | None:
+    """``--conditional``/``--no-conditional`` for the chosen type (``None``: not given, the
+    type's default or, resuming, the run's).
+
+    Raises:
+        CommandError: for a type that cannot choose, or ``--standardize`` on a model
+            trained without labels.
+    """
+    entry = MODELS.get(args.model)
+    if args.conditional is not None:
+        try:
+            entry.is_conditional(args.conditional)
+        except ValueError as err:
+            flag = "--conditional" if args.conditional else "--no-conditional"
+            raise CommandError(f"{flag}: {err}") from None
+    if "standardize" in model_args and not (args.conditional or entry.conditional):
+        if not args.resume:
+            raise CommandError(
+                f"--standardize chooses how a conditional {args.model} standardizes its "
+                "classes; add --conditional (and labelled --data), or drop --standardize"
+            )
+    return args.conditional
+
+
+def _recipes() -> str:
+    """The types whose training recipe departs from the study's, in words."""
+    parts = []
+    for entry in MODELS:
+        if entry.recipe:
+            own = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in entry.recipe.items())
+            parts.append(f"{entry.name} trains with its own ({own})")
+    return ("; " + "; ".join(parts)) if parts else ""
 
 
 def _summary_writer() -> type:
@@ -337,8 +372,9 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.model}")
     if out.parent == Path("runs"):
         out.parent.mkdir(exist_ok=True)
-    settings = _train_defaults()
+    settings = _train_defaults(args.model)
     model_args = _model_args(args)
+    conditional = _conditional(args, model_args)
     if args.resume and (out / "config.json").is_file():
         # Options not given on the command line continue with the run's own settings
         # (train_run does the same for the model's arguments).
@@ -372,6 +408,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             on_epoch_end=on_epoch_end,
             device=args.device,
+            conditional=conditional,
         )
     except KeyboardInterrupt:
         hint = "no epoch finished; nothing was saved"
@@ -606,8 +643,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
-        f"{d['data']} points, {d['epochs']} epochs).",
+        f"{d['data']} points, {d['epochs']} epochs){_recipes()}.",
         "flowscope train nf --epochs 7 --out runs/nf\n"
+        "  flowscope train nsf --out runs/nsf   # a neural spline flow, with its own recipe\n"
+        "  flowscope train nsf --conditional --out runs/nsf-rings   # log p(x | ring)\n"
         "  flowscope train fm --time-alpha 1 --no-gaussian-skip --out runs/fm-plain"
         "   # the study's network and uniform t\n"
         "  flowscope train cfm --standardize global --out runs/cfm-global\n"
@@ -620,6 +659,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="the model type: " + "; ".join(f"{e.name}, {e.title}" for e in MODELS),
     )
     _add_recipe_options(p, d)
+    optional = [e.name for e in MODELS if e.conditional_option]
+    p.add_argument(
+        "--conditional",
+        action=argparse.BooleanOptionalAction,
+        help=f"{', '.join(optional)}: condition on the data's class labels (--data olympic "
+        "gives the rings'; a file its third column), so that log-prob and sample take a "
+        "--label; default off (resuming: the run's choice)",
+    )
     _add_model_options(p)
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     add_device(p)
@@ -642,7 +689,8 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     p.add_argument(
         "--data",
         help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
-        "swissroll, or a .csv/.npy/.npz file: columns x, y and, for cfm, an integer label "
+        "swissroll, or a .csv/.npy/.npz file: columns x, y and, for a conditional model "
+        "(cfm, or --conditional), an integer label "
         "(0, 1, ...); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
         f"validation and test (default {d['data']})",
     )

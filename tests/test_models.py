@@ -1,0 +1,60 @@
+"""The registry of model types: conditioning chosen by training, a type's own recipe, and the
+arguments of run folders written before conditional coupling flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowscope import FlowMatching, NormalizingFlow
+from flowscope.flows import SplineFlow
+from flowscope.models import MODELS, model_type
+from flowscope.runs import read_info, recipe, recorded_model_args
+from flowscope.train import TrainConfig
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs_44350cf"
+
+
+def test_a_type_that_may_condition_chooses_by_the_argument():
+    nf, cfm, fm = MODELS.get("nf"), MODELS.get("cfm"), MODELS.get("fm")
+    assert nf.conditional_option and not nf.conditional
+    assert nf.is_conditional() is False and nf.is_conditional(True) is True
+    assert cfm.is_conditional() is True and cfm.is_conditional(True) is True
+    with pytest.raises(ValueError, match="cfm is always conditional"):
+        cfm.is_conditional(False)
+    with pytest.raises(ValueError, match="fm cannot be conditional; the conditional types are"):
+        fm.is_conditional(True)
+
+
+def test_model_type_finds_the_entry_of_either_variant():
+    assert model_type(NormalizingFlow(couplings=1)).name == "nf"
+    assert model_type(NormalizingFlow(couplings=1, num_classes=3)).name == "nf"
+    assert model_type(SplineFlow(couplings=1, num_classes=3)).name == "nsf"
+    assert model_type(FlowMatching(hidden=4, layers=2)).name == "fm"
+    assert model_type(FlowMatching(hidden=4, layers=2, num_classes=3)).name == "cfm"
+
+
+def test_a_types_recipe_is_the_study_where_it_does_not_depart():
+    assert recipe("nf") == TrainConfig()  # the study's
+    own = MODELS.get("nsf").recipe
+    assert own and recipe("nsf") == TrainConfig(**own)
+    assert recipe("nsf", seed=3, epochs=2) == TrainConfig(**{**own, "seed": 3, "epochs": 2})
+
+
+def test_the_coupling_options_name_each_types_default():
+    options = {o.flag: o for o in MODELS.get("nsf").options}
+    assert {"--couplings", "--hidden", "--linear-layers", "--bins", "--tail-bound"} <= set(options)
+    assert f"{NormalizingFlow().couplings} for nf" in options["--couplings"].help
+    assert f"{SplineFlow().couplings} for nsf" in options["--couplings"].help
+    assert options["--bins"].to_args(4) == {"bins": 4}
+    with pytest.raises(ValueError, match="whole number"):
+        options["--bins"].parse("0")
+
+
+def test_a_flow_folder_from_before_conditional_flows_reads_as_an_unconditional_one():
+    info = read_info(FIXTURES / "nf")
+    assert "num_classes" not in info.model
+    args = recorded_model_args(info)
+    assert args == NormalizingFlow(**args).config()
+    assert (args["num_classes"], args["standardize"]) == (None, "global")
