@@ -155,15 +155,24 @@ def test_slider_changes_the_drawn_frame_quickly(driver, pages):
     open_page(driver, path)
     for panel in ("flow", "inverse", "densities"):
         key = "z" if panel == "densities" else "x"
-        before = plot_data(driver, panel, 0, key)
-        ms = driver.execute_script(
-            f"var s = document.getElementById('{panel}-step'); s.value = 3;"
-            "var t0 = performance.now(); s.dispatchEvent(new Event('input'));"
-            "return performance.now() - t0;"
-        )
-        after = plot_data(driver, panel, 0, key)
-        assert before != after, panel
-        assert ms < REDRAW_LIMIT_MS, (panel, ms)
+        times = []
+        for step in (3, 5, 7, 9, 6):
+            before = plot_data(driver, panel, 0, key)
+            times.append(
+                driver.execute_script(
+                    f"var s = document.getElementById('{panel}-step'); s.value = {step};"
+                    "var t0 = performance.now(); s.dispatchEvent(new Event('input'));"
+                    "return performance.now() - t0;"
+                )
+            )
+            assert plot_data(driver, panel, 0, key) != before, (panel, step)
+        # the median move: one slow redraw on a loaded machine is not the page's speed
+        assert sorted(times)[2] < REDRAW_LIMIT_MS, (panel, times)
+        print(f"redraw of {panel}: {', '.join(f'{t:.0f}' for t in times)} ms")
+    driver.execute_script(
+        "var s = document.getElementById('flow-step'); s.value = 3;"
+        "s.dispatchEvent(new Event('input'))"
+    )
     # the velocity arrows follow the slider too
     label = driver.find_element("id", "flow-label").text
     assert label == f"t = {TIMES[3]:.1f}"

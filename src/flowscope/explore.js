@@ -36,6 +36,16 @@
     for (a = 0; a < 2; a++) { var p = 0.08 * (r[a][1] - r[a][0]) + 1e-6; r[a][0] -= p; r[a][1] += p; }
     return r;
   }
+  // The colour range: the top 20 nats, so that a few far, very unlikely cells do not
+  // flatten the rest (colder cells show the bottom colour).
+  function heat(g) {
+    var hi = -Infinity, lo = Infinity;
+    for (var i = 0; i < g.z.length; i++) for (var j = 0; j < g.z[i].length; j++) {
+      var v = g.z[i][j]; if (v === null) continue; if (v > hi) hi = v; if (v < lo) lo = v;
+    }
+    return { type: "heatmap", x: g.x, y: g.y, z: g.z, colorscale: "Viridis", zmax: hi,
+             zmin: Math.max(lo, hi - 20), colorbar: { title: { text: "log p" }, thickness: 12 } };
+  }
   var draw = {
     flow: function () {
       var k = E.step.flow, c = C(), traces = [dots(c.gen[k], color(), 3, 0.6)];
@@ -52,13 +62,11 @@
     densities: function () {
       var k = E.step.densities, c = C(), g = c.densities[k];
       document.getElementById("densities-label").textContent = c.gen_labels[k];
-      return react("densities", [{ type: "heatmap", x: g.x, y: g.y, z: g.z, colorscale: "Viridis",
-        colorbar: { title: { text: "log p" }, thickness: 12 } }],
+      return react("densities", [heat(g)],
         layout("log p of the state, " + c.gen_labels[k], [[g.x[0], g.x[g.x.length - 1]], [g.y[0], g.y[g.y.length - 1]]]));
     },
     density: function () {
-      var c = C(), g = c.density, traces = [{ type: "heatmap", x: g.x, y: g.y, z: g.z, colorscale: "Viridis",
-        colorbar: { title: { text: "log p" }, thickness: 12 } }, dots(c.data, "rgba(255,255,255,0.5)", 2, 0.5)];
+      var c = C(), g = c.density, traces = [heat(g), dots(c.data, "rgba(255,255,255,0.5)", 2, 0.5)];
       if (E.probe !== null) {
         var p = c.probes.items[E.probe], tr = p.trajectory;
         traces.push({ type: "scatter", mode: "markers", x: [p.x[0]], y: [p.x[1]], hoverinfo: "skip",
@@ -81,7 +89,7 @@
       var sum = 0;
       for (i = 0; i < p.terms.length; i++) { rows.push(p.terms[i]); sum += p.terms[i][1]; }
       rows.push(["sum of the terms", sum]);
-      rows.push(["latent z", "(" + p.z[0].toFixed(5) + ", " + p.z[1].toFixed(5) + ")"]);
+      rows.push(["latent z (in N(0, I) units; drawn above in data units)", "(" + p.z[0].toFixed(5) + ", " + p.z[1].toFixed(5) + ")"]);
       table.innerHTML = rows.map(function (r) {
         var v = typeof r[1] === "number" ? r[1].toFixed(6) : r[1];
         return "<tr><td>" + r[0] + "</td><td class='v'>" + v + "</td></tr>";
@@ -154,7 +162,7 @@
     "Red arrows: the velocity v(x, t) at that time, in data units per unit time (lengths scaled to fit)." :
     "Each step is one state of the model's trajectory.";
   document.getElementById("densities-note").textContent = "Computed by " + D.density_note + ".";
-  document.getElementById("density-note").textContent = "White dots: the data. Log-density by " + D.likelihood +
+  document.getElementById("density-note").textContent = "White dots: the data. Log-density: " + D.likelihood + " (colours span the top 20 nats)" +
     "; a click snaps to the nearest of " + C().probes.items.length + " precomputed probe points.";
   redrawAll();
   document.getElementById("density").on("plotly_click", function (ev) {

@@ -180,7 +180,7 @@ def _step_labels(ode: bool, count: int, inverse: bool) -> list[str]:
     return names[::-1] if inverse else names
 
 
-def _arrows(model: FlowModel, c: int | None, regions: list, n: int = 14) -> list[dict]:
+def _arrows(model: FlowModel, c: int | None, regions: list, n: int = 12) -> list[dict]:
     """The velocity at each time of :data:`TIMES` on an n x n grid over that time's
     region, as arrows drawn by line segments in data units (None between them)."""
     out = []
