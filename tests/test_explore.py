@@ -21,10 +21,16 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 REDRAW_LIMIT_MS = 200
 
 
-def small_model(name):
+# every registered type, and conditional versions of the types that may be either
+CASES = [(e.name, e.conditional) for e in MODELS] + [
+    (e.name, True) for e in MODELS if getattr(e, "conditional_option", False)
+]
+
+
+def small_model(name, conditional=None):
     entry = MODELS.get(name)
     args = dict(entry.small)
-    if entry.conditional:
+    if entry.conditional if conditional is None else conditional:
         args["num_classes"] = 2
     torch.manual_seed(0)
     model = entry.build(features=2, **args)
@@ -33,9 +39,9 @@ def small_model(name):
     return model
 
 
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_type_gives_exact_probe_numbers(name):
-    model = small_model(name)
+@pytest.mark.parametrize("name, conditional", CASES)
+def test_every_type_gives_exact_probe_numbers(name, conditional):
+    model = small_model(name, conditional)
     page = explorer_data(model, **SMALL)
     classes = [None] if model.num_classes is None else list(range(model.num_classes))
     assert len(page["per_class"]) == len(classes)
