@@ -112,7 +112,11 @@ class OTCoupling(Coupling):
 
     Warning:
         On a conditional model this pairs across classes, which C2OT (Cheng and Schwing
-        2025) shows to hurt: use ``class-ot`` there.
+        2025) shows to hurt: use ``class-ot`` there. The Gaussian skip of
+        :class:`~.model.FlowMatching` is the exact field at t = 0 only for the
+        independent coupling, and the conditional default t ~ Beta(7, 1) rarely trains
+        near t = 0: with an OT coupling on a conditional model, train with
+        ``gaussian_skip=False`` (``benchmarks/README.md``, "Minibatch OT").
 
     Arguments:
         block: the largest batch assigned in one piece, >= 2.
