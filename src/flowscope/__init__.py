@@ -9,7 +9,7 @@ Eq. 16, ...) are those of the study's text.
 
 from .base import FlowModel, Latent
 from .data import load_points, make_dataset, olympic_rings
-from .flows import AffineCoupling, NormalizingFlow, Permutation
+from .flows import AffineCoupling, NormalizingFlow, Permutation, SplineCoupling, SplineFlow
 from .gaussian import Gaussian
 from .matching import FlowMatching, VelocityField
 from .models import MODELS, ModelType
@@ -29,6 +29,8 @@ __all__ = [
     "ModelType",
     "NormalizingFlow",
     "Permutation",
+    "SplineCoupling",
+    "SplineFlow",
     "Standardization",
     "TrainConfig",
     "VelocityField",

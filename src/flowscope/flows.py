@@ -275,10 +275,10 @@ class SplineCoupling(Coupling):
     def __init__(
         self,
         features: int = 2,
-        hidden: int = 32,
+        hidden: int = 64,
         linear_layers: int = 3,
-        bins: int = 8,
-        tail_bound: float = 3.0,
+        bins: int = 16,
+        tail_bound: float = 4.0,
         context_features: int = 0,
         min_bin_width: float = 1e-3,
         min_bin_height: float = 1e-3,
@@ -601,11 +601,18 @@ class SplineFlow(CouplingFlow):
     """A neural spline flow: rational-quadratic spline couplings
     (:class:`SplineCoupling`) with permutations between them (see :class:`CouplingFlow`).
 
-    Each coupling's spline acts on [-B, B] of the standardized coordinate and is the
-    identity outside, so a point far from the data keeps a finite density (its tails are
-    Gaussian). The defaults are the sizes measured best on the study's data
-    (``benchmarks/README.md``, "Spline flows"); the registry gives the type its own
-    training recipe (:data:`~flowscope.models.MODELS`, ``nsf``).
+    Each coupling's spline acts on [-B, B] of the standardized coordinate it transforms
+    and is the identity outside (linear tails), so a point far from the data keeps a
+    finite density, with the base's Gaussian fall-off. The defaults are sizes chosen by
+    measurement on the study's data, and the registry gives the type its own training
+    recipe (:data:`~flowscope.models.MODELS`, ``nsf``: batches of 512, Adam lr 5e-3);
+    ``benchmarks/README.md`` ("Spline flows and class-conditional flows") has the
+    numbers.
+
+    Warning:
+        The data should be roughly standardized for [-B, B] to cover it; the model
+        standardizes its training data itself (:func:`~flowscope.train.fit`), so this
+        holds unless the standardization is set by hand.
 
     Arguments:
         features: the dimension D >= 2.
@@ -632,10 +639,10 @@ class SplineFlow(CouplingFlow):
     def __init__(
         self,
         features: int = 2,
-        couplings: int = 6,
-        bins: int = 8,
-        tail_bound: float = 3.0,
-        hidden: int = 32,
+        couplings: int = 4,
+        bins: int = 16,
+        tail_bound: float = 4.0,
+        hidden: int = 64,
         linear_layers: int = 3,
         num_classes: int | None = None,
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,

@@ -48,6 +48,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -67,6 +68,13 @@ __all__ = [
 # each time, which costs as much as the arithmetic on these small batches. A 0-dim tensor
 # takes the other operand's dtype and device, as a Python number does.
 _ONE = torch.tensor(1.0, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The tensor of ``values`` (nested tuples), made once per dtype and device (read only:
+    every call gets the same tensor)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 class Spline(NamedTuple):
@@ -111,8 +119,10 @@ def _parameters(
     softplus's argument (..., K - 1) that their gradients need."""
     k = _bins(raw, min_width, min_height, min_derivative)
     probabilities = torch.softmax(raw[..., : 2 * k].unflatten(-1, (2, k)), dim=-1)  # (..., 2, K)
-    floors = torch.tensor([[min_width], [min_height]], dtype=raw.dtype, device=raw.device)
-    sizes = torch.addcmul(2 * bound * floors, 2 * bound * (1 - k * floors), probabilities)
+    b = 2 * bound
+    least = _constant(((b * min_width,), (b * min_height,)), raw.dtype, raw.device)  # (2, 1)
+    room = _constant(((b - k * b * min_width,), (b - k * b * min_height,)), raw.dtype, raw.device)
+    sizes = torch.addcmul(least, room, probabilities)
     shifted = raw[..., 2 * k :] + math.log(math.expm1(1 - min_derivative))
     derivatives = F.pad(F.softplus(shifted) + min_derivative, (1, 1), value=1.0)
     return sizes, derivatives, probabilities, shifted
@@ -164,8 +174,7 @@ def _table(sizes: torch.Tensor, derivatives: torch.Tensor, bound: float) -> torc
     ``sizes`` (..., 2, K): row 0 the x_k, from -B to exactly B (so that rounding never
     leaves a gap at the tail bound), row 1 the y_k, row 2 the d_k."""
     k = sizes.shape[-1]
-    ends = torch.full((k + 1,), -bound, dtype=sizes.dtype, device=sizes.device)
-    ends[-1] = bound
+    ends = _constant((-bound,) * k + (bound,), sizes.dtype, sizes.device)  # (K + 1,)
     knots = F.pad(sizes[..., :-1].cumsum(dim=-1), (1, 1)) + ends  # (..., 2, K + 1)
     return torch.cat([knots, derivatives.unsqueeze(-2)], dim=-2)
 
@@ -274,7 +283,7 @@ def rational_quadratic(
         every input (:func:`spline_transform` is the same map with its backward pass
         written out).
     """
-    inside = (x >= -bound) & (x <= bound)
+    inside = x.abs() <= bound
     xc = x.clamp(-bound, bound)
     table = _table(torch.stack([widths, heights], dim=-2), derivatives, bound)
     (x0, x1, y0, y1, d0, d1), _ = _bin(xc, table, 0)
@@ -298,7 +307,7 @@ def rational_quadratic_inverse(
     Returns:
         x (...,) and log|dx/dy| (...,); 0 outside [-B, B].
     """
-    inside = (y >= -bound) & (y <= bound)
+    inside = y.abs() <= bound
     yc = y.clamp(-bound, bound)
     table = _table(torch.stack([widths, heights], dim=-2), derivatives, bound)
     (x0, x1, y0, y1, d0, d1), _ = _bin(yc, table, 1)
@@ -328,15 +337,15 @@ class _SplineTransform(torch.autograd.Function):
             raw, bound, min_width, min_height, min_derivative
         )
         k = sizes.shape[-1]
-        inside = (x >= -bound) & (x <= bound)
+        inside = x.abs() <= bound
         xc = x.clamp(-bound, bound)
         table = _table(sizes, derivatives, bound)
         (x0, x1, y0, y1, d0, d1), ends = _bin(xc, table, 0)
         y, log_det, saved = _segment(xc, x0, x1 - x0, y0, y1 - y0, d0, d1)
         y, log_det = torch.where(inside, y, x), torch.where(inside, log_det, 0.0)
         ctx.save_for_backward(inside, probabilities, shifted, ends, *saved)
-        ctx.shape, ctx.scales = table.shape, (1 - k * min_width, 1 - k * min_height)
-        ctx.bound = bound
+        b = 2 * bound
+        ctx.shape, ctx.room = table.shape, ((b - k * b * min_width,), (b - k * b * min_height,))
         return y, log_det
 
     @staticmethod
@@ -355,8 +364,7 @@ class _SplineTransform(torch.autograd.Function):
         g_knots = g_table[..., :2, 1:k]  # (..., 2, K - 1)
         before = g_knots.cumsum(-1) - g_knots
         g_sizes = F.pad(g_knots.sum(-1, keepdim=True) - before, (0, 1))  # the last sets none
-        scale = 2 * ctx.bound * torch.tensor(ctx.scales, dtype=gy.dtype, device=gy.device)
-        g_p = g_sizes * scale.unsqueeze(-1)  # (..., 2, K)
+        g_p = g_sizes * _constant(ctx.room, gy.dtype, gy.device)  # (..., 2, K)
         g_uv = probabilities * (g_p - (g_p * probabilities).sum(-1, keepdim=True))  # softmax
         g_r = g_table[..., 2, 1:k] * torch.sigmoid(shifted)  # the interior derivatives
         return g_x, torch.cat([g_uv.flatten(-2), g_r], dim=-1), None, None, None, None

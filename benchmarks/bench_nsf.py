@@ -1,0 +1,535 @@
+"""Spline flows and class-conditional flows on the Olympic rings, beside zuko (issue 16).
+
+For each seed, in one process:
+
+- ``nsf``: the neural spline flow exactly as ``flowscope train nsf`` trains it
+  (:func:`flowscope.runs.train_run` with the type's own recipe, 250,000 points); the
+  held-out NLL on the run's 10,000 test points (drawn with seed + 2), in standardized
+  nats as ``flowscope eval`` computes it; the training time; the float32 round trip
+  max |decode(encode(x)) - x| (data units) over the 10,000 test points, the points at the
+  first coupling's tail bound among them; the log-densities of (4, 5), (1e3, -1e3) and
+  (1e30, 0);
+- ``zuko``: ``zuko.flows.NSF`` of the same size (as many transforms as couplings, the same
+  bins, hidden widths and depth) on the same standardized training points, with the same
+  batch size, learning rate and cosine decay (over the steps that fit), for the same wall
+  time as flowscope's training took; its NLL on the same test points in the same
+  standardized coordinates;
+- the training step of both at the same batch size, timed interleaved (forward, backward,
+  Adam; flowscope's as its trainer runs it, zuko's in the plain loop of ``flowscope
+  bench``): the median of the rounds' best times, in CPU time of this process (the wall
+  time moves with the machine's other load) and in wall time;
+- ``nf --conditional`` and ``nsf --conditional`` with each standardization asked for
+  (``class``: each ring by its own mean and scale, the library's default; ``global``):
+  the share of 5000 balanced samples in their own ring's band and the class-conditional
+  NLL in the coordinates of the unconditional one (all training points standardized
+  together), as ``benchmarks/bench_quality.py`` gives it for the conditional
+  flow-matching model. The conditional affine flow has no fused kernel, so it trains
+  with the spline flow's recipe (batch 512) rather than the study's batch 128.
+
+Results go to ``benchmarks/results/nsf.json`` and ``nsf.md`` (rewritten after every seed,
+so an interrupted run keeps what it measured).
+
+Usage::
+
+    python benchmarks/bench_nsf.py                        # seeds 0-4, about 20 minutes
+    python benchmarks/bench_nsf.py --seeds 0 --train epochs=2 --no-conditional   # a quick check
+    python benchmarks/bench_nsf.py --seeds 0 --no-zuko --step-rounds 0 --no-conditional \
+        --model couplings=6 --train epochs=12 --train lr=2e-3   # one row of the exploration
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from flowscope.metrics import class_accuracy, heldout_nll
+from flowscope.models import MODELS
+from flowscope.runs import recipe, run_data, train_run
+from flowscope.train import TrainConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NLL_TARGET = 1.65  # nats, standardized (issue 16)
+NLL_FLOOR = 1.562  # differential entropy of the standardized Olympic data, nats
+ACCURACY_SAMPLES = 5000
+FAR = ((4.0, 5.0), (1e3, -1e3), (1e30, 0.0))
+
+
+def _machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _zuko():
+    try:
+        import zuko
+    except ImportError:
+        return None
+    return zuko
+
+
+def zuko_nsf(zuko, model_config: dict):
+    """zuko's NSF of the same size as a flowscope SplineFlow's config."""
+    hidden = [model_config["hidden"]] * (model_config["linear_layers"] - 1)
+    return zuko.flows.NSF(
+        2,
+        transforms=model_config["couplings"],
+        bins=model_config["bins"],
+        hidden_features=hidden,
+    )
+
+
+# -- the spline flow and zuko's --------------------------------------------------------------
+
+
+def train_nsf(
+    seed: int, n_points: int, config: TrainConfig, model_args: dict, tmp: Path
+) -> tuple[dict, dict]:
+    """One ``flowscope train nsf`` run and its numbers; also what zuko needs."""
+    t0 = time.perf_counter()
+    model, info, history = train_run(
+        "nsf",
+        tmp / f"nsf-{seed}",
+        n_points=n_points,
+        config=config,
+        model_args=model_args,
+        progress=False,
+    )
+    wall = time.perf_counter() - t0
+    test = run_data(info, "test")
+    nll = heldout_nll(model, test.x)
+    st = model.standardization
+    bound = model.coupling_layers()[0].tail_bound
+    x = test.x.clone()
+    corners = torch.tensor([[bound, bound], [-bound, -bound], [bound, 0.0], [0.0, -bound]])
+    x[: len(corners)] = st.inverse(corners)
+    back = model.decode(model.encode(x))
+    far = model.log_prob(torch.tensor(FAR))
+    steps = len(history.batch_loss)
+    row = {
+        "seed": seed,
+        "nll": nll.standardized,
+        "nll_data": nll.data,
+        "train_s": history.seconds,
+        "wall_s": wall,
+        "epochs": len(history.epochs),
+        "steps": steps,
+        "ms_per_step_in_run": 1e3 * history.seconds / steps,
+        "nan": not all(math.isfinite(v) for v in history.batch_loss),
+        "round_trip_max": float((back - x).abs().max()),
+        "round_trip_points": len(x),
+        "far_log_prob": [float(v) for v in far],
+        "val_curve": [e.get("val_loss") for e in history.epochs],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "load_average_after": list(os.getloadavg()),
+    }
+    train = run_data(info, "train")
+    data = {"y": st(train.x).detach(), "y_test": st(test.x).detach(), "model": model.config()}
+    return row, data
+
+
+def train_zuko(zuko, data: dict, config: TrainConfig, budget_s: float) -> dict:
+    """zuko's NSF trained on the same standardized points for ``budget_s`` seconds."""
+    torch.manual_seed(config.seed)
+    flow = zuko_nsf(zuko, data["model"])
+    y, bs = data["y"], config.batch_size
+    opt = torch.optim.Adam(flow.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    steps, total, epochs = 0, None, 0
+    t0 = time.perf_counter()
+    done = False
+    while not done:
+        epochs += 1
+        order = torch.randperm(len(y), generator=gen)
+        for k in range(0, len(y), bs):
+            loss = -flow().log_prob(y[order[k : k + bs]]).mean()
+            if not math.isfinite(loss.item()):
+                return {"nan": True, "steps": steps}
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            elapsed = time.perf_counter() - t0
+            if steps == 20:  # the cosine decay runs over the steps that fit the budget
+                total = 20 + max(1, int((budget_s - elapsed) / (elapsed / 20)))
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - 20)
+            elif total is not None:
+                sched.step()
+            if elapsed >= budget_s or (total is not None and steps >= total):
+                done = True
+                break
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        lp = torch.cat([flow().log_prob(part) for part in data["y_test"].split(4096)])
+    return {
+        "nll": float(-lp.double().mean()),
+        "train_s": seconds,
+        "steps": steps,
+        "epochs": epochs - 1 + (k + bs) / len(y),
+        "ms_per_step_in_run": 1e3 * seconds / steps,
+        "nan": not bool(torch.isfinite(lp).all()),
+        "parameters": sum(p.numel() for p in flow.parameters()),
+    }
+
+
+def step_times(zuko, model_config: dict, batch: int, rounds: int, steps: int) -> dict:
+    """ms per training step of flowscope's SplineFlow and zuko's NSF, interleaved."""
+    from flowscope import olympic_rings
+    from flowscope.flows import SplineFlow
+
+    y = olympic_rings(batch * steps, seed=0)
+    y = (y - y.mean(0)) / y.std(0)
+    torch.manual_seed(0)
+    ours = SplineFlow(**{k: v for k, v in model_config.items() if k != "num_classes"})
+    opt = torch.optim.Adam(ours.parameters(), lr=1e-3, fused=True)  # as fit's
+    params = list(ours.parameters())
+
+    def flowscope_step(b: torch.Tensor) -> None:
+        loss = ours.loss(b, standardized=True)
+        if math.isfinite(loss.item()):
+            for p in params:
+                p.grad = None
+            loss.backward()
+            opt.step()
+
+    contenders = {"flowscope": flowscope_step}
+    if zuko is not None:
+        theirs = zuko_nsf(zuko, model_config)
+        zopt = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+
+        def zuko_step(b: torch.Tensor) -> None:
+            loss = -theirs().log_prob(b).mean()
+            if math.isfinite(loss.item()):
+                zopt.zero_grad()
+                loss.backward()
+                zopt.step()
+
+        contenders["zuko"] = zuko_step
+    batches = y.split(batch)
+    for step in contenders.values():  # warm-up
+        for b in batches[:5]:
+            step(b)
+    cpu = {name: [] for name in contenders}
+    wall = {name: [] for name in contenders}
+    for r in range(rounds):
+        names = list(contenders)
+        names = names[r % len(names) :] + names[: r % len(names)]
+        for name in names:
+            c0, w0 = time.process_time(), time.perf_counter()
+            for b in batches:
+                contenders[name](b)
+            cpu[name].append(1e3 * (time.process_time() - c0) / len(batches))
+            wall[name].append(1e3 * (time.perf_counter() - w0) / len(batches))
+    out = {
+        "batch": batch,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
+        "wall_ms": {k: statistics.median(v) for k, v in wall.items()},
+        "cpu_ms_rounds": cpu,
+        "wall_ms_rounds": wall,
+    }
+    if "zuko" in out["cpu_ms"]:
+        out["speedup_cpu"] = out["cpu_ms"]["zuko"] / out["cpu_ms"]["flowscope"]
+        out["speedup_wall"] = out["wall_ms"]["zuko"] / out["wall_ms"]["flowscope"]
+    return out
+
+
+# -- class-conditional flows ---------------------------------------------------------------
+
+
+def train_conditional(
+    name: str,
+    seed: int,
+    standardize: str,
+    n_points: int,
+    config: TrainConfig,
+    model_args: dict,
+    tmp: Path,
+) -> dict:
+    """A conditional ``name`` run: class accuracy of balanced samples, conditional NLL."""
+    t0 = time.perf_counter()
+    model, info, history = train_run(
+        name,
+        tmp / f"{name}-cond-{standardize}-{seed}",
+        n_points=n_points,
+        config=config,
+        model_args={**model_args, "standardize": standardize},
+        progress=False,
+        conditional=True,
+    )
+    wall = time.perf_counter() - t0
+    test = run_data(info, "test")
+    labels = torch.arange(ACCURACY_SAMPLES) % model.num_classes
+    x = model.sample(ACCURACY_SAMPLES, labels=labels, generator=torch.Generator().manual_seed(0))
+    acc = class_accuracy(x, labels)
+    nll = heldout_nll(model, test.x, test.labels)
+    # All training points standardized per axis together: the unconditional NLL's units.
+    log_scale = float(run_data(info, "train").x.double().std(dim=0).log().sum())
+    return {
+        "model": name,
+        "seed": seed,
+        "standardize": standardize,
+        "class_accuracy": acc.overall,
+        "class_accuracy_per_class": list(acc.per_class),
+        "nll_conditional": nll.data - log_scale,
+        "train_s": history.seconds,
+        "wall_s": wall,
+        "epochs": len(history.epochs),
+        "fast_path": history.fast_path,
+        "batch_size": config.batch_size,
+        "nan": not all(math.isfinite(v) for v in history.batch_loss),
+    }
+
+
+# -- the tables -------------------------------------------------------------------------------
+
+
+def _span(values: list[float], spec: str) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return format(lo, spec) if lo == hi else f"{lo:{spec}}-{hi:{spec}}"
+
+
+def _sizes(model: dict) -> str:
+    return (
+        f"{model['couplings']} spline couplings of {model['bins']} bins on "
+        f"[-{model['tail_bound']:g}, {model['tail_bound']:g}], networks of "
+        f"{model['linear_layers']} Linear layers of width {model['hidden']}"
+    )
+
+
+def _recipe(train: dict) -> str:
+    return f"{train['epochs']} epochs, batch {train['batch_size']}, Adam lr {train['lr']:g}"
+
+
+def markdown(result: dict) -> str:
+    s, m = result["settings"], result["machine"]
+    rows = result["nsf"]
+    lines = [
+        "# Spline flows and class-conditional flows on the Olympic rings",
+        "",
+        f"{result['date']}; `python benchmarks/bench_nsf.py {' '.join(result['argv'])}`; "
+        f"{m['cores']} cores, torch {m['torch']}, load average (1 min) at start "
+        f"{m['load_average_at_start'][0]:.2f}"
+        + (f", at end {m['load_average_at_end'][0]:.2f}" if "load_average_at_end" in m else "")
+        + " (other sessions share the machine; the CPU times of the step table are the "
+        "least affected by them).",
+        "",
+        f"nsf: {_sizes(s['model'])}, trained with its recipe ({_recipe(s['train'])}) on "
+        f"{s['n_points']:,} points; zuko: `zuko.flows.NSF(2, transforms="
+        f"{s['model']['couplings']}, bins={s['model']['bins']}, hidden_features="
+        f"{[s['model']['hidden']] * (s['model']['linear_layers'] - 1)})` on the same "
+        "standardized points with the same batch size, learning rate and cosine decay, for "
+        "the same wall time. NLL: held-out, 10,000 test points, standardized nats (target "
+        f"<= {NLL_TARGET}; the data's entropy, the floor, is {NLL_FLOOR}). Round trip: max "
+        "|decode(encode(x)) - x| in float32, data units, over the 10,000 test points with "
+        "points at the tail bound among them. Far points: log p of (4, 5), (1e3, -1e3) and "
+        "(1e30, 0) in float32 (-inf: z^2 leaves float32's range; float64 gives a number).",
+        "",
+        "| seed | nsf NLL | train s | epochs | ms/step | round trip max | far log p | "
+        "zuko NLL | zuko train s | zuko epochs | zuko ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        z = r.get("zuko") or {}
+        far = ", ".join(f"{v:.4g}" for v in r["far_log_prob"])
+        lines.append(
+            f"| {r['seed']} | {r['nll']:.4f} | {r['train_s']:.1f} | {r['epochs']} | "
+            f"{r['ms_per_step_in_run']:.2f} | {r['round_trip_max']:.1e} | {far} | "
+            f"{z.get('nll', math.nan):.4f} | {z.get('train_s', math.nan):.1f} | "
+            f"{z.get('epochs', math.nan):.1f} | {z.get('ms_per_step_in_run', math.nan):.2f} |"
+        )
+    if rows:
+        nlls = [r["nll"] for r in rows]
+        zuko_nlls = [r["zuko"]["nll"] for r in rows if r.get("zuko")]
+        lines += [
+            "",
+            f"nsf NLL {_span(nlls, '.4f')} (target <= {NLL_TARGET} on every seed: "
+            f"{'met' if max(nlls) <= NLL_TARGET else 'missed'}); training "
+            f"{_span([r['train_s'] for r in rows], '.1f')} s (target <= 60 s: "
+            f"{'met' if max(r['train_s'] for r in rows) <= 60 else 'missed'}); NaN on no seed: "
+            f"{'yes' if not any(r['nan'] for r in rows) else 'no'}; parameters "
+            f"{rows[0]['parameters']:,}.",
+        ]
+        if zuko_nlls:
+            better = all(r["nll"] <= r["zuko"]["nll"] for r in rows if r.get("zuko"))
+            lines.append(
+                f"zuko NLL {_span(zuko_nlls, '.4f')} in the same wall time (flowscope at most "
+                f"zuko's on every seed: {'yes' if better else 'no'}); parameters "
+                f"{rows[0]['zuko']['parameters']:,}."
+            )
+    st = result.get("step_times")
+    if st:
+        lines += [
+            "",
+            f"Training step at batch {st['batch']} ({st['rounds']} interleaved rounds "
+            f"of {st['steps_per_round']} steps, median):",
+            "",
+        ]
+        lines += ["| contender | CPU ms/step | wall ms/step |", "|---|---|---|"]
+        for k in st["cpu_ms"]:
+            lines.append(f"| {k} | {st['cpu_ms'][k]:.2f} | {st['wall_ms'][k]:.2f} |")
+        if "speedup_cpu" in st:
+            lines += [
+                "",
+                f"flowscope is {st['speedup_cpu']:.2f}x faster than zuko in CPU time "
+                f"({st['speedup_wall']:.2f}x in wall time; target >= 2x).",
+            ]
+    cond = result.get("conditional") or []
+    if cond:
+        lines += [
+            "",
+            f"Class-conditional flows: share of {ACCURACY_SAMPLES} balanced samples in their own "
+            "ring's band (target >= 99%) and the class-conditional NLL, -log p(x | ring), in "
+            "the unconditional NLL's coordinates.",
+            "",
+            "| model | standardize | seed | class accuracy | per ring | conditional NLL | "
+            "train s | batch | epochs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in cond:
+            per = " ".join(f"{100 * a:.1f}" for a in r["class_accuracy_per_class"])
+            lines.append(
+                f"| {r['model']} | {r['standardize']} | {r['seed']} | "
+                f"{100 * r['class_accuracy']:.2f}% | {per} | {r['nll_conditional']:.4f} | "
+                f"{r['train_s']:.1f} | {r['batch_size']} | {r['epochs']} |"
+            )
+        groups = sorted({(r["model"], r["standardize"]) for r in cond})
+        lines.append("")
+        for g in groups:
+            rs = [r for r in cond if (r["model"], r["standardize"]) == g]
+            lines.append(
+                f"- {g[0]} --conditional, standardize {g[1]}: class accuracy "
+                f"{_span([100 * r['class_accuracy'] for r in rs], '.2f')}%, conditional NLL "
+                f"{_span([r['nll_conditional'] for r in rs], '.4f')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON where it parses (6, 2e-3), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated (default 0-4)")
+    p.add_argument("--n-points", type=int, default=250_000)
+    p.add_argument(
+        "--model",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a SplineFlow argument other than its default, e.g. couplings=6 (repeatable)",
+    )
+    p.add_argument(
+        "--train",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the nsf recipe to override: epochs, batch_size or lr (repeatable)",
+    )
+    p.add_argument("--no-zuko", action="store_true", help="skip zuko")
+    p.add_argument("--no-conditional", action="store_true", help="skip the conditional flows")
+    p.add_argument(
+        "--standardize", default="class", help="conditional standardizations (class,global)"
+    )
+    p.add_argument("--conditional-models", default="nf,nsf", help="comma-separated")
+    p.add_argument("--step-rounds", type=int, default=7, help="interleaved rounds (0: skip)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of nsf.json and nsf.md")
+    p.add_argument("--name", default="nsf", help="results file name (default nsf)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    given, sizes = dict(args.train), dict(args.model)
+    zuko = None if args.no_zuko else _zuko()
+    if zuko is None and not args.no_zuko:
+        print("zuko is not installed: pip install -e '.[bench]'; skipping it", file=sys.stderr)
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "machine": _machine(),
+        "settings": {
+            "n_points": args.n_points,
+            "model": MODELS.get("nsf").build(features=2, **sizes).config(),
+            "train": {
+                k: v
+                for k, v in vars(recipe("nsf", **given)).items()
+                if k in ("epochs", "batch_size", "lr")
+            },
+            "zuko": None if zuko is None else zuko.__version__,
+        },
+        "nsf": [],
+        "conditional": [],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / f"{args.name}.md").write_text(markdown(result))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            config = recipe("nsf", seed=seed, **given)
+            row, data = train_nsf(seed, args.n_points, config, sizes, Path(tmp))
+            print(f"nsf seed {seed}: NLL {row['nll']:.4f} in {row['train_s']:.1f} s", flush=True)
+            if zuko is not None:
+                row["zuko"] = train_zuko(zuko, data, config, row["train_s"])
+                print(f"  zuko: NLL {row['zuko']['nll']:.4f} in {row['zuko']['train_s']:.1f} s")
+            result["nsf"].append(row)
+            if not args.no_conditional:
+                for name in args.conditional_models.split(","):
+                    for how in args.standardize.split(","):
+                        extra = sizes if name == "nsf" else {}
+                        c = train_conditional(
+                            name, seed, how, args.n_points, config, extra, Path(tmp)
+                        )
+                        result["conditional"].append(c)
+                        print(
+                            f"  {name} --conditional ({how}): accuracy "
+                            f"{100 * c['class_accuracy']:.2f}%, NLL {c['nll_conditional']:.4f} "
+                            f"in {c['train_s']:.1f} s",
+                            flush=True,
+                        )
+            save()
+    if args.step_rounds:
+        model = result["settings"]["model"]
+        batch = recipe("nsf", **given).batch_size
+        result["step_times"] = step_times(zuko, model, batch, args.step_rounds, 40)
+        st = result["step_times"]
+        print(f"step at batch {batch}: {st['cpu_ms']} CPU ms", flush=True)
+        save()
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    save()
+    print((args.out / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
