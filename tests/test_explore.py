@@ -18,7 +18,10 @@ from flowscope.runs import load_run
 FIXTURES = Path(__file__).parent / "fixtures" / "runs_44350cf"
 SMALL = {"n": 60, "grid": 8, "frame_grid": 6, "probes": 3}
 CHROMEDRIVER = "/usr/bin/chromedriver"
-REDRAW_LIMIT_MS = 200
+# The target is a redraw within 200 ms; on a quiet machine the median move takes
+# 57-90 ms (benchmarks/README.md). A test must not fail with the machine's load, so the
+# bound here is 5x the target: it catches a page that redraws everything on each move.
+REDRAW_LIMIT_MS = 1000
 
 
 # every registered type, and conditional versions of the types that may be either
