@@ -18,6 +18,7 @@ the previous version intact.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
@@ -61,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "checkpoint_saver",
     "atomic_write",
+    "weights_digest",
     "run_data",
     "train_run",
 ]
@@ -159,7 +160,7 @@ def save_run(run_dir: str | Path, model: FlowModel, info: RunInfo, history: Hist
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / "model.safetensors", st_save(state))
+    atomic_write(run_dir / "model.safetensors", _save_tensors(state))
     atomic_write(run_dir / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
     if history is not None:
         epochs, batches = _history_csv(history)
@@ -202,13 +203,52 @@ def read_info(run_dir: str | Path) -> RunInfo:
         raise RunError(f"{path}: missing or malformed entry {err}") from None
 
 
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of tensors: their names, dtypes, shapes and bytes, in name order.
+
+    Written into the header of every weights file and checkpoint flowscope saves
+    (safetensors metadata ``sha256``) and checked on load, so that damaged bytes inside
+    the tensors, which safetensors itself reads without complaint, are an error."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_tensors(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
+    """The safetensors bytes of ``tensors``, with their :func:`weights_digest` in the header."""
+    return st_save(tensors, metadata={**(metadata or {}), "sha256": weights_digest(tensors)})
+
+
+def _open_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and header metadata of a safetensors file, checked against the digest
+    of :func:`_save_tensors` (files written before it was recorded have none to check).
+
+    Raises:
+        RunError: for a file that cannot be read or whose tensors do not match the digest.
+    """
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types
+        raise RunError(f"{path}: corrupted or truncated {what} ({err})") from None
+    if "sha256" in meta and meta["sha256"] != weights_digest(tensors):
+        raise RunError(
+            f"{path}: corrupted {what}: its tensors do not match the checksum written with "
+            "them; restore the file or retrain the model"
+        )
+    return tensors, meta
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise RunError(f"{path.parent}: holds no weights ({path.name} is missing)")
-    try:
-        return st_load(path.read_bytes())
-    except Exception as err:  # safetensors raises its own error types
-        raise RunError(f"{path}: corrupted or truncated weights file ({err})") from None
+    return _open_tensors(path, "weights file")[0]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FlowModel, RunInfo]:
@@ -291,7 +331,7 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
             "scheduler": state.scheduler,
             "history": asdict(state.history),
         }
-        atomic_write(run_dir / CHECKPOINT, st_save(tensors, metadata={"state": json.dumps(meta)}))
+        atomic_write(run_dir / CHECKPOINT, _save_tensors(tensors, {"state": json.dumps(meta)}))
         save_run(run_dir, model, info, state.history)
 
     return save
@@ -307,11 +347,10 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"{path.parent}: nothing to resume ({CHECKPOINT} is missing)")
+    tensors, header = _open_tensors(path, "checkpoint")
     try:
-        with safe_open(path, framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta = json.loads((f.metadata() or {})["state"])
-    except Exception as err:  # safetensors raises its own error types
+        meta = json.loads(header["state"])
+    except (KeyError, json.JSONDecodeError) as err:
         raise RunError(f"{path}: corrupted or truncated checkpoint ({err!r})") from None
     try:
         model.load_state_dict(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .. import runs
+from ..errors import check_finite
 from ..matching import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
 from ..train import TrainConfig, TrainingDiverged
@@ -88,7 +89,7 @@ def _point(text: str) -> tuple[float, float]:
 # -- checks and helpers shared by the commands ------------------------------------------
 
 
-def _output(path: str | None, flag: str) -> Path | None:
+def output_path(path: str | None, flag: str) -> Path | None:
     """Check an output path before any work: its folder exists and it is not a folder."""
     if path is None:
         return None
@@ -100,8 +101,25 @@ def _output(path: str | None, flag: str) -> Path | None:
     return p
 
 
-def _plot_output(path: str | None) -> Path | None:
-    p = _output(path, "--plot")
+def distinct_outputs(**paths: Path | None) -> None:
+    """Refuse two outputs of one command that name the same file (``-o a.png --plot
+    a.png`` would replace the one with the other), before any work; keys are the flags
+    with ``_`` for ``-`` and a leading ``o`` for ``-o``."""
+    seen: dict[Path, str] = {}
+    for key, p in paths.items():
+        if p is None:
+            continue
+        flag = "-o" if key == "o" else "--" + key.replace("_", "-")
+        where = p.resolve()
+        if where in seen:
+            raise CommandError(
+                f"{seen[where]} and {flag} both name {p}; give each output its own file"
+            )
+        seen[where] = flag
+
+
+def plot_path(path: str | None) -> Path | None:
+    p = output_path(path, "--plot")
     if p is not None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -182,6 +200,26 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
             f"the model in {args.run} ({_known_classes(model, info)})"
         )
     return x, file_labels
+
+
+def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> None:
+    """Refuse non-finite outputs (N, K) of finite points x (N, D): from a point far outside
+    the data the model's float32 arithmetic overflows (say which and how far), otherwise
+    the model itself is broken (:func:`~flowscope.errors.check_finite`)."""
+    bad = ~torch.isfinite(values).reshape(len(values), -1).all(dim=1)
+    if not bad.any():
+        return
+    row = int(bad.nonzero()[0, 0])
+    # A model that maps some of the points, or points this far, is working: the far ones
+    # overflow its float32 arithmetic. Otherwise its weights are broken.
+    if not bad.all() or float(x[row].abs().max()) > 1e6:
+        point = ", ".join(f"{v:.6g}" for v in x[row].tolist())
+        raise CommandError(
+            f"point ({point}): the {what} overflows {x.dtype} ({int(bad.sum())} of {len(x)} "
+            "points are too far from the data for the model's arithmetic); give points "
+            "nearer the data"
+        )
+    check_finite(values, f"{what}s", run)
 
 
 def _sample_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
@@ -436,9 +474,15 @@ def _train(args: argparse.Namespace) -> int:
             tensorboard.close()
     seconds = time.perf_counter() - t0
     last = history.epochs[-1] if history.epochs else {}
-    start = f" (resumed at epoch {done[0]})" if args.resume and done else ""
     if args.resume and not done:
-        start = " (already complete; nothing to resume)"
+        print(
+            f"nothing to resume: {out} has finished its {len(history.epochs)} "
+            f"epoch{'s' if len(history.epochs) != 1 else ''} "
+            f"(validation loss {last.get('val_loss', math.nan):.4f}); measure it with "
+            f"`flowscope eval {out}`, or train it again with --overwrite"
+        )
+        return 0
+    start = f" (resumed at epoch {done[0]})" if args.resume else ""
     # Flow matching's loss depends on where t is drawn and on the coordinates: not a
     # likelihood to compare runs by.
     per_class = ", each class standardized on its own" if model.standardization.per_class else ""
@@ -463,7 +507,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    out, plot = _output(args.output, "-o"), _plot_output(args.plot)
+    out, plot = output_path(args.output, "-o"), plot_path(args.plot)
+    distinct_outputs(o=out, plot=plot)
     model, info = runs.load_run(args.run, args.device)
     options = _sample_options(args, info)
     n = args.n
@@ -474,6 +519,7 @@ def _sample(args: argparse.Namespace) -> int:
         labels = torch.arange(n) % model.num_classes  # balanced classes
     gen = torch.Generator().manual_seed(args.seed)
     x = model.sample(n, labels=labels, generator=gen, **options)
+    check_finite(x, "samples", args.run)
     pts = x.double().cpu().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
@@ -505,13 +551,21 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _log_prob(args: argparse.Namespace) -> int:
-    out = _output(args.output, "-o")
+    out = output_path(args.output, "-o")
     model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
     # One solve: the data-unit density differs from the standardized one by the log|det|
     # of the standardization (per class for a model standardized per class).
     lp_std = model.log_prob(x, labels, standardized=True)
     lp = lp_std + model.standardization.log_abs_det(labels)
+    _check_far(torch.where(lp == -math.inf, 0.0, lp)[:, None], x, "log-density", args.run)
+    low = int((lp == -math.inf).sum())
+    if low:
+        print(
+            f"flowscope: note: {low} of {len(x)} log-densities are -inf: the density there "
+            "is below the smallest float32 number (points far from the data)",
+            file=sys.stderr,
+        )
     pts = x.double().cpu().numpy()
     header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
     if labels is not None:
@@ -531,11 +585,13 @@ def _log_prob(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    out, traj_out = _output(args.output, "-o"), _output(args.trajectory, "--trajectory")
+    out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
+    distinct_outputs(o=out, trajectory=traj_out)
     model, info = runs.load_run(args.run, args.device)
     options = _sample_options(args, info)
     x, labels = _points(args, model, info)
     z = model.encode(x, labels, **options)
+    _check_far(z, x, "latent", args.run)
     path = None
     if traj_out is not None:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
