@@ -791,3 +791,20 @@ def test_resuming_a_finished_run_says_so_and_saves_nothing(runs, capsys, tmp_pat
     assert text.startswith(f"nothing to resume: {out} has finished its 1 epoch (")
     assert "trained" not in text and "run saved" not in text
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_log_prob_with_hutchinson_probes_is_near_the_exact_one(runs, capsys):
+    argv = ["log-prob", runs["cfm"], "--point", "0,0.5", "--label", "1"]
+    code, exact, _ = run(capsys, *argv)
+    assert code == 0
+    code, est, _ = run(capsys, *argv, "--divergence", "hutchinson", "--probes", "64")
+    assert code == 0
+
+    def value(table):
+        return float(table.splitlines()[1].split()[3])
+
+    assert value(est) != value(exact) and abs(value(est) - value(exact)) < 0.5
+    err = one_error_line(*run(capsys, *argv, "--probes", "4")[::2])
+    assert "--probes needs --divergence hutchinson" in err
+    code, _, err = run(capsys, "log-prob", runs["nf"], "--point", "0,0", "--divergence", "exact")
+    assert code == 0 and "--divergence ignored" in err

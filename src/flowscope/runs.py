@@ -279,6 +279,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
             "the folder may come from another flowscope version: retrain it"
         )
     model.load_state_dict(tensors)
+    if model.conditional:
+        names = info.data.get("class_names")
+        model.class_names = names if names and len(names) == model.num_classes else None
     return model.to(device).eval(), info
 
 
@@ -609,6 +612,8 @@ def train_run(
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)
+    if model.conditional and train.class_names:
+        model.class_names = train.class_names
     info.model = model.config()
     state = None if old is None else _resume_state(out, old, info, model)
     out.mkdir(exist_ok=True)

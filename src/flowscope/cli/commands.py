@@ -132,33 +132,26 @@ def plot_path(path: str | None) -> Path | None:
     return p
 
 
-def _class_names(model: Any, info: Any) -> list[str]:
-    names = [str(n) for n in info.data.get("class_names") or []]
-    return names if len(names) == model.num_classes else [str(i) for i in range(model.num_classes)]
+def _class_names(model: Any) -> list[str]:
+    return list(model.class_names or [str(i) for i in range(model.num_classes)])
 
 
-def _known_classes(model: Any, info: Any) -> str:
-    names = _class_names(model, info)
+def _known_classes(model: Any) -> str:
+    names = _class_names(model)
     return ", ".join(str(i) if n == str(i) else f"{i} {n}" for i, n in enumerate(names))
 
 
-def _label_id(value: str, model: Any, info: Any, run: str) -> int:
+def _label_id(value: str, model: Any, run: str) -> int:
     """A class id from a name (any case) or an id, for the model of ``run``."""
     if model.num_classes is None:
         raise CommandError(f"--label {value!r}: the model in {run} is unconditional; drop --label")
-    names = [n.lower() for n in _class_names(model, info)]
-    if value.strip().lower() in names:
-        return names.index(value.strip().lower())
     try:
-        i = int(value)
+        return model.class_id(value)
     except ValueError:
-        i = -1
-    if 0 <= i < model.num_classes:
-        return i
-    raise CommandError(
-        f"--label {value!r}: unknown class; the model in {run} knows "
-        f"{_known_classes(model, info)} (a name or an id)"
-    )
+        raise CommandError(
+            f"--label {value!r}: unknown class; the model in {run} knows "
+            f"{_known_classes(model)} (a name or an id)"
+        ) from None
 
 
 def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
@@ -186,18 +179,18 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
             raise CommandError(
                 f"{args.points} has a label column and --label is given; use one of the two"
             )
-        return x, torch.full((len(x),), _label_id(args.label, model, info, args.run))
+        return x, torch.full((len(x),), _label_id(args.label, model, args.run))
     if file_labels is None:
         raise CommandError(
             f"the model in {args.run} is conditional: give --label NAME_OR_ID or a third "
-            f"column of class ids in --points (classes: {_known_classes(model, info)})"
+            f"column of class ids in --points (classes: {_known_classes(model)})"
         )
     bad = file_labels >= model.num_classes
     if bad.any():
         row = int(bad.nonzero()[0, 0])
         raise CommandError(
             f"{args.points}: row {row + 1}: label {int(file_labels[row])} is not a class of "
-            f"the model in {args.run} ({_known_classes(model, info)})"
+            f"the model in {args.run} ({_known_classes(model)})"
         )
     return x, file_labels
 
@@ -220,6 +213,28 @@ def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> No
             "nearer the data"
         )
     check_finite(values, f"{what}s", run)
+
+
+def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
+    """``--divergence`` and ``--probes`` for a model type that takes them (the others
+    compute their density exactly, in one pass: a note names what is ignored)."""
+    entry = runs.model_type_of(info)
+    if args.probes is not None and args.divergence != "hutchinson":
+        raise CommandError("--probes needs --divergence hutchinson (the exact one has none)")
+    given = {"divergence": args.divergence, "probes": args.probes}
+    ignored = [
+        f"--{k}" for k, v in given.items() if v is not None and k not in entry.likelihood_options
+    ]
+    if ignored:
+        print(
+            f"flowscope: note: {' and '.join(ignored)} ignored: a {entry.title} computes its "
+            "density exactly in one pass",
+            file=sys.stderr,
+        )
+    options = {k: v for k, v in given.items() if v is not None and k in entry.likelihood_options}
+    if options.get("divergence") == "hutchinson":
+        options["generator"] = torch.Generator().manual_seed(args.seed)
+    return options
 
 
 def _sample_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
@@ -514,7 +529,7 @@ def _sample(args: argparse.Namespace) -> int:
     n = args.n
     labels = None
     if args.label is not None:
-        labels = torch.full((n,), _label_id(args.label, model, info, args.run))
+        labels = torch.full((n,), _label_id(args.label, model, args.run))
     elif model.num_classes is not None:
         labels = torch.arange(n) % model.num_classes  # balanced classes
     gen = torch.Generator().manual_seed(args.seed)
@@ -533,7 +548,7 @@ def _sample(args: argparse.Namespace) -> int:
     if plot is not None:
         from .. import plots
 
-        names = _class_names(model, info) if labels is not None else []
+        names = _class_names(model) if labels is not None else []
         fig = plots.class_scatter(
             [(pts, labels, f"{n} samples from {args.run}")],
             class_names=names,
@@ -554,9 +569,10 @@ def _log_prob(args: argparse.Namespace) -> int:
     out = output_path(args.output, "-o")
     model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
+    options = _likelihood_options(args, info)
     # One solve: the data-unit density differs from the standardized one by the log|det|
     # of the standardization (per class for a model standardized per class).
-    lp_std = model.log_prob(x, labels, standardized=True)
+    lp_std = model.log_prob(x, labels, standardized=True, **options)
     lp = lp_std + model.standardization.log_abs_det(labels)
     _check_far(torch.where(lp == -math.inf, 0.0, lp)[:, None], x, "log-density", args.run)
     low = int((lp == -math.inf).sum())
@@ -805,11 +821,30 @@ def _add_log_prob(sub: argparse._SubParsersAction) -> None:
         sub,
         "log-prob",
         "Log-density of points in nats, in data units and in the model's standardized space "
-        "(flow matching: exact divergence, rk4 with 100 steps).",
+        "(flow matching: rk4 with 100 steps, exact divergence unless asked). A density "
+        "can exceed 1 (log p > 0) where the points are concentrated: it is per unit area, "
+        "not a probability.",
         "flowscope log-prob runs/nf --point 0,1 --point=-1,0.5",
         _log_prob,
     )
     _add_points(p)
+    p.add_argument(
+        "--divergence",
+        choices=("exact", "hutchinson"),
+        help="flow matching: the divergence along the ODE, exact (default; in 2D only twice "
+        "the cost) or Hutchinson's one-pass estimate, unbiased but off by a random error per "
+        "point that changes from call to call (--seed fixes it)",
+    )
+    p.add_argument(
+        "--probes",
+        type=int_type(1),
+        metavar="K",
+        help="with --divergence hutchinson: average K estimates per point (the error falls "
+        "as 1/sqrt(K); default 1)",
+    )
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of Hutchinson's probes, >= 0 (default 0)"
+    )
 
 
 def _add_invert(sub: argparse._SubParsersAction) -> None:
