@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowscope.plots
 import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points
@@ -808,3 +809,29 @@ def test_log_prob_with_hutchinson_probes_is_near_the_exact_one(runs, capsys):
     assert "--probes needs --divergence hutchinson" in err
     code, _, err = run(capsys, "log-prob", runs["nf"], "--point", "0,0", "--divergence", "exact")
     assert code == 0 and "--divergence ignored" in err
+
+
+def test_a_files_column_names_head_the_samples_and_label_the_axes(capsys, tmp_path, monkeypatch):
+    g = np.random.default_rng(0)
+    rows = "\n".join(f"{2 + g.normal():.4f},{70 + 10 * g.normal():.3f}" for _ in range(60))
+    (tmp_path / "geyser.csv").write_text("eruptions,waiting\n" + rows + "\n")
+    out = tmp_path / "r"
+    argv = ["train", "nf", "--data", tmp_path / "geyser.csv", "--out", out, *TINY]
+    assert run(capsys, *argv)[0] == 0
+    drawn = {}
+    real = flowscope.plots.class_scatter
+
+    def spy(*args, **kwargs):
+        drawn["fig"] = real(*args, **kwargs)
+        return drawn["fig"]
+
+    monkeypatch.setattr(flowscope.plots, "class_scatter", spy)
+    code, _, _ = run(
+        capsys, "sample", out, "-n", "20", "-o", tmp_path / "s.csv", "--plot", tmp_path / "s.png"
+    )
+    assert code == 0
+    assert read_csv(tmp_path / "s.csv")[0] == ["eruptions", "waiting"]
+    ax = drawn["fig"].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions", "waiting")
+    code, text, _ = run(capsys, "log-prob", out, "--point", "2,70")
+    assert code == 0 and text.split()[:2] == ["eruptions", "waiting"]

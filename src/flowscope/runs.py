@@ -454,7 +454,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
             f"other parts at least 1, so the file needs at least {_points_needed()} points"
         )
     x, y = split(full.x, full.labels, seed=seed)[parts.index(part)]
-    return Dataset(x, y, full.source, full.class_names)
+    return Dataset(x, y, full.source, full.class_names, full.columns)
 
 
 def _check_out(out: Path, overwrite: bool, resume: bool) -> Path:
@@ -609,6 +609,8 @@ def train_run(
     if conditional:
         args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
     info.data["class_names"] = list(train.class_names) if train.class_names else None
+    if train.columns:
+        info.data["columns"] = list(train.columns)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)

@@ -215,6 +215,12 @@ def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> No
     check_finite(values, f"{what}s", run)
 
 
+def _axes(info: Any) -> list[str]:
+    """The names of the two coordinates: the training file's header, else x and y."""
+    names = info.data.get("columns")
+    return list(names) if names and len(names) == 2 else ["x", "y"]
+
+
 def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     """``--divergence`` and ``--probes`` for a model type that takes them (the others
     compute their density exactly, in one pass: a note names what is ignored)."""
@@ -536,7 +542,7 @@ def _sample(args: argparse.Namespace) -> int:
     x = model.sample(n, labels=labels, generator=gen, **options)
     check_finite(x, "samples", args.run)
     pts = x.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
@@ -556,6 +562,7 @@ def _sample(args: argparse.Namespace) -> int:
             alpha=0.7,
             rasterized=False,  # every point a shape in SVG or PDF, as asked for
             frame=plots.limits([pts], quantile=1.0, rings=False),  # all points, any data
+            axis_names=_axes(info),
         )
         plots.save(fig, plot, write=runs.atomic_write)
         print(f"wrote the plot to {plot}", file=sys.stderr)
@@ -583,7 +590,7 @@ def _log_prob(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     pts = x.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
@@ -612,7 +619,7 @@ def _invert(args: argparse.Namespace) -> int:
     if traj_out is not None:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
     pts, lat = x.double().cpu().numpy(), z.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
