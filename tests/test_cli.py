@@ -604,6 +604,11 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["sample", "{nf}", "-o", "{tmp}"], "is a folder"),
         (["log-prob", "{nf}", "--point", "0,0", "-o", "/nonexistent/dir/o.csv"], "does not"),
         (["invert", "{nf}", "--point", "0,0", "--trajectory", "/nonexistent/d/t.csv"], "does not"),
+        (
+            ["train", "fm", "--coupling", "ot", "--batch-size", "1", "--data", "moons"]
+            + ["--n-points", "300", "--out", "{tmp}/r"],
+            "batch size 1 leaves nothing to pair",
+        ),
         # two outputs, one file
         (["sample", "{nf}", "-o", "{tmp}/s.png", "--plot", "{tmp}/s.png"], "both name"),
         (["invert", "{nf}", "--point", "0,0", "-o", "{tmp}/a", "--trajectory", "{tmp}/a"], "both"),

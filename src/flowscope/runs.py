@@ -618,6 +618,8 @@ def train_run(
         model.class_names = train.class_names
     info.model = model.config()
     state = None if old is None else _resume_state(out, old, info, model)
+    model.check_batch_size(config.batch_size)  # before the folder exists
+    created = not out.exists()
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)
 
@@ -626,17 +628,22 @@ def train_run(
         if on_epoch_end is not None:
             on_epoch_end(m, s)
 
-    history = fit(
-        model,
-        train.x,
-        train.labels,
-        x_val=val.x,
-        labels_val=val.labels,
-        config=config,
-        progress=progress,
-        on_epoch_end=epoch_end,
-        state=state,
-    )
+    try:
+        history = fit(
+            model,
+            train.x,
+            train.labels,
+            x_val=val.x,
+            labels_val=val.labels,
+            config=config,
+            progress=progress,
+            on_epoch_end=epoch_end,
+            state=state,
+        )
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a training that failed before its first epoch leaves no folder
+        raise
     info.extra["train_seconds"] = history.seconds
     save_run(out, model, info, history)
     return model, info, history
