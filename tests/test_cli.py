@@ -609,6 +609,10 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
             + ["--n-points", "300", "--out", "{tmp}/r"],
             "batch size 1 leaves nothing to pair",
         ),
+        (
+            ["train", "fm", "--coupling", "class-ot", "--data", "moons", "--out", "{tmp}/r"],
+            "fm: the class-ot coupling pairs within classes",
+        ),
         # two outputs, one file
         (["sample", "{nf}", "-o", "{tmp}/s.png", "--plot", "{tmp}/s.png"], "both name"),
         (["invert", "{nf}", "--point", "0,0", "-o", "{tmp}/a", "--trajectory", "{tmp}/a"], "both"),
@@ -840,3 +844,15 @@ def test_a_files_column_names_head_the_samples_and_label_the_axes(capsys, tmp_pa
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions", "waiting")
     code, text, _ = run(capsys, "log-prob", out, "--point", "2,70")
     assert code == 0 and text.split()[:2] == ["eruptions", "waiting"]
+
+
+def test_n_points_with_a_data_file_is_noted_and_not_recorded(capsys, tmp_path):
+    rows = "\n".join(f"{math.cos(i)},{math.sin(i)}" for i in range(40))
+    (tmp_path / "f.csv").write_text(rows + "\n")
+    out = tmp_path / "r"
+    argv = ["train", "nf", "--data", tmp_path / "f.csv", "--out", out, *TINY]
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and "note: --n-points ignored: the file" in err
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["n_points"] is None and data["holdout_points"] is None
+    assert run(capsys, "train", "nf", "--out", out, "--resume")[0] == 0

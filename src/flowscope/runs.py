@@ -119,7 +119,7 @@ def build_model(name: str, args: dict[str, Any]) -> FlowModel:
     except UnknownName as err:
         raise RunError(str(err)) from None
     except ValueError as err:
-        raise RunError(f"model arguments {args} do not fit {name}: {err}") from None
+        raise RunError(f"{name}: {err}") from None
 
 
 def model_type_of(info: RunInfo) -> ModelType:
@@ -587,13 +587,19 @@ def train_run(
     conditional = entry.is_conditional(conditional)
     if config is None:  # a resumed run continues with its own settings
         config = train_config(old) if same else recipe(model_name)
+    source = _source(data)
+    counts = {  # a file gives all its rows, split 90/5/5: no counts to record
+        "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),
+        "holdout_points": None
+        if "sha256" in source
+        else check_int(holdout_points, "holdout_points"),
+    }
     info = RunInfo(
         kind=entry.model.kind,
         model={},
         data={
-            **_source(data),
-            "n_points": check_int(n_points, "n_points", minimum=2),
-            "holdout_points": check_int(holdout_points, "holdout_points"),
+            **source,
+            **counts,
             "seed": config.seed,
             "conditional": conditional,
         },

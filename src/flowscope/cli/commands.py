@@ -341,6 +341,7 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 # -- train ------------------------------------------------------------------------------
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
+DATA_FILES = (".csv", ".npy", ".npz")
 
 
 def _train_defaults(model: str | None = None) -> dict[str, Any]:
@@ -441,6 +442,14 @@ def _train(args: argparse.Namespace) -> int:
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
+    data = args.data or settings["data"]
+    if args.n_points is not None and Path(data).suffix.lower() in DATA_FILES:
+        print(
+            f"flowscope: note: --n-points ignored: the file {data} gives all its "
+            "rows (split 90/5/5)",
+            file=sys.stderr,
+        )
+        args.n_points = None
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
