@@ -856,3 +856,19 @@ def test_n_points_with_a_data_file_is_noted_and_not_recorded(capsys, tmp_path):
     data = json.loads((out / "config.json").read_text())["data"]
     assert data["n_points"] is None and data["holdout_points"] is None
     assert run(capsys, "train", "nf", "--out", out, "--resume")[0] == 0
+
+
+def test_commands_run_on_one_thread_unless_told(runs, capsys, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run(capsys, "log-prob", runs["nf"], "--point", "0,0")[0] == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("FLOWSCOPE_THREADS", "2")
+        assert run(capsys, "log-prob", runs["nf"], "--point", "0,0")[0] == 0
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("FLOWSCOPE_THREADS", "many")
+        err = one_error_line(*run(capsys, "log-prob", runs["nf"], "--point", "0,0")[::2])
+        assert "FLOWSCOPE_THREADS must be a positive integer, got 'many'" in err
+    finally:
+        torch.set_num_threads(before)
