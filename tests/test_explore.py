@@ -5,6 +5,7 @@ point's numbers against the model, the class selector and the redraw time."""
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,31 @@ def test_the_report_links_the_explorer_pages_of_its_models(tmp_path):
         assert f'href="explore_{name}.html"' in text
         assert (tmp_path / f"explore_{name}.html").stat().st_size > 1_000_000
     assert text.endswith("<nav><ul></ul></nav><p>text</p></body></html>")
+
+
+@pytest.mark.slow
+def test_the_page_draws_its_plots_in_firefox(pages, tmp_path):
+    """Firefox has no driver here (geckodriver is not packaged), so the check is its own
+    headless screenshot: a page whose script failed shows headings and empty panels
+    (a few hundred colours), a drawn one its heatmaps and clouds (thousands)."""
+    firefox = shutil.which("firefox-esr") or shutil.which("firefox")
+    if firefox is None:
+        pytest.fail(
+            "the Firefox check needs firefox: `apt-get install -y firefox-esr` (Debian; "
+            ".ci/run installs it)"
+        )
+    from PIL import Image
+
+    for name, (path, _) in pages.items():
+        shot = tmp_path / f"{name}.png"
+        profile = tmp_path / f"profile-{name}"
+        profile.mkdir()
+        subprocess.run(
+            [firefox, "--headless", "--no-remote", "--profile", str(profile)]
+            + ["--window-size", "1400,1000", "--screenshot", str(shot), path.as_uri()],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        colours = len(Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24))
+        assert colours > 2000, (name, colours)
