@@ -3,6 +3,7 @@ headless Chromium (selenium): no console error, no network request, sliders, a c
 point's numbers against the model, the class selector and the redraw time."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -283,3 +284,28 @@ def test_the_page_draws_its_plots_in_firefox(pages, tmp_path):
         )
         colours = len(Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24))
         assert colours > 2000, (name, colours)
+
+
+def test_named_points_are_exact_and_listed_in_the_page(driver, tmp_path):
+    model, _ = load_run(FIXTURES / "nf")
+    points = [("A", (-0.7071, 0.7071)), ("E", (2.0, 2.5))]
+    data = explorer_data(model, **SMALL, points=points)
+    items = data["per_class"][0]["probes"]["items"]
+    named = [p for p in items if "name" in p]
+    assert [p["name"] for p in named] == ["A", "E"]
+    expected = model.log_prob(torch.tensor([xy for _, xy in points]))
+    for p, (_, xy), lp in zip(named, points, expected, strict=True):
+        assert p["x"] == pytest.approx(list(xy), abs=1e-6)
+        assert p["log_prob"] == pytest.approx(float(lp), abs=1e-4)
+    path = write_explorer(model, tmp_path / "nf.html", **SMALL, points=points)
+    open_page(driver, path)
+    options = driver.execute_script(
+        "return [...document.querySelectorAll('#point-select option')].map(o => o.value)"
+    )
+    assert options == ["", "A", "E"]
+    i = driver.execute_script("return flowscopeExplorer.pickNamed('E')")
+    assert items[i]["name"] == "E"
+    text = driver.find_element("id", "point-which").text
+    assert text.startswith("Showing point E at x = (2.0000, 2.5000).")
+    with pytest.raises(ValueError, match="points: row 0"):
+        explorer_data(model, **SMALL, points=[("far", (math.nan, 0.0))])

@@ -71,7 +71,8 @@ def _step(text: str) -> float:
     return value
 
 
-def _point(text: str) -> tuple[float, float]:
+def point_type(text: str) -> tuple[float, float]:
+    """An argparse ``type``: ``X,Y`` -> (x, y), two finite numbers."""
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(
@@ -690,7 +691,7 @@ def _add_points(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--point",
         metavar="X,Y",
-        type=_point,
+        type=point_type,
         action="append",
         help="one point in data units; repeat for more (write --point=-1,0 for a negative X)",
     )
