@@ -3,6 +3,8 @@ Euler steps to rounding, in float64, at every size the network can have; used by
 sample, decode, encode and trajectory where it reproduces them, and only there."""
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -251,3 +253,12 @@ def test_a_kernel_slower_than_pytorch_does_not_run(monkeypatch, tmp_path):
 
 def test_importing_the_sampler_registers_it_once():
     assert (_KEPT + _ADDED).count(sampler.accelerate) == 1
+
+
+def test_importing_flow_matching_alone_registers_the_fused_sampler():
+    code = (
+        "import flowscope.matching; from flowscope.matching.model import EULER_ACCELERATORS;"
+        "print(len(EULER_ACCELERATORS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 1
