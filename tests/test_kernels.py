@@ -197,22 +197,29 @@ def test_nsf_kernel_at_the_floors_and_the_softplus_threshold():
     torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
 
 
-def test_nsf_kernel_in_float32_is_the_float64_computation_rounded():
-    # The float32 build runs its own exp and log series: the loss and gradients stay within
-    # float32's rounding of the float64 values (the defaults, a trained-like spread).
+def test_nsf_kernel_in_float32_is_as_close_to_float64_as_pytorchs_float32():
+    # The float32 build runs its own exp and log series: its loss and gradients are as
+    # close to the float64 values as PyTorch's own float32 computation of the model
+    # (the defaults; 300 points: a whole chunk and one that ends inside a vector).
     torch.manual_seed(8)
     flow = SplineFlow()
     with torch.no_grad():
         flow.theta.add_(0.1 * torch.randn_like(flow.theta))
-    y = torch.randn(512, 2)
+    y = 1.5 * torch.randn(300, 2)
     loss32, (grad32,) = fused(flow, y, None, 0)
+    torch32 = flow.loss(y, standardized=True)
+    (torch_grad32,) = torch.autograd.grad(torch32, flow.theta)
     twin = SplineFlow().double()
     twin.load_state_dict(flow.state_dict())
     ref = plain_nsf_loss(twin, y.double())
     (ref_grad,) = torch.autograd.grad(ref, twin.theta)
-    assert loss32.item() == pytest.approx(ref.item(), rel=1e-5)
-    err = (grad32.double() - ref_grad).abs().max() / ref_grad.abs().max()
-    assert err < 1e-4
+
+    def error(g):
+        return float((g.double() - ref_grad).abs().max() / ref_grad.abs().max())
+
+    assert loss32.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert error(grad32) <= 2 * error(torch_grad32)
+    assert error(grad32) < 1e-4
 
 
 def test_nsf_kernel_steps_aside_for_what_it_does_not_compute():
