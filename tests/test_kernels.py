@@ -227,6 +227,7 @@ def test_nsf_kernel_steps_aside_for_what_it_does_not_compute():
     assert fp.supports(SplineFlow(couplings=2)) is None
     assert "class-conditional" in fp.supports(SplineFlow(couplings=2, num_classes=3))
     assert "at most 64 bins" in fp.supports(SplineFlow(couplings=2, bins=65))
+    assert "at most 16 Linear layers" in fp.supports(SplineFlow(couplings=1, linear_layers=17))
     assert "without couplings" in fp.supports(SplineFlow(couplings=0))
     mixed = SplineFlow(couplings=2)
     mixed.coupling_layers()[1].tail_bound = 3.0

@@ -7,7 +7,8 @@
  * to every weight: the same math as flows.SplineCoupling.inverse and splines.py
  * (spline_parameters with its floors, the bins' knots, the bin search, Eq. 4 and log g'
  * of the rational quadratic, linear tails outside [-B, B], and spline_transform's
- * backward pass), in one call instead of some 150 PyTorch operations per coupling.
+ * backward pass), in one call instead of about a hundred PyTorch operations per coupling
+ * and their backward passes.
  *
  * Layout. Each coupling's conditioner is one MLP (nlin Linear layers, LeakyReLU between
  * them) from y_l = y[:, :s] to the D_r (3K - 1) unconstrained numbers of its splines;
@@ -43,7 +44,12 @@
 #define NSF_CHUNK 256
 #endif
 _Static_assert(NSF_CHUNK >= 1, "NSF_CHUNK must be >= 1");
-#define KMAX 64 /* the most bins */
+/* the most bins, couplings, features and Linear layers (the per-coupling bookkeeping
+   lives on the stack: at most about 300 kB) */
+#define KMAX 64
+#define LMAX 128
+#define DMAX 128
+#define NLMAX 16
 
 /* the integer of the real's width, for exponent bits */
 #define NSF_CAT_(a, b) a##b
@@ -269,12 +275,12 @@ static void transpose(const real *src, long lds, int rows, int cols, real *dst, 
 int NAME(int L, int D, int s, int h, int nlin, int K, double bound, double min_w, double min_h,
          double min_d, double slope, const real *theta, const real *x, int B,
          const int *inv_perms, real *logpz, real *logdet, real *grad) {
-    if (L < 1 || D < 2 || s < 1 || s >= D || h < 1 || nlin < 1 || nlin > 32 || K < 1 ||
-        K > KMAX || !(bound > 0) || B < 1 || (long)L * D > 65536 || !(slope >= 0))
+    if (L < 1 || L > LMAX || D < 2 || D > DMAX || s < 1 || s >= D || h < 1 || nlin < 1 ||
+        nlin > NLMAX || K < 1 || K > KMAX || !(bound > 0) || B < 1 || !(slope >= 0))
         return 2;
     const int Dr = D - s, R = 3 * K - 1, out = Dr * R;
     const real sl = (real)slope;
-    int w[33], wp[33];
+    int w[NLMAX + 1], wp[NLMAX + 1];
     w[0] = s;
     for (int i = 1; i < nlin; i++) w[i] = h;
     w[nlin] = out;

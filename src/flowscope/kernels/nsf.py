@@ -12,8 +12,9 @@ from .nf import coupling_flow_reason, coupling_flow_step
 
 __all__ = ["SplineKernel"]
 
-#: The most bins the kernel computes (``KMAX`` in nsf.c).
-MAX_BINS = 64
+#: The most bins, couplings, features and Linear layers per network the kernel computes
+#: (``KMAX``, ``LMAX``, ``DMAX``, ``NLMAX`` in nsf.c).
+MAX_BINS, MAX_COUPLINGS, MAX_FEATURES, MAX_LAYERS = 64, 128, 128, 16
 
 
 class SplineKernel(FastPath):
@@ -33,8 +34,15 @@ class SplineKernel(FastPath):
         shape = (first.dims, first.bins, first.tail_bound, first.floors)
         if any((c.dims, c.bins, c.tail_bound, c.floors) != shape for c in rest):
             return "the kernel needs every coupling to have the same shape, bins, bound and floors"
-        if first.bins > MAX_BINS:
-            return f"the kernel computes at most {MAX_BINS} bins, this flow has {first.bins}"
+        limits = (
+            ("bins", first.bins, MAX_BINS),
+            ("couplings", model.couplings, MAX_COUPLINGS),
+            ("features", model.features, MAX_FEATURES),
+            ("Linear layers per network", len(first.dims) - 1, MAX_LAYERS),
+        )
+        for what, value, most in limits:
+            if value > most:
+                return f"the kernel computes at most {most} {what}, this flow has {value}"
         return None
 
     def params(self, model: SplineFlow) -> list[torch.nn.Parameter]:
