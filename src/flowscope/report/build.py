@@ -17,7 +17,7 @@ import torch
 from ..data import check_int
 from ..errors import MissingDependency
 from ..runs import atomic_write
-from . import bonus, cfm, fm, models, nf, overview
+from . import beyond, bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
 from .measures import as_numpy
 from .presets import PRESETS, STUDY_MODELS, Preset
@@ -150,6 +150,7 @@ def build_report(
         *fm.STAGES,
         *cfm.STAGES,
         *bonus.STAGES,
+        *beyond.stages(),
         ("write report.pdf", write_documents),
         ("write report.html", lambda study: write_html(study.doc, paths["html"])),
         ("write the explorer pages", lambda study: write_explorers(study, paths["html"])),
