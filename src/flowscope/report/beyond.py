@@ -164,37 +164,55 @@ def page(study: Study) -> None:
 def _intro(study: Study, measured: Sequence[Measured]) -> str:
     """Which models the page holds and how the ones outside the study were trained."""
     p = study.preset
-    study_models = [m.label for m in measured if m.study]
     others = [m for m in measured if not m.study]
-    how = "; ".join(
-        f"{m.label}: {_epochs(m)}, batch {m.batch_size}, Adam at {sci(m.lr, 1)}"
-        + ("" if m.trained else " (reused: same configuration)")
-        for m in others
-    )
-    shortened = any(m.epochs < m.recipe_epochs for m in others)
+    recipes: dict[str, list[str]] = {}  # one clause per recipe: the models that share it
+    for m in others:
+        how = f"{_epochs(m)}, batch {m.batch_size}, Adam at {sci(m.lr, 1)}"
+        recipes.setdefault(how, []).append(m.label)
+    variants = sorted({r.variant.title for r in rows() if r.variant is not None})
+    reused = [m.label for m in others if not m.trained]
     return (
-        "Every model type registered in flowscope, and each variant a type declares (here "
-        "its class-conditional form), on the rings of the study: "
-        f"{p.n_points:,} training points drawn with seed {study.seed}, and the same held-out "
-        "test points as above; the conditional models on the conditional data, as CFM. "
-        f"{', '.join(study_models)} are the study's models above. Each other one was "
-        f"trained by a stage of its own with its type's recipe: {how}."
+        "Every model type registered in flowscope, and the variants that types declare"
+        + (f" (here: {', '.join(variants)})" if variants else "")
+        + f", on the rings of the study: {p.n_points:,} training points drawn with seed "
+        f"{study.seed} and the held-out test points above; the conditional models on the "
+        f"conditional data, as CFM. {_names([m.label for m in measured if m.study])} are "
+        "the study's models above. Each other model was trained by a stage of its own with "
+        "its type's recipe: "
+        + "; ".join(f"{_names(labels)}: {how}" for how, labels in recipes.items())
+        + "."
         + (
-            f" The report trains these for at most {p.beyond_epochs} epochs, fewer than "
-            "their recipes where so marked, so that each takes about a minute on this "
-            "machine; benchmarks/results/nsf.md has the spline flows at full length."
-            if shortened
+            f" The report trains them for at most {_count(p.beyond_epochs, 'epoch')}, so that each "
+            "takes about a minute on this machine; benchmarks/ holds full-length runs."
+            if any(m.epochs < m.recipe_epochs for m in others)
             else ""
         )
-        + " A type registered in flowscope.models joins this page as one more row."
+        + (
+            f" {_names(reused)} {'was' if len(reused) == 1 else 'were'} reused from an "
+            "earlier run with the same configuration."
+            if reused
+            else ""
+        )
+        + " A type registered in flowscope.models joins this table as one more row."
     )
+
+
+def _count(n: int, what: str) -> str:
+    """``1 epoch``, ``10 epochs``."""
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
+def _names(labels: Sequence[str]) -> str:
+    """``NF, FM and CFM``."""
+    labels = list(labels)
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def _epochs(m: Measured) -> str:
-    """``10 of its recipe's 14 epochs``, or ``14 epochs``."""
+    """``10 of the recipe's 14 epochs``, or ``14 epochs``."""
     if m.epochs < m.recipe_epochs:
-        return f"{m.epochs} of its recipe's {m.recipe_epochs} epochs"
-    return f"{m.epochs} epochs"
+        return f"{m.epochs} of the recipe's {m.recipe_epochs} epochs"
+    return _count(m.epochs, "epoch")
 
 
 def _table(study: Study, measured: Sequence[Measured]) -> None:
@@ -217,36 +235,37 @@ def _table(study: Study, measured: Sequence[Measured]) -> None:
     ]
     dash = ("—",) * 7
     rows_ += [
-        ("data entropy (floor)", num(dm["entropy_standardized"]), num(dm["entropy_data_units"]))
-        + dash,
-        ("conditional entropy (floor)", "", num(conditional_entropy())) + dash,
+        ("entropy (floor)", num(dm["entropy_standardized"]), num(dm["entropy_data_units"])) + dash,
+        ("cond. entropy (floor)", "", num(conditional_entropy())) + dash,
     ]
     n_w2 = study.m["evaluation"][measured[0].key]["w2_points"]
     n_s = measured[0].sample_points
     study.doc.table(
         (
             "model",
-            "NLL, standardized",
-            "NLL, data units",
+            "NLL std.",
+            "NLL data",
             "W2",
-            "W2 noise floor",
+            "W2 floor",
             "in a band",
-            "class accuracy",
-            "training (s)",
-            f"{n_s:,} samples (ms)",
+            "class acc.",
+            "train (s)",
+            "sample (ms)",
             "NFE",
         ),
         rows_,
-        f"Table {_TABLE}. Every model on the rings. NLL: held-out, nats per point, on "
-        "the test points never used in training; a conditional model's is "
+        f"Table {_TABLE}. Every model on the rings. NLL: held-out, nats per point, in "
+        "standardized (std.) and data units, on the test points never used in training; a "
+        "conditional model's is "
         "−log p(x | ring) on the conditional data, lower than an unconditional one's by up "
-        "to log 5 and to be read against the conditional entropy (* in each ring's own "
-        "standardized coordinates). W2: exact 2-Wasserstein distance between "
+        "to log 5 and to be read against the conditional entropy (cond.; * in each ring's "
+        "own standardized coordinates); the entropies are the floors of Table 2. W2: exact "
+        "2-Wasserstein distance between "
         f"{n_w2:,} samples and as many test points; its noise floor is W2 between two "
         "draws of the data (mean ± sd), as in Table 3. In a band: share of the samples in "
         "a ring's band; class accuracy: share of balanced samples in the band of the ring "
-        "asked for. Training: wall time of the recorded training (of the earlier run for "
-        f"a reused model). Samples: wall time of one draw of {n_s:,} points on one thread. "
+        "asked for (class acc.). Train: wall time of the recorded training (of the earlier run for "
+        f"a reused model). Sample: wall time of one draw of {n_s:,} points on one thread. "
         "NFE: network evaluations per sample, 1 for a model that maps "
         f"in one pass (through all its layers), the Euler steps of Δt = {study.preset.dt:g} "
         "for an ODE. Times are on this machine's CPU, shared with other jobs.",
