@@ -97,7 +97,8 @@ def build_report(
     retrain: bool = False,
     log: TextIO | None = None,
 ) -> ReportResult:
-    """Train or reuse the three models, run the whole study and write the report.
+    """Train or reuse the study's three models and every other registered model type, run
+    the whole study and write the report.
 
     Arguments:
         out: output folder (created if needed).
