@@ -9,14 +9,14 @@ model scores on the same held-out points, one figure their samples.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .. import metrics
+from ..base import one_thread
 from ..data import RING_NAMES
 from ..runs import run_data
 from .measures import conditional_entropy
@@ -134,22 +134,10 @@ def _sampling_cost(study: Study, key: str) -> tuple[metrics.NFEPoint, int]:
     return metrics.w2_by_nfe(model, test.x[:n], labels, nfe=[steps], adaptive=False)[0], n
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One PyTorch thread, as the trainer uses: these networks are too small for two to
-    help, and on a loaded machine a second thread makes a draw many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def page(study: Study) -> None:
     """The page: what the models are, the table, what it shows, their samples (on one
     thread)."""
-    with _one_thread():
+    with one_thread():
         measured = [measure(study, r) for r in rows()]
         study.m["beyond"] = [asdict(m) for m in measured]
         doc = study.doc
