@@ -10,7 +10,8 @@ compares a model's name.
 
 Adding a type is one module with its :class:`~flowscope.base.FlowModel` subclass and one
 ``MODELS.register(...)`` here; the interface test (``tests/test_interface.py``) then runs
-every shared check on it.
+every shared check on it, and the report's last page ("Beyond the study") trains and
+measures it beside the others, with each :class:`Variant` it declares.
 """
 
 from __future__ import annotations

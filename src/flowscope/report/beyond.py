@@ -289,7 +289,7 @@ def _findings(study: Study, measured: Sequence[Measured]) -> str:
     within = [m.label for m in measured if m.w2 <= m.w2_floor + 2 * m.w2_floor_std]
     parts.append(
         f"{len(within)} of the {len(measured)} models score a W2 within two standard "
-        "deviations of its noise floor"
+        "deviations of their noise floor"
         + (f" ({', '.join(within)})." if within and len(within) < len(measured) else ".")
     )
     parts.append(_speed_sentence(measured))
