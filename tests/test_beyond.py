@@ -19,7 +19,7 @@ TOY = ModelType(
     "toy",
     Gaussian,
     "test Gaussian",
-    variants=(Variant("twin", "its twin", recipe={"batch_size": 64}),),
+    variants=(Variant("twin", "twin", recipe={"batch_size": 64}),),
 )
 #: Smaller than the smoke preset: the page's mechanics, not its numbers.
 TINY = dataclasses.replace(
@@ -50,7 +50,7 @@ def test_rows_are_every_registered_type_and_its_variants(toy):
     assert [r.key for r in rows] == expected
     assert expected[-2:] == ["toy", "toy-twin"]
     twin = models.row("toy-twin")
-    assert (twin.label, twin.conditional) == ("TOY, its twin", False)
+    assert (twin.label, twin.conditional) == ("twin TOY", False)
     assert twin.recipe().batch_size == 64 and models.row("toy").recipe().batch_size == 128
     # Each type with conditional_option declares its conditional form as a variant here.
     for e in MODELS:
@@ -59,7 +59,7 @@ def test_rows_are_every_registered_type_and_its_variants(toy):
     # The study's models come from their own stages; every other model has one.
     titles = [title for title, _ in beyond.stages()]
     own = [f"train {r.label} ({r.entry.title})" for r in rows if r.key not in STUDY_MODELS]
-    assert titles[:-1] == own and "train TOY, its twin (test Gaussian)" in own
+    assert titles[:-1] == own and "train twin TOY (test Gaussian)" in own
     with pytest.raises(KeyError, match="no report model 'nope'; the models are nf, "):
         models.row("nope")
 

@@ -135,7 +135,7 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert "CFM: −log p(x | ring)" in html and num(ev["cfm"]["nll_standardized"]) in html
     assert num(m["data"]["conditional_entropy_data_units"]) in html
     # Ring centre lines are drawn dashed, and the captions say so.
-    assert "dotted" not in html and html.count("dashed red: the") == 2
+    assert "dotted" not in html and html.count("dashed red: the") == 3  # NF Q2, FM Q4, Beyond
     # A landing point equal to the target is written as exact, not as "error 0".
     trivial = bonus[-1]
     assert trivial["exact"] == (trivial["error"] == 0.0)

@@ -95,7 +95,8 @@ class Variant:
     Attributes:
         name: what the variant adds to the type's name, e.g. ``"conditional"``: the
             comparison's ``nsf-conditional``.
-        title: what differs, in words, e.g. ``"class-conditional"``.
+        title: what differs, in words before the type's name, e.g.
+            ``"class-conditional"`` (``class-conditional NSF``).
         conditional: train on the data's class labels (see
             :meth:`ModelType.is_conditional`); ``None``: the type's default.
         model_args: constructor arguments where the variant departs from the type's

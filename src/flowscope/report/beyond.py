@@ -170,13 +170,15 @@ def _intro(study: Study, measured: Sequence[Measured]) -> str:
         + "; ".join(f"{_names(labels)}: {how}" for how, labels in recipes.items())
         + "."
         + (
-            f" The report trains them for at most {_count(p.beyond_epochs, 'epoch')}, so that each "
-            "takes about a minute on this machine; benchmarks/ holds full-length runs."
+            f" The report trains them for at most {_count(p.beyond_epochs, 'epoch')}, to "
+            "bound its time: about a minute each on this machine's 2 cores when no other "
+            "job shares them (the table gives this run's times); benchmarks/ holds "
+            "full-length runs."
             if any(m.epochs < m.recipe_epochs for m in others)
             else ""
         )
         + (
-            f" {_names(reused)} {'was' if len(reused) == 1 else 'were'} reused from an "
+            f" {_capital(_names(reused))} {'was' if len(reused) == 1 else 'were'} reused from an "
             "earlier run with the same configuration."
             if reused
             else ""
@@ -188,6 +190,11 @@ def _intro(study: Study, measured: Sequence[Measured]) -> str:
 def _count(n: int, what: str) -> str:
     """``1 epoch``, ``10 epochs``."""
     return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
+def _capital(text: str) -> str:
+    """``text`` with a capital first letter, to open a sentence."""
+    return text[:1].upper() + text[1:]
 
 
 def _names(labels: Sequence[str]) -> str:

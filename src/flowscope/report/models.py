@@ -61,11 +61,11 @@ class Row:
 
     @property
     def label(self) -> str:
-        """The model in a table: ``NSF``, ``NSF, class-conditional``, ``Gaussian`` (a
+        """The model in a table: ``NSF``, ``class-conditional NSF``, ``Gaussian`` (a
         short name is an acronym; a longer one gives way to the type's title)."""
         name = self.entry.name
         short = name.upper() if len(name) <= 4 else self.entry.title.capitalize()
-        return short + (f", {self.variant.title}" if self.variant else "")
+        return f"{self.variant.title} {short}" if self.variant else short
 
     @property
     def conditional(self) -> bool:
