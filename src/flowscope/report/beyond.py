@@ -52,7 +52,8 @@ class Measured:
         class_accuracy: share of its balanced samples in their own ring's band, or
             ``None``.
         solver, nfe: the sampler and its network evaluations per sample.
-        sample_seconds, sample_points: the median wall time of drawing ``sample_points``.
+        sample_seconds, sample_points: the wall time of one draw of ``sample_points``
+            points, on one thread.
     """
 
     key: str
