@@ -80,6 +80,24 @@ def test_w2_by_nfe_rows_for_flow_matching_and_one_pass_for_a_flow():
         path_metrics(flow, x)
 
 
+def test_w2_by_nfe_times_the_sampling_alone(monkeypatch):
+    """Each row's seconds are the sampling's: the W2 computed after it is not counted."""
+    import time
+
+    from flowscope import metrics
+
+    def slow_w2(a, b):
+        time.sleep(1.0)
+        return 0.0
+
+    monkeypatch.setattr(metrics, "wasserstein2", slow_w2)
+    x = torch.randn(50, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
+    flow = NormalizingFlow(couplings=2).double()
+    rows = [*w2_by_nfe(flow, x), *w2_by_nfe(constant_field(), x, nfe=(1,), adaptive=False)]
+    assert [r.solver for r in rows] == ["one pass", "euler"]
+    assert all(0 < r.seconds < 1.0 for r in rows), [r.seconds for r in rows]
+
+
 @pytest.mark.parametrize("entry", [e for e in MODELS if "dt" in e.sample_options])
 def test_every_ode_type_has_path_metrics_per_class(entry):
     classes = 3 if entry.conditional else None

@@ -16,10 +16,11 @@ import torch
 
 from flowscope.cli import main
 from flowscope.report import PRESETS, num
+from flowscope.report.models import rows
 from flowscope.report.text import pm
 
 QUESTIONS = [f"NF Q{i}" for i in range(1, 6)] + [f"FM Q{i}" for i in range(1, 6)]
-QUESTIONS += [f"CFM Q{i}" for i in range(1, 4)] + ["Bonus"]
+QUESTIONS += [f"CFM Q{i}" for i in range(1, 4)] + ["Bonus", "Beyond"]
 MODELS = ("nf", "fm", "cfm")
 
 
@@ -33,7 +34,10 @@ def _pdf_pages(path: Path) -> int:
 
 
 def _weights_mtimes(out: Path) -> dict[str, int]:
-    return {m: (out / "models" / m / "model.safetensors").stat().st_mtime_ns for m in MODELS}
+    """The weights' times of every report model (the study's and the others)."""
+    return {
+        d.name: (d / "model.safetensors").stat().st_mtime_ns for d in (out / "models").iterdir()
+    }
 
 
 @pytest.fixture
@@ -74,6 +78,12 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
 
     m = json.loads((out / "metrics.json").read_text())
     assert m["pdf_pages"] == pages
+    # "Beyond the study": a row for every model of the registry, each trained once.
+    keys = [r.key for r in rows()]
+    assert [b["key"] for b in m["beyond"]] == keys and set(_weights_mtimes(out)) == set(keys)
+    assert all(m["training"][k]["trained_in_this_run"] for k in keys)
+    for b in m["beyond"]:
+        assert f"<td>{b['label']}</td><td>{num(b['nll_standardized'])}" in html
     for name in MODELS:
         assert m["training"][name]["seconds"] > 0
         assert m["training"][name]["trained_in_this_run"] is True
@@ -125,7 +135,7 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert "CFM: −log p(x | ring)" in html and num(ev["cfm"]["nll_standardized"]) in html
     assert num(m["data"]["conditional_entropy_data_units"]) in html
     # Ring centre lines are drawn dashed, and the captions say so.
-    assert "dotted" not in html and html.count("dashed red: the") == 2
+    assert "dotted" not in html and html.count("dashed red: the") == 3  # NF Q2, FM Q4, Beyond
     # A landing point equal to the target is written as exact, not as "error 0".
     trivial = bonus[-1]
     assert trivial["exact"] == (trivial["error"] == 0.0)
@@ -138,16 +148,16 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     capsys.readouterr()
     assert _weights_mtimes(out) == before
     m2 = json.loads((out / "metrics.json").read_text())
-    assert not any(m2["training"][n]["trained_in_this_run"] for n in MODELS)
+    assert not any(t["trained_in_this_run"] for t in m2["training"].values())
     assert m2["training"]["nf"]["seconds"] == m["training"]["nf"]["seconds"]
 
     # --retrain trains them again.
     assert main(["report", "--preset", "smoke", "--out", str(out), "--retrain"]) == 0
     capsys.readouterr()
     after = _weights_mtimes(out)
-    assert all(after[n] != before[n] for n in MODELS)
+    assert all(after[n] != before[n] for n in before)
     m3 = json.loads((out / "metrics.json").read_text())
-    assert all(m3["training"][n]["trained_in_this_run"] for n in MODELS)
+    assert all(t["trained_in_this_run"] for t in m3["training"].values())
 
 
 def test_report_rejects_unknown_preset(tmp_path, capsys):

@@ -23,7 +23,9 @@ the public methods to the hooks as keyword arguments; a type that takes none ref
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -32,7 +34,14 @@ from torch import nn
 from .data import check_int, check_labels
 from .standardize import Standardization
 
-__all__ = ["STANDARDIZE", "FlowModel", "Latent", "resolve_device", "standard_normal_log_prob"]
+__all__ = [
+    "STANDARDIZE",
+    "FlowModel",
+    "Latent",
+    "one_thread",
+    "resolve_device",
+    "standard_normal_log_prob",
+]
 
 #: How a model standardizes its data: all points with one mean and scale, or each class
 #: with its own (see :class:`~flowscope.standardize.Standardization`).
@@ -62,6 +71,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not supported; use cpu, cuda or mps")
     return dev
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one PyTorch thread, restoring the caller's count after.
+
+    These models are too small for a second thread to help, and on shared cores several
+    OpenMP threads can be slower by an order of magnitude (measured: 8 s against 120 s
+    for the study's flow matching on 2 loaded cores).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

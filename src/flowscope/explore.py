@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .base import FlowModel
+from .base import FlowModel, one_thread
 from .models import model_type
 
 __all__ = ["DTS", "TIMES", "explore_run", "explorer_data", "explorer_html", "write_explorer"]
@@ -456,20 +456,13 @@ def explorer_data(
             gen = torch.Generator().manual_seed(seed + 1)
             x = model.sample(n, labels=c, generator=gen, **entry.sampling(dt=0.01))
         parts.append(x)
-    # At these sizes one thread is fastest, and on shared cores several OpenMP threads
-    # can be slower by an order of magnitude (measured: 8 s against 120 s for the study's
-    # flow matching on 2 loaded cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         sizes = {"n": n, "grid": grid, "frame_grid": frame_grid, "probes": probes}
         points = [(str(name), (float(xy[0]), float(xy[1]))) for name, xy in points]
         model.check_points([xy for _, xy in points] or torch.zeros(0, 2), "points")
         per_class = _per_class(
             model, model64, classes, parts, seed=seed, ode=ode, points=points, **sizes
         )
-    finally:
-        torch.set_num_threads(threads)
     names = None
     if conditional:
         names = list(class_names) if class_names else [f"class {c}" for c in classes]

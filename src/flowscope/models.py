@@ -10,7 +10,8 @@ compares a model's name.
 
 Adding a type is one module with its :class:`~flowscope.base.FlowModel` subclass and one
 ``MODELS.register(...)`` here; the interface test (``tests/test_interface.py``) then runs
-every shared check on it.
+every shared check on it, and the report's last page ("Beyond the study") trains and
+measures it beside the others, with each :class:`Variant` it declares.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .base import STANDARDIZE, FlowModel
@@ -30,7 +31,7 @@ from .matching.paths import PATHS
 from .matching.sources import source_from_text
 from .registry import Registry
 
-__all__ = ["MODELS", "ModelType", "Option", "model_type", "positive_number"]
+__all__ = ["MODELS", "ModelType", "Option", "Variant", "model_type", "positive_number"]
 
 
 def positive_number(text: str) -> float:
@@ -87,6 +88,31 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named setting of a registered type that comparisons train and show as a model of
+    its own, beside the type's default (the report's "Beyond the study" page).
+
+    Attributes:
+        name: what the variant adds to the type's name, e.g. ``"conditional"``: the
+            comparison's ``nsf-conditional``.
+        title: what differs, in words before the type's name, e.g.
+            ``"class-conditional"`` (``class-conditional NSF``).
+        conditional: train on the data's class labels (see
+            :meth:`ModelType.is_conditional`); ``None``: the type's default.
+        model_args: constructor arguments where the variant departs from the type's
+            defaults, e.g. ``{"coupling": {"name": "ot"}}``.
+        recipe: :class:`~flowscope.train.TrainConfig` fields where its training departs
+            from the type's recipe.
+    """
+
+    name: str
+    title: str
+    conditional: bool | None = None
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ModelType:
     """A model type: a class and what the rest of flowscope needs to know of it.
 
@@ -114,6 +140,8 @@ class ModelType:
             training recipe departs from the study's (TrainConfig's defaults), e.g.
             ``{"batch_size": 512}``; ``flowscope train`` and
             :func:`~flowscope.runs.train_run` use it when not told otherwise.
+        variants: settings of the type that comparisons train and show beside its
+            default (:class:`Variant`), e.g. its class-conditional form.
     """
 
     name: str
@@ -128,6 +156,7 @@ class ModelType:
     small: Mapping[str, Any] = field(default_factory=dict)
     conditional_option: bool = False
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    variants: tuple[Variant, ...] = ()
 
     def is_conditional(self, conditional: bool | None = None) -> bool:
         """Whether a model of this type trained with ``conditional`` takes labels
@@ -323,6 +352,15 @@ _SPLINE_OPTIONS = (
 )
 
 
+#: The spline flow's training recipe (benchmarks/results/nsf.md).
+_SPLINE_RECIPE = {"epochs": 14, "batch_size": 512, "lr": 5e-3}
+#: Coupling flows conditioned on the ring, as ``flowscope train nf --conditional`` trains
+#: them. The affine flow has no fused kernel when conditional, so it trains with the
+#: spline flow's recipe, as benchmarks/bench_nsf.py does.
+_CONDITIONAL = Variant("conditional", "class-conditional", conditional=True)
+_CONDITIONAL_NF = replace(_CONDITIONAL, recipe=_SPLINE_RECIPE)
+
+
 def _upgrade_flow(args: dict[str, Any]) -> dict[str, Any]:
     """Run folders written before conditional coupling flows were unconditional, with
     the default embedding size and global standardization."""
@@ -342,6 +380,7 @@ MODELS.register(
         options=(*_COUPLING_OPTIONS, _STANDARDIZE_OPTION),
         upgrade=_upgrade_flow,
         small={"couplings": 4},
+        variants=(_CONDITIONAL_NF,),
     ),
 )
 MODELS.register(
@@ -381,7 +420,8 @@ MODELS.register(
         options=(*_COUPLING_OPTIONS, *_SPLINE_OPTIONS, _STANDARDIZE_OPTION),
         upgrade=_upgrade_flow,
         small={"couplings": 3, "bins": 5, "hidden": 16},
-        recipe={"epochs": 14, "batch_size": 512, "lr": 5e-3},
+        recipe=_SPLINE_RECIPE,
+        variants=(_CONDITIONAL,),
     ),
 )
 MODELS.register(

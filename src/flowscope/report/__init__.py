@@ -9,8 +9,10 @@ writes into one folder:
   embedded as base64 PNG), with the same content: a heading per question;
 - ``figures/*.png`` (matplotlib, see :mod:`flowscope.plots`);
 - ``metrics.json``: every number the text quotes, and the wall time of every stage;
-- ``models/{nf,fm,cfm}/``: the run folders (:mod:`flowscope.runs`). A model whose saved
-  configuration equals the requested one is loaded instead of trained again.
+- ``models/KEY/``: the run folders (:mod:`flowscope.runs`) of the study's models and of
+  every other registered type and declared variant, which the last page, "Beyond the
+  study", sets side by side (:mod:`.beyond`). A model whose saved configuration equals
+  the requested one is loaded instead of trained again.
 
 The text is generated from the measured numbers: where a statement could go either way
 (which model is closer to the data, whether an error shrinks with the step), the sentence
@@ -18,8 +20,8 @@ is chosen by comparing the numbers, never written in advance.
 
 The package, by role: :mod:`.presets` (sizes and fixed settings), :mod:`.models`
 (training or reusing the models), :mod:`.study` (the state the stages share),
-:mod:`.overview`, :mod:`.nf`, :mod:`.fm`, :mod:`.cfm`, :mod:`.bonus` (the experiments and
-text of each part), :mod:`.measures` (what the experiments measure on paths),
+:mod:`.overview`, :mod:`.nf`, :mod:`.fm`, :mod:`.cfm`, :mod:`.bonus`, :mod:`.beyond` (the
+experiments and text of each part), :mod:`.measures` (what the experiments measure on paths),
 :mod:`.text` (number formatting), :mod:`.document` (PDF and HTML) and :mod:`.build` (the
 run of the stages). The command's options are :mod:`flowscope.cli.report`.
 

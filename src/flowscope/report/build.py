@@ -17,7 +17,7 @@ import torch
 from ..data import check_int
 from ..errors import MissingDependency
 from ..runs import atomic_write
-from . import bonus, cfm, fm, models, nf, overview
+from . import beyond, bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
 from .measures import as_numpy
 from .presets import PRESETS, PROBE_POINTS, STUDY_MODELS, Preset
@@ -100,7 +100,8 @@ def build_report(
     retrain: bool = False,
     log: TextIO | None = None,
 ) -> ReportResult:
-    """Train or reuse the three models, run the whole study and write the report.
+    """Train or reuse the study's three models and every other registered model type, run
+    the whole study and write the report.
 
     Arguments:
         out: output folder (created if needed).
@@ -153,6 +154,7 @@ def build_report(
         *fm.STAGES,
         *cfm.STAGES,
         *bonus.STAGES,
+        *beyond.stages(),
         ("write report.pdf", write_documents),
         ("write report.html", lambda study: write_html(study.doc, paths["html"])),
         ("write the explorer pages", lambda study: write_explorers(study, paths["html"])),

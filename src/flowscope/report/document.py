@@ -33,7 +33,7 @@ class Block:
     ``<sup>`` and the entities ``&lt;``, ``&gt;``, ``&amp;``.
     """
 
-    kind: str  # "h1", "h2", "p", "figure", "table"
+    kind: str  # "h1", "h2", "p", "figure", "table", "page" (a page break, PDF only)
     text: str = ""
     anchor: str = ""
     path: Path | None = None
@@ -50,7 +50,10 @@ class Document:
         self.subtitle = subtitle
         self.blocks: list[Block] = []
 
-    def section(self, text: str) -> None:
+    def section(self, text: str, *, new_page: bool = False) -> None:
+        """A section heading; ``new_page`` starts it on a page of its own in the PDF."""
+        if new_page:
+            self.blocks.append(Block("page"))
         self.blocks.append(Block("h1", text))
 
     def question(self, anchor: str, text: str) -> None:
@@ -132,7 +135,7 @@ def write_pdf(doc: Document, path: Path) -> int:
     """Render ``doc`` to an A4 PDF at ``path`` (written atomically); returns the page count."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.units import cm
-    from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer
+    from reportlab.platypus import KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer
 
     font = _register_fonts()
     st = _pdf_styles(font)
@@ -160,6 +163,10 @@ def write_pdf(doc: Document, path: Path) -> int:
     for b in doc.blocks:
         if b.kind in ("h1", "h2"):
             pending.append(Paragraph(b.text, st[b.kind]))
+        elif b.kind == "page":
+            if pending:
+                emit()
+            story.append(PageBreak())
         elif b.kind == "p":
             emit(Paragraph(b.text, st["body"]))
         elif b.kind == "figure":

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from ..data import OLYMPIC_BOX, RING_NAMES, RING_RADIUS, RING_THICKNESS
-from ..evaluate import evaluate_run
 from ..models import MODELS
 from ..standardize import Standardization
 from .measures import conditional_entropy
+from .models import evaluate
 from .presets import STUDY_MODELS
 from .study import Study
 from .text import balanced, num, pct, pm, sci
@@ -33,29 +33,8 @@ def overview(study: Study) -> None:
 
 
 def _evaluate(study: Study) -> dict[str, dict[str, Any]]:
-    """:func:`~flowscope.evaluate.evaluate_run` of each model with the study's noise floor;
-    left in ``metrics.json`` as ``evaluation``."""
-    p = study.preset
-    ev = {}
-    for name in STUDY_MODELS:
-        # The W2 noise floor is the study's own, computed once per size (prepare_data).
-        ev[name] = evaluate_run(
-            study.out / "models" / name,
-            n=p.n_quality,
-            seed=study.seed,
-            dt=p.dt,
-            nll_kwargs={"steps": p.nll_steps},
-            floor_pairs=0,
-        )
-        f = study.floor(ev[name]["w2_points"], conditional=name == "cfm")
-        ev[name].update(
-            w2_noise_floor=f.mean,
-            w2_noise_floor_std=f.std,
-            w2_noise_floor_pairs=len(f.values),
-            w2_noise_floor_points=f.n,
-        )
-    study.m["evaluation"] = ev
-    return ev
+    """The evaluation of each study model (:func:`~.models.evaluate`)."""
+    return {name: evaluate(study, name) for name in STUDY_MODELS}
 
 
 def _band_radii() -> tuple[float, float]:

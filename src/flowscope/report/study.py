@@ -1,6 +1,6 @@
 """The state of one report run, shared by its stages, and the held-out data they use.
 
-A :class:`Study` holds the preset, the three models and their histories, the document
+A :class:`Study` holds the preset, the models and their histories, the document
 being written and ``m``, the dictionary that becomes ``metrics.json``. Each stage of the
 report (:mod:`.models`, :mod:`.overview`, :mod:`.nf`, :mod:`.fm`, :mod:`.cfm`,
 :mod:`.bonus`) is a function of the study; some leave results for later ones (the NF's
