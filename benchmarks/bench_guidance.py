@@ -17,11 +17,14 @@ The target (issue 18): at some w > 1 the class accuracy exceeds 99.5% while the 
 stays at least 95%.
 
 Results go to ``benchmarks/results/guidance.json``, ``guidance.md`` and ``guidance.png``
-(rewritten after every seed, so an interrupted run keeps what it measured).
+(``--name`` for others; rewritten after every seed, so an interrupted run keeps what it
+measured).
 
 Usage::
 
     python benchmarks/bench_guidance.py                      # seeds 0-4
+    python benchmarks/bench_guidance.py --label-dropout 0.2 --scales 0 1 1.25 1.5 1.75 2 3 5 \
+        --name guidance_p0.2                                 # another probability, more w
     python benchmarks/bench_guidance.py --seeds 0 --epochs 2 --out /tmp/g   # a quick check
 """
 
@@ -107,7 +110,7 @@ def _meets(row: dict) -> bool:
     return row["class_accuracy"] > ACCURACY_TARGET and row["coverage"] >= COVERAGE_TARGET
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, name: str = "guidance") -> str:
     s, m = result["settings"], result["machine"]
     seeds = result["seeds"]
     lines = [
@@ -153,7 +156,7 @@ def markdown(result: dict) -> str:
         f"{100 * COVERAGE_TARGET:g}% at some w > 1, on every seed): "
         + (f"met at w = {', '.join(f'{w:g}' for w in met)}." if met else "not met at any w."),
         "",
-        "![class accuracy and coverage against w](guidance.png)",
+        f"![class accuracy and coverage against w]({name}.png)",
         "",
     ]
     return "\n".join(lines)
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-points", type=int, default=250_000)
     p.add_argument("--dt", type=float, default=1e-3)
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results")
+    p.add_argument("--name", default="guidance", help="file names: NAME.{json,md,png}")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bench_guidance.py " + " ".join(argv or sys.argv[1:])
@@ -217,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             result["seeds"].append(run_seed(seed, args, Path(tmp)))
-            (args.out / "guidance.json").write_text(json.dumps(result, indent=1) + "\n")
-            (args.out / "guidance.md").write_text(markdown(result))
-            plot(result, args.out / "guidance.png")
+            (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+            (args.out / f"{args.name}.md").write_text(markdown(result, args.name))
+            plot(result, args.out / f"{args.name}.png")
             last = result["seeds"][-1]
             print(
                 f"seed {seed}: trained in {last['train_s']:.1f} s; "
