@@ -175,7 +175,14 @@ def plot(result: dict, path: Path) -> None:
         ("coverage", axes[1], COVERAGE_TARGET, "coverage (ring's 36 angle bins)"),
     ):
         for r in result["seeds"]:
-            ax.plot(scales, [100 * x[key] for x in r["rows"]], "o-", lw=1, ms=3)
+            ax.plot(
+                scales,
+                [100 * x[key] for x in r["rows"]],
+                "o-",
+                lw=1,
+                ms=3,
+                label=f"seed {r['seed']}",
+            )
         ax.axhline(100 * target, c="k", ls=":", lw=1, label=f"target {100 * target:g}%")
         ax.set(xlabel="guidance scale w", ylabel="%", title=title)
         ax.legend(loc="lower right", fontsize=8)
