@@ -78,10 +78,17 @@ def test_reference_is_the_same_math_as_flowscope():
 
 def test_bench_skips_a_missing_library(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "zuko", None)  # makes `import zuko` fail
-    assert main(["bench", "--steps", "1", "--rounds", "1", "--quiet", "--only", "zuko-nf"]) == 0
+    argv = ["bench", "--steps", "1", "--rounds", "1", "--quiet", "--only"]
+    assert main([*argv, "zuko-nf,flowscope-gaussian"]) == 0
     out = capsys.readouterr().out
     assert "skipped zuko-nf" in out and "flowscope[bench]" in out
     assert not re.search(r"^zuko-nf\s+[\d.]+", out, re.MULTILINE)
+    assert re.search(r"^flowscope-gaussian\s+[\d.]+", out, re.MULTILINE)
+    # Nothing left to time: an error with the reason, not an empty table.
+    assert main([*argv, "zuko-nf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowscope: error: no contender could run (zuko-nf: ")
+    assert "flowscope[bench]" in err
 
 
 def test_format_table_is_the_shared_text_table(monkeypatch):

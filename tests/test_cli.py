@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowscope.plots
 import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points
@@ -524,6 +525,12 @@ def broken(runs, tmp_path) -> dict[str, Path]:
     out["random bytes"] = copy("random")
     w = out["random bytes"] / "model.safetensors"
     w.write_bytes(np.random.default_rng(0).bytes(w.stat().st_size))
+    out["flipped bytes"] = copy("flipped")  # inside the tensors, not the header
+    w = out["flipped bytes"] / "model.safetensors"
+    raw = bytearray(w.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    raw[start + 16 : start + 1016] = bytes(255 - b for b in raw[start + 16 : start + 1016])
+    w.write_bytes(bytes(raw))
     out["other format"] = copy("format")
     c = out["other format"] / "config.json"
     c.write_text(json.dumps({**json.loads(c.read_text()), "format": 99}))
@@ -540,6 +547,7 @@ def broken(runs, tmp_path) -> dict[str, Path]:
         ("no weights", "holds no weights"),
         ("truncated", "corrupted or truncated"),
         ("random bytes", "corrupted or truncated"),
+        ("flipped bytes", "do not match the checksum"),
         ("other format", "run format 99"),
         ("bad json", "not valid JSON"),
     ],
@@ -651,6 +659,21 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["sample", "{nf}", "-o", "{tmp}"], "is a folder"),
         (["log-prob", "{nf}", "--point", "0,0", "-o", "/nonexistent/dir/o.csv"], "does not"),
         (["invert", "{nf}", "--point", "0,0", "--trajectory", "/nonexistent/d/t.csv"], "does not"),
+        (
+            ["train", "fm", "--coupling", "ot", "--batch-size", "1", "--data", "moons"]
+            + ["--n-points", "300", "--out", "{tmp}/r"],
+            "batch size 1 leaves nothing to pair",
+        ),
+        (
+            ["train", "fm", "--coupling", "class-ot", "--data", "moons", "--out", "{tmp}/r"],
+            "fm: the class-ot coupling pairs within classes",
+        ),
+        # two outputs, one file
+        (["sample", "{nf}", "-o", "{tmp}/s.png", "--plot", "{tmp}/s.png"], "both name"),
+        (["invert", "{nf}", "--point", "0,0", "-o", "{tmp}/a", "--trajectory", "{tmp}/a"], "both"),
+        (["eval", "{nf}", "--json", "{tmp}"], ": is a folder; give a file name"),
+        (["eval", "{nf}", "--json", "{tmp}/e.png", "--plot", "{tmp}/e.png"], "both name"),
+        (["eval", "{nf}", "--json", "/nonexistent/dir/e.json"], "/nonexistent/dir does not"),
         (["train", "nf", "--out", "/nonexistent/dir/run"], "/nonexistent/dir: folder does not"),
     ],
 )
@@ -770,3 +793,137 @@ def test_nf_trains_conditional_and_unconditional(capsys, tmp_path):
             capsys, "sample", out, "-n", "5", *(["--label", "yellow"] * bool(classes))
         )
         assert code == 0
+
+
+# -- outputs that are not numbers ---------------------------------------------------------
+
+
+def test_a_point_too_far_for_float32_is_an_error_not_nan(runs, capsys, tmp_path):
+    # 3e38 is a float32 number, but the flow's inverse overflows on it.
+    target = tmp_path / "z.csv"
+    err = one_error_line(*run(capsys, "invert", runs["nf"], "--point", "3e38,0", "-o", target)[::2])
+    assert "point (3e+38, 0): the latent overflows" in err and "nearer the data" in err
+    assert not target.exists()
+    code, out, err = run(capsys, "invert", runs["nf"], "--point", "1,0")
+    assert code == 0 and "nan" not in out
+
+
+def test_a_model_with_non_finite_weights_writes_no_samples(runs, capsys, tmp_path):
+    model, info = flowscope.runs.load_run(runs["nf"])
+    with torch.no_grad():
+        next(p for p in model.parameters()).fill_(math.nan)
+    flowscope.runs.save_run(tmp_path / "nan", model, info, None)  # a valid checksum
+    target = tmp_path / "s.csv"
+    err = one_error_line(*run(capsys, "sample", tmp_path / "nan", "-n", "5", "-o", target)[::2])
+    assert "5 of 5 samples are not finite" in err
+    assert not target.exists()
+    err = one_error_line(*run(capsys, "invert", tmp_path / "nan", "--point", "0,0")[::2])
+    assert "latents are not finite" in err
+
+
+def test_eval_writes_its_json_before_printing(runs, capsys, monkeypatch, tmp_path):
+    class ClosedPipe:  # stdout whose reader has gone, as after `| head`
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    out = tmp_path / "e.json"
+    assert main(["eval", str(runs["nf"]), "-n", "200", "--json", str(out)]) == 141
+    assert json.loads(out.read_text())["model"] == "nf"
+
+
+def test_a_corrupted_checkpoint_is_not_resumed(runs, capsys, tmp_path):
+    out = tmp_path / "r"
+    assert run(capsys, "train", "nf", "--out", out, *TINY)[0] == 0
+    ck = out / flowscope.runs.CHECKPOINT
+    raw = bytearray(ck.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    raw[start + 8] ^= 0x40
+    ck.write_bytes(bytes(raw))
+    err = one_error_line(*run(capsys, "train", "nf", "--out", out, "--resume")[::2])
+    assert "corrupted checkpoint" in err and "checksum" in err
+
+
+def test_resuming_a_finished_run_says_so_and_saves_nothing(runs, capsys, tmp_path):
+    out = tmp_path / "r"
+    assert run(capsys, "train", "nf", "--out", out, *TINY)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, text, _ = run(capsys, "train", "nf", "--out", out, "--resume")
+    assert code == 0
+    assert text.startswith(f"nothing to resume: {out} has finished its 1 epoch (")
+    assert "trained" not in text and "run saved" not in text
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_log_prob_with_hutchinson_probes_is_near_the_exact_one(runs, capsys):
+    argv = ["log-prob", runs["cfm"], "--point", "0,0.5", "--label", "1"]
+    code, exact, _ = run(capsys, *argv)
+    assert code == 0
+    code, est, _ = run(capsys, *argv, "--divergence", "hutchinson", "--probes", "64")
+    assert code == 0
+
+    def value(table):
+        return float(table.splitlines()[1].split()[3])
+
+    assert value(est) != value(exact) and abs(value(est) - value(exact)) < 0.5
+    err = one_error_line(*run(capsys, *argv, "--probes", "4")[::2])
+    assert "--probes needs --divergence hutchinson" in err
+    code, _, err = run(capsys, "log-prob", runs["nf"], "--point", "0,0", "--divergence", "exact")
+    assert code == 0 and "--divergence ignored" in err
+
+
+def test_a_files_column_names_head_the_samples_and_label_the_axes(capsys, tmp_path, monkeypatch):
+    g = np.random.default_rng(0)
+    rows = "\n".join(f"{2 + g.normal():.4f},{70 + 10 * g.normal():.3f}" for _ in range(60))
+    (tmp_path / "geyser.csv").write_text("eruptions,waiting\n" + rows + "\n")
+    out = tmp_path / "r"
+    argv = ["train", "nf", "--data", tmp_path / "geyser.csv", "--out", out, *TINY]
+    assert run(capsys, *argv)[0] == 0
+    drawn = {}
+    real = flowscope.plots.class_scatter
+
+    def spy(*args, **kwargs):
+        drawn["fig"] = real(*args, **kwargs)
+        return drawn["fig"]
+
+    monkeypatch.setattr(flowscope.plots, "class_scatter", spy)
+    code, _, _ = run(
+        capsys, "sample", out, "-n", "20", "-o", tmp_path / "s.csv", "--plot", tmp_path / "s.png"
+    )
+    assert code == 0
+    assert read_csv(tmp_path / "s.csv")[0] == ["eruptions", "waiting"]
+    ax = drawn["fig"].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("eruptions", "waiting")
+    code, text, _ = run(capsys, "log-prob", out, "--point", "2,70")
+    assert code == 0 and text.split()[:2] == ["eruptions", "waiting"]
+
+
+def test_n_points_with_a_data_file_is_noted_and_not_recorded(capsys, tmp_path):
+    rows = "\n".join(f"{math.cos(i)},{math.sin(i)}" for i in range(40))
+    (tmp_path / "f.csv").write_text(rows + "\n")
+    out = tmp_path / "r"
+    argv = ["train", "nf", "--data", tmp_path / "f.csv", "--out", out, *TINY]
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and "note: --n-points ignored: the file" in err
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["n_points"] is None and data["holdout_points"] is None
+    assert run(capsys, "train", "nf", "--out", out, "--resume")[0] == 0
+
+
+def test_commands_run_on_one_thread_unless_told(runs, capsys, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run(capsys, "log-prob", runs["nf"], "--point", "0,0")[0] == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("FLOWSCOPE_THREADS", "2")
+        assert run(capsys, "log-prob", runs["nf"], "--point", "0,0")[0] == 0
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("FLOWSCOPE_THREADS", "many")
+        err = one_error_line(*run(capsys, "log-prob", runs["nf"], "--point", "0,0")[::2])
+        assert "FLOWSCOPE_THREADS must be a positive integer, got 'many'" in err
+    finally:
+        torch.set_num_threads(before)

@@ -3,8 +3,10 @@ headless Chromium (selenium): no console error, no network request, sliders, a c
 point's numbers against the model, the class selector and the redraw time."""
 
 import json
+import math
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,56 @@ def test_the_report_links_the_explorer_pages_of_its_models(tmp_path):
         assert f'href="explore_{name}.html"' in text
         assert (tmp_path / f"explore_{name}.html").stat().st_size > 1_000_000
     assert text.endswith("<nav><ul></ul></nav><p>text</p></body></html>")
+
+
+@pytest.mark.slow
+def test_the_page_draws_its_plots_in_firefox(pages, tmp_path):
+    """Firefox has no driver here (geckodriver is not packaged), so the check is its own
+    headless screenshot: a page whose script failed shows headings and empty panels
+    (a few hundred colours), a drawn one its heatmaps and clouds (thousands)."""
+    firefox = shutil.which("firefox-esr") or shutil.which("firefox")
+    if firefox is None:
+        pytest.fail(
+            "the Firefox check needs firefox: `apt-get install -y firefox-esr` (Debian; "
+            ".ci/run installs it)"
+        )
+    from PIL import Image
+
+    for name, (path, _) in pages.items():
+        shot = tmp_path / f"{name}.png"
+        profile = tmp_path / f"profile-{name}"
+        profile.mkdir()
+        subprocess.run(
+            [firefox, "--headless", "--no-remote", "--profile", str(profile)]
+            + ["--window-size", "1400,1000", "--screenshot", str(shot), path.as_uri()],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        colours = len(Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24))
+        assert colours > 2000, (name, colours)
+
+
+def test_named_points_are_exact_and_listed_in_the_page(driver, tmp_path):
+    model, _ = load_run(FIXTURES / "nf")
+    points = [("A", (-0.7071, 0.7071)), ("E", (2.0, 2.5))]
+    data = explorer_data(model, **SMALL, points=points)
+    items = data["per_class"][0]["probes"]["items"]
+    named = [p for p in items if "name" in p]
+    assert [p["name"] for p in named] == ["A", "E"]
+    expected = model.log_prob(torch.tensor([xy for _, xy in points]))
+    for p, (_, xy), lp in zip(named, points, expected, strict=True):
+        assert p["x"] == pytest.approx(list(xy), abs=1e-6)
+        assert p["log_prob"] == pytest.approx(float(lp), abs=1e-4)
+    path = write_explorer(model, tmp_path / "nf.html", **SMALL, points=points)
+    open_page(driver, path)
+    options = driver.execute_script(
+        "return [...document.querySelectorAll('#point-select option')].map(o => o.value)"
+    )
+    assert options == ["", "A", "E"]
+    i = driver.execute_script("return flowscopeExplorer.pickNamed('E')")
+    assert items[i]["name"] == "E"
+    text = driver.find_element("id", "point-which").text
+    assert text.startswith("Showing point E at x = (2.0000, 2.5000).")
+    with pytest.raises(ValueError, match="points: row 0"):
+        explorer_data(model, **SMALL, points=[("far", (math.nan, 0.0))])

@@ -190,6 +190,65 @@ def test_bad_labels_are_clear_errors(entry, conditional):
         model.log_prob(x, torch.tensor([0, 1]), **opts)
 
 
+@pytest.mark.parametrize("entry, conditional", [t for t in TYPES if t.values[1]])
+def test_class_names_work_as_labels_in_any_case(entry, conditional, tmp_path):
+    model = build(entry, conditional=conditional)
+    x, opts = points(3), likelihood_options(entry)
+    with pytest.raises(ValueError, match=r"unknown class 'blue'.*no class names"):
+        model.sample(2, labels="blue")
+    model.class_names = ["red", "Green", "blue"]
+    assert model.class_id("GREEN") == 1 and model.class_id("2") == 2
+
+    def draw(labels):
+        return model.sample(4, labels=labels, generator=torch.Generator().manual_seed(1))
+
+    assert torch.equal(draw(" Blue"), draw(2))
+    by_name = model.log_prob(x, ["green", "RED", "blue"], **opts)
+    assert torch.equal(by_name, model.log_prob(x, torch.tensor([1, 0, 2]), **opts))
+    with pytest.raises(ValueError, match=r"unknown class 'purple': the classes are 0 red, 1 Gr"):
+        model.sample(2, labels="purple")
+    with pytest.raises(ValueError, match="integers"):
+        model.sample(3, labels=torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match="all 3 classes"):
+        model.class_names = ["red", "green"]
+    with pytest.raises(ValueError, match="distinct"):
+        model.class_names = ["red", "RED", "blue"]
+    info = RunInfo(
+        kind=model.kind,
+        model=model.config(),
+        data={"source": "olympic", "class_names": list(model.class_names)},
+        train={},
+        extra={"name": entry.name},
+    )
+    save_run(tmp_path, model, info, None)
+    assert load_run(tmp_path)[0].class_names == ("red", "Green", "blue")
+
+
+@pytest.mark.parametrize("entry, conditional", TYPES)
+def test_log_prob_is_differentiable_in_the_input_when_it_requires_grad(entry, conditional):
+    model = build(entry, conditional=conditional)
+    x, opts = points(6), likelihood_options(entry)
+    lab = labels_for(entry, len(x), conditional)
+    assert not model.log_prob(x, lab, **opts).requires_grad  # no graph unless asked for
+    xg = x.clone().requires_grad_(True)
+    lp = model.log_prob(xg, lab, **opts)
+    (grad,) = torch.autograd.grad(lp.sum(), xg)
+    h = 1e-6
+    fd = torch.stack(
+        [
+            (model.log_prob(x + h * e, lab, **opts) - model.log_prob(x - h * e, lab, **opts))
+            / (2 * h)
+            for e in torch.eye(2, dtype=F64)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-6)
+    if list(model.parameters()):
+        model.zero_grad()
+        model.log_prob(xg, lab, **opts).sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 @pytest.mark.parametrize("entry, conditional", TYPES)
 def test_far_points_give_a_number_or_minus_infinity_never_nan(entry, conditional):
     model = build(entry, conditional=conditional).float()

@@ -310,6 +310,26 @@ def test_hutchinson_log_prob_agrees_with_exact_in_expectation():
         fm.log_prob(x, divergence="trace")
 
 
+def test_averaging_hutchinson_probes_shrinks_the_error_as_one_over_sqrt_k():
+    fm = small_model(scale=0.5)
+    x = rand(1, 2, seed=7).repeat(400, 1)  # one point, 400 independent estimates
+    exact = fm.log_prob(x[:1], solver="rk4", steps=8)
+    err = {}
+    for k in (1, 16):
+        est = fm.log_prob(
+            x,
+            solver="rk4",
+            steps=8,
+            divergence="hutchinson",
+            probes=k,
+            generator=torch.Generator().manual_seed(k),
+        )
+        err[k] = (est - exact).pow(2).mean().sqrt().item()
+    assert err[1] > 0 and err[16] == pytest.approx(err[1] / 4, rel=0.3)
+    with pytest.raises(ValueError, match="probes applies to divergence='hutchinson'"):
+        fm.log_prob(x[:1], probes=4)
+
+
 @pytest.mark.parametrize("alpha", [1.0, DEFAULT_TIME_ALPHA])
 def test_loss_is_eq16_with_t0_noise_and_t1_data(alpha, monkeypatch):
     # With v = t y, and y = t x1 + (1 - t) x0, the residual v - (x1 - x0) is

@@ -7,35 +7,32 @@ recipe, and its questions answered with measured figures. Equation numbers (Eq. 
 Eq. 16, ...) are those of the study's text.
 """
 
-from .base import FlowModel, Latent
-from .data import load_points, make_dataset, olympic_rings
-from .flows import AffineCoupling, NormalizingFlow, Permutation, SplineCoupling, SplineFlow
-from .gaussian import Gaussian
-from .matching import FlowMatching, VelocityField
-from .models import MODELS, ModelType
-from .standardize import Standardization
-from .train import History, TrainConfig, fit
+from . import lazy
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MODELS",
-    "AffineCoupling",
-    "FlowMatching",
-    "FlowModel",
-    "Gaussian",
-    "History",
-    "Latent",
-    "ModelType",
-    "NormalizingFlow",
-    "Permutation",
-    "SplineCoupling",
-    "SplineFlow",
-    "Standardization",
-    "TrainConfig",
-    "VelocityField",
-    "fit",
-    "load_points",
-    "make_dataset",
-    "olympic_rings",
-]
+# Imported on first use (flowscope.lazy): `import flowscope` and the command line's
+# `--help` do not wait for PyTorch.
+_EXPORTS = {
+    "FlowModel": ".base",
+    "Latent": ".base",
+    "load_points": ".data",
+    "make_dataset": ".data",
+    "olympic_rings": ".data",
+    "AffineCoupling": ".flows",
+    "NormalizingFlow": ".flows",
+    "Permutation": ".flows",
+    "SplineCoupling": ".flows",
+    "SplineFlow": ".flows",
+    "Gaussian": ".gaussian",
+    "FlowMatching": ".matching",
+    "VelocityField": ".matching",
+    "MODELS": ".models",
+    "ModelType": ".models",
+    "Standardization": ".standardize",
+    "History": ".train",
+    "TrainConfig": ".train",
+    "fit": ".train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)

@@ -92,9 +92,10 @@ class FlowModel(nn.Module):
     ids, one int for all points or (N,), and may standardize each class by its own mean
     and scale (``standardize="class"``).
 
-    Public methods and their grad mode: :meth:`log_prob`, :meth:`sample`,
-    :meth:`encode`, :meth:`decode`, :meth:`inverse` and :meth:`trajectory` run under
-    ``torch.no_grad()``; :meth:`loss` is differentiable in the parameters.
+    Public methods and their grad mode: :meth:`sample`, :meth:`encode`, :meth:`decode`,
+    :meth:`inverse` and :meth:`trajectory` run under ``torch.no_grad()``; :meth:`log_prob`
+    too, unless its input requires grad (then it is differentiable); :meth:`loss` is
+    differentiable in the parameters.
 
     Arguments:
         features: the dimension D.
@@ -118,6 +119,7 @@ class FlowModel(nn.Module):
             raise ValueError("standardize='class' needs classes: pass num_classes, or use 'global'")
         per_class = self.num_classes if standardize == "class" else None
         self.standardization = Standardization(self.features, per_class)
+        self._class_names: tuple[str, ...] | None = None
 
     # -- configuration ----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -147,6 +149,63 @@ class FlowModel(nn.Module):
         """How :meth:`log_prob` computes the density with these options, in words."""
         return "exact"
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class id of a conditional model (``None``: ids only).
+
+        Labels may then be given by name, in any case: ``sample(5, labels="blue")``.
+        :func:`~flowscope.runs.train_run` sets them from the data and run folders keep
+        them; set them on a model you build yourself.
+
+        Raises (on setting):
+            ValueError: for names on an unconditional model, another count than
+                ``num_classes``, or names that are empty or repeat (ignoring case).
+        """
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, names: Any) -> None:
+        if names is None:
+            self._class_names = None
+            return
+        if self.num_classes is None:
+            raise ValueError("this model is unconditional: it has no classes to name")
+        names = tuple(str(n) for n in names)
+        if len(names) != self.num_classes:
+            raise ValueError(
+                f"class_names must name all {self.num_classes} classes, got {len(names)}"
+            )
+        folded = [n.strip().lower() for n in names]
+        if "" in folded or len(set(folded)) != len(folded):
+            raise ValueError(f"class names must be distinct and non-empty, got {list(names)}")
+        self._class_names = names
+
+    def class_id(self, label: int | str) -> int:
+        """The class id of a name (any case) or of an id given as an int or its text.
+
+        Raises:
+            ValueError: for an unconditional model, or a label that is not a class,
+                listing the classes.
+        """
+        if self.num_classes is None:
+            raise ValueError("this model is unconditional: do not pass labels")
+        names = [n.strip().lower() for n in self._class_names or ()]
+        text = str(label).strip().lower()
+        if text in names:
+            return names.index(text)
+        try:
+            i = int(text)
+        except ValueError:
+            i = -1
+        if 0 <= i < self.num_classes and not isinstance(label, bool):
+            return i
+        known = ", ".join(
+            f"{i} {n}" for i, n in enumerate(self._class_names or range(self.num_classes))
+        )
+        if self._class_names is None:
+            known = f"ids 0..{self.num_classes - 1} (the model has no class names)"
+        raise ValueError(f"unknown class {label!r}: the classes are {known}")
+
     # -- input checks ---------------------------------------------------------------------
     def check_points(self, x: Any, name: str = "x") -> torch.Tensor:
         """x as a tensor (N, D) of the model's dtype on its device.
@@ -175,6 +234,9 @@ class FlowModel(nn.Module):
     def check_labels(self, labels: Any, n: int) -> torch.Tensor | None:
         """Class ids (n,) on the model's device, or ``None`` for an unconditional model.
 
+        Labels are one id or class name (:attr:`class_names`, any case) for all n points,
+        or n of them (a tensor, or a list of ids or names).
+
         Raises:
             ValueError: for labels given to an unconditional model, missing labels of a
                 conditional one, or ids that are not integers in [0, num_classes).
@@ -185,9 +247,13 @@ class FlowModel(nn.Module):
             return None
         if labels is None:
             raise ValueError(
-                f"this model is conditional: pass labels, an int in [0, {self.num_classes}) "
-                "or a tensor of shape (N,)"
+                f"this model is conditional: pass labels, an int in [0, {self.num_classes}), "
+                "a class name, or a tensor or list of shape (N,)"
             )
+        if isinstance(labels, str):
+            labels = self.class_id(labels)
+        elif isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
+            labels = [self.class_id(v) for v in labels]
         return check_labels(labels, n, self.num_classes).to(self.device)
 
     def check(
@@ -261,7 +327,6 @@ class FlowModel(nn.Module):
             log_det = log_det + self.standardization.log_abs_det(labels)
         return Latent(z, log_det)
 
-    @torch.no_grad()
     def log_prob(
         self, x: Any, labels: Any = None, *, standardized: bool = False, **options: Any
     ) -> torch.Tensor:
@@ -277,17 +342,22 @@ class FlowModel(nn.Module):
             options: the family's options (see the model's own ``log_prob``).
 
         Returns:
-            (N,) log p(x), computed under ``torch.no_grad()``; ``-inf`` where the value
-            leaves the floating-point range (cast the model to float64 for a wider one).
+            (N,) log p(x); ``-inf`` where the value leaves the floating-point range (cast
+            the model to float64 for a wider one). Computed without a graph, unless x is a
+            tensor that requires grad: then log p(x) is differentiable in x and in the
+            model's parameters (for the score, steering or attribution; flow matching then
+            keeps the graph of the whole ODE solve, several times the cost).
         """
-        x, labels = self.check(x, labels)
-        z, log_det = self._inverse(self.standardization(x, labels), labels, **options)
-        lp = self.base_log_prob(z) + log_det
-        if not standardized:
-            lp = lp + self.standardization.log_abs_det(labels)
-        # A point far outside the data can overflow z; its density is below float range.
-        finite = torch.isfinite(z).all(dim=1) & torch.isfinite(lp)
-        return torch.where(finite, lp, torch.full_like(lp, -math.inf))
+        graph = torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad
+        with torch.set_grad_enabled(graph):
+            x, labels = self.check(x, labels)
+            z, log_det = self._inverse(self.standardization(x, labels), labels, **options)
+            lp = self.base_log_prob(z) + log_det
+            if not standardized:
+                lp = lp + self.standardization.log_abs_det(labels)
+            # A point far outside the data can overflow z; its density is below float range.
+            finite = torch.isfinite(z).all(dim=1) & torch.isfinite(lp)
+            return torch.where(finite, lp, torch.full_like(lp, -math.inf))
 
     @torch.no_grad()
     def sample(

@@ -452,7 +452,8 @@ def plot_nfe(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     for r in results:
         rows = r.get("nfe_curve") or []
         euler = [p for p in rows if p["solver"] == "euler"]
-        label = f"{r['model']} ({Path(str(r['run'])).name})"
+        folder = Path(str(r["run"])).name
+        label = r["model"] if folder == r["model"] else f"{r['model']} ({folder})"
         if euler:
             (line,) = ax.plot(
                 [p["nfe"] for p in euler], [p["w2"] for p in euler], "o-", label=label

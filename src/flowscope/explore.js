@@ -84,7 +84,8 @@
       var p = c.probes.items[E.probe], tr = p.trajectory, xs = [], ys = [];
       for (var i = 0; i < tr.length; i++) { xs.push(tr[i][0]); ys.push(tr[i][1]); }
       var click = E.click ? " (the nearest precomputed point to your click at (" + E.click[0].toFixed(3) + ", " + E.click[1].toFixed(3) + "))" : "";
-      which.textContent = "Showing probe point #" + E.probe + " at x = (" + p.x[0].toFixed(4) + ", " + p.x[1].toFixed(4) + ")" + click + ".";
+      var what = p.name !== undefined ? "point " + p.name : "probe point #" + E.probe;
+      which.textContent = "Showing " + what + " at x = (" + p.x[0].toFixed(4) + ", " + p.x[1].toFixed(4) + ")" + click + ".";
       var rows = [["log p(x) (" + D.likelihood + ")", p.log_prob]];
       var sum = 0;
       for (i = 0; i < p.terms.length; i++) { rows.push(p.terms[i]); sum += p.terms[i][1]; }
@@ -124,6 +125,12 @@
     draw.density(); draw.point();
     return best;
   };
+  E.pickNamed = function (name) {  // one of the named points (e.g. the report's probes), exactly
+    var items = C().probes.items;
+    for (var i = 0; i < items.length; i++) if (items[i].name === name) { E.probe = i; E.click = null; }
+    draw.density(); draw.point();
+    return E.probe;
+  };
   E.setClass = function (c) { E.cls = c; redrawAll(); };
   E.setDt = function (i) { E.dt = i; draw.dt(); };
   function controls() {
@@ -132,8 +139,12 @@
       return "<option value='" + i + "'>" + n + "</option>"; }).join("") + "</select></label>";
     if (D.ode) html += "<label>sampler step dt <select id='dt-select'>" + C().dts.map(function (s, i) {
       return "<option value='" + i + "'>" + s.dt + "</option>"; }).join("") + "</select></label>";
+    var named = C().probes.items.filter(function (p) { return p.name !== undefined; });
+    if (named.length) html += "<label>point <select id='point-select'><option value=''>(click the density)</option>" +
+      named.map(function (p) { return "<option value='" + p.name + "'>" + p.name + " (" + p.x[0].toFixed(2) + ", " + p.x[1].toFixed(2) + ")</option>"; }).join("") + "</select></label>";
     html += "<span class='note'>model type: " + D.type + "</span>";
     box.innerHTML = html;
+    if (named.length) document.getElementById("point-select").addEventListener("change", function (e) { if (e.target.value) E.pickNamed(e.target.value); });
     if (D.classes) document.getElementById("class-select").addEventListener("change", function (e) { E.setClass(+e.target.value); });
     if (D.ode) {
       document.getElementById("dt-panel").hidden = false;

@@ -321,7 +321,7 @@ def _probe_items(model, model64, rows: _Rows, lp, latent, ode: bool) -> list[lis
 
 
 def _per_class(
-    model, model64, classes, data, *, n, grid, frame_grid, probes, seed, ode
+    model, model64, classes, data, *, n, grid, frame_grid, probes, seed, ode, points=()
 ) -> list[dict]:
     z = model.base_sample(n * len(classes), torch.Generator().manual_seed(seed))
     zs = _Rows(list(torch.split(z, n)), classes, model.dtype)
@@ -350,7 +350,12 @@ def _per_class(
     ]
     # The density grid and the probes in one likelihood solve.
     grids = [_grid(o["region"], grid) for o in out]
-    probe_pts = [_grid(o["region"], probes)[2] for o in out]
+    # The grid's probes, then the named points (the same for every class).
+    named = torch.tensor([xy for _, xy in points], dtype=torch.float64).reshape(-1, 2)
+    probe_pts = [
+        torch.cat([_grid(o["region"], probes)[2], named.to(g[2])])
+        for o, g in zip(out, grids, strict=True)
+    ]
     both = _Rows([g[2] for g in grids] + probe_pts, classes + classes, model.dtype)
     latent = model.inverse(both.points, both.labels, standardized=True)
     lp = model.base_log_prob(latent.z) + latent.log_det
@@ -376,6 +381,8 @@ def _per_class(
         }
         # an ODE type's last frame (t = 1) is the model's density itself
         o["densities"] = densities[k] + [o["density"]] * ode
+        for item, (name, _) in zip(items[k][len(items[k]) - len(points) :], points, strict=True):
+            item["name"] = name
         o["probes"] = {"options": {k2: v for k2, v in opts.items()}, "items": items[k]}
         if ode:
             o["arrows"] = _arrows(model, c, regions[k])
@@ -402,6 +409,7 @@ def explorer_data(
     seed: int = 0,
     title: str | None = None,
     class_names: Sequence[str] | None = None,
+    points: Sequence[tuple[str, tuple[float, float]]] = (),
 ) -> dict[str, Any]:
     """Everything the explorer page shows, as JSON-safe values.
 
@@ -417,6 +425,9 @@ def explorer_data(
         seed: of the latents.
         title: the page's heading (default: the type's title).
         class_names: names of a conditional model's classes.
+        points: named points in data units, e.g. the report's probe points
+            ``[("A", (-0.71, 0.71)), ...]``, offered in a list beside the click (each
+            exact, for every class).
 
     Returns:
         a dict with the model's description and ``per_class``, one entry per class (one
@@ -452,7 +463,11 @@ def explorer_data(
     torch.set_num_threads(1)
     try:
         sizes = {"n": n, "grid": grid, "frame_grid": frame_grid, "probes": probes}
-        per_class = _per_class(model, model64, classes, parts, seed=seed, ode=ode, **sizes)
+        points = [(str(name), (float(xy[0]), float(xy[1]))) for name, xy in points]
+        model.check_points([xy for _, xy in points] or torch.zeros(0, 2), "points")
+        per_class = _per_class(
+            model, model64, classes, parts, seed=seed, ode=ode, points=points, **sizes
+        )
     finally:
         torch.set_num_threads(threads)
     names = None

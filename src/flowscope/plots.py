@@ -263,7 +263,14 @@ def comparable(xlim, ylim) -> bool:
     return max(a, b) <= COMPARABLE_SPANS * min(a, b)
 
 
-def _points_axes(ax, xlim, ylim, title: str, labels: tuple[bool, bool] = (True, True)) -> None:
+def _points_axes(
+    ax,
+    xlim,
+    ylim,
+    title: str,
+    labels: tuple[bool, bool] = (True, True),
+    names: Sequence[str] | None = None,
+) -> None:
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     if comparable(xlim, ylim):
@@ -272,10 +279,11 @@ def _points_axes(ax, xlim, ylim, title: str, labels: tuple[bool, bool] = (True, 
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set_title(title)
+    x_name, y_name = names or (X_LABEL, Y_LABEL)
     if labels[0]:
-        ax.set_xlabel(X_LABEL)
+        ax.set_xlabel(x_name)
     if labels[1]:
-        ax.set_ylabel(Y_LABEL)
+        ax.set_ylabel(y_name)
     ax.tick_params(length=2, pad=1.5)
 
 
@@ -736,6 +744,7 @@ def class_scatter(
     alpha: float | None = None,
     rasterized: bool = True,
     frame: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    axis_names: Sequence[str] | None = None,
 ) -> Figure:
     """Point clouds coloured by class, with a legend of the classes shown; equal aspect
     where the two axes' scales are comparable (:func:`comparable`), else a frame of its own
@@ -753,6 +762,8 @@ def class_scatter(
             files for large clouds; ``False`` keeps every point a vector shape.
         frame: axis limits ((x0, x1), (y0, y1)) in data units; default: :func:`limits` of
             all the points, with the rings' box.
+        axis_names: the names of the two coordinates (a data file's header), for the
+            axis labels; default x and y.
     """
     if colors is None:
         olympic = tuple(class_names) == RING_NAMES
@@ -775,7 +786,7 @@ def class_scatter(
                 m = labels == k
                 ax.scatter(pts[m, 0], pts[m, 1], c=colors[k], label=class_names[k], **style)
                 shown.add(k)
-        _points_axes(ax, xlim, ylim, title, (True, i == 0))
+        _points_axes(ax, xlim, ylim, title, (True, i == 0), axis_names)
     if shown:
         handles = [
             Line2D([], [], ls="", marker="o", ms=4, color=colors[k], label=class_names[k])

@@ -18,6 +18,7 @@ the previous version intact.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
@@ -61,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "checkpoint_saver",
     "atomic_write",
+    "weights_digest",
     "run_data",
     "train_run",
 ]
@@ -118,7 +119,7 @@ def build_model(name: str, args: dict[str, Any]) -> FlowModel:
     except UnknownName as err:
         raise RunError(str(err)) from None
     except ValueError as err:
-        raise RunError(f"model arguments {args} do not fit {name}: {err}") from None
+        raise RunError(f"{name}: {err}") from None
 
 
 def model_type_of(info: RunInfo) -> ModelType:
@@ -159,7 +160,7 @@ def save_run(run_dir: str | Path, model: FlowModel, info: RunInfo, history: Hist
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / "model.safetensors", st_save(state))
+    atomic_write(run_dir / "model.safetensors", _save_tensors(state))
     atomic_write(run_dir / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
     if history is not None:
         epochs, batches = _history_csv(history)
@@ -202,13 +203,52 @@ def read_info(run_dir: str | Path) -> RunInfo:
         raise RunError(f"{path}: missing or malformed entry {err}") from None
 
 
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of tensors: their names, dtypes, shapes and bytes, in name order.
+
+    Written into the header of every weights file and checkpoint flowscope saves
+    (safetensors metadata ``sha256``) and checked on load, so that damaged bytes inside
+    the tensors, which safetensors itself reads without complaint, are an error."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_tensors(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
+    """The safetensors bytes of ``tensors``, with their :func:`weights_digest` in the header."""
+    return st_save(tensors, metadata={**(metadata or {}), "sha256": weights_digest(tensors)})
+
+
+def _open_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and header metadata of a safetensors file, checked against the digest
+    of :func:`_save_tensors` (files written before it was recorded have none to check).
+
+    Raises:
+        RunError: for a file that cannot be read or whose tensors do not match the digest.
+    """
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types
+        raise RunError(f"{path}: corrupted or truncated {what} ({err})") from None
+    if "sha256" in meta and meta["sha256"] != weights_digest(tensors):
+        raise RunError(
+            f"{path}: corrupted {what}: its tensors do not match the checksum written with "
+            "them; restore the file or retrain the model"
+        )
+    return tensors, meta
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise RunError(f"{path.parent}: holds no weights ({path.name} is missing)")
-    try:
-        return st_load(path.read_bytes())
-    except Exception as err:  # safetensors raises its own error types
-        raise RunError(f"{path}: corrupted or truncated weights file ({err})") from None
+    return _open_tensors(path, "weights file")[0]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FlowModel, RunInfo]:
@@ -239,6 +279,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
             "the folder may come from another flowscope version: retrain it"
         )
     model.load_state_dict(tensors)
+    if model.conditional:
+        names = info.data.get("class_names")
+        model.class_names = names if names and len(names) == model.num_classes else None
     return model.to(device).eval(), info
 
 
@@ -291,7 +334,7 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
             "scheduler": state.scheduler,
             "history": asdict(state.history),
         }
-        atomic_write(run_dir / CHECKPOINT, st_save(tensors, metadata={"state": json.dumps(meta)}))
+        atomic_write(run_dir / CHECKPOINT, _save_tensors(tensors, {"state": json.dumps(meta)}))
         save_run(run_dir, model, info, state.history)
 
     return save
@@ -307,11 +350,10 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"{path.parent}: nothing to resume ({CHECKPOINT} is missing)")
+    tensors, header = _open_tensors(path, "checkpoint")
     try:
-        with safe_open(path, framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta = json.loads((f.metadata() or {})["state"])
-    except Exception as err:  # safetensors raises its own error types
+        meta = json.loads(header["state"])
+    except (KeyError, json.JSONDecodeError) as err:
         raise RunError(f"{path}: corrupted or truncated checkpoint ({err!r})") from None
     try:
         model.load_state_dict(
@@ -412,7 +454,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
             f"other parts at least 1, so the file needs at least {_points_needed()} points"
         )
     x, y = split(full.x, full.labels, seed=seed)[parts.index(part)]
-    return Dataset(x, y, full.source, full.class_names)
+    return Dataset(x, y, full.source, full.class_names, full.columns)
 
 
 def _check_out(out: Path, overwrite: bool, resume: bool) -> Path:
@@ -545,13 +587,19 @@ def train_run(
     conditional = entry.is_conditional(conditional)
     if config is None:  # a resumed run continues with its own settings
         config = train_config(old) if same else recipe(model_name)
+    source = _source(data)
+    counts = {  # a file gives all its rows, split 90/5/5: no counts to record
+        "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),
+        "holdout_points": None
+        if "sha256" in source
+        else check_int(holdout_points, "holdout_points"),
+    }
     info = RunInfo(
         kind=entry.model.kind,
         model={},
         data={
-            **_source(data),
-            "n_points": check_int(n_points, "n_points", minimum=2),
-            "holdout_points": check_int(holdout_points, "holdout_points"),
+            **source,
+            **counts,
             "seed": config.seed,
             "conditional": conditional,
         },
@@ -567,11 +615,17 @@ def train_run(
     if conditional:
         args["num_classes"] = len(train.class_names or ()) or int(train.labels.max()) + 1
     info.data["class_names"] = list(train.class_names) if train.class_names else None
+    if train.columns:
+        info.data["columns"] = list(train.columns)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)
+    if model.conditional and train.class_names:
+        model.class_names = train.class_names
     info.model = model.config()
     state = None if old is None else _resume_state(out, old, info, model)
+    model.check_batch_size(config.batch_size)  # before the folder exists
+    created = not out.exists()
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)
 
@@ -580,17 +634,22 @@ def train_run(
         if on_epoch_end is not None:
             on_epoch_end(m, s)
 
-    history = fit(
-        model,
-        train.x,
-        train.labels,
-        x_val=val.x,
-        labels_val=val.labels,
-        config=config,
-        progress=progress,
-        on_epoch_end=epoch_end,
-        state=state,
-    )
+    try:
+        history = fit(
+            model,
+            train.x,
+            train.labels,
+            x_val=val.x,
+            labels_val=val.labels,
+            config=config,
+            progress=progress,
+            on_epoch_end=epoch_end,
+            state=state,
+        )
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a training that failed before its first epoch leaves no folder
+        raise
     info.extra["train_seconds"] = history.seconds
     save_run(out, model, info, history)
     return model, info, history

@@ -108,6 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _threads() -> None:
+    """One PyTorch thread for the commands, as the trainer uses: for networks this small a
+    second thread gains little on an idle machine and, on a busy one, its waits cost
+    many times the work (``benchmarks/README.md``). ``FLOWSCOPE_THREADS=N`` sets another
+    count."""
+    import torch
+
+    text = os.environ.get("FLOWSCOPE_THREADS", "1")
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise CommandError(f"FLOWSCOPE_THREADS must be a positive integer, got {text!r}")
+    torch.set_num_threads(count)
+
+
 def _note(message, category, filename, lineno, file=None, line=None) -> None:
     """The library's warnings as one line each: ``flowscope: note: ...``."""
     print(f"flowscope: note: {message}", file=sys.stderr)
@@ -132,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "handler"):
             parser.print_help()
             return 2
+        _threads()
         return int(args.handler(args) or 0)
     except (CommandError, MissingDependency, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)

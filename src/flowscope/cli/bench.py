@@ -60,6 +60,9 @@ def run_from_args(args: argparse.Namespace, command: str) -> int:
         threads=args.threads,
         log=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
+    if not result.timings and result.skipped:
+        reasons = "; ".join(f"{name}: {why}" for name, why in result.skipped.items())
+        raise CommandError(f"no contender could run ({reasons})")
     print(format_table(result))
     if out is not None:
         atomic_write(out / "speed.json", to_json(result))

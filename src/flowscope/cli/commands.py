@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import runs
+from ..errors import check_finite
 from ..matching import DEFAULT_DT, SOLVERS
 from ..matching.guidance import check_guidance
 from ..models import MODELS, Option
@@ -72,7 +73,8 @@ def _step(text: str) -> float:
     return value
 
 
-def _point(text: str) -> tuple[float, float]:
+def point_type(text: str) -> tuple[float, float]:
+    """An argparse ``type``: ``X,Y`` -> (x, y), two finite numbers."""
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(
@@ -90,7 +92,7 @@ def _point(text: str) -> tuple[float, float]:
 # -- checks and helpers shared by the commands ------------------------------------------
 
 
-def _output(path: str | None, flag: str) -> Path | None:
+def output_path(path: str | None, flag: str) -> Path | None:
     """Check an output path before any work: its folder exists and it is not a folder."""
     if path is None:
         return None
@@ -102,8 +104,25 @@ def _output(path: str | None, flag: str) -> Path | None:
     return p
 
 
-def _plot_output(path: str | None) -> Path | None:
-    p = _output(path, "--plot")
+def distinct_outputs(**paths: Path | None) -> None:
+    """Refuse two outputs of one command that name the same file (``-o a.png --plot
+    a.png`` would replace the one with the other), before any work; keys are the flags
+    with ``_`` for ``-`` and a leading ``o`` for ``-o``."""
+    seen: dict[Path, str] = {}
+    for key, p in paths.items():
+        if p is None:
+            continue
+        flag = "-o" if key == "o" else "--" + key.replace("_", "-")
+        where = p.resolve()
+        if where in seen:
+            raise CommandError(
+                f"{seen[where]} and {flag} both name {p}; give each output its own file"
+            )
+        seen[where] = flag
+
+
+def plot_path(path: str | None) -> Path | None:
+    p = output_path(path, "--plot")
     if p is not None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -116,33 +135,26 @@ def _plot_output(path: str | None) -> Path | None:
     return p
 
 
-def _class_names(model: Any, info: Any) -> list[str]:
-    names = [str(n) for n in info.data.get("class_names") or []]
-    return names if len(names) == model.num_classes else [str(i) for i in range(model.num_classes)]
+def _class_names(model: Any) -> list[str]:
+    return list(model.class_names or [str(i) for i in range(model.num_classes)])
 
 
-def _known_classes(model: Any, info: Any) -> str:
-    names = _class_names(model, info)
+def _known_classes(model: Any) -> str:
+    names = _class_names(model)
     return ", ".join(str(i) if n == str(i) else f"{i} {n}" for i, n in enumerate(names))
 
 
-def _label_id(value: str, model: Any, info: Any, run: str) -> int:
+def _label_id(value: str, model: Any, run: str) -> int:
     """A class id from a name (any case) or an id, for the model of ``run``."""
     if model.num_classes is None:
         raise CommandError(f"--label {value!r}: the model in {run} is unconditional; drop --label")
-    names = [n.lower() for n in _class_names(model, info)]
-    if value.strip().lower() in names:
-        return names.index(value.strip().lower())
     try:
-        i = int(value)
+        return model.class_id(value)
     except ValueError:
-        i = -1
-    if 0 <= i < model.num_classes:
-        return i
-    raise CommandError(
-        f"--label {value!r}: unknown class; the model in {run} knows "
-        f"{_known_classes(model, info)} (a name or an id)"
-    )
+        raise CommandError(
+            f"--label {value!r}: unknown class; the model in {run} knows "
+            f"{_known_classes(model)} (a name or an id)"
+        ) from None
 
 
 def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
@@ -170,20 +182,68 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
             raise CommandError(
                 f"{args.points} has a label column and --label is given; use one of the two"
             )
-        return x, torch.full((len(x),), _label_id(args.label, model, info, args.run))
+        return x, torch.full((len(x),), _label_id(args.label, model, args.run))
     if file_labels is None:
         raise CommandError(
             f"the model in {args.run} is conditional: give --label NAME_OR_ID or a third "
-            f"column of class ids in --points (classes: {_known_classes(model, info)})"
+            f"column of class ids in --points (classes: {_known_classes(model)})"
         )
     bad = file_labels >= model.num_classes
     if bad.any():
         row = int(bad.nonzero()[0, 0])
         raise CommandError(
             f"{args.points}: row {row + 1}: label {int(file_labels[row])} is not a class of "
-            f"the model in {args.run} ({_known_classes(model, info)})"
+            f"the model in {args.run} ({_known_classes(model)})"
         )
     return x, file_labels
+
+
+def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> None:
+    """Refuse non-finite outputs (N, K) of finite points x (N, D): from a point far outside
+    the data the model's float32 arithmetic overflows (say which and how far), otherwise
+    the model itself is broken (:func:`~flowscope.errors.check_finite`)."""
+    bad = ~torch.isfinite(values).reshape(len(values), -1).all(dim=1)
+    if not bad.any():
+        return
+    row = int(bad.nonzero()[0, 0])
+    # A model that maps some of the points, or points this far, is working: the far ones
+    # overflow its float32 arithmetic. Otherwise its weights are broken.
+    if not bad.all() or float(x[row].abs().max()) > 1e6:
+        point = ", ".join(f"{v:.6g}" for v in x[row].tolist())
+        raise CommandError(
+            f"point ({point}): the {what} overflows {x.dtype} ({int(bad.sum())} of {len(x)} "
+            "points are too far from the data for the model's arithmetic); give points "
+            "nearer the data"
+        )
+    check_finite(values, f"{what}s", run)
+
+
+def _axes(info: Any) -> list[str]:
+    """The names of the two coordinates: the training file's header, else x and y."""
+    names = info.data.get("columns")
+    return list(names) if names and len(names) == 2 else ["x", "y"]
+
+
+def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
+    """``--divergence`` and ``--probes`` for a model type that takes them (the others
+    compute their density exactly, in one pass: a note names what is ignored)."""
+    entry = runs.model_type_of(info)
+    if args.probes is not None and args.divergence != "hutchinson":
+        raise CommandError("--probes needs --divergence hutchinson (the exact one has none)")
+    given = {"divergence": args.divergence, "probes": args.probes}
+    ignored = [
+        f"--{k}" for k, v in given.items() if v is not None and k not in entry.likelihood_options
+    ]
+    if ignored:
+        print(
+            f"flowscope: note: {' and '.join(ignored)} ignored: a {entry.title} computes its "
+            "density exactly in one pass",
+            file=sys.stderr,
+        )
+    options = {k: v for k, v in given.items() if v is not None and k in entry.likelihood_options}
+    if options.get("divergence") == "hutchinson":
+        options["generator"] = torch.Generator().manual_seed(args.seed)
+    return options
 
 
 def _sample_options(args: argparse.Namespace, model: Any, info: Any) -> dict[str, Any]:
@@ -295,6 +355,7 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 # -- train ------------------------------------------------------------------------------
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
+DATA_FILES = (".csv", ".npy", ".npz")
 
 
 def _train_defaults(model: str | None = None) -> dict[str, Any]:
@@ -395,6 +456,14 @@ def _train(args: argparse.Namespace) -> int:
         settings.update(info.train)
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
+    data = args.data or settings["data"]
+    if args.n_points is not None and Path(data).suffix.lower() in DATA_FILES:
+        print(
+            f"flowscope: note: --n-points ignored: the file {data} gives all its "
+            "rows (split 90/5/5)",
+            file=sys.stderr,
+        )
+        args.n_points = None
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
@@ -449,9 +518,15 @@ def _train(args: argparse.Namespace) -> int:
             tensorboard.close()
     seconds = time.perf_counter() - t0
     last = history.epochs[-1] if history.epochs else {}
-    start = f" (resumed at epoch {done[0]})" if args.resume and done else ""
     if args.resume and not done:
-        start = " (already complete; nothing to resume)"
+        print(
+            f"nothing to resume: {out} has finished its {len(history.epochs)} "
+            f"epoch{'s' if len(history.epochs) != 1 else ''} "
+            f"(validation loss {last.get('val_loss', math.nan):.4f}); measure it with "
+            f"`flowscope eval {out}`, or train it again with --overwrite"
+        )
+        return 0
+    start = f" (resumed at epoch {done[0]})" if args.resume else ""
     # Flow matching's loss depends on where t is drawn and on the coordinates: not a
     # likelihood to compare runs by.
     per_class = ", each class standardized on its own" if model.standardization.per_class else ""
@@ -476,19 +551,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    out, plot = _output(args.output, "-o"), _plot_output(args.plot)
+    out, plot = output_path(args.output, "-o"), plot_path(args.plot)
+    distinct_outputs(o=out, plot=plot)
     model, info = runs.load_run(args.run, args.device)
     options = _sample_options(args, model, info)
     n = args.n
     labels = None
     if args.label is not None:
-        labels = torch.full((n,), _label_id(args.label, model, info, args.run))
+        labels = torch.full((n,), _label_id(args.label, model, args.run))
     elif model.num_classes is not None:
         labels = torch.arange(n) % model.num_classes  # balanced classes
     gen = torch.Generator().manual_seed(args.seed)
     x = model.sample(n, labels=labels, generator=gen, **options)
+    check_finite(x, "samples", args.run)
     pts = x.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
@@ -500,7 +577,7 @@ def _sample(args: argparse.Namespace) -> int:
     if plot is not None:
         from .. import plots
 
-        names = _class_names(model, info) if labels is not None else []
+        names = _class_names(model) if labels is not None else []
         fig = plots.class_scatter(
             [(pts, labels, f"{n} samples from {args.run}")],
             class_names=names,
@@ -508,6 +585,7 @@ def _sample(args: argparse.Namespace) -> int:
             alpha=0.7,
             rasterized=False,  # every point a shape in SVG or PDF, as asked for
             frame=plots.limits([pts], quantile=1.0, rings=False),  # all points, any data
+            axis_names=_axes(info),
         )
         plots.save(fig, plot, write=runs.atomic_write)
         print(f"wrote the plot to {plot}", file=sys.stderr)
@@ -518,15 +596,24 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _log_prob(args: argparse.Namespace) -> int:
-    out = _output(args.output, "-o")
+    out = output_path(args.output, "-o")
     model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
+    options = _likelihood_options(args, info)
     # One solve: the data-unit density differs from the standardized one by the log|det|
     # of the standardization (per class for a model standardized per class).
-    lp_std = model.log_prob(x, labels, standardized=True)
+    lp_std = model.log_prob(x, labels, standardized=True, **options)
     lp = lp_std + model.standardization.log_abs_det(labels)
+    _check_far(torch.where(lp == -math.inf, 0.0, lp)[:, None], x, "log-density", args.run)
+    low = int((lp == -math.inf).sum())
+    if low:
+        print(
+            f"flowscope: note: {low} of {len(x)} log-densities are -inf: the density there "
+            "is below the smallest float32 number (points far from the data)",
+            file=sys.stderr,
+        )
     pts = x.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
@@ -544,16 +631,18 @@ def _log_prob(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
-    out, traj_out = _output(args.output, "-o"), _output(args.trajectory, "--trajectory")
+    out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
+    distinct_outputs(o=out, trajectory=traj_out)
     model, info = runs.load_run(args.run, args.device)
     options = _sample_options(args, model, info)
     x, labels = _points(args, model, info)
     z = model.encode(x, labels, **options)
+    _check_far(z, x, "latent", args.run)
     path = None
     if traj_out is not None:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
     pts, lat = x.double().cpu().numpy(), z.double().cpu().numpy()
-    header, columns = ["x", "y"], [pts[:, 0], pts[:, 1]]
+    header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
@@ -615,7 +704,7 @@ def _add_points(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--point",
         metavar="X,Y",
-        type=_point,
+        type=point_type,
         action="append",
         help="one point in data units; repeat for more (write --point=-1,0 for a negative X)",
     )
@@ -782,11 +871,30 @@ def _add_log_prob(sub: argparse._SubParsersAction) -> None:
         sub,
         "log-prob",
         "Log-density of points in nats, in data units and in the model's standardized space "
-        "(flow matching: exact divergence, rk4 with 100 steps).",
+        "(flow matching: rk4 with 100 steps, exact divergence unless asked). A density "
+        "can exceed 1 (log p > 0) where the points are concentrated: it is per unit area, "
+        "not a probability.",
         "flowscope log-prob runs/nf --point 0,1 --point=-1,0.5",
         _log_prob,
     )
     _add_points(p)
+    p.add_argument(
+        "--divergence",
+        choices=("exact", "hutchinson"),
+        help="flow matching: the divergence along the ODE, exact (default; in 2D only twice "
+        "the cost) or Hutchinson's one-pass estimate, unbiased but off by a random error per "
+        "point that changes from call to call (--seed fixes it)",
+    )
+    p.add_argument(
+        "--probes",
+        type=int_type(1),
+        metavar="K",
+        help="with --divergence hutchinson: average K estimates per point (the error falls "
+        "as 1/sqrt(K); default 1)",
+    )
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of Hutchinson's probes, >= 0 (default 0)"
+    )
 
 
 def _add_invert(sub: argparse._SubParsersAction) -> None:

@@ -18,19 +18,17 @@ from ..evaluate import (
 )
 from ..matching import DEFAULT_DT, FlowMatching
 from ..runs import atomic_write
-from . import CommandError, add_command, int_type
-from .commands import add_device
+from . import add_command, int_type
+from .commands import add_device, distinct_outputs, output_path, plot_path
 
 __all__ = ["add_commands"]
 
 
 def _eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    out = Path(args.json) if args.json else run_dir / "eval.json"
-    if args.json and not out.parent.is_dir():
-        raise CommandError(f"{out.parent}: folder does not exist; create it first")
-    if args.plot and not Path(args.plot).parent.is_dir():
-        raise CommandError(f"{Path(args.plot).parent}: folder does not exist; create it first")
+    out = output_path(args.json, "--json") or run_dir / "eval.json"
+    plot = plot_path(args.plot)
+    distinct_outputs(json=out, plot=plot)
     if args.plot and args.nfe is None:
         args.nfe = DEFAULT_NFE  # the plot is of the NFE curve
     result = evaluate_run(
@@ -41,14 +39,14 @@ def _eval(args: argparse.Namespace) -> int:
         device=args.device,
         nfe=args.nfe,
     )
+    # The files first: a reader that closes the pipe early (`| head`) loses nothing.
+    atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    written = [out] + ([plot_nfe([result], plot)] if plot else [])
     print(format_table(result))
     if args.nfe is not None:
         print()
         print(format_nfe_table(result))
-    if args.plot:
-        print(f"wrote {plot_nfe([result], args.plot)}")
-    atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    print(f"wrote {out}")
+    print("\n".join(f"wrote {p}" for p in written))
     return 0
 
 

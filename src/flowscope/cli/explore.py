@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..explore import explore_run
 from . import CommandError, add_command, int_type
+from .commands import point_type
 
 __all__ = ["add_commands"]
 
@@ -17,7 +18,8 @@ def _explore(args: argparse.Namespace) -> int:
     if out is not None and not out.parent.is_dir():
         raise CommandError(f"{out.parent}: folder does not exist; create it first")
     t0 = time.perf_counter()
-    path = explore_run(args.run_dir, out, n=args.n, seed=args.seed)
+    points = [(f"({x:g}, {y:g})", (x, y)) for x, y in args.point or ()]
+    path = explore_run(args.run_dir, out, n=args.n, seed=args.seed, points=points)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - t0:.1f} s); open it in a browser")
     return 0
@@ -32,7 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "density along the flow in both directions (a slider per panel), the velocity "
         "field of flow matching, one point's trajectory and the terms of its log p(x), a "
         "class selector for conditional models and the sampler's step size.",
-        "flowscope explore runs/fm -o runs/fm/explore.html",
+        "flowscope explore runs/fm -o runs/fm/explore.html --point 4,5",
         _explore,
     )
     p.add_argument("run_dir", metavar="RUN", help="a run folder written by flowscope train")
@@ -45,3 +47,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="points along the flow per class (default 1500)",
     )
     p.add_argument("--seed", type=int_type(0), default=0, help="seed of the latents (default 0)")
+    p.add_argument(
+        "--point",
+        metavar="X,Y",
+        type=point_type,
+        action="append",
+        help="a point in data units to offer, exactly, in the page's point list (beside a "
+        "click, which snaps to the nearest precomputed point); repeat for more (write "
+        "--point=-1,0 for a negative X)",
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..report.build import build_report
 from ..report.presets import PRESETS
 from . import add_command, int_type, text_table
 
@@ -14,6 +13,8 @@ __all__ = ["add_commands"]
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from ..report.build import build_report  # matplotlib and reportlab: only to run it
+
     t0 = time.perf_counter()
     result = build_report(args.out, preset=args.preset, seed=args.seed, retrain=args.retrain)
     rows = [("stage", "seconds")]

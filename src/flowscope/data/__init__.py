@@ -17,7 +17,7 @@ from typing import Any
 
 from .checks import check_int, check_labels, int_requirement
 from .datasets import Dataset, make_dataset
-from .files import file_sha256, load_points
+from .files import column_names, file_sha256, load_points
 from .rings import (
     BAND_TOLERANCE,
     OLYMPIC_BOX,
@@ -48,6 +48,7 @@ __all__ = [
     "DATASETS",
     "check_int",
     "check_labels",
+    "column_names",
     "file_sha256",
     "in_band",
     "int_requirement",

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .checks import check_int
-from .files import load_points
+from .files import column_names, load_points
 from .rings import RING_NAMES, olympic_rings
 from .toy import DATASETS
 
@@ -25,12 +25,14 @@ class Dataset:
         labels: (N,) int64 class ids, or ``None``.
         source: a registry name or a file path.
         class_names: names of the classes, indexed by id, or ``None``.
+        columns: names of the two coordinates (a csv file's header), or ``None``.
     """
 
     x: torch.Tensor
     labels: torch.Tensor | None
     source: str
     class_names: tuple[str, ...] | None = None
+    columns: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -73,4 +75,4 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
             "give a file of two columns x,y, or train a conditional model (e.g. cfm)"
         )
     names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
-    return Dataset(x, labels, str(path), names)
+    return Dataset(x, labels, str(path), names, column_names(path))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["file_sha256", "load_points"]
+__all__ = ["column_names", "file_sha256", "load_points"]
 
 
 def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -104,6 +104,24 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     return torch.from_numpy(arr32), labels
 
 
+def column_names(path: str | Path) -> tuple[str, str] | None:
+    """The names of a csv file's two coordinate columns from its header (after a pandas
+    index column, which :func:`load_points` leaves out), or ``None`` for a file without
+    a header or of another kind."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_points has already said it
+        arr, _, header = _read_csv(path)
+        if header is None:
+            return None
+        if arr.ndim == 2 and arr.shape[1] >= 3 and header[0] in INDEX_HEADERS:
+            header = header[1:]
+    names = tuple(header[:2])
+    return names if len(names) == 2 and all(names) else None
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as 64 hex digits (to notice a changed data file)."""
     digest = hashlib.sha256()
@@ -121,6 +139,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: The header of the row-index column pandas' ``to_csv`` writes first.
+INDEX_HEADERS = ("", "Unnamed: 0")
+
+
 def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) -> np.ndarray:
     """``arr`` without a first column that is a row index, as ``pandas.DataFrame.to_csv``
     writes it by default.
@@ -135,7 +157,7 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
     """
     if arr.ndim != 2 or arr.shape[1] < 3:
         return arr
-    if header is not None and header[0] in ("", "Unnamed: 0"):
+    if header is not None and header[0] in INDEX_HEADERS:
         warnings.warn(
             f"{path}: the first column (header {header[0]!r}) is a row index, as pandas' "
             "to_csv writes it; it was left out (write the file with index=False to "

@@ -632,6 +632,7 @@ class FlowMatching(FlowModel):
         solver: str = "rk4",
         steps: int = 100,
         divergence: str = "exact",
+        probes: int = 1,
         generator: torch.Generator | None = None,
         guidance: float | None = None,
     ):
@@ -648,17 +649,27 @@ class FlowMatching(FlowModel):
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
         steps = check_int(steps, "steps")
+        probes = check_int(probes, "probes")
+        if probes > 1 and divergence != "hutchinson":
+            raise ValueError("probes applies to divergence='hutchinson'; the exact one has none")
         eps = None
         if divergence == "hutchinson":
-            # Rademacher probes, fixed over the solve (FFJORD).
-            eps = torch.randint(0, 2, y.shape, generator=generator).to(y) * 2 - 1
+            # Rademacher probes (K, N, D), fixed over the solve (FFJORD).
+            shape = (probes, *y.shape)
+            eps = torch.randint(0, 2, shape, generator=generator).to(y) * 2 - 1
         d = self.features
+
+        # Under grad mode with y in a graph (log_prob of an x that requires grad), the
+        # solve keeps its graph: the divergence's own gradient is taken with create_graph.
+        graph = torch.is_grad_enabled() and y.requires_grad
 
         def augmented(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with torch.enable_grad():
-                yy = s[:, :d].detach().requires_grad_(True)
+                yy = s[:, :d] if graph else s[:, :d].detach().requires_grad_(True)
                 v = self.velocity(yy, t, labels)
-                div = divergence_of(v, yy, eps)
+                div = divergence_of(v, yy, eps, create_graph=graph)
+            if graph:
+                return torch.cat([v, div[:, None]], dim=1)
             return torch.cat([v.detach(), div.detach()[:, None]], dim=1)
 
         state = torch.cat([y, y.new_zeros(y.shape[0], 1)], dim=1)
@@ -679,7 +690,10 @@ class FlowMatching(FlowModel):
         .. math:: \log p_1(x) = \log p_0(y_0) - \int_0^1 \nabla \cdot v(y_t, t)\, dt
 
         integrated backwards from y_1 = x. The divergence is exact (D backward passes) or
-        Hutchinson's unbiased estimate (one pass), whose error changes with the probes.
+        Hutchinson's unbiased estimate (one backward pass per probe): in 2D the exact one
+        costs only twice as much, and the estimate's error per point is large (see
+        ``benchmarks/README.md``) and changes from call to call unless ``generator`` is
+        given; ``probes`` averages several estimates (the error falls as 1/sqrt(probes)).
 
         Arguments:
             x: (N, D) points in data units.
@@ -688,6 +702,7 @@ class FlowMatching(FlowModel):
             solver: ODE solver, default ``"rk4"``.
             steps: number of solver steps over [0, 1], default 100.
             divergence: ``"exact"`` or ``"hutchinson"``.
+            probes: Rademacher probes averaged per point by ``"hutchinson"`` (default 1).
             generator: for Hutchinson's probes.
             guidance: ``None`` or 1 (the conditional model's density); any other w is
                 refused (:mod:`.guidance`).

@@ -108,15 +108,21 @@ def divergence_of(
     """The divergence of v (N, D) with respect to y (N, D), per row (N,).
 
     Exact (one backward pass per coordinate) when ``eps`` is ``None``; otherwise
-    Hutchinson's estimate eps^T (dv/dy) eps with the given probes eps (N, D), unbiased
-    but with an error that changes with the probes.
+    Hutchinson's estimate eps^T (dv/dy) eps with the given probes eps (N, D), or the mean
+    of K such estimates for probes (K, N, D): unbiased, with an error that changes with
+    the probes.
 
     References:
         Grathwohl et al. FFJORD. 2019, arXiv:1810.01367 (Hutchinson's trace estimator).
     """
     if eps is not None:
-        (g,) = torch.autograd.grad(v, y, eps, create_graph=create_graph)
-        return (g * eps).sum(dim=1)
+        probes = eps if eps.ndim == 3 else eps[None]
+        est = v.new_zeros(v.shape[0])
+        for k, e in enumerate(probes):
+            retain = create_graph or k < len(probes) - 1
+            (g,) = torch.autograd.grad(v, y, e, retain_graph=retain, create_graph=create_graph)
+            est = est + (g * e).sum(dim=1)
+        return est / len(probes)
     div = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
     for i in range(v.shape[1]):
         (g,) = torch.autograd.grad(

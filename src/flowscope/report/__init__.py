@@ -29,20 +29,19 @@ Example:
 
 from __future__ import annotations
 
-from .build import ReportResult, build_report
-from .document import Document, write_html, write_pdf
-from .presets import PRESETS, Preset
-from .text import num, pct, sci
+from .. import lazy
 
-__all__ = [
-    "PRESETS",
-    "Document",
-    "Preset",
-    "ReportResult",
-    "build_report",
-    "num",
-    "pct",
-    "sci",
-    "write_html",
-    "write_pdf",
-]
+_EXPORTS = {
+    "ReportResult": ".build",
+    "build_report": ".build",
+    "Document": ".document",
+    "write_html": ".document",
+    "write_pdf": ".document",
+    "PRESETS": ".presets",
+    "Preset": ".presets",
+    "num": ".text",
+    "pct": ".text",
+    "sci": ".text",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)

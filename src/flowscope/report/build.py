@@ -20,7 +20,7 @@ from ..runs import atomic_write
 from . import bonus, cfm, fm, models, nf, overview
 from .document import write_html, write_pdf
 from .measures import as_numpy
-from .presets import PRESETS, STUDY_MODELS, Preset
+from .presets import PRESETS, PROBE_POINTS, STUDY_MODELS, Preset
 from .study import Study, prepare_data
 
 __all__ = ["ReportResult", "build_report"]
@@ -77,7 +77,10 @@ def write_explorers(study: Study, html_path: Path) -> None:
     links = []
     for name in STUDY_MODELS:
         page = explore_run(
-            study.out / "models" / name, html_path.parent / f"explore_{name}.html", **sizes
+            study.out / "models" / name,
+            html_path.parent / f"explore_{name}.html",
+            points=PROBE_POINTS,  # the report's probe points, in the page's point list
+            **sizes,
         )
         links.append(f'<a href="{page.name}">{name.upper()}</a>')
     note = (
