@@ -53,8 +53,8 @@ DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
 DIVERGENCES = ("exact", "hutchinson")
 
 #: Fast Euler samplers, tried in order before :func:`~.solvers.integrate` when a
-#: :class:`FlowMatching` integrates one field (not a guided combination of two, see
-#: :meth:`FlowMatching.ode_velocity`) with ``solver="euler"``: each is called as
+#: :class:`FlowMatching` integrates with ``solver="euler"`` (a guided field one step at a
+#: time, for both of its fields: :meth:`FlowMatching._guided_euler`): each is called as
 #: ``(model, y (N, D), labels (N,) or None, grid, record)`` and returns the states at
 #: ``grid[i]`` for i in ``record`` (len(record), N, D), those ``integrate`` gives to
 #: rounding, or ``None`` to step aside. :mod:`flowscope.kernels.sampler` registers one.
