@@ -193,26 +193,28 @@ def train_zuko(zuko, data: dict, config: TrainConfig, budget_s: float) -> dict:
 
 
 def step_times(zuko, model_config: dict, batch: int, rounds: int, steps: int) -> dict:
-    """ms per training step of flowscope's SplineFlow and zuko's NSF, interleaved."""
-    from flowscope import olympic_rings
+    """ms per training step of flowscope's SplineFlow, as fit runs it (the fused kernel and
+    Adam in C where :func:`flowscope.kernels.select` picks them) and on PyTorch operations
+    (autograd and torch.optim.Adam, fit's fallback), and of zuko's NSF, interleaved."""
+    from flowscope import kernels, olympic_rings
     from flowscope.flows import SplineFlow
+    from flowscope.train import TrainConfig, _adam, _Stepper
 
     y = olympic_rings(batch * steps, seed=0)
     y = (y - y.mean(0)) / y.std(0)
-    torch.manual_seed(0)
-    ours = SplineFlow(**{k: v for k, v in model_config.items() if k != "num_classes"})
-    opt = torch.optim.Adam(ours.parameters(), lr=1e-3, fused=True)  # as fit's
-    params = list(ours.parameters())
-
-    def flowscope_step(b: torch.Tensor) -> None:
-        loss = ours.loss(b, standardized=True)
-        if math.isfinite(loss.item()):
-            for p in params:
-                p.grad = None
-            loss.backward()
-            opt.step()
-
-    contenders = {"flowscope": flowscope_step}
+    config = TrainConfig(batch_size=batch, lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    contenders, chosen = {}, {}
+    for name in ("flowscope", "flowscope-pytorch"):
+        torch.manual_seed(0)
+        ours = SplineFlow(**{k: v for k, v in model_config.items() if k != "num_classes"})
+        choice = kernels.select(ours, y, None, batch) if name == "flowscope" else None
+        fused = None if choice is None else choice.step
+        chosen[name] = "pytorch" if fused is None else choice.name
+        if choice is not None and choice.reason:
+            chosen[name] += f" ({choice.reason})"
+        step = _Stepper(ours, _adam(list(ours.parameters()), config.lr), fused, config)
+        contenders[name] = lambda b, step=step: step(b, None, gen)
     if zuko is not None:
         theirs = zuko_nsf(zuko, model_config)
         zopt = torch.optim.Adam(theirs.parameters(), lr=1e-3)
@@ -244,14 +246,26 @@ def step_times(zuko, model_config: dict, batch: int, rounds: int, steps: int) ->
         "batch": batch,
         "rounds": rounds,
         "steps_per_round": steps,
+        "flowscope_path": chosen,
+        "cflags": os.environ.get("FLOWSCOPE_CFLAGS", ""),
         "cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
         "wall_ms": {k: statistics.median(v) for k, v in wall.items()},
         "cpu_ms_rounds": cpu,
         "wall_ms_rounds": wall,
     }
-    if "zuko" in out["cpu_ms"]:
-        out["speedup_cpu"] = out["cpu_ms"]["zuko"] / out["cpu_ms"]["flowscope"]
-        out["speedup_wall"] = out["wall_ms"]["zuko"] / out["wall_ms"]["flowscope"]
+    ratios = {}
+    for other in ("zuko", "flowscope-pytorch"):
+        if other in out["cpu_ms"]:
+            # the ratios of one run's interleaved rounds, round by round, then the median
+            ratios[other] = {
+                kind: statistics.median(
+                    a / b for a, b in zip(times[other], times["flowscope"], strict=True)
+                )
+                for kind, times in (("cpu", cpu), ("wall", wall))
+            }
+    out["speedup"] = ratios
+    if "zuko" in ratios:
+        out["speedup_cpu"], out["speedup_wall"] = ratios["zuko"]["cpu"], ratios["zuko"]["wall"]
     return out
 
 
@@ -325,18 +339,9 @@ def _recipe(train: dict) -> str:
     return f"{train['epochs']} epochs, batch {train['batch_size']}, Adam lr {train['lr']:g}"
 
 
-def markdown(result: dict) -> str:
-    s, m = result["settings"], result["machine"]
-    rows = result["nsf"]
+def _training_table(s: dict, rows: list[dict]) -> list[str]:
+    """The lines of the spline flow's training table and its summary."""
     lines = [
-        "# Spline flows and class-conditional flows on the Olympic rings",
-        "",
-        f"{result['date']}; `python benchmarks/bench_nsf.py {' '.join(result['argv'])}`; "
-        f"{m['cores']} cores, torch {m['torch']}, load average (1 min) at start "
-        f"{m['load_average_at_start'][0]:.2f}"
-        + (f", at end {m['load_average_at_end'][0]:.2f}" if "load_average_at_end" in m else "")
-        + " (other sessions share the machine; the CPU times of the step table are the "
-        "least affected by them).",
         "",
         f"nsf: {_sizes(s['model'])}, trained with its recipe ({_recipe(s['train'])}) on "
         f"{s['n_points']:,} points; zuko: `zuko.flows.NSF(2, transforms="
@@ -368,30 +373,47 @@ def markdown(result: dict) -> str:
             f"{z.get('nll', math.nan):.4f} | {z.get('train_s', math.nan):.1f} | "
             f"{z.get('epochs', math.nan):.1f} | {z.get('ms_per_step_in_run', math.nan):.2f} |"
         )
+    nlls = [r["nll"] for r in rows]
+    trips = [r["round_trip_max"] for r in rows]
+    zuko_nlls = [r["zuko"]["nll"] for r in rows if r.get("zuko")]
+    lines += [
+        "",
+        f"nsf NLL {_span(nlls, '.4f')} (target <= {NLL_TARGET} on every seed: "
+        f"{'met' if max(nlls) <= NLL_TARGET else 'missed'}); training "
+        f"{_span([r['train_s'] for r in rows], '.1f')} s (target <= 60 s: "
+        f"{'met' if max(r['train_s'] for r in rows) <= 60 else 'missed'}); NaN on no seed: "
+        f"{'yes' if not any(r['nan'] for r in rows) else 'no'}; parameters "
+        f"{rows[0]['parameters']:,}.",
+        f"Round trip over the test points {_span(trips, '.1e')} (target <= 1e-5: "
+        f"{'met' if max(trips) <= 1e-5 else 'missed'}), at the tail bound "
+        f"{_span([r['round_trip_bound_max'] for r in rows], '.1e')}, "
+        f"in float64 {_span([r['round_trip_float64_max'] for r in rows], '.1e')}.",
+    ]
+    if zuko_nlls:
+        better = all(r["nll"] <= r["zuko"]["nll"] for r in rows if r.get("zuko"))
+        lines.append(
+            f"zuko NLL {_span(zuko_nlls, '.4f')} in the same wall time (flowscope at most "
+            f"zuko's on every seed: {'yes' if better else 'no'}); parameters "
+            f"{rows[0]['zuko']['parameters']:,}."
+        )
+    return lines
+
+
+def markdown(result: dict) -> str:
+    s, m = result["settings"], result["machine"]
+    rows = result["nsf"]
+    lines = [
+        "# Spline flows and class-conditional flows on the Olympic rings",
+        "",
+        f"{result['date']}; `python benchmarks/bench_nsf.py {' '.join(result['argv'])}`; "
+        f"{m['cores']} cores, torch {m['torch']}, load average (1 min) at start "
+        f"{m['load_average_at_start'][0]:.2f}"
+        + (f", at end {m['load_average_at_end'][0]:.2f}" if "load_average_at_end" in m else "")
+        + " (other sessions share the machine; the CPU times of the step table are the "
+        "least affected by them).",
+    ]
     if rows:
-        nlls = [r["nll"] for r in rows]
-        trips = [r["round_trip_max"] for r in rows]
-        zuko_nlls = [r["zuko"]["nll"] for r in rows if r.get("zuko")]
-        lines += [
-            "",
-            f"nsf NLL {_span(nlls, '.4f')} (target <= {NLL_TARGET} on every seed: "
-            f"{'met' if max(nlls) <= NLL_TARGET else 'missed'}); training "
-            f"{_span([r['train_s'] for r in rows], '.1f')} s (target <= 60 s: "
-            f"{'met' if max(r['train_s'] for r in rows) <= 60 else 'missed'}); NaN on no seed: "
-            f"{'yes' if not any(r['nan'] for r in rows) else 'no'}; parameters "
-            f"{rows[0]['parameters']:,}.",
-            f"Round trip over the test points {_span(trips, '.1e')} (target <= 1e-5: "
-            f"{'met' if max(trips) <= 1e-5 else 'missed'}), at the tail bound "
-            f"{_span([r['round_trip_bound_max'] for r in rows], '.1e')}, "
-            f"in float64 {_span([r['round_trip_float64_max'] for r in rows], '.1e')}.",
-        ]
-        if zuko_nlls:
-            better = all(r["nll"] <= r["zuko"]["nll"] for r in rows if r.get("zuko"))
-            lines.append(
-                f"zuko NLL {_span(zuko_nlls, '.4f')} in the same wall time (flowscope at most "
-                f"zuko's on every seed: {'yes' if better else 'no'}); parameters "
-                f"{rows[0]['zuko']['parameters']:,}."
-            )
+        lines += _training_table(s, rows)
     st = result.get("step_times")
     if st:
         lines += [
@@ -403,12 +425,19 @@ def markdown(result: dict) -> str:
         lines += ["| contender | CPU ms/step | wall ms/step |", "|---|---|---|"]
         for k in st["cpu_ms"]:
             lines.append(f"| {k} | {st['cpu_ms'][k]:.2f} | {st['wall_ms'][k]:.2f} |")
-        if "speedup_cpu" in st:
-            lines += [
-                "",
-                f"flowscope is {st['speedup_cpu']:.2f}x faster than zuko in CPU time "
-                f"({st['speedup_wall']:.2f}x in wall time; target >= 2x).",
-            ]
+        paths = st.get("flowscope_path", {})
+        lines += [
+            "",
+            f"flowscope's step: {paths.get('flowscope', 'as fit runs it')}; flowscope-pytorch: "
+            "autograd and torch.optim.Adam (fit's path without a kernel); C flags "
+            f"`{st.get('cflags') or 'native'}`.",
+        ]
+        for other, r in st.get("speedup", {}).items():
+            target = " (target >= 2x)" if other == "zuko" else ""
+            lines.append(
+                f"flowscope is {r['cpu']:.2f}x faster than {other} in CPU time "
+                f"({r['wall']:.2f}x in wall time; medians of the rounds' ratios){target}."
+            )
     cond = result.get("conditional") or []
     if cond:
         lines += [
@@ -478,11 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--conditional-models", default="nf,nsf", help="comma-separated")
     p.add_argument("--step-rounds", type=int, default=7, help="interleaved rounds (0: skip)")
+    p.add_argument("--step-only", action="store_true", help="only the step times (no training)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of nsf.json and nsf.md")
     p.add_argument("--name", default="nsf", help="results file name (default nsf)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [] if args.step_only else [int(s) for s in args.seeds.split(",")]
     given, sizes = dict(args.train), dict(args.model)
     zuko = None if args.no_zuko else _zuko()
     if zuko is None and not args.no_zuko:

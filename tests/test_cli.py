@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
+import subprocess
 import sys
 import types
 from collections import Counter
@@ -75,6 +77,25 @@ def test_top_level_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for command in ("train", "sample", "log-prob", "invert"):
         assert command in out
+
+
+def test_the_top_level_help_is_the_full_parsers_and_imports_no_torch():
+    from flowscope.cli import COMMANDS, build_parser
+
+    def commands(parser):
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return list(sub.choices), parser.format_help()
+
+    full, shallow = commands(build_parser()), commands(build_parser(full=False))
+    assert full[0] == list(COMMANDS) == shallow[0]  # every command declared, in order
+    assert full[1] == shallow[1]
+    code = (
+        "import sys\nfrom flowscope.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["sample"], ["eval"], ["report"]])

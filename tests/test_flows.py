@@ -18,6 +18,7 @@ from flowscope.flows import (
     SplineFlow,
 )
 from flowscope.kernels.nf import NFKernel
+from flowscope.kernels.nsf import SplineKernel
 from flowscope.train import TrainConfig, fit
 
 F64 = torch.float64
@@ -441,20 +442,19 @@ def test_the_class_is_fed_to_every_coupling_and_changes_the_density():
     assert not glob.standardization.per_class and glob.config()["standardize"] == "global"
 
 
-def test_the_nf_kernel_steps_aside_for_a_conditional_flow_and_says_why():
-    kernel = NFKernel()
-    assert kernel.supports(NormalizingFlow(couplings=2)) is None
-    reason = kernel.supports(NormalizingFlow(couplings=2, num_classes=5))
-    assert reason is not None and "class-conditional" in reason
-    assert not isinstance(SplineFlow(), NormalizingFlow)  # no kernel is tried for splines
+def test_the_flow_kernels_step_aside_for_a_conditional_flow_and_say_why():
+    for flow, kernel in ((NormalizingFlow, NFKernel()), (SplineFlow, SplineKernel())):
+        assert kernel.supports(flow(couplings=2)) is None
+        reason = kernel.supports(flow(couplings=2, num_classes=5))
+        assert reason is not None and "class-conditional" in reason
+    assert not isinstance(SplineFlow(), NormalizingFlow)  # the nf kernel is not tried for splines
     assert isinstance(SplineFlow(), CouplingFlow) and isinstance(NormalizingFlow(), CouplingFlow)
     x, labels = olympic_rings(600, conditional=True, seed=0)
     torch.manual_seed(0)
-    flow = NormalizingFlow(couplings=2, num_classes=5)
-    history = fit(flow, x, labels, config=TrainConfig(epochs=1, batch_size=200))
-    assert history.fast_path == "pytorch"
-    spline = SplineFlow(couplings=2, bins=4, hidden=8)
-    assert fit(spline, x, config=TrainConfig(epochs=1, batch_size=200)).fast_path == "pytorch"
+    config = TrainConfig(epochs=1, batch_size=200)
+    for flow in (NormalizingFlow(couplings=2, num_classes=5), SplineFlow(2, 2, 4, num_classes=5)):
+        history = fit(flow, x, labels, config=config)
+        assert history.fast_path == "pytorch" and "class-conditional" in history.fast_path_note
 
 
 def test_a_spline_flows_float32_round_trip_over_ten_thousand_points():

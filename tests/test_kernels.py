@@ -1,6 +1,7 @@
 """The fused kernels compute the study's equations: same loss and gradients as a plain
-PyTorch computation of Eqs. 4, 6, 9 (normalizing flow) and Eq. 16 (flow matching), and
-the trainer runs them only where they reproduce the model and are faster."""
+PyTorch computation of Eqs. 4, 6, 9 (normalizing flow), of the spline flow's likelihood
+and Eq. 16 (flow matching), and the trainer runs them only where they reproduce the model
+and are faster."""
 
 import math
 
@@ -11,10 +12,12 @@ import torch.nn.functional as F
 import flowscope.kernels as kernels
 import flowscope.matching.field
 from flowscope import FlowMatching, NormalizingFlow, fit, olympic_rings
+from flowscope.flows import Permutation, SplineFlow
 from flowscope.kernels import available
 from flowscope.kernels.fm import FMKernel
-from flowscope.kernels.nf import NFKernel
+from flowscope.kernels.nsf import SplineKernel
 from flowscope.matching import COUPLINGS, PATHS, TIME_SAMPLERS
+from flowscope.splines import rational_quadratic, spline_parameters
 from flowscope.train import TrainConfig
 
 pytestmark = pytest.mark.skipif(not available(torch.float64), reason="no C compiler here")
@@ -28,7 +31,7 @@ def kernel_wins(monkeypatch):
 
 def fused(model, y, labels, seed):
     """The trainer's fast step: the loss, and every .grad written by the kernel."""
-    fp = NFKernel() if isinstance(model, NormalizingFlow) else FMKernel()
+    (fp,) = [fp for fp in kernels.FAST_PATHS if isinstance(model, fp.model_class)]
     assert fp.supports(model) is None
     loss = fp.bind(model)(y, labels, torch.Generator().manual_seed(seed))
     return loss, [p.grad.clone() for p in fp.params(model)]
@@ -75,6 +78,166 @@ def test_nf_kernel_matches_the_equations(bound):
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
     assert flow.validation_terms(y, None)["loss"] == pytest.approx(ref.item(), rel=1e-12)
+
+
+def plain_nsf_loss(flow: SplineFlow, y: torch.Tensor) -> torch.Tensor:
+    """The spline flow's negative log-likelihood by autograd of the plain spline
+    (``rational_quadratic`` of ``spline_parameters``, not the training path's written-out
+    backward pass), couplings last to first with the permutations undone."""
+    log_det = torch.zeros(len(y), dtype=y.dtype)
+    for layer in reversed(flow.layers):
+        if isinstance(layer, Permutation):
+            y = y[:, layer.inv]
+            continue
+        y_l, y_r = y[:, : layer.split], y[:, layer.split :]
+        a = y_l
+        pairs = layer.pairs()
+        for i, (w, b) in enumerate(pairs):
+            a = a @ w[0] + b[0]
+            if i < len(pairs) - 1:
+                a = F.leaky_relu(a)
+        raw = a.unflatten(1, (y_r.shape[1], -1))  # (N, D_r, 3K - 1)
+        spline = spline_parameters(raw, layer.tail_bound, **layer.floors)
+        z_r, ld = rational_quadratic(y_r, *spline, layer.tail_bound)
+        y = torch.cat([y_l, z_r], 1)
+        log_det = log_det + ld.sum(1)
+    log_pz = -0.5 * (y**2).sum(1) - 0.5 * y.shape[1] * math.log(2 * math.pi)
+    return -(log_pz + log_det).mean()
+
+
+def nsf_points(flow: SplineFlow, n: int, seed: int, at_knots: bool = False) -> torch.Tensor:
+    """n points (n, D) spread over the first coupling's (the last layer's) [-B, B], with
+    some at and just beyond the tail bound and far out; with ``at_knots``, a third of them
+    exactly at that coupling's knots."""
+    g = torch.Generator().manual_seed(seed)
+    c = flow.coupling_layers()[-1]
+    y = 1.6 * torch.randn(n, flow.features, generator=g, dtype=torch.float64)
+    third = n // 3
+    if at_knots:
+        with torch.no_grad():
+            widths = c.spline(c.conditioner(y[:, : c.split])).widths  # (n, D_r, K)
+        inner = widths.cumsum(-1)[..., :-1] - c.tail_bound
+        edge = torch.full_like(widths[..., :1], c.tail_bound)
+        knots = torch.cat([-edge, inner, edge], -1)  # (n, D_r, K + 1)
+        at = torch.arange(n) % knots.shape[-1]
+        y[:third, c.split :] = knots[torch.arange(n), :, at][:third]
+    far = torch.tensor([c.tail_bound, -c.tail_bound, c.tail_bound + 1e-9, 6.0, -40.0])
+    y[third : third + len(far), c.split] = far.to(y.dtype)[: n - third]
+    return y
+
+
+#: (features, couplings, bins, hidden, linear layers, points)
+SIZES = [
+    (2, 4, 16, 64, 3, 300),  # the defaults
+    (2, 2, 16, 64, 3, 600),  # more points than one chunk
+    (3, 3, 5, 7, 2, 37),
+    (5, 2, 3, 9, 4, 17),
+    (2, 3, 1, 5, 1, 1),  # one bin, a linear conditioner, one point
+    (2, 1, 2, 3, 3, 8),
+]
+
+
+def perturbed_nsf(features, couplings, bins, hidden, layers) -> SplineFlow:
+    torch.manual_seed(6)
+    flow = SplineFlow(features, couplings, bins, 3.0, hidden, layers).double()
+    with torch.no_grad():
+        flow.theta.add_(0.3 * torch.randn_like(flow.theta))
+    return flow
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_nsf_kernel_matches_autograd_of_the_plain_spline(sizes):
+    *shape, n = sizes
+    flow = perturbed_nsf(*shape)
+    y = nsf_points(flow, n, seed=n)
+    flow.theta.grad = torch.full_like(flow.theta, 7.0)  # overwritten, not added to
+    loss, (grad,) = fused(flow, y, None, 0)
+    ref = plain_nsf_loss(flow, y)
+    (ref_grad,) = torch.autograd.grad(ref, flow.theta)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    # Steep splines make some gradients large (1e4 here) and ill-conditioned: the two
+    # float64 computations agree to 1e-9 of the largest.
+    scale = ref_grad.abs().max().item()
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-9 * scale)
+    assert loss.item() == pytest.approx(flow.loss(y, standardized=True).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_nsf_kernel_at_the_knots(sizes):
+    # At a knot the spline's value and slope are continuous, but the gradient with respect
+    # to the weights jumps (moving the knot moves the point into one bin or the other), and
+    # which side a point falls on depends on the last bit of the network's output. So the
+    # loss is compared here, and the gradients only for being finite.
+    *shape, n = sizes
+    flow = perturbed_nsf(*shape)
+    y = nsf_points(flow, n, seed=n, at_knots=True)
+    loss, (grad,) = fused(flow, y, None, 0)
+    assert loss.item() == pytest.approx(plain_nsf_loss(flow, y).item(), rel=1e-9)
+    assert torch.isfinite(grad).all()
+
+
+def test_nsf_kernel_at_the_floors_and_the_softplus_threshold():
+    # Output biases that push the softmaxes to their floors (one bin takes nearly all the
+    # room) and the derivatives' softplus past PyTorch's threshold of 20 and far below 0.
+    torch.manual_seed(7)
+    flow = SplineFlow(couplings=2, bins=8, hidden=16).double()
+    k = 8
+    with torch.no_grad():
+        for c in flow.coupling_layers():
+            w_last, b_last = c.pairs()[-1]
+            w_last.mul_(0.1)
+            b_last[0, 0, :k] = torch.linspace(-40, 40, k)  # widths
+            b_last[0, 0, k : 2 * k] = torch.linspace(30, -30, k)  # heights
+            b_last[0, 0, 2 * k :] = torch.tensor([25.0, -25.0, 21.0, 19.0, -60.0, 0.0, 40.0])
+    y = nsf_points(flow, 200, seed=1)
+    loss, (grad,) = fused(flow, y, None, 0)
+    ref = plain_nsf_loss(flow, y)
+    (ref_grad,) = torch.autograd.grad(ref, flow.theta)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_nsf_kernel_in_float32_is_as_close_to_float64_as_pytorchs_float32():
+    # The float32 build runs its own exp and log series: its loss and gradients are as
+    # close to the float64 values as PyTorch's own float32 computation of the model
+    # (the defaults; 300 points: a whole chunk and one that ends inside a vector).
+    torch.manual_seed(8)
+    flow = SplineFlow()
+    with torch.no_grad():
+        flow.theta.add_(0.1 * torch.randn_like(flow.theta))
+    y = 1.5 * torch.randn(300, 2)
+    loss32, (grad32,) = fused(flow, y, None, 0)
+    torch32 = flow.loss(y, standardized=True)
+    (torch_grad32,) = torch.autograd.grad(torch32, flow.theta)
+    twin = SplineFlow().double()
+    twin.load_state_dict(flow.state_dict())
+    ref = plain_nsf_loss(twin, y.double())
+    (ref_grad,) = torch.autograd.grad(ref, twin.theta)
+
+    def error(g):
+        return float((g.double() - ref_grad).abs().max() / ref_grad.abs().max())
+
+    assert loss32.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert error(grad32) <= 2 * error(torch_grad32)
+    assert error(grad32) < 1e-4
+
+
+def test_nsf_kernel_steps_aside_for_what_it_does_not_compute():
+    fp = SplineKernel()
+    assert fp.supports(SplineFlow(couplings=2)) is None
+    assert "class-conditional" in fp.supports(SplineFlow(couplings=2, num_classes=3))
+    assert "at most 64 bins" in fp.supports(SplineFlow(couplings=2, bins=65))
+    assert "at most 16 Linear layers" in fp.supports(SplineFlow(couplings=1, linear_layers=17))
+    assert "without couplings" in fp.supports(SplineFlow(couplings=0))
+    mixed = SplineFlow(couplings=2)
+    mixed.coupling_layers()[1].tail_bound = 3.0
+    assert "same shape" in fp.supports(mixed)
+
+    class Tempered(SplineFlow):
+        def _loss(self, y, labels, generator):
+            return 0.5 * super()._loss(y, labels, generator)
+
+    assert "overrides _loss" in fp.supports(Tempered(couplings=2))
 
 
 def plain_fm_loss(fm, x1, labels, generator):
@@ -159,6 +322,7 @@ def test_fm_kernel_keeps_every_path_coupling_and_time_sampler(path, coupling, ti
 
 MODELS = {
     "nf": lambda: NormalizingFlow(couplings=4),
+    "nsf": lambda: SplineFlow(couplings=3, bins=5, hidden=12),
     "fm": lambda: FlowMatching(hidden=16, layers=3),
     "cfm": lambda: FlowMatching(num_classes=5, hidden=16, layers=3),
     "cfm-dropout": lambda: FlowMatching(num_classes=5, hidden=16, layers=3, label_dropout=0.2),

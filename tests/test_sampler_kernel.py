@@ -3,6 +3,8 @@ Euler steps to rounding, in float64, at every size the network can have; used by
 sample, decode, encode and trajectory where it reproduces them, and only there."""
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -270,3 +272,12 @@ def test_guided_sampling_takes_the_kernel_one_step_at_a_time(w, kernel_calls, mo
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
     null = fm.decode(z, torch.full_like(labels, 0), dt=0.1)  # some other field
     assert not torch.allclose(plain, null)
+
+
+def test_importing_flow_matching_alone_registers_the_fused_sampler():
+    code = (
+        "import flowscope.matching; from flowscope.matching.model import EULER_ACCELERATORS;"
+        "print(len(EULER_ACCELERATORS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 1

@@ -46,10 +46,15 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def add_command(
     sub: argparse._SubParsersAction, name: str, help: str, example: str, handler: Handler
 ) -> argparse.ArgumentParser:
-    """Add a subcommand whose ``--help`` ends with an example."""
+    """Add a subcommand declared in :data:`COMMANDS`: its ``--help`` opens with ``help``
+    and ends with an example; the top-level list shows its summary.
+
+    Raises:
+        KeyError: for a command :data:`COMMANDS` does not declare.
+    """
     p = sub.add_parser(
         name,
-        help=help,
+        help=COMMANDS[name][1],
         description=help,
         epilog=f"example:\n  {example}",
         formatter_class=_formatter,
@@ -80,16 +85,44 @@ def int_type(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-COMMAND_MODULES = ("commands", "report", "eval", "explore", "bench")  # in the order of `--help`
+#: Every command, in the order of ``flowscope --help``: the module of this package that
+#: adds it (with its options and handler) and the summary the top-level help lists. The
+#: top-level help, ``--version`` and a bare ``flowscope`` are answered from this table
+#: alone, without importing the modules (and PyTorch).
+COMMANDS = {
+    "train": ("commands", "train a model and save a run folder"),
+    "sample": ("commands", "draw points from a trained model, as CSV or a plot"),
+    "log-prob": ("commands", "the log-density of points, in nats"),
+    "invert": ("commands", "map points to their latents, with their trajectories"),
+    "report": ("report", "run the Olympic-rings study: report.pdf and report.html"),
+    "eval": ("eval", "measure a trained model: NLL, W2, ring metrics, round trip, NFE"),
+    "explore": ("explore", "write an offline interactive page to look inside a model"),
+    "bench": ("bench", "time the training step beside other libraries"),
+}
+COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
 def _commands(sub: argparse._SubParsersAction) -> None:
-    # Each module adds its own subcommands; imports stay inside so `--help` is quick.
+    # Each module adds its own subcommands.
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").add_commands(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _summaries(sub: argparse._SubParsersAction) -> None:
+    # The top-level help's list only: no module imported.
+    for name, (_, summary) in COMMANDS.items():
+        sub.add_parser(name, help=summary)
+
+
+def _top_level_only(argv: Sequence[str]) -> bool:
+    """Whether the arguments ask only what :data:`COMMANDS` answers: the top-level
+    help, the version, or nothing."""
+    return not argv or argv[0] in ("-h", "--help", "--version")
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The ``flowscope`` parser: every command with its options, or (``full=False``) the
+    top level with the commands' summaries only."""
     parser = _Parser(
         prog="flowscope",
         description="Train, sample, invert and look inside normalizing flows and flow "
@@ -104,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"flowscope {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    _commands(sub)
+    (_commands if full else _summaries)(sub)
     return parser
 
 
@@ -138,6 +171,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import warnings
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _top_level_only(argv):
+        parser = build_parser(full=False)
+        try:
+            parser.parse_args(argv)
+        except CommandError as err:
+            print(f"flowscope: error: {err}", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 2
     parser = build_parser()
     from ..errors import MissingDependency
     from ..runs import RunError

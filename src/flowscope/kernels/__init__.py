@@ -322,8 +322,9 @@ def _time(step: Callable[[], None], rounds: int = 5, per_round: int = 3) -> floa
 def _register() -> None:
     from .fm import FMKernel
     from .nf import NFKernel
+    from .nsf import SplineKernel
 
-    FAST_PATHS.extend([NFKernel(), FMKernel()])
+    FAST_PATHS.extend([NFKernel(), SplineKernel(), FMKernel()])
 
 
 _register()

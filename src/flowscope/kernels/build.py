@@ -1,8 +1,9 @@
-"""Building and loading the fused C kernels (``nf.c``, ``fm.c``).
+"""Building and loading the fused C kernels (``nf.c``, ``nsf.c``, ``fm.c``, ``adam.c``).
 
 Each C file is compiled on first use with the system's C compiler into a cache folder
 (``$FLOWSCOPE_CACHE``, else ``$XDG_CACHE_HOME/flowscope`` or ``~/.cache/flowscope``), keyed
-by the source, the flags, the compiler and the CPU, and loaded with ctypes. Where no
+by the source (with the headers beside it, e.g. ``gemm.h``), the flags, the compiler and
+the CPU, and loaded with ctypes. Where no
 compiler works, or ``FLOWSCOPE_NO_KERNEL=1`` is set, :func:`load` returns ``None`` and the
 trainer computes with PyTorch operations instead: same math, same results to rounding.
 ``FLOWSCOPE_CFLAGS`` adds compiler flags (part of the cache key), e.g. ``-mno-avx512f`` to
@@ -45,6 +46,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
     # kernel: (C file, function stem, argument types)
     "nf": ("nf.c", "nf_nll", [_I, _I, _I, _I, _I, _D, _D, _P, _P, _I, _P, _P, _P, _P]),
+    "nsf": ("nsf.c", "nsf_nll", [_I] * 6 + [_D] * 5 + [_P, _P, _I, _P, _P, _P, _P]),
     "fm": ("fm.c", "fm_loss", [_I] * 6 + [_D] + [_P] * 9),
     "fm_euler": ("fm.c", "fm_euler", [_I] * 6 + [_D] + [_P] * 4 + [_I, _P, _P, _I, _P, _P]),
     "adam": ("adam.c", "adam_step", [ctypes.c_long, _P, _P, _P, _P, _P, _D, _D, _D, _D]),
@@ -114,8 +116,9 @@ def _load(which: str, dtype: torch.dtype):
         version = subprocess.run(
             [cc, "--version"], capture_output=True, text=True, timeout=30
         ).stdout
+        text = source.read_text() + "".join(h.read_text() for h in sorted(_HERE.glob("*.h")))
         key = hashlib.sha256(
-            "\0".join([source.read_text(), " ".join(_FLAGS + defs), version, _cpu_id()]).encode()
+            "\0".join([text, " ".join(_FLAGS + defs), version, _cpu_id()]).encode()
         ).hexdigest()[:16]
         target = cache_dir() / f"{name}_{key}.so"
         if not target.exists():
@@ -142,9 +145,9 @@ def _load(which: str, dtype: torch.dtype):
 
 
 def load(which: str, dtype: torch.dtype):
-    """The ctypes function of kernel ``which`` (``"nf"`` or ``"fm"``) for ``dtype``
-    (float32 or float64), built on first use; ``None`` where it cannot be built or
-    ``FLOWSCOPE_NO_KERNEL`` is set."""
+    """The ctypes function of kernel ``which`` (``"nf"``, ``"nsf"``, ``"fm"``, ...) for
+    ``dtype`` (float32 or float64), built on first use; ``None`` where it cannot be built
+    or ``FLOWSCOPE_NO_KERNEL`` is set."""
     if disabled():
         return None
     return _load(which, dtype)
@@ -156,6 +159,6 @@ def disabled() -> bool:
 
 
 def available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the fused training kernels (``nf``, ``fm``) can be built and used for
-    ``dtype``."""
-    return all(load(which, dtype) is not None for which in ("nf", "fm"))
+    """Whether the fused training kernels (``nf``, ``nsf``, ``fm``) can be built and used
+    for ``dtype``."""
+    return all(load(which, dtype) is not None for which in ("nf", "nsf", "fm"))

@@ -89,3 +89,8 @@ def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         ValueError: if t is a tensor of another shape.
     """
     return LinearPath().gaussian_velocity(y, t)
+
+
+# The fused Euler sampler registers itself in EULER_ACCELERATORS when imported; whoever
+# imports flow matching gets it.
+from ..kernels import sampler as _sampler  # noqa: E402,F401
