@@ -351,6 +351,61 @@ def test_flow_ignores_dt_with_a_note(runs, capsys):
     assert "note: --dt and --solver ignored" in err
 
 
+def test_guided_and_few_step_sampling(capsys, tmp_path):
+    # --label-dropout alone is p = 0.1; --steps K is K Euler steps, dt = 1/K.
+    out = tmp_path / "cfg"
+    assert run(capsys, "train", "cfm", "--label-dropout", "--out", out, *TINY)[0] == 0
+    model, info = load_run(out)
+    assert info.model["label_dropout"] == 0.1 and model.null_label == 5
+    argv = ["sample", out, "-n", 20, "--label", "blue", "--steps", 4]
+    code, text, _ = run(capsys, *argv, "--guidance", 2)
+    assert code == 0
+    header, x = read_csv(text)
+    want = model.sample(
+        20, labels=1, generator=torch.Generator().manual_seed(0), dt=0.25, guidance=2
+    )
+    np.testing.assert_allclose(x[:, :2], want.double().numpy(), rtol=1e-6, atol=1e-6)
+    assert run(capsys, *argv, "--guidance", 1)[1] == run(capsys, *argv)[1]
+    assert run(capsys, *argv, "--guidance", 0)[1] != run(capsys, *argv)[1]
+
+
+def test_a_flow_ignores_steps_with_a_note(runs, capsys):
+    plain = run(capsys, "sample", runs["nf"], "-n", 5)[1]
+    code, out, err = run(capsys, "sample", runs["nf"], "-n", 5, "--steps", 3)
+    assert code == 0 and out == plain and "note: --steps ignored" in err
+
+
+@pytest.mark.parametrize(
+    ("run_name", "extra", "match"),
+    [
+        ("nf", ["--guidance", "2"], "unconditional; guidance steers a cfm model"),
+        ("cfm", ["--guidance", "2"], "trained without (label_dropout=0)"),
+        ("cfm", ["--guidance", "-1"], "finite number >= 0"),
+        ("cfm", ["--guidance=-0.5"], "finite number >= 0"),
+        ("cfm", ["--guidance", "nan"], "finite number >= 0"),
+        ("cfm", ["--guidance", "inf"], "finite number >= 0"),
+        ("cfm", ["--steps", "0"], "argument --steps: must be a positive integer, got '0'"),
+        ("cfm", ["--steps", "-3"], "argument --steps: must be a positive integer"),
+        ("cfm", ["--steps", "2.5"], "argument --steps: must be a positive integer"),
+        ("cfm", ["--steps", "2", "--dt", "0.1"], "not allowed with"),
+    ],
+)
+def test_bad_guidance_and_steps_are_one_line_errors(runs, capsys, run_name, extra, match):
+    code, out, err = run(capsys, "sample", runs[run_name], "-n", 5, *extra)
+    assert match in one_error_line(code, err) and out == ""
+
+
+def test_label_dropout_is_a_cfm_option_with_a_probability(capsys, tmp_path):
+    for argv, match in [
+        (["fm", "--label-dropout", "0.1"], "--label-dropout applies to cfm, not to fm"),
+        (["cfm", "--label-dropout", "1"], "must be a number in [0, 1)"),
+        (["cfm", "--label-dropout", "0.1", "--standardize", "class"], "standardize='global'"),
+    ]:
+        code, _, err = run(capsys, "train", *argv, "--out", tmp_path / "x", *TINY)
+        assert match in one_error_line(code, err)
+    assert not (tmp_path / "x").exists()
+
+
 def test_conditional_sample_is_balanced_without_label(runs, capsys, tmp_path):
     path = tmp_path / "s.csv"
     assert run(capsys, "sample", runs["cfm"], "-n", 12, "--dt", 0.05, "-o", path)[0] == 0

@@ -241,10 +241,15 @@ def test_nsf_kernel_steps_aside_for_what_it_does_not_compute():
 
 
 def plain_fm_loss(fm, x1, labels, generator):
-    """Eq. 16 written out with the model's own layers."""
+    """Eq. 16 written out with the model's own layers; with label dropout p, each label
+    replaced by the null class (the embedding's last row) where a uniform draw is < p
+    (Ho and Salimans 2022, Algorithm 1)."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
     # t ~ Beta(alpha, 1) by inversion of its CDF t^alpha (the study's U[0, 1] for alpha = 1).
     t = torch.rand(len(x1), 1, generator=generator, dtype=x1.dtype) ** (1 / fm.times.alpha)
+    if fm.label_dropout > 0:
+        drop = torch.rand(len(x1), generator=generator) < fm.label_dropout
+        labels = torch.where(drop, fm.num_classes, labels)
     y = t * x1 + (1 - t) * x0
     parts = [y, t] + ([] if labels is None else [fm.field.embedding(labels)])
     a = torch.cat(parts, 1)
@@ -258,11 +263,11 @@ def plain_fm_loss(fm, x1, labels, generator):
     return ((a - (x1 - x0)) ** 2).sum(1).mean()
 
 
-@pytest.mark.parametrize("num_classes", [None, 5])
+@pytest.mark.parametrize(("num_classes", "dropout"), [(None, 0.0), (5, 0.0), (5, 0.3)])
 @pytest.mark.parametrize("n", [128, 37])  # a batch that is not a multiple of the vector length
 @pytest.mark.parametrize("alpha", [1.0, 5.0])
 @pytest.mark.parametrize("skip", [False, True])
-def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
+def test_fm_kernel_matches_the_equations(num_classes, dropout, n, alpha, skip):
     torch.manual_seed(1)
     fm = FlowMatching(
         num_classes=num_classes,
@@ -270,6 +275,7 @@ def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
         layers=4,
         times={"name": "beta", "alpha": alpha},
         gaussian_skip=skip,
+        label_dropout=dropout,
     ).double()
     x1 = torch.randn(n, 2, dtype=torch.float64)
     labels = None if num_classes is None else torch.randint(0, 5, (n,))
@@ -279,6 +285,11 @@ def test_fm_kernel_matches_the_equations(num_classes, n, alpha, skip):
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    # The model's own loss (the autograd path) is the same equation.
+    own = fm.loss(x1, labels, generator=torch.Generator().manual_seed(7), standardized=True)
+    assert own.item() == pytest.approx(ref.item(), rel=1e-12)
+    if dropout:  # the null class's row is trained: some label of this batch was dropped
+        assert grads[1][num_classes].abs().sum() > 0
 
 
 @pytest.mark.parametrize("path", [*PATHS.names(), {"name": "linear", "sigma_min": 0.1}])
@@ -314,6 +325,7 @@ MODELS = {
     "nsf": lambda: SplineFlow(couplings=3, bins=5, hidden=12),
     "fm": lambda: FlowMatching(hidden=16, layers=3),
     "cfm": lambda: FlowMatching(num_classes=5, hidden=16, layers=3),
+    "cfm-dropout": lambda: FlowMatching(num_classes=5, hidden=16, layers=3, label_dropout=0.2),
 }
 
 
@@ -325,7 +337,7 @@ def test_training_without_the_kernels_gives_the_same_losses(monkeypatch, kernel_
     def run(name):
         torch.manual_seed(0)
         model = MODELS[name]().double()
-        lb = labels if name == "cfm" else None
+        lb = labels if name.startswith("cfm") else None
         return fit(model, x.double(), lb, config=config, progress=False)
 
     fast = {name: run(name) for name in MODELS}
@@ -345,7 +357,7 @@ def test_fused_step_fills_the_gradients_autograd_gives(name):
     model = MODELS[name]().double()
     params = list(model.parameters())
     y = torch.randn(37, 2, dtype=torch.float64)
-    labels = torch.randint(0, 5, (37,)) if name == "cfm" else None
+    labels = torch.randint(0, 5, (37,)) if name.startswith("cfm") else None
     for p in params:
         p.grad = torch.full_like(p, 7.0)  # stale values must be overwritten, not added to
     loss, grads = fused(model, y, labels, 5)
@@ -360,7 +372,7 @@ def test_fused_step_fills_the_gradients_autograd_gives(name):
 def test_fit_takes_the_fused_path_when_it_can(name, kernel_wins, monkeypatch):
     model = MODELS[name]().double()
     x, labels = olympic_rings(256, conditional=True, seed=0)
-    lb = labels if name == "cfm" else None
+    lb = labels if name.startswith("cfm") else None
     selected = kernels.select(model, x.double(), lb, 64)
     assert selected.step is not None and selected.reason is None
 

@@ -52,3 +52,22 @@ def test_a_folder_of_commit_44350cf_gives_what_it_gave(name):
         rtol=0 if exact else 1e-6,
         atol=0 if exact else 1e-6,
     )
+
+
+def test_a_conditional_folder_from_before_label_dropout_has_no_null_class():
+    # Written before guidance: it loads as trained, without label dropout, and refuses a
+    # guidance that needs the unconditional velocity it never learned.
+    model, info = load_run(FIXTURES / "cfm")
+    assert (
+        "label_dropout" not in json.loads((FIXTURES / "cfm" / "config.json").read_text())["model"]
+    )
+    assert model.label_dropout == 0.0 and model.null_label is None
+    assert model.field.embedding.num_embeddings == 5
+    labels = torch.arange(6) % 5
+
+    def draw(**options):
+        return model.sample(6, labels=labels, generator=torch.Generator().manual_seed(7), **options)
+
+    assert torch.equal(draw(dt=0.05, guidance=1.0), draw(dt=0.05))
+    with pytest.raises(ValueError, match="label dropout"):
+        draw(dt=0.05, guidance=2.0)

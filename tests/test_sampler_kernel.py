@@ -255,6 +255,25 @@ def test_importing_the_sampler_registers_it_once():
     assert (_KEPT + _ADDED).count(sampler.accelerate) == 1
 
 
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
+def test_guided_sampling_takes_the_kernel_one_step_at_a_time(w, kernel_calls, monkeypatch):
+    # Each guided Euler step is y_null + w (y_class - y_null) of one kernel step of each
+    # field; w = 0 and w = 1 are one field, one kernel run for the whole grid.
+    fm = model(hidden=8, layers=3, num_classes=3, label_dropout=0.2)
+    z, labels = inputs(fm, 21)
+    fast = fm.decode(z, labels, dt=0.1, guidance=w)
+    assert len(kernel_calls) == (1 if w in (0.0, 1.0) else 10)
+    steps = fm.trajectory(z, labels=labels, dt=0.1, times=[0.3, 1.0], guidance=w)
+    torch.testing.assert_close(steps[1], fast, rtol=0, atol=0)
+    monkeypatch.setenv("FLOWSCOPE_NO_KERNEL", "1")
+    calls = len(kernel_calls)
+    plain = fm.decode(z, labels, dt=0.1, guidance=w)
+    assert len(kernel_calls) == calls  # stepped aside: PyTorch's guided field
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    null = fm.decode(z, torch.full_like(labels, 0), dt=0.1)  # some other field
+    assert not torch.allclose(plain, null)
+
+
 def test_importing_flow_matching_alone_registers_the_fused_sampler():
     code = (
         "import flowscope.matching; from flowscope.matching.model import EULER_ACCELERATORS;"

@@ -51,6 +51,7 @@ __all__ = [
     "RingPrecision",
     "RoundTrip",
     "class_accuracy",
+    "class_coverage",
     "heldout_nll",
     "path_metrics",
     "ring_coverage",
@@ -324,26 +325,35 @@ def ring_coverage(x: Any, *, bins: int = 36, ring_thickness: float = RING_THICKN
         >>> ring_coverage(olympic_rings(5000, seed=0))
         1.0
     """
-    bins = check_int(bins, "bins")
+    inside, sector = _ring_cells(x, bins, ring_thickness)
+    ring = torch.arange(len(RING_CENTERS)).expand_as(sector)
+    cells = (ring * bins + sector)[inside]
+    return float(len(torch.unique(cells)) / (len(RING_CENTERS) * bins))
+
+
+def _ring_cells(x: Any, bins: int, ring_thickness: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each point (N, 2) lies in each ring's band, (N, 5) bool, and its angular
+    sector about each ring's centre, (N, 5) in [0, bins)."""
+    check_int(bins, "bins")
     pts = _points(x, "x", 2)
     inside = in_band(pts, ring_thickness)  # (N, 5)
     centers = torch.tensor(RING_CENTERS, dtype=torch.float64)
     rel = pts[:, None, :] - centers[None]  # (N, 5, 2)
     angle = torch.atan2(rel[..., 1], rel[..., 0])  # (N, 5) in [-pi, pi]
     sector = ((angle + math.pi) / (2 * math.pi) * bins).long().clamp(0, bins - 1)
-    ring = torch.arange(len(RING_CENTERS)).expand_as(sector)
-    cells = (ring * bins + sector)[inside]
-    return float(len(torch.unique(cells)) / (len(RING_CENTERS) * bins))
+    return inside, sector
 
 
 @dataclass(frozen=True)
 class ClassAccuracy:
-    """Share of samples of each class that lie in their own ring's band.
+    """Shares per class of a conditional model's samples: of the samples in their own
+    ring's band (:func:`class_accuracy`) or of their ring's sectors reached
+    (:func:`class_coverage`).
 
     Attributes:
         per_class: one share per class, in the order of ``RING_NAMES``; ``nan`` for a
             class with no samples.
-        overall: the share over all samples.
+        overall: the share over all samples (all cells, for the coverage).
     """
 
     per_class: tuple[float, ...]
@@ -385,6 +395,51 @@ def class_accuracy(x: Any, labels: Any, *, ring_thickness: float = RING_THICKNES
         float(hit[y == c].double().mean()) if (y == c).any() else math.nan for c in range(k)
     )
     return ClassAccuracy(per_class=per, overall=float(hit.double().mean()))
+
+
+def class_coverage(
+    x: Any, labels: Any, *, bins: int = 36, ring_thickness: float = RING_THICKNESS
+) -> ClassAccuracy:
+    """Share of each ring's angle bins that the samples drawn for its class reach.
+
+    Ring k's band is cut into ``bins`` equal angular sectors about its centre (as in
+    :func:`ring_coverage`); a sector counts when a sample generated for class k lies in
+    it, inside ring k's band. Class accuracy says whether the samples of a class stay on
+    their ring; this says whether they still go all the way round it (guidance that
+    sharpens a class can empty the arcs where the rings cross).
+
+    Arguments:
+        x: (N, 2) samples in data units.
+        labels: (N,) the class ids in [0, 5) the samples were drawn for (or one int).
+        bins: angular sectors per ring, >= 1.
+        ring_thickness: band width in data units.
+
+    Returns:
+        a :class:`ClassAccuracy` of shares of sectors: ``per_class`` one per class
+        (``nan`` for a class with no samples), ``overall`` the share of all 5 x ``bins``
+        (ring, sector) cells reached by their own class.
+
+    Raises:
+        ValueError: for a bad shape, ``bins``, thickness or labels.
+
+    Example:
+        >>> from flowscope import olympic_rings
+        >>> x, y = olympic_rings(5000, conditional=True, seed=0)
+        >>> class_coverage(x, y).overall
+        1.0
+    """
+    inside, sector = _ring_cells(x, bins, ring_thickness)
+    k = len(RING_NAMES)
+    y = check_labels(labels, len(inside), k).cpu()
+    own = inside.gather(1, y[:, None]).squeeze(1)  # (N,): in its own ring's band
+    cells = (y * bins + sector.gather(1, y[:, None]).squeeze(1))[own]
+    reached = torch.zeros(k * bins, dtype=torch.bool)
+    reached[cells] = True
+    per = tuple(
+        float(reached[c * bins : (c + 1) * bins].double().mean()) if (y == c).any() else math.nan
+        for c in range(k)
+    )
+    return ClassAccuracy(per_class=per, overall=float(reached.double().mean()))
 
 
 # -- invertibility --------------------------------------------------------------------------

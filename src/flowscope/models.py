@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .base import STANDARDIZE, FlowModel
+from .data import check_int
 from .flows import DEFAULT_EMBEDDING_DIM, NormalizingFlow, SplineFlow
 from .gaussian import Gaussian
 from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
@@ -49,7 +50,7 @@ def positive_number(text: str) -> float:
     return value
 
 
-def _sigma_min(text: str) -> float:
+def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -72,6 +73,8 @@ class Option:
             boolean switch (``--flag/--no-flag``).
         choices: the allowed values, if a fixed set.
         metavar: the value's name in ``--help``.
+        const: the value of the flag given without one (``--label-dropout`` alone is
+            0.1), or ``None``: the flag needs a value.
     """
 
     flag: str
@@ -80,6 +83,7 @@ class Option:
     parse: Callable[[str], Any] | None = str
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
+    const: Any = None
 
     @property
     def dest(self) -> str:
@@ -128,8 +132,9 @@ class ModelType:
         fixed: constructor arguments the type fixes (besides ``num_classes``).
         options: the command-line options that set its constructor's arguments.
         sample_options: the keyword options its sampling, encoding and trajectories
-            take (``dt`` and ``solver`` for flow matching); the command line passes
-            those it was given.
+            take (``dt`` and ``solver`` for flow matching, and ``guidance`` for
+            conditional flow matching); the command line passes those it was given.
+            A type that takes ``dt`` also takes K fixed steps (:meth:`sampling`).
         upgrade: recorded constructor arguments of an older run folder -> today's
             (defaults for arguments that did not exist when it was written).
         likelihood_options: the keyword options its ``log_prob`` and ``inverse`` take
@@ -192,10 +197,26 @@ class ModelType:
         args = dict(args)
         return self.upgrade(args) if self.upgrade is not None else args
 
+    def takes(self, option: str) -> bool:
+        """Whether this type's sampler takes ``option`` (``steps``: where it takes ``steps``
+        or ``dt``)."""
+        return option in self.sample_options or (option == "steps" and "dt" in self.sample_options)
+
     def sampling(self, **given: Any) -> dict[str, Any]:
         """The options among ``given`` (those not ``None``) that this type's sampler
-        takes."""
-        return {k: v for k, v in given.items() if k in self.sample_options and v is not None}
+        takes; ``steps=K``, K fixed steps over t in [0, 1], becomes ``dt=1/K`` for a
+        sampler that takes ``dt`` and not ``steps``.
+
+        Raises:
+            ValueError: for ``steps`` not a whole number >= 1, or given with ``dt``.
+        """
+        given = {k: v for k, v in given.items() if v is not None and self.takes(k)}
+        if "steps" in given and "steps" not in self.sample_options:
+            steps = check_int(given.pop("steps"), "steps")
+            if "dt" in given:
+                raise ValueError("give the number of steps or the step dt, not both")
+            given["dt"] = 1.0 / steps
+        return given
 
 
 #: Every model type, by name.
@@ -251,7 +272,7 @@ _FM_OPTIONS = (
         "--sigma-min",
         "the noise left at t = 1 on the linear path, in [0, 1) (default 0, the study's)",
         lambda s: {"path": {"name": "linear", "sigma_min": s}},
-        parse=_sigma_min,
+        parse=_fraction,
         metavar="S",
     ),
     Option(
@@ -271,6 +292,17 @@ _FM_OPTIONS = (
         metavar="NAME|FILE",
     ),
 )
+_LABEL_DROPOUT_OPTION = Option(
+    "--label-dropout",
+    "train for classifier-free guidance: replace each training example's class by a "
+    "learned null class with probability P in [0, 1) (the flag alone: 0.1), so that "
+    "`sample --guidance W` can steer with v_null + W (v_class - v_null); implies "
+    "--standardize global (default 0: no null class, no guidance)",
+    lambda p: {"label_dropout": p},
+    parse=_fraction,
+    metavar="P",
+    const=0.1,
+)
 _STANDARDIZE_OPTION = Option(
     "--standardize",
     "standardize each class's points by their own mean and standard deviation ('class', "
@@ -285,7 +317,7 @@ _STANDARDIZE_OPTION = Option(
 def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
     """Run folders written before an argument existed trained with the study's choice:
     uniform t (``time_alpha`` 1 before ``times``), global standardization, no skip, the
-    linear path and the independent coupling."""
+    linear path, the independent coupling and no label dropout."""
     if "times" not in args:
         alpha = float(args.pop("time_alpha", 1.0))
         args["times"] = {"name": "uniform"} if alpha == 1 else {"name": "beta", "alpha": alpha}
@@ -293,6 +325,7 @@ def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
     args.setdefault("gaussian_skip", False)
     args.setdefault("path", {"name": "linear", "sigma_min": 0.0})
     args.setdefault("coupling", {"name": "independent"})
+    args.setdefault("label_dropout", 0.0)
     return args
 
 
@@ -403,8 +436,8 @@ MODELS.register(
         FlowMatching,
         "conditional flow matching",
         conditional=True,
-        options=(*_FM_OPTIONS, _STANDARDIZE_OPTION),
-        sample_options=("dt", "solver"),
+        options=(*_FM_OPTIONS, _STANDARDIZE_OPTION, _LABEL_DROPOUT_OPTION),
+        sample_options=("dt", "solver", "guidance"),
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,
         small={"hidden": 16, "layers": 3},

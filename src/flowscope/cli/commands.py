@@ -5,11 +5,12 @@ writes its files atomically (:func:`~flowscope.runs.atomic_write`), and reports 
 as one line through :func:`~flowscope.cli.main`. Coordinates the user gives or gets are in
 data units; a latent z is in the base distribution's units (N(0, I), standardized).
 
-Sampler options (``--dt``, ``--solver``) given for a model type that does not take them
-(:attr:`~flowscope.models.ModelType.sample_options`) are ignored with a note on stderr: a
-flow maps in one pass, so there is no step to choose, and the same command line then
-works for every run folder. The model types and their ``train`` options come from
-:data:`~flowscope.models.MODELS`.
+Sampler options (``--dt``, ``--steps``, ``--solver``) given for a model type that does not
+take them (:attr:`~flowscope.models.ModelType.sample_options`) are ignored with a note on
+stderr: a flow maps in one pass, so there is no step to choose, and the same command line
+then works for every run folder. ``--guidance`` is refused instead: a model it cannot
+steer would give samples of another distribution than the one asked for. The model types
+and their ``train`` options come from :data:`~flowscope.models.MODELS`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from .. import runs
 from ..errors import check_finite
 from ..matching import DEFAULT_DT, SOLVERS
+from ..matching.guidance import check_guidance
 from ..models import MODELS, Option
 from ..train import TrainConfig, TrainingDiverged
 from . import CommandError, add_command, int_type, text_table
@@ -244,21 +246,32 @@ def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     return options
 
 
-def _sample_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
-    """The sampler options given (``--dt``, ``--solver``) that the run's model type takes;
-    a note on stderr names those it does not (a flow maps in one pass)."""
+def _sample_options(args: argparse.Namespace, model: Any, info: Any) -> dict[str, Any]:
+    """The sampler options given (``--dt``, ``--steps``, ``--solver``, ``--guidance``) that
+    the run's model type takes; a note on stderr names the step options it does not (a
+    flow maps in one pass).
+
+    Raises:
+        CommandError: for ``--guidance`` on a model that guidance cannot steer.
+    """
     entry = runs.model_type_of(info)
-    given = {"dt": args.dt, "solver": args.solver}
-    ignored = [
-        f"--{k}" for k, v in given.items() if v is not None and k not in entry.sample_options
-    ]
+    guidance = getattr(args, "guidance", None)
+    if guidance is not None and not entry.takes("guidance"):
+        why = "is unconditional" if model.num_classes is None else f"is a {entry.title}"
+        steered = ", ".join(e.name for e in MODELS if e.takes("guidance"))
+        raise CommandError(
+            f"--guidance {guidance:g}: the model in {args.run} {why}; guidance steers a "
+            f"{steered} model trained with --label-dropout towards a class (drop --guidance)"
+        )
+    steps = {"dt": args.dt, "steps": args.steps, "solver": args.solver}
+    ignored = [f"--{k}" for k, v in steps.items() if v is not None and not entry.takes(k)]
     if ignored:
         print(
             f"flowscope: note: {' and '.join(ignored)} ignored: a {entry.title} maps in one "
             "pass, without ODE steps",
             file=sys.stderr,
         )
-    return entry.sampling(**given)
+    return entry.sampling(**steps, guidance=guidance)
 
 
 def _model_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -541,7 +554,7 @@ def _sample(args: argparse.Namespace) -> int:
     out, plot = output_path(args.output, "-o"), plot_path(args.plot)
     distinct_outputs(o=out, plot=plot)
     model, info = runs.load_run(args.run, args.device)
-    options = _sample_options(args, info)
+    options = _sample_options(args, model, info)
     n = args.n
     labels = None
     if args.label is not None:
@@ -621,7 +634,7 @@ def _invert(args: argparse.Namespace) -> int:
     out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
     distinct_outputs(o=out, trajectory=traj_out)
     model, info = runs.load_run(args.run, args.device)
-    options = _sample_options(args, info)
+    options = _sample_options(args, model, info)
     x, labels = _points(args, model, info)
     z = model.encode(x, labels, **options)
     _check_far(z, x, "latent", args.run)
@@ -704,10 +717,18 @@ def _add_points(p: argparse.ArgumentParser) -> None:
 
 
 def _add_flow_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    step = p.add_mutually_exclusive_group()
+    step.add_argument(
         "--dt",
         type=_step,
         help=f"ODE step in (0, 1] for flow matching (default {DEFAULT_DT}); a flow ignores it",
+    )
+    step.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="K",
+        help="K fixed steps over t in [0, 1] for flow matching (dt = 1/K; Euler unless "
+        "--solver says otherwise), e.g. --steps 4 for few-step sampling; a flow ignores it",
     )
     p.add_argument(
         "--solver",
@@ -803,6 +824,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(type=_option_type(option.parse), metavar=option.metavar)
+            if option.const is not None:
+                kwargs.update(nargs="?", const=option.const)
             if option.choices is not None:
                 kwargs.update(choices=option.choices, metavar=None)
         p.add_argument(option.flag, **kwargs)
@@ -814,7 +837,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         sub,
         "sample",
         "Draw points from a trained model; write them as CSV (x,y[,label]) and/or a plot.",
-        "flowscope sample runs/cfm -n 1000 --label blue --plot blue.png",
+        "flowscope sample runs/cfm -n 1000 --label blue --plot blue.png\n"
+        "  flowscope sample runs/cfg --label blue --guidance 2   # trained with --label-dropout\n"
+        "  flowscope sample runs/fm --steps 4   # four Euler steps",
         _sample,
     )
     _add_run(p)
@@ -825,6 +850,14 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "--label",
         metavar="NAME_OR_ID",
         help="class to draw from a conditional model (default: all classes, balanced)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=_option_type(check_guidance),
+        metavar="W",
+        help="classifier-free guidance scale W >= 0 for a cfm trained with --label-dropout: "
+        "the velocity is v_null + W (v_class - v_null); 1: the conditional model (the "
+        "default), 0: the unconditional one, > 1: samples pushed further into their class",
     )
     p.add_argument(
         "-o", "--output", metavar="FILE", help="CSV file (default: stdout unless --plot is given)"

@@ -18,7 +18,8 @@ class FMKernel(FastPath):
     :class:`~flowscope.matching.VelocityField`, on any probability path, coupling and
     time sampler (the model's :meth:`~flowscope.matching.FlowMatching.training_batch`
     gives the kernel its inputs and targets), with or without the Gaussian skip, on the
-    CPU in float32 or float64.
+    CPU in float32 or float64. With label dropout the batch's labels carry the null class
+    (the embedding's last row), which the kernel looks up as any other class.
 
     The kernel regresses the network on u = dx_t - g(t) x_t, the path's velocity less the
     skip, which is the model's loss ||network + g(t) x_t - dx_t||^2 written for the
@@ -70,7 +71,7 @@ class FMKernel(FastPath):
             target = torch.addcmul(b.dx_t, rate(b.t), b.x_t, value=-1) if skip else b.dx_t
             # Contiguous copies are bound to names so that they outlive the call.
             x_t, t, u = b.x_t.contiguous(), b.t.contiguous(), target.contiguous()
-            lab = None if labels is None else labels.contiguous()
+            lab = None if b.labels is None else b.labels.contiguous()  # after dropout
             grads = [grad_buffer(p) for p in params]
             loss = torch.empty((), dtype=x_t.dtype)
             rc = fn(

@@ -7,7 +7,9 @@ PyTorch sampler computes, ``integrate(model.ode_velocity(labels), y, grid, "eule
 the same network and skip, the same operations per point, the same results to rounding
 (:func:`reason` says why not, else): sampling, encoding and trajectories cost one C call
 instead of a few PyTorch operations per layer and step. It also steps aside where it is
-not faster than the PyTorch sampler on this machine (:func:`speed`, measured once).
+not faster than the PyTorch sampler on this machine (:func:`speed`, measured once). A
+guided field (classifier-free guidance) is two fields: the model calls it one step at a
+time for both, on the points doubled (``FlowMatching._guided_euler``).
 
 ``FLOWSCOPE_NO_KERNEL=1`` turns it off, like every kernel.
 """

@@ -15,6 +15,8 @@ References:
     Karras, Aittala, Aila, Laine. Elucidating the Design Space of Diffusion-Based
     Generative Models. 2022, arXiv:2206.00364 (a skip term that handles the part of the
     answer known in closed form, so that the network learns the rest).
+    Ho, Salimans. Classifier-Free Diffusion Guidance. 2022, arXiv:2207.12598 (label
+    dropout and the guidance scale, :mod:`.guidance`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..base import FlowModel
 from ..data import check_int
 from .couplings import COUPLINGS, Coupling
 from .field import VelocityField
+from .guidance import check_guidance, check_label_dropout, drop_labels, guided
 from .paths import PATHS, AffinePath
 from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrate, time_grid
 from .sources import SOURCES, Source
@@ -50,7 +53,8 @@ DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
 DIVERGENCES = ("exact", "hutchinson")
 
 #: Fast Euler samplers, tried in order before :func:`~.solvers.integrate` when a
-#: :class:`FlowMatching` integrates with ``solver="euler"``: each is called as
+#: :class:`FlowMatching` integrates with ``solver="euler"`` (a guided field one step at a
+#: time, for both of its fields: :meth:`FlowMatching._guided_euler`): each is called as
 #: ``(model, y (N, D), labels (N,) or None, grid, record)`` and returns the states at
 #: ``grid[i]`` for i in ``record`` (len(record), N, D), those ``integrate`` gives to
 #: rounding, or ``None`` to step aside. :mod:`flowscope.kernels.sampler` registers one.
@@ -69,7 +73,8 @@ class TrainingBatch:
         t: (N, 1) the times.
         x_t: (N, D) the points on the path at those times.
         dx_t: (N, D) the path's velocity there, the regression target.
-        labels: (N,) class ids, or ``None``.
+        labels: (N,) the class ids the velocity is conditioned on (the data's, with the
+            null class ``num_classes`` where label dropout replaced one), or ``None``.
     """
 
     x0: torch.Tensor
@@ -115,6 +120,15 @@ class FlowMatching(FlowModel):
     arXiv:2502.09611); the study standardizes all points together (``"global"``).
     ``log_prob`` stays exact: the class's log|det| of the standardization is added.
 
+    Classifier-free guidance (:mod:`.guidance`, Ho and Salimans 2022): with
+    ``label_dropout`` p > 0 a conditional model also learns the unconditional velocity,
+    on a null class (one more row of the class embedding, id ``num_classes``) that
+    replaces each training example's class with probability p; ``sample(...,
+    guidance=w)`` then integrates v_null + w (v_class - v_null). p = 0 (the default) is
+    the study's conditional model, which has no null class and refuses a guidance
+    w != 1. The null class sees all classes in one coordinate system, so label dropout
+    standardizes all points together (``standardize="global"``; ``"class"`` is refused).
+
     Arguments:
         features: the dimension D.
         num_classes: classes of a conditional model, or ``None``.
@@ -135,13 +149,17 @@ class FlowMatching(FlowModel):
         source: the distribution at t = 0, of :data:`~.sources.SOURCES` (default
             ``"normal"``, N(0, I) in standardized units; another source is in data units,
             mapped by the data's standardization, see :mod:`.sources`).
+        label_dropout: the probability p in [0, 1) that a training example's class is
+            replaced by the null class (a conditional model; Ho and Salimans use 0.1 to
+            0.2); 0: no null class.
 
     Raises:
         ValueError: for an unknown or badly configured part, a ``standardize`` outside
             :data:`~flowscope.base.STANDARDIZE` (``"class"`` needs classes), a
             ``gaussian_skip`` that is not a bool, a coupling that needs classes on an
-            unconditional model, a source of another dimension than ``features``, or a
-            source in data units with per-class standardization.
+            unconditional model, a source of another dimension than ``features``, a
+            source in data units with per-class standardization, or a ``label_dropout``
+            outside [0, 1), on an unconditional model or with per-class standardization.
 
     Example:
         >>> fm = FlowMatching(features=2, hidden=16, layers=3)
@@ -164,12 +182,24 @@ class FlowMatching(FlowModel):
         standardize: str | None = None,
         gaussian_skip: bool = True,
         source: str | dict | Source = "normal",
+        label_dropout: float = 0.0,
     ):
         conditional = num_classes is not None
         built_source: Source = SOURCES.build(source)
+        label_dropout = check_label_dropout(label_dropout)
+        if label_dropout > 0 and not conditional:
+            raise ValueError(
+                "label_dropout trains the null class of a conditional model: it needs "
+                "num_classes (classes to drop)"
+            )
         if standardize is None:
-            per_class = conditional and not built_source.in_data_units
+            per_class = conditional and not built_source.in_data_units and label_dropout == 0
             standardize = "class" if per_class else "global"
+        if label_dropout > 0 and standardize == "class":
+            raise ValueError(
+                "label_dropout learns one unconditional velocity for all classes, which "
+                "needs all points in one coordinate system: use standardize='global' with it"
+            )
         super().__init__(features, num_classes, standardize)
         if not isinstance(gaussian_skip, bool):
             raise ValueError(f"gaussian_skip must be True or False, got {gaussian_skip!r}")
@@ -191,6 +221,7 @@ class FlowMatching(FlowModel):
                 "data's one standardization: use standardize='global' with it"
             )
         self._gaussian_skip = gaussian_skip
+        self._label_dropout = label_dropout
         self._args = dict(
             features=features,
             num_classes=num_classes,
@@ -203,8 +234,10 @@ class FlowMatching(FlowModel):
             standardize=standardize,
             gaussian_skip=gaussian_skip,
             source=self._source.config(),
+            label_dropout=label_dropout,
         )
-        self.field = VelocityField(features, hidden, layers, num_classes, embedding_dim)
+        embeddings = None if num_classes is None else num_classes + (label_dropout > 0)
+        self.field = VelocityField(features, hidden, layers, embeddings, embedding_dim)
 
     def config(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, dict) else v for k, v in self._args.items()}
@@ -236,9 +269,21 @@ class FlowMatching(FlowModel):
         (read-only: it is part of the model's recorded configuration)."""
         return self._gaussian_skip
 
+    @property
+    def label_dropout(self) -> float:
+        """The probability that training replaces a class by the null class (read-only)."""
+        return self._label_dropout
+
+    @property
+    def null_label(self) -> int | None:
+        """The id of the learned null class (``num_classes``), or ``None`` for a model
+        trained without label dropout."""
+        return self.num_classes if self.label_dropout > 0 else None
+
     def describe_loss(self) -> str:
         """The regression loss: its values depend on where the times are drawn."""
-        return f"Eq. 16 with t ~ {self.times.describe()}"
+        dropout = f", labels dropped with p = {self.label_dropout:g}" if self.label_dropout else ""
+        return f"Eq. 16 with t ~ {self.times.describe()}{dropout}"
 
     @classmethod
     def likelihood_method(
@@ -259,11 +304,25 @@ class FlowMatching(FlowModel):
         t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
         return v + self.path.gaussian_velocity(y, t)
 
-    def ode_velocity(self, labels: torch.Tensor | None = None) -> Velocity:
+    def ode_velocity(
+        self, labels: torch.Tensor | None = None, guidance: float | None = None
+    ) -> Velocity:
         """The velocity (y (N, D), t) -> (N, D), standardized units, that the samplers
         integrate: :meth:`velocity` with the weights frozen
         (:meth:`~.field.VelocityField.frozen` for the built-in network, which precomputes
-        what does not depend on y)."""
+        what does not depend on y); with a guidance scale w, the guided velocity
+        v_null + w (v_class - v_null) of :mod:`.guidance` (see :meth:`guidance_scale`).
+
+        Raises:
+            ValueError: for a guidance the model does not take (:meth:`guidance_scale`).
+        """
+        labels, w = self._guided(labels, guidance)
+        if w is None:
+            return self._frozen_velocity(labels)
+        null = torch.full_like(labels, self.null_label)
+        return guided(self._frozen_velocity(labels), self._frozen_velocity(null), w)
+
+    def _frozen_velocity(self, labels: torch.Tensor | None) -> Velocity:
         builtin = type(self.field) is VelocityField
         net = self.field.frozen(labels) if builtin else (lambda s, t: self.field(s, t, labels))
         if not self.gaussian_skip:
@@ -272,6 +331,41 @@ class FlowMatching(FlowModel):
         if builtin:  # the frozen network returns a new tensor: one in-place add per step
             return lambda y, t: net(y, t).add_(y, alpha=rate(float(t)))
         return lambda y, t: net(y, t) + rate(float(t)) * y
+
+    def guidance_scale(self, guidance: Any) -> float | None:
+        """The guidance scale w as a float, checked for this model (``None``: none).
+
+        Raises:
+            ValueError: for w that is not a finite number >= 0, any w on an unconditional
+                model, or w != 1 on a model trained without label dropout (it has no null
+                class, so no unconditional velocity).
+        """
+        w = check_guidance(guidance)
+        if w is None:
+            return None
+        if self.num_classes is None:
+            raise ValueError(
+                "guidance steers a class-conditional model towards a class; this model is "
+                "unconditional: drop the guidance"
+            )
+        if w != 1 and self.null_label is None:
+            raise ValueError(
+                f"guidance w = {w:g} needs the unconditional velocity, which a model learns "
+                "only with label dropout; this one was trained without (label_dropout=0): "
+                "train it with label_dropout=0.1 (flowscope train cfm --label-dropout 0.1)"
+            )
+        return w
+
+    def _guided(self, labels, guidance) -> tuple[torch.Tensor | None, float | None]:
+        """The labels and the scale of the field to integrate: ``(labels, None)`` where it
+        is one field, the class's (no guidance, w = 1) or the null class's (w = 0, labels
+        replaced), else ``(labels, w)``."""
+        w = self.guidance_scale(guidance)
+        if w is None or w == 1:
+            return labels, None
+        if w == 0:
+            return torch.full_like(labels, self.null_label), None
+        return labels, w
 
     # -- the source -----------------------------------------------------------------------
     def base_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -304,50 +398,97 @@ class FlowMatching(FlowModel):
     ) -> TrainingBatch:
         """Draw the noise and the times of a batch of standardized data x1 (N, D) and
         place the pairs on the path: what both the loss and the trainer's fused kernel
-        regress on. Draws the noise first, then the times, from ``generator``."""
+        regress on. Draws the noise first, then the times, then (with label dropout) which
+        labels become the null class, from ``generator``."""
         n = x1.shape[0]
         x0 = self.base_sample(n, generator)
         t = self.times.sample(n, generator, x1.dtype).to(x1.device)
-        x0 = self.coupling.pair(x0, x1, labels)
+        x0 = self.coupling.pair(x0, x1, labels)  # by the data's classes
         on_path = self.path.sample(x0, x1, t)
+        if labels is not None and self.null_label is not None:
+            labels = drop_labels(labels, self.label_dropout, self.null_label, generator)
         return TrainingBatch(x0, x1, t, on_path.x_t, on_path.dx_t, labels)
 
     def _loss(self, y, labels, generator):
         """The regression of the velocity on the path's velocity (Eq. 16), mean over the
         batch of the squared error summed over the coordinates."""
         b = self.training_batch(y, labels, generator)
-        v = self.velocity(b.x_t, b.t, labels)
+        v = self.velocity(b.x_t, b.t, b.labels)
         return ((v - b.dx_t) ** 2).sum(dim=1).mean()
 
     # -- integration ----------------------------------------------------------------------
-    def _check_options(self, *, dt: float = DEFAULT_DT, solver: str = "euler") -> None:
+    def _check_options(
+        self, *, dt: float = DEFAULT_DT, solver: str = "euler", guidance: float | None = None
+    ) -> None:
         time_grid(dt)
         check_solver(solver)
+        self.guidance_scale(guidance)
 
     def _integrate(
-        self, y, labels, grid: list[float], solver: str, record: list[int] | None = None
+        self,
+        y,
+        labels,
+        grid: list[float],
+        solver: str,
+        record: list[int] | None = None,
+        guidance: float | None = None,
     ) -> torch.Tensor:
         """The states (len(record), N, D) at grid[i] for i in ``record`` (default: every
-        grid time) of the flow from y (N, D) at grid[0]; by the first of
-        :data:`EULER_ACCELERATORS` that runs, else by :func:`~.solvers.integrate`."""
+        grid time) of the flow from y (N, D) at grid[0]; with ``solver="euler"`` by the
+        first of :data:`EULER_ACCELERATORS` that runs (for a guided field, one step at a
+        time: :meth:`_guided_euler`), else by :func:`~.solvers.integrate`."""
         record = list(range(len(grid))) if record is None else record
+        labels, w = self._guided(labels, guidance)
         with torch.no_grad():
             if solver == "euler":
-                for fast in EULER_ACCELERATORS:
-                    states = fast(self, y, labels, grid, record)
-                    if states is not None:
-                        return states
-            return integrate(self.ode_velocity(labels), y, grid, solver)[record]
+                states = (
+                    self._accelerated(y, labels, grid, record)
+                    if w is None
+                    else self._guided_euler(y, labels, w, grid, record)
+                )
+                if states is not None:
+                    return states
+            field = self.ode_velocity(labels) if w is None else self.ode_velocity(labels, w)
+            return integrate(field, y, grid, solver)[record]
 
-    def _decode(self, z, labels, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+    def _accelerated(self, y, labels, grid, record) -> torch.Tensor | None:
+        """The Euler states of :meth:`_integrate` by the first accelerator that runs, or
+        ``None``."""
+        for fast in EULER_ACCELERATORS:
+            states = fast(self, y, labels, grid, record)
+            if states is not None:
+                return states
+        return None
+
+    def _guided_euler(self, y, labels, w: float, grid, record) -> torch.Tensor | None:
+        """The Euler states of the guided field by the accelerators, or ``None``.
+
+        An Euler step of v_null + w (v_class - v_null) from y is the same combination of
+        one Euler step of each field, y_null + w (y_class - y_null): both are computed
+        for the 2N points [y; y] with labels [class; null] in one accelerated step.
+        """
+        n, null = len(y), torch.full_like(labels, self.null_label)
+        both = torch.cat([labels, null])  # (2N,)
+        kept = {0: y} if 0 in record else {}
+        for k in range(len(grid) - 1):
+            step = self._accelerated(torch.cat([y, y]), both, grid[k : k + 2], [1])
+            if step is None:
+                return None
+            y_class, y_null = step[0, :n], step[0, n:]  # (N, D) each
+            y = y_null + w * (y_class - y_null)
+            if k + 1 in record:
+                kept[k + 1] = y
+        return torch.stack([kept[i] for i in record])
+
+    def _decode(self, z, labels, *, dt: float = DEFAULT_DT, solver: str = "euler", guidance=None):
         """Algorithm 2: Euler (or ``solver``) steps of ``dt`` from t = 0 to 1."""
         grid = time_grid(dt)
-        return self._integrate(z, labels, grid, solver, [len(grid) - 1])[0]
+        return self._integrate(z, labels, grid, solver, [len(grid) - 1], guidance)[0]
 
-    def _encode(self, y, labels, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+    def _encode(self, y, labels, *, dt: float = DEFAULT_DT, solver: str = "euler", guidance=None):
         """Eq. 18: the flow run backwards from t = 1 to 0."""
         grid = time_grid(dt, 1.0, 0.0)
-        return self._integrate(y, labels, grid, solver, [len(grid) - 1])[0]
+        return self._integrate(y, labels, grid, solver, [len(grid) - 1], guidance)[0]
 
     def _trajectory(
         self,
@@ -358,6 +499,7 @@ class FlowMatching(FlowModel):
         dt: float = DEFAULT_DT,
         times: Sequence[float] | None = None,
         solver: str = "euler",
+        guidance: float | None = None,
     ) -> torch.Tensor:
         if times is not None and len(times) == 0:
             raise ValueError(
@@ -368,22 +510,40 @@ class FlowMatching(FlowModel):
         idx = None
         if times is not None:
             idx = [min(range(len(grid)), key=lambda i, t=t: abs(grid[i] - t)) for t in times]
-        return self._integrate(y, labels, grid, solver, idx)
+        return self._integrate(y, labels, grid, solver, idx, guidance)
 
-    def decode(self, z, labels=None, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+    def decode(
+        self,
+        z,
+        labels=None,
+        *,
+        dt: float = DEFAULT_DT,
+        solver: str = "euler",
+        guidance: float | None = None,
+    ):
         """Push noise z (N, D) from t = 0 to t = 1 (Algorithm 2); returns x (N, D) in data
         units. With ``solver="euler"`` this makes ``round(1 / dt)`` velocity evaluations
-        when dt divides 1; otherwise the last step is shorter.
+        when dt divides 1 (twice as many with a guidance w other than 0 and 1);
+        otherwise the last step is shorter.
 
         Raises:
-            ValueError: for dt outside (0, 1], an unknown solver or bad labels.
+            ValueError: for dt outside (0, 1], an unknown solver, bad labels or a
+                guidance the model does not take (:meth:`guidance_scale`).
         """
-        return super().decode(z, labels, dt=dt, solver=solver)
+        return super().decode(z, labels, dt=dt, solver=solver, guidance=guidance)
 
-    def encode(self, x, labels=None, *, dt: float = DEFAULT_DT, solver: str = "euler"):
+    def encode(
+        self,
+        x,
+        labels=None,
+        *,
+        dt: float = DEFAULT_DT,
+        solver: str = "euler",
+        guidance: float | None = None,
+    ):
         """Run the flow backwards from t = 1 to t = 0 (Eq. 18): points x (N, D) in data
         units -> latents (N, D) at t = 0 (noise space, standardized units)."""
-        return super().encode(x, labels, dt=dt, solver=solver)
+        return super().encode(x, labels, dt=dt, solver=solver, guidance=guidance)
 
     def sample(
         self,
@@ -393,14 +553,34 @@ class FlowMatching(FlowModel):
         generator: torch.Generator | None = None,
         dt: float = DEFAULT_DT,
         solver: str = "euler",
+        guidance: float | None = None,
     ) -> torch.Tensor:
         """Draw n points (n, D) in data units (Algorithm 2): noise from ``generator``,
         integrated with steps of ``dt`` (the study: 1e-3) by ``solver``.
 
+        Arguments:
+            n: the number of points, >= 1.
+            labels: for a conditional model, one class id for all or (n,) ids.
+            generator: for the noise.
+            dt: step size in (0, 1]; K Euler steps are ``dt=1 / K``.
+            solver: one of :data:`~.solvers.SOLVERS`.
+            guidance: the classifier-free guidance scale w >= 0 of a conditional model:
+                the velocity is v_null + w (v_class - v_null) (:mod:`.guidance`); ``None``
+                or 1: the conditional model, 0: the unconditional one (w != 1 needs a
+                model trained with ``label_dropout``).
+
         Raises:
-            ValueError: for n < 1, dt outside (0, 1], an unknown solver, or bad labels.
+            ValueError: for n < 1, dt outside (0, 1], an unknown solver, bad labels, or a
+                guidance the model does not take (:meth:`guidance_scale`).
+
+        Example:
+            >>> cfm = FlowMatching(num_classes=2, hidden=16, layers=3, label_dropout=0.1)
+            >>> cfm.sample(4, labels=1, guidance=2.0, dt=0.25).shape
+            torch.Size([4, 2])
         """
-        return super().sample(n, labels=labels, generator=generator, dt=dt, solver=solver)
+        return super().sample(
+            n, labels=labels, generator=generator, dt=dt, solver=solver, guidance=guidance
+        )
 
     def trajectory(
         self,
@@ -412,6 +592,7 @@ class FlowMatching(FlowModel):
         dt: float = DEFAULT_DT,
         times: Sequence[float] | None = None,
         solver: str = "euler",
+        guidance: float | None = None,
     ) -> torch.Tensor:
         """States along the flow at the requested times.
 
@@ -426,12 +607,20 @@ class FlowMatching(FlowModel):
             times: times in [0, 1] to record (default: every grid time, start included);
                 they are added to the integration grid.
             solver: one of :data:`~.solvers.SOLVERS`.
+            guidance: the guidance scale w, as in :meth:`sample`.
 
         Returns:
             (len(times), N, D), in the order the times were given.
         """
         return super().trajectory(
-            points, labels=labels, inverse=inverse, units=units, dt=dt, times=times, solver=solver
+            points,
+            labels=labels,
+            inverse=inverse,
+            units=units,
+            dt=dt,
+            times=times,
+            solver=solver,
+            guidance=guidance,
         )
 
     # -- likelihood -----------------------------------------------------------------------
@@ -445,9 +634,18 @@ class FlowMatching(FlowModel):
         divergence: str = "exact",
         probes: int = 1,
         generator: torch.Generator | None = None,
+        guidance: float | None = None,
     ):
         r"""The latent and -\int_0^1 div v dt, by integrating the state and the divergence
         together from t = 1 down to 0."""
+        w = self.guidance_scale(guidance)
+        if w is not None and w != 1:
+            raise ValueError(
+                f"no log-density with guidance w = {w:g}: the guided velocity v_null + w "
+                "(v_class - v_null) is not the velocity of a probability path the model "
+                "learned, so its flow's density is neither p(x | class) nor "
+                "p(x | class)^w p(x)^(1 - w); w = 1 (or no guidance) gives p(x | class)"
+            )
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
         steps = check_int(steps, "steps")
@@ -506,8 +704,13 @@ class FlowMatching(FlowModel):
             divergence: ``"exact"`` or ``"hutchinson"``.
             probes: Rademacher probes averaged per point by ``"hutchinson"`` (default 1).
             generator: for Hutchinson's probes.
+            guidance: ``None`` or 1 (the conditional model's density); any other w is
+                refused (:mod:`.guidance`).
 
         Returns:
             (N,) log p(x); ``-inf`` where the value leaves the floating-point range.
+
+        Raises:
+            ValueError: for a guidance w != 1, whose field has no density of the model's.
         """
         return super().log_prob(x, labels, standardized=standardized, **options)
