@@ -207,6 +207,8 @@ def _times_text(config: dict[str, Any]) -> str:
 _OT_TIMES = "; ".join(
     f"{n}: {_times_text(c().default_times(False))} for fm, "
     f"{_times_text(c().default_times(True))} for cfm"
+    if not c.needs_labels
+    else f"{n}: {_times_text(c().default_times(True))}"
     for n, c in COUPLINGS.items()
     if not c.gaussian_skip_exact
 )

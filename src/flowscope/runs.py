@@ -571,6 +571,7 @@ def train_run(
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)
     info.model = model.config()
+    model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model)
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)

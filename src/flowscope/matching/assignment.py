@@ -95,13 +95,21 @@ _fastest = _Fastest()
 
 def assignment_cost(x0: torch.Tensor, x1: torch.Tensor) -> np.ndarray:
     r"""The squared Euclidean cost (N, N) float64, row i data x1[i], column j source x0[j]:
-    :math:`\|x_1\|^2 + \|x_0\|^2 - 2\, x_1 x_0^\top`, one matrix product (the rounding of
-    the expansion, about 1e-16 of the squared norms, is far below the gaps between
-    distinct pairings' costs)."""
-    a = x1.detach().to("cpu", torch.float64)
-    b = x0.detach().to("cpu", torch.float64)
-    norms = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :]  # (N, N)
-    return torch.addmm(norms, a, b.T, alpha=-2.0).numpy()
+    :math:`\sum_d (x_1[i, d] - x_0[j, d])^2`, one coordinate at a time in NumPy.
+
+    Elementwise and single-threaded on purpose: exact differences (no cancellation, as in
+    the expansion through a matrix product), and no thread pool, whose workers cost tens
+    of milliseconds a call on a loaded machine (measured: ``torch.addmm`` and
+    ``torch.cdist`` with two threads, ``benchmarks/README.md``).
+    """
+    a = x1.detach().to("cpu", torch.float64).numpy()
+    b = x0.detach().to("cpu", torch.float64).numpy()
+    cost = np.zeros((len(a), len(b)))
+    for d in range(a.shape[1]):
+        diff = np.subtract.outer(a[:, d], b[:, d])  # (N, N)
+        diff *= diff
+        cost += diff
+    return cost
 
 
 def check_solver(solver: str) -> str:
