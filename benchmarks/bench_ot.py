@@ -340,6 +340,7 @@ def main() -> None:
         "--rings", default=None, help=f"couplings on the Olympic rings: some of {list(RINGS)}"
     )
     p.add_argument("--n-points", type=int, default=250_000, help="rings training points")
+    p.add_argument("--steps", type=int, default=400, help="steps of each --overhead fit")
     args = p.parse_args()
     torch.set_num_threads(1)
     head = f"Command: `python benchmarks/bench_ot.py {' '.join(sys.argv[1:])}`\n\n"
@@ -351,7 +352,7 @@ def main() -> None:
         out.with_suffix(".md").write_text(head + "\n".join(rings_table(rows)) + "\n")
         return
     if args.overhead or args.solvers:
-        lines, rows = solvers() if args.solvers else (overhead(), None)
+        lines, rows = solvers() if args.solvers else (overhead(args.steps), None)
         out = Path(args.out)
         out.with_suffix(".md").write_text(head + "\n".join(lines) + "\n")
         if rows is not None:
