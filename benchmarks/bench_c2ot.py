@@ -146,7 +146,8 @@ def table(rows: list[dict], floor: tuple[float, float]) -> list[str]:
         )
     lines += [
         "",
-        f"W2^2 in data units, mean ± sd over seeds {sorted({r['seed'] for r in rows})}; "
+        "W2^2 in data units, mean ± sd (population, as C2OT's np.std) over seeds "
+        f"{sorted({r['seed'] for r in rows})}; "
         f"noise floor (two independent {N_TEST}-point moons samples): "
         f"{floor[0]:.3f} ± {floor[1]:.3f}.",
     ]

@@ -10,7 +10,9 @@ three hidden layers of 64 with SELU; what is shortened or differs is in
 Each task is a source and a target, both flowscope's toy generators (``flowscope.data``):
 
 - ``normal-8gaussians``: N(0, I) to 8 Gaussians (the target of Tong et al.'s Table 2);
-- ``8gaussians-moons``: 8 Gaussians to the moons (C2OT's Figure 1 task, unconditional).
+- ``8gaussians-moons``: 8 Gaussians to the moons (C2OT's Figure 1 task, unconditional);
+- ``normal-moons``: N(0, I) to the moons (the runner's ``moons``);
+- ``moons-8gaussians``: the moons to 8 Gaussians (the runner's ``twodim``).
 
 Reported per method, mean and standard deviation over the seeds: W2 (exact) between
 1,000 samples and the 1,000 test points at 1 Euler step and at 100, NPE
@@ -40,7 +42,12 @@ from flowscope.data import DATASETS
 from flowscope.matching.assignment import SOLVERS, assignment_cost
 from flowscope.metrics import wasserstein2
 
-TASKS = {"normal-8gaussians": ("normal", "8gaussians"), "8gaussians-moons": ("8gaussians", "moons")}
+TASKS = {
+    "normal-8gaussians": ("normal", "8gaussians"),
+    "8gaussians-moons": ("8gaussians", "moons"),
+    "normal-moons": ("normal", "moons"),
+    "moons-8gaussians": ("moons", "8gaussians"),
+}
 N_TRAIN, N_TEST, BATCH = 10_000, 1_000, 512
 
 
