@@ -10,7 +10,9 @@ three hidden layers of 64 with SELU; what is shortened or differs is in
 Each task is a source and a target, both flowscope's toy generators (``flowscope.data``):
 
 - ``normal-8gaussians``: N(0, I) to 8 Gaussians (the target of Tong et al.'s Table 2);
-- ``8gaussians-moons``: 8 Gaussians to the moons (C2OT's Figure 1 task, unconditional).
+- ``8gaussians-moons``: 8 Gaussians to the moons (C2OT's Figure 1 task, unconditional);
+- ``normal-moons``: N(0, I) to the moons (the runner's ``moons``);
+- ``moons-8gaussians``: the moons to 8 Gaussians (the runner's ``twodim``).
 
 Reported per method, mean and standard deviation over the seeds: W2 (exact) between
 1,000 samples and the 1,000 test points at 1 Euler step and at 100, NPE
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +39,15 @@ from torch import nn
 
 from flowscope import FlowMatching, TrainConfig, fit
 from flowscope.data import DATASETS
+from flowscope.matching.assignment import SOLVERS, assignment_cost
 from flowscope.metrics import wasserstein2
 
-TASKS = {"normal-8gaussians": ("normal", "8gaussians"), "8gaussians-moons": ("8gaussians", "moons")}
+TASKS = {
+    "normal-8gaussians": ("normal", "8gaussians"),
+    "8gaussians-moons": ("8gaussians", "moons"),
+    "normal-moons": ("normal", "moons"),
+    "moons-8gaussians": ("moons", "8gaussians"),
+}
 N_TRAIN, N_TEST, BATCH = 10_000, 1_000, 512
 
 
@@ -163,25 +172,159 @@ METHODS = {
 
 def overhead(steps: int = 400) -> list[str]:
     """ms per training step of the study's FlowMatching() on the Olympic rings with the
-    independent and the OT coupling, at batch 128 and 512 (one epoch of ``steps`` steps,
-    the trainer's own choice of fast path; the second of two fits, so that the kernel's
-    one-time check and timing are not counted)."""
+    independent and the OT coupling (each assignment solver), at batch 128 and 512 (one
+    epoch of ``steps`` steps, the trainer's own choice of fast path; the second of two
+    fits, so that the kernel's one-time check and timing are not counted)."""
     from flowscope.data import olympic_rings
 
-    lines = ["| batch | independent ms/step | ot ms/step | OT adds |", "|---|---|---|---|"]
+    couplings = {
+        "independent": "independent",
+        **{f"ot ({s})": {"name": "ot", "solver": s} for s in ("auto", *SOLVERS)},
+    }
+    lines = [
+        "| batch | " + " | ".join(f"{c} ms/step" for c in couplings) + " | OT (auto) adds |",
+        "|---" * (len(couplings) + 2) + "|",
+    ]
     for batch in (128, 512):
         x = olympic_rings(batch * steps, seed=0)
         ms = {}
-        for coupling in ("independent", "ot"):
+        for name, coupling in couplings.items():
             for _ in range(2):  # the first fit also checks and times the fused kernel
                 torch.manual_seed(0)
                 fm = FlowMatching(coupling=coupling)
                 t0 = time.perf_counter()
                 hist = fit(fm, x, config=TrainConfig(epochs=1, batch_size=batch), progress=False)
-                ms[coupling] = (time.perf_counter() - t0) / len(hist.batch_loss) * 1e3
-        extra = ms["ot"] / ms["independent"] - 1
-        lines.append(f"| {batch} | {ms['independent']:.3f} | {ms['ot']:.3f} | {extra:+.0%} |")
+                ms[name] = (time.perf_counter() - t0) / len(hist.batch_loss) * 1e3
+        extra = ms["ot (auto)"] / ms["independent"] - 1
+        cells = " | ".join(f"{ms[c]:.3f}" for c in couplings)
+        lines.append(f"| {batch} | {cells} | {extra:+.0%} |")
         print(lines[-1], flush=True)
+    return lines
+
+
+def _median_ms(f, reps: int) -> float:
+    f()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _time_solvers(x0: torch.Tensor, x1: torch.Tensor, reps: int) -> dict[str, float]:
+    import ot
+
+    cost = assignment_cost(x0, x1)
+    r = {"cost_ms": _median_ms(lambda: assignment_cost(x0, x1), reps)}
+    for name, solve in SOLVERS.items():
+        r[name] = _median_ms(lambda solve=solve: solve(cost), reps)
+    a, b, w = x0.float(), x1.float(), np.full(len(x0), 1.0 / len(x0))
+    # torchcfm's OTPlanSampler: float32 cdist squared, POT's emd with its default limit.
+    r["torchcfm"] = _median_ms(
+        lambda: ot.emd(w, w, (torch.cdist(a, b) ** 2).numpy(), numItermax=100_000), reps
+    )
+    return r
+
+
+def solvers(sizes=(32, 64, 128, 256, 512), reps: int = 7) -> tuple[list[str], list[dict]]:
+    """Median ms of one exact assignment by each solver (float64 squared Euclidean cost,
+    :func:`flowscope.matching.assignment.assignment_cost`) on the batches the couplings
+    see: N(0, I) to the standardized rings, to 8 gaussians, and 8 gaussians to moons;
+    with the cost matrix's own time and that of torchcfm's (``torch.cdist(...) ** 2`` in
+    float32, then POT's ``ot.emd`` with uniform weights, its public entry point)."""
+    from flowscope.data import olympic_rings
+
+    rng = np.random.default_rng(0)
+
+    def batch(kind, n):
+        if kind == "normal-rings":
+            x1 = olympic_rings(n, seed=n).double()
+            return torch.randn(n, 2, dtype=torch.float64), (x1 - x1.mean(0)) / x1.std(0)
+        src, tgt = kind.split("-")
+        return draw(src, n, n).double(), torch.from_numpy(DATASETS[tgt](n, rng)).double()
+
+    rows, lines = [], []
+    head = ["N", "batch", "cost matrix", *SOLVERS, "faster", "torchcfm's cost + ot.emd"]
+    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for n in sizes:
+        for kind in ("normal-rings", "normal-8gaussians", "8gaussians-moons"):
+            r = dict(n=n, batch=kind, **_time_solvers(*batch(kind, n), reps))
+            rows.append(r)
+            best = min(SOLVERS, key=lambda k: r[k])
+            cells = [f"{r['cost_ms']:.3f}", *(f"{r[k]:.3f}" for k in SOLVERS)]
+            lines.append(f"| {n} | {kind} | {' | '.join(cells)} | {best} | {r['torchcfm']:.3f} |")
+            print(lines[-1], flush=True)
+    return lines, rows
+
+
+RINGS = {
+    "cfm independent": (True, "independent"),
+    "cfm class-ot": (True, "class-ot"),
+    "cfm ot": (True, "ot"),
+    "fm independent": (False, "independent"),
+    "fm ot": (False, "ot"),
+}
+
+
+def rings(methods: list[str], seeds: list[int], n_points: int, epochs: int) -> list[dict]:
+    """Each coupling on the Olympic rings with the default recipe (the coupling's own
+    defaults: skip and time sampler; TrainConfig's batch 128, lr 1e-3), ``n_points``
+    training points drawn with the seed: class accuracy of 2,000 balanced samples at 4,
+    100 and 1,000 Euler steps (conditional), and W2 to 2,000 test points at 1, 2, 4, 8 and
+    100 Euler steps (:func:`flowscope.metrics.w2_by_nfe`)."""
+    from flowscope.data import olympic_rings
+    from flowscope.metrics import class_accuracy, w2_by_nfe
+
+    rows = []
+    for seed in seeds:
+        for name in methods:
+            conditional, coupling = RINGS[name]
+            torch.manual_seed(seed)
+            if conditional:
+                x, labels = olympic_rings(n_points, conditional=True, seed=seed)
+                xt, lt = olympic_rings(2000, conditional=True, seed=seed + 2)
+            else:
+                x, labels = olympic_rings(n_points, seed=seed), None
+                xt, lt = olympic_rings(2000, seed=seed + 2), None
+            fm = FlowMatching(num_classes=5 if conditional else None, coupling=coupling)
+            t0 = time.perf_counter()
+            hist = fit(fm, x, labels, config=TrainConfig(epochs=epochs, seed=seed), progress=False)
+            row = dict(method=name, seed=seed, seconds=time.perf_counter() - t0)
+            row.update(gaussian_skip=fm.gaussian_skip, times=fm.times.describe())
+            row.update(fast_path=hist.fast_path)
+            if conditional:
+                for steps in (4, 100, 1000):
+                    g = torch.Generator().manual_seed(seed + 1)
+                    s = fm.sample(len(lt), labels=lt, dt=1 / steps, generator=g)
+                    row[f"accuracy_{steps}"] = class_accuracy(s, lt).overall
+            for p in w2_by_nfe(fm, xt, lt, nfe=(1, 2, 4, 8, 100), adaptive=False, seed=seed + 1):
+                row[f"w2_{p.nfe}"] = p.w2
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def rings_table(rows: list[dict]) -> list[str]:
+    keys = ["accuracy_4", "accuracy_100", "accuracy_1000", "w2_1", "w2_2", "w2_4", "w2_8"]
+    keys += ["w2_100", "seconds"]
+    lines = ["| method | skip, times | seeds | " + " | ".join(keys) + " |"]
+    lines.append("|---" * (len(keys) + 3) + "|")
+    for name in RINGS:
+        rs = [r for r in rows if r["method"] == name]
+        if not rs:
+            continue
+        cells = []
+        for k in keys:
+            vals = [r[k] for r in rs if k in r]
+            if not vals:
+                cells.append("")
+                continue
+            m, sd = summarize(vals)
+            cells.append(f"{m:.4f} ± {sd:.4f}" if k != "seconds" else f"{m:.0f}")
+        setting = f"{'on' if rs[0]['gaussian_skip'] else 'off'}, {rs[0]['times']}"
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {name} | {setting} | {seeds} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -199,11 +342,28 @@ def main() -> None:
     p.add_argument(
         "--overhead", action="store_true", help="only time the OT pairing's share of a step"
     )
+    p.add_argument("--solvers", action="store_true", help="only time the assignment solvers")
+    p.add_argument(
+        "--rings", default=None, help=f"couplings on the Olympic rings: some of {list(RINGS)}"
+    )
+    p.add_argument("--n-points", type=int, default=250_000, help="rings training points")
+    p.add_argument("--steps", type=int, default=400, help="steps of each --overhead fit")
     args = p.parse_args()
     torch.set_num_threads(1)
-    if args.overhead:
-        lines = overhead()
-        Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    head = f"Command: `python benchmarks/bench_ot.py {' '.join(sys.argv[1:])}`\n\n"
+    if args.rings is not None:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = rings(args.rings.split(","), seeds, args.n_points, args.epochs)
+        out = Path(args.out)
+        out.with_suffix(".json").write_text(json.dumps(dict(args=vars(args), runs=rows), indent=1))
+        out.with_suffix(".md").write_text(head + "\n".join(rings_table(rows)) + "\n")
+        return
+    if args.overhead or args.solvers:
+        lines, rows = solvers() if args.solvers else (overhead(args.steps), None)
+        out = Path(args.out)
+        out.with_suffix(".md").write_text(head + "\n".join(lines) + "\n")
+        if rows is not None:
+            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []

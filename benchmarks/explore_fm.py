@@ -32,8 +32,9 @@ modified:
   layer's pre-activation (zero at init);
 - ``--slope S``: LeakyReLU's negative slope (PyTorch's default 0.01);
 - ``--standardize class|global`` (cfm): the library's option, default ``class``;
-- ``--gaussian-skip`` / ``--no-gaussian-skip``: the library's option, default on (the
-  network plus the exact field of N(0, I) data); rows logged before 2026-11-30 have no
+- ``--gaussian-skip`` / ``--no-gaussian-skip``: the library's option, default the
+  coupling's (on for the independent coupling: the network plus the exact field of
+  N(0, I) data; off with ``--ot``); rows logged before 2026-11-30 have no
   ``gaussian_skip`` key and ran without it: add ``--no-gaussian-skip`` to reproduce them;
 - ``--log-time EPS``: -log(1 - t + EPS) / 4 as one more input of the first layer, so that
   the network resolves times near 1;

@@ -659,6 +659,11 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
             "'moons' has no class labels",
         ),
         (["train", "cfm", "--standardize", "ring"], "argument --standardize: invalid choice"),
+        (
+            ["train", "fm", "--coupling", "hungarian"],
+            "invalid choice: 'hungarian' (choose from 'independent', 'ot', 'class-ot')",
+        ),
+        (["train", "fm", "--source", "nine-gaussians"], "choose one of: normal, 8gaussians,"),
         (["train", "nf", "--device", "cuda:7"], "argument --device: device 'cuda:7' is not"),
         (["sample", "{nf}", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
         (["eval", "{nf}", "--device", "cuda"], "is not available"),
@@ -717,6 +722,21 @@ def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):
     assert message in err
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels7.csv"]
+
+
+def test_ot_with_a_batch_of_one_is_refused_before_the_run_folder_is_made(capsys, tmp_path):
+    argv = ["train", "fm", "--coupling", "ot", "--out", tmp_path / "r", *TINY[:4]]
+    err = one_error_line(*run(capsys, *argv, "--batch-size", "1")[::2])
+    assert "batch size 1 leaves nothing to pair; use a batch size >= 2" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_log_prob_of_a_run_from_a_sample_only_source_says_why(capsys, tmp_path):
+    argv = ["train", "fm", "--source", "moons", "--out", tmp_path / "r", *TINY]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    err = one_error_line(*run(capsys, "log-prob", tmp_path / "r", "--point", "0,0")[::2])
+    assert "moons" in err and "only by its samples" in err
 
 
 def test_train_says_when_the_fused_kernel_does_not_run(capsys, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowscope import FlowMatching, TrainConfig, fit
-from flowscope.matching import COUPLINGS, ClassOTCoupling, OTCoupling, ot_assignment
+from flowscope.matching import COUPLINGS, ClassOTCoupling, OTCoupling, assignment, ot_assignment
 
 OT_COUPLINGS = [name for name in COUPLINGS.names() if name != "independent"]
 
@@ -27,13 +27,71 @@ def test_ot_never_costs_more_than_the_identity_pairing(seed, n):
     assert cost(paired, x1) <= cost(x0, x1) + 1e-4
 
 
+@pytest.mark.parametrize("solver", ["auto", *assignment.SOLVERS])
 @pytest.mark.parametrize("seed", range(4))
-def test_ot_is_optimal_against_brute_force(seed):
+def test_ot_is_optimal_against_brute_force(seed, solver):
     g = torch.Generator().manual_seed(seed)
     x0, x1 = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g)
     x1 = x1.double()
     best = min(cost(x0[list(p)], x1) for p in itertools.permutations(range(6)))
-    assert cost(OTCoupling().pair(x0, x1), x1) == pytest.approx(best, rel=1e-12)
+    assert cost(OTCoupling(solver=solver).pair(x0, x1), x1) == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 64, 200])
+def test_the_solvers_find_the_same_assignment(n):
+    # Clustered targets (many near-equal costs) are where the solvers work hardest.
+    g = torch.Generator().manual_seed(n)
+    x0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=g, dtype=torch.float64) * 0.05 + torch.randint(
+        0, 4, (n, 1), generator=g
+    )
+    perms = {name: ot_assignment(x0, x1, name) for name in assignment.SOLVERS}
+    assert torch.equal(perms["scipy"], perms["pot"])
+    assert torch.equal(torch.sort(perms["pot"]).values, torch.arange(n))
+
+
+def test_the_cost_is_the_squared_distance_in_float64():
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(40, 3, generator=g) * 3, torch.randn(40, 3, generator=g) + 5
+    plain = ((x1.double()[:, None, :] - x0.double()[None, :, :]) ** 2).sum(-1)
+    c = assignment.assignment_cost(x0, x1)
+    assert c.dtype == plain.numpy().dtype and c.shape == (40, 40)
+    assert abs(c - plain.numpy()).max() <= 1e-12 * plain.max().item()
+
+
+def test_auto_keeps_the_faster_solver_per_size(monkeypatch):
+    import time
+
+    calls, plain = [], assignment.SOLVERS["scipy"]
+
+    def slow(c):
+        calls.append("slow")
+        time.sleep(0.002)
+        return plain(c)
+
+    def fast(c):
+        calls.append("fast")
+        return plain(c)
+
+    monkeypatch.setattr(assignment, "SOLVERS", {"slow": slow, "fast": fast})
+    choose = assignment._Fastest(trials=2)
+    c = assignment.assignment_cost(torch.randn(5, 2), torch.randn(5, 2))
+    for _ in range(6):
+        choose(c)
+    # Two trials each, alternating, then only the faster; every call solved its problem.
+    assert calls == ["slow", "fast", "slow", "fast", "fast", "fast"]
+    assert choose.chosen == {3: "fast"}  # 5 points: the size class of 5-8
+    choose(assignment.assignment_cost(torch.randn(20, 2), torch.randn(20, 2)))
+    assert calls[-1] == "slow"  # another size is timed afresh
+
+
+def test_an_unknown_solver_lists_the_choices():
+    with pytest.raises(ValueError, match="auto, scipy, pot"):
+        OTCoupling(solver="hungarian")
+    with pytest.raises(ValueError, match="auto, scipy, pot"):
+        assignment.solve_assignment(
+            assignment.assignment_cost(torch.randn(3, 2), torch.randn(3, 2)), "x"
+        )
 
 
 def test_ot_reorders_the_source_and_leaves_data_and_labels_alone():

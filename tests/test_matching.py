@@ -12,6 +12,7 @@ from torch import nn
 
 from flowscope.base import standard_normal_log_prob
 from flowscope.matching import (
+    COUPLINGS,
     DEFAULT_CONDITIONAL_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     SOLVERS,
@@ -488,9 +489,41 @@ def test_gaussian_skip_is_recorded_and_checked():
         t0 = torch.tensor(t, dtype=F64)
         torch.testing.assert_close(plain.ode_velocity()(y, t0), net)
         torch.testing.assert_close(skip.ode_velocity()(y, t0), net + gaussian_velocity(y, t))
-    for bad in (1, "yes", None):
-        with pytest.raises(ValueError, match="gaussian_skip must be True or False"):
+    for bad in (1, "yes", 0.0):
+        with pytest.raises(ValueError, match="gaussian_skip must be True, False or None"):
             FlowMatching(gaussian_skip=bad)
+
+
+@pytest.mark.parametrize("name", COUPLINGS.names())
+@pytest.mark.parametrize("classes", [None, 3])
+def test_the_skip_and_the_times_default_to_the_couplings_own(name, classes):
+    coupling = COUPLINGS.get(name)
+    if coupling.needs_labels and classes is None:
+        return
+    fm = FlowMatching(num_classes=classes, coupling=name, hidden=8, layers=2)
+    assert fm.gaussian_skip is coupling.gaussian_skip_exact
+    assert fm.config()["times"] == coupling().default_times(classes is not None)
+    # Given explicitly, the skip and the times are the caller's, whatever the coupling.
+    fm = FlowMatching(num_classes=classes, coupling=name, gaussian_skip=True, times="uniform")
+    assert fm.gaussian_skip is True and fm.config()["times"] == {"name": "uniform"}
+
+
+def test_the_gaussian_skip_is_exact_only_for_independent_pairs():
+    # For N(0, I) data the skip alone is the marginal field of independent pairs: the
+    # regression target's mean given x_t. Under OT the pairs are (nearly) x1 = x0, the
+    # target is ~0, and the skip would be wrong by -g(t) x_t.
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(512, 2, generator=g, dtype=F64)
+    for name in ("independent", "ot"):
+        fm = FlowMatching(coupling=name, hidden=8, layers=2).double()
+        b = fm.training_batch(x1, generator=g)
+        rate = torch.tensor([fm.path.gaussian_rate(float(t)) for t in b.t[:, 0]], dtype=F64)
+        # The least-squares slope of what the skip leaves on x_t, over t > 0.6 (where
+        # g(t) > 0.5: the skip's rate is odd about t = 1/2).
+        mid = (b.t > 0.6)[:, 0]
+        slope = ((b.dx_t - rate[:, None] * b.x_t)[mid] * b.x_t[mid]).sum() / (b.x_t[mid] ** 2).sum()
+        skip_fits = abs(float(slope)) < 0.15
+        assert skip_fits is COUPLINGS.get(name).gaussian_skip_exact
 
 
 def test_default_times_are_recorded_and_bad_alphas_raise():

@@ -30,6 +30,7 @@ from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMa
 from .matching.couplings import COUPLINGS
 from .matching.paths import PATHS
 from .matching.sources import source_from_text
+from .matching.times import TIME_SAMPLERS
 from .registry import Registry
 
 __all__ = ["MODELS", "ModelType", "Option", "Variant", "model_type", "positive_number"]
@@ -242,13 +243,33 @@ def model_type(model: FlowModel | type[FlowModel], *, conditional: bool | None =
 
 # -- flow matching: options and the arguments of older run folders ------------------------
 
+
+def _with_skip(exact: bool) -> str:
+    """The couplings whose pairs the Gaussian skip is (or is not) exact for."""
+    return " and ".join(n for n, c in COUPLINGS.items() if c.gaussian_skip_exact == exact)
+
+
+def _times_text(config: dict[str, Any]) -> str:
+    return TIME_SAMPLERS.build(config).describe()
+
+
+# The time samplers of the couplings that pair by position, for --help.
+_OT_TIMES = "; ".join(
+    f"{n}: {_times_text(c().default_times(False))} for fm, "
+    f"{_times_text(c().default_times(True))} for cfm"
+    if not c.needs_labels
+    else f"{n}: {_times_text(c().default_times(True))}"
+    for n, c in COUPLINGS.items()
+    if not c.gaussian_skip_exact
+)
+
 _FM_OPTIONS = (
     Option(
         "--time-alpha",
         "draw the path time t of each training example (0: noise, 1: data) from Beta(A, 1), "
-        f"density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g} for fm, "
-        f"{DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm: mostly near the data; 1: uniform, as "
-        "in the study's recipe)",
+        "density A t^(A-1), A > 0 (default: the coupling's; independent: "
+        f"{DEFAULT_TIME_ALPHA:g} for fm, {DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm, mostly "
+        f"near the data; {_OT_TIMES}; 1: uniform, as in the study's recipe)",
         lambda a: {"times": {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}},
         parse=positive_number,
         metavar="A",
@@ -256,8 +277,9 @@ _FM_OPTIONS = (
     Option(
         "--gaussian-skip",
         "the velocity is the network plus the exact field of Gaussian data with the points' "
-        "mean and variance, so the network learns only the rest (default on; "
-        "--no-gaussian-skip: the network alone, as in the study's recipe)",
+        "mean and variance, so the network learns only the rest (default: the coupling's, on "
+        f"for {_with_skip(True)}, off for {_with_skip(False)}, whose pairs that field does "
+        "not describe; --no-gaussian-skip: the network alone, as in the study's recipe)",
         lambda on: {"gaussian_skip": on},
         parse=None,
     ),

@@ -623,6 +623,7 @@ def train_run(
     if model.conditional and train.class_names:
         model.class_names = train.class_names
     info.model = model.config()
+    model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model)
     model.check_batch_size(config.batch_size)  # before the folder exists
     created = not out.exists()

@@ -2,7 +2,8 @@
 time sampler and a velocity network (the study's section 4, Eqs. 10-18).
 
 Modules, by role: :mod:`.paths` (how noise and data are joined in time), :mod:`.couplings`
-(which source point goes with which data point), :mod:`.sources` (the distribution at
+(which source point goes with which data point; :mod:`.assignment`, the exact solvers of
+the OT couplings), :mod:`.sources` (the distribution at
 t = 0), :mod:`.times` (where on the path the loss
 looks), :mod:`.field` (the velocity network), :mod:`.solvers` (ODE integration) and
 :mod:`.model` (:class:`FlowMatching`, which puts them together).

@@ -18,13 +18,14 @@ References:
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from ..data import check_int
 from ..registry import Part, Registry
+from .assignment import check_solver, ot_assignment
+from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
 
 __all__ = [
     "COUPLINGS",
@@ -41,13 +42,36 @@ COUPLINGS: Registry[type[Coupling]] = Registry("coupling")
 
 #: The largest batch :class:`OTCoupling` assigns exactly in one piece (default).
 DEFAULT_OT_BLOCK = 1024
+#: The time sampler of a conditional model with an OT coupling: t ~ Beta(3, 1).
+OT_CONDITIONAL_TIME_ALPHA = 3.0
 
 
 class Coupling(Part):
-    """Pairs a batch of source points with a batch of data."""
+    """Pairs a batch of source points with a batch of data.
+
+    A coupling also declares the defaults of :class:`~.model.FlowMatching` that depend on
+    how it pairs: whether the Gaussian skip is the exact field of Gaussian data under its
+    pairs (:attr:`gaussian_skip_exact`), and the time sampler it trains with
+    (:meth:`default_times`). The base class's are the independent coupling's.
+    """
 
     #: Whether the coupling needs the data's class labels (a conditional model).
     needs_labels: ClassVar[bool] = False
+    #: Whether the path's Gaussian velocity (:meth:`~.paths.AffinePath.gaussian_velocity`,
+    #: FlowMatching's ``gaussian_skip``) is the exact field of N(0, I) data under this
+    #: coupling's pairs: true when each source point is paired with a data point drawn
+    #: independently of it, so that E[x1 | x0] = 0. A coupling that pairs by position
+    #: leaves N(0, I) data with the source point it started from (the OT map of N(0, I) to
+    #: itself is the identity), whose field on the linear path is 0: no skip.
+    gaussian_skip_exact: ClassVar[bool] = True
+
+    def default_times(self, conditional: bool) -> dict[str, Any]:
+        """The config of the time sampler a model with this coupling trains with when it is
+        not given one: Beta(:data:`~.times.DEFAULT_TIME_ALPHA`, 1), or
+        Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
+        (mostly near the data, where the independent coupling's field is sharpest)."""
+        alpha = DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA
+        return {"name": "beta", "alpha": alpha}
 
     def pair(
         self, x0: torch.Tensor, x1: torch.Tensor, labels: torch.Tensor | None = None
@@ -68,25 +92,6 @@ class IndependentCoupling(Coupling):
 
     def pair(self, x0, x1, labels=None):
         return x0
-
-
-def ot_assignment(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    r"""The permutation p (N,) of the source rows that minimises
-    :math:`\sum_i \|x_0[p_i] - x_1[i]\|^2`: an exact assignment (the Hungarian method of
-    scipy's ``linear_sum_assignment``) on the squared Euclidean cost, computed in
-    float64 on the CPU.
-
-    Arguments:
-        x0: (N, D) source points; x1: (N, D) data points.
-
-    Returns:
-        (N,) int64 indices into x0, on x0's device.
-    """
-    cost = torch.cdist(x1.detach().double().cpu(), x0.detach().double().cpu()) ** 2
-    rows, cols = linear_sum_assignment(cost.numpy())
-    perm = torch.empty(len(rows), dtype=torch.long)
-    perm[torch.from_numpy(rows)] = torch.from_numpy(cols)
-    return perm.to(x0.device)
 
 
 def _blocks(n: int, block: int) -> list[slice]:
@@ -110,25 +115,49 @@ class OTCoupling(Coupling):
     N. A training batch larger than ``block`` is refused (:meth:`check_batch_size`), and
     so is a batch size of 1, where there is nothing to pair.
 
+    The assignment is exact, by the faster of scipy's and POT's solvers at the batch's
+    size on this machine (``solver="auto"``, :mod:`.assignment`), or by the one named.
+
+    Its defaults in :class:`~.model.FlowMatching` are its own: no Gaussian skip (that
+    field assumes independent pairs, :attr:`Coupling.gaussian_skip_exact`) and the time
+    sampler of :meth:`default_times`.
+
     Warning:
         On a conditional model this pairs across classes, which C2OT (Cheng and Schwing
-        2025) shows to hurt: use ``class-ot`` there. The Gaussian skip of
-        :class:`~.model.FlowMatching` is the exact field at t = 0 only for the
-        independent coupling, and the conditional default t ~ Beta(7, 1) rarely trains
-        near t = 0: with an OT coupling on a conditional model, train with
-        ``gaussian_skip=False`` (``benchmarks/README.md``, "Minibatch OT").
+        2025) shows to hurt: use ``class-ot`` there.
 
     Arguments:
         block: the largest batch assigned in one piece, >= 2.
+        solver: ``"auto"``, ``"scipy"`` or ``"pot"``.
+
+    Raises:
+        ValueError: for a block below 2 or another solver.
     """
 
     name = "ot"
+    gaussian_skip_exact = False
 
-    def __init__(self, block: int = DEFAULT_OT_BLOCK):
+    def __init__(self, block: int = DEFAULT_OT_BLOCK, solver: str = "auto"):
         self.block = check_int(block, "block", minimum=2)
+        self.solver = check_solver(solver)
 
     def arguments(self):
-        return {"block": self.block}
+        return {"block": self.block, "solver": self.solver}
+
+    def default_times(self, conditional: bool) -> dict[str, Any]:
+        """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one.
+
+        The paths an OT coupling trains on are nearly straight, so its field matters all
+        along them, near the source (which few Euler steps rely on) as much as near the
+        data; a conditional model's class accuracy (landing inside its own thin ring)
+        also needs the field near the data. Measured on the rings with the default
+        recipe (``benchmarks/README.md``, "Minibatch OT"): fm with ``ot``, W2 at 4 Euler
+        steps, uniform below Beta(5, 1); cfm with ``class-ot``, class accuracy, Beta(3, 1)
+        above U[0, 1] and Beta(7, 1).
+        """
+        if conditional:
+            return {"name": "beta", "alpha": OT_CONDITIONAL_TIME_ALPHA}
+        return {"name": "uniform"}
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size < 2:
@@ -144,7 +173,7 @@ class OTCoupling(Coupling):
             )
 
     def _pair_block(self, x0, x1, labels):
-        return x0[ot_assignment(x0, x1)]
+        return x0[ot_assignment(x0, x1, self.solver)]
 
     def pair(self, x0, x1, labels=None):
         out = torch.empty_like(x0)
@@ -162,6 +191,7 @@ class ClassOTCoupling(OTCoupling):
 
     Arguments:
         block: the largest batch assigned in one piece, >= 2.
+        solver: ``"auto"``, ``"scipy"`` or ``"pot"``.
     """
 
     name = "class-ot"
@@ -173,5 +203,5 @@ class ClassOTCoupling(OTCoupling):
         out = torch.empty_like(x0)
         for k in torch.unique(labels):
             idx = (labels == k).nonzero()[:, 0]
-            out[idx] = x0[idx][ot_assignment(x0[idx], x1[idx])]
+            out[idx] = x0[idx][ot_assignment(x0[idx], x1[idx], self.solver)]
         return out

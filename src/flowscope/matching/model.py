@@ -35,7 +35,12 @@ from .guidance import check_guidance, check_label_dropout, drop_labels, guided
 from .paths import PATHS, AffinePath
 from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrate, time_grid
 from .sources import SOURCES, Source
-from .times import TIME_SAMPLERS, BetaTimes, TimeSampler
+from .times import (
+    DEFAULT_CONDITIONAL_TIME_ALPHA,
+    DEFAULT_TIME_ALPHA,
+    TIME_SAMPLERS,
+    TimeSampler,
+)
 
 __all__ = [
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
@@ -46,10 +51,6 @@ __all__ = [
     "TrainingBatch",
 ]
 
-#: The default time sampler of an unconditional :class:`FlowMatching`: t ~ Beta(5, 1).
-DEFAULT_TIME_ALPHA = 5.0
-#: The default time sampler of a class-conditional :class:`FlowMatching`: t ~ Beta(7, 1).
-DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
 DIVERGENCES = ("exact", "hutchinson")
 
 #: Fast Euler samplers, tried in order before :func:`~.solvers.integrate` when a
@@ -97,18 +98,21 @@ class FlowMatching(FlowModel):
     sampler; sampling integrates dy/dt = v(y, t) from t = 0 to 1 (the study's Algorithm 2,
     Eq. 17), and :meth:`encode` integrates back (Eq. 18).
 
-    The velocity: with ``gaussian_skip`` (the default) v(y, t) is the network's output
-    plus the path's :meth:`~.paths.AffinePath.gaussian_velocity`, the exact field when the
-    data are N(0, I). Standardized data have zero mean and unit variance per coordinate,
-    so the network starts from the field of the data's first two moments and learns only
-    the rest, as a skip term lets a denoiser learn only what its input does not already
-    give (Karras et al. 2022). ``gaussian_skip=False`` is the network alone, as in the
-    study.
+    The velocity: with ``gaussian_skip`` v(y, t) is the network's output plus the path's
+    :meth:`~.paths.AffinePath.gaussian_velocity`, the exact field when the data are
+    N(0, I) and paired independently with the noise. Standardized data have zero mean and
+    unit variance per coordinate, so the network starts from the field of the data's
+    first two moments and learns only the rest, as a skip term lets a denoiser learn only
+    what its input does not already give (Karras et al. 2022). ``gaussian_skip=False`` is
+    the network alone, as in the study. The default is the coupling's: on for the
+    independent coupling, off for an OT coupling, under which that field is not the
+    Gaussian one (:attr:`~.couplings.Coupling.gaussian_skip_exact`).
 
     The time sampler: any density positive on (0, 1) has the same minimiser, so it
-    changes where a small network spends its capacity, not what it learns in the limit;
-    the defaults, Beta(5, 1) for an unconditional model and Beta(7, 1) for a conditional
-    one, train mostly near the data, where the field is sharpest. The validation loss of
+    changes where a small network spends its capacity, not what it learns in the limit.
+    The default is the coupling's (:meth:`~.couplings.Coupling.default_times`): with the
+    independent coupling Beta(5, 1) for an unconditional model and Beta(7, 1) for a
+    conditional one, mostly near the data, where its field is sharpest. The validation loss of
     :func:`~flowscope.train.fit` draws its times from the same sampler, so its values
     depend on it. ``benchmarks/README.md`` has the measurements behind these defaults.
 
@@ -139,13 +143,17 @@ class FlowMatching(FlowModel):
             instance (default ``"linear"``, the study's Eq. 14).
         coupling: a coupling of :data:`~.couplings.COUPLINGS` (default
             ``"independent"``, the study's).
-        times: a time sampler of :data:`~.times.TIME_SAMPLERS`; ``None`` is
-            Beta(:data:`DEFAULT_TIME_ALPHA`, 1), or
+        times: a time sampler of :data:`~.times.TIME_SAMPLERS`; ``None`` is the
+            coupling's :meth:`~.couplings.Coupling.default_times`: for the independent
+            coupling Beta(:data:`DEFAULT_TIME_ALPHA`, 1), or
             Beta(:data:`DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
             (``"uniform"`` is the study's U[0, 1]).
         standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
             a conditional model from the normal source and ``"global"`` otherwise.
-        gaussian_skip: add the path's Gaussian velocity to the network's output.
+        gaussian_skip: add the path's Gaussian velocity to the network's output;
+            ``None`` is the coupling's
+            :attr:`~.couplings.Coupling.gaussian_skip_exact` (on for the independent
+            coupling, off for OT, whose pairs the skip does not describe).
         source: the distribution at t = 0, of :data:`~.sources.SOURCES` (default
             ``"normal"``, N(0, I) in standardized units; another source is in data units,
             mapped by the data's standardization, see :mod:`.sources`).
@@ -180,7 +188,7 @@ class FlowMatching(FlowModel):
         coupling: str | dict | Coupling = "independent",
         times: str | dict | TimeSampler | None = None,
         standardize: str | None = None,
-        gaussian_skip: bool = True,
+        gaussian_skip: bool | None = None,
         source: str | dict | Source = "normal",
         label_dropout: float = 0.0,
     ):
@@ -201,12 +209,15 @@ class FlowMatching(FlowModel):
                 "needs all points in one coordinate system: use standardize='global' with it"
             )
         super().__init__(features, num_classes, standardize)
-        if not isinstance(gaussian_skip, bool):
-            raise ValueError(f"gaussian_skip must be True or False, got {gaussian_skip!r}")
-        if times is None:
-            times = BetaTimes(DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA)
         self._path: AffinePath = PATHS.build(path)
         self._coupling: Coupling = COUPLINGS.build(coupling)
+        # The defaults that depend on how the coupling pairs are the coupling's own.
+        if gaussian_skip is None:
+            gaussian_skip = self._coupling.gaussian_skip_exact
+        if not isinstance(gaussian_skip, bool):
+            raise ValueError(f"gaussian_skip must be True, False or None, got {gaussian_skip!r}")
+        if times is None:
+            times = self._coupling.default_times(conditional)
         self._times: TimeSampler = TIME_SAMPLERS.build(times)
         self._source = built_source
         self._source.check_features(self.features)

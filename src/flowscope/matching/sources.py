@@ -209,6 +209,14 @@ class FileSource(Source):
                 f"source file {self.path} holds points of dimension {self._columns}, but the "
                 f"data have dimension {features}"
             )
+        if self._error is not None and self._columns == features + 1:
+            # One column more than the data: points of another dimension, unless the
+            # last column is labels, which it is not.
+            raise ValueError(
+                f"source file {self.path} holds points of dimension {self._columns}, but the "
+                f"data have dimension {features} (nor is its last column a label column: "
+                f"{self._error})"
+            )
         if self._error is not None:
             raise ValueError(f"source {self._error}")
         super().check_features(features)

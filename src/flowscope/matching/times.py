@@ -20,7 +20,21 @@ import torch
 from ..data import check_int
 from ..registry import Part, Registry
 
-__all__ = ["TIME_SAMPLERS", "BetaTimes", "TimeSampler", "UniformTimes", "sample_times"]
+__all__ = [
+    "DEFAULT_CONDITIONAL_TIME_ALPHA",
+    "DEFAULT_TIME_ALPHA",
+    "TIME_SAMPLERS",
+    "BetaTimes",
+    "TimeSampler",
+    "UniformTimes",
+    "sample_times",
+]
+
+#: The default time sampler of an unconditional flow-matching model with the independent
+#: coupling: t ~ Beta(5, 1) (``benchmarks/README.md`` has the measurements).
+DEFAULT_TIME_ALPHA = 5.0
+#: The same for a class-conditional model: t ~ Beta(7, 1).
+DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
 
 #: The registered time samplers, by name.
 TIME_SAMPLERS: Registry[type[TimeSampler]] = Registry("time sampler")
