@@ -449,6 +449,7 @@ MODELS.register(
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,
         small={"hidden": 16, "layers": 3},
+        variants=(Variant("ot", "OT-coupled", model_args={"coupling": {"name": "ot"}}),),
     ),
 )
 MODELS.register(
