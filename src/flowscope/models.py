@@ -381,7 +381,7 @@ MODELS.register(
         options=(*_COUPLING_OPTIONS, *_SPLINE_OPTIONS, _STANDARDIZE_OPTION),
         upgrade=_upgrade_flow,
         small={"couplings": 3, "bins": 5, "hidden": 16},
-        recipe={"epochs": 14, "batch_size": 512, "lr": 5e-3},
+        recipe={"min_epochs": 14, "batch_size": 512, "lr": 5e-3},
     ),
 )
 MODELS.register(
