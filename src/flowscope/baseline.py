@@ -124,9 +124,10 @@ def mixture_baseline(
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> b = mixture_baseline(torch.randn(500, 2, generator=g), torch.randn(100, 2, generator=g))
-        >>> b.components, round(b.nll_data, 1)  # one Gaussian; log(2 pi e) = 2.84
-        ((1,), 2.8)
+        >>> x, x_test = torch.randn(500, 2, generator=g), torch.randn(5000, 2, generator=g)
+        >>> b = mixture_baseline(x, x_test)
+        >>> b.components, round(b.nll_data, 2)  # one Gaussian; log(2 pi e) = 2.84
+        ((1,), 2.84)
     """
     max_components = check_int(max_components, "max_components")
     max_points = check_int(max_points, "max_points")
