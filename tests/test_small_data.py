@@ -55,7 +55,7 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0
 
 
-@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])
 def test_weight_decay_must_be_a_number_at_least_0(bad):
     with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
         TrainConfig(weight_decay=bad)

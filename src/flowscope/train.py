@@ -87,7 +87,8 @@ class TrainConfig:
         ):
             raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
         wd = self.weight_decay
-        if wd is not None and not (isinstance(wd, int | float) and math.isfinite(wd) and wd >= 0):
+        number = isinstance(wd, int | float) and not isinstance(wd, bool)
+        if wd is not None and not (number and math.isfinite(wd) and wd >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
 
     def schedule(self, n: int, validation: bool = True) -> Schedule:
@@ -107,6 +108,13 @@ class TrainConfig:
 
         Returns:
             a :class:`Schedule`.
+
+        Raises:
+            ValueError: if ``n`` is not a positive integer.
+
+        Example:
+            >>> TrainConfig().schedule(245)  # a 272-point file's training part
+            Schedule(epochs=1000, steps_per_epoch=2, keep_best=True, weight_decay=2.0, note=None)
         """
         n = check_int(n, "n")
         per_epoch = math.ceil(n / self.batch_size)
