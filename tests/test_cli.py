@@ -125,6 +125,9 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
         "seed": 4,
         "val_size": 10_000,
         "grad_clip": None,
+        "min_epochs": 20,
+        "min_steps": 2000,
+        "weight_decay": None,
     }
     assert config["data"]["n_points"] == 300
     assert config["train_seconds"] > 0
@@ -140,7 +143,8 @@ def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path
     monkeypatch.setattr(flowscope.runs, "train_run", fake_train_run)
     code, _, err = run(capsys, "train", "nf", "--out", tmp_path / "x")
     assert code == 130 and "nothing was saved" in err
-    assert seen["config"] == TrainConfig(epochs=20, batch_size=128, lr=1e-3, seed=0)
+    assert seen["config"] == TrainConfig(epochs=None, batch_size=128, lr=1e-3, seed=0)
+    assert seen["config"].schedule(250_000).epochs == 20  # the study's on the study's data
     assert (seen["data"], seen["n_points"], seen["name"]) == ("olympic", 250_000, "nf")
 
 
@@ -159,7 +163,7 @@ def test_a_type_with_its_own_recipe_trains_with_it(monkeypatch, capsys, tmp_path
     assert seen["config"] == TrainConfig(**{**recipe, "epochs": 3})
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "nsf trains with its own (epochs" in capsys.readouterr().out
+    assert "nsf trains with its own (min epochs" in capsys.readouterr().out
 
 
 def stopping_after_first_epoch(train_run):

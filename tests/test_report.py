@@ -133,6 +133,9 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert f"Table 3's {100 * ev['cfm']['class_accuracy']:.1f}% comes from {n_cfm:,}" in html
     # The CFM's conditional NLL is shown, labelled, with its own floor.
     assert "CFM: −log p(x | ring)" in html and num(ev["cfm"]["nll_standardized"]) in html
+    # Table 2 has the Gaussian-mixture baselines of the same training points beside them.
+    assert "Gaussian mixture baseline" in html and num(ev["nf"]["gmm_nll_data"]) in html
+    assert "CFM baseline: a mixture per ring" in html and len(ev["cfm"]["gmm_components"]) == 5
     assert num(m["data"]["conditional_entropy_data_units"]) in html
     # Ring centre lines are drawn dashed, and the captions say so.
     assert "dotted" not in html and html.count("dashed red: the") == 3  # NF Q2, FM Q4, Beyond

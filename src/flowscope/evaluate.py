@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .baseline import mixture_baseline
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .errors import check_finite
 from .matching import DEFAULT_DT, NoDensity, time_grid
@@ -130,6 +131,7 @@ def evaluate_run(
     floor_pairs: int = FLOOR_PAIRS,
     device: str = "cpu",
     nfe: Sequence[int] | None = None,
+    baseline: bool = True,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -140,6 +142,10 @@ def evaluate_run(
       drawn with a seed the training never used), class-conditional for a conditional
       model; a flow-matching model uses its ``log_prob`` defaults (``rk4``, 100 steps,
       exact divergence) unless ``nll_kwargs`` says otherwise;
+    - beside it, with ``baseline``, the held-out NLL of the baseline: a Gaussian mixture
+      fitted to the run's training points, its components chosen by BIC
+      (:func:`~flowscope.baseline.mixture_baseline`; per class for a conditional model),
+      in the same units;
     - n samples drawn with ``torch.Generator().manual_seed(seed)``; a conditional model
       gets balanced labels ``arange(n) % num_classes``; flow matching integrates with
       ``dt`` and ``solver``;
@@ -176,6 +182,7 @@ def evaluate_run(
         device: where the model computes (the metrics are computed on the CPU).
         nfe: Euler step counts for the W2-by-evaluations table (e.g.
             :data:`DEFAULT_NFE`), or ``None`` to skip it.
+        baseline: also fit and score the Gaussian-mixture baseline.
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
@@ -183,7 +190,10 @@ def evaluate_run(
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
         ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
         coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
-        ``nll_seconds``; ``w2``, ``w2_noise_floor`` (the mean over the pairs),
+        ``nll_seconds``; ``gmm_nll_data``, ``gmm_nll_standardized`` (the baseline's, nats
+        per point), ``gmm_components`` (a list, one per class for a conditional model),
+        ``gmm_train_points``, ``gmm_seconds`` (all ``None`` without ``baseline``); ``w2``,
+        ``w2_noise_floor`` (the mean over the pairs),
         ``w2_noise_floor_std``, ``w2_noise_floor_pairs``, ``w2_points``,
         ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
         ``ring_max_offset``, ``ring_coverage``, ``class_accuracy`` and
@@ -195,6 +205,7 @@ def evaluate_run(
 
     Raises:
         RunError: if the folder is not a loadable run.
+        MissingDependency: with ``baseline``, if scikit-learn is not installed.
         ValueError: for a bad ``n``, ``seed``, ``dt``, ``solver`` or ``floor_pairs``, or (from
             :func:`~flowscope.runs.run_data`) a data file too small for a test part.
 
@@ -225,6 +236,7 @@ def evaluate_run(
         "sampler": f"{solver}, dt={dt:g}" if sampling else "exact",
     }
     result.update(_likelihood(model, entry, test.x, labels_test, nll_kwargs or {}))
+    result.update(_baseline(model, info, test.x, labels_test) if baseline else _NO_BASELINE)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
     samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
@@ -299,6 +311,31 @@ def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> dict[str
         nll_points=nll.n,
         nll_method=model.likelihood_method(**options),
         nll_seconds=time.perf_counter() - t0,
+    )
+
+
+_NO_BASELINE = dict.fromkeys(
+    ("gmm_nll_data", "gmm_nll_standardized", "gmm_components", "gmm_train_points", "gmm_seconds")
+)
+
+
+def _baseline(model, info, x_test, labels_test) -> dict[str, Any]:
+    """The Gaussian-mixture baseline of :func:`evaluate_run`, fitted to the run's own
+    training points and scored on its test points."""
+    train = run_data(info, "train")
+    b = mixture_baseline(
+        train.x,
+        x_test,
+        None if labels_test is None else train.labels,
+        labels_test,
+        standardization=model.standardization,
+    )
+    return dict(
+        gmm_nll_data=b.nll_data,
+        gmm_nll_standardized=b.nll_standardized,
+        gmm_components=list(b.components),
+        gmm_train_points=b.train_points,
+        gmm_seconds=b.seconds,
     )
 
 
@@ -385,6 +422,9 @@ def format_table(result: dict[str, Any]) -> str:
             if per_class
             else "nats/point, in the model's standardized coordinates",
         ),
+    ]
+    rows += _baseline_rows(r)
+    rows += [
         ("W2, samples vs test", _fmt(r["w2"]), f"data units ({r['w2_points']} points each)"),
     ]
     if r.get("w2_noise_floor") is not None:
@@ -420,6 +460,40 @@ def format_table(result: dict[str, Any]) -> str:
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
     )
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
+
+
+def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The Gaussian-mixture baseline's rows of :func:`format_table`, and by how much the
+    model beats it (none without a baseline)."""
+    if r.get("gmm_nll_data") is None:
+        return []
+    comps = r["gmm_components"]
+    k = (
+        f"{comps[0]} component{'s' if comps[0] != 1 else ''}"
+        if len(comps) == 1
+        else (f"{'/'.join(map(str, comps))} components per class")
+    )
+    verdict = ""
+    if r.get("nll_data") is not None:
+        gap = r["gmm_nll_data"] - r["nll_data"]
+        verdict = (
+            f"; the model is {gap:.4f} nats/point better"
+            if gap > 0
+            else f"; the model is {-gap:.4f} nats/point WORSE: the mixture fits these data better"
+        )
+    return [
+        (
+            "  Gaussian mixture baseline, data units",
+            _fmt(r["gmm_nll_data"]),
+            f"nats/point (scikit-learn, {k} by BIC, fitted to the same "
+            f"{r['gmm_train_points']} training points){verdict}",
+        ),
+        (
+            "  Gaussian mixture baseline, standardized",
+            _fmt(r["gmm_nll_standardized"]),
+            "nats/point, in the model's standardized coordinates",
+        ),
+    ]
 
 
 def format_nfe_table(result: dict[str, Any]) -> str:

@@ -45,7 +45,7 @@ from .data import (
 )
 from .models import MODELS, ModelType
 from .registry import UnknownName
-from .train import History, TrainConfig, TrainState, fit
+from .train import Best, History, TrainConfig, TrainState, fit
 
 __all__ = [
     "FORMAT_VERSION",
@@ -305,9 +305,18 @@ def read_history(run_dir: str | Path) -> History:
 # -- resumable checkpoints --------------------------------------------------------------
 
 
+#: A run writes its checkpoint and files after about this many of its epochs at most
+#: (every epoch of a run of up to this many, and the last always): a run of many tiny
+#: epochs would otherwise spend most of its time writing files.
+CHECKPOINTS = 50
+
+
 def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel, TrainState], None]:
     """An ``on_epoch_end`` callback for :func:`~flowscope.train.fit` that saves the run and
-    a resumable checkpoint after every epoch (each file atomically).
+    a resumable checkpoint (each file atomically) after every epoch of a run of up to
+    :data:`CHECKPOINTS` epochs; a longer run after every ``epochs // CHECKPOINTS``-th
+    epoch and its last, so that a run killed at any moment loses at most that many
+    epochs.
 
     The checkpoint is written first, as one file, so it is never out of step with itself;
     ``model.safetensors``, ``config.json`` and the metrics follow.
@@ -315,9 +324,15 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
     run_dir = Path(run_dir)
 
     def save(model: FlowModel, state: TrainState) -> None:
+        every = max(1, state.epochs // CHECKPOINTS)
+        if state.epoch % every and state.epoch < state.epochs:
+            return
         tensors: dict[str, torch.Tensor] = {"generator": state.generator.clone()}
         for k, v in model.state_dict().items():
             tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+        if state.best is not None:
+            for k, v in state.best.weights.items():
+                tensors[f"best.{k}"] = v.detach().cpu().contiguous()
         opt_state = state.optimizer["state"]
         meta_state: dict[str, dict[str, Any]] = {}
         for pid, entries in opt_state.items():
@@ -329,6 +344,10 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
                     meta_state[str(pid)][name] = val
         meta = {
             "epoch": state.epoch,
+            "epochs": state.epochs,
+            "best": None
+            if state.best is None
+            else {"epoch": state.best.epoch, "loss": state.best.loss},
             "param_groups": state.optimizer["param_groups"],
             "opt_scalars": meta_state,
             "scheduler": state.scheduler,
@@ -367,12 +386,18 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
                 _, pid, name = k.split(".", 2)
                 opt_state.setdefault(int(pid), {})[name] = v
         hist = History(**meta["history"])
+        best = None
+        if meta.get("best") is not None:
+            weights = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+            best = Best(int(meta["best"]["epoch"]), float(meta["best"]["loss"]), weights)
         return TrainState(
             epoch=int(meta["epoch"]),
             optimizer={"state": opt_state, "param_groups": meta["param_groups"]},
             scheduler=meta["scheduler"],
             generator=tensors["generator"],
             history=hist,
+            epochs=int(meta.get("epochs", 0)),
+            best=best,
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise RunError(f"{path}: checkpoint does not match the model ({err})") from None
@@ -509,7 +534,7 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel) -> T
             f"(flowscope train {was} --out {out} --resume), or train {name} in another folder"
         )
     now = {"model": name, **info.model, **info.data, **info.train}
-    then = {"model": was, **recorded_model_args(old), **old.data, **old.train}
+    then = {"model": was, **recorded_model_args(old), **old.data, **asdict(train_config(old))}
     differ = [
         f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
     ]
@@ -549,7 +574,8 @@ def train_run(
     ``cfm``, ...) on a data source and save the run folder ``out``.
 
     The model is initialised from ``config.seed``; a checkpoint is written after every
-    epoch, and the folder is complete (config, weights, metrics) after each one. With
+    epoch (every few of a run of many tiny epochs: :func:`checkpoint_saver`), and the
+    folder is complete (config, weights, metrics) after each one. With
     ``resume`` the run continues after the last checkpointed epoch, with the optimizer,
     scheduler and generator state, and ends with the same weights, bit for bit, as an
     uninterrupted run with the same settings; model arguments not given in

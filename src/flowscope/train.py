@@ -26,17 +26,29 @@ from . import kernels
 from .base import FlowModel
 from .data import check_int
 
-__all__ = ["TrainConfig", "History", "TrainState", "TrainingDiverged", "fit"]
+__all__ = ["Best", "TrainConfig", "History", "Schedule", "TrainState", "TrainingDiverged", "fit"]
 
 log = logging.getLogger("flowscope")
 
 
+#: The weight decay of a run lengthened for small data (:meth:`TrainConfig.schedule`),
+#: measured on the Old Faithful data (``benchmarks/README.md``, small data sets).
+SMALL_DATA_DECAY = 2.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyperparameters; the defaults are the study's recipe (its sections 3.3 and 4.3).
+    """Training hyperparameters; the defaults are the study's recipe (its sections 3.3 and 4.3)
+    on the study's data, and train small data sets long enough (see :meth:`schedule`).
 
     Attributes:
-        epochs: passes over the training set, >= 1.
+        epochs: passes over the training set, >= 1, exactly; ``None`` (the default):
+            ``min_epochs``, or more on a training set so small that ``min_epochs`` make
+            fewer than ``min_steps`` optimizer steps, and then the weights of the best
+            validation loss are kept (early stopping; :meth:`schedule`).
+        min_epochs: the epochs of ``epochs=None`` on data large enough (the study's 20).
+        min_steps: the optimizer steps ``epochs=None`` gives at least; a run with fewer
+            is short for its data (``History.length_note`` says so).
         batch_size: points per step, >= 1.
         lr: Adam's learning rate, decayed to 0 over all steps by ``CosineAnnealingLR``.
         seed: seeds the shuffling and the randomness of the loss, e.g. flow matching's
@@ -45,24 +57,104 @@ class TrainConfig:
         grad_clip: if set, the gradient's global norm is clipped to this value before
             each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the study's recipe)
             does not clip.
+        weight_decay: decoupled weight decay per step (AdamW's: each weight is scaled by
+            ``1 - lr * weight_decay`` before Adam's update), >= 0; ``None`` (the default):
+            none on data large enough (the study's Adam) and :data:`SMALL_DATA_DECAY` on
+            a run lengthened for small data, where it pulls the weights towards 0, the
+            model towards the Gaussian of its standardization (:meth:`schedule`).
     """
 
-    epochs: int = 20
+    epochs: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
     val_size: int = 10_000
     grad_clip: float | None = None
+    min_epochs: int = 20
+    min_steps: int = 2000
+    weight_decay: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "val_size"):
+        for name in ("batch_size", "val_size", "min_epochs"):
             check_int(getattr(self, name), name)
+        if self.epochs is not None:
+            check_int(self.epochs, "epochs")
+        check_int(self.min_steps, "min_steps", minimum=0)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.grad_clip is not None and not (
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
             raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
+        wd = self.weight_decay
+        number = isinstance(wd, int | float) and not isinstance(wd, bool)
+        if wd is not None and not (number and math.isfinite(wd) and wd >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+
+    def schedule(self, n: int, validation: bool = True) -> Schedule:
+        """How long a fit on ``n`` training points runs.
+
+        With ``epochs`` given, exactly that many. With ``epochs=None``, ``min_epochs``
+        if they make at least ``min_steps`` optimizer steps (the study: 20 epochs of
+        1,954 steps); else the run is lengthened to ``ceil(min_steps / steps per
+        epoch)`` epochs and, with ``validation``, validated after each epoch, ending
+        with the weights of the best validation loss, and with weight decay unless
+        ``weight_decay`` says otherwise: on a few hundred points a longer run overfits,
+        and the best epoch is the early stop (``benchmarks/README.md``, small data sets).
+
+        Arguments:
+            n: training points, >= 1.
+            validation: whether the fit has validation points.
+
+        Returns:
+            a :class:`Schedule`.
+
+        Raises:
+            ValueError: if ``n`` is not a positive integer.
+
+        Example:
+            >>> TrainConfig().schedule(245)  # a 272-point file's training part
+            Schedule(epochs=1000, steps_per_epoch=2, keep_best=True, weight_decay=2.0, note=None)
+        """
+        n = check_int(n, "n")
+        per_epoch = math.ceil(n / self.batch_size)
+        epochs, small, note = self.epochs, False, None
+        if epochs is None:
+            epochs = max(self.min_epochs, math.ceil(self.min_steps / per_epoch))
+            small = epochs > self.min_epochs
+        elif epochs * per_epoch < self.min_steps:
+            note = (
+                f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} step"
+                f"{'s' if per_epoch != 1 else ''} on {n} training points are "
+                f"{epochs * per_epoch} optimizer steps, short for data this small: the "
+                f"default (no epochs given) trains at least {self.min_steps} steps and keeps "
+                "the weights of the best validation loss"
+            )
+        decay = self.weight_decay
+        if decay is None:
+            decay = SMALL_DATA_DECAY if small else 0.0
+        return Schedule(epochs, per_epoch, small and validation, float(decay), note)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long one fit runs: :meth:`TrainConfig.schedule`.
+
+    Attributes:
+        epochs: the epochs it runs (fewer only if it diverges).
+        steps_per_epoch: optimizer steps per epoch, ``ceil(N / batch_size)``.
+        keep_best: whether it ends with the weights of its best validation loss.
+        weight_decay: the decoupled weight decay of its steps
+            (:attr:`TrainConfig.weight_decay`).
+        note: why the run is short for its data (given epochs, fewer steps than
+            ``min_steps``), else ``None``.
+    """
+
+    epochs: int
+    steps_per_epoch: int
+    keep_best: bool
+    weight_decay: float = 0.0
+    note: str | None = None
 
 
 @dataclass
@@ -78,12 +170,18 @@ class History:
         fast_path: how the steps computed their gradients: a fused kernel's name, or
             ``"pytorch"`` (autograd).
         fast_path_note: why no fused kernel ran, where one exists for the model type.
+        best_epoch: the epoch whose weights the model ended with, where the run kept
+            its best validation loss (:attr:`Schedule.keep_best`), else ``None``.
+        length_note: why the run is short for its data (:attr:`Schedule.note`), else
+            ``None``.
     """
 
     batch_loss: list[float] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     fast_path: str = "pytorch"
     fast_path_note: str | None = None
+    best_epoch: int | None = None
+    length_note: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -91,14 +189,35 @@ class History:
 
 
 @dataclass
+class Best:
+    """The best validation so far of a run that keeps it (:attr:`Schedule.keep_best`).
+
+    Attributes:
+        epoch: the epoch (1-based) after which it was measured.
+        loss: its validation loss.
+        weights: the model's ``state_dict`` then (copies).
+    """
+
+    epoch: int
+    loss: float
+    weights: dict[str, torch.Tensor]
+
+
+@dataclass
 class TrainState:
-    """Everything needed to continue a run after an epoch: see :func:`fit`'s ``state``."""
+    """Everything needed to continue a run after an epoch: see :func:`fit`'s ``state``.
+
+    ``epochs`` is the run's length (:meth:`TrainConfig.schedule`); ``best`` the best
+    validation so far, for a run that keeps it.
+    """
 
     epoch: int
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     generator: torch.Tensor
     history: History
+    epochs: int = 0
+    best: Best | None = None
 
 
 class TrainingDiverged(RuntimeError):
@@ -201,8 +320,11 @@ class _Stepper:
     the model keeps the weights it had.
     """
 
-    def __init__(self, model: FlowModel, opt: torch.optim.Adam, fused, config: TrainConfig):
+    def __init__(
+        self, model: FlowModel, opt: torch.optim.Adam, fused, config: TrainConfig, decay: float
+    ):
         self.model, self.opt, self.fused, self.clip = model, opt, fused, config.grad_clip
+        self.decay = decay
         self.params = list(model.parameters())
         # Adam in C once the optimizer has its state: a fresh one's first step, by
         # torch.optim.Adam, initialises it as PyTorch does; a resumed one has it already.
@@ -224,6 +346,9 @@ class _Stepper:
             loss.backward()
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        if self.decay:  # AdamW's decoupled decay, so that Adam's step stays the fused one
+            with torch.no_grad():
+                torch._foreach_mul_(self.params, 1 - self.opt.param_groups[0]["lr"] * self.decay)
         if self.adam is not None:
             self.adam.step()
         else:
@@ -247,6 +372,12 @@ def fit(
 ) -> History:
     """Train ``model`` on x (N, D) in data units with the study's recipe.
 
+    The run lasts :meth:`TrainConfig.schedule` epochs: the study's 20 on data as large
+    as the study's, longer on small data sets, which then end with the weights of the
+    epoch of the best validation loss (``History.best_epoch``); a run given fewer epochs
+    than make ``config.min_steps`` steps says so in ``History.length_note`` and, once,
+    through the ``flowscope`` logger.
+
     Fits the model's standardization on x (per class with the labels, if the model
     standardizes per class; unless resuming), then runs Adam with
     ``CosineAnnealingLR`` stepped every batch (T_max = all steps). Each epoch indexes a
@@ -264,7 +395,8 @@ def fit(
         on_epoch_end: called with the model and a :class:`TrainState` after every epoch
             (for checkpoints).
         state: a state saved by ``on_epoch_end``, to continue from the epoch after it; the
-            result matches an uninterrupted run with the same seed.
+            result matches an uninterrupted run with the same seed. A state of any
+            earlier epoch will do (a caller may checkpoint only some epochs).
 
     Returns:
         the :class:`History`, also after resuming (it includes the earlier epochs).
@@ -280,20 +412,23 @@ def fit(
     data = _prepare(model, x, labels, x_val, labels_val, config, resuming=state is not None)
     n, bs = len(data.y), config.batch_size
     model.check_batch_size(bs)
-    steps_per_epoch = math.ceil(n / bs)
-    total = steps_per_epoch * config.epochs
+    plan = config.schedule(n, validation=data.y_val is not None)
+    steps_per_epoch = plan.steps_per_epoch
+    total = steps_per_epoch * plan.epochs
     params = list(model.parameters())
     opt = _adam(params, config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     gen = torch.Generator().manual_seed(config.seed)
-    history = History()
-    first_epoch = 1
+    history = History(length_note=plan.note)
+    first_epoch, best = 1, None
     if state is not None:
         opt.load_state_dict(state.optimizer)
         sched.load_state_dict(state.scheduler)
         gen.set_state(state.generator)
-        history = state.history
+        history, best = state.history, state.best
         first_epoch = state.epoch + 1
+    if plan.note is not None and state is None:
+        log.info("%s: %s", model.kind, plan.note)
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(
@@ -311,9 +446,10 @@ def fit(
     grad_mode = torch.is_grad_enabled()
     torch.set_grad_enabled(True)  # training needs gradients, also when called under no_grad
     try:
-        step = _Stepper(model, opt, _choose_step(model, data, config, history), config)
-        for epoch in range(first_epoch, config.epochs + 1):
-            bar.set_description(f"{model.kind} epoch {epoch}/{config.epochs}")
+        fused = _choose_step(model, data, config, history)
+        step = _Stepper(model, opt, fused, config, plan.weight_decay)
+        for epoch in range(first_epoch, plan.epochs + 1):
+            bar.set_description(f"{model.kind} epoch {epoch}/{plan.epochs}")
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=gen)
             losses: list[float] = []
@@ -335,19 +471,35 @@ def fit(
             row["lr"] = sched.get_last_lr()[0]
             row["seconds"] = time.perf_counter() - t0
             history.epochs.append(row)
+            if plan.keep_best and (best is None or row["val_loss"] < best.loss):
+                best = Best(epoch, row["val_loss"], _copy_weights(model))
             if on_epoch_end is not None:
                 on_epoch_end(
                     model,
                     TrainState(
-                        epoch, opt.state_dict(), sched.state_dict(), gen.get_state(), history
+                        epoch,
+                        opt.state_dict(),
+                        sched.state_dict(),
+                        gen.get_state(),
+                        history,
+                        plan.epochs,
+                        best,
                     ),
                 )
+        if best is not None:  # early stopping: the weights of the best validation
+            model.load_state_dict(best.weights)
+            history.best_epoch = best.epoch
     finally:
         torch.set_grad_enabled(grad_mode)
         torch.set_num_threads(threads)
         bar.close()
         model.eval()
     return history
+
+
+def _copy_weights(model: FlowModel) -> dict[str, torch.Tensor]:
+    """A copy of the model's ``state_dict`` (weights and standardization buffers)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

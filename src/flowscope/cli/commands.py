@@ -21,6 +21,7 @@ import io
 import math
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -368,7 +369,7 @@ def _train_defaults(model: str | None = None) -> dict[str, Any]:
         "data": run["data"].default,
         "n_points": run["n_points"].default,
         "holdout_points": run["holdout_points"].default,
-        **{k: getattr(recipe, k) for k in (*TRAIN_OPTIONS, "val_size")},
+        **asdict(recipe),
     }
 
 
@@ -466,7 +467,7 @@ def _train(args: argparse.Namespace) -> int:
         args.n_points = None
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
-    config = TrainConfig(**{k: settings[k] for k in (*TRAIN_OPTIONS, "val_size")})
+    config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig)})
 
     done: list[int] = []
     tensorboard = None if writer_class is None else _TensorBoard(writer_class, out / "tensorboard")
@@ -494,9 +495,9 @@ def _train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         hint = "no epoch finished; nothing was saved"
-        if done or (args.resume and (out / runs.CHECKPOINT).is_file()):
+        if (out / runs.CHECKPOINT).is_file():
             hint = (
-                f"the last finished epoch is saved; continue with "
+                f"the last checkpoint is saved; continue with "
                 f"`flowscope train {args.model} --out {out} --resume`"
             )
         print(f"flowscope: interrupted; {hint}", file=sys.stderr)
@@ -532,12 +533,20 @@ def _train(args: argparse.Namespace) -> int:
     per_class = ", each class standardized on its own" if model.standardization.per_class else ""
     loss = model.describe_loss()
     note = f" ({loss}{per_class}; compare models with `flowscope eval`)" if loss else ""
+    epochs = len(history.epochs)
+    kept = ""
+    if history.best_epoch is not None:
+        best = history.epochs[history.best_epoch - 1]
+        kept = f"; kept epoch {history.best_epoch}, the best validation"
+        last = best
     print(
-        f"trained {args.model} on {settings['data']} for {config.epochs} "
-        f"epoch{'s' if config.epochs != 1 else ''}{start} in "
-        f"{seconds:.1f} s; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
+        f"trained {args.model} on {settings['data']} for {epochs} "
+        f"epoch{'s' if epochs != 1 else ''}{start} in "
+        f"{seconds:.1f} s{kept}; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
         f"run saved to {out}"
     )
+    if history.length_note:
+        print(f"flowscope: note: {history.length_note}", file=sys.stderr)
     if history.fast_path_note:
         print(
             f"flowscope: note: trained with PyTorch operations, not the fused kernel: "
@@ -753,7 +762,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
-        f"{d['data']} points, {d['epochs']} epochs){_recipes()}.",
+        f"{d['data']} points, {d['min_epochs']} epochs; small data sets train at least "
+        f"{d['min_steps']:,} steps and keep the best validation){_recipes()}.",
         "flowscope train nf --epochs 7 --out runs/nf\n"
         "  flowscope train nsf --out runs/nsf   # a neural spline flow, with its own recipe\n"
         "  flowscope train nsf --conditional --out runs/nsf-rings   # log p(x | ring)\n"
@@ -804,7 +814,13 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         "(0, 1, ...); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
         f"validation and test (default {d['data']})",
     )
-    p.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help=f"exactly this many (default {d['min_epochs']}, or as many more as make "
+        f"{d['min_steps']:,} steps on small data, which then keep the weights of the best "
+        "validation loss)",
+    )
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
     p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
     p.add_argument(

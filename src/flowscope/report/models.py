@@ -111,7 +111,9 @@ def requested(
         config = TrainConfig(epochs=p.epochs, seed=seed)
     else:
         full = r.recipe()
-        config = replace(full, epochs=min(full.epochs, p.beyond_epochs), seed=seed)
+        # The report's data are large: a recipe without epochs runs its min_epochs.
+        epochs = full.epochs if full.epochs is not None else full.min_epochs
+        config = replace(full, epochs=min(epochs, p.beyond_epochs), seed=seed)
     data = {
         "source": "olympic",
         "n_points": p.n_points,

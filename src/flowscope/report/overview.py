@@ -152,6 +152,7 @@ def _nll_table(study: Study, ev: dict[str, dict[str, Any]]) -> _Floors:
         )
         for k in ("nf", "fm")
     ]
+    rows += _baseline_row("Gaussian mixture baseline", ev["nf"], dm["entropy_standardized"])
     rows.append(
         (
             "data entropy (floor)",
@@ -180,6 +181,7 @@ def _nll_table(study: Study, ev: dict[str, dict[str, Any]]) -> _Floors:
             num(e["nll_data"]),
             e["nll_method"],
         ),
+        *_baseline_row("CFM baseline: a mixture per ring", e, h_cond_std),
         (
             "conditional entropy (CFM floor)",
             num(h_cond_std),
@@ -194,6 +196,24 @@ def _nll_table(study: Study, ev: dict[str, dict[str, Any]]) -> _Floors:
         _nll_caption(ev, dm, cs, ld_cfm),
     )
     return _Floors(gap=gap, gap_cfm=gap_cfm, h_cond=h_cond)
+
+
+def _baseline_row(title: str, e: dict[str, Any], floor_standardized: float) -> list[tuple]:
+    """Table 2's row of the Gaussian mixture fitted to a model's training points (BIC),
+    from its :func:`~flowscope.evaluate.evaluate_run` result (none without one)."""
+    if e.get("gmm_nll_data") is None:
+        return []
+    comps = "/".join(map(str, e["gmm_components"]))
+    return [
+        (
+            title,
+            num(e["gmm_nll_standardized"]),
+            num(e["gmm_nll_standardized"] - floor_standardized),
+            num(e["gmm_nll_data"]),
+            f"scikit-learn, {comps} components by BIC, on {e['gmm_train_points']:,} of the "
+            "same training points",
+        )
+    ]
 
 
 def _nll_caption(
@@ -220,7 +240,10 @@ def _nll_caption(
         + "Knowing the ring removes up to log 5 = "
         f"{num(math.log(len(RING_NAMES)), 2)} nats and the data differ, so they are not "
         "comparable with the NF and FM rows; their floor is the conditional data's "
-        "entropy given the ring."
+        "entropy given the ring. The baseline rows are Gaussian mixtures (full "
+        "covariances) fitted to the models' own training points, their number of "
+        "components chosen by BIC among 1 to 10 (one mixture per ring for the CFM): a "
+        "model above its baseline has not earned its keep."
     )
 
 

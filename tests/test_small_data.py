@@ -1,0 +1,192 @@
+"""Small data sets: long enough training, the best epoch kept, fewer run-file writes, the
+note on short runs and the Gaussian-mixture baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import flowscope.runs
+from flowscope.baseline import mixture_baseline
+from flowscope.cli import main
+from flowscope.errors import MissingDependency
+from flowscope.evaluate import evaluate_run
+from flowscope.flows import NormalizingFlow
+from flowscope.runs import CHECKPOINT, load_checkpoint, load_run, run_data, train_run
+from flowscope.train import SMALL_DATA_DECAY, Schedule, TrainConfig, fit
+
+torch.set_num_threads(1)
+
+
+def two_blobs(n: int, seed: int) -> torch.Tensor:
+    """n points of two unit Gaussians at (-4, 0) and (4, 0), float64."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x[:, 0] += torch.where(torch.arange(n) % 2 == 0, -4.0, 4.0)
+    return x
+
+
+def write_points(path, x) -> str:
+    np.savetxt(path, np.asarray(x), delimiter=",", header="a,b", comments="")
+    return str(path)
+
+
+# -- how long a run lasts -----------------------------------------------------------------
+
+
+def test_the_schedule_lengthens_only_runs_short_for_their_data():
+    cfg = TrainConfig()
+    # 245 points (a 272-point file's train part) used to get 20 epochs of 2 steps.
+    small = cfg.schedule(245)
+    assert small == Schedule(1000, 2, keep_best=True, weight_decay=SMALL_DATA_DECAY)
+    assert small.epochs * small.steps_per_epoch >= cfg.min_steps
+    assert cfg.schedule(245, validation=False).keep_best is False  # nothing to choose by
+    # Given epochs are run exactly, with a note when they are few for the data.
+    given = TrainConfig(epochs=20).schedule(245)
+    assert (given.epochs, given.keep_best, given.weight_decay) == (20, False, 0.0)
+    assert given.note.startswith("20 epochs of 2 steps on 245 training points are 40 ")
+    assert "short for data this small" in given.note
+    assert TrainConfig(epochs=20).schedule(250_000).note is None
+    assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])
+def test_weight_decay_must_be_a_number_at_least_0(bad):
+    with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
+        TrainConfig(weight_decay=bad)
+
+
+def test_a_tiny_data_set_trains_min_steps_and_ends_with_its_best_epoch():
+    x, x_val = two_blobs(40, 0), two_blobs(20, 1)
+    torch.manual_seed(0)
+    flow = NormalizingFlow(couplings=3, hidden=16, linear_layers=3).double()
+    cfg = TrainConfig(batch_size=16, lr=2e-2, min_epochs=2, min_steps=150, weight_decay=0.0)
+    history = fit(flow, x, x_val=x_val, config=cfg, progress=False)
+    assert len(history.batch_loss) == 150 and len(history.epochs) == 50
+    val = [row["val_loss"] for row in history.epochs]
+    best = int(np.argmin(val)) + 1
+    assert history.best_epoch == best < len(val)  # this run overfits: its best is earlier
+    # The model holds that epoch's weights, not the last ones.
+    now = -flow.log_prob(x_val, standardized=True).mean().item()
+    assert now == pytest.approx(val[best - 1], abs=1e-9)
+    assert now < val[-1] - 1e-6
+
+
+def test_weight_decay_pulls_the_flow_towards_the_identity():
+    x = two_blobs(64, 0)
+    norms = []
+    for decay in (0.0, 5.0):
+        torch.manual_seed(0)
+        flow = NormalizingFlow(couplings=2, hidden=8, linear_layers=3).double()
+        cfg = TrainConfig(epochs=5, batch_size=16, lr=1e-2, weight_decay=decay)
+        fit(flow, x, config=cfg, progress=False)
+        norms.append(sum(float(p.detach().norm()) ** 2 for p in flow.parameters()))
+    assert norms[1] < 0.8 * norms[0]
+
+
+# -- run files: fewer writes, resume still bit for bit -------------------------------------
+
+
+class Interrupted(Exception):
+    """Stands for a kill in the middle of training."""
+
+
+SMALL_RUN = TrainConfig(batch_size=8, min_epochs=1, min_steps=312, seed=2)
+
+
+def test_a_run_of_many_tiny_epochs_writes_fewer_checkpoints_and_resumes_bit_for_bit(
+    tmp_path, monkeypatch
+):
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))  # 18 train: 3 steps an epoch
+    args = dict(data=data, config=SMALL_RUN, model_args={"couplings": 2}, progress=False)
+    writes = []
+    real = flowscope.runs.atomic_write
+
+    def counting(path, payload):
+        writes.append(path.name)
+        real(path, payload)
+
+    monkeypatch.setattr(flowscope.runs, "atomic_write", counting)
+    _, _, full = train_run("nf", tmp_path / "full", **args)
+    monkeypatch.setattr(flowscope.runs, "atomic_write", real)
+    assert len(full.epochs) == 104 and full.best_epoch is not None
+    # Every 104 // 50 = 2nd epoch and the last, not all 104.
+    assert writes.count(CHECKPOINT) == 52
+
+    def kill_at_51(model, state):
+        if state.epoch == 51:
+            raise Interrupted
+
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupted):
+        train_run("nf", out, on_epoch_end=kill_at_51, **args)
+    assert load_checkpoint(out, load_run(out)[0]).epoch == 50  # epoch 51 was not written
+    _, _, resumed = train_run("nf", out, resume=True, **args)
+    assert resumed.best_epoch == full.best_epoch and resumed.batch_loss == full.batch_loss
+    a, b = load_run(tmp_path / "full")[0].state_dict(), load_run(out)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_says_when_a_run_is_short_for_its_data(tmp_path, capsys):
+    data = write_points(tmp_path / "small.csv", two_blobs(40, 0))
+    out = tmp_path / "run"
+    argv = ["train", "nf", "--data", data, "--out", str(out), "--epochs", "2", "--couplings", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "flowscope: note: 2 epochs of 1 step on 36 training points are 2 optimizer steps" in err
+    assert "short for data this small" in err
+
+
+# -- the Gaussian-mixture baseline ----------------------------------------------------------
+
+
+def test_the_mixture_baseline_finds_two_blobs_and_their_entropy():
+    b = mixture_baseline(two_blobs(400, 0), two_blobs(4000, 1))
+    # Two unit Gaussians far apart: log 2 + log(2 pi e) nats per point.
+    assert b.components == (2,)
+    assert b.nll_data == pytest.approx(math.log(2) + math.log(2 * math.pi * math.e), abs=0.05)
+    one = mixture_baseline(two_blobs(400, 0), two_blobs(4000, 1), max_components=1)
+    assert one.components == (1,) and one.nll_data > b.nll_data + 0.5
+
+
+def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.mixture", None)  # import fails
+    with pytest.raises(MissingDependency, match="pip install scikit-learn"):
+        mixture_baseline(two_blobs(20, 0), two_blobs(20, 1))
+
+
+@pytest.fixture(scope="module")
+def file_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline")
+    data = write_points(root / "blobs.csv", two_blobs(200, 0).numpy() * [1.0, 30.0])
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    train_run("nf", root / "nf", data=data, config=cfg, progress=False)
+    return root / "nf"
+
+
+def test_eval_prints_and_records_the_mixture_baseline(file_run, capsys):
+    assert main(["eval", str(file_run), "--n", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "Gaussian mixture baseline, data units" in out and "by BIC" in out
+    assert "nats/point WORSE: the mixture fits these data better" in out  # one epoch
+    result = json.loads((file_run / "eval.json").read_text())
+    model, info = load_run(file_run)
+    train, test = run_data(info, "train"), run_data(info, "test")
+    b = mixture_baseline(train.x, test.x, standardization=model.standardization)
+    assert result["gmm_nll_data"] == pytest.approx(b.nll_data, rel=1e-12)
+    assert result["gmm_components"] == list(b.components) and len(b.components) == 1
+    assert result["gmm_train_points"] == 180
+    # The same units as the model's: the standardized values differ by the same log|det|.
+    shift = result["nll_standardized"] - result["nll_data"]
+    assert result["gmm_nll_standardized"] - result["gmm_nll_data"] == pytest.approx(shift)
+    assert abs(shift) > 1  # the second column's scale of 30
+
+
+def test_eval_without_the_baseline_records_none(file_run):
+    result = evaluate_run(file_run, n=20, baseline=False, floor_pairs=0)
+    assert result["gmm_nll_data"] is None and result["gmm_components"] is None
