@@ -25,12 +25,28 @@ from .base import STANDARDIZE, FlowModel
 from .flows import DEFAULT_EMBEDDING_DIM, NormalizingFlow, SplineFlow
 from .gaussian import Gaussian
 from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
-from .matching.couplings import COUPLINGS
+from .matching.couplings import drawn_couplings
+from .matching.meanflow import MeanFlow
 from .matching.paths import PATHS
 from .matching.sources import source_from_text
 from .registry import Registry
 
 __all__ = ["MODELS", "ModelType", "Option", "model_type", "positive_number"]
+
+
+def _number(text: str, fits: Callable[[float], bool], requirement: str) -> float:
+    """The number ``text`` spells, if ``fits`` accepts it (NaN never fits).
+
+    Raises:
+        ValueError: ``must be {requirement}, got {text!r}``.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or not fits(value):
+        raise ValueError(f"must be {requirement}, got {text!r}")
+    return value
 
 
 def positive_number(text: str) -> float:
@@ -39,23 +55,19 @@ def positive_number(text: str) -> float:
     Raises:
         ValueError: naming the text.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"must be a positive finite number, got {text!r}")
-    return value
+    return _number(text, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 
 
 def _sigma_min(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise ValueError(f"must be a number in [0, 1), got {text!r}")
-    return value
+    return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _share(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 @dataclass(frozen=True)
@@ -174,8 +186,8 @@ MODELS: Registry[ModelType] = Registry("model")
 
 
 def model_type(model: FlowModel | type[FlowModel], *, conditional: bool | None = None) -> ModelType:
-    """The registered type of a model (or class): the first whose class is the model's
-    (or a base of it) and, for a model, whose ``conditional`` matches.
+    """The registered type of a model (or class): the first whose class is the model's,
+    else the nearest base of it, and, for a model, whose ``conditional`` matches.
 
     Raises:
         ValueError: if no registered type fits.
@@ -183,10 +195,11 @@ def model_type(model: FlowModel | type[FlowModel], *, conditional: bool | None =
     cls = model if isinstance(model, type) else type(model)
     if conditional is None and not isinstance(model, type):
         conditional = model.num_classes is not None
-    for entry in MODELS:
-        fits = conditional in (None, entry.conditional) or entry.conditional_option
-        if issubclass(cls, entry.model) and fits:
-            return entry
+    for base in cls.__mro__:  # a MeanFlow is a FlowMatching: its own type comes first
+        for entry in MODELS:
+            fits = conditional in (None, entry.conditional) or entry.conditional_option
+            if entry.model is base and fits:
+                return entry
     raise ValueError(f"{cls.__name__} is not a registered model type")
 
 
@@ -198,7 +211,7 @@ _FM_OPTIONS = (
         "draw the path time t of each training example (0: noise, 1: data) from Beta(A, 1), "
         f"density A t^(A-1), A > 0 (default {DEFAULT_TIME_ALPHA:g} for fm, "
         f"{DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm: mostly near the data; 1: uniform, as "
-        "in the study's recipe)",
+        "in the study's recipe and meanflow's default, which draws both of its times so)",
         lambda a: {"times": {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}},
         parse=positive_number,
         metavar="A",
@@ -231,7 +244,7 @@ _FM_OPTIONS = (
         "independent, the study's; ot: exact minibatch optimal transport; class-ot: OT "
         "within each class, cfm only)",
         lambda name: {"coupling": {"name": name}},
-        choices=COUPLINGS.names(),
+        choices=drawn_couplings(),
     ),
     Option(
         "--source",
@@ -250,6 +263,28 @@ _STANDARDIZE_OPTION = Option(
     "every class); nf and nsf take it with --conditional",
     lambda how: {"standardize": how},
     choices=STANDARDIZE,
+)
+
+
+_MEANFLOW_OPTIONS = (
+    Option(
+        "--jump-share",
+        "the share of training points whose two times differ (r != t), which train the "
+        "average velocity; the rest train the instantaneous one, as flow matching (default "
+        f"{inspect.signature(MeanFlow).parameters['jump_share'].default:g}, the paper's)",
+        lambda s: {"jump_share": s},
+        parse=_share,
+        metavar="S",
+    ),
+    Option(
+        "--adaptive-power",
+        "p of the loss's adaptive weight 1 / (error^2 + 1e-3)^p (default "
+        f"{inspect.signature(MeanFlow).parameters['adaptive_power'].default:g}, the paper's; "
+        "0: the plain squared error)",
+        lambda p: {"adaptive_power": p},
+        parse=_non_negative,
+        metavar="P",
+    ),
 )
 
 
@@ -368,6 +403,18 @@ MODELS.register(
         sample_options=("dt", "solver"),
         likelihood_options=("solver", "steps", "divergence", "generator"),
         upgrade=_upgrade_fm,
+        small={"hidden": 16, "layers": 3},
+    ),
+)
+MODELS.register(
+    "meanflow",
+    ModelType(
+        "meanflow",
+        MeanFlow,
+        "mean flow",
+        options=(*_FM_OPTIONS, *_MEANFLOW_OPTIONS),
+        sample_options=("dt", "solver"),
+        likelihood_options=("solver", "steps", "divergence", "generator"),
         small={"hidden": 16, "layers": 3},
     ),
 )
