@@ -60,6 +60,7 @@ __all__ = [
     "save_run",
     "load_checkpoint",
     "checkpoint_saver",
+    "check_out",
     "atomic_write",
     "run_data",
     "train_run",
@@ -415,7 +416,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
     return Dataset(x, y, full.source, full.class_names)
 
 
-def _check_out(out: Path, overwrite: bool, resume: bool) -> Path:
+def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
     """``out`` if a run may be written (or resumed) there.
 
     Raises:
@@ -502,6 +503,7 @@ def train_run(
     on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
     device: str | torch.device = "cpu",
     conditional: bool | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train a registered model type (:data:`~flowscope.models.MODELS`: ``nf``, ``fm``,
     ``cfm``, ...) on a data source and save the run folder ``out``.
@@ -527,6 +529,8 @@ def train_run(
         conditional: train on the data's class labels, for a type that may choose
             (:attr:`~flowscope.models.ModelType.conditional_option`: ``nf``, ``nsf``);
             ``None`` is the type's default, or the resumed run's choice.
+        parent: what the run was made from, recorded as ``parent`` in its config (a
+            reflow run's parent run, :func:`flowscope.reflow.reflow_run`).
 
     Raises:
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
@@ -537,7 +541,7 @@ def train_run(
     """
     entry = MODELS.get(model_name)
     device = resolve_device(device)
-    out = _check_out(Path(out), overwrite, resume)
+    out = check_out(Path(out), overwrite, resume)
     old = read_info(out) if resume else None
     same = old is not None and old.extra.get("name", old.kind) == model_name
     if conditional is None and same:  # (a run of another type is refused below)
@@ -556,7 +560,7 @@ def train_run(
             "conditional": conditional,
         },
         train=asdict(config),
-        extra={"name": model_name},
+        extra={"name": model_name, **({} if parent is None else {"parent": parent})},
     )
     train = run_data(info, "train")
     val = run_data(info, "val")
