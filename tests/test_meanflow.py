@@ -157,3 +157,25 @@ def test_config_rebuilds_the_model():
     again = MeanFlow(**model.config())
     assert again.config() == model.config() and again.jump_share == 0.5
     assert "r != t for 50%" in model.describe_loss()
+
+
+def test_a_mean_flow_through_every_command(tmp_path, capsys):
+    import json
+
+    from flowscope.cli import main
+
+    out = tmp_path / "mf"
+    tiny = ["--data", "moons", "--n-points", "300", "--epochs", "2", "--batch-size", "64"]
+    assert main(["train", "meanflow", *tiny, "--out", str(out)]) == 0
+    assert "MeanFlow loss" in capsys.readouterr().out
+    assert main(["train", "meanflow", *tiny, "--out", str(out), "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "50", "--plot", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert main(["sample", str(out), "-n", "5", "--dt", "0.5"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 6  # header and 5 points
+    assert main(["eval", str(out), "-n", "200", "--floor-pairs", "1", "--nfe", "1,2"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["model"] == "meanflow" and [p["nfe"] for p in result["nfe_curve"]][:2] == [1, 2]
+    assert result["nll_data"] is not None and result["straightness"] is not None
+    assert main(["invert", str(out), "--point", "0.5,0.2"]) == 0
