@@ -74,13 +74,28 @@ def test_jvp_is_the_finite_difference_of_u_along_the_flow():
     y, v = points(), torch.randn(48, 2, generator=g, dtype=F64)
     t = 0.8 * torch.rand(48, 1, generator=g, dtype=F64) + 0.1
     r = torch.clamp(t + 0.5 * torch.rand(48, 1, generator=g, dtype=F64), max=1.0)
-    u, du_dt = model.average_velocity_and_derivative(y, r, t, v)
+    u, du_dt = model.average_velocity_and_derivative(y, r, t, v, fast=False)  # torch.func.jvp
     torch.testing.assert_close(u, model.average_velocity(y, r, t))
     h = 1e-6
     ahead = model.average_velocity(y + h * v, r, t + h)
     behind = model.average_velocity(y - h * v, r, t - h)
     assert du_dt.abs().max() > 0.1
     torch.testing.assert_close(du_dt, (ahead - behind) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("path", PATHS.names())
+def test_the_written_out_forward_mode_is_torch_func_jvp_in_float64(path, skip):
+    model = mean_flow(path=path, gaussian_skip=skip)
+    g = torch.Generator().manual_seed(2)
+    y, v = points(), torch.randn(48, 2, generator=g, dtype=F64)
+    t = torch.rand(48, 1, generator=g, dtype=F64)
+    r = t + (1 - t) * torch.rand(48, 1, generator=g, dtype=F64)
+    u_fast, d_fast = model.average_velocity_and_derivative(y, r, t, v)
+    u_plain, d_plain = model.average_velocity_and_derivative(y, r, t, v, fast=False)
+    assert d_plain.abs().max() > 0.1 and not d_fast.requires_grad
+    torch.testing.assert_close(u_fast, u_plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_fast, d_plain, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("path", PATHS.names())

@@ -213,28 +213,49 @@ class MeanFlow(FlowMatching):
         t: torch.Tensor,
         v: torch.Tensor,
         labels: torch.Tensor | None = None,
+        *,
+        fast: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""u(y, r, t) and its total derivative in t along the velocity v,
 
         .. math:: \frac{d}{dt} u(y_t, r, t) = v\, \partial_y u + \partial_t u,
 
-        by one forward-mode product (:func:`torch.func.jvp`, tangents (v, 0, 1) in
-        (y, r, t)).
+        by one forward-mode product, tangents (v, 0, 1) in (y, r, t): for the built-in
+        network (:class:`~.field.AverageVelocityField`) its
+        :meth:`~.field.AverageVelocityField.tangent`, forward mode written out (about a
+        fifth of the time of the general product on this machine) and the skip's by
+        autograd; otherwise, or with ``fast=False``, :func:`torch.func.jvp` of
+        :meth:`average_velocity`. Both give the same numbers to rounding (a test checks
+        it in float64).
 
         Arguments:
             y: (N, D) points at times t, standardized units.
             r, t: (N, 1) times.
             v: (N, D) the velocity dy/dt along which to differentiate.
             labels: (N,) class ids or ``None``.
+            fast: use the written-out forward mode where it applies.
 
         Returns:
-            (u, du/dt), (N, D) each; u is differentiable in the weights.
+            (u, du/dt), (N, D) each; u is differentiable in the weights, du/dt is
+            detached (the loss stops its gradient).
         """
+        if not fast or type(self.field) is not AverageVelocityField:
 
-        def u(y_: torch.Tensor, r_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
-            return self.average_velocity(y_, r_, t_, labels)
+            def u(y_: torch.Tensor, r_: torch.Tensor, t_: torch.Tensor) -> torch.Tensor:
+                return self.average_velocity(y_, r_, t_, labels)
 
-        return torch.func.jvp(u, (y, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+            tangents = (v, torch.zeros_like(r), torch.ones_like(t))
+            out, du_dt = torch.func.jvp(u, (y, r, t), tangents)
+            return out, du_dt.detach()
+        out = self.average_velocity(y, r, t, labels)
+        du_dt = self.field.tangent(y, r, t, v, torch.zeros_like(r), torch.ones_like(t), labels)
+        if self.gaussian_skip:  # c(r, t) y: c v + (dc/dt) y
+            with torch.enable_grad():
+                tt = t.detach().requires_grad_(True)
+                c = self.path.gaussian_average_velocity(torch.ones_like(tt), r.detach(), tt)
+                (dc_dt,) = torch.autograd.grad(c.sum(), tt)
+            du_dt = du_dt + c.detach() * v.detach() + dc_dt * y.detach()
+        return out, du_dt
 
     # -- training -----------------------------------------------------------------------
     def training_batch(
@@ -262,7 +283,7 @@ class MeanFlow(FlowMatching):
         of the weighted squared error summed over the coordinates."""
         b = self.training_batch(y, labels, generator)
         u, du_dt = self.average_velocity_and_derivative(b.x_t, b.r, b.t, b.dx_t, labels)
-        target = (b.dx_t - (b.t - b.r) * du_dt).detach()
+        target = (b.dx_t - (b.t - b.r) * du_dt).detach()  # du_dt: already without a graph
         err = ((u - target) ** 2).sum(dim=1)  # (N,)
         if self.adaptive_power == 0:
             return err.mean()
