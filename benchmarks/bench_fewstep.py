@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,12 @@ def train_three(data: str, seed: int, args, root: Path) -> dict[str, dict]:
     jobs = {
         "fm": lambda: train_run("fm", root / "fm", config=base, **common),
         "2-rectified": lambda: reflow_run(
-            root / "fm", root / "rf2", n_points=args.pairs, config=base, progress=False
+            root / "fm",
+            root / "rf2",
+            n_points=args.pairs,
+            config=base,
+            progress=False,
+            warm_start=args.warm_start,
         ),
         "meanflow": lambda: train_run(
             "meanflow",
@@ -117,13 +123,16 @@ def _stat(values: list[float], fmt: str = ".4f") -> str:
 
 def markdown(rows: list[dict], args, command: str) -> str:
     nfe = args.nfe
+    warm = getattr(args, "warm_start", False)
+    start = "from the base's weights" if warm else "from a fresh initialisation"
     lines = [
         "# Few-step sampling: fm, its 2-rectified flow and a mean flow",
         "",
         f"Command: `{command}`",
         "",
         f"fm and the 2-rectified flow: {args.epochs} epochs, batch 128, lr 1e-3 (the fm "
-        f"recipe) on {args.n_points:,} points, the reflow on {args.pairs:,} pairs; meanflow: "
+        f"recipe) on {args.n_points:,} points, the reflow on {args.pairs:,} pairs {start}; "
+        "meanflow: "
         f"{args.mf_epochs} epochs, batch {args.mf_batch}, lr {args.mf_lr:g}, jump share "
         f"{args.jump_share:g}, adaptive power {args.adaptive_power:g}. W2 (data units) between "
         f"{args.n} samples and {args.n} held-out points with K Euler steps (mean ± sd over "
@@ -186,28 +195,53 @@ def main() -> None:
     p.add_argument("--mf-lr", type=float, default=2e-3)
     p.add_argument("--jump-share", type=float, default=0.75)
     p.add_argument("--adaptive-power", type=float, default=0.5)
+    p.add_argument("--warm-start", action="store_true", help="reflow from the base's weights")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--nfe", default="1,2,4,8,16,100")
     p.add_argument("--out", default="benchmarks/results/fewstep")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="write OUT from the rows of these results files (runs of the same settings, "
+        "e.g. one per data set or seed, made in parallel) instead of measuring",
+    )
     args = p.parse_args()
     args.nfe = [int(k) for k in args.nfe.split(",")]
     torch.set_num_threads(1)
-    import sys
-
-    command = "python benchmarks/bench_fewstep.py " + " ".join(sys.argv[1:])
-    rows = []
-    tmp = Path(tempfile.mkdtemp(prefix="bench_fewstep_"))
-    for data in args.data.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            root = tmp / f"{data}-{seed}"
-            root.mkdir()
-            rows += measure(data, seed, args, root)
+    if args.merge:
+        files = [json.loads(Path(f).read_text()) for f in args.merge]
+        commands = [f["args"]["command"] for f in files]
+        rows = [_keys_as_ints(r) for f in files for r in f["rows"]]
+        settings = argparse.Namespace(**{**files[0]["args"], "nfe": args.nfe})
+        command = " && ".join(commands) + " && " + _command(sys.argv[1:])
+    else:
+        settings, command = args, _command(sys.argv[1:])
+        rows = []
+        tmp = Path(tempfile.mkdtemp(prefix="bench_fewstep_"))
+        for data in args.data.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                root = tmp / f"{data}-{seed}"
+                root.mkdir()
+                rows += measure(data, seed, args, root)
     out = Path(args.out)
-    text = markdown(rows, args, command)
-    saved = {**vars(args), "command": command}
+    text = markdown(rows, settings, command)
+    saved = {**vars(settings), "command": command}
     out.with_suffix(".json").write_text(json.dumps(dict(args=saved, rows=rows), indent=1) + "\n")
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
+
+
+def _command(argv: list[str]) -> str:
+    return " ".join(["python benchmarks/bench_fewstep.py", *argv])
+
+
+def _keys_as_ints(row: dict) -> dict:
+    """A row read back from JSON, whose step counts became strings."""
+    for key in ("w2", "band"):
+        if key in row:
+            row[key] = {int(k): v for k, v in row[key].items()}
+    return row
 
 
 if __name__ == "__main__":

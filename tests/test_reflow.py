@@ -153,3 +153,15 @@ def test_reflow_of_a_run_whose_source_has_no_samples(tmp_path, capsys):
 def test_reflow_into_its_own_parent_is_refused(parent, capsys):
     err = _one_error_line(capsys, ["reflow", parent, "--out", parent, "--resume"])
     assert "must differ from the parent" in err
+
+
+def test_a_warm_start_begins_at_the_parents_weights(parent, tmp_path):
+    # With a learning rate of 1e-12 the weights cannot move away from where they began.
+    still = TrainConfig(epochs=1, batch_size=64, lr=1e-12)
+    args = dict(n_points=100, config=still, dt=0.1)
+    warm, info, _ = reflow_run(parent, tmp_path / "warm", warm_start=True, **args)
+    cold, _, _ = reflow_run(parent, tmp_path / "cold", **args)
+    fm, _ = load_run(parent)
+    assert info.extra["parent"]["warm_start"] is True
+    torch.testing.assert_close(warm.field.theta, fm.field.theta, rtol=0, atol=1e-8)
+    assert (cold.field.theta - fm.field.theta).abs().max() > 1e-3  # the seed's, untrained

@@ -171,6 +171,7 @@ def reflow_run(
     resume: bool = False,
     progress: bool | None = None,
     device: str | torch.device = "cpu",
+    warm_start: bool = False,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train the rectified flow of a flow-matching run: ``flowscope reflow``.
 
@@ -191,6 +192,8 @@ def reflow_run(
         config: the training settings (default: the parent's).
         dt, solver: the integration that draws the pairs.
         overwrite, resume, progress, device: as :func:`~flowscope.runs.train_run`.
+        warm_start: start from the parent's weights instead of a fresh initialisation
+            (recorded as ``warm_start`` in ``parent``).
 
     Returns:
         (model, info, history), as :func:`~flowscope.runs.train_run`.
@@ -217,6 +220,7 @@ def reflow_run(
         "pairs": n,
         "sampler": f"{solver}, dt={dt:g}",
         "seed": config.seed,
+        "warm_start": warm_start,
     }
     if resume and pairs_path.is_file():  # the pairs drawn before, as they were recorded
         record = read_info(out).extra.get("parent", record)
@@ -241,4 +245,5 @@ def reflow_run(
         device=device,
         conditional=bool(info.data.get("conditional", False)),
         parent=record,
+        initial_weights=model.state_dict() if record.get("warm_start") else None,
     )

@@ -504,6 +504,7 @@ def train_run(
     device: str | torch.device = "cpu",
     conditional: bool | None = None,
     parent: dict[str, Any] | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train a registered model type (:data:`~flowscope.models.MODELS`: ``nf``, ``fm``,
     ``cfm``, ...) on a data source and save the run folder ``out``.
@@ -531,6 +532,9 @@ def train_run(
             ``None`` is the type's default, or the resumed run's choice.
         parent: what the run was made from, recorded as ``parent`` in its config (a
             reflow run's parent run, :func:`flowscope.reflow.reflow_run`).
+        initial_weights: a state dict of a model of the same type and sizes to start
+            from instead of the seed's initialisation (a resumed run's checkpoint
+            replaces it).
 
     Raises:
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
@@ -574,6 +578,8 @@ def train_run(
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = build_model(model_name, args).to(device)
+    if initial_weights is not None:
+        model.load_state_dict({k: v.to(device) for k, v in initial_weights.items()})
     info.model = model.config()
     state = None if old is None else _resume_state(out, old, info, model)
     out.mkdir(exist_ok=True)

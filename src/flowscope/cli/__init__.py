@@ -4,7 +4,7 @@ Every command reports bad input as one line on stderr (``flowscope: error: ...``
 non-zero exit status, without a traceback, and never overwrites a file it was not asked to.
 
 The package: this module (the parser, :func:`main` and the helpers the commands share),
-:mod:`.commands` (train, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
+:mod:`.commands` (train, reflow, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
 :mod:`.bench`; each adds its subcommands and calls the library, which never imports the
 command line.
 """

@@ -485,6 +485,7 @@ def _reflow(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         device=args.device,
+        warm_start=args.warm_start,
     )
     parent = info.extra["parent"]
     last = history.epochs[-1] if history.epochs else {}
@@ -774,6 +775,11 @@ def _add_reflow(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--solver", choices=SOLVERS, help="ODE solver that draws the pairs (default euler)"
+    )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start from the parent's weights instead of a fresh initialisation",
     )
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

@@ -223,7 +223,7 @@ class MeanFlow(FlowMatching):
         by one forward-mode product, tangents (v, 0, 1) in (y, r, t): for the built-in
         network (:class:`~.field.AverageVelocityField`) its
         :meth:`~.field.AverageVelocityField.tangent`, forward mode written out (about a
-        fifth of the time of the general product on this machine) and the skip's by
+        third of the time of the general product on this machine) and the skip's by
         autograd; otherwise, or with ``fast=False``, :func:`torch.func.jvp` of
         :meth:`average_velocity`. Both give the same numbers to rounding (a test checks
         it in float64).
