@@ -91,7 +91,7 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
     # Models outside the study: their type's recipe, at most the preset's epochs.
     for m in study.m["beyond"]:
         r = models.row(m["key"])
-        want = TINY.epochs if m["study"] else min(r.recipe().epochs, TINY.beyond_epochs)
+        want = TINY.epochs if m["study"] else min(r.recipe_epochs(), TINY.beyond_epochs)
         assert (m["epochs"], m["batch_size"]) == (want, r.recipe().batch_size)
     assert study.m["beyond"][keys.index("toy-twin")]["batch_size"] == 64
 

@@ -11,7 +11,7 @@ import torch
 from flowscope import FlowMatching, TrainConfig, fit
 from flowscope.matching import COUPLINGS, ClassOTCoupling, OTCoupling, assignment, ot_assignment
 
-OT_COUPLINGS = [name for name in COUPLINGS.names() if name != "independent"]
+OT_COUPLINGS = [name for name in COUPLINGS.names() if issubclass(COUPLINGS.get(name), OTCoupling)]
 
 
 def cost(x0, x1):

@@ -17,6 +17,7 @@ from flowscope.kernels import available
 from flowscope.kernels.fm import FMKernel
 from flowscope.kernels.nsf import SplineKernel
 from flowscope.matching import COUPLINGS, PATHS, TIME_SAMPLERS
+from flowscope.matching.couplings import drawn_couplings
 from flowscope.splines import rational_quadratic, spline_parameters
 from flowscope.train import TrainConfig
 
@@ -293,7 +294,7 @@ def test_fm_kernel_matches_the_equations(num_classes, dropout, n, alpha, skip):
 
 
 @pytest.mark.parametrize("path", [*PATHS.names(), {"name": "linear", "sigma_min": 0.1}])
-@pytest.mark.parametrize("coupling", COUPLINGS.names())
+@pytest.mark.parametrize("coupling", drawn_couplings())
 @pytest.mark.parametrize("times", TIME_SAMPLERS.names())
 @pytest.mark.parametrize("skip", [False, True])
 def test_fm_kernel_keeps_every_path_coupling_and_time_sampler(path, coupling, times, skip):

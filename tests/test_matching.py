@@ -24,6 +24,7 @@ from flowscope.matching import (
     sample_times,
     time_grid,
 )
+from flowscope.matching.couplings import drawn_couplings
 
 F64 = torch.float64
 
@@ -494,7 +495,7 @@ def test_gaussian_skip_is_recorded_and_checked():
             FlowMatching(gaussian_skip=bad)
 
 
-@pytest.mark.parametrize("name", COUPLINGS.names())
+@pytest.mark.parametrize("name", drawn_couplings())
 @pytest.mark.parametrize("classes", [None, 3])
 def test_the_skip_and_the_times_default_to_the_couplings_own(name, classes):
     coupling = COUPLINGS.get(name)

@@ -459,6 +459,17 @@ class FlowModel(nn.Module):
         y = x if standardized else self.standardization(x, labels)
         return self._loss(y, labels, generator)
 
+    def fit_standardization(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Fit the standardization on the training points x (N, D) in data units (labels
+        (N,) per class); the trainer calls this before the first epoch. A model whose
+        coordinates are fixed by one of its parts (flow matching on reflow's pairs)
+        keeps them instead.
+
+        Raises:
+            ValueError: as :meth:`~flowscope.standardize.Standardization.fit`.
+        """
+        self.standardization.fit(x, labels)
+
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ``ValueError`` if the model cannot train on batches of ``batch_size``
         points (the trainer asks before the first step); every size fits by default."""

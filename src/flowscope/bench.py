@@ -237,7 +237,10 @@ def _contenders() -> tuple[Contender, ...]:
     ours = []
     for e in MODELS:
         ours.append(Contender(f"flowscope-{e.name}", e.model.kind, _flowscope(e.name)))
-        if any(issubclass(e.model, fp.model_class) for fp in FAST_PATHS):
+        model = _study_model(e.name)  # a fused kernel for the type (not for meanflow's JVP)
+        if any(
+            isinstance(model, fp.model_class) and fp.supports(model) is None for fp in FAST_PATHS
+        ):
             plain = Contender(
                 f"flowscope-{e.name}-pytorch", e.model.kind, _flowscope(e.name, False)
             )

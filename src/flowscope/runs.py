@@ -60,6 +60,7 @@ __all__ = [
     "save_run",
     "load_checkpoint",
     "checkpoint_saver",
+    "check_out",
     "atomic_write",
     "weights_digest",
     "run_data",
@@ -482,7 +483,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
     return Dataset(x, y, full.source, full.class_names, full.columns)
 
 
-def _check_out(out: Path, overwrite: bool, resume: bool) -> Path:
+def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
     """``out`` if a run may be written (or resumed) there.
 
     Raises:
@@ -569,6 +570,8 @@ def train_run(
     on_epoch_end: Callable[[FlowModel, TrainState], None] | None = None,
     device: str | torch.device = "cpu",
     conditional: bool | None = None,
+    parent: dict[str, Any] | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train a registered model type (:data:`~flowscope.models.MODELS`: ``nf``, ``fm``,
     ``cfm``, ...) on a data source and save the run folder ``out``.
@@ -595,6 +598,11 @@ def train_run(
         conditional: train on the data's class labels, for a type that may choose
             (:attr:`~flowscope.models.ModelType.conditional_option`: ``nf``, ``nsf``);
             ``None`` is the type's default, or the resumed run's choice.
+        parent: what the run was made from, recorded as ``parent`` in its config (a
+            reflow run's parent run, :func:`flowscope.reflow.reflow_run`).
+        initial_weights: a state dict of a model of the same type and sizes to start
+            from instead of the seed's initialisation (a resumed run's checkpoint
+            replaces it).
 
     Raises:
         RunError: if ``out`` holds run files and neither ``overwrite`` nor ``resume`` is
@@ -605,7 +613,7 @@ def train_run(
     """
     entry = MODELS.get(model_name)
     device = resolve_device(device)
-    out = _check_out(Path(out), overwrite, resume)
+    out = check_out(Path(out), overwrite, resume)
     old = read_info(out) if resume else None
     same = old is not None and old.extra.get("name", old.kind) == model_name
     if conditional is None and same:  # (a run of another type is refused below)
@@ -630,7 +638,7 @@ def train_run(
             "conditional": conditional,
         },
         train=asdict(config),
-        extra={"name": model_name},
+        extra={"name": model_name, **({} if parent is None else {"parent": parent})},
     )
     train = run_data(info, "train")
     val = run_data(info, "val")
@@ -648,6 +656,8 @@ def train_run(
         model = build_model(model_name, args).to(device)
     if model.conditional and train.class_names:
         model.class_names = train.class_names
+    if initial_weights is not None:
+        model.load_state_dict({k: v.to(device) for k, v in initial_weights.items()})
     info.model = model.config()
     model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model)

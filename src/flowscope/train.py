@@ -270,7 +270,7 @@ def _prepare(model, x, labels, x_val, labels_val, config: TrainConfig, resuming:
         if len(x_val) == 0:
             raise ValueError("x_val holds no points; pass x_val=None to train without validation")
     if not resuming:
-        model.standardization.fit(x, labels)
+        model.fit_standardization(x, labels)
     y = model.standardization(x, labels).detach()
     y_val = None
     if x_val is not None:

@@ -4,7 +4,7 @@ Every command reports bad input as one line on stderr (``flowscope: error: ...``
 non-zero exit status, without a traceback, and never overwrites a file it was not asked to.
 
 The package: this module (the parser, :func:`main` and the helpers the commands share),
-:mod:`.commands` (train, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
+:mod:`.commands` (train, reflow, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
 :mod:`.bench`; each adds its subcommands and calls the library, which never imports the
 command line.
 """
@@ -91,6 +91,7 @@ def int_type(minimum: int) -> Callable[[str], int]:
 #: alone, without importing the modules (and PyTorch).
 COMMANDS = {
     "train": ("commands", "train a model and save a run folder"),
+    "reflow": ("commands", "train the rectified flow of a flow-matching run on its own pairs"),
     "sample": ("commands", "draw points from a trained model, as CSV or a plot"),
     "log-prob": ("commands", "the log-density of points, in nats"),
     "invert": ("commands", "map points to their latents, with their trajectories"),

@@ -1,4 +1,4 @@
-"""The model commands of the CLI: train, sample, log-prob, invert.
+"""The model commands of the CLI: train, reflow, sample, log-prob, invert.
 
 Every command checks its options, output paths and the run folder before any long work,
 writes its files atomically (:func:`~flowscope.runs.atomic_write`), and reports bad input
@@ -556,6 +556,45 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reflow -----------------------------------------------------------------------------
+
+
+def _reflow(args: argparse.Namespace) -> int:
+    from ..reflow import reflow_run
+
+    out = Path(args.out)
+    # The recipe: the resumed run's, else the parent's, then the options given.
+    was = out if args.resume and (out / "config.json").is_file() else Path(args.run)
+    recorded = runs.read_info(was)
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    config = TrainConfig(**{**recorded.train, **given})
+    n_points = args.n_points
+    if n_points is None and "parent" in recorded.extra:  # resuming: the pairs it was drawn with
+        n_points = int(recorded.extra["parent"]["pairs"])
+    t0 = time.perf_counter()
+    _, info, history = reflow_run(
+        args.run,
+        out,
+        n_points=n_points,
+        config=config,
+        dt=DEFAULT_DT if args.dt is None else args.dt,
+        solver=args.solver or "euler",
+        overwrite=args.overwrite,
+        resume=args.resume,
+        device=args.device,
+        warm_start=args.warm_start,
+    )
+    parent = info.extra["parent"]
+    last = history.epochs[-1] if history.epochs else {}
+    print(
+        f"trained the {parent['rectified']}-rectified {info.extra['name']} of {args.run} on "
+        f"{parent['pairs']:,} pairs ({parent['sampler']}) for {len(history.epochs)} "
+        f"epoch{'s' if len(history.epochs) != 1 else ''} in {time.perf_counter() - t0:.1f} s; "
+        f"validation loss {last.get('val_loss', math.nan):.4f}\nrun saved to {out}"
+    )
+    return 0
+
+
 # -- sample -----------------------------------------------------------------------------
 
 
@@ -747,8 +786,10 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``sample``, ``log-prob`` and ``invert`` to the ``flowscope`` parser."""
+    """Add ``train``, ``reflow``, ``sample``, ``log-prob`` and ``invert`` to the
+    ``flowscope`` parser."""
     _add_train(sub)
+    _add_reflow(sub)
     _add_sample(sub)
     _add_log_prob(sub)
     _add_invert(sub)
@@ -804,8 +845,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
-    """The data and training options of ``train``, with the defaults ``d`` in their help."""
+def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any], data: bool = True) -> None:
+    """The data and training options of ``train``, with the defaults ``d`` in their help
+    (``data=False``: without ``--data``, for ``reflow``, whose data are its pairs)."""
+    if data:
+        _add_data_option(p, d)
+    epochs = f"default {d['epochs']}"
+    if "min_epochs" in d:
+        epochs = (
+            f"exactly this many (default {d['min_epochs']}, or as many more as make "
+            f"{d['min_steps']:,} steps on small data, which then keep the weights of the "
+            "best validation loss)"
+        )
+    p.add_argument("--epochs", type=_positive_int, help=epochs)
+    p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
+    p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
+    p.add_argument(
+        "--n-points", type=_positive_int, help=f"training points drawn (default {d['n_points']})"
+    )
+    p.add_argument(
+        "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
+    )
+
+
+def _add_data_option(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     p.add_argument(
         "--data",
         help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
@@ -814,20 +877,44 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         "(0, 1, ...); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
         f"validation and test (default {d['data']})",
     )
-    p.add_argument(
-        "--epochs",
-        type=_positive_int,
-        help=f"exactly this many (default {d['min_epochs']}, or as many more as make "
-        f"{d['min_steps']:,} steps on small data, which then keep the weights of the best "
-        "validation loss)",
+
+
+def _add_reflow(sub: argparse._SubParsersAction) -> None:
+    """``flowscope reflow RUN_DIR --out RUN_DIR2``."""
+    p = add_command(
+        sub,
+        "reflow",
+        "Train the rectified flow of a flow-matching run (Liu et al. 2022, "
+        "arXiv:2209.03003): draw (noise, sample) pairs by integrating its model, then train "
+        "a model of its type and settings on those pairs (OUT/pairs.npz); apply it again "
+        "for the k-rectified flow. Training options not given keep the parent's.",
+        "flowscope reflow runs/fm --out runs/fm-2rf --epochs 10 --n-points 100000",
+        _reflow,
     )
-    p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
-    p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
+    _add_run(p)
+    p.add_argument("--out", metavar="RUN_DIR", required=True, help="the new run folder")
+    d = {k: "the parent's" for k in ("epochs", "batch_size", "lr", "seed")}
+    _add_recipe_options(p, {**d, "n_points": "the parent's training points"}, data=False)
     p.add_argument(
-        "--n-points", type=_positive_int, help=f"training points drawn (default {d['n_points']})"
+        "--dt",
+        type=_step,
+        help=f"ODE step of the integration that draws the pairs (default {DEFAULT_DT})",
     )
     p.add_argument(
-        "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
+        "--solver", choices=SOLVERS, help="ODE solver that draws the pairs (default euler)"
+    )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start from the parent's weights instead of a fresh initialisation",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted reflow run with its pairs; options not given keep the "
+        "run's values",
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .checks import check_int, check_labels, int_requirement
 from .datasets import Dataset, make_dataset
-from .files import column_names, file_sha256, load_points
+from .files import column_names, file_sha256, load_points, recorded_file
 from .rings import (
     BAND_TOLERANCE,
     OLYMPIC_BOX,
@@ -50,6 +50,7 @@ __all__ = [
     "check_labels",
     "column_names",
     "file_sha256",
+    "recorded_file",
     "in_band",
     "int_requirement",
     "load_points",

@@ -122,6 +122,28 @@ def column_names(path: str | Path) -> tuple[str, str] | None:
     return names if len(names) == 2 and all(names) else None
 
 
+def recorded_file(path: str | Path, sha256: str | None, what: str) -> tuple[str, str]:
+    """The absolute path of a file a model part reads, and its SHA-256, checked against
+    the one recorded (``None``: first use).
+
+    Arguments:
+        what: what the file is, for messages, e.g. ``"source file"``.
+
+    Raises:
+        ValueError: for a missing file, or one whose SHA-256 differs from ``sha256``.
+    """
+    path = str(Path(path).expanduser().resolve())
+    if not Path(path).is_file():
+        raise ValueError(f"{what} {path}: no such file")
+    digest = file_sha256(path)
+    if sha256 is not None and sha256 != digest:
+        raise ValueError(
+            f"{what} {path} has changed since the model was made (SHA-256 "
+            f"{digest[:12]}..., recorded {sha256[:12]}...)"
+        )
+    return path, digest
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as 64 hex digits (to notice a changed data file)."""
     digest = hashlib.sha256()

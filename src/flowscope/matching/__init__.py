@@ -6,7 +6,8 @@ Modules, by role: :mod:`.paths` (how noise and data are joined in time), :mod:`.
 the OT couplings), :mod:`.sources` (the distribution at
 t = 0), :mod:`.times` (where on the path the loss
 looks), :mod:`.field` (the velocity network), :mod:`.solvers` (ODE integration) and
-:mod:`.model` (:class:`FlowMatching`, which puts them together).
+:mod:`.model` (:class:`FlowMatching`, which puts them together) and :mod:`.meanflow`
+(:class:`MeanFlow`, the same parts with an average velocity, for one-step sampling).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from .couplings import (
     OTCoupling,
     ot_assignment,
 )
-from .field import LEAKY_SLOPE, VelocityField
+from .field import LEAKY_SLOPE, AverageVelocityField, VelocityField
+from .meanflow import MeanFlow, MeanFlowBatch
 from .model import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
@@ -46,6 +48,7 @@ __all__ = [
     "SOURCES",
     "TIME_SAMPLERS",
     "AffinePath",
+    "AverageVelocityField",
     "BetaTimes",
     "ClassOTCoupling",
     "CosinePath",
@@ -53,6 +56,8 @@ __all__ = [
     "FlowMatching",
     "IndependentCoupling",
     "LinearPath",
+    "MeanFlow",
+    "MeanFlowBatch",
     "NoDensity",
     "OTCoupling",
     "PathSample",

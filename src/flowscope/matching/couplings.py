@@ -2,7 +2,9 @@
 
 The flow-matching loss draws a batch of source points x0 and pairs it with the batch of
 data x1. A coupling may reorder the source (never the data, so that data and labels stay
-together); the independent coupling of the study keeps the order it was drawn in.
+together); the independent coupling of the study keeps the order it was drawn in. A fixed
+coupling (:class:`PairsCoupling`, reflow's) replaces the drawn source by the source point
+each data point was generated from.
 
 References:
     Tong, Fatras, Malkin, Huguet, Zhang, Rector-Brooks, Wolf, Bengio. Improving and
@@ -13,6 +15,8 @@ References:
     Cheng, Schwing. The Curse of Conditions: Analyzing and Improving Optimal Transport
     for Conditional Flow-Based Generation. 2025, arXiv:2503.10636 (pairing within each
     condition).
+    Liu, Gong, Liu. Flow Straight and Fast: Learning to Generate and Transfer Data with
+    Rectified Flow. 2022, arXiv:2209.03003 (training on the pairs of a flow: reflow).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-from ..data import check_int
+from ..data import check_int, recorded_file
 from ..registry import Part, Registry
 from .assignment import check_solver, ot_assignment
 from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
@@ -34,6 +40,8 @@ __all__ = [
     "Coupling",
     "IndependentCoupling",
     "OTCoupling",
+    "PairsCoupling",
+    "drawn_couplings",
     "ot_assignment",
 ]
 
@@ -73,6 +81,10 @@ class Coupling(Part):
         alpha = DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA
         return {"name": "beta", "alpha": alpha}
 
+    #: Whether the coupling pairs recorded source points with its own data (reflow's
+    #: pairs) instead of reordering the drawn ones; it then needs its file.
+    fixed: ClassVar[bool] = False
+
     def pair(
         self, x0: torch.Tensor, x1: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -82,6 +94,17 @@ class Coupling(Part):
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ``ValueError`` if the coupling cannot pair training batches of this size."""
+
+    def coordinates(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The standardization (loc, scale) the coupling's source points are in, which a
+        model trained with it must keep, or ``None`` (the model fits its own)."""
+        return None
+
+
+def drawn_couplings() -> tuple[str, ...]:
+    """The names of the couplings that pair drawn source points (every coupling but the
+    fixed ones, which are made by ``flowscope reflow``)."""
+    return tuple(n for n in COUPLINGS.names() if not COUPLINGS.get(n).fixed)
 
 
 @COUPLINGS.decorator("independent")
@@ -205,3 +228,79 @@ class ClassOTCoupling(OTCoupling):
             idx = (labels == k).nonzero()[:, 0]
             out[idx] = x0[idx][ot_assignment(x0[idx], x1[idx], self.solver)]
         return out
+
+
+#: How far, in standardized units, a data point may be from the recorded one it is
+#: looked up as (float32 rounding of the standardization is about 1e-7).
+PAIRS_TOLERANCE = 1e-4
+
+
+@COUPLINGS.decorator("pairs")
+class PairsCoupling(Coupling):
+    r"""Fixed pairs: every data point with the source point it was generated from, as
+    ``flowscope reflow`` records them (:func:`flowscope.reflow.draw_pairs`), so that flow
+    matching on them trains the 2-rectified flow (or, applied again, the k-rectified one)
+    of Liu et al. 2022.
+
+    The file (``.npz``) holds ``x`` (N, D), the generated points in data units (the
+    reflow run's data, which :func:`~flowscope.data.load_points` reads), ``labels`` (N,)
+    for a conditional model, ``x0`` (N, D), the source point of each in standardized
+    units, and ``loc`` and ``scale``, the standardization those units are (the parent
+    model's: (D,) each, or (C, D) per class); a model with this coupling keeps that
+    standardization (:meth:`coordinates`) instead of fitting its own, so that its source
+    stays the parent's. :meth:`pair` looks each data point of a batch up among the
+    recorded ones (a k-d tree in standardized units, to :data:`PAIRS_TOLERANCE`) and
+    returns its source point; the drawn source points are not used.
+
+    Arguments:
+        path: the file.
+        sha256: the expected SHA-256 (a reloaded run's), or ``None``.
+
+    Raises:
+        ValueError: for a missing, changed or malformed file.
+    """
+
+    name = "pairs"
+    fixed = True
+
+    def __init__(self, path: str, sha256: str | None = None):
+        self.path, self.sha256 = recorded_file(path, sha256, "pairs file")
+        with np.load(self.path, allow_pickle=False) as f:
+            missing = [k for k in ("x", "x0", "loc", "scale") if k not in f]
+            if missing:
+                raise ValueError(f"pairs file {self.path}: lacks the arrays {missing}")
+            x, x0 = (torch.from_numpy(np.asarray(f[k], np.float64)) for k in ("x", "x0"))
+            self.loc, self.scale = (torch.from_numpy(np.asarray(f[k])) for k in ("loc", "scale"))
+            labels = torch.from_numpy(np.asarray(f["labels"])).long() if "labels" in f else None
+        if x.ndim != 2 or x.shape != x0.shape or self.loc.shape[-1] != x.shape[1]:
+            raise ValueError(
+                f"pairs file {self.path}: x {tuple(x.shape)}, x0 {tuple(x0.shape)} and loc "
+                f"{tuple(self.loc.shape)} do not fit together"
+            )
+        self.x0 = x0
+        self._tree = cKDTree(self._standardized(x, labels).numpy())
+
+    def arguments(self):
+        return {"path": self.path, "sha256": self.sha256}
+
+    def coordinates(self):
+        return self.loc, self.scale
+
+    def _standardized(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.loc.ndim == 1:
+            return (x - self.loc.double()) / self.scale.double()
+        if labels is None:
+            raise ValueError(f"pairs file {self.path}: is standardized per class, has no labels")
+        return (x - self.loc.double()[labels]) / self.scale.double()[labels]
+
+    def pair(self, x0, x1, labels=None):
+        dist, idx = self._tree.query(x1.detach().double().cpu().numpy())
+        far = dist > PAIRS_TOLERANCE
+        if far.any():
+            row = int(np.flatnonzero(far)[0])
+            raise ValueError(
+                f"data point {row} of the batch is {float(dist[row]):.3g} standardized units "
+                f"from every point of the pairs file {self.path}: a pairs coupling trains "
+                "only on the points of its file (flowscope reflow writes both)"
+            )
+        return self.x0[torch.from_numpy(idx)].to(x0.device, x0.dtype)

@@ -1,6 +1,8 @@
-"""The velocity network of flow matching: an MLP of the point, the time and the class."""
+"""The velocity networks of flow matching: MLPs of the point, the time(s) and the class."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from torch import nn
 
 from .solvers import Velocity
 
-__all__ = ["LEAKY_SLOPE", "VelocityField"]
+__all__ = ["LEAKY_SLOPE", "AverageVelocityField", "VelocityField"]
 
 #: The negative slope of the LeakyReLU between the layers (``F.leaky_relu``'s default).
 LEAKY_SLOPE = 0.01
@@ -36,6 +38,10 @@ class VelocityField(nn.Module):
         ValueError: for fewer than 2 layers or a width < 1.
     """
 
+    #: The time inputs after the point (the columns of the first layer's weight that
+    #: follow the point's; the class vector comes after them).
+    time_inputs: ClassVar[int] = 1
+
     def __init__(
         self,
         features: int = 2,
@@ -50,7 +56,7 @@ class VelocityField(nn.Module):
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         self.embedding = None if num_classes is None else nn.Embedding(num_classes, embedding_dim)
-        d_in = features + 1 + (0 if num_classes is None else embedding_dim)
+        d_in = features + self.time_inputs + (0 if num_classes is None else embedding_dim)
         self.dims = [d_in] + [hidden] * (layers - 1) + [features]
         flat = []
         for a, b in zip(self.dims[:-1], self.dims[1:], strict=True):
@@ -81,10 +87,14 @@ class VelocityField(nn.Module):
     ) -> torch.Tensor:
         """v(y, t): y (N, D), t a number, 0-dim, (N,) or (N, 1), labels (N,) or ``None``
         -> (N, D)."""
-        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-        t = t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
-        parts = [y, t] if self.embedding is None else [y, t, self.embedding(labels)]
-        a = torch.cat(parts, dim=1)  # (N, dims[0]): the point, the time, the class vector
+        return self._network(y, [_time_column(t, y)], labels)
+
+    def _network(
+        self, y: torch.Tensor, times: list[torch.Tensor], labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The MLP of the point y (N, D), the time columns (N, 1) each and the class."""
+        parts = [y, *times] if self.embedding is None else [y, *times, self.embedding(labels)]
+        a = torch.cat(parts, dim=1)  # (N, dims[0]): the point, the times, the class vector
         pairs = self.pairs()
         for i, (w, b) in enumerate(pairs):
             a = F.linear(a, w, b)
@@ -101,7 +111,9 @@ class VelocityField(nn.Module):
 
         Returns:
             a callable (y (N, D), t a 0-dim tensor) -> (N, D), a new tensor that the
-            caller may modify in place; differentiable in y only.
+            caller may modify in place; differentiable in y only. The time inputs after
+            the first are 0 (for :class:`AverageVelocityField`, r - t = 0: the
+            instantaneous velocity).
         """
         pairs = [(w.detach(), b.detach()) for w, b in self.pairs()]
         w0, b0 = pairs[0]
@@ -109,7 +121,8 @@ class VelocityField(nn.Module):
         w_y, w_t = w0[:, :d].T.contiguous(), w0[:, d]
         const = b0
         if self.embedding is not None:
-            const = b0 + self.embedding(labels).detach() @ w0[:, d + 1 :].T  # (N, hidden)
+            emb = self.embedding(labels).detach()
+            const = b0 + emb @ w0[:, d + self.time_inputs :].T  # (N, hidden)
         rest = [(w.T.contiguous(), b) for w, b in pairs[1:]]
 
         def velocity(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -119,3 +132,68 @@ class VelocityField(nn.Module):
             return a
 
         return velocity
+
+
+def _time_column(t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+    """Times as a column (N, 1) for points y (N, D): t a number, 0-dim, (N,) or (N, 1)."""
+    t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+    return t.expand(y.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+
+
+class AverageVelocityField(VelocityField):
+    """An MLP u(y, r, t) -> (N, D): the average velocity of a mean flow from the point y
+    at time t to time r (:class:`~flowscope.matching.meanflow.MeanFlow`).
+
+    The layers are :class:`VelocityField`'s; the first takes the point, t, the step
+    r - t and the class vector (the (t, t - r) inputs of Geng et al. 2025, in the
+    project's direction of time). With r = t it is an instantaneous velocity, and
+    :meth:`frozen` is that one, u(y, t, t).
+
+    Arguments:
+        as :class:`VelocityField`.
+    """
+
+    time_inputs = 2
+
+    def forward(
+        self,
+        y: torch.Tensor,
+        r: torch.Tensor | float,
+        t: torch.Tensor | float,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """u(y, r, t): y (N, D), r and t each a number, 0-dim, (N,) or (N, 1), labels
+        (N,) or ``None`` -> (N, D)."""
+        t, r = _time_column(t, y), _time_column(r, y)
+        return self._network(y, [t, r - t], labels)
+
+    @torch.no_grad()
+    def tangent(
+        self,
+        y: torch.Tensor,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        dy: torch.Tensor,
+        dr: torch.Tensor,
+        dt: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The derivative (N, D) of :meth:`forward` at (y, r, t) along the tangent
+        (dy (N, D), dr (N, 1), dt (N, 1)), by forward mode written out for these layers
+        (each Linear maps the tangent by its weight, each LeakyReLU scales it by its
+        slope at the pre-activation), under ``torch.no_grad()``: what
+        ``torch.func.jvp(self, (y, r, t), (dy, dr, dt))[1]`` gives, in one pass of
+        plain operations."""
+        t, r = _time_column(t, y), _time_column(r, y)
+        a, da = [y, t, r - t], [dy, dt.reshape(-1, 1), (dr - dt).reshape(-1, 1)]
+        if self.embedding is not None:
+            e = self.embedding(labels)
+            a, da = [*a, e], [*da, torch.zeros_like(e)]
+        a, da = torch.cat(a, dim=1), torch.cat(da, dim=1)  # (N, dims[0]) each
+        pairs = self.pairs()
+        for i, (w, b) in enumerate(pairs):
+            a, da = F.linear(a, w, b), F.linear(da, w)
+            if i < len(pairs) - 1:
+                da = torch.where(a > 0, da, LEAKY_SLOPE * da)
+                a = F.leaky_relu(a, LEAKY_SLOPE)
+        return da

@@ -30,7 +30,7 @@ import torch
 from ..base import FlowModel
 from ..data import check_int
 from .couplings import COUPLINGS, Coupling
-from .field import VelocityField
+from .field import AverageVelocityField, VelocityField
 from .guidance import check_guidance, check_label_dropout, drop_labels, guided
 from .paths import PATHS, AffinePath
 from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrate, time_grid
@@ -176,6 +176,9 @@ class FlowMatching(FlowModel):
     """
 
     kind = "fm"
+    #: The network's class: (features, hidden, layers, num_classes, embedding_dim) ->
+    #: the module the velocity is computed from.
+    field_class: type[VelocityField] = VelocityField
 
     def __init__(
         self,
@@ -233,6 +236,7 @@ class FlowMatching(FlowModel):
             )
         self._gaussian_skip = gaussian_skip
         self._label_dropout = label_dropout
+        self._keep_coordinates()
         self._args = dict(
             features=features,
             num_classes=num_classes,
@@ -248,7 +252,7 @@ class FlowMatching(FlowModel):
             label_dropout=label_dropout,
         )
         embeddings = None if num_classes is None else num_classes + (label_dropout > 0)
-        self.field = VelocityField(features, hidden, layers, embeddings, embedding_dim)
+        self.field = self.field_class(features, hidden, layers, embeddings, embedding_dim)
 
     def config(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, dict) else v for k, v in self._args.items()}
@@ -334,7 +338,8 @@ class FlowMatching(FlowModel):
         return guided(self._frozen_velocity(labels), self._frozen_velocity(null), w)
 
     def _frozen_velocity(self, labels: torch.Tensor | None) -> Velocity:
-        builtin = type(self.field) is VelocityField
+        # The built-in networks' frozen() is their velocity at r = t (mean flows: u(y, t, t)).
+        builtin = type(self.field) in (VelocityField, AverageVelocityField)
         net = self.field.frozen(labels) if builtin else (lambda s, t: self.field(s, t, labels))
         if not self.gaussian_skip:
             return net
@@ -399,6 +404,33 @@ class FlowMatching(FlowModel):
 
     def check_batch_size(self, batch_size: int) -> None:
         self.coupling.check_batch_size(batch_size)
+
+    def fit_standardization(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Fit the standardization on x (N, D), unless the coupling fixes it (reflow's
+        pairs are in the parent model's coordinates, which its source lives in)."""
+        if not self._keep_coordinates():
+            super().fit_standardization(x, labels)
+
+    def _keep_coordinates(self) -> bool:
+        """Set the standardization to the coupling's coordinates, if it has any.
+
+        Raises:
+            ValueError: if they are per class and the model's are not, or the reverse.
+        """
+        fixed = self.coupling.coordinates()
+        if fixed is None:
+            return False
+        st = self.standardization
+        if fixed[0].shape != st.loc.shape:
+            raise ValueError(
+                f"the {self.coupling.name} coupling's points are standardized with loc of "
+                f"shape {tuple(fixed[0].shape)}, the model's is {tuple(st.loc.shape)}: give the "
+                "model the parent's standardize and num_classes"
+            )
+        with torch.no_grad():
+            st.loc.copy_(fixed[0])
+            st.scale.copy_(fixed[1])
+        return True
 
     # -- training -----------------------------------------------------------------------------
     def training_batch(
@@ -589,9 +621,8 @@ class FlowMatching(FlowModel):
             >>> cfm.sample(4, labels=1, guidance=2.0, dt=0.25).shape
             torch.Size([4, 2])
         """
-        return super().sample(
-            n, labels=labels, generator=generator, dt=dt, solver=solver, guidance=guidance
-        )
+        guided = {} if guidance is None else {"guidance": guidance}  # a subclass may take none
+        return super().sample(n, labels=labels, generator=generator, dt=dt, solver=solver, **guided)
 
     def trajectory(
         self,

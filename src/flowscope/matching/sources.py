@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..data import DATASETS, file_sha256, load_points
+from ..data import DATASETS, load_points, recorded_file
 from ..registry import Part, Registry
 
 __all__ = [
@@ -181,16 +181,7 @@ class FileSource(Source):
     name = "file"
 
     def __init__(self, path: str, sha256: str | None = None):
-        self.path = str(Path(path).expanduser().resolve())
-        if not Path(self.path).is_file():
-            raise ValueError(f"source file {self.path}: no such file")
-        digest = file_sha256(self.path)
-        if sha256 is not None and sha256 != digest:
-            raise ValueError(
-                f"source file {self.path} has changed since the model was made (SHA-256 "
-                f"{digest[:12]}..., recorded {sha256[:12]}...)"
-            )
-        self.sha256 = digest
+        self.path, self.sha256 = recorded_file(path, sha256, "source file")
         self._columns = _columns(self.path)
         try:
             self.points, self._error = load_points(self.path)[0], None

@@ -103,7 +103,7 @@ def measure(study: Study, r: Row) -> Measured:
         study=r.key in STUDY_MODELS,
         trained=tr["trained_in_this_run"],
         epochs=tr["epochs"],
-        recipe_epochs=r.recipe().epochs or r.recipe().min_epochs,
+        recipe_epochs=r.recipe_epochs(),
         batch_size=int(train_cfg["batch_size"]),
         lr=float(train_cfg["lr"]),
         train_seconds=tr["seconds"],

@@ -81,6 +81,12 @@ class Row:
         """The training recipe: the type's, then the variant's departures from it."""
         return recipe(self.entry.name, **(self.variant.recipe if self.variant else {}))
 
+    def recipe_epochs(self) -> int:
+        """The epochs of the recipe on the report's data, which are large: its ``epochs``,
+        or its ``min_epochs`` where it leaves them to the data's size."""
+        full = self.recipe()
+        return full.epochs if full.epochs is not None else full.min_epochs
+
 
 def rows() -> list[Row]:
     """Every model of the report, in registration order: each registered type, followed
@@ -110,10 +116,7 @@ def requested(
     if key in STUDY_MODELS:
         config = TrainConfig(epochs=p.epochs, seed=seed)
     else:
-        full = r.recipe()
-        # The report's data are large: a recipe without epochs runs its min_epochs.
-        epochs = full.epochs if full.epochs is not None else full.min_epochs
-        config = replace(full, epochs=min(epochs, p.beyond_epochs), seed=seed)
+        config = replace(r.recipe(), epochs=min(r.recipe_epochs(), p.beyond_epochs), seed=seed)
     data = {
         "source": "olympic",
         "n_points": p.n_points,
