@@ -309,3 +309,37 @@ def test_named_points_are_exact_and_listed_in_the_page(driver, tmp_path):
     assert text.startswith("Showing point E at x = (2.0000, 2.5000).")
     with pytest.raises(ValueError, match="points: row 0"):
         explorer_data(model, **SMALL, points=[("far", (math.nan, 0.0))])
+
+
+def test_a_model_with_label_dropout_gets_a_guidance_slider(driver, tmp_path):
+    from flowscope.explore import GUIDANCE_SCALES
+
+    torch.manual_seed(0)
+    model = MODELS.get("cfm").build(
+        features=2, num_classes=2, hidden=16, layers=3, label_dropout=0.1
+    )
+    for p in model.parameters():  # a model whose classes differ
+        p.data.add_(0.3 * torch.randn_like(p))
+    data = explorer_data(model, **SMALL)
+    guided = data["per_class"][0]["guided"]
+    assert [g["w"] for g in guided] == list(GUIDANCE_SCALES)
+    one = guided[GUIDANCE_SCALES.index(1.0)]["points"]
+    plain = model.sample(
+        SMALL["n"] * 2,
+        labels=torch.arange(2).repeat_interleave(SMALL["n"]),
+        generator=torch.Generator().manual_seed(0),
+        dt=0.01,
+    )[: SMALL["n"]]
+    torch.testing.assert_close(
+        torch.tensor(one, dtype=torch.float64), plain.double().T, atol=1e-3, rtol=0
+    )
+    assert guided[0]["points"] != guided[-1]["points"]
+    assert "guided" not in explorer_data(small_model("cfm"), **SMALL)["per_class"][0]
+    path = write_explorer(model, tmp_path / "cfg.html", **SMALL)
+    open_page(driver, path)
+    assert driver.execute_script("return !document.getElementById('guidance-panel').hidden")
+    assert driver.execute_script("return flowscopeExplorer.step.guidance") == 2
+    before = plot_data(driver, "guidance")
+    driver.execute_script(f"flowscopeExplorer.setStep('guidance', {len(GUIDANCE_SCALES) - 1})")
+    assert plot_data(driver, "guidance") != before
+    assert driver.find_element("id", "guidance-label").text == "w = 5"

@@ -4,7 +4,7 @@
   "use strict";
   var D = JSON.parse(document.getElementById("explorer-data").textContent);
   var E = { data: D, cls: 0, dt: 0, probe: null, click: null, redrawMs: [],
-            step: { flow: 0, inverse: 0, densities: 0 } };
+            step: { flow: 0, inverse: 0, densities: 0, guidance: 0 } };
   window.flowscopeExplorer = E;
   var CONFIG = { displayModeBar: false, responsive: true };
   var PALETTE = ["#222222", "#1f77b4", "#2ca02c", "#d62728", "#e6b800", "#9467bd", "#8c564b"];
@@ -102,6 +102,12 @@
           text: ["x", "z"], textposition: "top center", hoverinfo: "skip", marker: { size: 9, color: "#222" } }],
         layout("trajectory (data units): " + c.inv_labels[0] + " to " + c.inv_labels[c.inv_labels.length - 1], null));
     },
+    guidance: function () {
+      if (!C().guided) return 0;
+      var s = C().guided[E.step.guidance];
+      document.getElementById("guidance-label").textContent = "w = " + s.w;
+      return react("guidance", [dots(s.points, color(), 3, 0.6)], layout("samples, guidance w = " + s.w, C().region));
+    },
     dt: function () {
       if (!C().dts) return 0;
       var s = C().dts[E.dt];
@@ -169,6 +175,12 @@
   slider("flow", C().gen.length);
   slider("inverse", C().inv.length);
   slider("densities", C().densities.length);
+  if (C().guided) {
+    document.getElementById("guidance-panel").hidden = false;
+    slider("guidance", C().guided.length);
+    E.step.guidance = C().guided.map(function (s) { return s.w; }).indexOf(1);  // the plain model first
+    document.getElementById("guidance-step").value = E.step.guidance;
+  }
   document.getElementById("flow-note").textContent = D.ode ?
     "Red arrows: the velocity v(x, t) at that time, in data units per unit time (lengths scaled to fit)." :
     "Each step is one state of the model's trajectory.";

@@ -8,7 +8,8 @@
   intermediate state;
 - probe points on a coarse grid, each with its trajectory to the latent, log p(x) and its
   decomposition;
-- for an ODE type, the samples at each step size of :data:`DTS`;
+- for an ODE type, the samples at each step size of :data:`DTS`, and for a conditional
+  model trained with label dropout at each guidance scale of :data:`GUIDANCE_SCALES`;
 
 once per class for a conditional model. :func:`write_explorer` writes the page: plotly.js
 inlined (no network request when opened), the numbers as JSON, and a small script that
@@ -46,10 +47,23 @@ from .atomic import atomic_write
 from .base import FlowModel, one_thread
 from .models import model_type
 
-__all__ = ["DTS", "TIMES", "explore_run", "explorer_data", "explorer_html", "write_explorer"]
+__all__ = [
+    "DTS",
+    "GUIDANCE_SCALES",
+    "TIMES",
+    "explore_run",
+    "explorer_data",
+    "explorer_html",
+    "write_explorer",
+]
 
 #: The step sizes the page compares for an ODE type (the study's FM Q4).
 DTS = (0.002, 0.02, 0.05, 0.1, 0.2)
+#: Guidance scales w of the guidance slider (a conditional model trained with label
+#: dropout): 0 the unconditional model, 1 the conditional one; sampled with Euler steps
+#: of GUIDANCE_DT.
+GUIDANCE_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+GUIDANCE_DT = 0.01
 #: The times an ODE type is shown at, t = 0 (noise) to 1 (data).
 TIMES = tuple(k / 10 for k in range(11))
 #: Steps of the trajectories an ODE type is shown with: RK4 steps of 1/100, the grid of
@@ -394,6 +408,17 @@ def _per_class(
             )
             for o, part in zip(out, torch.split(s, n), strict=True):
                 o.setdefault("dts", []).append({"dt": d, "points": _r(part.double().numpy().T)})
+    if ode and getattr(model, "null_label", None) is not None:  # trained with label dropout
+        for w in GUIDANCE_SCALES:
+            s = model.sample(
+                n * m,
+                labels=labels,
+                generator=torch.Generator().manual_seed(seed),
+                dt=GUIDANCE_DT,
+                guidance=w,
+            )
+            for o, part in zip(out, torch.split(s, n), strict=True):
+                o.setdefault("guided", []).append({"w": w, "points": _r(part.double().numpy().T)})
     return out
 
 
