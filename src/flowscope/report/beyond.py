@@ -148,6 +148,7 @@ def page(study: Study) -> None:
         _table(study, measured)
         doc.para(_findings(study, measured))
         _figure(study, measured)
+        _coupling_paths(study)
 
 
 def _intro(study: Study, measured: Sequence[Measured]) -> str:
@@ -337,4 +338,36 @@ def _figure(study: Study, measured: Sequence[Measured]) -> None:
         ncols=4,
         rings=True,
         size=1.2,
+    )
+
+
+#: States drawn along each path of the coupling figure (t = 0, 1/50, ..., 1).
+PATH_STATES = 50
+
+
+def _coupling_paths(study: Study) -> None:
+    """The paths of the same ten noise points under every variant that changes a model's
+    coupling and under its type's default coupling (e.g. OT against independent pairs;
+    none: no figure)."""
+    coupled = [r for r in rows() if r.variant and "coupling" in r.variant.model_args]
+    shown = [b for r in coupled for b in rows() if b.entry is r.entry and b.variant is None]
+    shown = list({r.key: r for r in shown + coupled}.values())  # each base once, then the variants
+    if not shown:
+        return
+    p = study.preset
+    panels = []
+    for r in shown:
+        model = study.models[r.key]
+        z = model.base_sample(10, study.gen(21))  # the same standardized noise for all
+        times = [k / PATH_STATES for k in range(PATH_STATES + 1)]
+        path = model.trajectory(z, times=times, **r.entry.sampling(dt=p.dt))
+        title = f"{r.label}: {model.coupling.name} pairs"
+        panels.append({"path": path, "times": times, "title": title, "markers": False})
+    study.trajectory_figure(
+        "beyond_coupling_paths",
+        panels,
+        "Beyond. The same ten noise points integrated from t = 0 (hollow circles) to t = 1 "
+        "(crosses) by the model of each coupling, coloured by t (the same latents in every "
+        "panel).",
+        time_label="time t (0: noise, 1: data)",
     )
