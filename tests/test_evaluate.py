@@ -175,3 +175,12 @@ def test_eval_of_a_diverged_model_is_an_error_that_says_so(runs, tmp_path):
     save_run(tmp_path / "nan", model, info, read_history(runs / "nf"))
     with pytest.raises(NonFiniteOutput, match="50 of 50 samples are not finite"):
         evaluate_run(tmp_path / "nan", n=50)
+
+
+def test_the_baseline_says_when_it_was_fitted_to_a_subsample():
+    from flowscope.evaluate import _fitted_to
+
+    assert _fitted_to(240, 240) == "the same 240 training points"
+    assert (
+        _fitted_to(5000, 20000) == "5000 of the model's 20,000 training points (a random subsample)"
+    )

@@ -192,7 +192,8 @@ def evaluate_run(
         coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
         ``nll_seconds``; ``gmm_nll_data``, ``gmm_nll_standardized`` (the baseline's, nats
         per point), ``gmm_components`` (a list, one per class for a conditional model),
-        ``gmm_train_points``, ``gmm_seconds`` (all ``None`` without ``baseline``); ``w2``,
+        ``gmm_train_points``, ``gmm_model_train_points`` (the model's, of which the
+        baseline may fit a subsample), ``gmm_seconds`` (all ``None`` without ``baseline``); ``w2``,
         ``w2_noise_floor`` (the mean over the pairs),
         ``w2_noise_floor_std``, ``w2_noise_floor_pairs``, ``w2_points``,
         ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
@@ -315,7 +316,14 @@ def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> dict[str
 
 
 _NO_BASELINE = dict.fromkeys(
-    ("gmm_nll_data", "gmm_nll_standardized", "gmm_components", "gmm_train_points", "gmm_seconds")
+    (
+        "gmm_nll_data",
+        "gmm_nll_standardized",
+        "gmm_components",
+        "gmm_train_points",
+        "gmm_model_train_points",
+        "gmm_seconds",
+    )
 )
 
 
@@ -335,6 +343,7 @@ def _baseline(model, info, x_test, labels_test) -> dict[str, Any]:
         gmm_nll_standardized=b.nll_standardized,
         gmm_components=list(b.components),
         gmm_train_points=b.train_points,
+        gmm_model_train_points=len(train.x),
         gmm_seconds=b.seconds,
     )
 
@@ -485,8 +494,8 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "  Gaussian mixture baseline, data units",
             _fmt(r["gmm_nll_data"]),
-            f"nats/point (scikit-learn, {k} by BIC, fitted to the same "
-            f"{r['gmm_train_points']} training points){verdict}",
+            f"nats/point (scikit-learn, {k} by BIC, fitted to "
+            f"{_fitted_to(r['gmm_train_points'], r.get('gmm_model_train_points'))}){verdict}",
         ),
         (
             "  Gaussian mixture baseline, standardized",
@@ -557,3 +566,10 @@ def plot_nfe(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png")
     atomic_write(path, buf.getvalue())
     return path
+
+
+def _fitted_to(fitted: int, trained: int | None) -> str:
+    """What the baseline was fitted to: the model's training points, or a subsample."""
+    if trained is None or fitted >= trained:
+        return f"the same {fitted} training points"
+    return f"{fitted} of the model's {trained:,} training points (a random subsample)"
