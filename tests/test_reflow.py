@@ -165,3 +165,17 @@ def test_a_warm_start_begins_at_the_parents_weights(parent, tmp_path):
     assert info.extra["parent"]["warm_start"] is True
     torch.testing.assert_close(warm.field.theta, fm.field.theta, rtol=0, atol=1e-8)
     assert (cold.field.theta - fm.field.theta).abs().max() > 1e-3  # the seed's, untrained
+
+
+def test_eval_of_a_rectified_flow_uses_its_parents_data(parent, tmp_path):
+    from flowscope.evaluate import evaluate_run, format_table
+
+    reflow_run(parent, tmp_path / "rf2", n_points=200, config=TINY, dt=0.05)
+    reflow_run(tmp_path / "rf2", tmp_path / "rf3", n_points=100, config=TINY, dt=0.05)
+    base = evaluate_run(parent, n=60, floor_pairs=0)
+    for k in ("rf2", "rf3"):
+        r = evaluate_run(tmp_path / k, n=60, floor_pairs=0)
+        assert r["data"] == "moons" and r["data_run"] == str(parent.resolve())
+        assert r["nll_points"] == base["nll_points"] == 50  # the parent's test points
+        assert f"(the data of {parent.resolve()}, which it was rectified from)" in format_table(r)
+    assert base["data_run"] is None and "rectified from" not in format_table(base)

@@ -24,7 +24,7 @@ from .baseline import mixture_baseline
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .errors import check_finite
 from .matching import DEFAULT_DT, NoDensity, time_grid
-from .runs import atomic_write, load_run, model_type_of, run_data
+from .runs import RunError, atomic_write, load_run, model_type_of, read_info, run_data
 from .tables import text_table
 
 __all__ = [
@@ -186,7 +186,9 @@ def evaluate_run(
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
-        infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data``, ``conditional``,
+        infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data`` (the source of the
+        test points), ``data_run`` (for a rectified flow, the ancestor run whose data it
+        is measured against; else ``None``), ``conditional``,
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
         ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
         coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
@@ -224,25 +226,27 @@ def evaluate_run(
     if "dt" in sampling:
         time_grid(dt)  # check dt before the long computations
     conditional = model.num_classes is not None
-    test = run_data(info, "test")
+    data_run, data_info = _data_run(run_dir, info)
+    test = run_data(data_info, "test")
     labels_test = test.labels if conditional else None
     result: dict[str, Any] = {
         "run": str(run_dir),
         "model": entry.name,
         "kind": info.kind,
-        "data": str(info.data["source"]),
+        "data": str(data_info.data["source"]),
+        "data_run": None if data_info is info else str(data_run),
         "conditional": conditional,
         "n": n,
         "seed": seed,
         "sampler": f"{solver}, dt={dt:g}" if sampling else "exact",
     }
     result.update(_likelihood(model, entry, test.x, labels_test, nll_kwargs or {}))
-    result.update(_baseline(model, info, test.x, labels_test) if baseline else _NO_BASELINE)
+    result.update(_baseline(model, data_info, test.x, labels_test) if baseline else _NO_BASELINE)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
     samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
     check_finite(samples, "samples", str(run_dir))
-    result.update(_distance(samples, test.x, info, seed, floor_pairs))
+    result.update(_distance(samples, test.x, data_info, seed, floor_pairs))
     if result["data"] == "olympic":
         result.update(_rings(samples, labels))
     else:
@@ -346,6 +350,22 @@ def _baseline(model, info, x_test, labels_test) -> dict[str, Any]:
         gmm_model_train_points=len(train.x),
         gmm_seconds=b.seconds,
     )
+
+
+def _data_run(run_dir: str | Path, info: Any) -> tuple[Path, Any]:
+    """The run whose data a run is measured against, and its info: the run itself, or for
+    a rectified flow (``flowscope reflow``, trained on pairs drawn from its parent) the
+    first ancestor trained on data, so that its numbers compare with its parent's. An
+    ancestor that cannot be read any more leaves the run's own (its pairs' test part)."""
+    run = Path(run_dir)
+    while "parent" in info.extra:
+        try:
+            parent = Path(info.extra["parent"]["run"])
+            parent_info = read_info(parent)
+        except (KeyError, RunError):
+            break
+        run, info = parent, parent_info
+    return run, info
 
 
 def _distance(samples, test_x, info, seed: int, floor_pairs: int) -> dict[str, Any]:
@@ -465,7 +485,13 @@ def format_table(result: dict[str, Any]) -> str:
         ("round trip, max", _fmt(r["round_trip_max"], ".2e"), "data units"),
     ]
     head = (
-        f"{r['run']}: {r['model']} on {r['data']}, {r['n']} samples "
+        f"{r['run']}: {r['model']} on {r['data']}"
+        + (
+            f" (the data of {r['data_run']}, which it was rectified from)"
+            if r.get("data_run")
+            else ""
+        )
+        + f", {r['n']} samples "
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
     )
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
