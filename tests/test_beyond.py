@@ -103,7 +103,12 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
         assert cells[2] == num(m["nll_data"]) and cells[5] == pct(m["in_band"])
         assert cells[-1] == f"{m['nfe']:,}"
         assert (cells[6] == "—") == (not m["conditional"])
-    assert {m["nfe"] for m in study.m["beyond"] if m["solver"] == "euler"} == {20}  # 1 / dt
+    for m in study.m["beyond"]:  # 1 / dt: the preset's, or the type's own sampler's
+        if m["solver"] == "euler":
+            dt = models.row(m["key"]).entry.sampler.get("dt", TINY.dt)
+            assert m["nfe"] == round(1 / dt), m["key"]
+    assert {m["nfe"] for m in study.m["beyond"] if m["key"] == "fm"} == {round(1 / TINY.dt)}
+    assert {m["nfe"] for m in study.m["beyond"] if m["key"] == "meanflow"} == {1}
     assert (out / "figures" / "beyond_samples.png").is_file()
     assert [b.kind for b in study.doc.blocks[:2]] == ["page", "h1"]  # a page of its own
 

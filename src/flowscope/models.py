@@ -160,6 +160,9 @@ class ModelType:
             :func:`~flowscope.runs.train_run` use it when not told otherwise.
         variants: settings of the type that comparisons train and show beside its
             default (:class:`Variant`), e.g. its class-conditional form.
+        sampler: the sampler options the type is meant to be used with, which
+            comparisons use in place of the study's (a mean flow's one step:
+            ``{"dt": 1.0}``); empty: the study's.
     """
 
     name: str
@@ -175,6 +178,7 @@ class ModelType:
     conditional_option: bool = False
     recipe: Mapping[str, Any] = field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
+    sampler: Mapping[str, Any] = field(default_factory=dict)
 
     def is_conditional(self, conditional: bool | None = None) -> bool:
         """Whether a model of this type trained with ``conditional`` takes labels
@@ -517,6 +521,7 @@ MODELS.register(
         small={"hidden": 16, "layers": 3},
         # A step costs several fm steps (the JVP, and no fused kernel): fewer, larger ones.
         recipe={"min_epochs": 8, "batch_size": 512, "lr": 2e-3},
+        sampler={"dt": 1.0},  # one step of the average velocity, as `sample` draws
     ),
 )
 MODELS.register(

@@ -126,13 +126,13 @@ def _sampling_cost(study: Study, key: str) -> tuple[metrics.NFEPoint, int]:
     """The sampler of model ``key``, its evaluations per sample and the wall time of one
     draw of :data:`SAMPLE_POINTS` points (:func:`~flowscope.metrics.w2_by_nfe`; an ODE
     integrates with Euler steps of the preset's Δt, as its samples everywhere in the
-    report)."""
+    report, unless its type declares its own sampler: a mean flow's one step)."""
     model, info = study.models[key], study.infos[key]
     test = run_data(info, "test")
     n = min(SAMPLE_POINTS, len(test.x))
     labels = test.labels[:n] if model.num_classes is not None else None
-    steps = round(1 / study.preset.dt)
-    return metrics.w2_by_nfe(model, test.x[:n], labels, nfe=[steps], adaptive=False)[0], n
+    dt = row(key).entry.sampler.get("dt", study.preset.dt)  # the type's own, if it has one
+    return metrics.w2_by_nfe(model, test.x[:n], labels, nfe=[round(1 / dt)], adaptive=False)[0], n
 
 
 def page(study: Study) -> None:
@@ -265,7 +265,8 @@ def _table(study: Study, measured: Sequence[Measured]) -> None:
         f"a reused model). Sample: wall time of one draw of {n_s:,} points on one thread. "
         "NFE: network evaluations per sample, 1 for a model that maps "
         f"in one pass (through all its layers), the Euler steps of Δt = {study.preset.dt:g} "
-        "for an ODE. Times are on this machine's CPU, shared with other jobs.",
+        "for an ODE (a mean flow: its own one step, with which its W2 and band share are "
+        "measured too). Times are on this machine's CPU, shared with other jobs.",
     )
 
 
@@ -327,7 +328,10 @@ def _figure(study: Study, measured: Sequence[Measured]) -> None:
         entry = row(m.key).entry
         labels = torch.arange(p.n_show) % len(RING_NAMES) if m.conditional else None
         x = model.sample(
-            p.n_show, labels=labels, generator=study.gen(20), **entry.sampling(dt=p.dt)
+            p.n_show,
+            labels=labels,
+            generator=study.gen(20),
+            **entry.sampling(**{"dt": p.dt, **entry.sampler}),
         )
         panels.append((x, m.label))
     study.points_figure(

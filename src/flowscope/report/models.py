@@ -204,7 +204,7 @@ def evaluate(study: Study, key: str) -> dict[str, Any]:
         study.out / "models" / key,
         n=p.n_quality,
         seed=study.seed,
-        dt=p.dt,
+        dt=row(key).entry.sampler.get("dt", p.dt),  # the type's own step, if it has one
         nll_kwargs={"steps": p.nll_steps},
         floor_pairs=0,
     )
