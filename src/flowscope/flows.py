@@ -422,6 +422,10 @@ class CouplingFlow(FlowModel):
         self.couplings = couplings
         self.embedding = None if num_classes is None else nn.Embedding(num_classes, embedding_dim)
 
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, recorded by each subclass in ``_args``."""
+        return dict(self._args)
+
     def coupling_layers(self) -> list[Coupling]:
         """The couplings, in forward order."""
         return [m for m in self.layers if isinstance(m, Coupling)]
@@ -593,9 +597,6 @@ class NormalizingFlow(CouplingFlow):
             standardize=self.standardize,
         )
 
-    def config(self) -> dict[str, Any]:
-        return dict(self._args)
-
 
 class SplineFlow(CouplingFlow):
     """A neural spline flow: rational-quadratic spline couplings
@@ -670,6 +671,3 @@ class SplineFlow(CouplingFlow):
             embedding_dim=embedding_dim,
             standardize=self.standardize,
         )
-
-    def config(self) -> dict[str, Any]:
-        return dict(self._args)

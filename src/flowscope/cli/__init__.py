@@ -149,13 +149,10 @@ def _threads() -> None:
     count."""
     import torch
 
-    text = os.environ.get("FLOWSCOPE_THREADS", "1")
     try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise CommandError(f"FLOWSCOPE_THREADS must be a positive integer, got {text!r}")
+        count = int_type(1)(os.environ.get("FLOWSCOPE_THREADS", "1"))
+    except argparse.ArgumentTypeError as err:
+        raise CommandError(f"FLOWSCOPE_THREADS {err}") from None
     torch.set_num_threads(count)
 
 
