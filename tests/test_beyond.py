@@ -105,12 +105,30 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
         assert (cells[6] == "—") == (not m["conditional"])
     for m in study.m["beyond"]:  # 1 / dt: the preset's, or the type's own sampler's
         if m["solver"] == "euler":
-            dt = models.row(m["key"]).entry.sampler.get("dt", TINY.dt)
-            assert m["nfe"] == round(1 / dt), m["key"]
+            sampler = models.row(m["key"]).sampler
+            per_step = 2 if "guidance" in sampler else 1  # the class's and the null's
+            assert m["nfe"] == per_step * round(1 / sampler.get("dt", TINY.dt)), m["key"]
     assert {m["nfe"] for m in study.m["beyond"] if m["key"] == "fm"} == {round(1 / TINY.dt)}
     assert {m["nfe"] for m in study.m["beyond"] if m["key"] == "meanflow"} == {1}
     assert (out / "figures" / "beyond_samples.png").is_file()
     assert [b.kind for b in study.doc.blocks[:2]] == ["page", "h1"]  # a page of its own
+
+    # The guided variant is measured at its scale: its samples are not the unguided ones.
+    guided = [r for r in models.rows() if "guidance" in r.sampler]
+    for r in guided:
+        ev = study.m["evaluation"][r.key]
+        assert f"guidance w={r.sampler['guidance']:g}" in ev["sampler"]
+    # The reflow variant learns the pairs of its parent as trained in this run.
+    for r in (r for r in models.rows() if r.parent is not None):
+        drawn = study.infos[r.key].extra["parent"]
+        assert drawn["weights"] == models.parent_digest(out / "models" / r.parent)
+        assert drawn["rectified"] == 2 and drawn["pairs"] == TINY.n_points
+    # The few-step figure: the base, its reflow and the mean flow at 1 and 4 steps.
+    shown = [r.key for r in beyond.few_step_rows()]
+    assert shown == ["fm", "fm-rectified", "meanflow"]
+    assert set(study.m["few_steps"]) == set(shown)
+    assert all(set(v) == {"1", "4"} for v in study.m["few_steps"].values())
+    assert (out / "figures" / "beyond_few_steps.png").is_file()
 
     # Unchanged configurations: every model is reused, no weights are written.
     before = _mtimes(out)
@@ -126,3 +144,11 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
     assert {k for k, t in changed.trained.items() if t} == set(keys) - set(STUDY_MODELS)
     after = _mtimes(out)
     assert all((after[k] == before[k]) == (k in STUDY_MODELS) for k in keys)
+
+    # A reflow variant is trained again when the model whose pairs it learns is.
+    child = next(r for r in models.rows() if r.parent is not None)
+    assert models.reusable(TINY, 0, child.key, out / "models" / child.key) is False  # epochs
+    parent_only = dataclasses.replace(TINY, beyond_epochs=2, epochs=TINY.epochs + 1)
+    assert models.reusable(parent_only, 0, child.key, out / "models" / child.key)
+    retrained = _run_stages(out, parent_only, page=False)
+    assert retrained.trained[child.parent] and retrained.trained[child.key]

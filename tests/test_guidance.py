@@ -236,3 +236,53 @@ def test_a_run_trained_with_label_dropout_saves_loads_and_guides(tmp_path):
         )
 
     assert torch.equal(draw(model), draw(loaded))
+
+
+def test_evaluation_and_the_nfe_rows_measure_the_guided_samples(tmp_path):
+    from flowscope import metrics
+    from flowscope.evaluate import evaluate_run
+
+    train_run(
+        "cfm",
+        tmp_path / "cfg",
+        n_points=400,
+        holdout_points=60,
+        config=TrainConfig(epochs=1, batch_size=64),
+        model_args={"label_dropout": 0.1, "hidden": 16, "layers": 3},
+    )
+    kw = dict(n=60, dt=0.1, floor_pairs=0, baseline=False)
+    plain = evaluate_run(tmp_path / "cfg", **kw)
+    guided = evaluate_run(tmp_path / "cfg", guidance=3.0, **kw)
+    assert guided["sampler"] == "euler, dt=0.1, guidance w=3" and "guidance" not in plain["sampler"]
+    assert guided["w2"] != plain["w2"]  # other samples
+    assert guided["nll_data"] == plain["nll_data"]  # the unguided density, both times
+    with pytest.raises(ValueError, match="guidance"):
+        evaluate_run(tmp_path / "cfg", guidance=-1.0, **kw)
+
+    model, info = load_run(tmp_path / "cfg")
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(40) % 5
+    rows = metrics.w2_by_nfe(model, x, labels, nfe=[1, 4], guidance=3.0)
+    unguided = metrics.w2_by_nfe(model, x, labels, nfe=[1, 4])
+    # A guided step evaluates the network for the class and for the null class.
+    assert [r.nfe for r in rows[:2]] == [2, 8] and [r.nfe for r in unguided[:2]] == [1, 4]
+    assert rows[-1].solver == "dopri5" and rows[-1].nfe % 2 == 0
+    assert rows[0].w2 != unguided[0].w2
+
+
+def test_guidance_in_the_evaluation_of_a_model_without_a_velocity_is_refused(tmp_path):
+    from flowscope import metrics
+    from flowscope.evaluate import evaluate_run
+
+    model, _, _ = train_run(
+        "nf",
+        tmp_path / "nf",
+        n_points=300,
+        holdout_points=40,
+        config=TrainConfig(epochs=1, batch_size=64),
+        model_args={"couplings": 2},
+    )
+    with pytest.raises(ValueError, match="guidance steers"):
+        evaluate_run(tmp_path / "nf", guidance=2.0, n=20, floor_pairs=0, baseline=False)
+    with pytest.raises(ValueError, match="guidance steers an ODE"):
+        metrics.w2_by_nfe(model, torch.zeros(5, 2), guidance=2.0)

@@ -12,9 +12,9 @@ import torch
 from flowscope import FlowMatching, NormalizingFlow
 from flowscope.cli import main
 from flowscope.data import DATASETS
-from flowscope.metrics import path_metrics, w2_by_nfe, wasserstein2
+from flowscope.metrics import path_metrics, ring_precision, w2_by_nfe, wasserstein2
 from flowscope.models import MODELS
-from flowscope.runs import train_run
+from flowscope.runs import load_run, run_data, train_run
 from flowscope.train import TrainConfig
 
 F64 = torch.float64
@@ -139,6 +139,23 @@ def test_eval_of_a_sample_only_source_has_no_nll_but_paths(runs, capsys):
     assert "known only by samples" in out and "straightness" in out
     result = json.loads((runs / "fm-circles" / "eval.json").read_text())
     assert result["nll_data"] is None and result["w2"] > 0
+
+
+def test_nfe_rows_on_the_rings_give_each_rows_share_in_a_band(tmp_path, capsys):
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    small = dict(n_points=400, holdout_points=200, config=cfg, progress=False)
+    train_run("fm", tmp_path / "fm", model_args={"hidden": 16, "layers": 3}, **small)
+    assert main(["eval", str(tmp_path / "fm"), "-n", "100", "--nfe", "1,4"]) == 0
+    assert "in a band" in capsys.readouterr().out
+    result = json.loads((tmp_path / "fm" / "eval.json").read_text())
+    model, info = load_run(tmp_path / "fm")
+    x = run_data(info, "test").x[:100]
+    for row in result["nfe_curve"]:
+        if row["solver"] == "euler":  # the same samples again: their share in a band
+            z = model.base_sample(100, torch.Generator().manual_seed(0))
+            out = model.decode(z, dt=1 / row["nfe"], solver="euler")
+            assert row["in_band"] == ring_precision(out).precision
+    assert w2_by_nfe(model, x, nfe=(1,), adaptive=False)[0].in_band is None  # not asked
 
 
 def test_eval_nfe_of_a_flow_is_one_row(runs, capsys):

@@ -132,6 +132,7 @@ def evaluate_run(
     device: str = "cpu",
     nfe: Sequence[int] | None = None,
     baseline: bool = True,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -183,6 +184,11 @@ def evaluate_run(
         nfe: Euler step counts for the W2-by-evaluations table (e.g.
             :data:`DEFAULT_NFE`), or ``None`` to skip it.
         baseline: also fit and score the Gaussian-mixture baseline.
+        guidance: the classifier-free guidance scale w of the samples (W2, ring metrics
+            and class accuracy) of a conditional flow-matching model trained with label
+            dropout (:mod:`flowscope.matching.guidance`); ``None``: w = 1, the model
+            itself. The NLL, round trip and ``nfe`` rows are the unguided model's (a
+            guided field has no normalized density).
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
@@ -202,14 +208,17 @@ def evaluate_run(
         ``ring_max_offset``, ``ring_coverage``, ``class_accuracy`` and
         ``class_accuracy_<ring>`` per class; ``round_trip_mean``, ``round_trip_max``
         (data units), ``round_trip_points``; with ``nfe``: ``nfe_curve`` (a list of
-        ``{"solver", "nfe", "w2", "seconds"}``), ``straightness``, ``path_energy``,
+        ``{"solver", "nfe", "w2", "in_band", "seconds"}``; ``in_band``, the share of the
+        samples in a ring's band, for the Olympic data only, else ``None``),
+        ``straightness``, ``path_energy``,
         ``path_w2_squared``, ``npe`` (``None`` for a one-pass type); ``seconds`` (the
         whole evaluation).
 
     Raises:
         RunError: if the folder is not a loadable run.
         MissingDependency: with ``baseline``, if scikit-learn is not installed.
-        ValueError: for a bad ``n``, ``seed``, ``dt``, ``solver`` or ``floor_pairs``, or (from
+        ValueError: for a bad ``n``, ``seed``, ``dt``, ``solver`` or ``floor_pairs``, a
+            ``guidance`` the model does not take, or (from
             :func:`~flowscope.runs.run_data`) a data file too small for a test part.
 
     Example:
@@ -223,6 +232,11 @@ def evaluate_run(
     model, info = load_run(run_dir, device)
     entry = model_type_of(info)
     sampling = entry.sampling(dt=dt, solver=solver)
+    if guidance is not None:
+        if not entry.takes("guidance"):
+            raise ValueError(f"guidance steers a conditional flow-matching model, not {entry.name}")
+        model.guidance_scale(guidance)  # checked before the long computations
+        sampling["guidance"] = guidance
     if "dt" in sampling:
         time_grid(dt)  # check dt before the long computations
     conditional = model.num_classes is not None
@@ -238,7 +252,7 @@ def evaluate_run(
         "conditional": conditional,
         "n": n,
         "seed": seed,
-        "sampler": f"{solver}, dt={dt:g}" if sampling else "exact",
+        "sampler": _sampler_text(sampling),
     }
     result.update(_likelihood(model, entry, test.x, labels_test, nll_kwargs or {}))
     result.update(_baseline(model, data_info, test.x, labels_test) if baseline else _NO_BASELINE)
@@ -259,21 +273,34 @@ def evaluate_run(
     result.update(round_trip_mean=rt.mean, round_trip_max=rt.max, round_trip_points=r)
     if counts is not None:
         m = min(n, len(test.x))
-        result.update(
-            _paths(
-                model, test.x[:m], None if labels_test is None else labels_test[:m], counts, seed
-            )
-        )
+        labels_m = None if labels_test is None else labels_test[:m]
+        rings = result["data"] == "olympic"
+        result.update(_paths(model, test.x[:m], labels_m, counts, seed, rings))
     result["seconds"] = time.perf_counter() - t_start
     return {k: _json_safe(v) for k, v in result.items()}
 
 
-def _paths(model, x, labels, counts: list[int], seed: int) -> dict[str, Any]:
-    """The W2-by-evaluations rows and the path metrics of :func:`evaluate_run`."""
-    rows = metrics.w2_by_nfe(model, x, labels, nfe=counts, seed=seed)
+def _sampler_text(sampling: dict[str, Any]) -> str:
+    """``euler, dt=0.001``, with ``, guidance w=1.5`` where guided; ``exact``: one pass."""
+    if "dt" not in sampling:
+        return "exact"
+    guided = f", guidance w={sampling['guidance']:g}" if "guidance" in sampling else ""
+    return f"{sampling.get('solver', 'euler')}, dt={sampling['dt']:g}{guided}"
+
+
+def _paths(model, x, labels, counts: list[int], seed: int, rings: bool) -> dict[str, Any]:
+    """The W2-by-evaluations rows (with ``rings``, their shares in a band) and the path
+    metrics of :func:`evaluate_run`."""
+    rows = metrics.w2_by_nfe(model, x, labels, nfe=counts, seed=seed, rings=rings)
     out: dict[str, Any] = {
         "nfe_curve": [
-            {"solver": p.solver, "nfe": p.nfe, "w2": _json_safe(p.w2), "seconds": p.seconds}
+            {
+                "solver": p.solver,
+                "nfe": p.nfe,
+                "w2": _json_safe(p.w2),
+                "in_band": p.in_band,
+                "seconds": p.seconds,
+            }
             for p in rows
         ],
         "straightness": None,
@@ -537,10 +564,17 @@ def format_nfe_table(result: dict[str, Any]) -> str:
     rows = result.get("nfe_curve")
     if not rows:
         return ""
-    body = [(p["solver"], str(p["nfe"]), _fmt(p["w2"]), f"{p['seconds']:.2f}") for p in rows]
+    band = rows[0].get("in_band") is not None  # the rings: each row's share in a band
+    body = [
+        (p["solver"], str(p["nfe"]), _fmt(p["w2"]))
+        + ((f"{100 * p['in_band']:.1f}%",) if band else ())
+        + (f"{p['seconds']:.2f}",)
+        for p in rows
+    ]
+    head = ("solver", "NFE", "W2") + (("in a band",) if band else ()) + ("seconds",)
     points = result.get("w2_points")
     text = f"W2 to {points} test points by function evaluations (data units)\n"
-    text += text_table([("solver", "NFE", "W2", "seconds"), *body], align="lrrr")
+    text += text_table([head, *body], align="l" + "r" * (len(head) - 1))
     if result.get("straightness") is not None:
         text += (
             f"\npaths ({PATH_STEPS} Euler steps, data units): straightness "

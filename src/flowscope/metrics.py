@@ -656,12 +656,15 @@ class NFEPoint:
         nfe: the velocity evaluations per sample (the passes, for a flow).
         w2: W2 between the samples and the data, data units.
         seconds: the wall time of the sampling.
+        in_band: the share of the samples in some ring's band (:func:`ring_precision`),
+            where asked for (the Olympic data), else ``None``.
     """
 
     solver: str
     nfe: int
     w2: float
     seconds: float
+    in_band: float | None = None
 
 
 def w2_by_nfe(
@@ -672,6 +675,8 @@ def w2_by_nfe(
     nfe: Sequence[int] = (1, 2, 4, 8, 16, 32, 100),
     adaptive: bool = True,
     seed: int = 0,
+    guidance: float | None = None,
+    rings: bool = False,
 ) -> list[NFEPoint]:
     """W2 to held-out data against the number of function evaluations.
 
@@ -688,12 +693,18 @@ def w2_by_nfe(
         nfe: Euler step counts, each >= 1.
         adaptive: add the dopri5 row.
         seed: of the source points.
+        guidance: a classifier-free guidance scale w for the samples of a model trained
+            with label dropout (``None``: unguided); a guided step evaluates the network
+            twice, for the class and the null class, and counts two evaluations.
+        rings: also measure each row's share of samples in a ring's band (2D points of
+            the Olympic rings).
 
     Returns:
         a list of :class:`NFEPoint`, in the order of ``nfe`` (dopri5 last).
 
     Raises:
-        ValueError: for a bad step count, shape or labels.
+        ValueError: for a bad step count, shape or labels, or a guidance the model does
+            not take.
     """
     x, labels = model.check(x, labels)
     x = _nonempty(x, "x", "W2 by function evaluations").double().cpu()
@@ -703,22 +714,31 @@ def w2_by_nfe(
         return _source_points(model, len(x), torch.Generator().manual_seed(seed))
 
     rows: list[NFEPoint] = []
+
+    def point(solver: str, count: int, out: torch.Tensor, seconds: float) -> NFEPoint:
+        band = ring_precision(out).precision if rings else None
+        return NFEPoint(solver, count, wasserstein2(out, x), seconds, band)
+
+    guided = {} if guidance is None else {"guidance": guidance}
+    per_step = 1 if guidance is None else 2
     if not _ode_type(model):
+        if guided:
+            raise ValueError(f"guidance steers an ODE's velocity; {type(model).__name__} has none")
         t0 = time.perf_counter()
         out = model.decode(z(), labels)
         seconds = time.perf_counter() - t0  # the sampling alone, not the W2 after it
-        rows.append(NFEPoint("one pass", 1, wasserstein2(out, x), seconds))
+        rows.append(point("one pass", 1, out, seconds))
         return rows
     for k in counts:
         t0 = time.perf_counter()
-        out = model.decode(z(), labels, dt=1.0 / k, solver="euler")
+        out = model.decode(z(), labels, dt=1.0 / k, solver="euler", **guided)
         seconds = time.perf_counter() - t0
-        rows.append(NFEPoint("euler", k, wasserstein2(out, x), seconds))
+        rows.append(point("euler", per_step * k, out, seconds))
     if adaptive:
         from .matching import integrate
 
         calls = [0]
-        field = model.ode_velocity(labels)
+        field = model.ode_velocity(labels, **guided)
 
         def counted(y, t):
             calls[0] += 1
@@ -729,5 +749,5 @@ def w2_by_nfe(
             y1 = integrate(counted, z(), [0.0, 1.0], "dopri5")[-1]
             out = model.standardization.inverse(y1, labels)
         seconds = time.perf_counter() - t0
-        rows.append(NFEPoint("dopri5", calls[0], wasserstein2(out, x), seconds))
+        rows.append(point("dopri5", per_step * calls[0], out, seconds))
     return rows

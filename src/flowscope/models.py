@@ -120,6 +120,10 @@ class Variant:
             defaults, e.g. ``{"coupling": {"name": "ot"}}``.
         recipe: :class:`~flowscope.train.TrainConfig` fields where its training departs
             from the type's recipe.
+        sampler: sampler options where it departs from the type's
+            (:attr:`ModelType.sampler`), e.g. a guidance scale ``{"guidance": 1.5}``.
+        reflow: trained by reflow (:func:`~flowscope.reflow.reflow_run`) on the pairs of
+            the type's default model rather than on data: its 2-rectified flow.
     """
 
     name: str
@@ -127,6 +131,8 @@ class Variant:
     conditional: bool | None = None
     model_args: Mapping[str, Any] = field(default_factory=dict)
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    sampler: Mapping[str, Any] = field(default_factory=dict)
+    reflow: bool = False
 
 
 @dataclass(frozen=True)
@@ -492,9 +498,15 @@ MODELS.register(
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,
         small={"hidden": 16, "layers": 3},
-        variants=(Variant("ot", "OT-coupled", model_args={"coupling": {"name": "ot"}}),),
+        variants=(
+            Variant("ot", "OT-coupled", model_args={"coupling": {"name": "ot"}}),
+            Variant("rectified", "2-rectified", reflow=True),
+        ),
     ),
 )
+#: The guidance scale comparisons sample a guided cfm with: the w of the best class
+#: accuracy with full coverage in benchmarks/results/guidance.md.
+_GUIDED_W = 1.5
 MODELS.register(
     "cfm",
     ModelType(
@@ -507,6 +519,14 @@ MODELS.register(
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,
         small={"hidden": 16, "layers": 3},
+        variants=(
+            Variant(
+                "guided",
+                "guided",
+                model_args={"label_dropout": 0.1},
+                sampler={"guidance": _GUIDED_W},
+            ),
+        ),
     ),
 )
 MODELS.register(

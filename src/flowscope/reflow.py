@@ -42,6 +42,7 @@ from .runs import (
     recorded_model_args,
     train_config,
     train_run,
+    weights_digest,
 )
 from .train import History, TrainConfig
 
@@ -182,8 +183,10 @@ def reflow_run(
     standardization; the data are split 90/5/5 into train, validation and test as any
     data file (so the run's test part is the parent's samples). The run's config
     records ``parent``: the parent's folder, type, the sampler and seed of the pairs,
-    their number and ``rectified``, k of the k-rectified flow (the parent's k + 1; a run
-    trained on data is 1). With ``resume`` the pairs already in ``out`` are kept.
+    their number, ``rectified``, k of the k-rectified flow (the parent's k + 1; a run
+    trained on data is 1), and ``weights``, the digest of the parent's weights
+    (:func:`~flowscope.runs.weights_digest`), which tells whether the parent has been
+    trained again since. With ``resume`` the pairs already in ``out`` are kept.
 
     Arguments:
         parent: a run folder of a flow-matching type (``fm``, ``cfm``, ``meanflow``).
@@ -223,6 +226,7 @@ def reflow_run(
         "sampler": f"{solver}, dt={dt:g}",
         "seed": config.seed,
         "warm_start": warm_start,
+        "weights": weights_digest(model.state_dict()),
     }
     if resume and pairs_path.is_file():  # the pairs drawn before, as they were recorded
         record = read_info(out).extra.get("parent", record)

@@ -25,7 +25,7 @@ from .presets import STUDY_MODELS
 from .study import Study
 from .text import num, pct, pm, sci
 
-__all__ = ["Measured", "measure", "page", "stages"]
+__all__ = ["PAGE", "Measured", "few_step_rows", "measure", "page", "stages", "training_stages"]
 
 SAMPLE_POINTS = 1000  # the points of the timed sampling
 
@@ -80,15 +80,15 @@ class Measured:
     sample_points: int
 
 
-def stages() -> list[tuple[str, Callable[[Study], None]]]:
-    """The training stage of each model the study's stages do not train, then the page.
+def training_stages() -> list[tuple[str, Callable[[Study], None]]]:
+    """The training stage of each model the study's stages do not train, in the order of
+    :func:`.models.rows` (a reflow variant after the model it learns from).
 
     Built when the report starts, from the registry as it is then."""
     extra = [r for r in rows() if r.key not in STUDY_MODELS]
-    training = [
+    return [
         (f"train {r.label} ({r.entry.title})", functools.partial(train, key=r.key)) for r in extra
     ]
-    return [*training, ("Beyond the study: every model type on the rings", page)]
 
 
 def measure(study: Study, r: Row) -> Measured:
@@ -126,13 +126,18 @@ def _sampling_cost(study: Study, key: str) -> tuple[metrics.NFEPoint, int]:
     """The sampler of model ``key``, its evaluations per sample and the wall time of one
     draw of :data:`SAMPLE_POINTS` points (:func:`~flowscope.metrics.w2_by_nfe`; an ODE
     integrates with Euler steps of the preset's Δt, as its samples everywhere in the
-    report, unless its type declares its own sampler: a mean flow's one step)."""
+    report, unless its type or variant declares its own sampler: a mean flow's one step,
+    a guidance scale)."""
     model, info = study.models[key], study.infos[key]
     test = run_data(info, "test")
     n = min(SAMPLE_POINTS, len(test.x))
     labels = test.labels[:n] if model.num_classes is not None else None
-    dt = row(key).entry.sampler.get("dt", study.preset.dt)  # the type's own, if it has one
-    return metrics.w2_by_nfe(model, test.x[:n], labels, nfe=[round(1 / dt)], adaptive=False)[0], n
+    sampling = row(key).sampling(study.preset.dt)
+    steps = [round(1 / sampling["dt"])] if "dt" in sampling else [1]
+    point = metrics.w2_by_nfe(
+        model, test.x[:n], labels, nfe=steps, adaptive=False, guidance=sampling.get("guidance")
+    )[0]
+    return point, n
 
 
 def page(study: Study) -> None:
@@ -147,8 +152,18 @@ def page(study: Study) -> None:
         doc.para(_intro(study, measured))
         _table(study, measured)
         doc.para(_findings(study, measured))
+        _few_steps(study)
         _figure(study, measured)
         _coupling_paths(study)
+
+
+#: The page's stage, after :func:`training_stages` (and the study's).
+PAGE = ("Beyond the study: every model type on the rings", page)
+
+
+def stages() -> list[tuple[str, Callable[[Study], None]]]:
+    """:func:`training_stages`, then the page's."""
+    return [*training_stages(), PAGE]
 
 
 def _intro(study: Study, measured: Sequence[Measured]) -> str:
@@ -266,8 +281,32 @@ def _table(study: Study, measured: Sequence[Measured]) -> None:
         "NFE: network evaluations per sample, 1 for a model that maps "
         f"in one pass (through all its layers), the Euler steps of Δt = {study.preset.dt:g} "
         "for an ODE (a mean flow: its own one step, with which its W2 and band share are "
-        "measured too). Times are on this machine's CPU, shared with other jobs.",
+        "measured too). Times are on this machine's CPU, shared with other jobs."
+        + _variant_notes(study),
     )
+
+
+def _variant_notes(study: Study) -> str:
+    """What the caption says of the variants that are trained or sampled otherwise: a
+    reflow's pairs, a guidance scale."""
+    notes = []
+    for r in rows():
+        if r.parent is not None:
+            drawn = study.infos[r.key].extra["parent"]
+            notes.append(
+                f" {r.label}: trained on {drawn['pairs']:,} (noise, sample) pairs of "
+                f"{row(r.parent).label} ({drawn['sampler']}; reflow), measured on the same "
+                "test points; its time leaves out the drawing of the pairs."
+            )
+        if "guidance" in r.sampler:
+            model = study.models[r.key]
+            notes.append(
+                f" {r.label}: trained with label dropout p = {model.label_dropout:g} and "
+                f"sampled with v_null + w (v_class − v_null) at w = {r.sampler['guidance']:g} "
+                "(two evaluations per step); its NLL is the unguided density's (w = 1), as "
+                "a guided field has no normalized density."
+            )
+    return "".join(notes)
 
 
 _TABLE = 4  # the report's tables 1 to 3 are the overview's
@@ -325,13 +364,9 @@ def _figure(study: Study, measured: Sequence[Measured]) -> None:
     panels = []
     for m in measured:
         model = study.models[m.key]
-        entry = row(m.key).entry
         labels = torch.arange(p.n_show) % len(RING_NAMES) if m.conditional else None
         x = model.sample(
-            p.n_show,
-            labels=labels,
-            generator=study.gen(20),
-            **entry.sampling(**{"dt": p.dt, **entry.sampler}),
+            p.n_show, labels=labels, generator=study.gen(20), **row(m.key).sampling(p.dt)
         )
         panels.append((x, m.label))
     study.points_figure(
@@ -342,6 +377,62 @@ def _figure(study: Study, measured: Sequence[Measured]) -> None:
         ncols=4,
         rings=True,
         size=1.2,
+    )
+
+
+#: The Euler step counts of the few-step figure.
+FEW_STEPS = (1, 4)
+
+
+def few_step_rows() -> list[Row]:
+    """The models of the few-step figure: each reflow variant after the model whose pairs
+    it learns, then each type that declares its own sampler (a mean flow's one step)."""
+    found = [r for r in rows() if r.parent is not None]
+    found = [x for r in found for x in (row(r.parent), r)]
+    found += [r for r in rows() if r.variant is None and r.entry.sampler]
+    return list({r.key: r for r in found}.values())
+
+
+def _few_steps(study: Study) -> None:
+    """The samples of :func:`few_step_rows` with :data:`FEW_STEPS` Euler steps, each with
+    its W2 to as many test points (none of those models: no figure)."""
+    shown = few_step_rows()
+    if not shown:
+        return
+    p = study.preset
+    test = study.test[: p.n_show]  # the study's held-out points, the same for every model
+    panels, names = [], []
+    for r in shown:
+        for k in FEW_STEPS:
+            model = study.models[r.key]
+            x = model.sample(len(test), generator=study.gen(22), **r.entry.sampling(steps=k))
+            w2 = metrics.wasserstein2(x, test)
+            study.m.setdefault("few_steps", {}).setdefault(r.key, {})[str(k)] = w2
+            panels.append((x, f"{r.label}\n{_count(k, 'step')}: W2 {num(w2, 2)}"))
+            names.append(f"{r.label} ({_count(k, 'step')})")
+    study.points_figure(
+        "beyond_few_steps",
+        panels,
+        f"Beyond. {p.n_show:,} samples of "
+        + _names([r.label for r in shown])
+        + " with "
+        + " and ".join(_count(k, "Euler step") for k in FEW_STEPS)
+        + " (a mean flow: steps of its average velocity), the same noise in each; W2 to as "
+        "many test points (data units). " + _reflow_note(shown),
+        names=names,
+        ncols=len(panels),  # one row, under the table
+        rings=True,
+        size=0.6,
+    )
+
+
+def _reflow_note(shown: Sequence[Row]) -> str:
+    """How the reflow models among ``shown`` were made."""
+    made = [r for r in shown if r.parent is not None]
+    return " ".join(
+        f"{r.label} was trained on {row(r.parent).label}'s own (noise, sample) pairs "
+        "(reflow), which straightens its paths."
+        for r in made
     )
 
 
@@ -364,7 +455,7 @@ def _coupling_paths(study: Study) -> None:
         model = study.models[r.key]
         z = model.base_sample(10, study.gen(21))  # the same standardized noise for all
         times = [k / PATH_STATES for k in range(PATH_STATES + 1)]
-        path = model.trajectory(z, times=times, **r.entry.sampling(dt=p.dt))
+        path = model.trajectory(z, times=times, **r.sampling(p.dt))
         title = f"{r.label}: {model.coupling.name} pairs"
         panels.append({"path": path, "times": times, "title": title, "markers": False})
     study.trajectory_figure(

@@ -153,8 +153,9 @@ def build_report(
         *nf.STAGES,
         *fm.STAGES,
         *cfm.STAGES,
+        *beyond.training_stages(),  # before the Bonus, which steers their guided model too
         *bonus.STAGES,
-        *beyond.stages(),
+        beyond.PAGE,
         ("write report.pdf", write_documents),
         ("write report.html", lambda study: write_html(study.doc, paths["html"])),
         ("write the explorer pages", lambda study: write_explorers(study, paths["html"])),

@@ -24,6 +24,7 @@ from typing import Any
 from ..data import RING_NAMES
 from ..evaluate import evaluate_run
 from ..models import MODELS, ModelType, Variant
+from ..reflow import reflow_run
 from ..runs import (
     RunError,
     build_model,
@@ -33,6 +34,7 @@ from ..runs import (
     recipe,
     recorded_model_args,
     train_run,
+    weights_digest,
 )
 from ..train import TrainConfig
 from .presets import STUDY_MODELS, Preset
@@ -76,6 +78,23 @@ class Row:
     def model_args(self) -> dict[str, Any]:
         """Constructor arguments beyond the type's defaults."""
         return dict(self.variant.model_args) if self.variant else {}
+
+    @property
+    def sampler(self) -> dict[str, Any]:
+        """The sampler options it is measured and shown with: the type's
+        (:attr:`~flowscope.models.ModelType.sampler`), then the variant's."""
+        return {**self.entry.sampler, **(self.variant.sampler if self.variant else {})}
+
+    @property
+    def parent(self) -> str | None:
+        """The key of the model whose pairs it is trained on (a reflow variant: the type's
+        default model), or ``None``: it is trained on the data."""
+        return self.entry.name if self.variant is not None and self.variant.reflow else None
+
+    def sampling(self, dt: float) -> dict[str, Any]:
+        """The options of its sampler (:meth:`~flowscope.models.ModelType.sampling`): its
+        own (:attr:`sampler`) where it has them, else Euler steps of ``dt``."""
+        return self.entry.sampling(**{"dt": dt, **self.sampler})
 
     def recipe(self) -> TrainConfig:
         """The training recipe: the type's, then the variant's departures from it."""
@@ -139,16 +158,33 @@ def reusable(preset: Preset, seed: int, key: str, run_dir: Path) -> bool:
     except RunError:
         return False
     data, model_cfg, config = requested(preset, seed, key)
-    saved_data = {k: v for k, v in info.data.items() if k != "class_names"}
     history = read_history(run_dir)
+    r = row(key)
+    if r.parent is not None:  # trained on the pairs of the parent as it is now
+        drawn = info.extra.get("parent", {})
+        same_data = drawn.get("pairs") == data["n_points"] and drawn.get("weights") == (
+            parent_digest(run_dir.parent / r.parent)
+        )
+        model_cfg = {**model_cfg, "coupling": recorded_model_args(info).get("coupling")}
+    else:
+        same_data = {k: v for k, v in info.data.items() if k != "class_names"} == data
     return (
-        info.extra.get("name", info.kind) == row(key).entry.name
-        and saved_data == data
+        info.extra.get("name", info.kind) == r.entry.name
+        and same_data
         and recorded_model_args(info) == model_cfg
         and info.train == asdict(config)
         and len(history.epochs) == config.epochs
         and "train_seconds" in info.extra
     )
+
+
+def parent_digest(run_dir: Path) -> str | None:
+    """The digest of the weights in ``run_dir`` (:func:`~flowscope.runs.weights_digest`),
+    as a reflow of it records it; ``None`` where it holds no loadable run."""
+    try:
+        return weights_digest(load_run(run_dir)[0].state_dict())
+    except RunError:
+        return None
 
 
 def train(study: Study, key: str) -> None:
@@ -161,20 +197,7 @@ def train(study: Study, key: str) -> None:
         study.trained[key] = False
         study.say(f"    reusing {run_dir} (same configuration)")
     else:
-        r = row(key)
-        data, _, config = requested(study.preset, study.seed, key)
-        model, info, history = train_run(
-            r.entry.name,
-            run_dir,
-            data="olympic",
-            n_points=data["n_points"],
-            holdout_points=data["holdout_points"],
-            config=config,
-            model_args=r.model_args,
-            overwrite=True,
-            progress=None,
-            conditional=r.conditional,
-        )
+        model, info, history = (_reflow if row(key).parent else _train_on_data)(study, key)
         study.trained[key] = True
         if history.fast_path_note:
             study.say(f"    note: trained with PyTorch operations: {history.fast_path_note}")
@@ -192,6 +215,41 @@ def train(study: Study, key: str) -> None:
     }
 
 
+def _train_on_data(study: Study, key: str):
+    """Train model ``key`` on the report's rings with its recipe."""
+    r = row(key)
+    data, _, config = requested(study.preset, study.seed, key)
+    return train_run(
+        r.entry.name,
+        study.out / "models" / key,
+        data="olympic",
+        n_points=data["n_points"],
+        holdout_points=data["holdout_points"],
+        config=config,
+        model_args=r.model_args,
+        overwrite=True,
+        progress=None,
+        conditional=r.conditional,
+    )
+
+
+def _reflow(study: Study, key: str):
+    """Train model ``key`` by reflow (:func:`~flowscope.reflow.reflow_run`) on as many
+    pairs of its parent, trained by an earlier stage, as the data have points, drawn
+    with the preset's Euler steps, with its recipe."""
+    r = row(key)
+    data, _, config = requested(study.preset, study.seed, key)
+    return reflow_run(
+        study.out / "models" / r.parent,
+        study.out / "models" / key,
+        n_points=data["n_points"],
+        config=config,
+        dt=study.preset.dt,
+        overwrite=True,
+        progress=None,
+    )
+
+
 def evaluate(study: Study, key: str) -> dict[str, Any]:
     """:func:`~flowscope.evaluate.evaluate_run` of model ``key`` (once per run; left in
     ``metrics.json`` under ``evaluation``), with the study's W2 noise floor of its data
@@ -204,7 +262,7 @@ def evaluate(study: Study, key: str) -> dict[str, Any]:
         study.out / "models" / key,
         n=p.n_quality,
         seed=study.seed,
-        dt=row(key).entry.sampler.get("dt", p.dt),  # the type's own step, if it has one
+        **row(key).sampling(p.dt),  # the type's or the variant's sampler, if it has one
         nll_kwargs={"steps": p.nll_steps},
         floor_pairs=0,
     )
