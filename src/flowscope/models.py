@@ -291,6 +291,12 @@ def _times_text(config: dict[str, Any]) -> str:
     return TIME_SAMPLERS.build(config).describe()
 
 
+def _source(text: str) -> dict[str, Any]:
+    from .matching.sources import source_from_text  # reads the file: only when given
+
+    return source_from_text(text)
+
+
 # The time samplers of the couplings that pair by position, for --help.
 _OT_TIMES = "; ".join(
     f"{n}: {_times_text(c.default_times(False))} for fm, "
@@ -349,16 +355,10 @@ _FM_OPTIONS = (
         "the distribution at t = 0: normal (default, N(0, I) in standardized units), a toy "
         "set name such as 8gaussians (in data units), or a .csv/.npy/.npz file of points",
         lambda config: {"source": config},
-        parse=lambda text: _source(text),
+        parse=_source,
         metavar="NAME|FILE",
     ),
 )
-
-
-def _source(text: str) -> dict[str, Any]:
-    from .matching.sources import source_from_text  # reads the file: only when given
-
-    return source_from_text(text)
 
 
 _LABEL_DROPOUT_OPTION = Option(
