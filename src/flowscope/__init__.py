@@ -31,7 +31,7 @@ _EXPORTS = {
     "ModelType": ".models",
     "Standardization": ".standardize",
     "History": ".train",
-    "TrainConfig": ".train",
+    "TrainConfig": ".recipe",
     "fit": ".train",
 }
 __all__ = sorted(_EXPORTS)

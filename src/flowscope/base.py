@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from . import defaults
 from .data import check_int, check_labels
 from .standardize import Standardization
 
@@ -44,8 +45,9 @@ __all__ = [
 ]
 
 #: How a model standardizes its data: all points with one mean and scale, or each class
-#: with its own (see :class:`~flowscope.standardize.Standardization`).
-STANDARDIZE = ("global", "class")
+#: with its own (see :class:`~flowscope.standardize.Standardization`); declared in
+#: :mod:`flowscope.defaults`, which the command line's help reads.
+STANDARDIZE = defaults.STANDARDIZE
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

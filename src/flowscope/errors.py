@@ -1,8 +1,10 @@
-"""The library's own exceptions that are not a bad value (those are ``ValueError``)."""
+"""The library's own exceptions, plain Python, so that the command line can catch them
+without importing PyTorch; :mod:`flowscope.runs` and :mod:`flowscope.train` re-export
+:class:`RunError` and :class:`TrainingDiverged`. A bad value is a ``ValueError``."""
 
 from __future__ import annotations
 
-__all__ = ["MissingDependency", "NonFiniteOutput"]
+__all__ = ["MissingDependency", "NonFiniteOutput", "RunError", "TrainingDiverged"]
 
 
 class MissingDependency(ImportError):
@@ -18,6 +20,33 @@ class NonFiniteOutput(ValueError):
     """A model produced NaN or infinite samples or latents from finite inputs: its
     weights are corrupted or its training diverged. The message says how many and what
     to do; the command line prints it as one line and exits non-zero, writing no file."""
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete, corrupted or from an incompatible version."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step.
+
+    The message says only what :func:`~flowscope.train.fit` knows: the model keeps the
+    weights of the failing step, and whatever ``on_epoch_end`` wrote for earlier epochs is
+    untouched (fit itself writes no file). A caller with more to say (the command line) builds its
+    own message from the attributes.
+
+    Attributes:
+        problem: what happened and when, e.g. ``"nf: the training loss became nan at
+            epoch 2, step 1 of 5"``.
+        epoch: the epoch (1-based) in which it happened.
+        step: the step (1-based) within that epoch.
+    """
+
+    def __init__(self, problem: str, *, epoch: int, step: int):
+        self.problem, self.epoch, self.step = problem, epoch, step
+        super().__init__(
+            f"{problem}. Lower the learning rate or change the seed; checkpoints written by "
+            "on_epoch_end before this epoch are untouched"
+        )
 
 
 def check_finite(values, what: str, where: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import metrics
+from . import defaults, metrics
 from .baseline import mixture_baseline
 from .data import DATASETS, RING_NAMES, check_int, make_dataset
 from .errors import check_finite
@@ -38,10 +38,12 @@ __all__ = [
     "plot_nfe",
 ]
 
-DEFAULT_N = 2000
-FLOOR_PAIRS = 5
+#: Samples drawn, and pairs of data draws averaged for the W2 noise floor (declared in
+#: :mod:`flowscope.defaults`, which the command line's help reads).
+DEFAULT_N = defaults.EVAL_N
+FLOOR_PAIRS = defaults.EVAL_FLOOR_PAIRS
 #: The Euler step counts of ``flowscope eval --nfe`` (dopri5 is added to them).
-DEFAULT_NFE = (1, 2, 4, 8, 16, 32, 100)
+DEFAULT_NFE = defaults.EVAL_NFE
 #: The Euler steps of the trajectories behind the path metrics.
 PATH_STEPS = 100
 

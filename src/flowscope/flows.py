@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import defaults
 from .base import FlowModel, standard_normal_log_prob
 from .splines import rational_quadratic_inverse, raw_size, spline_parameters, spline_transform
 
@@ -43,7 +44,8 @@ __all__ = [
 LEAKY_SLOPE = 0.01
 
 #: Size of the class embedding of a conditional coupling flow, by default.
-DEFAULT_EMBEDDING_DIM = 8
+DEFAULT_EMBEDDING_DIM = defaults.DEFAULT_EMBEDDING_DIM
+_NF, _NSF = defaults.NF_DEFAULTS, defaults.NSF_DEFAULTS
 
 
 def views(pieces, shapes) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -567,9 +569,9 @@ class NormalizingFlow(CouplingFlow):
     def __init__(
         self,
         features: int = 2,
-        couplings: int = 15,
-        hidden: int = 8,
-        linear_layers: int = 5,
+        couplings: int = _NF["couplings"],
+        hidden: int = _NF["hidden"],
+        linear_layers: int = _NF["linear_layers"],
         log_scale_bound: float | None = 1.0,
         num_classes: int | None = None,
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,
@@ -640,11 +642,11 @@ class SplineFlow(CouplingFlow):
     def __init__(
         self,
         features: int = 2,
-        couplings: int = 4,
-        bins: int = 16,
-        tail_bound: float = 4.0,
-        hidden: int = 64,
-        linear_layers: int = 3,
+        couplings: int = _NSF["couplings"],
+        bins: int = _NSF["bins"],
+        tail_bound: float = _NSF["tail_bound"],
+        hidden: int = _NSF["hidden"],
+        linear_layers: int = _NSF["linear_layers"],
         num_classes: int | None = None,
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,
         standardize: str | None = None,

@@ -8,6 +8,11 @@ before one of its arguments existed. The command line (``flowscope train MODEL``
 folders, evaluation, benchmarks and the report iterate over :data:`MODELS`; no other code
 compares a model's name.
 
+The registry is plain Python: a type names its class by ``"module:Class"``, imported when
+first used (:attr:`ModelType.model`), and the defaults its options' help quotes are
+constants of :mod:`flowscope.defaults` that the class's signature uses too, so that the
+command line's ``--help`` and argument errors read every type without importing PyTorch.
+
 Adding a type is one module with its :class:`~flowscope.base.FlowModel` subclass and one
 ``MODELS.register(...)`` here; the interface test (``tests/test_interface.py``) then runs
 every shared check on it, and the report's last page ("Beyond the study") trains and
@@ -16,23 +21,27 @@ measures it beside the others, with each :class:`Variant` it declares.
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import STANDARDIZE, FlowModel
 from .data import check_int
-from .flows import DEFAULT_EMBEDDING_DIM, NormalizingFlow, SplineFlow
-from .gaussian import Gaussian
-from .matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, FlowMatching
+from .defaults import (
+    DEFAULT_EMBEDDING_DIM,
+    MEANFLOW_DEFAULTS,
+    NF_DEFAULTS,
+    NSF_DEFAULTS,
+    STANDARDIZE,
+)
 from .matching.couplings import COUPLINGS, drawn_couplings
-from .matching.meanflow import MeanFlow
 from .matching.paths import PATHS
-from .matching.sources import source_from_text
-from .matching.times import TIME_SAMPLERS
+from .matching.times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA, TIME_SAMPLERS
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .base import FlowModel
 
 __all__ = ["MODELS", "ModelType", "Option", "Variant", "model_type", "positive_number"]
 
@@ -141,7 +150,9 @@ class ModelType:
 
     Attributes:
         name: the name on the command line and in run folders, e.g. ``"nf"``.
-        model: the :class:`~flowscope.base.FlowModel` subclass.
+        implementation: the :class:`~flowscope.base.FlowModel` subclass, or where it is,
+            ``"module:Class"`` (relative to the ``flowscope`` package if it starts with
+            a dot), imported when :attr:`model` is first asked for.
         title: what the type is, in words, e.g. ``"normalizing flow"``.
         conditional: whether the type takes class labels (``True``: always, as ``cfm``;
             ``False``: never, or by default when ``conditional_option`` is set).
@@ -172,7 +183,7 @@ class ModelType:
     """
 
     name: str
-    model: type[FlowModel]
+    implementation: type[FlowModel] | str
     title: str
     conditional: bool = False
     fixed: Mapping[str, Any] = field(default_factory=dict)
@@ -185,6 +196,14 @@ class ModelType:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
     sampler: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> type[FlowModel]:
+        """The :class:`~flowscope.base.FlowModel` subclass (imported on first use)."""
+        if not isinstance(self.implementation, str):
+            return self.implementation
+        module, _, name = self.implementation.partition(":")
+        return getattr(importlib.import_module(module, __package__), name)
 
     def is_conditional(self, conditional: bool | None = None) -> bool:
         """Whether a model of this type trained with ``conditional`` takes labels
@@ -278,12 +297,18 @@ def _times_text(config: dict[str, Any]) -> str:
     return TIME_SAMPLERS.build(config).describe()
 
 
+def _source(text: str) -> dict[str, Any]:
+    from .matching.sources import source_from_text  # reads the file: only when given
+
+    return source_from_text(text)
+
+
 # The time samplers of the couplings that pair by position, for --help.
 _OT_TIMES = "; ".join(
-    f"{n}: {_times_text(c().default_times(False))} for fm, "
-    f"{_times_text(c().default_times(True))} for cfm"
+    f"{n}: {_times_text(c.default_times(False))} for fm, "
+    f"{_times_text(c.default_times(True))} for cfm"
     if not c.needs_labels
-    else f"{n}: {_times_text(c().default_times(True))}"
+    else f"{n}: {_times_text(c.default_times(True))}"
     for n, c in ((n, COUPLINGS.get(n)) for n in drawn_couplings())
     if not c.gaussian_skip_exact
 )
@@ -336,10 +361,12 @@ _FM_OPTIONS = (
         "the distribution at t = 0: normal (default, N(0, I) in standardized units), a toy "
         "set name such as 8gaussians (in data units), or a .csv/.npy/.npz file of points",
         lambda config: {"source": config},
-        parse=source_from_text,
+        parse=_source,
         metavar="NAME|FILE",
     ),
 )
+
+
 _LABEL_DROPOUT_OPTION = Option(
     "--label-dropout",
     "train for classifier-free guidance: replace each training example's class by a "
@@ -367,7 +394,7 @@ _MEANFLOW_OPTIONS = (
         "--jump-share",
         "the share of training points whose two times differ (r != t), which train the "
         "average velocity; the rest train the instantaneous one, as flow matching (default "
-        f"{inspect.signature(MeanFlow).parameters['jump_share'].default:g}; the paper's 0.25 "
+        f"{MEANFLOW_DEFAULTS['jump_share']:g}; the paper's 0.25 "
         "measured worse on the moons)",
         lambda s: {"jump_share": s},
         parse=_share,
@@ -376,7 +403,7 @@ _MEANFLOW_OPTIONS = (
     Option(
         "--adaptive-power",
         "p of the loss's adaptive weight 1 / (error^2 + 1e-3)^p (default "
-        f"{inspect.signature(MeanFlow).parameters['adaptive_power'].default:g}; the paper's 1 "
+        f"{MEANFLOW_DEFAULTS['adaptive_power']:g}; the paper's 1 "
         "measured worse on the moons; 0: the plain squared error)",
         lambda p: {"adaptive_power": p},
         parse=_non_negative,
@@ -413,16 +440,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _defaults(argument: str, types: Mapping[str, type]) -> str:
+def _defaults(argument: str, types: Mapping[str, Mapping[str, Any]]) -> str:
     """``default 15 for nf, 6 for nsf``: the constructors' defaults of ``argument``."""
-    found = [
-        f"{inspect.signature(cls).parameters[argument].default} for {name}"
-        for name, cls in types.items()
-    ]
+    found = [f"{defaults[argument]} for {name}" for name, defaults in types.items()]
     return "default " + ", ".join(found)
 
 
-_FLOWS = {"nf": NormalizingFlow, "nsf": SplineFlow}
+_FLOWS = {"nf": NF_DEFAULTS, "nsf": NSF_DEFAULTS}
 _COUPLING_OPTIONS = tuple(
     Option(
         f"--{argument.replace('_', '-')}",
@@ -440,7 +464,7 @@ _COUPLING_OPTIONS = tuple(
 _SPLINE_OPTIONS = (
     Option(
         "--bins",
-        f"bins K of each rational-quadratic spline ({_defaults('bins', {'nsf': SplineFlow})})",
+        f"bins K of each rational-quadratic spline ({_defaults('bins', {'nsf': NSF_DEFAULTS})})",
         lambda k: {"bins": k},
         parse=_positive_int,
         metavar="K",
@@ -448,7 +472,7 @@ _SPLINE_OPTIONS = (
     Option(
         "--tail-bound",
         "each spline acts on [-B, B] of the standardized coordinate and is the identity "
-        f"outside ({_defaults('tail_bound', {'nsf': SplineFlow})})",
+        f"outside ({_defaults('tail_bound', {'nsf': NSF_DEFAULTS})})",
         lambda b: {"tail_bound": b},
         parse=positive_number,
         metavar="B",
@@ -478,7 +502,7 @@ MODELS.register(
     "nf",
     ModelType(
         "nf",
-        NormalizingFlow,
+        ".flows:NormalizingFlow",
         "normalizing flow",
         conditional_option=True,
         options=(*_COUPLING_OPTIONS, _STANDARDIZE_OPTION),
@@ -491,7 +515,7 @@ MODELS.register(
     "fm",
     ModelType(
         "fm",
-        FlowMatching,
+        ".matching.model:FlowMatching",
         "flow matching",
         options=_FM_OPTIONS,
         sample_options=("dt", "solver"),
@@ -511,7 +535,7 @@ MODELS.register(
     "cfm",
     ModelType(
         "cfm",
-        FlowMatching,
+        ".matching.model:FlowMatching",
         "conditional flow matching",
         conditional=True,
         options=(*_FM_OPTIONS, _STANDARDIZE_OPTION, _LABEL_DROPOUT_OPTION),
@@ -533,7 +557,7 @@ MODELS.register(
     "meanflow",
     ModelType(
         "meanflow",
-        MeanFlow,
+        ".matching.meanflow:MeanFlow",
         "mean flow",
         options=(*_FM_OPTIONS, *_MEANFLOW_OPTIONS),
         sample_options=("dt", "solver"),
@@ -548,7 +572,7 @@ MODELS.register(
     "nsf",
     ModelType(
         "nsf",
-        SplineFlow,
+        ".flows:SplineFlow",
         "neural spline flow",
         conditional_option=True,
         options=(*_COUPLING_OPTIONS, *_SPLINE_OPTIONS, _STANDARDIZE_OPTION),
@@ -560,5 +584,5 @@ MODELS.register(
 )
 MODELS.register(
     "gaussian",
-    ModelType("gaussian", Gaussian, "Gaussian"),
+    ModelType("gaussian", ".gaussian:Gaussian", "Gaussian"),
 )

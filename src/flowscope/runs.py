@@ -43,7 +43,10 @@ from .data import (
     split,
     split_sizes,
 )
+from .defaults import HOLDOUT_POINTS, STUDY_DATA, STUDY_POINTS
+from .errors import RunError
 from .models import MODELS, ModelType
+from .recipe import recipe
 from .registry import UnknownName
 from .train import Best, History, TrainConfig, TrainState, fit
 
@@ -71,10 +74,6 @@ FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.safetensors"
 # Files that make a folder a run folder: training never writes over them unasked.
 RUN_FILES = ("config.json", "model.safetensors", "metrics.csv", "batches.csv", CHECKPOINT)
-
-
-class RunError(ValueError):
-    """A run folder is missing, incomplete, corrupted or from an incompatible version."""
 
 
 @dataclass
@@ -409,18 +408,6 @@ def train_config(info: RunInfo) -> TrainConfig:
     return TrainConfig(**info.train)
 
 
-def recipe(model_name: str, **given: Any) -> TrainConfig:
-    """The training recipe of a registered type: the study's (TrainConfig's defaults)
-    where the type does not depart from it
-    (:attr:`~flowscope.models.ModelType.recipe`), then the fields ``given``.
-
-    Raises:
-        UnknownName: for a type that is not registered.
-        ValueError: for a bad field (see :class:`~flowscope.train.TrainConfig`).
-    """
-    return TrainConfig(**{**MODELS.get(model_name).recipe, **given})
-
-
 # -- one training run, as the CLI and the report start it --------------------------------
 
 
@@ -455,7 +442,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
         raise ValueError(f"part must be one of {parts}, got {part!r}")
     source, seed, cond = d["source"], int(d["seed"]), bool(d.get("conditional", False))
     if source == "olympic" or source in DATASETS:
-        n = int(d["n_points"]) if part == "train" else int(d.get("holdout_points", 10_000))
+        n = int(d["n_points"]) if part == "train" else int(d.get("holdout_points", HOLDOUT_POINTS))
         return make_dataset(source, n, conditional=cond, seed=seed + parts.index(part))
     if d.get("sha256") is not None:  # a file recorded by train_run
         path = Path(source)
@@ -559,9 +546,9 @@ def train_run(
     model_name: str,
     out: str | Path,
     *,
-    data: str = "olympic",
-    n_points: int = 250_000,
-    holdout_points: int = 10_000,
+    data: str = STUDY_DATA,
+    n_points: int = STUDY_POINTS,
+    holdout_points: int = HOLDOUT_POINTS,
     config: TrainConfig | None = None,
     model_args: dict[str, Any] | None = None,
     overwrite: bool = False,

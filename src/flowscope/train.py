@@ -24,137 +24,21 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from .base import FlowModel
-from .data import check_int
+from .errors import TrainingDiverged
+from .recipe import SMALL_DATA_DECAY, Schedule, TrainConfig
 
-__all__ = ["Best", "TrainConfig", "History", "Schedule", "TrainState", "TrainingDiverged", "fit"]
+__all__ = [
+    "SMALL_DATA_DECAY",
+    "Best",
+    "TrainConfig",
+    "History",
+    "Schedule",
+    "TrainState",
+    "TrainingDiverged",
+    "fit",
+]
 
 log = logging.getLogger("flowscope")
-
-
-#: The weight decay of a run lengthened for small data (:meth:`TrainConfig.schedule`),
-#: measured on the Old Faithful data (``benchmarks/README.md``, small data sets).
-SMALL_DATA_DECAY = 2.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyperparameters; the defaults are the study's recipe (its sections 3.3 and 4.3)
-    on the study's data, and train small data sets long enough (see :meth:`schedule`).
-
-    Attributes:
-        epochs: passes over the training set, >= 1, exactly; ``None`` (the default):
-            ``min_epochs``, or more on a training set so small that ``min_epochs`` make
-            fewer than ``min_steps`` optimizer steps, and then the weights of the best
-            validation loss are kept (early stopping; :meth:`schedule`).
-        min_epochs: the epochs of ``epochs=None`` on data large enough (the study's 20).
-        min_steps: the optimizer steps ``epochs=None`` gives at least; a run with fewer
-            is short for its data (``History.length_note`` says so).
-        batch_size: points per step, >= 1.
-        lr: Adam's learning rate, decayed to 0 over all steps by ``CosineAnnealingLR``.
-        seed: seeds the shuffling and the randomness of the loss, e.g. flow matching's
-            noise and times (model initialisation is seeded by the caller).
-        val_size: at most this many validation points are used per epoch.
-        grad_clip: if set, the gradient's global norm is clipped to this value before
-            each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the study's recipe)
-            does not clip.
-        weight_decay: decoupled weight decay per step (AdamW's: each weight is scaled by
-            ``1 - lr * weight_decay`` before Adam's update), >= 0; ``None`` (the default):
-            none on data large enough (the study's Adam) and :data:`SMALL_DATA_DECAY` on
-            a run lengthened for small data, where it pulls the weights towards 0, the
-            model towards the Gaussian of its standardization (:meth:`schedule`).
-    """
-
-    epochs: int | None = None
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    val_size: int = 10_000
-    grad_clip: float | None = None
-    min_epochs: int = 20
-    min_steps: int = 2000
-    weight_decay: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "val_size", "min_epochs"):
-            check_int(getattr(self, name), name)
-        if self.epochs is not None:
-            check_int(self.epochs, "epochs")
-        check_int(self.min_steps, "min_steps", minimum=0)
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.grad_clip is not None and not (
-            math.isfinite(self.grad_clip) and self.grad_clip > 0
-        ):
-            raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
-        wd = self.weight_decay
-        number = isinstance(wd, int | float) and not isinstance(wd, bool)
-        if wd is not None and not (number and math.isfinite(wd) and wd >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-
-    def schedule(self, n: int, validation: bool = True) -> Schedule:
-        """How long a fit on ``n`` training points runs.
-
-        With ``epochs`` given, exactly that many. With ``epochs=None``, ``min_epochs``
-        if they make at least ``min_steps`` optimizer steps (the study: 20 epochs of
-        1,954 steps); else the run is lengthened to ``ceil(min_steps / steps per
-        epoch)`` epochs and, with ``validation``, validated after each epoch, ending
-        with the weights of the best validation loss, and with weight decay unless
-        ``weight_decay`` says otherwise: on a few hundred points a longer run overfits,
-        and the best epoch is the early stop (``benchmarks/README.md``, small data sets).
-
-        Arguments:
-            n: training points, >= 1.
-            validation: whether the fit has validation points.
-
-        Returns:
-            a :class:`Schedule`.
-
-        Raises:
-            ValueError: if ``n`` is not a positive integer.
-
-        Example:
-            >>> TrainConfig().schedule(245)  # a 272-point file's training part
-            Schedule(epochs=1000, steps_per_epoch=2, keep_best=True, weight_decay=2.0, note=None)
-        """
-        n = check_int(n, "n")
-        per_epoch = math.ceil(n / self.batch_size)
-        epochs, small, note = self.epochs, False, None
-        if epochs is None:
-            epochs = max(self.min_epochs, math.ceil(self.min_steps / per_epoch))
-            small = epochs > self.min_epochs
-        elif epochs * per_epoch < self.min_steps:
-            note = (
-                f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} step"
-                f"{'s' if per_epoch != 1 else ''} on {n} training points are "
-                f"{epochs * per_epoch} optimizer steps, short for data this small: the "
-                f"default (no epochs given) trains at least {self.min_steps} steps and keeps "
-                "the weights of the best validation loss"
-            )
-        decay = self.weight_decay
-        if decay is None:
-            decay = SMALL_DATA_DECAY if small else 0.0
-        return Schedule(epochs, per_epoch, small and validation, float(decay), note)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How long one fit runs: :meth:`TrainConfig.schedule`.
-
-    Attributes:
-        epochs: the epochs it runs (fewer only if it diverges).
-        steps_per_epoch: optimizer steps per epoch, ``ceil(N / batch_size)``.
-        keep_best: whether it ends with the weights of its best validation loss.
-        weight_decay: the decoupled weight decay of its steps
-            (:attr:`TrainConfig.weight_decay`).
-        note: why the run is short for its data (given epochs, fewer steps than
-            ``min_steps``), else ``None``.
-    """
-
-    epochs: int
-    steps_per_epoch: int
-    keep_best: bool
-    weight_decay: float = 0.0
-    note: str | None = None
 
 
 @dataclass
@@ -218,29 +102,6 @@ class TrainState:
     history: History
     epochs: int = 0
     best: Best | None = None
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step.
-
-    The message says only what :func:`fit` knows: the model keeps the weights of the
-    failing step, and whatever ``on_epoch_end`` wrote for earlier epochs is untouched
-    (fit itself writes no file). A caller with more to say (the command line) builds its
-    own message from the attributes.
-
-    Attributes:
-        problem: what happened and when, e.g. ``"nf: the training loss became nan at
-            epoch 2, step 1 of 5"``.
-        epoch: the epoch (1-based) in which it happened.
-        step: the step (1-based) within that epoch.
-    """
-
-    def __init__(self, problem: str, *, epoch: int, step: int):
-        self.problem, self.epoch, self.step = problem, epoch, step
-        super().__init__(
-            f"{problem}. Lower the learning rate or change the seed; checkpoints written by "
-            "on_epoch_end before this epoch are untouched"
-        )
 
 
 def _adam(params, lr: float) -> torch.optim.Adam:

@@ -7,6 +7,12 @@ The package: this module (the parser, :func:`main` and the helpers the commands 
 :mod:`.commands` (train, reflow, sample, log-prob, invert), :mod:`.report`, :mod:`.eval` and
 :mod:`.bench`; each adds its subcommands and calls the library, which never imports the
 command line.
+
+Building the parser imports no PyTorch (``tests/test_cli_fast.py``): the options' choices
+and defaults come from plain-Python declarations (:mod:`flowscope.models`,
+:mod:`flowscope.defaults`, :mod:`flowscope.recipe`, the registries of
+:mod:`flowscope.matching`), and each command imports the library's heavy modules in its
+handler, so that ``--help`` and argument errors come back at once.
 """
 
 from __future__ import annotations
@@ -103,16 +109,16 @@ COMMANDS = {
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
-def _commands(sub: argparse._SubParsersAction) -> None:
-    # Each module adds its own subcommands.
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").add_commands(sub)
-
-
-def _summaries(sub: argparse._SubParsersAction) -> None:
-    # The top-level help's list only: no module imported.
-    for name, (_, summary) in COMMANDS.items():
-        sub.add_parser(name, help=summary)
+def _commands(sub: argparse._SubParsersAction, modules: Sequence[str]) -> None:
+    # Each module of `modules` adds its own subcommands; the others' are listed with their
+    # summaries only (no module imported), in the order of COMMANDS.
+    for module in COMMAND_MODULES:
+        if module in modules:
+            importlib.import_module(f"{__name__}.{module}").add_commands(sub)
+        else:
+            for name, (where, summary) in COMMANDS.items():
+                if where == module:
+                    sub.add_parser(name, help=summary)
 
 
 def _top_level_only(argv: Sequence[str]) -> bool:
@@ -121,9 +127,17 @@ def _top_level_only(argv: Sequence[str]) -> bool:
     return not argv or argv[0] in ("-h", "--help", "--version")
 
 
-def build_parser(full: bool = True) -> argparse.ArgumentParser:
+def _command(argv: Sequence[str]) -> str | None:
+    """The command the arguments name: the first that is not an option (the top level
+    has no option that takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(full: bool = True, only: str | None = None) -> argparse.ArgumentParser:
     """The ``flowscope`` parser: every command with its options, or (``full=False``) the
-    top level with the commands' summaries only."""
+    top level with the commands' summaries only, or (``only`` a command's name) that
+    command (and the others of its module) with its options and the others' summaries,
+    which is all that parsing a command line that names it needs."""
     parser = _Parser(
         prog="flowscope",
         description="Train, sample, invert and look inside normalizing flows and flow "
@@ -138,7 +152,10 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"flowscope {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    (_commands if full else _summaries)(sub)
+    modules = COMMAND_MODULES if full else ()
+    if only is not None:
+        modules = (COMMANDS[only][0],) if full and only in COMMANDS else ()
+    _commands(sub, modules)
     return parser
 
 
@@ -179,10 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         parser.print_help()
         return 2
-    parser = build_parser()
-    from ..errors import MissingDependency
-    from ..runs import RunError
-    from ..train import TrainingDiverged
+    # Only the named command's module: its options and handler (`flowscope bench`
+    # imports PyTorch to list its contenders; the others import it when they run).
+    parser = build_parser(only=_command(argv))
+    from ..errors import MissingDependency, RunError, TrainingDiverged
 
     shown, warnings.showwarning = warnings.showwarning, _note
     try:

@@ -16,29 +16,29 @@ and their ``train`` options come from :data:`~flowscope.models.MODELS`.
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
 import math
 import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from .. import runs
-from ..errors import check_finite
-from ..matching import DEFAULT_DT, SOLVERS
-from ..matching.guidance import check_guidance
+from .. import defaults
+from ..errors import TrainingDiverged
+from ..matching.solvers import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
-from ..train import TrainConfig, TrainingDiverged
+from ..recipe import TrainConfig, recipe
 from . import CommandError, add_command, int_type, text_table
 
-__all__ = ["add_commands"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-_TRAIN_RUN_PARAMETERS = inspect.signature(runs.train_run).parameters
+# The parsers read plain-Python declarations only; the handlers import PyTorch, numpy and
+# the run folders' module (flowscope.runs) when they run.
+
+__all__ = ["add_commands"]
 
 
 # -- option types: argparse names the flag in the message -------------------------------
@@ -160,6 +160,8 @@ def _label_id(value: str, model: Any, run: str) -> int:
 
 def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
     """The points (N, 2) in data units and the labels (N,) or ``None`` the model needs."""
+    import torch
+
     from ..data import load_points
 
     if args.points is not None:
@@ -203,6 +205,10 @@ def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> No
     """Refuse non-finite outputs (N, K) of finite points x (N, D): from a point far outside
     the data the model's float32 arithmetic overflows (say which and how far), otherwise
     the model itself is broken (:func:`~flowscope.errors.check_finite`)."""
+    import torch
+
+    from ..errors import check_finite
+
     bad = ~torch.isfinite(values).reshape(len(values), -1).all(dim=1)
     if not bad.any():
         return
@@ -228,7 +234,11 @@ def _axes(info: Any) -> list[str]:
 def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     """``--divergence`` and ``--probes`` for a model type that takes them (the others
     compute their density exactly, in one pass: a note names what is ignored)."""
-    entry = runs.model_type_of(info)
+    import torch
+
+    from ..runs import model_type_of
+
+    entry = model_type_of(info)
     if args.probes is not None and args.divergence != "hutchinson":
         raise CommandError("--probes needs --divergence hutchinson (the exact one has none)")
     given = {"divergence": args.divergence, "probes": args.probes}
@@ -255,7 +265,9 @@ def _sample_options(args: argparse.Namespace, model: Any, info: Any) -> dict[str
     Raises:
         CommandError: for ``--guidance`` on a model that guidance cannot steer.
     """
-    entry = runs.model_type_of(info)
+    from ..runs import model_type_of
+
+    entry = model_type_of(info)
     guidance = getattr(args, "guidance", None)
     if guidance is not None and not entry.takes("guidance"):
         why = "is unconditional" if model.num_classes is None else f"is a {entry.title}"
@@ -330,6 +342,8 @@ def _option_type(parse: Any) -> Any:
 
 def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
     """The same numbers as CSV text (exact, ``%.9g``) and as an aligned table."""
+    import numpy as np
+
     ints = [c.dtype.kind in "iu" for c in columns]
     buf = io.StringIO()
     np.savetxt(
@@ -349,7 +363,9 @@ def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
 
 
 def _write(path: Path, text: str | bytes, what: str) -> None:
-    runs.atomic_write(path, text)
+    from ..atomic import atomic_write
+
+    atomic_write(path, text)
     print(f"wrote {what} to {path}", file=sys.stderr)
 
 
@@ -361,15 +377,15 @@ DATA_FILES = (".csv", ".npy", ".npz")
 
 def _train_defaults(model: str | None = None) -> dict[str, Any]:
     """The recipe of model type ``model`` (the study's, TrainConfig's defaults, where the
-    type does not depart from it; :func:`~flowscope.runs.recipe`) and the defaults of
-    train_run: one source of truth. ``None``: the study's recipe."""
-    run = _TRAIN_RUN_PARAMETERS
-    recipe = TrainConfig() if model is None else runs.recipe(model)
+    type does not depart from it; :func:`~flowscope.recipe.recipe`) and the defaults of
+    train_run (:mod:`flowscope.defaults`): one source of truth. ``None``: the study's
+    recipe."""
+    config = TrainConfig() if model is None else recipe(model)
     return {
-        "data": run["data"].default,
-        "n_points": run["n_points"].default,
-        "holdout_points": run["holdout_points"].default,
-        **asdict(recipe),
+        "data": defaults.STUDY_DATA,
+        "n_points": defaults.STUDY_POINTS,
+        "holdout_points": defaults.HOLDOUT_POINTS,
+        **asdict(config),
     }
 
 
@@ -443,6 +459,8 @@ class _TensorBoard:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .. import runs
+
     writer_class = _summary_writer() if args.tensorboard else None
     out = Path(args.out or f"runs/{args.model}")
     if out.parent == Path("runs"):
@@ -561,11 +579,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _reflow(args: argparse.Namespace) -> int:
     from ..reflow import reflow_run
+    from ..runs import read_info
 
     out = Path(args.out)
     # The recipe: the resumed run's, else the parent's, then the options given.
     was = out if args.resume and (out / "config.json").is_file() else Path(args.run)
-    recorded = runs.read_info(was)
+    recorded = read_info(was)
     given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     config = TrainConfig(**{**recorded.train, **given})
     n_points = args.n_points
@@ -599,6 +618,11 @@ def _reflow(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import runs
+    from ..errors import check_finite
+
     out, plot = output_path(args.output, "-o"), plot_path(args.plot)
     distinct_outputs(o=out, plot=plot)
     model, info = runs.load_run(args.run, args.device)
@@ -644,6 +668,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _log_prob(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import runs
+
     out = output_path(args.output, "-o")
     model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
@@ -679,6 +707,10 @@ def _log_prob(args: argparse.Namespace) -> int:
 
 
 def _invert(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import runs
+
     out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
     distinct_outputs(o=out, trajectory=traj_out)
     model, info = runs.load_run(args.run, args.device)
@@ -732,6 +764,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str) -> str:
+    if text == "cpu":  # the default, always there: argparse checks it on every command line
+        return text
     from ..base import resolve_device
 
     try:
@@ -956,7 +990,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--guidance",
-        type=_option_type(check_guidance),
+        type=_option_type(_guidance),
         metavar="W",
         help="classifier-free guidance scale W >= 0 for a cfm trained with --label-dropout: "
         "the velocity is v_null + W (v_class - v_null); 1: the conditional model (the "
@@ -966,6 +1000,12 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "-o", "--output", metavar="FILE", help="CSV file (default: stdout unless --plot is given)"
     )
     p.add_argument("--plot", metavar="IMAGE", help="scatter plot, e.g. samples.png")
+
+
+def _guidance(text: str) -> float:
+    from ..matching.guidance import check_guidance  # PyTorch: only when --guidance is given
+
+    return check_guidance(text)
 
 
 def _add_log_prob(sub: argparse._SubParsersAction) -> None:

@@ -7,17 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..evaluate import (
-    DEFAULT_N,
-    DEFAULT_NFE,
-    FLOOR_PAIRS,
-    evaluate_run,
-    format_nfe_table,
-    format_table,
-    plot_nfe,
-)
-from ..matching import DEFAULT_DT, FlowMatching
-from ..runs import atomic_write
+from ..atomic import atomic_write
+from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
+from ..matching.solvers import DEFAULT_DT
 from . import add_command, int_type
 from .commands import add_device, distinct_outputs, output_path, plot_path
 
@@ -25,12 +17,14 @@ __all__ = ["add_commands"]
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate_run, format_nfe_table, format_table, plot_nfe
+
     run_dir = Path(args.run_dir)
     out = output_path(args.json, "--json") or run_dir / "eval.json"
     plot = plot_path(args.plot)
     distinct_outputs(json=out, plot=plot)
     if args.plot and args.nfe is None:
-        args.nfe = DEFAULT_NFE  # the plot is of the NFE curve
+        args.nfe = EVAL_NFE  # the plot is of the NFE curve
     result = evaluate_run(
         run_dir,
         n=args.n,
@@ -57,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "eval",
         "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
         f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} and "
-        f"computes the NLL with {FlowMatching.likelihood_method()}. With --nfe: W2 against "
+        f"computes the NLL with {likelihood_text()}. With --nfe: W2 against "
         "the function evaluations, straightness and normalized path energy.",
         "flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png",
         _eval,
@@ -69,8 +63,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--n",
         dest="n",
         type=int_type(2),
-        default=DEFAULT_N,
-        help=f"samples to draw and compare, >= 2 (default {DEFAULT_N})",
+        default=EVAL_N,
+        help=f"samples to draw and compare, >= 2 (default {EVAL_N})",
     )
     p.add_argument(
         "--seed", type=int_type(0), default=0, help="seed of the samples, >= 0 (default 0)"
@@ -78,8 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--floor-pairs",
         type=int_type(1),
-        default=FLOOR_PAIRS,
-        help=f"pairs of data draws averaged for the W2 noise floor (default {FLOOR_PAIRS})",
+        default=EVAL_FLOOR_PAIRS,
+        help=f"pairs of data draws averaged for the W2 noise floor (default {EVAL_FLOOR_PAIRS})",
     )
     p.add_argument(
         "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
@@ -91,13 +85,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="also measure W2 to the test points with Euler at these step counts and with "
         "dopri5 (its evaluation count), and the paths' straightness and normalized path "
         "energy; a normalizing flow gets one row, one pass (e.g. "
-        f"{','.join(map(str, DEFAULT_NFE))})",
+        f"{','.join(map(str, EVAL_NFE))})",
     )
     p.add_argument(
         "--plot",
         metavar="FILE",
         help="draw W2 against the function evaluations to FILE (.png, .pdf, .svg; implies "
-        f"--nfe {','.join(map(str, DEFAULT_NFE))} unless given)",
+        f"--nfe {','.join(map(str, EVAL_NFE))} unless given)",
     )
 
 

@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-from ..explore import explore_run
 from . import CommandError, add_command, int_type
 from .commands import point_type
 
@@ -14,6 +13,8 @@ __all__ = ["add_commands"]
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from ..explore import explore_run
+
     out = Path(args.out) if args.out else None
     if out is not None and not out.parent.is_dir():
         raise CommandError(f"{out.parent}: folder does not exist; create it first")

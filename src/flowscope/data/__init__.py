@@ -13,26 +13,35 @@ from ``flowscope.data``.
 
 from __future__ import annotations
 
-from typing import Any
+from .. import lazy
 
-from .checks import check_int, check_labels, int_requirement
-from .datasets import Dataset, make_dataset
-from .files import column_names, file_sha256, load_points, recorded_file
-from .rings import (
-    BAND_TOLERANCE,
-    OLYMPIC_BOX,
-    RING_CENTERS,
-    RING_COLORS,
-    RING_NAMES,
-    RING_RADIUS,
-    RING_THICKNESS,
-    in_band,
-    nearest_ring,
-    olympic_rings,
-    ring_distance,
-)
-from .splits import SPLIT_FRACTIONS, split, split_sizes
-from .toy import DATASETS
+# Imported on first use (flowscope.lazy): the checks are plain Python, so that the command
+# line's parser (and its `--help`) can use them without waiting for PyTorch.
+_EXPORTS = {
+    **dict.fromkeys(("check_int", "check_labels", "int_requirement"), ".checks"),
+    **dict.fromkeys(("Dataset", "make_dataset"), ".datasets"),
+    **dict.fromkeys(("column_names", "file_sha256", "load_points", "recorded_file"), ".files"),
+    **dict.fromkeys(
+        (
+            "BAND_TOLERANCE",
+            "OLYMPIC_BOX",
+            "RING_CENTERS",
+            "RING_COLORS",
+            "RING_NAMES",
+            "RING_RADIUS",
+            "RING_THICKNESS",
+            "in_band",
+            "nearest_ring",
+            "olympic_rings",
+            "ring_distance",
+        ),
+        ".rings",
+    ),
+    **dict.fromkeys(("SPLIT_FRACTIONS", "split", "split_sizes"), ".splits"),
+    "DATASETS": ".toy",
+    # A model part (flowscope.standardize) that depends on this package.
+    "Standardization": "..standardize",
+}
 
 __all__ = [
     "BAND_TOLERANCE",
@@ -62,13 +71,4 @@ __all__ = [
     "split_sizes",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # Standardization is a model part (flowscope.standardize) that depends on this
-    # package; it is looked up here on first use, so that neither import needs the other
-    # to be finished first.
-    if name == "Standardization":
-        from ..standardize import Standardization
-
-        return Standardization
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["check_int", "check_labels", "int_requirement"]
 
@@ -50,6 +51,8 @@ def check_labels(labels: Any, n: int, num_classes: int) -> torch.Tensor:
         ValueError: for non-integer labels, a shape other than () or (n,), or an id
             outside [0, num_classes), naming it.
     """
+    import torch  # here: the counts' checks are plain Python, for the command line's parser
+
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")

@@ -12,29 +12,45 @@ looks), :mod:`.field` (the velocity network), :mod:`.solvers` (ODE integration) 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from .couplings import (
-    COUPLINGS,
-    ClassOTCoupling,
-    Coupling,
-    IndependentCoupling,
-    OTCoupling,
-    ot_assignment,
-)
-from .field import LEAKY_SLOPE, AverageVelocityField, VelocityField
-from .meanflow import MeanFlow, MeanFlowBatch
-from .model import (
-    DEFAULT_CONDITIONAL_TIME_ALPHA,
-    DEFAULT_TIME_ALPHA,
-    DIVERGENCES,
-    FlowMatching,
-    TrainingBatch,
-)
-from .paths import PATHS, AffinePath, CosinePath, LinearPath, PathSample
-from .solvers import DEFAULT_DT, SOLVERS, Velocity, divergence_of, integrate, time_grid
-from .sources import SOURCES, NoDensity, Source, source_from_text
-from .times import TIME_SAMPLERS, BetaTimes, TimeSampler, UniformTimes, sample_times
+from .. import lazy
+
+if TYPE_CHECKING:
+    import torch
+
+# Imported on first use (flowscope.lazy): the declarations the command line's help quotes
+# (the solvers, the paths' and couplings' names, the time samplers) are plain Python, and
+# `--help` does not wait for PyTorch. FlowMatching's module registers the fused Euler
+# sampler when it is imported.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("COUPLINGS", "ClassOTCoupling", "Coupling", "IndependentCoupling", "OTCoupling"),
+        ".couplings",
+    ),
+    "ot_assignment": ".assignment",
+    **dict.fromkeys(("LEAKY_SLOPE", "AverageVelocityField", "VelocityField"), ".field"),
+    **dict.fromkeys(("MeanFlow", "MeanFlowBatch"), ".meanflow"),
+    **dict.fromkeys(("DIVERGENCES", "FlowMatching", "TrainingBatch"), ".model"),
+    **dict.fromkeys(("PATHS", "AffinePath", "CosinePath", "LinearPath", "PathSample"), ".paths"),
+    **dict.fromkeys(
+        ("DEFAULT_DT", "SOLVERS", "Velocity", "divergence_of", "integrate", "time_grid"),
+        ".solvers",
+    ),
+    **dict.fromkeys(("SOURCES", "NoDensity", "Source", "source_from_text"), ".sources"),
+    **dict.fromkeys(
+        (
+            "DEFAULT_CONDITIONAL_TIME_ALPHA",
+            "DEFAULT_TIME_ALPHA",
+            "TIME_SAMPLERS",
+            "BetaTimes",
+            "TimeSampler",
+            "UniformTimes",
+            "sample_times",
+        ),
+        ".times",
+    ),
+}
 
 __all__ = [
     "COUPLINGS",
@@ -94,9 +110,9 @@ def gaussian_velocity(y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     Raises:
         ValueError: if t is a tensor of another shape.
     """
+    from .paths import LinearPath
+
     return LinearPath().gaussian_velocity(y, t)
 
 
-# The fused Euler sampler registers itself in EULER_ACCELERATORS when imported; whoever
-# imports flow matching gets it.
-from ..kernels import sampler as _sampler  # noqa: E402,F401
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS)

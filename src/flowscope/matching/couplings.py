@@ -22,16 +22,17 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-from scipy.spatial import cKDTree
-
-from ..data import check_int, recorded_file
 from ..registry import Part, Registry
-from .assignment import check_solver, ot_assignment
 from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
+
+if TYPE_CHECKING:
+    import torch
+
+# What a coupling declares (its name, whether it needs labels, its defaults in
+# FlowMatching) is plain Python, which the command line's help quotes; PyTorch, numpy and
+# scipy are imported where points are paired.
 
 __all__ = [
     "COUPLINGS",
@@ -42,7 +43,6 @@ __all__ = [
     "OTCoupling",
     "PairsCoupling",
     "drawn_couplings",
-    "ot_assignment",
 ]
 
 #: The registered couplings, by name.
@@ -73,7 +73,8 @@ class Coupling(Part):
     #: itself is the identity), whose field on the linear path is 0: no skip.
     gaussian_skip_exact: ClassVar[bool] = True
 
-    def default_times(self, conditional: bool) -> dict[str, Any]:
+    @classmethod
+    def default_times(cls, conditional: bool) -> dict[str, Any]:
         """The config of the time sampler a model with this coupling trains with when it is
         not given one: Beta(:data:`~.times.DEFAULT_TIME_ALPHA`, 1), or
         Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
@@ -161,13 +162,17 @@ class OTCoupling(Coupling):
     gaussian_skip_exact = False
 
     def __init__(self, block: int = DEFAULT_OT_BLOCK, solver: str = "auto"):
+        from ..data import check_int
+        from .assignment import check_solver
+
         self.block = check_int(block, "block", minimum=2)
         self.solver = check_solver(solver)
 
     def arguments(self):
         return {"block": self.block, "solver": self.solver}
 
-    def default_times(self, conditional: bool) -> dict[str, Any]:
+    @classmethod
+    def default_times(cls, conditional: bool) -> dict[str, Any]:
         """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one.
 
         The paths an OT coupling trains on are nearly straight, so its field matters all
@@ -196,9 +201,13 @@ class OTCoupling(Coupling):
             )
 
     def _pair_block(self, x0, x1, labels):
+        from .assignment import ot_assignment
+
         return x0[ot_assignment(x0, x1, self.solver)]
 
     def pair(self, x0, x1, labels=None):
+        import torch
+
         out = torch.empty_like(x0)
         for s in _blocks(len(x1), self.block):
             out[s] = self._pair_block(x0[s], x1[s], None if labels is None else labels[s])
@@ -223,6 +232,10 @@ class ClassOTCoupling(OTCoupling):
     def _pair_block(self, x0, x1, labels):
         if labels is None:
             raise ValueError("the class-ot coupling pairs within classes: it needs labels")
+        import torch
+
+        from .assignment import ot_assignment
+
         out = torch.empty_like(x0)
         for k in torch.unique(labels):
             idx = (labels == k).nonzero()[:, 0]
@@ -264,6 +277,12 @@ class PairsCoupling(Coupling):
     fixed = True
 
     def __init__(self, path: str, sha256: str | None = None):
+        import numpy as np
+        import torch
+        from scipy.spatial import cKDTree
+
+        from ..data import recorded_file
+
         self.path, self.sha256 = recorded_file(path, sha256, "pairs file")
         with np.load(self.path, allow_pickle=False) as f:
             missing = [k for k in ("x", "x0", "loc", "scale") if k not in f]
@@ -294,6 +313,9 @@ class PairsCoupling(Coupling):
         return (x - self.loc.double()[labels]) / self.scale.double()[labels]
 
     def pair(self, x0, x1, labels=None):
+        import numpy as np
+        import torch
+
         dist, idx = self._tree.query(x1.detach().double().cpu().numpy())
         far = dist > PAIRS_TOLERANCE
         if far.any():
@@ -304,3 +326,13 @@ class PairsCoupling(Coupling):
                 "only on the points of its file (flowscope reflow writes both)"
             )
         return self.x0[torch.from_numpy(idx)].to(x0.device, x0.dtype)
+
+
+def __getattr__(name: str) -> Any:
+    # ot_assignment, the OT couplings' solver, is :mod:`.assignment`'s (scipy): still
+    # importable from here, where it used to be.
+    if name == "ot_assignment":
+        from .assignment import ot_assignment
+
+        return ot_assignment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

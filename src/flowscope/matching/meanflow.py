@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ..defaults import MEANFLOW_DEFAULTS
 from .couplings import Coupling
 from .field import AverageVelocityField, _time_column
 from .model import FlowMatching, TrainingBatch
@@ -152,8 +153,8 @@ class MeanFlow(FlowMatching):
         standardize: str | None = None,
         gaussian_skip: bool = True,
         source: str | dict | Source = "normal",
-        jump_share: float = 0.75,
-        adaptive_power: float = 0.5,
+        jump_share: float = MEANFLOW_DEFAULTS["jump_share"],
+        adaptive_power: float = MEANFLOW_DEFAULTS["adaptive_power"],
     ):
         super().__init__(
             features,

@@ -29,6 +29,7 @@ import torch
 
 from ..base import FlowModel
 from ..data import check_int
+from ..defaults import LIKELIHOOD, likelihood_text
 from .couplings import COUPLINGS, Coupling
 from .field import AverageVelocityField, VelocityField
 from .guidance import check_guidance, check_label_dropout, drop_labels, guided
@@ -302,9 +303,14 @@ class FlowMatching(FlowModel):
 
     @classmethod
     def likelihood_method(
-        cls, *, solver: str = "rk4", steps: int = 100, divergence: str = "exact", **_: Any
+        cls,
+        *,
+        solver: str = LIKELIHOOD["solver"],
+        steps: int = LIKELIHOOD["steps"],
+        divergence: str = LIKELIHOOD["divergence"],
+        **_: Any,
     ) -> str:
-        return f"{solver}, {steps} steps, {divergence} divergence"
+        return likelihood_text(solver, steps, divergence)
 
     # -- the velocity -----------------------------------------------------------------------
     def velocity(
@@ -671,9 +677,9 @@ class FlowMatching(FlowModel):
         y,
         labels,
         *,
-        solver: str = "rk4",
-        steps: int = 100,
-        divergence: str = "exact",
+        solver: str = LIKELIHOOD["solver"],
+        steps: int = LIKELIHOOD["steps"],
+        divergence: str = LIKELIHOOD["divergence"],
         probes: int = 1,
         generator: torch.Generator | None = None,
         guidance: float | None = None,
@@ -756,3 +762,8 @@ class FlowMatching(FlowModel):
             ValueError: for a guidance w != 1, whose field has no density of the model's.
         """
         return super().log_prob(x, labels, standardized=standardized, **options)
+
+
+# The fused Euler sampler registers itself in EULER_ACCELERATORS when imported; whoever
+# imports flow matching gets it.
+from ..kernels import sampler as _sampler  # noqa: E402,F401

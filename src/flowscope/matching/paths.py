@@ -23,18 +23,23 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Part, Registry
+
+if TYPE_CHECKING:
+    import torch
+
+# The paths' names are plain Python, which the command line's help quotes; PyTorch is
+# imported where a path computes on tensors.
 
 __all__ = ["PATHS", "AffinePath", "CosinePath", "LinearPath", "PathSample"]
 
 #: The registered probability paths, by name.
 PATHS: Registry[type[AffinePath]] = Registry("probability path")
 
-Time = torch.Tensor | float
+#: A time: a number or a tensor (0-dimensional or (N, 1)).
+Time = "torch.Tensor | float"
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,8 @@ class AffinePath(Part):
             ValueError: for a t of another shape (an (N,) t would broadcast across the
                 coordinates instead of the points).
         """
+        import torch
+
         if isinstance(t, torch.Tensor) and t.ndim and (t.ndim != 2 or t.shape[1] != 1):
             raise ValueError(
                 f"t must be a number or (N, 1), got a tensor of shape {tuple(t.shape)}"
@@ -127,6 +134,8 @@ class AffinePath(Part):
 
     def _scale(self, t: Time) -> Time:
         """s(t) = sqrt(alpha^2 + sigma^2), the standard deviation of x_t for N(0, I) pairs."""
+        import torch
+
         value = self.alpha(t) ** 2 + self.sigma(t) ** 2
         return value.sqrt() if isinstance(value, torch.Tensor) else math.sqrt(value)
 
@@ -134,6 +143,8 @@ class AffinePath(Part):
         """(s(r)^2 - s(t)^2) / (r - t), and its limit 2 (alpha alpha' + sigma sigma') at
         r = t; a path with a closed form overrides this (the quotient loses digits as
         r - t shrinks and is replaced by the midpoint's derivative below 1e-3)."""
+        import torch
+
         near = abs(r - t) < 1e-3
         mid = (r + t) / 2
         slope = 2 * (self.alpha(mid) * self.d_alpha(mid) + self.sigma(mid) * self.d_sigma(mid))
@@ -193,6 +204,8 @@ class LinearPath(AffinePath):
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
         if self.sigma_min == 0:  # Eqs. 14 and 15: x0 + t (x1 - x0), in one operation each
+            import torch
+
             return PathSample(x_t=torch.lerp(x0, x1, t), dx_t=x1 - x0)
         return super().sample(x0, x1, t)
 
@@ -224,11 +237,15 @@ class CosinePath(AffinePath):
         return (math.pi / 2) * t
 
     def alpha(self, t: Time) -> Time:
+        import torch
+
         return (
             torch.sin(self._angle(t)) if isinstance(t, torch.Tensor) else math.sin(self._angle(t))
         )
 
     def sigma(self, t: Time) -> Time:
+        import torch
+
         return (
             torch.cos(self._angle(t)) if isinstance(t, torch.Tensor) else math.cos(self._angle(t))
         )

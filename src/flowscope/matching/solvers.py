@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# The solvers' names and the default step are plain Python, which the command line's help
+# quotes; PyTorch is imported where an ODE is integrated.
 
 __all__ = [
     "DEFAULT_DT",
@@ -22,7 +27,7 @@ SOLVERS = ("euler", "midpoint", "rk4", "dopri5")
 DEFAULT_DT = 1e-3
 
 #: A velocity field for a solver: (y (N, D), t a 0-dim tensor) -> (N, D).
-Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Velocity = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 def time_grid(
@@ -87,6 +92,8 @@ def integrate(
     Raises:
         ValueError: for an unknown solver.
     """
+    import torch
+
     check_solver(solver)
     ts = torch.tensor(grid, dtype=y.dtype, device=y.device)
     if solver == "euler":
@@ -115,6 +122,8 @@ def divergence_of(
     References:
         Grathwohl et al. FFJORD. 2019, arXiv:1810.01367 (Hutchinson's trace estimator).
     """
+    import torch
+
     if eps is not None:
         probes = eps if eps.ndim == 3 else eps[None]
         est = v.new_zeros(v.shape[0])

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..data import check_int
 from ..registry import Part, Registry
+
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported where a time is drawn: the samplers' names and descriptions are plain
+# Python, which the command line's help quotes without waiting for it.
 
 __all__ = [
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
@@ -44,9 +48,10 @@ class TimeSampler(Part):
     """Draws training times t (n, 1) in [0, 1]."""
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
-        """n times, shape (n, 1), drawn with ``generator``."""
+        """n times, shape (n, 1), drawn with ``generator`` (``dtype`` ``None``:
+        ``torch.float32``)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -60,17 +65,22 @@ class UniformTimes(TimeSampler):
 
     name = "uniform"
 
-    def sample(self, n, generator=None, dtype=torch.float32):
-        return torch.rand(n, 1, generator=generator, dtype=dtype)
+    def sample(self, n, generator=None, dtype=None):
+        import torch
+
+        return torch.rand(n, 1, generator=generator, dtype=dtype or torch.float32)
 
     def describe(self) -> str:
         return "U[0, 1]"
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real | torch.Tensor):
+    # A tensor exists only once PyTorch is imported: a number needs no import.
+    torch = sys.modules.get("torch")
+    tensor = torch is not None and isinstance(alpha, torch.Tensor)
+    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) or tensor):
         raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
-    if isinstance(alpha, torch.Tensor) and alpha.numel() != 1:
+    if tensor and alpha.numel() != 1:
         raise ValueError(f"alpha must be one number, got a tensor of shape {alpha.shape}")
     value = float(alpha)
     if not (math.isfinite(value) and value > 0):
@@ -101,8 +111,10 @@ class BetaTimes(TimeSampler):
     def arguments(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
 
-    def sample(self, n, generator=None, dtype=torch.float32):
-        u = torch.rand(n, 1, generator=generator, dtype=dtype)
+    def sample(self, n, generator=None, dtype=None):
+        import torch
+
+        u = torch.rand(n, 1, generator=generator, dtype=dtype or torch.float32)
         return u if self.alpha == 1.0 else u.pow(1.0 / self.alpha)
 
     def describe(self) -> str:
@@ -110,11 +122,13 @@ class BetaTimes(TimeSampler):
 
 
 def sample_times(
-    n: int, alpha: float, generator: torch.Generator | None = None, dtype=torch.float32
+    n: int, alpha: float, generator: torch.Generator | None = None, dtype=None
 ) -> torch.Tensor:
     """Training times t ~ Beta(alpha, 1), shape (n, 1): :class:`BetaTimes` ``(alpha)``.
 
     Raises:
         ValueError: if n is not a positive integer or alpha not a finite number > 0.
     """
+    from ..data import check_int
+
     return BetaTimes(alpha).sample(check_int(n, "n"), generator, dtype)

@@ -1,0 +1,176 @@
+"""The command line's help and argument errors come back without importing PyTorch.
+
+Building a command's parser reads plain-Python declarations only (the model registry, its
+options and the defaults they quote); the commands import PyTorch when they run. Each check
+runs in a fresh interpreter, where nothing else has imported PyTorch first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flowscope import defaults
+from flowscope.cli import COMMANDS, main
+from flowscope.models import MODELS
+
+HEAVY = ("torch", "numpy", "scipy", "matplotlib")
+
+#: Command lines that print a help or a usage error, and the exit status of each.
+ARGV = [
+    *[([command, "--help"], 0) for command in COMMANDS if command != "bench"],
+    *[(["train", entry.name, "--help"], 0) for entry in MODELS],
+    (["train", "nf", "--bogus"], 2),
+    (["train", "nope"], 2),
+    (["train", "cfm", "--time-alpha", "-1"], 2),
+    (["train", "fm", "--coupling", "nope"], 2),
+    (["train", "nf", "--epochs", "0"], 2),
+    (["sample"], 2),
+    (["sample", "runs/x", "--solver", "nope"], 2),
+    (["log-prob", "runs/x"], 2),
+    (["invert", "runs/x", "--point", "1"], 2),
+    (["reflow", "runs/x"], 2),
+    (["eval", "runs/x", "--nfe", "0"], 2),
+    (["explore", "runs/x", "-n", "1"], 2),
+    (["report", "--preset", "nope"], 2),
+    (["nope"], 2),
+]
+
+_PROBE = """
+import json, sys
+from flowscope.cli import main
+heavy = {heavy!r}
+found = {{}}
+for argv, status in json.loads(sys.argv[1]):
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == status, (argv, code)
+    found[" ".join(argv)] = [m for m in heavy if m in sys.modules]
+print(json.dumps(found))
+"""
+
+
+def _probe(argvs: list[tuple[list[str], int]]) -> dict[str, list[str]]:
+    """For each command line run in turn in one fresh interpreter, the heavy modules
+    imported by then."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_help_and_argument_errors_import_no_torch():
+    found = _probe(ARGV)
+    assert found == {" ".join(argv): [] for argv, _ in ARGV}
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if COMMANDS[c][0] != "bench"])
+def test_building_a_commands_parser_imports_no_torch(command):
+    code = (
+        "import sys\nfrom flowscope.cli import build_parser\n"
+        f"build_parser(only={command!r}).format_help()\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_model_registry_and_the_recipe_import_no_torch():
+    code = (
+        "import sys\nfrom flowscope.models import MODELS\nfrom flowscope.recipe import recipe\n"
+        "[(e.options, e.recipe, recipe(e.name)) for e in MODELS]\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _train_help(capsys, model: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", model, "--help"])
+    assert exit_.value.code == 0
+    return "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+
+
+@pytest.mark.parametrize("entry", list(MODELS), ids=MODELS.names())
+def test_train_help_shows_every_option_of_every_type(entry, capsys):
+    help_ = _train_help(capsys, entry.name)
+    assert "".join(f"{entry.name}, {entry.title}".split()) in help_
+    for option in entry.options:
+        have = [e.name for e in MODELS if option in e.options]
+        assert entry.name in have
+        assert "".join(f"{', '.join(have)}: {option.help}".split()) in help_, option.flag
+        flags = [option.flag]
+        if option.parse is None:
+            flags.append("--no-" + option.flag[2:])
+        for flag in flags:
+            assert flag in help_
+        if option.choices is not None:
+            assert "{" + ",".join(option.choices) + "}" in help_
+    for field, value in entry.recipe.items():
+        assert f"{field.replace('_', '')}{value:g}" in help_  # "batch size 512", unspaced
+
+
+def test_the_quoted_defaults_are_the_classes_own():
+    """The help quotes :mod:`flowscope.defaults`; the constructors' signatures use them."""
+
+    def signature_defaults(cls):
+        return {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+
+    for name, declared in [
+        ("nf", defaults.NF_DEFAULTS),
+        ("nsf", defaults.NSF_DEFAULTS),
+        ("meanflow", defaults.MEANFLOW_DEFAULTS),
+    ]:
+        own = signature_defaults(MODELS.get(name).model)
+        assert {k: own[k] for k in declared} == dict(declared)
+        assert MODELS.get(name).model.__module__.startswith("flowscope.")
+    fm = MODELS.get("fm").model
+    assert fm.likelihood_method() == defaults.likelihood_text()
+    assert {k: signature_defaults(fm._inverse)[k] for k in defaults.LIKELIHOOD} == dict(
+        defaults.LIKELIHOOD
+    )
+    from flowscope.runs import train_run
+
+    run = signature_defaults(train_run)
+    assert (run["data"], run["n_points"], run["holdout_points"]) == (
+        defaults.STUDY_DATA,
+        defaults.STUDY_POINTS,
+        defaults.HOLDOUT_POINTS,
+    )
+
+
+def test_public_import_paths_still_work():
+    import flowscope.errors
+    import flowscope.recipe
+    from flowscope import TrainConfig
+    from flowscope.base import STANDARDIZE
+    from flowscope.evaluate import DEFAULT_N, DEFAULT_NFE, FLOOR_PAIRS
+    from flowscope.flows import DEFAULT_EMBEDDING_DIM
+    from flowscope.matching import FlowMatching, MeanFlow, ot_assignment
+    from flowscope.matching.couplings import ot_assignment as from_couplings
+    from flowscope.runs import RunError, recipe
+    from flowscope.train import Schedule, TrainingDiverged
+
+    assert TrainConfig is flowscope.recipe.TrainConfig and Schedule is flowscope.recipe.Schedule
+    assert recipe is flowscope.recipe.recipe
+    assert RunError is flowscope.errors.RunError
+    assert TrainingDiverged is flowscope.errors.TrainingDiverged
+    assert STANDARDIZE == defaults.STANDARDIZE
+    assert DEFAULT_EMBEDDING_DIM == defaults.DEFAULT_EMBEDDING_DIM
+    assert (DEFAULT_N, FLOOR_PAIRS, DEFAULT_NFE) == (
+        defaults.EVAL_N,
+        defaults.EVAL_FLOOR_PAIRS,
+        defaults.EVAL_NFE,
+    )
+    assert issubclass(MeanFlow, FlowMatching) and from_couplings is ot_assignment
+    assert [e.model for e in MODELS if e.name in ("fm", "cfm")] == [FlowMatching, FlowMatching]
