@@ -184,3 +184,19 @@ def test_the_baseline_says_when_it_was_fitted_to_a_subsample():
     assert (
         _fitted_to(5000, 20000) == "5000 of the model's 20,000 training points (a random subsample)"
     )
+
+
+def test_eval_samples_a_type_with_its_own_sampler_unless_told(tmp_path):
+    from flowscope.models import MODELS
+
+    entry = MODELS.get("meanflow")
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    train_run(
+        "meanflow", tmp_path / "mf", n_points=300, holdout_points=60, config=cfg,
+        model_args=dict(entry.small), progress=False,
+    )  # fmt: skip
+    kw = dict(n=40, floor_pairs=0, baseline=False)
+    own = evaluate_run(tmp_path / "mf", **kw)
+    assert own["sampler"] == f"euler, dt={entry.sampler['dt']:g}"  # its one step
+    told = evaluate_run(tmp_path / "mf", dt=0.1, **kw)
+    assert told["sampler"] == "euler, dt=0.1" and told["w2"] != own["w2"]

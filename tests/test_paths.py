@@ -158,6 +158,30 @@ def test_nfe_rows_on_the_rings_give_each_rows_share_in_a_band(tmp_path, capsys):
     assert w2_by_nfe(model, x, nfe=(1,), adaptive=False)[0].in_band is None  # not asked
 
 
+def test_eval_of_several_runs_puts_their_nfe_rows_side_by_side(runs, capsys, tmp_path):
+    fm, nf = str(runs / "fm"), str(runs / "nf")
+    plot = tmp_path / "both.png"
+    assert main(["eval", fm, nf, "-n", "100", "--nfe", "1,4", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert f"== {fm}" in out and f"== {nf}" in out and plot.stat().st_size > 1000
+    table = out[out.index("side by side") :].splitlines()
+    assert fm in table[1] and nf in table[1]
+    by_row = {line.split("  ")[0]: line for line in table[3:] if line.strip()}
+    results = [json.loads((runs / n / "eval.json").read_text()) for n in ("fm", "nf")]
+    # Each run's own W2 in its column: fm's Euler rows, nf's one pass.
+    assert f"{results[0]['nfe_curve'][1]['w2']:.4f}" in by_row["euler, 4 steps"]
+    assert f"{results[1]['nfe_curve'][0]['w2']:.4f}" in by_row["one pass"]
+    assert "NFE" in by_row["dopri5"]
+    # One --json for several runs, or a run named twice: one line each, before any work.
+    for args, words in (
+        ([fm, nf, "--json", str(tmp_path / "e.json")], "--json names one file"),
+        ([fm, fm], "given twice"),
+    ):
+        assert main(["eval", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0]
+
+
 def test_eval_nfe_of_a_flow_is_one_row(runs, capsys):
     assert main(["eval", str(runs / "nf"), "-n", "100", "--nfe", "1,2,4,8"]) == 0
     result = json.loads((runs / "nf" / "eval.json").read_text())

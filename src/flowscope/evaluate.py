@@ -32,6 +32,7 @@ __all__ = [
     "NoiseFloor",
     "data_draw",
     "evaluate_run",
+    "format_nfe_side_by_side",
     "format_nfe_table",
     "format_table",
     "noise_floor",
@@ -127,7 +128,7 @@ def evaluate_run(
     *,
     n: int = DEFAULT_N,
     seed: int = 0,
-    dt: float = DEFAULT_DT,
+    dt: float | None = None,
     solver: str = "euler",
     nll_kwargs: dict[str, Any] | None = None,
     floor_pairs: int = FLOOR_PAIRS,
@@ -175,7 +176,9 @@ def evaluate_run(
         run_dir: a run folder written by ``flowscope train``.
         n: number of samples, >= 2.
         seed: seed of the samples and of the noise-floor draws, >= 0.
-        dt: step of the flow-matching sampling and round trip, in (0, 1].
+        dt: step of the flow-matching sampling and round trip, in (0, 1] (default: the
+            type's own sampler's where it declares one, a mean flow's one step,
+            :attr:`~flowscope.models.ModelType.sampler`; else the study's 1e-3).
         solver: ODE solver of the flow-matching sampling and round trip.
         nll_kwargs: passed to ``log_prob`` where the model type takes them
             (:attr:`~flowscope.models.ModelType.likelihood_options`: ``solver``,
@@ -233,6 +236,8 @@ def evaluate_run(
     t_start = time.perf_counter()
     model, info = load_run(run_dir, device)
     entry = model_type_of(info)
+    if dt is None:
+        dt = entry.sampler.get("dt", DEFAULT_DT)
     sampling = entry.sampling(dt=dt, solver=solver)
     if guidance is not None:
         if not entry.takes("guidance"):
@@ -584,6 +589,38 @@ def format_nfe_table(result: dict[str, Any]) -> str:
             f"W2^2 source to data {result['path_w2_squared']:.4f}, NPE {_fmt(result['npe'])}"
         )
     return text
+
+
+def format_nfe_side_by_side(results: Sequence[dict[str, Any]], counts: Sequence[int]) -> str:
+    """The W2-by-evaluations rows of several :func:`evaluate_run` results made with
+    ``nfe=counts``, side by side: a row per Euler step count (then dopri5, with each
+    run's evaluation count), a column per run with its W2 and, on the rings, its share
+    in a band; a one-pass model fills its own row."""
+
+    def cell(p: dict[str, Any] | None, nfe: bool = False) -> str:
+        if p is None:
+            return "—"
+        text = _fmt(p["w2"]) + (
+            f" ({p['in_band'] * 100:.1f}%)" if p.get("in_band") is not None else ""
+        )
+        return text + (f", NFE {p['nfe']}" if nfe else "")
+
+    def of(result: dict[str, Any], solver: str, i: int = 0) -> dict[str, Any] | None:
+        rows = [p for p in result.get("nfe_curve") or [] if p["solver"] == solver]
+        return rows[i] if i < len(rows) else None
+
+    names = [str(r["run"]) for r in results]  # as the user named them
+    body = [
+        (f"euler, {k} step{'s' * (k != 1)}", *(cell(of(r, "euler", i)) for r in results))
+        for i, k in enumerate(counts)
+    ]
+    body.append(("dopri5", *(cell(of(r, "dopri5"), nfe=True) for r in results)))
+    if any(of(r, "one pass") for r in results):
+        body.append(("one pass", *(cell(of(r, "one pass")) for r in results)))
+    band = any(p.get("in_band") is not None for r in results for p in r.get("nfe_curve") or [])
+    title = "W2 to the test points by sampler, side by side (data units"
+    title += "; in brackets: the share in a band)\n" if band else ")\n"
+    return title + text_table([("sampler", *names), *body], align="l" + "r" * len(names))
 
 
 def plot_nfe(results: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -10,36 +10,61 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
-from . import add_command, int_type
+from . import CommandError, add_command, int_type
 from .commands import add_device, distinct_outputs, output_path, plot_path
 
 __all__ = ["add_commands"]
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_run, format_nfe_table, format_table, plot_nfe
+    from ..evaluate import (
+        evaluate_run,
+        format_nfe_side_by_side,
+        format_nfe_table,
+        format_table,
+        plot_nfe,
+    )
 
-    run_dir = Path(args.run_dir)
-    out = output_path(args.json, "--json") or run_dir / "eval.json"
+    runs = [Path(r) for r in args.run_dir]
+    if args.json and len(runs) > 1:
+        raise CommandError(
+            f"--json names one file and {len(runs)} runs were given: drop --json (each run's "
+            "eval.json is written in its own folder) or give one run"
+        )
+    twice = [str(r) for i, r in enumerate(runs) if r.resolve() in {q.resolve() for q in runs[:i]}]
+    if twice:
+        raise CommandError(f"{twice[0]} is given twice: name each run once")
+    outs = [output_path(args.json, "--json") or r / "eval.json" for r in runs]
     plot = plot_path(args.plot)
-    distinct_outputs(json=out, plot=plot)
+    for out in outs:
+        distinct_outputs(json=out, plot=plot)
     if args.plot and args.nfe is None:
         args.nfe = EVAL_NFE  # the plot is of the NFE curve
-    result = evaluate_run(
-        run_dir,
-        n=args.n,
-        seed=args.seed,
-        floor_pairs=args.floor_pairs,
-        device=args.device,
-        nfe=args.nfe,
-    )
-    # The files first: a reader that closes the pipe early (`| head`) loses nothing.
-    atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    written = [out] + ([plot_nfe([result], plot)] if plot else [])
-    print(format_table(result))
-    if args.nfe is not None:
+    results = []
+    for run_dir, out in zip(runs, outs, strict=True):
+        result = evaluate_run(
+            run_dir,
+            n=args.n,
+            seed=args.seed,
+            floor_pairs=args.floor_pairs,
+            device=args.device,
+            nfe=args.nfe,
+        )
+        # The files first: a reader that closes the pipe early (`| head`) loses nothing.
+        atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+        results.append(result)
+    written = [*outs] + ([plot_nfe(results, plot)] if plot else [])
+    for run_dir, result in zip(runs, results, strict=True):
+        if len(runs) > 1:
+            print(f"== {run_dir}")
+        print(format_table(result))
+        if args.nfe is not None:
+            print()
+            print(format_nfe_table(result))
         print()
-        print(format_nfe_table(result))
+    if args.nfe is not None and len(runs) > 1:
+        print(format_nfe_side_by_side(results, args.nfe))
+        print()
     print("\n".join(f"wrote {p}" for p in written))
     return 0
 
@@ -50,13 +75,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sub,
         "eval",
         "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
-        f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} and "
+        f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} (a "
+        "mean flow with its one step) and "
         f"computes the NLL with {likelihood_text()}. With --nfe: W2 against "
         "the function evaluations, straightness and normalized path energy.",
-        "flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png",
+        "flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png\n"
+        "  flowscope eval runs/fm runs/fm-2rf runs/mf --nfe 1,2,4,8,16,100   # side by side",
         _eval,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by flowscope train")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        nargs="+",
+        help="run folders written by flowscope train or reflow; with several, each is "
+        "measured on the same settings and --nfe adds a table of them side by side",
+    )
     add_device(p)
     p.add_argument(
         "-n",
@@ -76,7 +109,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help=f"pairs of data draws averaged for the W2 noise floor (default {EVAL_FLOOR_PAIRS})",
     )
     p.add_argument(
-        "--json", metavar="PATH", help="where to write the JSON (default RUN_DIR/eval.json)"
+        "--json",
+        metavar="PATH",
+        help="where to write the JSON of one run (default RUN_DIR/eval.json, for each run)",
     )
     p.add_argument(
         "--nfe",
