@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+import flowscope.evaluate  # imported here, not first inside a test that patches runs.run_data
+import flowscope.explore
 import flowscope.plots
+import flowscope.reflow
 import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points

@@ -69,6 +69,21 @@ def test_class_scatter_other_classes_unlabelled_points_frame_and_vector_points()
     assert fig.legends == []  # no classes, no legend
 
 
+def test_class_scatter_is_as_wide_as_its_panel_and_legend(tmp_path):
+    """One square panel of equal aspect: no empty band between it and its legend."""
+    from PIL import Image
+
+    pts = np.random.default_rng(2).normal(size=(200, 2))
+    for labels in (np.zeros(200, dtype=int), np.arange(200) % 5, None):
+        fig = plots.class_scatter([(pts, labels, "one panel")])
+        assert fig.get_size_inches()[0] < plots.PAGE_WIDTH * 0.75
+        with Image.open(plots.save(fig, tmp_path / "f.png", dpi=100)) as im:
+            rgb = np.asarray(im.convert("L"))
+        ink = np.flatnonzero((rgb < 200).any(axis=0))  # columns with something drawn
+        gaps = np.diff(ink)
+        assert gaps.max() < 0.5 * 100, gaps.max()  # no blank band of half an inch
+
+
 def test_save_writes_the_format_its_suffix_names(tmp_path):
     fig = plots.point_panels([(np.zeros((3, 2)), "three points")], ncols=1)
     assert plots.save(fig, tmp_path / "f.png").read_bytes()[:8] == PNG

@@ -771,7 +771,14 @@ def class_scatter(
     nrows, ncols = _grid(len(panels), len(panels))
     xlim, ylim = frame or limits([p for p, _, _ in panels])
     aspect = (ylim[1] - ylim[0]) / (xlim[1] - xlim[0]) if comparable(xlim, ylim) else 0.75
-    fig = _figure(min(2.9, (PAGE_WIDTH - 0.8) / ncols * aspect + 0.5))
+    height = min(2.9, (PAGE_WIDTH - 0.8) / ncols * aspect + 0.5)
+    # As wide as the panels (equal aspect), their axis labels and the legend: no empty band
+    # between a narrow panel and a legend at the page's edge.
+    ids = {int(k) for _, labels, _ in panels if labels is not None for k in np.unique(_np(labels))}
+    names = [class_names[k] for k in ids] + ["class"]  # the legend's entries and its title
+    legend = 0.4 + 0.055 * max(map(len, names)) if ids else 0.0  # inches, at this font size
+    width = min(PAGE_WIDTH, ncols * (height - 0.5) / aspect + 0.6 + legend)
+    fig = _figure(height, width)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     shown: set[int] = set()
     style = dict(s=size, lw=0, alpha=alpha, rasterized=rasterized)
