@@ -26,6 +26,7 @@ from .field import LEAKY_SLOPE, AverageVelocityField, VelocityField
 from .meanflow import MeanFlow, MeanFlowBatch
 from .model import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
+    DEFAULT_GUIDED_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     DIVERGENCES,
     FlowMatching,
@@ -40,6 +41,7 @@ __all__ = [
     "COUPLINGS",
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
     "DEFAULT_DT",
+    "DEFAULT_GUIDED_TIME_ALPHA",
     "DEFAULT_TIME_ALPHA",
     "DIVERGENCES",
     "LEAKY_SLOPE",

@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 from ..data import check_int, recorded_file
 from ..registry import Part, Registry
 from .assignment import check_solver, ot_assignment
-from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
+from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_GUIDED_TIME_ALPHA, DEFAULT_TIME_ALPHA
 
 __all__ = [
     "COUPLINGS",
@@ -73,11 +73,15 @@ class Coupling(Part):
     #: itself is the identity), whose field on the linear path is 0: no skip.
     gaussian_skip_exact: ClassVar[bool] = True
 
-    def default_times(self, conditional: bool) -> dict[str, Any]:
+    def default_times(self, conditional: bool, guided: bool = False) -> dict[str, Any]:
         """The config of the time sampler a model with this coupling trains with when it is
         not given one: Beta(:data:`~.times.DEFAULT_TIME_ALPHA`, 1), or
-        Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
-        (mostly near the data, where the independent coupling's field is sharpest)."""
+        Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model,
+        or Beta(:data:`~.times.DEFAULT_GUIDED_TIME_ALPHA`, 1) for a conditional model
+        trained with label dropout for classifier-free guidance (``guided``): mostly near
+        the data, where the independent coupling's field is sharpest."""
+        if conditional and guided:
+            return {"name": "beta", "alpha": DEFAULT_GUIDED_TIME_ALPHA}
         alpha = DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA
         return {"name": "beta", "alpha": alpha}
 
@@ -167,8 +171,9 @@ class OTCoupling(Coupling):
     def arguments(self):
         return {"block": self.block, "solver": self.solver}
 
-    def default_times(self, conditional: bool) -> dict[str, Any]:
-        """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one.
+    def default_times(self, conditional: bool, guided: bool = False) -> dict[str, Any]:
+        """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one, with or
+        without label dropout (``guided``: the same, not measured apart).
 
         The paths an OT coupling trains on are nearly straight, so its field matters all
         along them, near the source (which few Euler steps rely on) as much as near the
