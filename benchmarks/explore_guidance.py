@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.tag} seed {seed} ({history.seconds:.0f} s, load {load:.1f}): "
                 + "  ".join(
-                    f"{r['interval']}:{r['w']:g} {100 * r['acc']:.2f}/"
-                    f"{100 * r['cov']:.1f}"
+                    f"{r['interval']}:{r['w']:g} {100 * r['acc']:.2f}/{100 * r['cov']:.1f}"
                     for r in rows
                 ),
                 flush=True,
