@@ -11,7 +11,12 @@ import torch
 
 from flowscope import FlowMatching, olympic_rings
 from flowscope.data import RING_CENTERS
-from flowscope.matching import integrate, time_grid
+from flowscope.matching import (
+    DEFAULT_CONDITIONAL_TIME_ALPHA,
+    DEFAULT_GUIDED_TIME_ALPHA,
+    integrate,
+    time_grid,
+)
 from flowscope.matching.guidance import check_guidance
 from flowscope.metrics import class_coverage
 from flowscope.models import MODELS
@@ -115,7 +120,9 @@ def test_guidance_one_is_the_conditional_model_and_changes_nothing():
 def test_label_dropout_replaces_a_share_p_of_the_labels_by_the_null_class():
     p, n = 0.25, 20_000
     fm = FlowMatching(num_classes=4, hidden=8, layers=2, label_dropout=p)
-    plain = FlowMatching(num_classes=4, hidden=8, layers=2, standardize="global")
+    plain = FlowMatching(
+        num_classes=4, hidden=8, layers=2, standardize="global", times=fm.config()["times"]
+    )
     x1 = torch.randn(n, 2)
     labels = torch.arange(n) % 4
     b = fm.training_batch(x1, labels, torch.Generator().manual_seed(0))
@@ -131,6 +138,28 @@ def test_label_dropout_replaces_a_share_p_of_the_labels_by_the_null_class():
     assert plain.field.embedding.num_embeddings == 4 and plain.null_label is None
     assert fm.config()["label_dropout"] == p and fm.config()["standardize"] == "global"
     assert "p = 0.25" in fm.describe_loss()
+
+
+def test_label_dropout_trains_with_its_own_default_times_under_the_independent_coupling():
+    fm = FlowMatching(num_classes=4, hidden=8, layers=2, label_dropout=0.1)
+    plain = FlowMatching(num_classes=4, hidden=8, layers=2)
+    assert fm.config()["times"] == {"name": "beta", "alpha": DEFAULT_GUIDED_TIME_ALPHA}
+    assert plain.config()["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
+    assert DEFAULT_GUIDED_TIME_ALPHA != DEFAULT_CONDITIONAL_TIME_ALPHA
+    # The training batches draw their times from it: Beta(a, 1) has mean a / (a + 1).
+    n, a = 20_000, DEFAULT_GUIDED_TIME_ALPHA
+    t = fm.training_batch(torch.randn(n, 2), torch.arange(n) % 4).t
+    sd = math.sqrt(a / ((a + 1) ** 2 * (a + 2)) / n)
+    assert abs(float(t.double().mean()) - a / (a + 1)) < 5 * sd
+    # Times given explicitly are the caller's; an OT coupling keeps its own default.
+    given = FlowMatching(num_classes=4, hidden=8, layers=2, label_dropout=0.1, times="uniform")
+    assert given.config()["times"] == {"name": "uniform"}
+    for name in ("ot", "class-ot"):
+        kept = FlowMatching(num_classes=4, hidden=8, layers=2, coupling=name)
+        with_null = FlowMatching(
+            num_classes=4, hidden=8, layers=2, coupling=name, label_dropout=0.1
+        )
+        assert with_null.config()["times"] == kept.config()["times"]
 
 
 @pytest.mark.parametrize("w", [-1, -1e-9, math.nan, math.inf, -math.inf, "two", True, [2.0]])
