@@ -30,7 +30,7 @@ import torch
 from .atomic import atomic_write
 from .base import FlowModel
 from .data import check_int
-from .matching import DEFAULT_DT, FlowMatching
+from .matching import DEFAULT_DT, TIME_SAMPLERS, FlowMatching
 from .models import MODELS
 from .runs import (
     RunError,
@@ -172,6 +172,8 @@ def reflow_run(
     progress: bool | None = None,
     device: str | torch.device = "cpu",
     warm_start: bool = False,
+    times: str | dict[str, Any] | None = None,
+    gaussian_skip: bool | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train the rectified flow of a flow-matching run: ``flowscope reflow``.
 
@@ -180,10 +182,14 @@ def reflow_run(
     parent's type with the parent's model arguments on them, with the
     :class:`~flowscope.matching.couplings.PairsCoupling` of the file and the parent's
     standardization; the data are split 90/5/5 into train, validation and test as any
-    data file (so the run's test part is the parent's samples). The run's config
-    records ``parent``: the parent's folder, type, the sampler and seed of the pairs,
-    their number and ``rectified``, k of the k-rectified flow (the parent's k + 1; a run
-    trained on data is 1). With ``resume`` the pairs already in ``out`` are kept.
+    data file (so the run's test part is the parent's samples). The model trains with
+    t ~ U[0, 1] and without the Gaussian skip unless ``times`` and ``gaussian_skip`` say
+    otherwise (the pairs coupling's defaults, rectified flow's; the measurements are in
+    ``benchmarks/README.md``, "Few-step sampling"); its model config records them. The
+    run's config records ``parent``: the parent's folder, type, the sampler and seed of
+    the pairs, their number and ``rectified``, k of the k-rectified flow (the parent's
+    k + 1; a run trained on data is 1). With ``resume`` the pairs already in ``out`` are kept, and
+    the run's times and skip unless given.
 
     Arguments:
         parent: a run folder of a flow-matching type (``fm``, ``cfm``, ``meanflow``).
@@ -194,6 +200,16 @@ def reflow_run(
         overwrite, resume, progress, device: as :func:`~flowscope.runs.train_run`.
         warm_start: start from the parent's weights instead of a fresh initialisation
             (recorded as ``warm_start`` in ``parent``).
+        times: the time sampler, of :data:`~flowscope.matching.TIME_SAMPLERS` (a name
+            or a config dict, e.g. ``{"name": "beta", "alpha": 5.0}``); ``None`` is
+            the :class:`~flowscope.matching.couplings.PairsCoupling`'s U[0, 1], rectified
+            flow's (Liu et al. 2022, Algorithm 1), whatever the parent's was (fm's default
+            is Beta(5, 1), which hardly trains the field at t = 0 that one Euler step
+            reads).
+        gaussian_skip: add the path's Gaussian velocity to the network's output (see
+            :class:`~flowscope.matching.FlowMatching`); ``None`` is off, the pairs
+            coupling's (the skip is the field of independent pairs, not of these), or the
+            parent's with ``warm_start``.
 
     Returns:
         (model, info, history), as :func:`~flowscope.runs.train_run`.
@@ -202,12 +218,17 @@ def reflow_run(
         RunError: for a parent that is not a loadable flow-matching run or whose source
             gives no samples, or an ``out`` that holds a run (see
             :func:`~flowscope.runs.train_run`).
-        ValueError: for a bad n_points, dt or solver.
+        ValueError: for a bad n_points, dt, solver or times, or a gaussian_skip that is
+            not a bool.
     """
     parent, out = Path(parent), Path(out)
     if out.resolve() == parent.resolve():
         raise RunError(f"{out}: the new run folder must differ from the parent run's")
     check_out(out, overwrite, resume)
+    if times is not None:
+        TIME_SAMPLERS.build(times)  # a bad sampler fails before the pairs are drawn
+    if gaussian_skip is not None and not isinstance(gaussian_skip, bool):
+        raise ValueError(f"gaussian_skip must be True, False or None, got {gaussian_skip!r}")
     model, info = _parent(parent, device)
     # A parent trained on a file (a reflow's pairs) records no count: its pairs' count.
     trained_on = info.data.get("n_points") or info.extra.get("parent", {}).get("pairs")
@@ -225,14 +246,26 @@ def reflow_run(
         "warm_start": warm_start,
     }
     if resume and pairs_path.is_file():  # the pairs drawn before, as they were recorded
-        record = read_info(out).extra.get("parent", record)
+        was = read_info(out)
+        record = was.extra.get("parent", record)
         n = int(record["pairs"])
+        times = was.model.get("times") if times is None else times
+        gaussian_skip = was.model.get("gaussian_skip") if gaussian_skip is None else gaussian_skip
     else:
         pairs = draw_pairs(model, n, seed=config.seed, dt=dt, solver=solver)
         out.mkdir(exist_ok=True)
         write_pairs(pairs_path, pairs, model)
     args = recorded_model_args(info)
     args["coupling"] = {"name": "pairs", "path": str(pairs_path.resolve())}
+    # Rectified flow's time sampler and no skip, not the parent's (see PairsCoupling);
+    # a warm start keeps the parent's skip, so that its weights give the parent's field.
+    if times is None:
+        args.pop("times", None)  # the pairs coupling's default, U[0, 1]
+    else:
+        args["times"] = times
+    if gaussian_skip is None:
+        gaussian_skip = bool(args.get("gaussian_skip")) if record.get("warm_start") else False
+    args["gaussian_skip"] = gaussian_skip
     return train_run(
         entry.name,
         out,
