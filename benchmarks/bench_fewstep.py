@@ -6,7 +6,9 @@ Per data set and seed, in one process, through the library's run folders:
 - ``fm``: :func:`flowscope.runs.train_run` of the fm type with its defaults, on
   ``--n-points`` points for ``--epochs`` epochs;
 - ``2-rectified``: :func:`flowscope.reflow.reflow_run` of that run, ``--pairs`` pairs
-  drawn with the study's Euler steps (dt 1e-3), trained with the base's recipe;
+  drawn with the study's Euler steps (dt 1e-3), trained with the base's recipe and
+  reflow's defaults (t ~ U[0, 1], no Gaussian skip; ``--warm-start``: from the base's
+  weights, with its skip);
 - ``meanflow``: the meanflow type with ``--mf-*`` settings (its own recipe: the
   JVP step costs several fm steps, so it gets larger batches and fewer of them).
 
@@ -98,6 +100,7 @@ def measure(data: str, seed: int, args, root: Path) -> list[dict]:
         curve = metrics.w2_by_nfe(model, test, nfe=args.nfe, adaptive=False, seed=seed)
         row = dict(data=data, seed=seed, model=name, w2_floor=floor, **run)
         row["dir"] = str(run["dir"])
+        row.update(times=model.times.describe(), gaussian_skip=model.gaussian_skip)
         row["w2"] = {p.nfe: p.w2 for p in curve}
         if data == "olympic":
             g = lambda: torch.Generator().manual_seed(seed)  # noqa: E731 - the same noise
@@ -125,6 +128,15 @@ def markdown(rows: list[dict], args, command: str) -> str:
     nfe = args.nfe
     warm = getattr(args, "warm_start", False)
     start = "from the base's weights" if warm else "from a fresh initialisation"
+    rf = [r for r in rows if r["model"] == "2-rectified" and "times" in r]
+    if rf:  # as the runs recorded them (rows of older files lack them)
+        skip = {r["gaussian_skip"] for r in rf}
+        skip_text = (
+            "with" if skip == {True} else "without" if skip == {False} else "with or without"
+        )
+        start += (
+            f", t ~ {', '.join(sorted({r['times'] for r in rf}))}, {skip_text} the Gaussian skip"
+        )
     lines = [
         "# Few-step sampling: fm, its 2-rectified flow and a mean flow",
         "",

@@ -65,17 +65,26 @@ def test_the_coupling_gives_each_data_point_its_own_source_point(tmp_path):
     torch.testing.assert_close(child.coupling.pair(drawn, y1), pairs.x0[order], rtol=0, atol=0)
 
 
-def test_the_loss_on_pairs_is_the_plain_computation_in_float64(tmp_path):
-    model, child, _ = fm_with_pairs(tmp_path)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_the_loss_on_pairs_is_the_plain_computation_in_float64(tmp_path, explicit):
+    model, child, path = fm_with_pairs(tmp_path)
+    if explicit:  # the independent coupling's defaults, given: Beta(5, 1) and the skip
+        coupling = {"name": "pairs", "path": str(path)}
+        times = {"name": "beta", "alpha": 5.0}
+        child = FlowMatching(**SMALL, coupling=coupling, times=times, gaussian_skip=True)
+        child = child.double()
     pairs = draw_pairs(model, 64, seed=3, dt=0.05)
     y1 = child.standardization(pairs.x1)
     loss = child.loss(y1, generator=torch.Generator().manual_seed(1), standardized=True)
     g = torch.Generator().manual_seed(1)
     torch.randn(64, 2, generator=g, dtype=F64)  # the drawn noise, which the pairs replace
     u = torch.rand(64, 1, generator=g, dtype=F64)
-    t = u ** (1 / 5)  # the default Beta(5, 1), by its inverse CDF
+    # The pairs' defaults: U[0, 1] and no skip; else Beta(5, 1), by its inverse CDF.
+    t = u ** (1 / 5) if explicit else u
     x_t = (1 - t) * pairs.x0 + t * y1  # Eq. 14 between each sample and its own noise
-    v = child.field(x_t, t) + (2 * t - 1) / (t**2 + (1 - t) ** 2) * x_t  # with the skip
+    v = child.field(x_t, t)
+    if explicit:
+        v = v + (2 * t - 1) / (t**2 + (1 - t) ** 2) * x_t  # the skip
     expected = ((v - (y1 - pairs.x0)) ** 2).sum(dim=1).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
 
@@ -165,6 +174,51 @@ def test_a_warm_start_begins_at_the_parents_weights(parent, tmp_path):
     assert info.extra["parent"]["warm_start"] is True
     torch.testing.assert_close(warm.field.theta, fm.field.theta, rtol=0, atol=1e-8)
     assert (cold.field.theta - fm.field.theta).abs().max() > 1e-3  # the seed's, untrained
+
+
+def test_reflow_trains_with_uniform_times_and_no_skip_unless_told(parent, tmp_path):
+    fm, info = load_run(parent)
+    # The parent trained with fm's defaults, which the reflow does not inherit.
+    assert info.model["times"] == {"name": "beta", "alpha": 5.0} and fm.gaussian_skip
+    args = dict(n_points=100, config=TINY, dt=0.1)
+    rf, rinfo, _ = reflow_run(parent, tmp_path / "rf", **args)
+    assert rinfo.model["times"] == {"name": "uniform"} and rinfo.model["gaussian_skip"] is False
+    assert rf.times.describe() == "U[0, 1]" and rf.gaussian_skip is False
+    # Its field is the network alone: no Gaussian velocity added.
+    y, t = torch.randn(5, 2), torch.rand(5, 1)
+    torch.testing.assert_close(rf.velocity(y, t), rf.field(y, t), rtol=0, atol=0)
+    # A warm start keeps the parent's skip (its weights are of the field with it).
+    warm, _, _ = reflow_run(parent, tmp_path / "warm", warm_start=True, **args)
+    assert warm.gaussian_skip is True and warm.times.describe() == "U[0, 1]"
+    # Given, the sampler and the skip are the caller's, and a resume keeps them.
+    beta = {"name": "beta", "alpha": 5.0}
+    _, given, _ = reflow_run(parent, tmp_path / "given", times=beta, gaussian_skip=True, **args)
+    assert given.model["times"] == beta and given.model["gaussian_skip"] is True
+    _, again, _ = reflow_run(parent, tmp_path / "given", resume=True, **args)
+    assert again.model["times"] == beta and again.model["gaussian_skip"] is True
+
+
+def test_reflow_refuses_a_bad_sampler_or_skip_before_drawing_pairs(parent, tmp_path):
+    with pytest.raises(ValueError, match="gaussian_skip must be True, False or None"):
+        reflow_run(parent, tmp_path / "a", n_points=100, config=TINY, gaussian_skip=1)
+    with pytest.raises(ValueError, match="alpha"):
+        reflow_run(parent, tmp_path / "b", n_points=100, times={"name": "beta", "alpha": -1})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_reflow_command_sets_the_sampler_and_the_skip(parent, tmp_path, capsys):
+    out = tmp_path / "rf"
+    argv = ["reflow", str(parent), "--out", str(out), "--n-points", "100", "--dt", "0.1"]
+    assert main([*argv, "--epochs", "2", "--time-alpha", "3", "--gaussian-skip"]) == 0
+    model = read_info(out).model
+    assert model["times"] == {"name": "beta", "alpha": 3.0} and model["gaussian_skip"] is True
+    assert main(["reflow", str(parent), "--out", str(out), "--resume"]) == 0
+    model = read_info(out).model
+    assert model["times"] == {"name": "beta", "alpha": 3.0} and model["gaussian_skip"] is True
+    assert main([*argv, "--epochs", "1", "--time-alpha", "1", "--overwrite"]) == 0
+    model = read_info(out).model
+    assert model["times"] == {"name": "uniform"} and model["gaussian_skip"] is False
+    capsys.readouterr()
 
 
 def test_eval_of_a_rectified_flow_uses_its_parents_data(parent, tmp_path):

@@ -30,7 +30,7 @@ import torch
 from .atomic import atomic_write
 from .base import FlowModel
 from .data import check_int
-from .matching import DEFAULT_DT, FlowMatching
+from .matching import DEFAULT_DT, TIME_SAMPLERS, FlowMatching
 from .models import MODELS
 from .runs import (
     RunError,
@@ -46,7 +46,7 @@ from .runs import (
 )
 from .train import History, TrainConfig
 
-__all__ = ["PAIRS_FILE", "Pairs", "draw_pairs", "reflow_run", "write_pairs"]
+__all__ = ["PAIRS_FILE", "Pairs", "draw_pairs", "reflow_model_args", "reflow_run", "write_pairs"]
 
 #: The pairs' file in a reflow run folder.
 PAIRS_FILE = "pairs.npz"
@@ -160,6 +160,32 @@ def _parent(run: Path, device: str | torch.device) -> tuple[FlowModel, RunInfo]:
     return model, info
 
 
+def reflow_model_args(
+    parent: RunInfo,
+    pairs_path: str | Path,
+    times: Any = None,
+    gaussian_skip: bool | None = None,
+    *,
+    warm_start: bool = False,
+) -> dict[str, Any]:
+    """The constructor arguments of the model :func:`reflow_run` trains on the pairs in
+    ``pairs_path``: the parent's recorded ones, with the
+    :class:`~flowscope.matching.couplings.PairsCoupling` of the file, rectified flow's
+    time sampler (``times`` ``None``: the coupling's U[0, 1]) and no Gaussian skip
+    (``gaussian_skip`` ``None``: off, or the parent's with ``warm_start``, whose weights
+    were trained with it), not the parent's (see ``PairsCoupling``)."""
+    args = recorded_model_args(parent)
+    args["coupling"] = {"name": "pairs", "path": str(Path(pairs_path).resolve())}
+    if times is None:
+        args.pop("times", None)  # the pairs coupling's default, U[0, 1]
+    else:
+        args["times"] = times
+    if gaussian_skip is None:
+        gaussian_skip = bool(args.get("gaussian_skip")) if warm_start else False
+    args["gaussian_skip"] = gaussian_skip
+    return args
+
+
 def reflow_run(
     parent: str | Path,
     out: str | Path,
@@ -173,6 +199,8 @@ def reflow_run(
     progress: bool | None = None,
     device: str | torch.device = "cpu",
     warm_start: bool = False,
+    times: str | dict[str, Any] | None = None,
+    gaussian_skip: bool | None = None,
 ) -> tuple[FlowModel, RunInfo, History]:
     """Train the rectified flow of a flow-matching run: ``flowscope reflow``.
 
@@ -181,12 +209,16 @@ def reflow_run(
     parent's type with the parent's model arguments on them, with the
     :class:`~flowscope.matching.couplings.PairsCoupling` of the file and the parent's
     standardization; the data are split 90/5/5 into train, validation and test as any
-    data file (so the run's test part is the parent's samples). The run's config
-    records ``parent``: the parent's folder, type, the sampler and seed of the pairs,
-    their number, ``rectified``, k of the k-rectified flow (the parent's k + 1; a run
-    trained on data is 1), and ``weights``, the digest of the parent's weights
+    data file (so the run's test part is the parent's samples). The model trains with
+    t ~ U[0, 1] and without the Gaussian skip unless ``times`` and ``gaussian_skip`` say
+    otherwise (the pairs coupling's defaults, rectified flow's; the measurements are in
+    ``benchmarks/README.md``, "Few-step sampling"); its model config records them. The
+    run's config records ``parent``: the parent's folder, type, the sampler and seed of
+    the pairs, their number, ``rectified``, k of the k-rectified flow (the parent's k + 1;
+    a run trained on data is 1), and ``weights``, the digest of the parent's weights
     (:func:`~flowscope.runs.weights_digest`), which tells whether the parent has been
-    trained again since. With ``resume`` the pairs already in ``out`` are kept.
+    trained again since. With ``resume`` the pairs already in ``out`` are kept, and the
+    run's times and skip unless given.
 
     Arguments:
         parent: a run folder of a flow-matching type (``fm``, ``cfm``, ``meanflow``).
@@ -197,6 +229,16 @@ def reflow_run(
         overwrite, resume, progress, device: as :func:`~flowscope.runs.train_run`.
         warm_start: start from the parent's weights instead of a fresh initialisation
             (recorded as ``warm_start`` in ``parent``).
+        times: the time sampler, of :data:`~flowscope.matching.TIME_SAMPLERS` (a name
+            or a config dict, e.g. ``{"name": "beta", "alpha": 5.0}``); ``None`` is
+            the :class:`~flowscope.matching.couplings.PairsCoupling`'s U[0, 1], rectified
+            flow's (Liu et al. 2022, Algorithm 1), whatever the parent's was (fm's default
+            is Beta(5, 1), which hardly trains the field at t = 0 that one Euler step
+            reads).
+        gaussian_skip: add the path's Gaussian velocity to the network's output (see
+            :class:`~flowscope.matching.FlowMatching`); ``None`` is off, the pairs
+            coupling's (the skip is the field of independent pairs, not of these), or the
+            parent's with ``warm_start``.
 
     Returns:
         (model, info, history), as :func:`~flowscope.runs.train_run`.
@@ -205,12 +247,17 @@ def reflow_run(
         RunError: for a parent that is not a loadable flow-matching run or whose source
             gives no samples, or an ``out`` that holds a run (see
             :func:`~flowscope.runs.train_run`).
-        ValueError: for a bad n_points, dt or solver.
+        ValueError: for a bad n_points, dt, solver or times, or a gaussian_skip that is
+            not a bool.
     """
     parent, out = Path(parent), Path(out)
     if out.resolve() == parent.resolve():
         raise RunError(f"{out}: the new run folder must differ from the parent run's")
     check_out(out, overwrite, resume)
+    if times is not None:
+        TIME_SAMPLERS.build(times)  # a bad sampler fails before the pairs are drawn
+    if gaussian_skip is not None and not isinstance(gaussian_skip, bool):
+        raise ValueError(f"gaussian_skip must be True, False or None, got {gaussian_skip!r}")
     model, info = _parent(parent, device)
     # A parent trained on a file (a reflow's pairs) records no count: its pairs' count.
     trained_on = info.data.get("n_points") or info.extra.get("parent", {}).get("pairs")
@@ -229,14 +276,18 @@ def reflow_run(
         "weights": weights_digest(model.state_dict()),
     }
     if resume and pairs_path.is_file():  # the pairs drawn before, as they were recorded
-        record = read_info(out).extra.get("parent", record)
+        was = read_info(out)
+        record = was.extra.get("parent", record)
         n = int(record["pairs"])
+        times = was.model.get("times") if times is None else times
+        gaussian_skip = was.model.get("gaussian_skip") if gaussian_skip is None else gaussian_skip
     else:
         pairs = draw_pairs(model, n, seed=config.seed, dt=dt, solver=solver)
         out.mkdir(exist_ok=True)
         write_pairs(pairs_path, pairs, model)
-    args = recorded_model_args(info)
-    args["coupling"] = {"name": "pairs", "path": str(pairs_path.resolve())}
+    args = reflow_model_args(
+        info, pairs_path, times, gaussian_skip, warm_start=bool(record.get("warm_start"))
+    )
     return train_run(
         entry.name,
         out,

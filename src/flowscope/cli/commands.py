@@ -590,6 +590,11 @@ def _reflow(args: argparse.Namespace) -> int:
     n_points = args.n_points
     if n_points is None and "parent" in recorded.extra:  # resuming: the pairs it was drawn with
         n_points = int(recorded.extra["parent"]["pairs"])
+    # The time sampler and the skip: the options given, else the resumed run's, else
+    # reflow_run's defaults (U[0, 1]; no skip, or the parent's with --warm-start).
+    times, a = None, args.time_alpha
+    if a is not None:
+        times = {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}
     t0 = time.perf_counter()
     _, info, history = reflow_run(
         args.run,
@@ -602,6 +607,8 @@ def _reflow(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=args.device,
         warm_start=args.warm_start,
+        times=times,
+        gaussian_skip=args.gaussian_skip,
     )
     parent = info.extra["parent"]
     last = history.epochs[-1] if history.epochs else {}
@@ -920,8 +927,9 @@ def _add_reflow(sub: argparse._SubParsersAction) -> None:
         "reflow",
         "Train the rectified flow of a flow-matching run (Liu et al. 2022, "
         "arXiv:2209.03003): draw (noise, sample) pairs by integrating its model, then train "
-        "a model of its type and settings on those pairs (OUT/pairs.npz); apply it again "
-        "for the k-rectified flow. Training options not given keep the parent's.",
+        "a model of its type and settings on those pairs (OUT/pairs.npz), with t ~ U[0, 1] and "
+        "no Gaussian skip; apply it again for the k-rectified flow. Training options not "
+        "given keep the parent's.",
         "flowscope reflow runs/fm --out runs/fm-2rf --epochs 10 --n-points 100000",
         _reflow,
     )
@@ -941,6 +949,21 @@ def _add_reflow(sub: argparse._SubParsersAction) -> None:
         "--warm-start",
         action="store_true",
         help="start from the parent's weights instead of a fresh initialisation",
+    )
+    p.add_argument(
+        "--time-alpha",
+        type=_positive_float,
+        metavar="A",
+        help="draw the training times t from Beta(A, 1), density A t^(A-1) (default 1: "
+        "U[0, 1], rectified flow's, whatever the parent's sampler; fm's default A = 5 trains "
+        "mostly near the data and hardly at t = 0, where one Euler step reads the field)",
+    )
+    p.add_argument(
+        "--gaussian-skip",
+        action=argparse.BooleanOptionalAction,
+        help="add the exact field of Gaussian data under independent pairs to the network "
+        "(default off: the pairs are not independent; with --warm-start the parent's, so "
+        "that its weights give its field)",
     )
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

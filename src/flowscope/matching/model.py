@@ -108,8 +108,8 @@ class FlowMatching(FlowModel):
     first two moments and learns only the rest, as a skip term lets a denoiser learn only
     what its input does not already give (Karras et al. 2022). ``gaussian_skip=False`` is
     the network alone, as in the study. The default is the coupling's: on for the
-    independent coupling, off for an OT coupling, under which that field is not the
-    Gaussian one (:attr:`~.couplings.Coupling.gaussian_skip_exact`).
+    independent coupling, off for an OT coupling or reflow's fixed pairs, under which
+    that field is not the Gaussian one (:attr:`~.couplings.Coupling.gaussian_skip_exact`).
 
     The time sampler: any density positive on (0, 1) has the same minimiser, so it
     changes where a small network spends its capacity, not what it learns in the limit.
@@ -160,7 +160,7 @@ class FlowMatching(FlowModel):
         gaussian_skip: add the path's Gaussian velocity to the network's output;
             ``None`` is the coupling's
             :attr:`~.couplings.Coupling.gaussian_skip_exact` (on for the independent
-            coupling, off for OT, whose pairs the skip does not describe).
+            coupling, off for OT and reflow's pairs, which the skip does not describe).
         source: the distribution at t = 0, of :data:`~.sources.SOURCES` (default
             ``"normal"``, N(0, I) in standardized units; another source is in data units,
             mapped by the data's standardization, see :mod:`.sources`).

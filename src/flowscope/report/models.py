@@ -24,7 +24,7 @@ from typing import Any
 from ..data import RING_NAMES
 from ..evaluate import evaluate_run
 from ..models import MODELS, ModelType, Variant
-from ..reflow import reflow_run
+from ..reflow import PAIRS_FILE, reflow_model_args, reflow_run
 from ..runs import (
     RunError,
     build_model,
@@ -165,7 +165,12 @@ def reusable(preset: Preset, seed: int, key: str, run_dir: Path) -> bool:
         same_data = drawn.get("pairs") == data["n_points"] and drawn.get("weights") == (
             parent_digest(run_dir.parent / r.parent)
         )
-        model_cfg = {**model_cfg, "coupling": recorded_model_args(info).get("coupling")}
+        if not same_data:
+            return False
+        # What a reflow of the parent would train now (the pairs file is the run's own).
+        parent_info = read_info(run_dir.parent / r.parent)
+        args = reflow_model_args(parent_info, run_dir / PAIRS_FILE)
+        model_cfg = build_model(r.entry.name, args).config()
     else:
         same_data = {k: v for k, v in info.data.items() if k != "class_names"} == data
     return (
