@@ -2,8 +2,9 @@
 
 For each seed, in one process: a ``cfm`` trained exactly as ``flowscope train cfm
 --label-dropout P [--epochs E] [--time-alpha A]`` trains it (:func:`flowscope.runs.train_run`
-with the type's recipe and ``label_dropout``; global standardization and, unless A is
-given, the time sampler Beta(12, 1), both of which label dropout implies), then, for
+with the type's recipe and ``label_dropout``; global standardization, which label
+dropout implies, and the time sampler Beta(A, 1), or unless A is given the conditional
+model's default), then, for
 each guidance scale w, 5000 balanced samples (1000 per ring) from the same noise (seed 0)
 with the study's Euler step 1e-3:
 
@@ -24,8 +25,8 @@ measured).
 Usage::
 
     python benchmarks/bench_guidance.py                      # seeds 0-4, 20 epochs
-    python benchmarks/bench_guidance.py --epochs 40 --scales 0 1 1.25 1.375 1.5 1.625 1.75 2 3 5
-    python benchmarks/bench_guidance.py --time-alpha 7 --name guidance_a7   # the old default
+    python benchmarks/bench_guidance.py --epochs 40 --time-alpha 12 \
+        --scales 0 1 1.25 1.375 1.5 1.625 1.75 2 3 5             # results/guidance.md
     python benchmarks/bench_guidance.py --label-dropout 0.2 --scales 0 1 1.25 1.5 1.75 2 3 5 \
         --name guidance_p0.2                                 # another probability, more w
     python benchmarks/bench_guidance.py --seeds 0 --epochs 2 --out /tmp/g   # a quick check

@@ -24,7 +24,7 @@ import flowscope.reflow
 import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points
-from flowscope.matching import DEFAULT_GUIDED_TIME_ALPHA, DEFAULT_TIME_ALPHA
+from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
 from flowscope.runs import load_run, train_run
 from flowscope.train import TrainConfig
 
@@ -364,8 +364,8 @@ def test_guided_and_few_step_sampling(capsys, tmp_path):
     assert run(capsys, "train", "cfm", "--label-dropout", "--out", out, *TINY)[0] == 0
     model, info = load_run(out)
     assert info.model["label_dropout"] == 0.1 and model.null_label == 5
-    # Label dropout brings its own default time sampler; --time-alpha still overrides it.
-    assert info.model["times"] == {"name": "beta", "alpha": DEFAULT_GUIDED_TIME_ALPHA}
+    # Label dropout keeps the conditional model's default time sampler; --time-alpha sets it.
+    assert info.model["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
     given = tmp_path / "cfg-a3"
     argv = ["train", "cfm", "--label-dropout", "--time-alpha", 3, "--out", given, *TINY]
     assert run(capsys, *argv)[0] == 0

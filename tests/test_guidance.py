@@ -11,12 +11,7 @@ import torch
 
 from flowscope import FlowMatching, olympic_rings
 from flowscope.data import RING_CENTERS
-from flowscope.matching import (
-    DEFAULT_CONDITIONAL_TIME_ALPHA,
-    DEFAULT_GUIDED_TIME_ALPHA,
-    integrate,
-    time_grid,
-)
+from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, integrate, time_grid
 from flowscope.matching.guidance import check_guidance
 from flowscope.metrics import class_coverage
 from flowscope.models import MODELS
@@ -140,15 +135,17 @@ def test_label_dropout_replaces_a_share_p_of_the_labels_by_the_null_class():
     assert "p = 0.25" in fm.describe_loss()
 
 
-def test_label_dropout_trains_with_its_own_default_times_under_the_independent_coupling():
+def test_label_dropout_trains_with_the_conditional_models_times_or_those_given():
     fm = FlowMatching(num_classes=4, hidden=8, layers=2, label_dropout=0.1)
     plain = FlowMatching(num_classes=4, hidden=8, layers=2)
-    assert fm.config()["times"] == {"name": "beta", "alpha": DEFAULT_GUIDED_TIME_ALPHA}
-    assert plain.config()["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
-    assert DEFAULT_GUIDED_TIME_ALPHA != DEFAULT_CONDITIONAL_TIME_ALPHA
-    # The training batches draw their times from it: Beta(a, 1) has mean a / (a + 1).
-    n, a = 20_000, DEFAULT_GUIDED_TIME_ALPHA
-    t = fm.training_batch(torch.randn(n, 2), torch.arange(n) % 4).t
+    assert fm.config()["times"] == {"name": "beta", "alpha": DEFAULT_CONDITIONAL_TIME_ALPHA}
+    assert plain.config()["times"] == fm.config()["times"]
+    # Beta(12, 1), the guidance benchmark's: the batches' times have mean a / (a + 1).
+    n, a = 20_000, 12.0
+    sharp = FlowMatching(
+        num_classes=4, hidden=8, layers=2, label_dropout=0.1, times={"name": "beta", "alpha": a}
+    )
+    t = sharp.training_batch(torch.randn(n, 2), torch.arange(n) % 4).t
     sd = math.sqrt(a / ((a + 1) ** 2 * (a + 2)) / n)
     assert abs(float(t.double().mean()) - a / (a + 1)) < 5 * sd
     # Times given explicitly are the caller's; an OT coupling keeps its own default.

@@ -39,7 +39,6 @@ from .matching.couplings import COUPLINGS, drawn_couplings
 from .matching.paths import PATHS
 from .matching.times import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
-    DEFAULT_GUIDED_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     TIME_SAMPLERS,
 )
@@ -323,9 +322,8 @@ _FM_OPTIONS = (
         "--time-alpha",
         "draw the path time t of each training example (0: noise, 1: data) from Beta(A, 1), "
         "density A t^(A-1), A > 0 (default: the coupling's; independent: "
-        f"{DEFAULT_TIME_ALPHA:g} for fm, {DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm, "
-        f"{DEFAULT_GUIDED_TIME_ALPHA:g} for cfm with --label-dropout, mostly near the data; "
-        f"{_OT_TIMES}; 1: uniform, as in the study's recipe and meanflow's "
+        f"{DEFAULT_TIME_ALPHA:g} for fm, {DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm, mostly "
+        f"near the data; {_OT_TIMES}; 1: uniform, as in the study's recipe and meanflow's "
         "default, which draws both of its times so)",
         lambda a: {"times": {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}},
         parse=positive_number,
@@ -378,10 +376,9 @@ _LABEL_DROPOUT_OPTION = Option(
     "train for classifier-free guidance: replace each training example's class by a "
     "learned null class with probability P in [0, 1) (the flag alone: 0.1), so that "
     "`sample --guidance W` can steer with v_null + W (v_class - v_null); implies "
-    "--standardize global and, with the independent coupling, path times from "
-    f"Beta({DEFAULT_GUIDED_TIME_ALPHA:g}, 1) unless --time-alpha is given (default 0: no "
-    "null class, no guidance; benchmarks/README.md, 'Classifier-free guidance', measures "
-    "the scales W and training lengths)",
+    "--standardize global (default 0: no null class, no guidance; benchmarks/README.md, "
+    "'Classifier-free guidance', measures the scales W, training lengths and --time-alpha: "
+    "times nearer the data, e.g. 12, sharpen guided samples but cost the unguided density)",
     lambda p: {"label_dropout": p},
     parse=_fraction,
     metavar="P",

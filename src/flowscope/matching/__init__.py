@@ -41,7 +41,6 @@ _EXPORTS = {
     **dict.fromkeys(
         (
             "DEFAULT_CONDITIONAL_TIME_ALPHA",
-            "DEFAULT_GUIDED_TIME_ALPHA",
             "DEFAULT_TIME_ALPHA",
             "TIME_SAMPLERS",
             "BetaTimes",
@@ -57,7 +56,6 @@ __all__ = [
     "COUPLINGS",
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
     "DEFAULT_DT",
-    "DEFAULT_GUIDED_TIME_ALPHA",
     "DEFAULT_TIME_ALPHA",
     "DIVERGENCES",
     "LEAKY_SLOPE",

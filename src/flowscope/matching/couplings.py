@@ -25,7 +25,7 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..registry import Part, Registry
-from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_GUIDED_TIME_ALPHA, DEFAULT_TIME_ALPHA
+from .times import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
 
 if TYPE_CHECKING:
     import torch
@@ -74,15 +74,11 @@ class Coupling(Part):
     gaussian_skip_exact: ClassVar[bool] = True
 
     @classmethod
-    def default_times(cls, conditional: bool, guided: bool = False) -> dict[str, Any]:
+    def default_times(cls, conditional: bool) -> dict[str, Any]:
         """The config of the time sampler a model with this coupling trains with when it is
         not given one: Beta(:data:`~.times.DEFAULT_TIME_ALPHA`, 1), or
-        Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model,
-        or Beta(:data:`~.times.DEFAULT_GUIDED_TIME_ALPHA`, 1) for a conditional model
-        trained with label dropout for classifier-free guidance (``guided``): mostly near
-        the data, where the independent coupling's field is sharpest."""
-        if conditional and guided:
-            return {"name": "beta", "alpha": DEFAULT_GUIDED_TIME_ALPHA}
+        Beta(:data:`~.times.DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
+        (mostly near the data, where the independent coupling's field is sharpest)."""
         alpha = DEFAULT_CONDITIONAL_TIME_ALPHA if conditional else DEFAULT_TIME_ALPHA
         return {"name": "beta", "alpha": alpha}
 
@@ -176,9 +172,8 @@ class OTCoupling(Coupling):
         return {"block": self.block, "solver": self.solver}
 
     @classmethod
-    def default_times(cls, conditional: bool, guided: bool = False) -> dict[str, Any]:
-        """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one, with or
-        without label dropout (``guided``: the same, not measured apart).
+    def default_times(cls, conditional: bool) -> dict[str, Any]:
+        """U[0, 1] for an unconditional model, Beta(3, 1) for a conditional one.
 
         The paths an OT coupling trains on are nearly straight, so its field matters all
         along them, near the source (which few Euler steps rely on) as much as near the
@@ -291,9 +286,8 @@ class PairsCoupling(Coupling):
     gaussian_skip_exact = False
 
     @classmethod
-    def default_times(cls, conditional: bool, guided: bool = False) -> dict[str, Any]:
-        """U[0, 1], conditional or not, guided or not: rectified flow's (Liu et al. 2022,
-        Algorithm 1)."""
+    def default_times(cls, conditional: bool) -> dict[str, Any]:
+        """U[0, 1], conditional or not: rectified flow's (Liu et al. 2022, Algorithm 1)."""
         return {"name": "uniform"}
 
     def __init__(self, path: str, sha256: str | None = None):

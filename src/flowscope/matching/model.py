@@ -38,7 +38,6 @@ from .solvers import DEFAULT_DT, Velocity, check_solver, divergence_of, integrat
 from .sources import SOURCES, Source
 from .times import (
     DEFAULT_CONDITIONAL_TIME_ALPHA,
-    DEFAULT_GUIDED_TIME_ALPHA,
     DEFAULT_TIME_ALPHA,
     TIME_SAMPLERS,
     TimeSampler,
@@ -46,7 +45,6 @@ from .times import (
 
 __all__ = [
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
-    "DEFAULT_GUIDED_TIME_ALPHA",
     "DEFAULT_TIME_ALPHA",
     "DIVERGENCES",
     "EULER_ACCELERATORS",
@@ -114,9 +112,8 @@ class FlowMatching(FlowModel):
     The time sampler: any density positive on (0, 1) has the same minimiser, so it
     changes where a small network spends its capacity, not what it learns in the limit.
     The default is the coupling's (:meth:`~.couplings.Coupling.default_times`): with the
-    independent coupling Beta(5, 1) for an unconditional model, Beta(7, 1) for a
-    conditional one and Beta(12, 1) for a conditional one trained with label dropout,
-    mostly near the data, where its field is sharpest. The validation loss of
+    independent coupling Beta(5, 1) for an unconditional model and Beta(7, 1) for a
+    conditional one, mostly near the data, where its field is sharpest. The validation loss of
     :func:`~flowscope.train.fit` draws its times from the same sampler, so its values
     depend on it. ``benchmarks/README.md`` has the measurements behind these defaults.
 
@@ -135,9 +132,10 @@ class FlowMatching(FlowModel):
     guidance=w)`` then integrates v_null + w (v_class - v_null). p = 0 (the default) is
     the study's conditional model, which has no null class and refuses a guidance
     w != 1. The null class sees all classes in one coordinate system, so label dropout
-    standardizes all points together (``standardize="global"``; ``"class"`` is refused),
-    and with the independent coupling its default time sampler is
-    Beta(:data:`DEFAULT_GUIDED_TIME_ALPHA`, 1).
+    standardizes all points together (``standardize="global"``; ``"class"`` is refused).
+    Times nearer the data than the default (``times={"name": "beta", "alpha": 12}``)
+    sharpen the guided samples but cost the unguided density (``benchmarks/README.md``,
+    "Classifier-free guidance").
 
     Arguments:
         features: the dimension D.
@@ -152,8 +150,7 @@ class FlowMatching(FlowModel):
         times: a time sampler of :data:`~.times.TIME_SAMPLERS`; ``None`` is the
             coupling's :meth:`~.couplings.Coupling.default_times`: for the independent
             coupling Beta(:data:`DEFAULT_TIME_ALPHA`, 1), or
-            Beta(:data:`DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model, or
-            Beta(:data:`DEFAULT_GUIDED_TIME_ALPHA`, 1) for one with ``label_dropout`` > 0
+            Beta(:data:`DEFAULT_CONDITIONAL_TIME_ALPHA`, 1) for a conditional model
             (``"uniform"`` is the study's U[0, 1]).
         standardize: ``"class"`` (per class) or ``"global"``; ``None`` is ``"class"`` for
             a conditional model from the normal source and ``"global"`` otherwise.
@@ -166,8 +163,7 @@ class FlowMatching(FlowModel):
             mapped by the data's standardization, see :mod:`.sources`).
         label_dropout: the probability p in [0, 1) that a training example's class is
             replaced by the null class (a conditional model; Ho and Salimans use 0.1 to
-            0.2); 0: no null class. It changes the default ``times`` and
-            ``standardize`` (above).
+            0.2); 0: no null class. It changes the default ``standardize`` (above).
 
     Raises:
         ValueError: for an unknown or badly configured part, a ``standardize`` outside
@@ -228,7 +224,7 @@ class FlowMatching(FlowModel):
         if not isinstance(gaussian_skip, bool):
             raise ValueError(f"gaussian_skip must be True, False or None, got {gaussian_skip!r}")
         if times is None:
-            times = self._coupling.default_times(conditional, guided=label_dropout > 0)
+            times = self._coupling.default_times(conditional)
         self._times: TimeSampler = TIME_SAMPLERS.build(times)
         self._source = built_source
         self._source.check_features(self.features)

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONDITIONAL_TIME_ALPHA",
-    "DEFAULT_GUIDED_TIME_ALPHA",
     "DEFAULT_TIME_ALPHA",
     "TIME_SAMPLERS",
     "BetaTimes",
@@ -40,10 +39,6 @@ __all__ = [
 DEFAULT_TIME_ALPHA = 5.0
 #: The same for a class-conditional model: t ~ Beta(7, 1).
 DEFAULT_CONDITIONAL_TIME_ALPHA = 7.0
-#: The same for a class-conditional model trained with label dropout for classifier-free
-#: guidance (globally standardized, with a null class): t ~ Beta(12, 1)
-#: (``benchmarks/README.md``, "Classifier-free guidance", has the measurements).
-DEFAULT_GUIDED_TIME_ALPHA = 12.0
 
 #: The registered time samplers, by name.
 TIME_SAMPLERS: Registry[type[TimeSampler]] = Registry("time sampler")
