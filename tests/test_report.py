@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -15,8 +16,9 @@ import pytest
 import torch
 
 from flowscope.cli import main
-from flowscope.report import PRESETS, num
+from flowscope.report import PRESETS, beyond, models, num
 from flowscope.report.models import rows
+from flowscope.report.study import Study
 from flowscope.report.text import pm
 
 QUESTIONS = [f"NF Q{i}" for i in range(1, 6)] + [f"FM Q{i}" for i in range(1, 6)]
@@ -49,7 +51,15 @@ def one_thread():
 
 
 @pytest.mark.slow
-def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread):
+class _Stop(Exception):
+    """Ends a command whose library call a test has replaced."""
+
+    @classmethod
+    def stop(cls):
+        raise cls
+
+
+def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread, monkeypatch):
     out = tmp_path / "olympic"
     assert main(["report", "--preset", "smoke", "--out", str(out)]) == 0
     captured = capsys.readouterr()
@@ -154,13 +164,21 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread)
     assert not any(t["trained_in_this_run"] for t in m2["training"].values())
     assert m2["training"]["nf"]["seconds"] == m["training"]["nf"]["seconds"]
 
-    # --retrain trains them again.
-    assert main(["report", "--preset", "smoke", "--out", str(out), "--retrain"]) == 0
-    capsys.readouterr()
+    # --retrain trains them again: the training stages of a study told to retrain (the
+    # pages after them are the runs' above), and the command line passes the flag on.
+    study = Study(out, PRESETS["smoke"], seed=0, retrain=True, log=io.StringIO())
+    for _, stage in (*models.STAGES, *beyond.training_stages()):
+        stage(study)
     after = _weights_mtimes(out)
     assert all(after[n] != before[n] for n in before)
-    m3 = json.loads((out / "metrics.json").read_text())
-    assert all(t["trained_in_this_run"] for t in m3["training"].values())
+    assert set(study.trained) == set(before) and all(study.trained.values())
+    asked = {}
+    monkeypatch.setattr(
+        "flowscope.report.build.build_report", lambda *a, **kw: asked.update(kw) or _Stop.stop()
+    )
+    with pytest.raises(_Stop):
+        main(["report", "--preset", "smoke", "--out", str(out), "--retrain"])
+    assert asked["retrain"] is True
 
 
 def test_report_rejects_unknown_preset(tmp_path, capsys):
