@@ -125,7 +125,10 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
         assert drawn["rectified"] == 2 and drawn["pairs"] == TINY.n_points
     # The few-step figure: the base, its reflow and the mean flow at 1 and 4 steps.
     shown = [r.key for r in beyond.few_step_rows()]
-    assert shown == ["fm", "fm-rectified", "meanflow"]
+    reflows = [r for r in models.rows() if r.parent is not None]
+    own = [r.key for r in models.rows() if r.variant is None and r.entry.sampler]
+    assert shown == [k for r in reflows for k in (r.parent, r.key)] + own
+    assert {"fm", "fm-rectified", "meanflow"} <= set(shown)  # the registry's today
     assert set(study.m["few_steps"]) == set(shown)
     assert all(set(v) == {"1", "4"} for v in study.m["few_steps"].values())
     assert (out / "figures" / "beyond_few_steps.png").is_file()
@@ -152,3 +155,7 @@ def test_beyond_page_lists_every_model_and_reuses_unchanged_ones(tmp_path, toy):
     assert models.reusable(parent_only, 0, child.key, out / "models" / child.key)
     retrained = _run_stages(out, parent_only, page=False)
     assert retrained.trained[child.parent] and retrained.trained[child.key]
+    # ... and when its pairs would be drawn with another step.
+    assert models.reusable(parent_only, 0, child.key, out / "models" / child.key)
+    finer = dataclasses.replace(parent_only, dt=parent_only.dt / 2)
+    assert not models.reusable(finer, 0, child.key, out / "models" / child.key)

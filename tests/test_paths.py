@@ -164,6 +164,7 @@ def test_eval_of_several_runs_puts_their_nfe_rows_side_by_side(runs, capsys, tmp
     assert main(["eval", fm, nf, "-n", "100", "--nfe", "1,4", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert f"== {fm}" in out and f"== {nf}" in out and plot.stat().st_size > 1000
+    assert "W2 to 100 test points by sampler, side by side" in out
     table = out[out.index("side by side") :].splitlines()
     assert fm in table[1] and nf in table[1]
     by_row = {line.split("  ")[0]: line for line in table[3:] if line.strip()}
@@ -172,14 +173,18 @@ def test_eval_of_several_runs_puts_their_nfe_rows_side_by_side(runs, capsys, tmp
     assert f"{results[0]['nfe_curve'][1]['w2']:.4f}" in by_row["euler, 4 steps"]
     assert f"{results[1]['nfe_curve'][0]['w2']:.4f}" in by_row["one pass"]
     assert "NFE" in by_row["dopri5"]
-    # One --json for several runs, or a run named twice: one line each, before any work.
+    # One --json for several runs, a run named twice or a later run that is not there:
+    # one line each, before any run is measured or its eval.json written again.
+    written = (runs / "fm" / "eval.json").stat().st_mtime_ns
     for args, words in (
         ([fm, nf, "--json", str(tmp_path / "e.json")], "--json names one file"),
         ([fm, fm], "given twice"),
+        ([fm, str(tmp_path / "nope")], "nope: no such run folder"),
     ):
         assert main(["eval", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0]
+    assert (runs / "fm" / "eval.json").stat().st_mtime_ns == written
 
 
 def test_eval_nfe_of_a_flow_is_one_row(runs, capsys):

@@ -268,7 +268,8 @@ def evaluate_run(
     samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
     check_finite(samples, "samples", str(run_dir))
     result.update(_distance(samples, test.x, data_info, seed, floor_pairs))
-    if result["data"] == "olympic":
+    rings = result["data"] == "olympic"  # the ring metrics, here and in the nfe rows
+    if rings:
         result.update(_rings(samples, labels))
     else:
         result.update(ring_precision=None, ring_mean_offset=None, ring_max_offset=None)
@@ -281,7 +282,6 @@ def evaluate_run(
     if counts is not None:
         m = min(n, len(test.x))
         labels_m = None if labels_test is None else labels_test[:m]
-        rings = result["data"] == "olympic"
         result.update(_paths(model, test.x[:m], labels_m, counts, seed, rings))
     result["seconds"] = time.perf_counter() - t_start
     return {k: _json_safe(v) for k, v in result.items()}
@@ -618,8 +618,12 @@ def format_nfe_side_by_side(results: Sequence[dict[str, Any]], counts: Sequence[
     if any(of(r, "one pass") for r in results):
         body.append(("one pass", *(cell(of(r, "one pass")) for r in results)))
     band = any(p.get("in_band") is not None for r in results for p in r.get("nfe_curve") or [])
-    title = "W2 to the test points by sampler, side by side (data units"
+    sizes = sorted({r.get("w2_points") for r in results}, key=str)
+    title = f"W2 to {'/'.join(map(str, sizes))} test points by sampler, side by side (data units"
     title += "; in brackets: the share in a band)\n" if band else ")\n"
+    data = {str(r["data"]) for r in results}
+    if len(data) > 1:  # say so, rather than set unlike numbers side by side silently
+        title += f"note: the runs' test points are of different data ({', '.join(sorted(data))})\n"
     return title + text_table([("sampler", *names), *body], align="l" + "r" * len(names))
 
 

@@ -46,7 +46,15 @@ from .runs import (
 )
 from .train import History, TrainConfig
 
-__all__ = ["PAIRS_FILE", "Pairs", "draw_pairs", "reflow_model_args", "reflow_run", "write_pairs"]
+__all__ = [
+    "PAIRS_FILE",
+    "Pairs",
+    "draw_pairs",
+    "pairs_sampler",
+    "reflow_model_args",
+    "reflow_run",
+    "write_pairs",
+]
 
 #: The pairs' file in a reflow run folder.
 PAIRS_FILE = "pairs.npz"
@@ -160,6 +168,12 @@ def _parent(run: Path, device: str | torch.device) -> tuple[FlowModel, RunInfo]:
     return model, info
 
 
+def pairs_sampler(solver: str, dt: float) -> str:
+    """How pairs were drawn, as a reflow run records it (``parent.sampler``), e.g.
+    ``euler, dt=0.001``."""
+    return f"{solver}, dt={dt:g}"
+
+
 def reflow_model_args(
     parent: RunInfo,
     pairs_path: str | Path,
@@ -270,7 +284,7 @@ def reflow_run(
         "model": entry.name,
         "rectified": int(info.extra.get("parent", {}).get("rectified", 1)) + 1,
         "pairs": n,
-        "sampler": f"{solver}, dt={dt:g}",
+        "sampler": pairs_sampler(solver, dt),
         "seed": config.seed,
         "warm_start": warm_start,
         "weights": weights_digest(model.state_dict()),

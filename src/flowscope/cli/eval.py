@@ -34,6 +34,11 @@ def _eval(args: argparse.Namespace) -> int:
     twice = [str(r) for i, r in enumerate(runs) if r.resolve() in {q.resolve() for q in runs[:i]}]
     if twice:
         raise CommandError(f"{twice[0]} is given twice: name each run once")
+    if len(runs) > 1:  # every run readable before the first is measured (and its file written)
+        from ..runs import read_info
+
+        for r in runs:
+            read_info(r)
     outs = [output_path(args.json, "--json") or r / "eval.json" for r in runs]
     plot = plot_path(args.plot)
     for out in outs:

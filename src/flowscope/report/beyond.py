@@ -394,8 +394,10 @@ def few_step_rows() -> list[Row]:
 
 
 def _few_steps(study: Study) -> None:
-    """The samples of :func:`few_step_rows` with :data:`FEW_STEPS` Euler steps, each with
-    its W2 to as many test points (none of those models: no figure)."""
+    """The samples of :func:`few_step_rows` with :data:`FEW_STEPS` Euler steps (with the
+    rest of a model's own sampler, e.g. a guidance scale; a conditional model's an equal
+    share per ring), each with its W2 to as many of the study's unconditional test points
+    (none of those models: no figure)."""
     shown = few_step_rows()
     if not shown:
         return
@@ -403,9 +405,12 @@ def _few_steps(study: Study) -> None:
     test = study.test[: p.n_show]  # the study's held-out points, the same for every model
     panels, names = [], []
     for r in shown:
+        model = study.models[r.key]
+        labels = None if model.num_classes is None else torch.arange(len(test)) % len(RING_NAMES)
+        own = {k: v for k, v in r.sampler.items() if k != "dt"}  # its sampler, at k steps
         for k in FEW_STEPS:
-            model = study.models[r.key]
-            x = model.sample(len(test), generator=study.gen(22), **r.entry.sampling(steps=k))
+            options = r.entry.sampling(**own, steps=k)
+            x = model.sample(len(test), labels=labels, generator=study.gen(22), **options)
             w2 = metrics.wasserstein2(x, test)
             study.m.setdefault("few_steps", {}).setdefault(r.key, {})[str(k)] = w2
             panels.append((x, f"{r.label}\n{_count(k, 'step')}: W2 {num(w2, 2)}"))

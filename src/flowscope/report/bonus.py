@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import steer
-from ..data import RING_NAMES
+from ..data import RING_NAMES, in_band
 from . import models
 from .presets import BONUS_LR, BONUS_REACHED, BONUS_TARGET, Preset
 from .study import Study
@@ -289,11 +289,18 @@ def _class_guidance(study: Study, target: torch.Tensor) -> dict | None:
     labels = torch.arange(p.n_quality * model.num_classes) % model.num_classes
     nearest = []
     for w in sorted({*CFG_SCALES, float(r.sampler["guidance"])}):
-        x = model.sample(len(labels), labels=labels, generator=study.gen(9), dt=p.dt, guidance=w)
+        sampling = {**r.sampling(p.dt), "guidance": w}  # its own sampler, at this w
+        x = model.sample(len(labels), labels=labels, generator=study.gen(9), **sampling)
         d = (x - target).norm(dim=1)
         i = int(d.argmin())
         nearest.append({"w": w, "error": float(d[i]), "ring": RING_NAMES[int(labels[i])]})
-    result = {"model": r.key, "label": r.label, "samples": len(labels), "nearest": nearest}
+    result = {
+        "model": r.key,
+        "label": r.label,
+        "samples": len(labels),
+        "nearest": nearest,
+        "target_in_a_band": bool(in_band(target).any()),
+    }
     study.m.setdefault("bonus", {})["class_guidance"] = result
     return result
 
@@ -308,8 +315,9 @@ def _class_guidance_paragraph(cfg: dict) -> str:
         f"{cfg['samples']:,} samples (an equal share per ring, the same noise for each w) "
         f"the one nearest (4, 5) lies {each} data units away"
         + (
-            ". It does not serve here: (4, 5) lies in no ring's band, and no guidance "
-            "scale brings a sample within reach of it."
+            ". It does not serve here: "
+            + ("" if cfg["target_in_a_band"] else "(4, 5) lies in no ring's band, and ")
+            + "no guidance scale brings a sample within reach of it."
             if best["error"] >= BONUS_REACHED
             else f"; at w = {best['w']:g} a sample of the {best['ring']} ring reached it."
         )

@@ -24,7 +24,7 @@ from typing import Any
 from ..data import RING_NAMES
 from ..evaluate import evaluate_run
 from ..models import MODELS, ModelType, Variant
-from ..reflow import PAIRS_FILE, reflow_model_args, reflow_run
+from ..reflow import PAIRS_FILE, pairs_sampler, reflow_model_args, reflow_run
 from ..runs import (
     RunError,
     build_model,
@@ -162,8 +162,10 @@ def reusable(preset: Preset, seed: int, key: str, run_dir: Path) -> bool:
     r = row(key)
     if r.parent is not None:  # trained on the pairs of the parent as it is now
         drawn = info.extra.get("parent", {})
-        same_data = drawn.get("pairs") == data["n_points"] and drawn.get("weights") == (
-            parent_digest(run_dir.parent / r.parent)
+        same_data = (
+            drawn.get("pairs") == data["n_points"]
+            and drawn.get("sampler") == pairs_sampler("euler", preset.dt)  # as _reflow draws
+            and drawn.get("weights") == parent_digest(run_dir.parent / r.parent)
         )
         if not same_data:
             return False
