@@ -25,8 +25,9 @@ test: lint
 bench: $(STAMP)
 	$(PIP) -e '.[test,report,bench]'
 	# torchcfm without its dependencies (lightning, torchvision, ...): the benchmark uses
-	# its ConditionalFlowMatcher, which needs only torch, numpy and POT.
-	$(PIP) --no-deps torchcfm
+	# its ConditionalFlowMatcher, which needs only torch, numpy and POT, and its data
+	# generators (torchcfm.utils), which need torchdyn's moons (scikit-learn).
+	$(PIP) --no-deps torchcfm torchdyn
 	$(BIN)/flowscope bench $(ARGS)
 
 clean:

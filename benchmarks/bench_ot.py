@@ -7,18 +7,24 @@ points, batch 512, AdamW (lr 1e-3, weight decay 1e-5), torchcfm's velocity netwo
 three hidden layers of 64 with SELU; what is shortened or differs is in
 ``benchmarks/README.md`` ("Minibatch OT") and in the results file.
 
-Each task is a source and a target, both flowscope's toy generators (``flowscope.data``):
+Each task is a source and a target, from flowscope's toy generators (``flowscope.data``) or
+torchcfm's:
 
 - ``normal-8gaussians``: N(0, I) to 8 Gaussians (the target of Tong et al.'s Table 2);
 - ``8gaussians-moons``: 8 Gaussians to the moons (C2OT's Figure 1 task, unconditional);
 - ``normal-moons``: N(0, I) to the moons (the runner's ``moons``);
-- ``moons-8gaussians``: the moons to 8 Gaussians (the runner's ``twodim``).
+- ``moons-8gaussians``: the moons to 8 Gaussians (the runner's ``twodim``);
+- ``normal-tcfm8gaussians``, ``normal-tcfmmoons``, ``tcfmmoons-tcfm8gaussians``: the
+  runner's ``gaussians``, ``moons`` and ``twodim`` with torchcfm's own generators
+  (``torchcfm.utils``; they need torchdyn, which ``make bench`` installs).
 
 Reported per method, mean and standard deviation over the seeds: W2 (exact) between
 1,000 samples and the 1,000 test points at 1 Euler step and at 100, NPE
 (|PE - W2^2| / W2^2 along 100 Euler steps) and ms per training step.
 
 Run: ``python benchmarks/bench_ot.py --epochs 50 --seeds 42,43 --out benchmarks/results/ot``;
+``--tasks normal-tcfm8gaussians,normal-tcfmmoons,tcfmmoons-tcfm8gaussians --seeds
+42,43,44,45,46 --sigma 0.1 --epochs 50 --out benchmarks/results/ot_tcfm`` for torchcfm's data;
 ``--overhead --out benchmarks/results/ot_overhead`` times only the OT pairing's share of a
 training step of the study's model at batch 128 and 512.
 """
@@ -47,13 +53,27 @@ TASKS = {
     "8gaussians-moons": ("8gaussians", "moons"),
     "normal-moons": ("normal", "moons"),
     "moons-8gaussians": ("moons", "8gaussians"),
+    # The runner's tasks with torchcfm's own generators (torchcfm.utils: 8 gaussians of
+    # radius 5 and covariance sqrt(0.1) I, torchdyn's moons * 3 - 1); `make bench` installs
+    # torchcfm and torchdyn without their dependencies.
+    "normal-tcfm8gaussians": ("normal", "tcfm-8gaussians"),  # the runner's `gaussians`
+    "normal-tcfmmoons": ("normal", "tcfm-moons"),  # the runner's `moons`
+    "tcfmmoons-tcfm8gaussians": ("tcfm-moons", "tcfm-8gaussians"),  # the runner's `twodim`
 }
+#: torchcfm's generators (they draw from torch's global generator, seeded here).
+TORCHCFM_DATA = {"tcfm-8gaussians": "sample_8gaussians", "tcfm-moons": "sample_moons"}
 N_TRAIN, N_TEST, BATCH = 10_000, 1_000, 512
 
 
 def draw(name: str, n: int, seed: int) -> torch.Tensor:
     if name == "normal":
         return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    if name in TORCHCFM_DATA:
+        import torchcfm.utils
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return getattr(torchcfm.utils, TORCHCFM_DATA[name])(n).float()
     return torch.from_numpy(DATASETS[name](n, np.random.default_rng(seed))).float()
 
 
