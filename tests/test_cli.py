@@ -380,6 +380,11 @@ def test_guided_and_few_step_sampling(capsys, tmp_path):
     np.testing.assert_allclose(x[:, :2], want.double().numpy(), rtol=1e-6, atol=1e-6)
     assert run(capsys, *argv, "--guidance", 1)[1] == run(capsys, *argv)[1]
     assert run(capsys, *argv, "--guidance", 0)[1] != run(capsys, *argv)[1]
+    # log-prob takes --guidance to say why only w = 1 has a density.
+    lp = ["log-prob", out, "--point", "1,0", "--label", "blue"]
+    assert run(capsys, *lp, "--guidance", 1)[1] == run(capsys, *lp)[1]
+    code, _, err = run(capsys, *lp, "--guidance", 2)
+    assert code == 2 and "no log-density with guidance w = 2" in one_error_line(code, err)
 
 
 def test_a_flow_ignores_steps_with_a_note(runs, capsys):

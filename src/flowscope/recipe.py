@@ -107,7 +107,8 @@ class TrainConfig:
         elif epochs * per_epoch < self.min_steps:
             note = (
                 f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} step"
-                f"{'s' if per_epoch != 1 else ''} on {n} training points are "
+                f"{'s' if per_epoch != 1 else ''} on {n} training points "
+                f"{'are' if epochs != 1 else 'is'} "
                 f"{epochs * per_epoch} optimizer steps, short for data this small: the "
                 f"default (no epochs given) trains at least {self.min_steps} steps and keeps "
                 "the weights of the best validation loss"

@@ -257,6 +257,23 @@ def _likelihood_options(args: argparse.Namespace, info: Any) -> dict[str, Any]:
     return options
 
 
+def _guidance_for(args: argparse.Namespace, entry: Any, model: Any) -> float | None:
+    """``--guidance`` as given, if the run's model type takes one.
+
+    Raises:
+        CommandError: for ``--guidance`` on a model that guidance cannot steer.
+    """
+    guidance = getattr(args, "guidance", None)
+    if guidance is not None and not entry.takes("guidance"):
+        why = "is unconditional" if model.num_classes is None else f"is a {entry.title}"
+        steered = ", ".join(e.name for e in MODELS if e.takes("guidance"))
+        raise CommandError(
+            f"--guidance {guidance:g}: the model in {args.run} {why}; guidance steers a "
+            f"{steered} model trained with --label-dropout towards a class (drop --guidance)"
+        )
+    return guidance
+
+
 def _sample_options(args: argparse.Namespace, model: Any, info: Any) -> dict[str, Any]:
     """The sampler options given (``--dt``, ``--steps``, ``--solver``, ``--guidance``) that
     the run's model type takes; a note on stderr names the step options it does not (a
@@ -268,14 +285,7 @@ def _sample_options(args: argparse.Namespace, model: Any, info: Any) -> dict[str
     from ..runs import model_type_of
 
     entry = model_type_of(info)
-    guidance = getattr(args, "guidance", None)
-    if guidance is not None and not entry.takes("guidance"):
-        why = "is unconditional" if model.num_classes is None else f"is a {entry.title}"
-        steered = ", ".join(e.name for e in MODELS if e.takes("guidance"))
-        raise CommandError(
-            f"--guidance {guidance:g}: the model in {args.run} {why}; guidance steers a "
-            f"{steered} model trained with --label-dropout towards a class (drop --guidance)"
-        )
+    guidance = _guidance_for(args, entry, model)
     steps = {"dt": args.dt, "steps": args.steps, "solver": args.solver}
     ignored = [f"--{k}" for k, v in steps.items() if v is not None and not entry.takes(k)]
     if ignored:
@@ -683,6 +693,9 @@ def _log_prob(args: argparse.Namespace) -> int:
     model, info = runs.load_run(args.run, args.device)
     x, labels = _points(args, model, info)
     options = _likelihood_options(args, info)
+    guidance = _guidance_for(args, runs.model_type_of(info), model)
+    if guidance is not None:  # 1 is the model's own density; any other w: the reason
+        options["guidance"] = guidance
     # One solve: the data-unit density differs from the standardized one by the log|det|
     # of the standardization (per class for a model standardized per class).
     lp_std = model.log_prob(x, labels, standardized=True, **options)
@@ -1060,6 +1073,14 @@ def _add_log_prob(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed", type=_seed, default=0, help="seed of Hutchinson's probes, >= 0 (default 0)"
+    )
+    p.add_argument(
+        "--guidance",
+        type=_option_type(_guidance),
+        metavar="W",
+        help="for a cfm trained with --label-dropout: only 1, the conditional model's own "
+        "density; a guided field (W != 1) is not the velocity of a probability path the "
+        "model learned, so it has no normalized density and is refused with that reason",
     )
 
 

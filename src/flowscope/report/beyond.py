@@ -188,8 +188,7 @@ def _intro(study: Study, measured: Sequence[Measured]) -> str:
         + "."
         + (
             f" The report trains them for at most {_count(p.beyond_epochs, 'epoch')}, to "
-            "bound its time: about a minute each on this machine's 2 cores when no other "
-            "job shares them (the table gives this run's times); benchmarks/ holds "
+            "bound its time (the table gives this run's training times); benchmarks/ holds "
             "full-length runs."
             if any(m.epochs < m.recipe_epochs for m in others)
             else ""
@@ -330,10 +329,11 @@ def _findings(study: Study, measured: Sequence[Measured]) -> str:
     if cond:
         best = min(cond, key=lambda m: m.nll_data)
         acc = max(cond, key=lambda m: m.class_accuracy or 0.0)
+        who = "also" if acc is best else f"{acc.label}"
         parts.append(
             f"Of the conditional ones {best.label} has the lowest conditional NLL "
             f"({num(best.nll_data - conditional_entropy())} nats above the conditional "
-            f"entropy) and {acc.label} the highest class accuracy ({pct(acc.class_accuracy)})."
+            f"entropy) and {who} the highest class accuracy ({pct(acc.class_accuracy)})."
         )
     within = [m.label for m in measured if m.w2 <= m.w2_floor + 2 * m.w2_floor_std]
     parts.append(
