@@ -992,3 +992,16 @@ def test_commands_run_on_one_thread_unless_told(runs, capsys, monkeypatch):
         assert "FLOWSCOPE_THREADS must be a positive integer, got 'many'" in err
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
+    for argv, see in (
+        (["train", "nf", "--bogus"], "see `flowscope train --help`"),
+        (
+            ["log-prob", "runs/none", "--point", "0,1", "--steps", "4"],
+            "`flowscope log-prob --help`",
+        ),
+        (["--bogus"], "see `flowscope --help`"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert "unrecognized arguments" in one_error_line(code, err) and see in err

@@ -39,7 +39,12 @@ class _Parser(argparse.ArgumentParser):
         if "expected one argument" in message:
             # argparse reads a value that starts with '-' (a negative number) as an option
             message += " (a value that starts with '-' needs the '=' form, e.g. --point=-1,0)"
-        raise CommandError(f"{message} (see `{self.prog} --help`)")
+        # Arguments the named command does not take are found by the top level: point to
+        # that command's help, where its options are.
+        prog = self.prog
+        if message.startswith("unrecognized arguments") and getattr(self, "command", None):
+            prog = f"{prog} {self.command}"
+        raise CommandError(f"{message} (see `{prog} --help`)")
 
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -199,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only the named command's module: its options and handler (`flowscope bench`
     # imports PyTorch to list its contenders; the others import it when they run).
     parser = build_parser(only=_command(argv))
+    parser.command = _command(argv) if _command(argv) in COMMANDS else None
     from ..errors import MissingDependency, RunError, TrainingDiverged
 
     shown, warnings.showwarning = warnings.showwarning, _note
