@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from flowscope.bench import cpu_model
 from flowscope.metrics import class_accuracy, class_coverage, ring_precision
 from flowscope.runs import recipe, train_run
 
@@ -213,16 +214,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -245,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "machine": {
             "cores": os.cpu_count(),
-            "cpu": _cpu_name(),
+            "cpu": cpu_model(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),

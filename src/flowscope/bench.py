@@ -64,6 +64,7 @@ __all__ = [
     "CONTENDERS",
     "BenchResult",
     "Timing",
+    "cpu_model",
     "run_bench",
     "format_table",
     "markdown",
@@ -313,7 +314,7 @@ def _kernels() -> dict[str, bool]:
     return {fp.kernel: load(fp.kernel, torch.float32) is not None for fp in FAST_PATHS}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -349,7 +350,7 @@ def _machine(threads: int, kernels: dict[str, bool]) -> dict:
         "torch_threads": threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "vector_extensions": _vector_extensions(),
         "kernels": kernels,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
