@@ -10,6 +10,7 @@ import subprocess
 import sys
 import types
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -522,6 +523,37 @@ def test_invert_flow_and_its_trajectory(runs, capsys, tmp_path):
     np.testing.assert_allclose(path[:2, 2:], x.numpy())  # step 0 is the input
     last = model.standardization.inverse(torch.tensor(z[:, 2:], dtype=torch.float32))
     np.testing.assert_allclose(path[-2:, 2:], last.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_invert_says_when_float32_latents_cannot_carry_a_point_back(runs, capsys, tmp_path):
+    # A flow that squeezes one coordinate by e^-20 twice, with a shift between: z = (y + 1)
+    # e^-20, then (z + 1) e^-20, so float32's z keeps none of y's digits, float64's most.
+    from flowscope.flows import NormalizingFlow
+
+    model = NormalizingFlow(couplings=3, log_scale_bound=None)
+    with torch.no_grad():
+        for k, pairs in enumerate(p for p in model.weights() if p is not None):
+            weight, bias = pairs[-1]  # the last layer of the log-scale and shift networks
+            weight.zero_()
+            bias.zero_()
+            if k in (0, 2):  # the two couplings of the same coordinate
+                bias[0], bias[1] = 20.0, -1.0
+    _, info = flowscope.runs.load_run(runs["nf"])
+    flowscope.runs.save_run(tmp_path / "squeezed", model, replace(info, model=model.config()), None)
+    x = torch.tensor([[0.5, 0.3]])
+    assert float((model.decode(model.encode(x)) - x).abs().max()) > 0.1  # the premise
+    code, out, err = run(capsys, "invert", tmp_path / "squeezed", "--point", "0.5,0.3")
+    assert code == 0 and "nan" not in out
+    assert "1 of 1 points do not come back from their float32 latents" in err
+    assert "--float64 computes in double precision" in err
+    code, out64, err = run(
+        capsys, "invert", tmp_path / "squeezed", "--point", "0.5,0.3", "--float64"
+    )
+    assert code == 0 and err == ""
+    z64 = [float(v) for v in out64.split()[-2:]]
+    assert z64[1] == pytest.approx(float(model.double().encode(x.double())[0, 1]), rel=1e-12)
+    code, _, err = run(capsys, "invert", runs["nf"], "--point", "0,1")  # near the data: no note
+    assert code == 0 and err == ""
 
 
 def test_invert_flow_matching_runs_backwards_with_dt(runs, capsys, tmp_path):

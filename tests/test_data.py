@@ -216,6 +216,16 @@ def test_load_csv(tmp_path, header):
     assert torch.allclose(x, torch.from_numpy(arr).float())
 
 
+def test_load_points_in_float64_keeps_the_files_digits_and_range(tmp_path):
+    path = _write_csv(tmp_path / "p.csv", [[1 + 1e-12, 1e39], [0.25, -3.0]], "x,y")
+    x, _ = load_points(path, torch.float64)
+    assert x.dtype == torch.float64 and x[0, 0].item() == 1 + 1e-12 and x[0, 1].item() == 1e39
+    with pytest.raises(ValueError, match=r"row 1 \(line 2\), column 2 is 1e\+39 \(beyond float32"):
+        load_points(path)  # float32 cannot hold it: the same rule, the dtype's range
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        load_points(path, torch.float16)
+
+
 def test_load_csv_with_labels(tmp_path):
     arr = _pts()
     lab = np.array([0, 1, 2, 0, 1, 4])

@@ -98,6 +98,22 @@ def test_decode_inverts_encode(entry, conditional):
 
 
 @pytest.mark.parametrize("entry, conditional", TYPES)
+def test_exact_inverse_says_whether_the_round_trip_is_closed_form(entry, conditional):
+    # True: decode inverts encode to rounding, whatever the sampler's options; False: two
+    # Euler steps each way leave an error of their own, which `flowscope invert` must not
+    # mistake for a squeeze that float32 cannot resolve.
+    model = build(entry, conditional=conditional)
+    x = points()
+    lab = labels_for(entry, len(x), conditional)
+    opts = entry.sampling(steps=2, solver="euler")
+    err = float((model.decode(model.encode(x, lab, **opts), lab, **opts) - x).abs().max())
+    if model.exact_inverse:
+        assert err < 1e-12
+    else:
+        assert err > 1e-6
+
+
+@pytest.mark.parametrize("entry, conditional", TYPES)
 def test_log_prob_is_the_base_density_plus_the_log_det(entry, conditional):
     model = build(entry, conditional=conditional)
     x = points()

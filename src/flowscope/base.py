@@ -135,6 +135,10 @@ class FlowModel(nn.Module):
 
     #: A short name of the model's family, for messages (``"nf"``, ``"fm"``, ...).
     kind: ClassVar[str] = ""
+    #: Whether :meth:`decode` inverts :meth:`encode` in closed form, so that
+    #: decode(encode(x)) = x up to rounding (a flow); ``False`` where both are solves of an
+    #: ODE whose steps leave an error of their own (flow matching).
+    exact_inverse: ClassVar[bool] = True
 
     def __init__(self, features: int, num_classes: int | None = None, standardize: str = "global"):
         super().__init__()
@@ -330,7 +334,16 @@ class FlowModel(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: Any, labels: Any = None, **options: Any) -> torch.Tensor:
-        """Points x (N, D) in data units -> latents z (N, D)."""
+        """Points x (N, D) in data units -> latents z (N, D).
+
+        Note:
+            A trained flow squeezes empty space (far from the data, holes in it) into thin
+            slivers of latent space, by factors down to 1e-7 on the study's rings: there a
+            float32 z cannot hold the digits that would bring x back, however exact the
+            inverse's formula, and ``decode(encode(x))`` may miss x by whole data units.
+            On the data it holds to about 1e-5; ``model.double()`` computes in float64 for
+            far points (``flowscope invert`` says when it is needed: ``--float64``).
+        """
         x, labels = self.check(x, labels)
         return self._encode(self.standardization(x, labels), labels, **options)
 

@@ -165,10 +165,9 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
     from ..data import load_points
 
     if args.points is not None:
-        x, file_labels = load_points(args.points)
-    else:
-        x, file_labels = torch.tensor(args.point, dtype=torch.float32), None
-    x = x.to(model.dtype)
+        x, file_labels = load_points(args.points, model.dtype)
+    else:  # beyond the dtype's range a value is inf, refused with the reason (_check_far)
+        x, file_labels = torch.tensor(args.point, dtype=model.dtype), None
     if model.num_classes is None:
         if file_labels is not None:
             raise CommandError(
@@ -223,6 +222,18 @@ def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> No
             "nearer the data"
         )
     check_finite(values, f"{what}s", run)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The run's model on ``--device``, in float64 with ``--float64``, and its RunInfo."""
+    import torch
+
+    from .. import runs
+
+    model, info = runs.load_run(args.run, args.device)
+    if getattr(args, "float64", False):
+        model = model.to(torch.float64)
+    return model, info
 
 
 def _axes(info: Any) -> list[str]:
@@ -690,7 +701,7 @@ def _log_prob(args: argparse.Namespace) -> int:
     from .. import runs
 
     out = output_path(args.output, "-o")
-    model, info = runs.load_run(args.run, args.device)
+    model, info = _load(args)
     x, labels = _points(args, model, info)
     options = _likelihood_options(args, info)
     guidance = _guidance_for(args, runs.model_type_of(info), model)
@@ -705,7 +716,8 @@ def _log_prob(args: argparse.Namespace) -> int:
     if low:
         print(
             f"flowscope: note: {low} of {len(x)} log-densities are -inf: the density there "
-            "is below the smallest float32 number (points far from the data)",
+            f"is below the smallest {str(model.dtype).removeprefix('torch.')} number (points "
+            "far from the data)",
             file=sys.stderr,
         )
     pts = x.double().cpu().numpy()
@@ -729,15 +741,15 @@ def _log_prob(args: argparse.Namespace) -> int:
 def _invert(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import runs
-
     out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
     distinct_outputs(o=out, trajectory=traj_out)
-    model, info = runs.load_run(args.run, args.device)
+    model, info = _load(args)
     options = _sample_options(args, model, info)
     x, labels = _points(args, model, info)
     z = model.encode(x, labels, **options)
     _check_far(z, x, "latent", args.run)
+    if model.exact_inverse:
+        _note_round_trip(model, x, z, labels, args.float64)
     path = None
     if traj_out is not None:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
@@ -762,6 +774,27 @@ def _invert(args: argparse.Namespace) -> int:
         )
         _write(traj_out, traj_csv, f"the trajectory ({steps} states of {n} points)")
     return 0
+
+
+def _note_round_trip(model: Any, x: Any, z: Any, labels: Any, float64: bool) -> None:
+    """Say so when latents z of points x do not decode back to them (off by more than
+    1e-4 (1 + |x|)): where a flow squeezes space by more than the dtype resolves (empty
+    space, far from the data or inside a hole of it), its latents cannot carry the points
+    back, however exact the inverse's formula."""
+    back = model.decode(z, labels)
+    err = (back - x).abs().amax(dim=1)
+    off = err > 1e-4 * (1 + x.abs().amax(dim=1))
+    if not off.any():
+        return
+    dtype = str(model.dtype).removeprefix("torch.")
+    advice = "" if float64 else "; --float64 computes in double precision"
+    print(
+        f"flowscope: note: {int(off.sum())} of {len(x)} points do not come back from their "
+        f"{dtype} latents (decoding them is off by up to {float(err.max()):.3g} data units): "
+        f"the flow squeezes the space around them (empty space, far from the data or in a "
+        f"hole of it) more than {dtype} resolves{advice}",
+        file=sys.stderr,
+    )
 
 
 # -- the parsers ------------------------------------------------------------------------
@@ -797,6 +830,12 @@ def _device(text: str) -> str:
 
 def _add_points(p: argparse.ArgumentParser) -> None:
     _add_run(p)
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="compute in double precision (the model is trained in float32): for points "
+        "far from the data, where float32's latents and densities lose their digits",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--points",

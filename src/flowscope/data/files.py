@@ -12,21 +12,29 @@ import torch
 __all__ = ["column_names", "file_sha256", "load_points"]
 
 
-def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_points(
+    path: str | Path, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read points from ``.csv`` (header optional), ``.npy`` or ``.npz``.
 
     Two numeric columns are the coordinates; an optional third column holds integer class
     labels. An ``.npz`` holds one array of 2 or 3 columns, or ``x`` (N, 2) and ``labels`` (N,).
 
+    Arguments:
+        dtype: of the points, ``torch.float32`` (the models' default) or ``torch.float64``
+            (for a model in double precision).
+
     Returns:
-        points (N, 2) float32 and labels (N,) int64 or ``None``.
+        points (N, 2) of ``dtype`` and labels (N,) int64 or ``None``.
 
     Raises:
         ValueError: naming the file and the row or column, for an empty file, text that is
-            not a number, NaN or inf, a value beyond float32's range (the points are
-            float32), a wrong number of columns, or labels that are negative or not
+            not a number, NaN or inf, a value beyond the range of ``dtype`` (about 3.4e38
+            for float32), a wrong number of columns, or labels that are negative or not
             integers.
     """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a data file (.csv, .npy or .npz)")
@@ -78,16 +86,17 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     def where(row: int) -> str:
         return f"row {row + 1}" if lines is None else f"row {row + 1} (line {lines[row]})"
 
-    # Points are float32: check them after the conversion, which turns a value beyond
-    # float32's range (about 3.4e38) into inf.
+    # Check the points after the conversion to their dtype, which turns a value beyond its
+    # range (about 3.4e38 for float32) into inf.
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
     with np.errstate(over="ignore"):
-        arr32 = arr.astype(np.float32)
-    bad = ~np.isfinite(arr32)
+        converted = arr.astype(np_dtype)
+    bad = ~np.isfinite(converted)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         value = arr[row, col]
         why = (
-            f"beyond float32's range, |value| <= {float(np.finfo(np.float32).max):.4g}"
+            f"beyond {np_dtype.__name__}'s range, |value| <= {float(np.finfo(np_dtype).max):.4g}"
             if np.isfinite(value)
             else "not finite"
         )
@@ -101,7 +110,7 @@ def load_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
                 f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer"
             )
         labels = torch.from_numpy(labels.astype(np.int64))
-    return torch.from_numpy(arr32), labels
+    return torch.from_numpy(converted), labels
 
 
 def column_names(path: str | Path) -> tuple[str, str] | None:

@@ -180,6 +180,7 @@ class FlowMatching(FlowModel):
     """
 
     kind = "fm"
+    exact_inverse = False  # encode and decode integrate the ODE with steps of their own
     #: The network's class: (features, hidden, layers, num_classes, embedding_dim) ->
     #: the module the velocity is computed from.
     field_class: type[VelocityField] = VelocityField
