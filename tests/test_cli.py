@@ -468,6 +468,28 @@ def test_sample_plot_uses_ring_colours(runs, capsys, tmp_path):
     assert Counter(fills) == {colour.lower(): 10 for colour in RING_COLORS}
 
 
+def test_sample_plot_title_names_the_class_and_the_sampler(runs, capsys, tmp_path, monkeypatch):
+    import flowscope.plots
+
+    titles = []
+    scatter = flowscope.plots.class_scatter
+
+    def recording(panels, **kwargs):
+        titles.extend(" ".join(title.split()) for _, _, title in panels)  # lines joined
+        return scatter(panels, **kwargs)
+
+    monkeypatch.setattr(flowscope.plots, "class_scatter", recording)
+    png = tmp_path / "s.png"
+    for extra in (["--label", "BLUE", "--steps", "4"], ["--dt", "0.25", "--solver", "rk4"]):
+        assert run(capsys, "sample", runs["cfm"], "-n", 20, *extra, "--plot", png)[0] == 0
+    assert run(capsys, "sample", runs["nf"], "-n", 20, "--steps", "4", "--plot", png)[0] == 0
+    assert titles == [
+        f"20 samples of blue from {runs['cfm']} (4 Euler steps)",
+        f"20 samples from {runs['cfm']} (rk4 steps of 0.25)",
+        f"20 samples from {runs['nf']}",  # a flow maps in one pass
+    ]
+
+
 # -- log-prob ---------------------------------------------------------------------------
 
 

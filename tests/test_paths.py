@@ -162,7 +162,10 @@ def test_eval_of_several_runs_puts_their_nfe_rows_side_by_side(runs, capsys, tmp
     fm, nf = str(runs / "fm"), str(runs / "nf")
     plot = tmp_path / "both.png"
     assert main(["eval", fm, nf, "-n", "100", "--nfe", "1,4", "--plot", str(plot)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # Progress on stderr, run by run, while the table waits for all of them.
+    assert err.index(f"measuring {fm} (1 of 2)") < err.index(f"measuring {nf} (2 of 2)")
+    assert err.count("done in") == 2
     assert f"== {fm}" in out and f"== {nf}" in out and plot.stat().st_size > 1000
     assert "W2 to 100 test points by sampler, side by side" in out
     table = out[out.index("side by side") :].splitlines()

@@ -19,6 +19,7 @@ import argparse
 import io
 import math
 import sys
+import textwrap
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -679,7 +680,7 @@ def _sample(args: argparse.Namespace) -> int:
 
         names = _class_names(model) if labels is not None else []
         fig = plots.class_scatter(
-            [(pts, labels, f"{n} samples from {args.run}")],
+            [(pts, labels, _sample_title(n, args, model, options))],
             class_names=names,
             size=max(0.5, min(8.0, 4000 / n)),
             alpha=0.7,
@@ -690,6 +691,25 @@ def _sample(args: argparse.Namespace) -> int:
         plots.save(fig, plot, write=runs.atomic_write)
         print(f"wrote the plot to {plot}", file=sys.stderr)
     return 0
+
+
+def _sample_title(n: int, args: argparse.Namespace, model: Any, options: dict) -> str:
+    """What the plot shows: e.g. ``1000 samples of blue from runs/cfg (guidance w = 2,
+    4 Euler steps)``, in lines of at most 50 characters."""
+    what = f"{n} samples"
+    if args.label is not None:
+        what += f" of {_class_names(model)[_label_id(args.label, model, args.run)]}"
+    how = []
+    if options.get("guidance") is not None:
+        how.append(f"guidance w = {options['guidance']:g}")
+    solver = options.get("solver", "Euler")
+    if "dt" in options or "steps" in options:  # a flow maps in one pass: no steps
+        if args.steps is not None:
+            how.append(f"{args.steps} {solver} step{'s' if args.steps != 1 else ''}")
+        elif args.dt is not None:
+            how.append(f"{solver} steps of {args.dt:g}")
+    title = f"{what} from {args.run}" + (f" ({', '.join(how)})" if how else "")
+    return textwrap.fill(title, 50, break_long_words=False, break_on_hyphens=False)
 
 
 # -- log-prob ---------------------------------------------------------------------------

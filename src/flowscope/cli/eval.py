@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 from ..atomic import atomic_write
@@ -46,7 +48,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.plot and args.nfe is None:
         args.nfe = EVAL_NFE  # the plot is of the NFE curve
     results = []
-    for run_dir, out in zip(runs, outs, strict=True):
+    for k, (run_dir, out) in enumerate(zip(runs, outs, strict=True)):
+        if len(runs) > 1:  # each run takes seconds (its NLL alone, for flow matching)
+            print(f"measuring {run_dir} ({k + 1} of {len(runs)})...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
         result = evaluate_run(
             run_dir,
             n=args.n,
@@ -58,6 +63,8 @@ def _eval(args: argparse.Namespace) -> int:
         # The files first: a reader that closes the pipe early (`| head`) loses nothing.
         atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
         results.append(result)
+        if len(runs) > 1:
+            print(f"  done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     written = [*outs] + ([plot_nfe(results, plot)] if plot else [])
     for run_dir, result in zip(runs, results, strict=True):
         if len(runs) > 1:
