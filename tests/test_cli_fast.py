@@ -101,23 +101,47 @@ def _train_help(capsys, model: str) -> str:
     return "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
 
 
+def test_train_help_shows_every_option_of_every_type(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    help_ = "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    for entry in MODELS:
+        assert "".join(f"{entry.name}, {entry.title}".split()) in help_
+        for option in entry.options:
+            have = [e.name for e in MODELS if option in e.options]
+            assert "".join(f"{', '.join(have)}: {option.help}".split()) in help_, option.flag
+        for field, value in entry.recipe.items():
+            assert f"{field.replace('_', '')}{value:g}" in help_  # "batch size 512", unspaced
+
+
 @pytest.mark.parametrize("entry", list(MODELS), ids=MODELS.names())
-def test_train_help_shows_every_option_of_every_type(entry, capsys):
-    help_ = _train_help(capsys, entry.name)
-    assert "".join(f"{entry.name}, {entry.title}".split()) in help_
+def test_train_model_help_shows_that_types_options_and_recipe_alone(entry, capsys):
+    import re
+
+    from flowscope.recipe import recipe
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", entry.name, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    help_ = "".join(text.split())  # argparse wraps lines anywhere
+    usage = text[: text.index("\n\n")]
+    flags = set(re.findall(r"--[a-z0-9-]+", usage))
+    assert "".join(f"type {entry.name} ({entry.title})".split()) in help_
+    mine = set()
     for option in entry.options:
-        have = [e.name for e in MODELS if option in e.options]
-        assert entry.name in have
-        assert "".join(f"{', '.join(have)}: {option.help}".split()) in help_, option.flag
-        flags = [option.flag]
-        if option.parse is None:
-            flags.append("--no-" + option.flag[2:])
-        for flag in flags:
-            assert flag in help_
+        assert "".join(option.help.split()) in help_, option.flag
+        mine |= {option.flag} | ({"--no-" + option.flag[2:]} if option.parse is None else set())
         if option.choices is not None:
             assert "{" + ",".join(option.choices) + "}" in help_
-    for field, value in entry.recipe.items():
-        assert f"{field.replace('_', '')}{value:g}" in help_  # "batch size 512", unspaced
+    assert mine <= flags
+    others = {o.flag for e in MODELS for o in e.options} - mine
+    assert not flags & others, "another type's option"
+    assert ("--conditional" in flags) == entry.conditional_option
+    config = recipe(entry.name)
+    assert f"lr{config.lr:g}" in help_ and f"batchesof{config.batch_size}," in help_
+    assert f"(default{config.min_epochs}," in help_  # --epochs
 
 
 def test_the_quoted_defaults_are_the_classes_own():

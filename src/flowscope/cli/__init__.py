@@ -22,6 +22,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..tables import text_table
 
@@ -55,10 +56,16 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, help: str, example: str, handler: Handler
+    sub: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    example: str,
+    handler: Handler,
+    **kwargs: Any,
 ) -> argparse.ArgumentParser:
     """Add a subcommand declared in :data:`COMMANDS`: its ``--help`` opens with ``help``
-    and ends with an example; the top-level list shows its summary.
+    and ends with an example; the top-level list shows its summary. ``kwargs`` go to
+    the parser (``add_help=False`` for a command with a help action of its own).
 
     Raises:
         KeyError: for a command :data:`COMMANDS` does not declare.
@@ -69,6 +76,7 @@ def add_command(
         description=help,
         epilog=f"example:\n  {example}",
         formatter_class=_formatter,
+        **kwargs,
     )
     p.set_defaults(handler=handler)
     return p

@@ -908,8 +908,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_invert(sub)
 
 
+_TRAIN_EXAMPLES = (
+    "flowscope train nf --epochs 7 --out runs/nf",
+    "flowscope train nsf --out runs/nsf   # a neural spline flow, with its own recipe",
+    "flowscope train nsf --conditional --out runs/nsf-rings   # log p(x | ring)",
+    "flowscope train fm --time-alpha 1 --no-gaussian-skip --out runs/fm-plain"
+    "   # the study's network and uniform t",
+    "flowscope train cfm --standardize global --out runs/cfm-global",
+    "flowscope train cfm --data points.csv --out runs/mine   # rows x,y,label",
+)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    """``flowscope train MODEL``: the recipe's options, then every registered type's."""
+    """``flowscope train MODEL``: the recipe's options, then every registered type's;
+    ``flowscope train MODEL --help`` shows that type's alone (:class:`_TrainHelp`)."""
     d = _train_defaults()
     p = add_command(
         sub,
@@ -917,31 +929,83 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
         f"{d['data']} points, {d['min_epochs']} epochs; small data sets train at least "
-        f"{d['min_steps']:,} steps and keep the best validation){_recipes()}.",
-        "flowscope train nf --epochs 7 --out runs/nf\n"
-        "  flowscope train nsf --out runs/nsf   # a neural spline flow, with its own recipe\n"
-        "  flowscope train nsf --conditional --out runs/nsf-rings   # log p(x | ring)\n"
-        "  flowscope train fm --time-alpha 1 --no-gaussian-skip --out runs/fm-plain"
-        "   # the study's network and uniform t\n"
-        "  flowscope train cfm --standardize global --out runs/cfm-global\n"
-        "  flowscope train cfm --data points.csv --out runs/mine   # rows x,y,label",
+        f"{d['min_steps']:,} steps and keep the best validation){_recipes()}. "
+        "`flowscope train MODEL --help` shows that type's options alone.",
+        "\n  ".join(_TRAIN_EXAMPLES),
         _train,
+        add_help=False,
     )
+    _fill_train(p, None)
+
+
+class _TrainHelp(argparse.Action):
+    """``-h``/``--help`` of ``train``: after ``train MODEL`` (argparse has read the type by
+    then), the help of that type alone, with its recipe's defaults; else every type's."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name = getattr(namespace, "model", None)
+        if name in MODELS.names():
+            parser = _train_parser(name, parser.prog)
+        parser.print_help()
+        parser.exit()
+
+
+def _train_parser(name: str, prog: str) -> argparse.ArgumentParser:
+    """The help-only parser of ``flowscope train NAME``."""
+    from . import _formatter
+
+    entry = MODELS.get(name)
+    d = _train_defaults(name)
+    own = "its own recipe" if entry.recipe else "the study's recipe"
+    examples = [e for e in _TRAIN_EXAMPLES if e.startswith(f"flowscope train {name} ")]
+    examples = examples or [f"flowscope train {name} --out runs/{name}"]
+    p = argparse.ArgumentParser(
+        prog=prog,
+        add_help=False,
+        description=f"Train a model of type {name} ({entry.title}) and save a run folder. "
+        f"Defaults: {own} "
+        f"(Adam, lr {d['lr']:g} with cosine decay, batches of {d['batch_size']}, "
+        f"{d['n_points']:,} {d['data']} points, {d['min_epochs']} epochs; small data sets "
+        f"train at least {d['min_steps']:,} steps and keep the best validation).",
+        epilog="example:\n  "
+        + "\n  ".join(examples or [f"flowscope train {name} --out runs/{name}"]),
+        formatter_class=_formatter,
+    )
+    _fill_train(p, name)
+    return p
+
+
+def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
+    """The arguments of ``train``: every type's (``name`` None) or type ``name``'s alone,
+    with its recipe's defaults in their help."""
+    p.add_argument(
+        "-h",
+        "--help",
+        action=_TrainHelp,
+        help="show this help message and exit (after MODEL: that type's options alone)",
+    )
+    entries = list(MODELS) if name is None else [MODELS.get(name)]
     p.add_argument(
         "model",
         choices=MODELS.names(),
         help="the model type: " + "; ".join(f"{e.name}, {e.title}" for e in MODELS),
     )
-    _add_recipe_options(p, d)
-    optional = [e.name for e in MODELS if e.conditional_option]
-    p.add_argument(
-        "--conditional",
-        action=argparse.BooleanOptionalAction,
-        help=f"{', '.join(optional)}: condition on the data's class labels (--data olympic "
-        "gives the rings'; a file its third column), so that log-prob and sample take a "
-        "--label; default off (resuming: the run's choice)",
-    )
-    _add_model_options(p)
+    _add_recipe_options(p, _train_defaults(name))
+    optional = [e.name for e in entries if e.conditional_option]
+    if optional:
+        p.add_argument(
+            "--conditional",
+            action=argparse.BooleanOptionalAction,
+            help=f"{', '.join(optional)}: condition on the data's class labels (--data "
+            "olympic gives the rings'; a file its third column), so that log-prob and "
+            "sample take a --label; default off (resuming: the run's choice)",
+        )
+    _add_model_options(p, None if name is None else entries[0])
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL)")
     add_device(p)
     again = p.add_mutually_exclusive_group()
@@ -1047,11 +1111,13 @@ def _add_reflow(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Every registered type's model options, each flag once, its help naming the types."""
-    for option in _all_options():
+def _add_model_options(p: argparse.ArgumentParser, entry: Any = None) -> None:
+    """Every registered type's model options, each flag once, its help naming the types;
+    or (``entry``) that type's alone."""
+    for option in _all_options() if entry is None else entry.options:
         have = [e.name for e in MODELS if option in e.options]
-        kwargs: dict[str, Any] = {"help": f"{', '.join(have)}: {option.help}"}
+        named = "" if entry is not None else f"{', '.join(have)}: "
+        kwargs: dict[str, Any] = {"help": named + option.help}
         if option.parse is None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
