@@ -8,8 +8,10 @@ For each seed, in one process:
   nats as ``flowscope eval`` computes it; the training time; the float32 round trip
   max |decode(encode(x)) - x| (data units) over the 10,000 test points, the points at the
   first coupling's tail bound beside them (apart: far from the data, where the trained
-  flow squeezes empty space, float32 cannot hold them), and the same in float64; the
-  log-densities of (4, 5), (1e3, -1e3) and (1e30, 0);
+  flow squeezes empty space, float32 cannot hold them), and the same in float64; over a
+  201 x 201 grid of the whole box [-B, B]^2 (standardized), the share within 1e-5 and the
+  largest miss in float32 and float64; the log-densities of (4, 5), (1e3, -1e3) and
+  (1e30, 0);
 - ``zuko``: ``zuko.flows.NSF`` of the same size (as many transforms as couplings, the same
   bins, hidden widths and depth) on the same standardized training points, with the same
   batch size and learning rate, decayed by a cosine of the elapsed share of the time, for
@@ -32,7 +34,9 @@ so an interrupted run keeps what it measured).
 
 Usage::
 
-    python benchmarks/bench_nsf.py                        # seeds 0-4, about 20 minutes
+    python benchmarks/bench_nsf.py                        # seeds 0-4, about an hour
+    python benchmarks/bench_nsf.py --no-conditional       # the same in two processes
+    python benchmarks/bench_nsf.py --no-zuko --step-rounds 0 --name nsf_conditional
     python benchmarks/bench_nsf.py --seeds 0 --train epochs=2 --no-conditional   # a quick check
     python benchmarks/bench_nsf.py --seeds 0 --no-zuko --step-rounds 0 --no-conditional \
         --model couplings=6 --train epochs=12 --train lr=2e-3   # one row of the exploration
@@ -222,7 +226,7 @@ def step_times(zuko, model_config: dict, batch: int, rounds: int, steps: int) ->
         chosen[name] = "pytorch" if fused is None else choice.name
         if choice is not None and choice.reason:
             chosen[name] += f" ({choice.reason})"
-        step = _Stepper(ours, _adam(list(ours.parameters()), config.lr), fused, config)
+        step = _Stepper(ours, _adam(list(ours.parameters()), config.lr), fused, config, 0.0)
         contenders[name] = lambda b, step=step: step(b, None, gen)
     if zuko is not None:
         theirs = zuko_nsf(zuko, model_config)
@@ -355,7 +359,8 @@ def _sizes(model: dict) -> str:
 
 
 def _recipe(train: dict) -> str:
-    return f"{train['epochs']} epochs, batch {train['batch_size']}, Adam lr {train['lr']:g}"
+    epochs = train["epochs"] if train.get("epochs") is not None else train["min_epochs"]
+    return f"{epochs} epochs, batch {train['batch_size']}, Adam lr {train['lr']:g}"
 
 
 def _training_table(s: dict, rows: list[dict]) -> list[str]:

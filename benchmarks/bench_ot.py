@@ -16,7 +16,9 @@ torchcfm's:
 - ``moons-8gaussians``: the moons to 8 Gaussians (the runner's ``twodim``);
 - ``normal-tcfm8gaussians``, ``normal-tcfmmoons``, ``tcfmmoons-tcfm8gaussians``: the
   runner's ``gaussians``, ``moons`` and ``twodim`` with torchcfm's own generators
-  (``torchcfm.utils``; they need torchdyn, which ``make bench`` installs).
+  (``torchcfm.utils``; they need torchdyn, which ``make bench`` installs);
+- ``normal-scurve``: the runner's ``scurve`` (its ``SKLearnDataModule``: scikit-learn's
+  ``make_s_curve`` with noise 0.05, the first and third coordinates, times 1.5).
 
 Reported per method, mean and standard deviation over the seeds: W2 (exact) between
 1,000 samples and the 1,000 test points at 1 Euler step and at 100, NPE
@@ -24,7 +26,8 @@ Reported per method, mean and standard deviation over the seeds: W2 (exact) betw
 
 Run: ``python benchmarks/bench_ot.py --epochs 50 --seeds 42,43 --out benchmarks/results/ot``;
 ``--tasks normal-tcfm8gaussians,normal-tcfmmoons,tcfmmoons-tcfm8gaussians --seeds
-42,43,44,45,46 --sigma 0.1 --epochs 50 --out benchmarks/results/ot_tcfm`` for torchcfm's data;
+42,43,44,45,46 --sigma 0.1 --epochs 50 --out benchmarks/results/ot_tcfm`` for torchcfm's data
+(``--tasks normal-scurve ... --out benchmarks/results/ot_scurve`` for the runner's S);
 ``--overhead --out benchmarks/results/ot_overhead`` times only the OT pairing's share of a
 training step of the study's model at batch 128 and 512.
 """
@@ -59,6 +62,7 @@ TASKS = {
     "normal-tcfm8gaussians": ("normal", "tcfm-8gaussians"),  # the runner's `gaussians`
     "normal-tcfmmoons": ("normal", "tcfm-moons"),  # the runner's `moons`
     "tcfmmoons-tcfm8gaussians": ("tcfm-moons", "tcfm-8gaussians"),  # the runner's `twodim`
+    "normal-scurve": ("normal", "runner-scurve"),  # the runner's `scurve`
 }
 #: torchcfm's generators (they draw from torch's global generator, seeded here).
 TORCHCFM_DATA = {"tcfm-8gaussians": "sample_8gaussians", "tcfm-moons": "sample_moons"}
@@ -68,6 +72,11 @@ N_TRAIN, N_TEST, BATCH = 10_000, 1_000, 512
 def draw(name: str, n: int, seed: int) -> torch.Tensor:
     if name == "normal":
         return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    if name == "runner-scurve":  # the runner's SKLearnDataModule: x and z of the 3D S, x 1.5
+        from sklearn.datasets import make_s_curve
+
+        points, _ = make_s_curve(n, noise=0.05, random_state=seed)
+        return torch.from_numpy(1.5 * points[:, [0, 2]]).float()
     if name in TORCHCFM_DATA:
         import torchcfm.utils
 

@@ -37,7 +37,7 @@ DEFAULT_EMBEDDING_DIM = 8
 NF_DEFAULTS = MappingProxyType({"couplings": 15, "hidden": 8, "linear_layers": 5})
 #: :class:`~flowscope.flows.SplineFlow`'s sizes.
 NSF_DEFAULTS = MappingProxyType(
-    {"couplings": 4, "bins": 16, "tail_bound": 4.0, "hidden": 64, "linear_layers": 3}
+    {"couplings": 4, "bins": 24, "tail_bound": 4.0, "hidden": 64, "linear_layers": 3}
 )
 #: :class:`~flowscope.matching.MeanFlow`'s loss (``benchmarks/README.md`` measures them).
 MEANFLOW_DEFAULTS = MappingProxyType({"jump_share": 0.75, "adaptive_power": 0.5})
