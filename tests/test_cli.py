@@ -480,12 +480,17 @@ def test_sample_plot_title_names_the_class_and_the_sampler(runs, capsys, tmp_pat
 
     monkeypatch.setattr(flowscope.plots, "class_scatter", recording)
     png = tmp_path / "s.png"
-    for extra in (["--label", "BLUE", "--steps", "4"], ["--dt", "0.25", "--solver", "rk4"]):
+    for extra in (
+        ["--label", "BLUE", "--steps", "4"],
+        ["--dt", "0.25", "--solver", "rk4"],
+        ["--solver", "midpoint"],
+    ):
         assert run(capsys, "sample", runs["cfm"], "-n", 20, *extra, "--plot", png)[0] == 0
     assert run(capsys, "sample", runs["nf"], "-n", 20, "--steps", "4", "--plot", png)[0] == 0
     assert titles == [
-        f"20 samples of blue from {runs['cfm']} (4 Euler steps)",
+        f"20 samples of blue from {runs['cfm']} (4 euler steps)",
         f"20 samples from {runs['cfm']} (rk4 steps of 0.25)",
+        f"20 samples from {runs['cfm']} (midpoint)",
         f"20 samples from {runs['nf']}",  # a flow maps in one pass
     ]
 

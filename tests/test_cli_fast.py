@@ -94,13 +94,6 @@ def test_the_model_registry_and_the_recipe_import_no_torch():
     assert out.stdout.strip() == "[]"
 
 
-def _train_help(capsys, model: str) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(["train", model, "--help"])
-    assert exit_.value.code == 0
-    return "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
-
-
 def test_train_help_shows_every_option_of_every_type(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])

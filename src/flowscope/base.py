@@ -338,11 +338,12 @@ class FlowModel(nn.Module):
 
         Note:
             A trained flow squeezes empty space (far from the data, holes in it) into thin
-            slivers of latent space, by factors down to 1e-7 on the study's rings: there a
-            float32 z cannot hold the digits that would bring x back, however exact the
-            inverse's formula, and ``decode(encode(x))`` may miss x by whole data units.
-            On the data it holds to about 1e-5; ``model.double()`` computes in float64 for
-            far points (``flowscope invert`` says when it is needed: ``--float64``).
+            slivers of latent space: there a float32 z cannot hold the digits that would
+            bring x back, however exact the inverse's formula, and ``decode(encode(x))``
+            may miss x by far more than its rounding; on the data it holds to float32's
+            rounding. ``model.double()`` computes in float64 (``flowscope invert`` says
+            when it is needed: ``--float64``); ``benchmarks/README.md`` ("Round trips far
+            from the data") has the measurements.
         """
         x, labels = self.check(x, labels)
         return self._encode(self.standardization(x, labels), labels, **options)

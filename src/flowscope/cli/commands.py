@@ -203,7 +203,7 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
 
 def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> None:
     """Refuse non-finite outputs (N, K) of finite points x (N, D): from a point far outside
-    the data the model's float32 arithmetic overflows (say which and how far), otherwise
+    the data the model's arithmetic overflows (say which and how far), otherwise
     the model itself is broken (:func:`~flowscope.errors.check_finite`)."""
     import torch
 
@@ -218,11 +218,17 @@ def _check_far(values: torch.Tensor, x: torch.Tensor, what: str, run: str) -> No
     if not bad.all() or float(x[row].abs().max()) > 1e6:
         point = ", ".join(f"{v:.6g}" for v in x[row].tolist())
         raise CommandError(
-            f"point ({point}): the {what} overflows {x.dtype} ({int(bad.sum())} of {len(x)} "
+            f"point ({point}): the {what} overflows {_dtype_name(x.dtype)} ({int(bad.sum())} "
+            f"of {len(x)} "
             "points are too far from the data for the model's arithmetic); give points "
             "nearer the data"
         )
     check_finite(values, f"{what}s", run)
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``float32`` for ``torch.float32``."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -231,6 +237,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     from .. import runs
 
+    if getattr(args, "float64", False) and str(args.device).startswith("mps"):
+        raise CommandError("--float64: mps computes in float32 only; use --device cpu or cuda")
     model, info = runs.load_run(args.run, args.device)
     if getattr(args, "float64", False):
         model = model.to(torch.float64)
@@ -695,19 +703,22 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _sample_title(n: int, args: argparse.Namespace, model: Any, options: dict) -> str:
     """What the plot shows: e.g. ``1000 samples of blue from runs/cfg (guidance w = 2,
-    4 Euler steps)``, in lines of at most 50 characters."""
+    4 euler steps)``: the class and the sampler options given, in lines of at most 50
+    characters."""
     what = f"{n} samples"
     if args.label is not None:
         what += f" of {_class_names(model)[_label_id(args.label, model, args.run)]}"
     how = []
     if options.get("guidance") is not None:
         how.append(f"guidance w = {options['guidance']:g}")
-    solver = options.get("solver", "Euler")
+    solver = options.get("solver", "euler")  # the command line's names
     if "dt" in options or "steps" in options:  # a flow maps in one pass: no steps
         if args.steps is not None:
             how.append(f"{args.steps} {solver} step{'s' if args.steps != 1 else ''}")
-        elif args.dt is not None:
+        else:
             how.append(f"{solver} steps of {args.dt:g}")
+    elif "solver" in options:
+        how.append(solver)
     title = f"{what} from {args.run}" + (f" ({', '.join(how)})" if how else "")
     return textwrap.fill(title, 50, break_long_words=False, break_on_hyphens=False)
 
@@ -736,7 +747,7 @@ def _log_prob(args: argparse.Namespace) -> int:
     if low:
         print(
             f"flowscope: note: {low} of {len(x)} log-densities are -inf: the density there "
-            f"is below the smallest {str(model.dtype).removeprefix('torch.')} number (points "
+            f"is below the smallest {_dtype_name(model.dtype)} number (points "
             "far from the data)",
             file=sys.stderr,
         )
@@ -806,11 +817,12 @@ def _note_round_trip(model: Any, x: Any, z: Any, labels: Any, float64: bool) -> 
     off = err > 1e-4 * (1 + x.abs().amax(dim=1))
     if not off.any():
         return
-    dtype = str(model.dtype).removeprefix("torch.")
+    dtype = _dtype_name(model.dtype)
     advice = "" if float64 else "; --float64 computes in double precision"
     print(
         f"flowscope: note: {int(off.sum())} of {len(x)} points do not come back from their "
-        f"{dtype} latents (decoding them is off by up to {float(err.max()):.3g} data units): "
+        f"{dtype} latents (decoding them is off by up to {float(err[off].max()):.3g} data "
+        "units): "
         f"the flow squeezes the space around them (empty space, far from the data or in a "
         f"hole of it) more than {dtype} resolves{advice}",
         file=sys.stderr,
@@ -972,8 +984,7 @@ def _train_parser(name: str, prog: str) -> argparse.ArgumentParser:
         f"(Adam, lr {d['lr']:g} with cosine decay, batches of {d['batch_size']}, "
         f"{d['n_points']:,} {d['data']} points, {d['min_epochs']} epochs; small data sets "
         f"train at least {d['min_steps']:,} steps and keep the best validation).",
-        epilog="example:\n  "
-        + "\n  ".join(examples or [f"flowscope train {name} --out runs/{name}"]),
+        epilog="example:\n  " + "\n  ".join(examples),
         formatter_class=_formatter,
     )
     _fill_train(p, name)
@@ -1001,7 +1012,8 @@ def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
         p.add_argument(
             "--conditional",
             action=argparse.BooleanOptionalAction,
-            help=f"{', '.join(optional)}: condition on the data's class labels (--data "
+            help=("" if name is not None else f"{', '.join(optional)}: ")
+            + "condition on the data's class labels (--data "
             "olympic gives the rings'; a file its third column), so that log-prob and "
             "sample take a --label; default off (resuming: the run's choice)",
         )

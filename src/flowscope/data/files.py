@@ -29,9 +29,9 @@ def load_points(
 
     Raises:
         ValueError: naming the file and the row or column, for an empty file, text that is
-            not a number, NaN or inf, a value beyond the range of ``dtype`` (about 3.4e38
-            for float32), a wrong number of columns, or labels that are negative or not
-            integers.
+            not a number, NaN or inf (a number beyond float64's range reads as inf), a
+            value beyond float32's range (about 3.4e38) for ``dtype`` float32, a wrong
+            number of columns, or labels that are negative or not integers.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
