@@ -117,11 +117,12 @@ def test_help_says_seed_only_for_random_seeds(argv, capsys):
 
 
 def test_train_says_where_and_how_long(runs, capsys, tmp_path):
-    code, out, _ = run(capsys, "train", "fm", "--out", tmp_path / "fm", *TINY, "--seed", "4")
+    out_dir = tmp_path / "new" / "fm"  # its parent does not exist yet: made, as mkdir -p
+    code, out, _ = run(capsys, "train", "fm", "--out", out_dir, *TINY, "--seed", "4")
     assert code == 0
-    assert f"run saved to {tmp_path / 'fm'}" in out
+    assert f"run saved to {out_dir}" in out
     assert " s; validation loss " in out
-    config = json.loads((tmp_path / "fm" / "config.json").read_text())
+    config = json.loads((out_dir / "config.json").read_text())
     assert config["train"] == {
         "epochs": 1,
         "batch_size": 64,
@@ -571,7 +572,7 @@ def test_invert_says_when_float32_latents_cannot_carry_a_point_back(runs, capsys
     assert float((model.decode(model.encode(x)) - x).abs().max()) > 0.1  # the premise
     code, out, err = run(capsys, "invert", tmp_path / "squeezed", "--point", "0.5,0.3")
     assert code == 0 and "nan" not in out
-    assert "1 of 1 points do not come back from their float32 latents" in err
+    assert "1 of 1 points, (0.5, 0.3), do not come back from their float32 latents" in err
     assert "--float64 computes in double precision" in err
     code, out64, err = run(
         capsys, "invert", tmp_path / "squeezed", "--point", "0.5,0.3", "--float64"
@@ -581,6 +582,21 @@ def test_invert_says_when_float32_latents_cannot_carry_a_point_back(runs, capsys
     assert z64[1] == pytest.approx(float(model.double().encode(x.double())[0, 1]), rel=1e-12)
     code, _, err = run(capsys, "invert", runs["nf"], "--point", "0,1")  # near the data: no note
     assert code == 0 and err == ""
+
+
+def test_values_beyond_float32_say_that_float64_reads_them(runs, capsys, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("x,y\n1e39,0\n")
+    for argv in (["--point", "1e39,0"], ["--points", big]):
+        err = one_error_line(*run(capsys, "log-prob", runs["nf"], *argv)[::2])
+        assert "beyond float32's range" in err and "--float64 reads it" in err
+        code, out, err = run(capsys, "log-prob", runs["nf"], *argv, "--float64")
+        assert code == 0 and "1e+39" in out
+    # Far enough for float32's log-density to overflow, not float64's: the note says so.
+    code, out, err = run(capsys, "log-prob", runs["nf"], "--point", "1e30,0")
+    assert code == 0 and "1 of 1 log-densities are -inf" in err and "--float64 computes" in err
+    code, out, err = run(capsys, "log-prob", runs["nf"], "--point", "1e30,0", "--float64")
+    assert code == 0 and err == "" and "-inf" not in out
 
 
 def test_invert_flow_matching_runs_backwards_with_dt(runs, capsys, tmp_path):
@@ -783,7 +799,7 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["eval", "{nf}", "--json", "{tmp}"], ": is a folder; give a file name"),
         (["eval", "{nf}", "--json", "{tmp}/e.png", "--plot", "{tmp}/e.png"], "both name"),
         (["eval", "{nf}", "--json", "/nonexistent/dir/e.json"], "/nonexistent/dir does not"),
-        (["train", "nf", "--out", "/nonexistent/dir/run"], "/nonexistent/dir: folder does not"),
+        (["train", "nf", "--out", "/proc/flowscope/run"], "cannot create /proc/flowscope"),
     ],
 )
 def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):

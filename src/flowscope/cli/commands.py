@@ -165,10 +165,21 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
 
     from ..data import load_points
 
+    wider = "" if model.dtype == torch.float64 else "; --float64 reads it"
     if args.points is not None:
-        x, file_labels = load_points(args.points, model.dtype)
-    else:  # beyond the dtype's range a value is inf, refused with the reason (_check_far)
+        try:
+            x, file_labels = load_points(args.points, model.dtype)
+        except ValueError as err:
+            raise CommandError(f"{err}{wider if 'range' in str(err) else ''}") from None
+    else:
         x, file_labels = torch.tensor(args.point, dtype=model.dtype), None
+        big = ~torch.isfinite(x).all(dim=1)
+        if big.any():
+            row = args.point[int(big.nonzero()[0, 0])]
+            raise CommandError(
+                f"--point {row[0]:g},{row[1]:g}: beyond {_dtype_name(model.dtype)}'s range "
+                f"(|value| <= {torch.finfo(model.dtype).max:.4g}){wider}"
+            )
     if model.num_classes is None:
         if file_labels is not None:
             raise CommandError(
@@ -493,8 +504,13 @@ def _train(args: argparse.Namespace) -> int:
 
     writer_class = _summary_writer() if args.tensorboard else None
     out = Path(args.out or f"runs/{args.model}")
-    if out.parent == Path("runs"):
-        out.parent.mkdir(exist_ok=True)
+    if not out.parent.exists():  # as `mkdir -p` (a file in the way is train_run's error)
+        try:
+            out.parent.mkdir(parents=True)
+        except OSError as err:
+            raise CommandError(
+                f"--out {out}: cannot create {out.parent} ({err.strerror})"
+            ) from None
     settings = _train_defaults(args.model)
     model_args = _model_args(args)
     conditional = _conditional(args, model_args)
@@ -746,9 +762,10 @@ def _log_prob(args: argparse.Namespace) -> int:
     low = int((lp == -math.inf).sum())
     if low:
         print(
-            f"flowscope: note: {low} of {len(x)} log-densities are -inf: the density there "
-            f"is below the smallest {_dtype_name(model.dtype)} number (points "
-            "far from the data)",
+            f"flowscope: note: {low} of {len(x)} log-densities are -inf: their magnitude "
+            f"leaves {_dtype_name(model.dtype)}'s range (about "
+            f"{torch.finfo(model.dtype).max:.2g}; points far from the data)"
+            + ("" if args.float64 else "; --float64 computes it"),
             file=sys.stderr,
         )
     pts = x.double().cpu().numpy()
@@ -819,8 +836,13 @@ def _note_round_trip(model: Any, x: Any, z: Any, labels: Any, float64: bool) -> 
         return
     dtype = _dtype_name(model.dtype)
     advice = "" if float64 else "; --float64 computes in double precision"
+    rows = off.nonzero()[:, 0].tolist()
+    named = ", ".join("(" + ", ".join(f"{v:.6g}" for v in x[r].tolist()) + ")" for r in rows[:3])
+    if len(rows) > 3:
+        named += f" and {len(rows) - 3} more"
     print(
-        f"flowscope: note: {int(off.sum())} of {len(x)} points do not come back from their "
+        f"flowscope: note: {int(off.sum())} of {len(x)} points, {named}, do not come back "
+        "from their "
         f"{dtype} latents (decoding them is off by up to {float(err[off].max()):.3g} data "
         "units): "
         f"the flow squeezes the space around them (empty space, far from the data or in a "
