@@ -454,12 +454,17 @@ def _conditional(args: argparse.Namespace, model_args: dict[str, Any]) -> bool |
     return args.conditional
 
 
+#: How the help names a recipe's fields (``min_epochs``: the epochs a run of the study's
+#: size trains; small data train longer).
+_RECIPE_WORDS = {"min_epochs": "epochs", "batch_size": "batch size", "lr": "lr"}
+
+
 def _recipes() -> str:
     """The types whose training recipe departs from the study's, in words."""
     parts = []
     for entry in MODELS:
         if entry.recipe:
-            own = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in entry.recipe.items())
+            own = ", ".join(f"{_RECIPE_WORDS.get(k, k)} {v:g}" for k, v in entry.recipe.items())
             parts.append(f"{entry.name} trains with its own ({own})")
     return ("; " + "; ".join(parts)) if parts else ""
 

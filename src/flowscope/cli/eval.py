@@ -109,7 +109,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         dest="n",
         type=int_type(2),
         default=EVAL_N,
-        help=f"samples to draw and compare, >= 2 (default {EVAL_N})",
+        help=f"samples to draw and compare with the test points (W2, ring metrics), >= 2 "
+        f"(default {EVAL_N}); the held-out NLL uses every test point whatever -n is",
     )
     p.add_argument(
         "--seed", type=int_type(0), default=0, help="seed of the samples, >= 0 (default 0)"
