@@ -358,8 +358,9 @@ def _sizes(model: dict) -> str:
     )
 
 
-def _recipe(train: dict) -> str:
-    epochs = train["epochs"] if train.get("epochs") is not None else train["min_epochs"]
+def _recipe(train: dict, rows: list[dict]) -> str:
+    """The recipe in words; its epochs as given, else as the runs trained them."""
+    epochs = train.get("epochs") or train.get("min_epochs") or rows[0]["epochs"]
     return f"{epochs} epochs, batch {train['batch_size']}, Adam lr {train['lr']:g}"
 
 
@@ -367,7 +368,7 @@ def _training_table(s: dict, rows: list[dict]) -> list[str]:
     """The lines of the spline flow's training table and its summary."""
     lines = [
         "",
-        f"nsf: {_sizes(s['model'])}, trained with its recipe ({_recipe(s['train'])}) on "
+        f"nsf: {_sizes(s['model'])}, trained with its recipe ({_recipe(s['train'], rows)}) on "
         f"{s['n_points']:,} points; zuko: `zuko.flows.NSF(2, transforms="
         f"{s['model']['couplings']}, bins={s['model']['bins']}, hidden_features="
         f"{[s['model']['hidden']] * (s['model']['linear_layers'] - 1)})` on the same "
@@ -564,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": {
                 k: v
                 for k, v in vars(recipe("nsf", **given)).items()
-                if k in ("epochs", "batch_size", "lr")
+                if k in ("epochs", "min_epochs", "batch_size", "lr")
             },
             "zuko": None if zuko is None else zuko.__version__,
         },
