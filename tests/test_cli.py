@@ -168,7 +168,7 @@ def test_a_type_with_its_own_recipe_trains_with_it(monkeypatch, capsys, tmp_path
     assert seen["config"] == TrainConfig(**{**recipe, "epochs": 3})
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "nsf trains with its own (min epochs" in capsys.readouterr().out
+    assert f"nsf trains with its own (epochs {recipe['min_epochs']}," in capsys.readouterr().out
 
 
 def stopping_after_first_epoch(train_run):
