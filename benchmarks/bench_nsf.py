@@ -59,6 +59,7 @@ from pathlib import Path
 
 import torch
 
+from flowscope.bench import cpu_model
 from flowscope.metrics import class_accuracy, heldout_nll
 from flowscope.models import MODELS
 from flowscope.runs import recipe, run_data, train_run
@@ -76,7 +77,7 @@ def _machine() -> dict:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "load_average_at_start": list(os.getloadavg()),
     }
 
@@ -444,7 +445,7 @@ def markdown(result: dict) -> str:
         "# Spline flows and class-conditional flows on the Olympic rings",
         "",
         f"{result['date']}; `python benchmarks/bench_nsf.py {' '.join(result['argv'])}`; "
-        f"{m['cores']} cores, torch {m['torch']}, load average (1 min) at start "
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, load average (1 min) at start "
         f"{m['load_average_at_start'][0]:.2f}"
         + (f", at end {m['load_average_at_end'][0]:.2f}" if "load_average_at_end" in m else "")
         + " (other sessions share the machine; the CPU times of the step table are the "

@@ -170,7 +170,8 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
         try:
             x, file_labels = load_points(args.points, model.dtype)
         except ValueError as err:
-            raise CommandError(f"{err}{wider if 'range' in str(err) else ''}") from None
+            beyond = "beyond float32's range" in str(err)  # load_points's words for it
+            raise CommandError(f"{err}{wider if beyond else ''}") from None
     else:
         x, file_labels = torch.tensor(args.point, dtype=model.dtype), None
         big = ~torch.isfinite(x).all(dim=1)
