@@ -10,13 +10,15 @@ For each seed, in one process:
   first coupling's tail bound beside them (apart: far from the data, where the trained
   flow squeezes empty space, float32 cannot hold them), and the same in float64; over a
   201 x 201 grid of the whole box [-B, B]^2 (standardized), the share within 1e-5 and the
-  largest miss in float32 and float64; the log-densities of (4, 5), (1e3, -1e3) and
+  largest miss in float32 and float64; the issue's set of 10,000 points (half test points,
+  half at every coupling's knots and tail bound, :func:`round_trips`), each miss beside
+  the reach of z's float32 rounding there; the log-densities of (4, 5), (1e3, -1e3) and
   (1e30, 0);
 - ``zuko``: ``zuko.flows.NSF`` of the same size (as many transforms as couplings, the same
   bins, hidden widths and depth) on the same standardized training points, with the same
   batch size and learning rate, decayed by a cosine of the elapsed share of the time, for
   the same wall time as flowscope's training took; its NLL on the same test points in the
-  same standardized coordinates;
+  same standardized coordinates, and its float32 round trip over the same grid;
 - the training step of both at the same batch size, timed interleaved (forward, backward,
   Adam; flowscope's as its trainer runs it, zuko's in the plain loop of ``flowscope
   bench``): the median of the rounds' best times, in CPU time of this process (the wall
@@ -101,6 +103,99 @@ def zuko_nsf(zuko, model_config: dict):
     )
 
 
+# -- round trips at the knots and the tail bound ---------------------------------------------
+
+
+def knot_points(model, y: torch.Tensor, per_coupling: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points whose way through the flow meets a coupling's spline exactly at one of its
+    knots: for each coupling, ``per_coupling`` of the standardized points y (N, D) are
+    encoded up to that coupling, their transformed coordinate is set to each knot of the
+    spline the coupling has there (the K - 1 interior knots and the tail bound -B and B),
+    and the result is decoded back to data units. Built in float64.
+
+    Returns (points (M, D) in data units, is_bound (M,) True at the tail bound)."""
+    from flowscope.flows import Permutation
+
+    twin = copy.deepcopy(model).double()
+    layers, weights = list(twin.layers), twin.weights()
+    y = y[:per_coupling].double()
+    points, bound = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Permutation):
+                continue
+            h = y  # encode through the layers nearer the data (the last ones)
+            for later, w in zip(reversed(layers[i + 1 :]), reversed(weights[i + 1 :]), strict=True):
+                h = h.index_select(1, later.inv) if w is None else later.inverse(h, None, w)[0]
+            h_l, h_r = h.split([layer.split, h.shape[1] - layer.split], dim=1)
+            widths = layer.spline(layer.conditioner(h_l, None, weights[i])).widths
+            knots = (
+                torch.cat([torch.zeros_like(widths[..., :1]), widths.cumsum(-1)], -1)
+                - layer.tail_bound
+            )  # (N, D_r, K + 1): -B, the interior knots, B
+            for k in range(knots.shape[-1]):
+                g = torch.cat([h_l, knots[..., k]], dim=1)
+                for later, w in zip(layers[i + 1 :], weights[i + 1 :], strict=True):
+                    g = later(g)[0] if w is None else later(g, None, w)[0]
+                points.append(g)
+                bound.append(torch.full((len(g),), k in (0, knots.shape[-1] - 1)))
+    x = twin.standardization.inverse(torch.cat(points)).to(model.theta.dtype)
+    return x, torch.cat(bound)
+
+
+def rounding_reach(model, x: torch.Tensor) -> torch.Tensor:
+    """How far one float32 rounding of the latent alone moves the decoded point (N,), data
+    units: float32's eps * max(1, |z|_inf) * ||dx/dz||_inf, with the Jacobian of decode
+    at z = encode(x) in float64. A round trip can miss by about this much however exact
+    its arithmetic; a miss far above it would be the inverse's own error."""
+    twin = copy.deepcopy(model).double()
+    with torch.no_grad():
+        z = twin.encode(x.double())
+    zr = z.clone().requires_grad_()
+    with torch.enable_grad():
+        back = twin.standardization.inverse(twin._decode(zr))
+        rows = [torch.autograd.grad(back[:, i].sum(), zr, retain_graph=True)[0] for i in range(2)]
+    jac = torch.stack(rows, dim=1)  # (N, D, D): d x / d z
+    eps = torch.finfo(torch.float32).eps
+    return eps * z.abs().amax(dim=1).clamp_min(1.0) * jac.abs().sum(dim=2).amax(dim=1)
+
+
+def round_trips(model, test_x: torch.Tensor, n: int = 10_000) -> dict:
+    """The float32 round trip over n points (the issue's set): half test points, half at
+    the couplings' knots and tail bounds (:func:`knot_points`); each part's largest miss
+    in float32 and float64, and the misses beside :func:`rounding_reach`."""
+    couplings = len(model.coupling_layers())
+    positions = model.coupling_layers()[0].bins + 1
+    per = max(1, (n // 2) // (couplings * positions))
+    knots, is_bound = knot_points(model, model.standardization(test_x), per)
+    x = torch.cat([test_x[: n - len(knots)], knots])
+    part = torch.cat([torch.zeros(n - len(knots), dtype=torch.long), 1 + is_bound.long()])
+    twin = copy.deepcopy(model).double()
+    with torch.no_grad():
+        miss = (model.decode(model.encode(x)) - x).abs().amax(dim=1).double()
+        miss64 = (twin.decode(twin.encode(x.double())) - x.double()).abs().amax(dim=1)
+    reach = rounding_reach(model, x)
+    out = {"points": len(x), "per_coupling": per}
+    for k, name in enumerate(("test", "knots", "bound")):
+        m = part == k
+        out[name] = {
+            "points": int(m.sum()),
+            "max": float(miss[m].max()),
+            "share_within_1e-5": float((miss[m] <= 1e-5).double().mean()),
+            "float64_max": float(miss64[m].max()),
+        }
+    missed = miss > 1e-5
+    out["max"] = float(miss.max())
+    out["float64_max"] = float(miss64.max())
+    out["misses"] = int(missed.sum())
+    # The largest miss over the rounding's reach there (<~ 1: conditioning, not arithmetic).
+    out["miss_over_reach_max"] = (
+        float((miss[missed] / reach[missed]).max()) if missed.any() else 0.0
+    )
+    out["reach_where_missed_min"] = float(reach[missed].min()) if missed.any() else None
+    return out
+
+
 # -- the spline flow and zuko's --------------------------------------------------------------
 
 
@@ -135,6 +230,7 @@ def train_nsf(
     grid_err = (model.decode(model.encode(grid)) - grid).abs().max(dim=1).values
     grid64 = (twin.decode(twin.encode(grid.double())) - grid.double()).abs().max()
     far = model.log_prob(torch.tensor(FAR))
+    trips = round_trips(model, test.x)
     steps = len(history.batch_loss)
     row = {
         "seed": seed,
@@ -154,13 +250,20 @@ def train_nsf(
         "round_trip_grid_share": float((grid_err <= 1e-5).double().mean()),
         "round_trip_grid_max": float(grid_err.max()),
         "round_trip_grid_float64_max": float(grid64),
+        "round_trip_knots": trips,
         "far_log_prob": [float(v) for v in far],
         "val_curve": [e.get("val_loss") for e in history.epochs],
         "parameters": sum(p.numel() for p in model.parameters()),
         "load_average_after": list(os.getloadavg()),
     }
     train = run_data(info, "train")
-    data = {"y": st(train.x).detach(), "y_test": st(test.x).detach(), "model": model.config()}
+    data = {
+        "y": st(train.x).detach(),
+        "y_test": st(test.x).detach(),
+        "model": model.config(),
+        "grid": grid,
+        "standardization": st,
+    }
     return row, data
 
 
@@ -194,7 +297,12 @@ def train_zuko(zuko, data: dict, config: TrainConfig, budget_s: float) -> dict:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     with torch.no_grad():
         lp = torch.cat([flow().log_prob(part) for part in data["y_test"].split(4096)])
+        # The same box grid's float32 round trip through zuko's flow, in data units.
+        st, t = data["standardization"], flow().transform
+        grid_err = (st.inverse(t.inv(t(st(data["grid"])))) - data["grid"]).abs().amax(dim=1)
     return {
+        "round_trip_grid_share": float((grid_err <= 1e-5).double().mean()),
+        "round_trip_grid_max": float(grid_err.max()),
         "nll": float(-lp.double().mean()),
         "train_s": seconds,
         "train_cpu_s": cpu,
@@ -338,7 +446,7 @@ def _box(row: dict) -> str:
     if "round_trip_grid_share" not in row:
         return "- | -"
     return (
-        f"{100 * row['round_trip_grid_share']:.1f}% | {row['round_trip_grid_max']:.1e} / "
+        f"{_pct(row['round_trip_grid_share'])} | {row['round_trip_grid_max']:.1e} / "
         f"{row['round_trip_grid_float64_max']:.1e}"
     )
 
@@ -435,6 +543,67 @@ def _training_table(s: dict, rows: list[dict]) -> list[str]:
             f"zuko's on every seed: {'yes' if better else 'no'}); parameters "
             f"{rows[0]['zuko']['parameters']:,}."
         )
+    if any("round_trip_knots" in r for r in rows):
+        lines += _knots_table(rows)
+    return lines
+
+
+def _pct(share: float) -> str:
+    """A share as a percentage, rounded down (so that 100.0% means every point)."""
+    return f"{math.floor(1000 * share) / 10:.1f}%"
+
+
+def _knots_table(rows: list[dict]) -> list[str]:
+    """The issue's round-trip set: test points, knots, tail bound; and zuko's box."""
+    k = rows[0]["round_trip_knots"]
+    lines = [
+        "",
+        f"Round trip over the issue's set of {k['points']:,} points (float32, data units): "
+        f"{k['test']['points']:,} test points, {k['knots']['points']:,} points at the "
+        f"couplings' interior knots and {k['bound']['points']:,} at their tail bound "
+        f"({k['per_coupling']} test points per coupling moved, in that coupling's "
+        "coordinates, onto each knot of its spline there, then decoded to data units: "
+        "`knot_points`). Share within 1e-5 and largest miss, float64's largest miss; "
+        "miss / reach: the largest miss over the reach of one float32 rounding of z alone "
+        "(eps * max(1, |z|) * ||dx/dz||, float64 Jacobian; a small factor: the miss is "
+        "float32's conditioning there; far above it, the inverse's own arithmetic); zuko "
+        "box: zuko's float32 round trip over the same 201 x 201 grid.",
+        "",
+        "| seed | test max | knots within 1e-5 | knots max | bound within 1e-5 | bound max "
+        "| float64 max | miss / reach | zuko box <= 1e-5 | zuko box max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        k, z = r.get("round_trip_knots"), r.get("zuko") or {}
+        if k is None:
+            continue
+        zb = (
+            f"{_pct(z['round_trip_grid_share'])} | {z['round_trip_grid_max']:.1e}"
+            if "round_trip_grid_share" in z
+            else "- | -"
+        )
+        ratio = f"{k['miss_over_reach_max']:.2f}" if k["misses"] else "-"
+        lines.append(
+            f"| {r['seed']} | {k['test']['max']:.1e} | "
+            f"{_pct(k['knots']['share_within_1e-5'])} | {k['knots']['max']:.1e} | "
+            f"{_pct(k['bound']['share_within_1e-5'])} | {k['bound']['max']:.1e} | "
+            f"{k['float64_max']:.1e} | {ratio} | {zb} |"
+        )
+    ks = [r["round_trip_knots"] for r in rows if "round_trip_knots" in r]
+    met = all(k["max"] <= 1e-5 for k in ks)
+    lines += [
+        "",
+        f"Issue's set within 1e-5 in float32 on every seed: {'met' if met else 'missed'} "
+        f"(largest misses {_span([k['max'] for k in ks], '.1e')}; float64 "
+        f"{_span([k['float64_max'] for k in ks], '.1e')})."
+        + (
+            " Every miss is at most "
+            f"{max(k['miss_over_reach_max'] for k in ks):.1f}x the reach of z's float32 "
+            "rounding there."
+            if any(k["misses"] for k in ks)
+            else ""
+        ),
+    ]
     return lines
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["text_table"]
+__all__ = ["count", "text_table"]
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural but for one: ``1 sample``, ``1,000 samples``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def text_table(rows: Sequence[Sequence[str]], align: str, *, min_width: int = 0) -> str:

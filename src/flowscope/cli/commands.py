@@ -30,6 +30,7 @@ from ..errors import TrainingDiverged
 from ..matching.solvers import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
 from ..recipe import TrainConfig, recipe
+from ..tables import count
 from . import CommandError, add_command, int_type, text_table
 
 if TYPE_CHECKING:
@@ -702,7 +703,7 @@ def _sample(args: argparse.Namespace) -> int:
         columns.append(labels.cpu().numpy())
     csv, _ = _table(header, columns)
     if out is not None:
-        _write(out, csv, f"{n} samples")
+        _write(out, csv, count(n, "sample"))
     elif plot is None:
         sys.stdout.write(csv)
     if plot is not None:
@@ -727,7 +728,7 @@ def _sample_title(n: int, args: argparse.Namespace, model: Any, options: dict) -
     """What the plot shows: e.g. ``1000 samples of blue from runs/cfg (guidance w = 2,
     4 euler steps)``: the class and the sampler options given, in lines of at most 50
     characters."""
-    what = f"{n} samples"
+    what = count(n, "sample")
     if args.label is not None:
         what += f" of {_class_names(model)[_label_id(args.label, model, args.run)]}"
     how = []
@@ -783,7 +784,7 @@ def _log_prob(args: argparse.Namespace) -> int:
     columns += [lp.double().cpu().numpy(), lp_std.double().cpu().numpy()]
     csv, table = _table(header, columns)
     if out is not None:
-        _write(out, csv, f"the log-densities of {len(x)} points")
+        _write(out, csv, f"the log-densities of {count(len(x), 'point')}")
     else:
         sys.stdout.write(table)
     return 0
@@ -816,7 +817,7 @@ def _invert(args: argparse.Namespace) -> int:
     columns += [lat[:, 0], lat[:, 1]]
     csv, table = _table(header, columns)
     if out is not None:
-        _write(out, csv, f"the latents of {len(x)} points")
+        _write(out, csv, f"the latents of {count(len(x), 'point')}")
     else:
         sys.stdout.write(table)
     if path is not None:
@@ -826,7 +827,9 @@ def _invert(args: argparse.Namespace) -> int:
             ["step", "point", "x", "y"],
             [np.repeat(np.arange(steps), n), np.tile(np.arange(n), steps), flat[:, 0], flat[:, 1]],
         )
-        _write(traj_out, traj_csv, f"the trajectory ({steps} states of {n} points)")
+        _write(
+            traj_out, traj_csv, f"the trajectory ({count(steps, 'state')} of {count(n, 'point')})"
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ from .. import metrics
 from ..base import one_thread
 from ..data import RING_NAMES
 from ..runs import run_data
+from ..tables import count
 from .measures import conditional_entropy
 from .models import Row, evaluate, row, rows, train
 from .presets import STUDY_MODELS
@@ -187,7 +188,7 @@ def _intro(study: Study, measured: Sequence[Measured]) -> str:
         + "; ".join(f"{_names(labels)}: {how}" for how, labels in recipes.items())
         + "."
         + (
-            f" The report trains them for at most {_count(p.beyond_epochs, 'epoch')}, to "
+            f" The report trains them for at most {count(p.beyond_epochs, 'epoch')}, to "
             "bound its time (the table gives this run's training times); benchmarks/ holds "
             "full-length runs."
             if any(m.epochs < m.recipe_epochs for m in others)
@@ -201,11 +202,6 @@ def _intro(study: Study, measured: Sequence[Measured]) -> str:
         )
         + " A type registered in flowscope.models joins this table as one more row."
     )
-
-
-def _count(n: int, what: str) -> str:
-    """``1 epoch``, ``10 epochs``."""
-    return f"{n:,} {what}" + ("" if n == 1 else "s")
 
 
 def _capital(text: str) -> str:
@@ -223,7 +219,7 @@ def _epochs(m: Measured) -> str:
     """``10 of the recipe's 14 epochs``, or ``14 epochs``."""
     if m.epochs < m.recipe_epochs:
         return f"{m.epochs} of the recipe's {m.recipe_epochs} epochs"
-    return _count(m.epochs, "epoch")
+    return count(m.epochs, "epoch")
 
 
 def _table(study: Study, measured: Sequence[Measured]) -> None:
@@ -413,15 +409,15 @@ def _few_steps(study: Study) -> None:
             x = model.sample(len(test), labels=labels, generator=study.gen(22), **options)
             w2 = metrics.wasserstein2(x, test)
             study.m.setdefault("few_steps", {}).setdefault(r.key, {})[str(k)] = w2
-            panels.append((x, f"{r.label}\n{_count(k, 'step')}: W2 {num(w2, 2)}"))
-            names.append(f"{r.label} ({_count(k, 'step')})")
+            panels.append((x, f"{r.label}\n{count(k, 'step')}: W2 {num(w2, 2)}"))
+            names.append(f"{r.label} ({count(k, 'step')})")
     study.points_figure(
         "beyond_few_steps",
         panels,
         f"Beyond. {p.n_show:,} samples of "
         + _names([r.label for r in shown])
         + " with "
-        + " and ".join(_count(k, "Euler step") for k in FEW_STEPS)
+        + " and ".join(count(k, "Euler step") for k in FEW_STEPS)
         + " (a mean flow: steps of its average velocity), the same noise in each; W2 to as "
         "many test points (data units). " + _reflow_note(shown),
         names=names,
