@@ -107,11 +107,11 @@ def zuko_nsf(zuko, model_config: dict):
 
 
 def knot_points(model, y: torch.Tensor, per_coupling: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points whose way through the flow meets a coupling's spline exactly at one of its
-    knots: for each coupling, ``per_coupling`` of the standardized points y (N, D) are
-    encoded up to that coupling, their transformed coordinate is set to each knot of the
-    spline the coupling has there (the K - 1 interior knots and the tail bound -B and B),
-    and the result is decoded back to data units. Built in float64.
+    """Points whose way through an unconditional spline flow meets a coupling's spline
+    exactly at one of its knots: for each coupling, ``per_coupling`` of the standardized
+    points y (N, D) are encoded up to that coupling, their transformed coordinate is set
+    to each knot of the spline the coupling has there (the K - 1 interior knots and the
+    tail bound -B and B), and the result is decoded back to data units. Built in float64.
 
     Returns (points (M, D) in data units, is_bound (M,) True at the tail bound)."""
     from flowscope.flows import Permutation
@@ -127,7 +127,7 @@ def knot_points(model, y: torch.Tensor, per_coupling: int) -> tuple[torch.Tensor
             h = y  # encode through the layers nearer the data (the last ones)
             for later, w in zip(reversed(layers[i + 1 :]), reversed(weights[i + 1 :]), strict=True):
                 h = h.index_select(1, later.inv) if w is None else later.inverse(h, None, w)[0]
-            h_l, h_r = h.split([layer.split, h.shape[1] - layer.split], dim=1)
+            h_l = h[:, : layer.split]
             widths = layer.spline(layer.conditioner(h_l, None, weights[i])).widths
             knots = (
                 torch.cat([torch.zeros_like(widths[..., :1]), widths.cumsum(-1)], -1)
@@ -154,7 +154,10 @@ def rounding_reach(model, x: torch.Tensor) -> torch.Tensor:
     zr = z.clone().requires_grad_()
     with torch.enable_grad():
         back = twin.standardization.inverse(twin._decode(zr))
-        rows = [torch.autograd.grad(back[:, i].sum(), zr, retain_graph=True)[0] for i in range(2)]
+        rows = [
+            torch.autograd.grad(back[:, i].sum(), zr, retain_graph=True)[0]
+            for i in range(x.shape[1])
+        ]
     jac = torch.stack(rows, dim=1)  # (N, D, D): d x / d z
     eps = torch.finfo(torch.float32).eps
     return eps * z.abs().amax(dim=1).clamp_min(1.0) * jac.abs().sum(dim=2).amax(dim=1)
@@ -188,7 +191,7 @@ def round_trips(model, test_x: torch.Tensor, n: int = 10_000) -> dict:
     out["max"] = float(miss.max())
     out["float64_max"] = float(miss64.max())
     out["misses"] = int(missed.sum())
-    # The largest miss over the rounding's reach there (<~ 1: conditioning, not arithmetic).
+    # The largest miss over the rounding's reach there (a few: conditioning, not arithmetic).
     out["miss_over_reach_max"] = (
         float((miss[missed] / reach[missed]).max()) if missed.any() else 0.0
     )

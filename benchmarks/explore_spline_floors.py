@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * r['dense_share_within_1e-5']:.1f}% | {r['dense_max']:.1e} | "
             f"{r['grid_float64_max']:.1e} | "
             f"{100 * _knots_share(r['knots']):.1f}% | {r['knots']['max']:.1e} | "
-            f"{r['knots']['miss_over_reach_max']:.2f} |"
+            + (f"{r['knots']['miss_over_reach_max']:.2f} |" if r["knots"]["misses"] else "- |")
         )
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

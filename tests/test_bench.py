@@ -140,3 +140,11 @@ def test_run_bench_counts_must_be_integers(capsys):
             run_bench(**{name: 2.0})
     assert main(["bench", "--steps", "0"]) == 2
     assert "argument --steps: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_count_is_singular_for_one_only():
+    from flowscope.tables import count
+
+    assert count(1, "sample") == "1 sample"
+    assert count(0, "point") == "0 points"
+    assert count(1000, "sample") == "1,000 samples"

@@ -164,6 +164,8 @@ def test_smoke_report_end_to_end_reuse_and_retrain(tmp_path, capsys, one_thread,
         stage(again)
     assert _weights_mtimes(out) == before
     assert set(again.trained) == set(before) and not any(again.trained.values())
+    assert not any(t["trained_in_this_run"] for t in again.m["training"].values())
+    assert again.m["training"]["nf"]["seconds"] == m["training"]["nf"]["seconds"]
 
     # --retrain trains them again: the training stages of a study told to retrain (the
     # pages after them are the runs' above), and the command line passes the flag on.

@@ -725,7 +725,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _sample_title(n: int, args: argparse.Namespace, model: Any, options: dict) -> str:
-    """What the plot shows: e.g. ``1000 samples of blue from runs/cfg (guidance w = 2,
+    """What the plot shows: e.g. ``1,000 samples of blue from runs/cfg (guidance w = 2,
     4 euler steps)``: the class and the sampler options given, in lines of at most 50
     characters."""
     what = count(n, "sample")
