@@ -57,7 +57,8 @@ def test_every_type_gives_exact_probe_numbers(name, conditional):
         lp = model.log_prob(x, c)
         traj = model.trajectory(x, labels=c, inverse=True, **part["probes"]["options"])
         for i, it in enumerate(items):
-            assert it["log_prob"] == pytest.approx(float(lp[i]), abs=1e-5)
+            # float32 numbers computed in batches of other sizes: a few ulps of log p apart
+            assert it["log_prob"] == pytest.approx(float(lp[i]), rel=1e-6, abs=1e-5)
             # the terms add up to log p(x): per step for a flow, -int div v for an ODE
             assert sum(v for _, v in it["terms"]) == pytest.approx(float(lp[i]), abs=1e-4)
             assert torch.allclose(
