@@ -103,7 +103,7 @@ def test_train_help_shows_every_option_of_every_type(capsys):
         assert "".join(f"{entry.name}, {entry.title}".split()) in help_
         for option in entry.options:
             have = [e.name for e in MODELS if option in e.options]
-            assert "".join(f"{', '.join(have)}: {option.help}".split()) in help_, option.flag
+            assert "".join(f"{', '.join(have)}: {option.help_for()}".split()) in help_, option.flag
         for field, value in entry.recipe.items():
             words = {"min_epochs": "epochs", "batch_size": "batchsize"}.get(field, field)
             assert f"{words}{value:g}" in help_  # "batch size 512", unspaced
@@ -125,7 +125,10 @@ def test_train_model_help_shows_that_types_options_and_recipe_alone(entry, capsy
     assert "".join(f"type {entry.name} ({entry.title})".split()) in help_
     mine = set()
     for option in entry.options:
-        assert "".join(option.help.split()) in help_, option.flag
+        assert "".join(option.help_for(entry.name).split()) in help_, option.flag
+        if option.defaults is not None:  # its own default, not another type's
+            own = f"(default {option.defaults[entry.name]})"
+            assert own in " ".join(text.split()), option.flag
         mine |= {option.flag} | ({"--no-" + option.flag[2:]} if option.parse is None else set())
         if option.choices is not None:
             assert "{" + ",".join(option.choices) + "}" in help_

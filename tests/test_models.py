@@ -45,8 +45,15 @@ def test_a_types_recipe_is_the_study_where_it_does_not_depart():
 def test_the_coupling_options_name_each_types_default():
     options = {o.flag: o for o in MODELS.get("nsf").options}
     assert {"--couplings", "--hidden", "--linear-layers", "--bins", "--tail-bound"} <= set(options)
-    assert f"{NormalizingFlow().couplings} for nf" in options["--couplings"].help
-    assert f"{SplineFlow().couplings} for nsf" in options["--couplings"].help
+    every = options["--couplings"].help_for()
+    assert f"{NormalizingFlow().couplings} for nf" in every
+    assert f"{SplineFlow().couplings} for nsf" in every
+    assert (
+        options["--couplings"].help_for("nsf")
+        == f"coupling layers (default {SplineFlow().couplings})"
+    )
+    hidden = NormalizingFlow().config()["hidden"]
+    assert options["--hidden"].help_for("nf").endswith(f"(default {hidden})")
     assert options["--bins"].to_args(4) == {"bins": 4}
     with pytest.raises(ValueError, match="whole number"):
         options["--bins"].parse("0")

@@ -101,6 +101,9 @@ class Option:
         metavar: the value's name in ``--help``.
         const: the value of the flag given without one (``--label-dropout`` alone is
             0.1), or ``None``: the flag needs a value.
+        defaults: the default of each type that takes the option, by type name, where
+            they differ (``{"nf": 15, "nsf": 4}``), or ``None``; ``help`` then says
+            ``{default}`` where :meth:`help_for` puts them.
     """
 
     flag: str
@@ -110,6 +113,18 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     const: Any = None
+    defaults: Mapping[str, Any] | None = None
+
+    def help_for(self, model_type: str | None = None) -> str:
+        """The help of the option for one type (``"default 15"``) or, ``None``, for every
+        type that takes it (``"default 15 for nf, 4 for nsf"``)."""
+        if self.defaults is None:
+            return self.help
+        if model_type is not None and model_type in self.defaults:
+            said = f"default {self.defaults[model_type]}"
+        else:
+            said = "default " + ", ".join(f"{v} for {k}" for k, v in self.defaults.items())
+        return self.help.replace("{default}", said)
 
     @property
     def dest(self) -> str:
@@ -446,20 +461,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _defaults(argument: str, types: Mapping[str, Mapping[str, Any]]) -> str:
-    """``default 15 for nf, 6 for nsf``: the constructors' defaults of ``argument``."""
-    found = [f"{defaults[argument]} for {name}" for name, defaults in types.items()]
-    return "default " + ", ".join(found)
-
-
 _FLOWS = {"nf": NF_DEFAULTS, "nsf": NSF_DEFAULTS}
 _COUPLING_OPTIONS = tuple(
     Option(
         f"--{argument.replace('_', '-')}",
-        f"{what} ({_defaults(argument, _FLOWS)})",
+        f"{what} ({{default}})",
         lambda v, argument=argument: {argument: v},
         parse=_positive_int,
         metavar="N",
+        defaults={name: defaults[argument] for name, defaults in _FLOWS.items()},
     )
     for argument, what in (
         ("couplings", "coupling layers"),
@@ -470,7 +480,7 @@ _COUPLING_OPTIONS = tuple(
 _SPLINE_OPTIONS = (
     Option(
         "--bins",
-        f"bins K of each rational-quadratic spline ({_defaults('bins', {'nsf': NSF_DEFAULTS})})",
+        f"bins K of each rational-quadratic spline (default {NSF_DEFAULTS['bins']})",
         lambda k: {"bins": k},
         parse=_positive_int,
         metavar="K",
@@ -478,7 +488,7 @@ _SPLINE_OPTIONS = (
     Option(
         "--tail-bound",
         "each spline acts on [-B, B] of the standardized coordinate and is the identity "
-        f"outside ({_defaults('tail_bound', {'nsf': NSF_DEFAULTS})})",
+        f"outside (default {NSF_DEFAULTS['tail_bound']})",
         lambda b: {"tail_bound": b},
         parse=positive_number,
         metavar="B",
