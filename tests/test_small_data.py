@@ -17,6 +17,7 @@ from flowscope.cli import main
 from flowscope.errors import MissingDependency
 from flowscope.evaluate import evaluate_run
 from flowscope.flows import NormalizingFlow
+from flowscope.recipe import SMALL_DATA_VAL_POINTS
 from flowscope.runs import CHECKPOINT, load_checkpoint, load_run, run_data, train_run
 from flowscope.train import SMALL_DATA_DECAY, Schedule, TrainConfig, fit
 
@@ -53,6 +54,26 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     assert "short for data this small" in given.note
     assert TrainConfig(epochs=20).schedule(250_000).note is None
     assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0
+
+
+def test_a_run_lengthened_for_small_data_validates_on_fewer_of_many_points(monkeypatch):
+    cfg = TrainConfig()
+    assert cfg.validation_points(250_000) == cfg.val_size  # the study's 20 epochs
+    assert cfg.validation_points(10) == SMALL_DATA_VAL_POINTS  # 2000 epochs of one step
+    assert cfg.validation_points(5000) == 5000  # 50 epochs of 40 steps: lengthened
+    assert TrainConfig(epochs=3).validation_points(10) == cfg.val_size  # as given: not
+    # The fit uses that many of the validation points it is given, the first ones.
+    seen = []
+    model = NormalizingFlow(couplings=2, hidden=4)
+    terms = model.validation_terms
+    monkeypatch.setattr(
+        model, "validation_terms", lambda y, *a: seen.append(y.clone()) or terms(y, *a)
+    )
+    x, x_val = two_blobs(40, seed=0).float(), two_blobs(3000, seed=1).float()
+    fit(model, x, x_val=x_val, config=TrainConfig(min_steps=60, batch_size=20), progress=False)
+    assert {len(y) for y in seen} == {SMALL_DATA_VAL_POINTS}
+    want = model.standardization(x_val[:SMALL_DATA_VAL_POINTS])
+    torch.testing.assert_close(seen[0], want)
 
 
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])

@@ -135,8 +135,9 @@ def _prepare(model, x, labels, x_val, labels_val, config: TrainConfig, resuming:
     y = model.standardization(x, labels).detach()
     y_val = None
     if x_val is not None:
-        x_val = x_val[: config.val_size]
-        labels_val = None if labels_val is None else labels_val[: config.val_size]
+        used = config.validation_points(len(x))
+        x_val = x_val[:used]
+        labels_val = None if labels_val is None else labels_val[:used]
         y_val = model.standardization(x_val, labels_val).detach()
     return _Data(y, labels, y_val, labels_val)
 
