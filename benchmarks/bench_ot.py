@@ -208,7 +208,10 @@ def overhead(steps: int = 400) -> list[str]:
     standardized points, as the model pairs them; median over the epoch's batches): the
     floor under any OT step, however the assignment were scheduled; and the assignment
     time the issue's 20% would allow."""
-    from flowscope.bench import cpu_model
+    import datetime
+    import os
+
+    from flowscope.bench import cpu_model, vector_extensions
     from flowscope.data import olympic_rings
     from flowscope.matching.assignment import ot_assignment
 
@@ -216,8 +219,11 @@ def overhead(steps: int = 400) -> list[str]:
         "independent": "independent",
         **{f"ot ({s})": {"name": "ot", "solver": s} for s in ("auto", *SOLVERS)},
     }
+    load = os.getloadavg()
     lines = [
-        f"CPU: {cpu_model()}, one torch thread.",
+        f"{datetime.date.today()}; CPU: {cpu_model()} ({', '.join(vector_extensions())}), "
+        f"one torch thread; load average at the start {load[0]:.1f} (1 min), {load[2]:.1f} "
+        "(15 min).",
         "",
         "| batch | "
         + " | ".join(f"{c} ms/step" for c in couplings)
@@ -301,28 +307,36 @@ def solvers(sizes=(32, 64, 128, 256, 512), reps: int = 7) -> tuple[list[str], li
     return lines, rows
 
 
+#: The methods of ``--rings``: name -> (conditional, FlowMatching's arguments).
 RINGS = {
-    "cfm independent": (True, "independent"),
-    "cfm class-ot": (True, "class-ot"),
-    "cfm ot": (True, "ot"),
-    "fm independent": (False, "independent"),
-    "fm ot": (False, "ot"),
+    "cfm independent": (True, {"coupling": "independent"}),
+    "cfm class-ot": (True, {"coupling": "class-ot"}),
+    "cfm ot": (True, {"coupling": "ot"}),
+    "fm independent": (False, {"coupling": "independent"}),
+    "fm ot": (False, {"coupling": "ot"}),
 }
 
 
-def rings(methods: list[str], seeds: list[int], n_points: int, epochs: int) -> list[dict]:
-    """Each coupling on the Olympic rings with the default recipe (the coupling's own
-    defaults: skip and time sampler; TrainConfig's batch 128, lr 1e-3), ``n_points``
-    training points drawn with the seed: class accuracy of 2,000 balanced samples at 4,
-    100 and 1,000 Euler steps (conditional), and W2 to 2,000 test points at 1, 2, 4, 8 and
-    100 Euler steps (:func:`flowscope.metrics.w2_by_nfe`)."""
+def rings(
+    methods: list[str],
+    seeds: list[int],
+    n_points: int,
+    epochs: int,
+    batch_size: int = 128,
+    table: dict[str, tuple[bool, dict]] = RINGS,
+) -> list[dict]:
+    """Each method of ``table`` on the Olympic rings with the default recipe otherwise
+    (the coupling's own defaults: skip and time sampler; TrainConfig's lr 1e-3),
+    ``n_points`` training points drawn with the seed: class accuracy of 2,000 balanced
+    samples at 4, 100 and 1,000 Euler steps (conditional), and W2 to 2,000 test points at
+    1, 2, 4, 8 and 100 Euler steps (:func:`flowscope.metrics.w2_by_nfe`)."""
     from flowscope.data import olympic_rings
     from flowscope.metrics import class_accuracy, w2_by_nfe
 
     rows = []
     for seed in seeds:
         for name in methods:
-            conditional, coupling = RINGS[name]
+            conditional, model_args = table[name]
             torch.manual_seed(seed)
             if conditional:
                 x, labels = olympic_rings(n_points, conditional=True, seed=seed)
@@ -330,9 +344,10 @@ def rings(methods: list[str], seeds: list[int], n_points: int, epochs: int) -> l
             else:
                 x, labels = olympic_rings(n_points, seed=seed), None
                 xt, lt = olympic_rings(2000, seed=seed + 2), None
-            fm = FlowMatching(num_classes=5 if conditional else None, coupling=coupling)
+            fm = FlowMatching(num_classes=5 if conditional else None, **model_args)
+            config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed)
             t0 = time.perf_counter()
-            hist = fit(fm, x, labels, config=TrainConfig(epochs=epochs, seed=seed), progress=False)
+            hist = fit(fm, x, labels, config=config, progress=False)
             row = dict(method=name, seed=seed, seconds=time.perf_counter() - t0)
             row.update(gaussian_skip=fm.gaussian_skip, times=fm.times.describe())
             row.update(fast_path=hist.fast_path)

@@ -3,9 +3,10 @@ the class-ot coupling's time sampler, the Gaussian skip, the training length and
 the standardization, one at a time, against the default (Beta(3, 1), no skip, per-class
 standardization, 20 epochs, batch 128).
 
-Each run is ``bench_ot.py --rings "cfm class-ot"``'s: 250,000 training points drawn with
-the seed, class accuracy of 2,000 balanced samples at 4, 100 and 1,000 Euler steps. Rows
-are appended to ``--out`` (JSON lines) and printed.
+Each run is ``bench_ot.py --rings "cfm class-ot"``'s (:func:`bench_ot.rings` with the
+variant's arguments): 250,000 training points drawn with the seed, class accuracy of
+2,000 balanced samples at 4, 100 and 1,000 Euler steps (and W2 at 1-100 steps). Rows are
+appended to ``--out`` (JSON lines) and printed.
 
 Run: ``python benchmarks/explore_class_ot.py --variants beta3,uniform,beta7 --seeds 0,1,2``;
 ``--variants beta3 --epochs 40`` or ``--batch 512`` for the length and the batch;
@@ -17,14 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
-
-from flowscope import FlowMatching, TrainConfig, fit
-from flowscope.data import olympic_rings
-from flowscope.metrics import class_accuracy
+from bench_ot import rings
 
 #: variant name -> FlowMatching's arguments beside the coupling (the rest its defaults).
 VARIANTS = {
@@ -80,25 +77,15 @@ def main() -> None:
         print("\n".join(table(Path(args.out))))
         return
     torch.set_num_threads(1)
+    methods = {n: (True, {"coupling": "class-ot", **a}) for n, a in VARIANTS.items()}
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.variants.split(","):
-            torch.manual_seed(seed)
-            x, labels = olympic_rings(250_000, conditional=True, seed=seed)
-            xt, lt = olympic_rings(2000, conditional=True, seed=seed + 2)
-            fm = FlowMatching(num_classes=5, **{"coupling": "class-ot", **VARIANTS[name]})
-            config = TrainConfig(epochs=args.epochs, batch_size=args.batch, seed=seed)
-            t0 = time.perf_counter()
-            fit(fm, x, labels, config=config, progress=False)
-            row = dict(variant=name, seed=seed, epochs=args.epochs, batch=args.batch)
-            row["coupling"] = fm.coupling.name
-            row.update(times=fm.times.describe(), skip=fm.gaussian_skip)
-            row["standardize"] = "class" if fm.standardization.per_class else "global"
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            for steps in (4, 100, 1000):
-                g = torch.Generator().manual_seed(seed + 1)
-                s = fm.sample(len(lt), labels=lt, dt=1 / steps, generator=g)
-                row[f"accuracy_{steps}"] = class_accuracy(s, lt).overall
-            print(json.dumps(row), flush=True)
+            (row,) = rings([name], [seed], 250_000, args.epochs, args.batch, methods)
+            model_args = methods[name][1]
+            row.update(variant=row.pop("method"), epochs=args.epochs, batch=args.batch)
+            row["skip"] = row.pop("gaussian_skip")
+            row["coupling"] = model_args["coupling"]
+            row["standardize"] = model_args.get("standardize", "class")
             with Path(args.out).open("a") as f:
                 f.write(json.dumps(row) + "\n")
 

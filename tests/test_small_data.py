@@ -3,6 +3,7 @@ note on short runs and the Gaussian-mixture baseline."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -17,7 +18,7 @@ from flowscope.cli import main
 from flowscope.errors import MissingDependency
 from flowscope.evaluate import evaluate_run
 from flowscope.flows import NormalizingFlow
-from flowscope.recipe import SMALL_DATA_VAL_POINTS
+from flowscope.recipe import SMALL_DATA_VAL_SIZE
 from flowscope.runs import CHECKPOINT, load_checkpoint, load_run, run_data, train_run
 from flowscope.train import SMALL_DATA_DECAY, Schedule, TrainConfig, fit
 
@@ -58,22 +59,37 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
 
 def test_a_run_lengthened_for_small_data_validates_on_fewer_of_many_points(monkeypatch):
     cfg = TrainConfig()
-    assert cfg.validation_points(250_000) == cfg.val_size  # the study's 20 epochs
-    assert cfg.validation_points(10) == SMALL_DATA_VAL_POINTS  # 2000 epochs of one step
-    assert cfg.validation_points(5000) == 5000  # 50 epochs of 40 steps: lengthened
-    assert TrainConfig(epochs=3).validation_points(10) == cfg.val_size  # as given: not
-    # The fit uses that many of the validation points it is given, the first ones.
+    assert cfg.val_size_for(250_000) == cfg.val_size  # the study's 20 epochs
+    assert cfg.val_size_for(10) == SMALL_DATA_VAL_SIZE  # 2000 epochs of one step
+    assert cfg.val_size_for(5000) == 5000  # 50 epochs of 40 steps: lengthened
+    assert TrainConfig(epochs=3).val_size_for(10) == cfg.val_size  # as given: not
+    # The fit scores every epoch on that many of the validation points, the first ones,
+    # with their labels, and records the number; a resumed run keeps the recorded one.
     seen = []
-    model = NormalizingFlow(couplings=2, hidden=4)
+    model = NormalizingFlow(couplings=2, hidden=4, num_classes=2)
     terms = model.validation_terms
     monkeypatch.setattr(
-        model, "validation_terms", lambda y, *a: seen.append(y.clone()) or terms(y, *a)
+        model, "validation_terms", lambda y, lb, g: seen.append((y.clone(), lb)) or terms(y, lb, g)
     )
     x, x_val = two_blobs(40, seed=0).float(), two_blobs(3000, seed=1).float()
-    fit(model, x, x_val=x_val, config=TrainConfig(min_steps=60, batch_size=20), progress=False)
-    assert {len(y) for y in seen} == {SMALL_DATA_VAL_POINTS}
-    want = model.standardization(x_val[:SMALL_DATA_VAL_POINTS])
-    torch.testing.assert_close(seen[0], want)
+    labels, labels_val = torch.arange(40) % 2, (torch.arange(3000) // 7) % 2
+    config = TrainConfig(min_steps=60, batch_size=20)  # 30 epochs of 2 steps: lengthened
+    states = []
+    run = functools.partial(
+        fit, model, x, labels, x_val=x_val, labels_val=labels_val, config=config, progress=False
+    )
+    history = run(on_epoch_end=lambda m, st: states.append(st))
+    assert history.val_points == SMALL_DATA_VAL_SIZE
+    assert {len(y) for y, _ in seen} == {SMALL_DATA_VAL_SIZE}
+    first = slice(0, SMALL_DATA_VAL_SIZE)
+    torch.testing.assert_close(seen[0][0], model.standardization(x_val[first], labels_val[first]))
+    assert torch.equal(seen[0][1], labels_val[first])
+    for recorded, used in ((SMALL_DATA_VAL_SIZE, SMALL_DATA_VAL_SIZE), (None, 3000)):
+        seen.clear()
+        state = states[10]
+        state.history.val_points = recorded  # None: a checkpoint written before it was kept
+        run(state=state)
+        assert {len(y) for y, _ in seen} == {used}
 
 
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])

@@ -66,6 +66,7 @@ __all__ = [
     "Timing",
     "cpu_model",
     "run_bench",
+    "vector_extensions",
     "format_table",
     "markdown",
     "to_json",
@@ -325,7 +326,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _vector_extensions() -> list[str]:
+def vector_extensions() -> list[str]:
     """The CPU's vector extensions that decide the kernels' speed, as ``/proc/cpuinfo``
     names them (empty where it cannot be read)."""
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "neon", "asimd")
@@ -351,7 +352,7 @@ def _machine(threads: int, kernels: dict[str, bool]) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": cpu_model(),
-        "vector_extensions": _vector_extensions(),
+        "vector_extensions": vector_extensions(),
         "kernels": kernels,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

@@ -10,16 +10,16 @@ from typing import Any
 
 from .data import check_int
 
-__all__ = ["SMALL_DATA_DECAY", "SMALL_DATA_VAL_POINTS", "Schedule", "TrainConfig", "recipe"]
+__all__ = ["SMALL_DATA_DECAY", "SMALL_DATA_VAL_SIZE", "Schedule", "TrainConfig", "recipe"]
 
 
 #: The weight decay of a run lengthened for small data (:meth:`TrainConfig.schedule`),
 #: measured on the Old Faithful data (``benchmarks/README.md``, small data sets).
 SMALL_DATA_DECAY = 2.0
 #: The fewest validation points a run lengthened for small data validates on per epoch
-#: when it has more (:meth:`TrainConfig.validation_points`): a mean NLL of 1,000 points
-#: has a standard error of a few hundredths of a nat, finer than the epochs' differences.
-SMALL_DATA_VAL_POINTS = 1000
+#: when it has more (:meth:`TrainConfig.val_size_for`); every epoch is scored on the same
+#: points, so the epochs are compared on equal terms.
+SMALL_DATA_VAL_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class TrainConfig:
         lr: Adam's learning rate, decayed to 0 over all steps by ``CosineAnnealingLR``.
         seed: seeds the shuffling and the randomness of the loss, e.g. flow matching's
             noise and times (model initialisation is seeded by the caller).
-        val_size: at most this many validation points are used per epoch (fewer on a
-            run lengthened for small data: :meth:`validation_points`).
+        val_size: at most this many validation points are used per epoch, the first
+            ones (fewer on a run lengthened for small data: :meth:`val_size_for`).
         grad_clip: if set, the gradient's global norm is clipped to this value before
             each step (``torch.nn.utils.clip_grad_norm_``); ``None`` (the study's recipe)
             does not clip.
@@ -123,20 +123,27 @@ class TrainConfig:
             decay = SMALL_DATA_DECAY if small else 0.0
         return Schedule(epochs, per_epoch, small and validation, float(decay), note)
 
-    def validation_points(self, n: int) -> int:
-        """How many of its validation points a fit on ``n`` training points uses per epoch:
-        ``val_size``, or on a run lengthened for small data (:meth:`schedule`) at most
-        ``max(SMALL_DATA_VAL_POINTS, n)``. Such a run validates after each of its many
-        short epochs; on registry data, whose validation part has 10,000 points whatever
-        the training part, validating them all made validation nearly all of the work
-        (2,000 epochs of one step on 10 points: 61 s, ``benchmarks/README.md``).
+    def val_size_for(self, n: int) -> int:
+        """How many validation points a fit on ``n`` training points uses per epoch.
+
+        ``val_size``; on a run lengthened for small data (:meth:`schedule`) at most
+        ``max(SMALL_DATA_VAL_SIZE, n)``. Such a run validates after each of its many short
+        epochs, and registry data draw a validation part of 10,000 points whatever the
+        training part's size, so validating all of them was nearly all of such a run's
+        work (``benchmarks/README.md``, small data sets).
+
+        Arguments:
+            n: training points, >= 1.
+
+        Returns:
+            the number of validation points, the first ones of those given.
 
         Raises:
             ValueError: if ``n`` is not a positive integer.
         """
         if not self.schedule(n).keep_best:
             return self.val_size
-        return min(self.val_size, max(SMALL_DATA_VAL_POINTS, n))
+        return min(self.val_size, max(SMALL_DATA_VAL_SIZE, n))
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class History:
             its best validation loss (:attr:`Schedule.keep_best`), else ``None``.
         length_note: why the run is short for its data (:attr:`Schedule.note`), else
             ``None``.
+        val_points: the validation points each epoch was scored on
+            (:meth:`TrainConfig.val_size_for`), else ``None`` (no validation, or a
+            checkpoint written before it was recorded: such a run used up to ``val_size``).
     """
 
     batch_loss: list[float] = field(default_factory=list)
@@ -66,6 +69,7 @@ class History:
     fast_path_note: str | None = None
     best_epoch: int | None = None
     length_note: str | None = None
+    val_points: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -121,8 +125,12 @@ class _Data:
     labels_val: torch.Tensor | None
 
 
-def _prepare(model, x, labels, x_val, labels_val, config: TrainConfig, resuming: bool) -> _Data:
-    """Check the points, fit the standardization (unless resuming) and standardize."""
+def _prepare(
+    model, x, labels, x_val, labels_val, config: TrainConfig, state: TrainState | None
+) -> _Data:
+    """Check the points, fit the standardization (unless resuming) and standardize; keep
+    the first :meth:`TrainConfig.val_size_for` validation points (a resumed run the
+    number it recorded, or ``val_size`` if it recorded none)."""
     x, labels = model.check(x, labels)
     if len(x) == 0:
         raise ValueError("x holds no points; training needs at least two")
@@ -130,12 +138,15 @@ def _prepare(model, x, labels, x_val, labels_val, config: TrainConfig, resuming:
         x_val, labels_val = model.check(x_val, labels_val, "x_val")
         if len(x_val) == 0:
             raise ValueError("x_val holds no points; pass x_val=None to train without validation")
-    if not resuming:
+    if state is None:
         model.fit_standardization(x, labels)
     y = model.standardization(x, labels).detach()
     y_val = None
     if x_val is not None:
-        used = config.validation_points(len(x))
+        if state is None:
+            used = config.val_size_for(len(x))
+        else:
+            used = state.history.val_points or config.val_size
         x_val = x_val[:used]
         labels_val = None if labels_val is None else labels_val[:used]
         y_val = model.standardization(x_val, labels_val).detach()
@@ -251,7 +262,9 @@ def fit(
     Arguments:
         model: a :class:`~flowscope.base.FlowModel`.
         x: (N, D) training points in data units; labels: (N,) for a conditional model.
-        x_val, labels_val: held-out points for the per-epoch validation (default: none).
+        x_val, labels_val: held-out points for the per-epoch validation (default: none),
+            in random order: the first :meth:`TrainConfig.val_size_for` of them are used
+            (``History.val_points``).
         config: :class:`TrainConfig`.
         progress: show a progress bar; ``None`` shows it only on a terminal.
         on_epoch_end: called with the model and a :class:`TrainState` after every epoch
@@ -271,7 +284,7 @@ def fit(
             data the standardization cannot be fitted on (see
             :meth:`~flowscope.standardize.Standardization.fit`).
     """
-    data = _prepare(model, x, labels, x_val, labels_val, config, resuming=state is not None)
+    data = _prepare(model, x, labels, x_val, labels_val, config, state)
     n, bs = len(data.y), config.batch_size
     model.check_batch_size(bs)
     plan = config.schedule(n, validation=data.y_val is not None)
@@ -289,6 +302,7 @@ def fit(
         gen.set_state(state.generator)
         history, best = state.history, state.best
         first_epoch = state.epoch + 1
+    history.val_points = None if data.y_val is None else len(data.y_val)
     if plan.note is not None and state is None:
         log.info("%s: %s", model.kind, plan.note)
     if progress is None:

@@ -1160,7 +1160,9 @@ def _add_model_options(p: argparse.ArgumentParser, entry: Any = None) -> None:
     for option in _all_options() if entry is None else entry.options:
         have = [e.name for e in MODELS if option in e.options]
         named = "" if entry is not None else f"{', '.join(have)}: "
-        kwargs: dict[str, Any] = {"help": named + option.help_for(entry and entry.name)}
+        kwargs: dict[str, Any] = {
+            "help": named + option.help_for(None if entry is None else entry.name)
+        }
         if option.parse is None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

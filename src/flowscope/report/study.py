@@ -20,8 +20,8 @@ import torch
 
 from .. import __version__, plots
 from ..evaluate import FLOOR_PAIRS, NoiseFloor, data_draw, noise_floor
-from ..runs import atomic_write, run_data
-from ..train import History, TrainConfig
+from ..runs import atomic_write, run_data, train_config
+from ..train import History
 from .document import Document
 from .measures import band_area
 from .presets import FIGURE_DPI, PROBE_POINTS, Preset
@@ -243,7 +243,8 @@ def prepare_data(study: Study) -> None:
         {"n": n, "conditional": cond, "mean": f.mean, "std": f.std, "values": list(f.values)}
         for (n, cond), f in study.floors.items()
     ]
-    study.val_n = min(len(run_data(info, "val").x), TrainConfig().val_size)
+    trained_on = train_config(info).val_size_for(int(info.data["n_points"]))
+    study.val_n = min(len(run_data(info, "val").x), trained_on)
     study.background = study.test[: p.background]
     area = band_area(p.entropy_points, seed=12_345)
     scale = nf.standardization.scale.double()
