@@ -793,6 +793,12 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
             ["train", "fm", "--coupling", "class-ot", "--data", "moons", "--out", "{tmp}/r"],
             "fm: the class-ot coupling pairs within classes",
         ),
+        # an output that is one of a run folder's own files
+        (["sample", "{nf}", "-o", "{nf}/config.json"], "is a file of the run folder"),
+        (["sample", "{nf}", "--plot", "{nf}/model.safetensors"], "is a file of the run"),
+        (["invert", "{nf}", "--point", "0,0", "--trajectory", "{nf}/metrics.csv"], "run folder"),
+        (["log-prob", "{nf}", "--point", "0,0", "-o", "{cfm}/batches.csv"], "of the run folder"),
+        (["eval", "{nf}", "--json", "{cfm}/config.json"], "is a file of the run folder"),
         # two outputs, one file
         (["sample", "{nf}", "-o", "{tmp}/s.png", "--plot", "{tmp}/s.png"], "both name"),
         (["invert", "{nf}", "--point", "0,0", "-o", "{tmp}/a", "--trajectory", "{tmp}/a"], "both"),

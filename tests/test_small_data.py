@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import flowscope.runs
-from flowscope.baseline import mixture_baseline
+from flowscope.baseline import mixture_baseline, most_components
 from flowscope.cli import main
 from flowscope.errors import MissingDependency
 from flowscope.evaluate import evaluate_run
@@ -189,6 +189,19 @@ def test_the_mixture_baseline_finds_two_blobs_and_their_entropy():
     assert b.nll_data == pytest.approx(math.log(2) + math.log(2 * math.pi * math.e), abs=0.05)
     one = mixture_baseline(two_blobs(400, 0), two_blobs(4000, 1), max_components=1)
     assert one.components == (1,) and one.nll_data > b.nll_data + 0.5
+
+
+def test_the_mixture_baseline_has_no_more_parameters_than_points():
+    # Ten points of two far blobs: a component per point would have the highest
+    # likelihood and BIC; the mixture stays a single Gaussian, whose NLL is modest.
+    x, test = two_blobs(10, 0), two_blobs(4000, 1)
+    b = mixture_baseline(x, test)
+    one = mixture_baseline(x, test, max_components=1)
+    assert b.components == (1,) and b.nll_data == pytest.approx(one.nll_data)
+    assert b.nll_data < 10
+    assert mixture_baseline(two_blobs(12, 0), test).components[0] <= 2  # (12 + 1) // 6
+    assert [most_components(n, 2) for n in (1, 10, 11, 59, 60, 1000)] == [1, 1, 2, 10, 10, 10]
+    assert most_components(100, 3) == 100 // 10  # 3 means, 6 covariances and a weight
 
 
 def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):

@@ -19,7 +19,13 @@ from .data import check_int
 from .errors import MissingDependency
 from .standardize import Standardization
 
-__all__ = ["MAX_COMPONENTS", "MAX_POINTS", "MixtureBaseline", "mixture_baseline"]
+__all__ = [
+    "MAX_COMPONENTS",
+    "MAX_POINTS",
+    "MixtureBaseline",
+    "mixture_baseline",
+    "most_components",
+]
 
 #: The most components the BIC chooses among.
 MAX_COMPONENTS = 10
@@ -64,14 +70,29 @@ def _gaussian_mixture():
     return GaussianMixture, threadpool_limits
 
 
+def most_components(n: int, features: int, max_components: int = MAX_COMPONENTS) -> int:
+    """The most components a mixture fitted to n points of ``features`` dimensions may
+    have: no more free parameters than points (each component has D means, D(D + 1) / 2
+    covariances and a weight, less one weight for all), at least 1. More would let
+    components collapse onto single points, whose likelihood grows without bound, and
+    BIC then prefers them, with an absurd held-out NLL.
+
+    Example:
+        >>> most_components(10, 2), most_components(100, 2), most_components(240, 2)
+        (1, 10, 10)
+    """
+    per = features + features * (features + 1) // 2 + 1
+    return max(1, min(max_components, (n + 1) // per))
+
+
 def _fit_bic(x: np.ndarray, max_components: int, seed: int):
-    """The mixture of lowest BIC among 1 .. max_components components (fewer if x has
-    fewer points than that) fitted to x (N, D), float64."""
+    """The mixture of lowest BIC among 1 .. max_components components (fewer on few
+    points: :func:`most_components`) fitted to x (N, D), float64."""
     mixture, threadpool_limits = _gaussian_mixture()
     best, best_bic = None, math.inf
     # One thread: k-means' OpenMP threads on a busy machine made a fit 10x slower.
     with threadpool_limits(1):
-        for k in range(1, min(max_components, len(x)) + 1):
+        for k in range(1, most_components(len(x), x.shape[1], max_components) + 1):
             g = mixture(k, covariance_type="full", n_init=2, random_state=seed)
             g.fit(x)
             bic = g.bic(x)
@@ -106,7 +127,8 @@ def mixture_baseline(
             else ``None``.
         standardization: the model's, for the standardized NLL (``None``: the same as
             data units).
-        max_components: the most components, >= 1.
+        max_components: the most components, >= 1 (fewer on few points:
+            :func:`most_components`).
         max_points: a seeded random subset of at most this many training points (per
             class) is fitted on, >= 1.
         seed: seeds the subset and EM's starts.

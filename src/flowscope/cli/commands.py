@@ -96,14 +96,23 @@ def point_type(text: str) -> tuple[float, float]:
 
 
 def output_path(path: str | None, flag: str) -> Path | None:
-    """Check an output path before any work: its folder exists and it is not a folder."""
+    """Check an output path before any work: its folder exists, it is not a folder, and
+    it is not one of a run folder's own files (:data:`~flowscope.runs.RUN_FILES`), which
+    writing there would destroy."""
     if path is None:
         return None
+    from ..runs import RUN_FILES
+
     p = Path(path)
     if p.is_dir():
         raise CommandError(f"{flag} {p}: is a folder; give a file name")
     if not p.parent.is_dir():
         raise CommandError(f"{flag} {p}: folder {p.parent} does not exist; create it first")
+    if p.name in RUN_FILES and (p.parent / "config.json").is_file():
+        raise CommandError(
+            f"{flag} {p}: is a file of the run folder {p.parent}, which writing there would "
+            "destroy; give another file name"
+        )
     return p
 
 
