@@ -54,6 +54,7 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     assert given.note.startswith("20 epochs of 2 steps on 245 training points are 40 ")
     assert "short for data this small" in given.note
     assert TrainConfig(epochs=20).schedule(250_000).note is None
+    assert TrainConfig(epochs=1).schedule(250_000).note is None  # 1,954 steps, not small
     assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0
 
 
@@ -177,6 +178,18 @@ def test_train_says_when_a_run_is_short_for_its_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "flowscope: note: 2 epochs of 1 step on 36 training points are 2 optimizer steps" in err
     assert "short for data this small" in err
+
+
+def test_train_says_how_a_run_was_lengthened_for_its_data(tmp_path, capsys):
+    data = write_points(tmp_path / "small.csv", two_blobs(40, 0))
+    argv = ["train", "nf", "--data", data, "--out", str(tmp_path / "run"), "--couplings", "2"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    want = f"(at least 2,000 steps on data this small, weight decay {SMALL_DATA_DECAY:g}); kept"
+    assert want in out
+    # A run given its epochs is not lengthened, and does not say so.
+    assert main([*argv, "--overwrite", "--epochs", "2"]) == 0
+    assert "data this small, weight decay" not in capsys.readouterr().out
 
 
 # -- the Gaussian-mixture baseline ----------------------------------------------------------

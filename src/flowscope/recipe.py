@@ -105,11 +105,13 @@ class TrainConfig:
         """
         n = check_int(n, "n")
         per_epoch = math.ceil(n / self.batch_size)
-        epochs, small, note = self.epochs, False, None
+        epochs, note = self.epochs, None
+        # Small data: the default's min_epochs would make fewer than min_steps steps.
+        small_data = self.min_epochs * per_epoch < self.min_steps
+        small = epochs is None and small_data
         if epochs is None:
             epochs = max(self.min_epochs, math.ceil(self.min_steps / per_epoch))
-            small = epochs > self.min_epochs
-        elif epochs * per_epoch < self.min_steps:
+        elif small_data and epochs * per_epoch < self.min_steps:
             note = (
                 f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} step"
                 f"{'s' if per_epoch != 1 else ''} on {n} training points "

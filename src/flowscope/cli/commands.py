@@ -29,7 +29,7 @@ from .. import defaults
 from ..errors import TrainingDiverged
 from ..matching.solvers import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
-from ..recipe import TrainConfig, recipe
+from ..recipe import SMALL_DATA_DECAY, TrainConfig, recipe
 from ..tables import count
 from . import CommandError, add_command, int_type, text_table
 
@@ -615,10 +615,16 @@ def _train(args: argparse.Namespace) -> int:
     note = f" ({loss}{per_class}; compare models with `flowscope eval`)" if loss else ""
     epochs = len(history.epochs)
     kept = ""
-    if history.best_epoch is not None:
+    if history.best_epoch is not None:  # a run lengthened for small data
         best = history.epochs[history.best_epoch - 1]
-        kept = f"; kept epoch {history.best_epoch}, the best validation"
+        decay = SMALL_DATA_DECAY if config.weight_decay is None else config.weight_decay
+        kept = (
+            f" (at least {config.min_steps:,} steps on data this small, weight decay "
+            f"{decay:g}); kept epoch {history.best_epoch}, the best validation"
+        )
         last = best
+    # The wall time of the command's training, with drawing the data and writing the
+    # run; config.json's train_seconds counts the epochs alone.
     print(
         f"trained {args.model} on {settings['data']} for {epochs} "
         f"epoch{'s' if epochs != 1 else ''}{start} in "
