@@ -879,6 +879,7 @@ def test_a_pandas_index_column_is_noted_on_one_line(capsys, tmp_path):
     )
     assert code == 0
     assert "flowscope: note: " in err and "is a row index, as pandas' to_csv writes it" in err
+    assert err.count("is a row index") == 1  # once, though the file is read twice
 
 
 # -- spline flows and class-conditional flows --------------------------------------------

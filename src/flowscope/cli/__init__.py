@@ -186,9 +186,18 @@ def _threads() -> None:
     torch.set_num_threads(count)
 
 
-def _note(message, category, filename, lineno, file=None, line=None) -> None:
-    """The library's warnings as one line each: ``flowscope: note: ...``."""
-    print(f"flowscope: note: {message}", file=sys.stderr)
+def _notes() -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints the library's warnings as one line each,
+    ``flowscope: note: ...``, each text once per command (a file read twice warns
+    twice)."""
+    said: set[str] = set()
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(message) not in said:
+            said.add(str(message))
+            print(f"flowscope: note: {message}", file=sys.stderr)
+
+    return note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.command = _command(argv) if _command(argv) in COMMANDS else None
     from ..errors import MissingDependency, RunError, TrainingDiverged
 
-    shown, warnings.showwarning = warnings.showwarning, _note
+    shown, warnings.showwarning = warnings.showwarning, _notes()
     try:
         args = parser.parse_args(argv)
         if not hasattr(args, "handler"):
