@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -545,6 +546,32 @@ def test_a_pandas_index_column_is_left_out_or_refused(tmp_path):
     (tmp_path / "h.csv").write_text(rows + "\n")
     with pytest.raises(ValueError, match="column 1 counts 0, 1, ..., 11: a row index.*index=False"):
         load_points(tmp_path / "h.csv")
+
+
+def test_a_header_that_names_the_columns_in_another_order_is_refused(tmp_path):
+    # Columns are read by position (x, y, label): a header saying otherwise is an error.
+    for header, row, match in (
+        ("label,x,y", "0,1,2", "names column 1 'label'.*put the label column third"),
+        ("x,Class,y", "1,0,2", "names column 2 'Class'"),
+        ("y,x", "1,2", "names y before x.*swap the two columns"),
+        (",label,x,y", "0,0,1,2", "names column 1 'label'"),  # after a pandas index
+    ):
+        f = tmp_path / "f.csv"
+        f.write_text(f"{header}\n{row}\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the pandas index's note
+            with pytest.raises(ValueError, match=match):
+                load_points(f)
+    # Headers in the order read, and any other names, load as before.
+    for header in ("x,y,label", "X, Y", "waiting,eruptions", "a,b,class"):
+        (tmp_path / "g.csv").write_text(f"{header}\n1,2{',0' if header.count(',') == 2 else ''}\n")
+        assert load_points(tmp_path / "g.csv")[0].tolist() == [[1.0, 2.0]]
+
+
+def test_a_third_column_of_fractions_is_said_to_be_read_as_labels(tmp_path):
+    (tmp_path / "f.csv").write_text("a,b,c\n0.5,1.5,-0.36\n")
+    with pytest.raises(ValueError, match="label -0.36 .*third column holds class labels"):
+        load_points(tmp_path / "f.csv")
 
 
 def test_a_constant_coordinate_is_named():

@@ -45,7 +45,10 @@ def load_points(
     lines = None  # for a csv: the file line of each row, so that errors name the line
     if suffix == ".csv":
         arr, lines, header = _read_csv(path)
-        arr = _drop_index_column(path, arr, header)
+        dropped = _drop_index_column(path, arr, header)
+        if header is not None:
+            _check_header(path, header[arr.shape[1] - dropped.shape[1] :])
+        arr = dropped
     elif suffix in (".npy", ".npz"):
         try:
             obj = np.load(path, allow_pickle=False)
@@ -107,10 +110,37 @@ def load_points(
         if wrong.any():
             row = int(np.argmax(wrong))
             raise ValueError(
-                f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer"
+                f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer "
+                "(a third column holds class labels 0, 1, ...; points alone are two "
+                "columns, x and y)"
             )
         labels = torch.from_numpy(labels.astype(np.int64))
     return torch.from_numpy(converted), labels
+
+
+#: Header names that say a column is the class label, which must come third.
+LABEL_HEADERS = ("label", "labels", "class")
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a header that names the columns in another order than they are read (by
+    position: x, y, then the label).
+
+    Raises:
+        ValueError: for a label column that is not the third, or y named before x.
+    """
+    names = [h.strip().lower() for h in header]
+    for i, name in enumerate(names):
+        if name in LABEL_HEADERS and i != 2:
+            raise ValueError(
+                f"{path}: the header names column {i + 1} {header[i]!r}, but the columns are "
+                "read by position: x, y, then the class label; put the label column third"
+            )
+    if names[:2] == ["y", "x"]:
+        raise ValueError(
+            f"{path}: the header names y before x, but the columns are read by position "
+            "(x first, then y); swap the two columns"
+        )
 
 
 def column_names(path: str | Path) -> tuple[str, str] | None:
