@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -566,6 +567,16 @@ def test_a_header_that_names_the_columns_in_another_order_is_refused(tmp_path):
     for header in ("x,y,label", "X, Y", "waiting,eruptions", "a,b,class"):
         (tmp_path / "g.csv").write_text(f"{header}\n1,2{',0' if header.count(',') == 2 else ''}\n")
         assert load_points(tmp_path / "g.csv")[0].tolist() == [[1.0, 2.0]]
+
+
+def test_a_file_of_another_shape_or_separator_says_what_it_holds(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((5, 2, 2)))
+    with pytest.raises(ValueError, match=r"shape \(5, 2, 2\); points are \(N, 2\)"):
+        load_points(tmp_path / "a.npy")
+    for sep in ("\t", ";"):
+        (tmp_path / "t.csv").write_text(f"x{sep}y\n1{sep}2\n")
+        with pytest.raises(ValueError, match=re.escape(f"separated by {sep!r}; a .csv")):
+            load_points(tmp_path / "t.csv")
 
 
 def test_a_third_column_of_fractions_is_said_to_be_read_as_labels(tmp_path):

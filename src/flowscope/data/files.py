@@ -77,7 +77,11 @@ def load_points(
         arr = arr.astype(np.float64)
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .npy or .npz")
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{path}: an array of shape {arr.shape}; points are (N, 2), or (N, 3) with labels"
+        )
+    if arr.shape[0] == 0:
         raise ValueError(f"{path}: no points found (array of shape {arr.shape})")
     if labels is None and arr.shape[1] == 3:
         arr, labels = arr[:, :2], arr[:, 2]
@@ -258,7 +262,11 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            raise ValueError(f"{path}: {where}: {line.strip()!r} is not numeric") from None
+            sep = next((c for c in ("\t", ";", " ") if c in line.strip()), None)
+            hint = f" (the values are separated by {sep!r}; a .csv separates them by commas)"
+            raise ValueError(
+                f"{path}: {where}: {line.strip()!r} is not numeric{hint if sep else ''}"
+            ) from None
         numbers.append(i)
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(
