@@ -232,7 +232,8 @@ class FlowMatching(FlowModel):
         if self._coupling.needs_labels and not conditional:
             raise ValueError(
                 f"the {self._coupling.name} coupling pairs within classes: it needs a "
-                "conditional model (num_classes); use 'ot' for an unconditional one"
+                "conditional model (num_classes; on the command line `flowscope train cfm`); "
+                "use 'ot' for an unconditional one"
             )
         if self._source.in_data_units and standardize == "class":
             raise ValueError(
