@@ -38,8 +38,6 @@ from .defaults import (
 from .matching.couplings import COUPLINGS, drawn_couplings
 from .matching.paths import PATHS
 from .matching.times import (
-    DEFAULT_CONDITIONAL_TIME_ALPHA,
-    DEFAULT_TIME_ALPHA,
     TIME_SAMPLERS,
 )
 from .registry import Registry
@@ -322,27 +320,29 @@ def _source(text: str) -> dict[str, Any]:
     return source_from_text(text)
 
 
-# The time samplers of the couplings that pair by position, for --help.
-_OT_TIMES = "; ".join(
-    f"{n}: {_times_text(c.default_times(False))} for fm, "
-    f"{_times_text(c.default_times(True))} for cfm"
-    if not c.needs_labels
-    else f"{n}: {_times_text(c.default_times(True))}"
-    for n, c in ((n, COUPLINGS.get(n)) for n in drawn_couplings())
-    if not c.gaussian_skip_exact
-)
+def _times_by_coupling(conditional: bool) -> str:
+    """``by coupling: independent Beta(5, 1); ot U[0, 1]``: each drawn coupling's time
+    sampler for an unconditional or a conditional model, for --help."""
+    names = [n for n in drawn_couplings() if conditional or not COUPLINGS.get(n).needs_labels]
+    return "by coupling: " + "; ".join(
+        f"{n} {_times_text(COUPLINGS.get(n).default_times(conditional))}" for n in names
+    )
+
 
 _FM_OPTIONS = (
     Option(
         "--time-alpha",
         "draw the path time t of each training example (0: noise, 1: data) from Beta(A, 1), "
-        "density A t^(A-1), A > 0 (default: the coupling's; independent: "
-        f"{DEFAULT_TIME_ALPHA:g} for fm, {DEFAULT_CONDITIONAL_TIME_ALPHA:g} for cfm, mostly "
-        f"near the data; {_OT_TIMES}; 1: uniform, as in the study's recipe and meanflow's "
-        "default, which draws both of its times so)",
+        "density A t^(A-1), A > 0; 1 is U[0, 1], as in the study's recipe; A > 1 trains "
+        "mostly near the data ({default})",
         lambda a: {"times": {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}},
         parse=positive_number,
         metavar="A",
+        defaults={
+            "fm": _times_by_coupling(False),
+            "cfm": _times_by_coupling(True),
+            "meanflow": "U[0, 1], for both of its times",
+        },
     ),
     Option(
         "--gaussian-skip",
