@@ -732,6 +732,7 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         (["train", "nf", "--batch-size", "0"], "argument --batch-size"),
         (["train", "nf", "--lr", "0"], "argument --lr: must be a positive finite number"),
         (["train", "nf", "--n-points", "-5"], "argument --n-points"),
+        (["train", "nf", "--n-points", "1"], "argument --n-points: must be an integer >= 2"),
         (["train", "nf", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
         (
             ["train", "nf", "--time-alpha", "2", "--out", "{tmp}/r"],

@@ -1096,7 +1096,9 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any], data: boo
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
     p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
     p.add_argument(
-        "--n-points", type=_positive_int, help=f"training points drawn (default {d['n_points']})"
+        "--n-points",
+        type=int_type(2),
+        help=f"training points drawn, >= 2 (default {d['n_points']})",
     )
     p.add_argument(
         "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
