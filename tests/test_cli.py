@@ -121,8 +121,10 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
     code, out, _ = run(capsys, "train", "fm", "--out", out_dir, *TINY, "--seed", "4")
     assert code == 0
     assert f"run saved to {out_dir}" in out
-    assert " s; validation loss " in out
+    assert " s of it in the epochs); validation loss " in out
     config = json.loads((out_dir / "config.json").read_text())
+    # The epochs' seconds it quotes are those config.json records.
+    assert f"({config['train_seconds']:.1f} s of it in the epochs)" in out
     assert config["train"] == {
         "epochs": 1,
         "batch_size": 64,

@@ -185,11 +185,12 @@ def test_train_says_how_a_run_was_lengthened_for_its_data(tmp_path, capsys):
     argv = ["train", "nf", "--data", data, "--out", str(tmp_path / "run"), "--couplings", "2"]
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().out.split())
-    want = f"(at least 2,000 steps on data this small, weight decay {SMALL_DATA_DECAY:g}); kept"
+    decay = f"with weight decay {SMALL_DATA_DECAY:g}; kept"
+    want = f"lengthened to at least 2,000 steps for data this small, {decay}"
     assert want in out
     # A run given its epochs is not lengthened, and does not say so.
     assert main([*argv, "--overwrite", "--epochs", "2"]) == 0
-    assert "data this small, weight decay" not in capsys.readouterr().out
+    assert "lengthened" not in capsys.readouterr().out
 
 
 # -- the Gaussian-mixture baseline ----------------------------------------------------------

@@ -619,16 +619,19 @@ def _train(args: argparse.Namespace) -> int:
         best = history.epochs[history.best_epoch - 1]
         decay = SMALL_DATA_DECAY if config.weight_decay is None else config.weight_decay
         kept = (
-            f" (at least {config.min_steps:,} steps on data this small, weight decay "
-            f"{decay:g}); kept epoch {history.best_epoch}, the best validation"
+            f"; lengthened to at least {config.min_steps:,} steps for data this small, with "
+            f"weight decay {decay:g}; kept epoch {history.best_epoch}, the best validation"
         )
         last = best
-    # The wall time of the command's training, with drawing the data and writing the
-    # run; config.json's train_seconds counts the epochs alone.
+    # The command's wall time, with drawing the data and writing the run; the epochs
+    # alone are config.json's train_seconds (a resumed run's include the earlier ones).
+    took = f"{seconds:.1f} s"
+    if not args.resume:
+        took += f" ({history.seconds:.1f} s of it in the epochs)"
     print(
         f"trained {args.model} on {settings['data']} for {epochs} "
         f"epoch{'s' if epochs != 1 else ''}{start} in "
-        f"{seconds:.1f} s{kept}; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
+        f"{took}{kept}; validation loss {last.get('val_loss', math.nan):.4f}{note}\n"
         f"run saved to {out}"
     )
     if history.length_note:
