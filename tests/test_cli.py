@@ -26,6 +26,7 @@ import flowscope.runs
 from flowscope.cli import main
 from flowscope.data import RING_COLORS, load_points
 from flowscope.matching import DEFAULT_CONDITIONAL_TIME_ALPHA, DEFAULT_TIME_ALPHA
+from flowscope.recipe import recipe
 from flowscope.runs import load_run, train_run
 from flowscope.train import TrainConfig
 
@@ -135,6 +136,9 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
         "min_epochs": 20,
         "min_steps": 2000,
         "weight_decay": None,
+        "small_decay": 2.0,
+        "small_noise": 0.15,
+        "keep_best": False,
     }
     assert config["data"]["n_points"] == 300
     assert config["train_seconds"] > 0
@@ -150,8 +154,13 @@ def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path
     monkeypatch.setattr(flowscope.runs, "train_run", fake_train_run)
     code, _, err = run(capsys, "train", "nf", "--out", tmp_path / "x")
     assert code == 130 and "nothing was saved" in err
-    assert seen["config"] == TrainConfig(epochs=None, batch_size=128, lr=1e-3, seed=0)
-    assert seen["config"].schedule(250_000).epochs == 20  # the study's on the study's data
+    assert seen["config"] == recipe("nf")
+    assert (seen["config"].batch_size, seen["config"].lr, seen["config"].epochs) == (
+        128,
+        1e-3,
+        None,
+    )
+    assert seen["config"].schedule(250_000) == TrainConfig().schedule(250_000)  # the study's
     assert (seen["data"], seen["n_points"], seen["name"]) == ("olympic", 250_000, "nf")
 
 

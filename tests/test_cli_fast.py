@@ -105,7 +105,12 @@ def test_train_help_shows_every_option_of_every_type(capsys):
             have = [e.name for e in MODELS if option in e.options]
             assert "".join(f"{', '.join(have)}: {option.help_for()}".split()) in help_, option.flag
         for field, value in entry.recipe.items():
-            words = {"min_epochs": "epochs", "batch_size": "batchsize"}.get(field, field)
+            words = {
+                "min_epochs": "epochs",
+                "batch_size": "batchsize",
+                "small_decay": "small-dataweightdecay",
+                "small_noise": "small-datanoise",
+            }.get(field, field)
             assert f"{words}{value:g}" in help_  # "batch size 512", unspaced
 
 

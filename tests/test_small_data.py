@@ -7,18 +7,20 @@ import functools
 import json
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 import flowscope.runs
+import flowscope.train
 from flowscope.baseline import mixture_baseline, most_components
 from flowscope.cli import main
 from flowscope.errors import MissingDependency
 from flowscope.evaluate import evaluate_run
 from flowscope.flows import NormalizingFlow
-from flowscope.recipe import SMALL_DATA_VAL_SIZE
+from flowscope.recipe import SMALL_DATA_NOISE, SMALL_DATA_VAL_SIZE, recipe, upgrade_train
 from flowscope.runs import CHECKPOINT, load_checkpoint, load_run, run_data, train_run
 from flowscope.train import SMALL_DATA_DECAY, Schedule, TrainConfig, fit
 
@@ -45,12 +47,21 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     cfg = TrainConfig()
     # 245 points (a 272-point file's train part) used to get 20 epochs of 2 steps.
     small = cfg.schedule(245)
-    assert small == Schedule(1000, 2, keep_best=True, weight_decay=SMALL_DATA_DECAY)
+    want = Schedule(1000, 2, False, SMALL_DATA_DECAY, noise=SMALL_DATA_NOISE, lengthened=True)
+    assert small == want
     assert small.epochs * small.steps_per_epoch >= cfg.min_steps
-    assert cfg.schedule(245, validation=False).keep_best is False  # nothing to choose by
+    # Early stopping only when asked for, and only with validation points to choose by.
+    assert TrainConfig(keep_best=True).schedule(245).keep_best is True
+    assert TrainConfig(keep_best=True).schedule(245, validation=False).keep_best is False
+    assert TrainConfig(keep_best=True).schedule(250_000).keep_best is False  # not lengthened
+    # A type's recipe sets its own regularization of small data, and only of small data.
+    nf = recipe("nf")
+    assert (nf.schedule(245).weight_decay, nf.schedule(245).noise) == (0.5, 0.1)
+    assert (nf.schedule(250_000).weight_decay, nf.schedule(250_000).noise) == (0.0, 0.0)
     # Given epochs are run exactly, with a note when they are few for the data.
     given = TrainConfig(epochs=20).schedule(245)
-    assert (given.epochs, given.keep_best, given.weight_decay) == (20, False, 0.0)
+    assert (given.epochs, given.keep_best, given.weight_decay, given.noise) == (20, False, 0, 0)
+    assert given.lengthened is False
     assert given.note.startswith("20 epochs of 2 steps on 245 training points are 40 ")
     assert "short for data this small" in given.note
     assert TrainConfig(epochs=20).schedule(250_000).note is None
@@ -93,17 +104,69 @@ def test_a_run_lengthened_for_small_data_validates_on_fewer_of_many_points(monke
         assert {len(y) for y, _ in seen} == {used}
 
 
+@pytest.mark.parametrize("name", ["weight_decay", "small_decay", "small_noise"])
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])
-def test_weight_decay_must_be_a_number_at_least_0(bad):
-    with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
-        TrainConfig(weight_decay=bad)
+def test_decay_and_noise_must_be_numbers_at_least_0(name, bad):
+    with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+        TrainConfig(**{name: bad})
 
 
-def test_a_tiny_data_set_trains_min_steps_and_ends_with_its_best_epoch():
+def test_small_decay_and_noise_may_not_be_none_and_keep_best_is_a_bool():
+    with pytest.raises(ValueError, match="small_noise must be a number >= 0, got None"):
+        TrainConfig(small_noise=None)
+    with pytest.raises(ValueError, match="keep_best must be True or False, got 1"):
+        TrainConfig(keep_best=1)
+
+
+def test_a_lengthened_run_jitters_its_training_batches_and_not_its_validation(monkeypatch):
+    # Points far apart in standardized units: each batch row is its nearest training
+    # point plus the noise, so the residuals are the noise itself.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 2, generator=g, dtype=torch.float64) * 10
+    seen = []
+    call = flowscope.train._Stepper.__call__
+    monkeypatch.setattr(
+        flowscope.train._Stepper,
+        "__call__",
+        lambda self, y, lb, gen: seen.append(y) or call(self, y, lb, gen),
+    )
+    for noise in (0.0, 0.02):
+        seen.clear()
+        torch.manual_seed(0)
+        flow = NormalizingFlow(couplings=2, hidden=4, linear_layers=3).double()
+        cfg = TrainConfig(batch_size=8, min_steps=400, small_noise=noise)
+        history = fit(flow, x, x_val=x[:4], config=cfg, progress=False)
+        assert history.lengthened and history.best_epoch is None
+        y = flow.standardization(x)
+        rows = torch.cat(seen)
+        nearest = torch.cdist(rows, y).argmin(dim=1)
+        residual = rows - y[nearest]
+        if noise == 0:
+            assert torch.equal(residual, torch.zeros_like(residual))
+        else:
+            assert residual.std().item() == pytest.approx(noise, rel=0.1)
+            assert residual.mean(0).abs().max().item() < 0.1 * noise
+        # The validation points were scored as they are, and the model ends with the
+        # weights of its last epoch, which the last validation loss measured.
+        now = -flow.log_prob(x[:4], standardized=True).mean().item()
+        assert now == pytest.approx(history.epochs[-1]["val_loss"], abs=1e-9)
+
+
+def test_a_run_recorded_before_the_noise_resumes_as_it_trained():
+    old = {"epochs": None, "batch_size": 128, "weight_decay": None}
+    cfg = TrainConfig(**upgrade_train(old))
+    assert cfg.schedule(245) == Schedule(1000, 2, True, 2.0, noise=0.0, lengthened=True)
+    now = {**old, "small_decay": 0.5, "small_noise": 0.1, "keep_best": False}
+    assert upgrade_train(now) == now
+
+
+def test_a_tiny_data_set_trains_min_steps_and_with_keep_best_ends_with_its_best_epoch():
     x, x_val = two_blobs(40, 0), two_blobs(20, 1)
     torch.manual_seed(0)
     flow = NormalizingFlow(couplings=3, hidden=16, linear_layers=3).double()
-    cfg = TrainConfig(batch_size=16, lr=2e-2, min_epochs=2, min_steps=150, weight_decay=0.0)
+    cfg = TrainConfig(
+        batch_size=16, lr=2e-2, min_epochs=2, min_steps=150, weight_decay=0.0, keep_best=True
+    )
     history = fit(flow, x, x_val=x_val, config=cfg, progress=False)
     assert len(history.batch_loss) == 150 and len(history.epochs) == 50
     val = [row["val_loss"] for row in history.epochs]
@@ -137,11 +200,13 @@ class Interrupted(Exception):
 SMALL_RUN = TrainConfig(batch_size=8, min_epochs=1, min_steps=312, seed=2)
 
 
+@pytest.mark.parametrize("keep_best", [False, True])
 def test_a_run_of_many_tiny_epochs_writes_fewer_checkpoints_and_resumes_bit_for_bit(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, keep_best
 ):
     data = write_points(tmp_path / "small.csv", two_blobs(20, 0))  # 18 train: 3 steps an epoch
-    args = dict(data=data, config=SMALL_RUN, model_args={"couplings": 2}, progress=False)
+    config = replace(SMALL_RUN, keep_best=keep_best)
+    args = dict(data=data, config=config, model_args={"couplings": 2}, progress=False)
     writes = []
     real = flowscope.runs.atomic_write
 
@@ -152,7 +217,8 @@ def test_a_run_of_many_tiny_epochs_writes_fewer_checkpoints_and_resumes_bit_for_
     monkeypatch.setattr(flowscope.runs, "atomic_write", counting)
     _, _, full = train_run("nf", tmp_path / "full", **args)
     monkeypatch.setattr(flowscope.runs, "atomic_write", real)
-    assert len(full.epochs) == 104 and full.best_epoch is not None
+    assert len(full.epochs) == 104 and full.lengthened
+    assert (full.best_epoch is not None) == keep_best
     # Every 104 // 50 = 2nd epoch and the last, not all 104.
     assert writes.count(CHECKPOINT) == 52
 
@@ -185,9 +251,10 @@ def test_train_says_how_a_run_was_lengthened_for_its_data(tmp_path, capsys):
     argv = ["train", "nf", "--data", data, "--out", str(tmp_path / "run"), "--couplings", "2"]
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().out.split())
-    decay = f"with weight decay {SMALL_DATA_DECAY:g}; kept"
+    nf = recipe("nf")
+    decay = f"with weight decay {nf.small_decay:g} and noise {nf.small_noise:g} (standardized"
     want = f"lengthened to at least 2,000 steps for data this small, {decay}"
-    assert want in out
+    assert want in out and "kept epoch" not in out
     # A run given its epochs is not lengthened, and does not say so.
     assert main([*argv, "--overwrite", "--epochs", "2"]) == 0
     assert "lengthened" not in capsys.readouterr().out

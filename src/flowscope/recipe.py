@@ -10,12 +10,26 @@ from typing import Any
 
 from .data import check_int
 
-__all__ = ["SMALL_DATA_DECAY", "SMALL_DATA_VAL_SIZE", "Schedule", "TrainConfig", "recipe"]
+__all__ = [
+    "SMALL_DATA_DECAY",
+    "SMALL_DATA_NOISE",
+    "SMALL_DATA_VAL_SIZE",
+    "Schedule",
+    "TrainConfig",
+    "recipe",
+    "upgrade_train",
+]
 
 
-#: The weight decay of a run lengthened for small data (:meth:`TrainConfig.schedule`),
-#: measured on the Old Faithful data (``benchmarks/README.md``, small data sets).
+#: The weight decay of a run lengthened for small data (:meth:`TrainConfig.schedule`;
+#: :attr:`TrainConfig.small_decay`'s default), measured on the Old Faithful data
+#: (``benchmarks/README.md``, small data sets).
 SMALL_DATA_DECAY = 2.0
+#: The standard deviation of the Gaussian noise added to each training batch of a run
+#: lengthened for small data, in standardized units (:attr:`TrainConfig.small_noise`'s
+#: default; noise regularization, Rothfuss et al. 2019, arXiv:1907.08982), measured as
+#: :data:`SMALL_DATA_DECAY`.
+SMALL_DATA_NOISE = 0.15
 #: The fewest validation points a run lengthened for small data validates on per epoch
 #: when it has more (:meth:`TrainConfig.val_size_for`); every epoch is scored on the same
 #: points, so the epochs are compared on equal terms.
@@ -30,8 +44,8 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training set, >= 1, exactly; ``None`` (the default):
             ``min_epochs``, or more on a training set so small that ``min_epochs`` make
-            fewer than ``min_steps`` optimizer steps, and then the weights of the best
-            validation loss are kept (early stopping; :meth:`schedule`).
+            fewer than ``min_steps`` optimizer steps, and then regularized
+            (``small_decay``, ``small_noise``; :meth:`schedule`).
         min_epochs: the epochs of ``epochs=None`` on data large enough (the study's 20).
         min_steps: the optimizer steps ``epochs=None`` gives at least; a run with fewer
             is short for its data (``History.length_note`` says so).
@@ -46,9 +60,21 @@ class TrainConfig:
             does not clip.
         weight_decay: decoupled weight decay per step (AdamW's: each weight is scaled by
             ``1 - lr * weight_decay`` before Adam's update), >= 0; ``None`` (the default):
-            none on data large enough (the study's Adam) and :data:`SMALL_DATA_DECAY` on
-            a run lengthened for small data, where it pulls the weights towards 0, the
-            model towards the Gaussian of its standardization (:meth:`schedule`).
+            none on data large enough (the study's Adam) and ``small_decay`` on a run
+            lengthened for small data, where it pulls the weights towards 0, the model
+            towards the Gaussian of its standardization (:meth:`schedule`).
+        small_decay: the weight decay of a run lengthened for small data, >= 0
+            (:data:`SMALL_DATA_DECAY`; a model type's recipe may set its own).
+        small_noise: the standard deviation, in standardized units, >= 0, of the Gaussian
+            noise added to every training batch of a run lengthened for small data
+            (:data:`SMALL_DATA_NOISE`; a model type's recipe may set its own): each step
+            sees the points jittered afresh, which smooths the density the model learns
+            (noise regularization, Rothfuss et al. 2019, arXiv:1907.08982). Validation
+            points are not jittered.
+        keep_best: whether a run lengthened for small data ends with the weights of its
+            epoch of the best validation loss (early stopping) rather than its last; off
+            by default: with the noise, the last weights scored better on held-out points
+            (``benchmarks/README.md``, small data sets).
     """
 
     epochs: int | None = None
@@ -60,6 +86,9 @@ class TrainConfig:
     min_epochs: int = 20
     min_steps: int = 2000
     weight_decay: float | None = None
+    small_decay: float = SMALL_DATA_DECAY
+    small_noise: float = SMALL_DATA_NOISE
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "val_size", "min_epochs"):
@@ -73,10 +102,15 @@ class TrainConfig:
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
             raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
-        wd = self.weight_decay
-        number = isinstance(wd, int | float) and not isinstance(wd, bool)
-        if wd is not None and not (number and math.isfinite(wd) and wd >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        for name in ("weight_decay", "small_decay", "small_noise"):
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if (value is not None or name != "weight_decay") and not (
+                number and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(f"keep_best must be True or False, got {self.keep_best!r}")
 
     def schedule(self, n: int, validation: bool = True) -> Schedule:
         """How long a fit on ``n`` training points runs.
@@ -84,10 +118,11 @@ class TrainConfig:
         With ``epochs`` given, exactly that many. With ``epochs=None``, ``min_epochs``
         if they make at least ``min_steps`` optimizer steps (the study: 20 epochs of
         1,954 steps); else the run is lengthened to ``ceil(min_steps / steps per
-        epoch)`` epochs and, with ``validation``, validated after each epoch, ending
-        with the weights of the best validation loss, and with weight decay unless
-        ``weight_decay`` says otherwise: on a few hundred points a longer run overfits,
-        and the best epoch is the early stop (``benchmarks/README.md``, small data sets).
+        epoch)`` epochs, with weight decay ``small_decay`` (unless ``weight_decay``
+        says otherwise) and noise ``small_noise`` on its batches: on a few hundred points
+        a longer run overfits without them (``benchmarks/README.md``, small data sets);
+        with ``keep_best`` and ``validation`` it ends with the weights of the best
+        validation loss.
 
         Arguments:
             n: training points, >= 1.
@@ -100,8 +135,9 @@ class TrainConfig:
             ValueError: if ``n`` is not a positive integer.
 
         Example:
-            >>> TrainConfig().schedule(245)  # a 272-point file's training part
-            Schedule(epochs=1000, steps_per_epoch=2, keep_best=True, weight_decay=2.0, note=None)
+            >>> plan = TrainConfig().schedule(245)  # a 272-point file's training part
+            >>> plan.epochs, plan.steps_per_epoch, plan.weight_decay, plan.noise
+            (1000, 2, 2.0, 0.15)
         """
         n = check_int(n, "n")
         per_epoch = math.ceil(n / self.batch_size)
@@ -122,8 +158,10 @@ class TrainConfig:
             )
         decay = self.weight_decay
         if decay is None:
-            decay = SMALL_DATA_DECAY if small else 0.0
-        return Schedule(epochs, per_epoch, small and validation, float(decay), note)
+            decay = self.small_decay if small else 0.0
+        noise = self.small_noise if small else 0.0
+        keep_best = small and validation and self.keep_best
+        return Schedule(epochs, per_epoch, keep_best, float(decay), note, float(noise), small)
 
     def val_size_for(self, n: int) -> int:
         """How many validation points a fit on ``n`` training points uses per epoch.
@@ -143,7 +181,7 @@ class TrainConfig:
         Raises:
             ValueError: if ``n`` is not a positive integer.
         """
-        if not self.schedule(n).keep_best:
+        if not self.schedule(n).lengthened:
             return self.val_size
         return min(self.val_size, max(SMALL_DATA_VAL_SIZE, n))
 
@@ -160,6 +198,9 @@ class Schedule:
             (:attr:`TrainConfig.weight_decay`).
         note: why the run is short for its data (given epochs, fewer steps than
             ``min_steps``), else ``None``.
+        noise: the standard deviation of the Gaussian noise added to its standardized
+            training batches (:attr:`TrainConfig.small_noise`).
+        lengthened: whether it was lengthened for small data.
     """
 
     epochs: int
@@ -167,6 +208,8 @@ class Schedule:
     keep_best: bool
     weight_decay: float = 0.0
     note: str | None = None
+    noise: float = 0.0
+    lengthened: bool = False
 
 
 def recipe(model_name: str, **given: Any) -> TrainConfig:
@@ -181,3 +224,18 @@ def recipe(model_name: str, **given: Any) -> TrainConfig:
     from .models import MODELS
 
     return TrainConfig(**{**MODELS.get(model_name).recipe, **given})
+
+
+#: The training settings added since runs were first recorded, with the values that
+#: reproduce how a run recorded without them trained: before noise regularization, a run
+#: lengthened for small data kept its best validation epoch, with weight decay 2.
+_BEFORE_NOISE = {"small_decay": 2.0, "small_noise": 0.0, "keep_best": True}
+
+
+def upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded training settings (``config.json``'s ``"train"``) with the
+    fields it lacks filled as it trained, so that resuming or retelling it gives the run
+    it was."""
+    if "small_noise" in train:
+        return train
+    return {**_BEFORE_NOISE, **train}

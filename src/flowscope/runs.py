@@ -46,7 +46,7 @@ from .data import (
 from .defaults import HOLDOUT_POINTS, STUDY_DATA, STUDY_POINTS
 from .errors import RunError
 from .models import MODELS, ModelType
-from .recipe import recipe
+from .recipe import recipe, upgrade_train
 from .registry import UnknownName
 from .train import Best, History, TrainConfig, TrainState, fit
 
@@ -196,7 +196,7 @@ def read_info(run_dir: str | Path) -> RunInfo:
             kind=raw["kind"],
             model=dict(raw["model"]),
             data=dict(raw["data"]),
-            train=dict(raw["train"]),
+            train=upgrade_train(dict(raw["train"])),
             extra={k: v for k, v in raw.items() if k not in known},
         )
     except (KeyError, TypeError, ValueError) as err:

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from . import kernels
 from .base import FlowModel
 from .errors import TrainingDiverged
-from .recipe import SMALL_DATA_DECAY, Schedule, TrainConfig
+from .recipe import SMALL_DATA_DECAY, SMALL_DATA_NOISE, Schedule, TrainConfig
 
 __all__ = [
     "SMALL_DATA_DECAY",
+    "SMALL_DATA_NOISE",
     "Best",
     "TrainConfig",
     "History",
@@ -58,6 +59,8 @@ class History:
             its best validation loss (:attr:`Schedule.keep_best`), else ``None``.
         length_note: why the run is short for its data (:attr:`Schedule.note`), else
             ``None``.
+        lengthened: whether the run was lengthened for small data
+            (:attr:`Schedule.lengthened`).
         val_points: the validation points each epoch was scored on
             (:meth:`TrainConfig.val_size_for`), else ``None`` (no validation, or a
             checkpoint written before it was recorded: such a run used up to ``val_size``).
@@ -70,6 +73,7 @@ class History:
     best_epoch: int | None = None
     length_note: str | None = None
     val_points: int | None = None
+    lengthened: bool = False
 
     @property
     def seconds(self) -> float:
@@ -303,6 +307,7 @@ def fit(
         history, best = state.history, state.best
         first_epoch = state.epoch + 1
     history.val_points = None if data.y_val is None else len(data.y_val)
+    history.lengthened = plan.lengthened
     if plan.note is not None and state is None:
         log.info("%s: %s", model.kind, plan.note)
     if progress is None:
@@ -332,7 +337,11 @@ def fit(
             for k in range(steps_per_epoch):
                 idx = order[k * bs : (k + 1) * bs]
                 lb = None if data.labels is None else data.labels[idx]
-                value = step(data.y[idx], lb, gen)
+                y = data.y[idx]
+                if plan.noise:  # noise regularization of a run lengthened for small data
+                    jitter = torch.randn(y.shape, generator=gen, dtype=y.dtype)
+                    y = y + plan.noise * jitter.to(y.device)
+                value = step(y, lb, gen)
                 if not math.isfinite(value):
                     raise _diverged(model, "training loss", value, epoch, k + 1, steps_per_epoch)
                 losses.append(value)

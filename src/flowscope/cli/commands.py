@@ -29,7 +29,7 @@ from .. import defaults
 from ..errors import TrainingDiverged
 from ..matching.solvers import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
-from ..recipe import SMALL_DATA_DECAY, TrainConfig, recipe
+from ..recipe import TrainConfig, recipe
 from ..tables import count
 from . import CommandError, add_command, int_type, text_table
 
@@ -467,7 +467,13 @@ def _conditional(args: argparse.Namespace, model_args: dict[str, Any]) -> bool |
 
 #: How the help names a recipe's fields (``min_epochs``: the epochs a run of the study's
 #: size trains; small data train longer).
-_RECIPE_WORDS = {"min_epochs": "epochs", "batch_size": "batch size", "lr": "lr"}
+_RECIPE_WORDS = {
+    "min_epochs": "epochs",
+    "batch_size": "batch size",
+    "lr": "lr",
+    "small_decay": "small-data weight decay",
+    "small_noise": "small-data noise",
+}
 
 
 def _recipes() -> str:
@@ -615,14 +621,16 @@ def _train(args: argparse.Namespace) -> int:
     note = f" ({loss}{per_class}; compare models with `flowscope eval`)" if loss else ""
     epochs = len(history.epochs)
     kept = ""
-    if history.best_epoch is not None:  # a run lengthened for small data
-        best = history.epochs[history.best_epoch - 1]
-        decay = SMALL_DATA_DECAY if config.weight_decay is None else config.weight_decay
+    if history.lengthened:  # a run lengthened for small data
+        decay = config.small_decay if config.weight_decay is None else config.weight_decay
         kept = (
             f"; lengthened to at least {config.min_steps:,} steps for data this small, with "
-            f"weight decay {decay:g}; kept epoch {history.best_epoch}, the best validation"
+            f"weight decay {decay:g} and noise {config.small_noise:g} (standardized units) "
+            "on its batches"
         )
-        last = best
+        if history.best_epoch is not None:
+            kept += f"; kept epoch {history.best_epoch}, the best validation"
+            last = history.epochs[history.best_epoch - 1]
     # The command's wall time, with drawing the data and writing the run; the epochs
     # alone are config.json's train_seconds (a resumed run's include the earlier ones).
     took = f"{seconds:.1f} s"
@@ -990,7 +998,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "Train a model and save a run folder. Defaults: the study's recipe (Adam, lr "
         f"{d['lr']:g} with cosine decay, batches of {d['batch_size']}, {d['n_points']:,} "
         f"{d['data']} points, {d['min_epochs']} epochs; small data sets train at least "
-        f"{d['min_steps']:,} steps and keep the best validation){_recipes()}. "
+        f"{d['min_steps']:,} steps, with weight decay and noise on their batches){_recipes()}. "
         "`flowscope train MODEL --help` shows that type's options alone.",
         "\n  ".join(_TRAIN_EXAMPLES),
         _train,
@@ -1032,7 +1040,8 @@ def _train_parser(name: str, prog: str) -> argparse.ArgumentParser:
         f"Defaults: {own} "
         f"(Adam, lr {d['lr']:g} with cosine decay, batches of {d['batch_size']}, "
         f"{d['n_points']:,} {d['data']} points, {d['min_epochs']} epochs; small data sets "
-        f"train at least {d['min_steps']:,} steps and keep the best validation).",
+        f"train at least {d['min_steps']:,} steps, with weight decay {d['small_decay']:g} "
+        f"and noise {d['small_noise']:g} (standardized units) on their batches).",
         epilog="example:\n  " + "\n  ".join(examples),
         formatter_class=_formatter,
     )
@@ -1092,8 +1101,8 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any], data: boo
     if "min_epochs" in d:
         epochs = (
             f"exactly this many (default {d['min_epochs']}, or as many more as make "
-            f"{d['min_steps']:,} steps on small data, which then keep the weights of the "
-            "best validation loss)"
+            f"{d['min_steps']:,} steps on small data, which are then regularized by "
+            "weight decay and noise)"
         )
     p.add_argument("--epochs", type=_positive_int, help=epochs)
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
