@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowscope.evaluate
 import flowscope.runs
 import flowscope.train
 from flowscope.baseline import mixture_baseline, most_components
@@ -283,6 +284,42 @@ def test_the_mixture_baseline_has_no_more_parameters_than_points():
     assert mixture_baseline(two_blobs(12, 0), test).components[0] <= 2  # (12 + 1) // 6
     assert [most_components(n, 2) for n in (1, 10, 11, 59, 60, 1000)] == [1, 1, 2, 10, 10, 10]
     assert most_components(100, 3) == 100 // 10  # 3 means, 6 covariances and a weight
+
+
+def spiked(n: int, seed: int) -> torch.Tensor:
+    """Two blobs, a quarter of whose points have their first coordinate recorded as
+    exactly 4.0 (as a duration coded "long")."""
+    x = two_blobs(n, seed)
+    x[: n // 4, 0] = 4.0
+    return x
+
+
+def test_the_mixture_baseline_says_which_test_points_lie_on_a_collapsed_component():
+    train, test = spiked(400, 0), spiked(400, 1)
+    b = mixture_baseline(train, test)
+    assert b.collapsed_components >= 1
+    # The test points at exactly 4.0 lie on the spike, and others only within a hair of it.
+    assert int((test[:, 0] == 4.0).sum()) == 100
+    near = int(((test[:, 0] - 4.0).abs() < 0.01).sum())
+    assert 100 <= b.collapsed_test_points <= near < 110
+    # Where nothing repeats, nothing collapses.
+    plain = mixture_baseline(two_blobs(400, 0), two_blobs(400, 1))
+    assert (plain.collapsed_components, plain.collapsed_test_points) == (0, 0)
+
+
+def test_eval_says_when_the_baseline_scores_on_a_collapsed_component():
+    from flowscope.evaluate import format_table
+
+    r = {"nll_data": 4.0, "gmm_nll_data": 3.0, "gmm_nll_standardized": 2.0}
+    r.update(gmm_components=[3], gmm_train_points=300, gmm_model_train_points=300)
+    rows = flowscope.evaluate._baseline_rows(r)
+    assert len(rows) == 2
+    rows = flowscope.evaluate._baseline_rows(
+        {**r, "gmm_collapsed_components": 1, "gmm_collapsed_test_points": 7}
+    )
+    assert rows[2][:2] == ("  test points on collapsed components", "7")
+    assert "covariance floor, not the model" in rows[2][2]
+    assert format_table is not None
 
 
 def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):

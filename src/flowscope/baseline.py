@@ -20,15 +20,20 @@ from .errors import MissingDependency
 from .standardize import Standardization
 
 __all__ = [
+    "COLLAPSE_RATIO",
     "MAX_COMPONENTS",
     "MAX_POINTS",
     "MixtureBaseline",
+    "collapsed",
     "mixture_baseline",
     "most_components",
 ]
 
 #: The most components the BIC chooses among.
 MAX_COMPONENTS = 10
+#: A component whose spread along some direction is below this share of the training
+#: points' spread along it has collapsed onto repeated values (:func:`collapsed`).
+COLLAPSE_RATIO = 1e-3
 #: The most training points a mixture is fitted on (a seeded random subset of more):
 #: BIC's choice is settled long before, and EM on the study's 250,000 points ten times
 #: over would take longer than the rest of ``flowscope eval``.
@@ -48,6 +53,12 @@ class MixtureBaseline:
             :data:`MAX_POINTS` per class).
         test_points: the test points it scored.
         seconds: wall time of the fits and the scoring.
+        collapsed_components: the components that collapsed onto repeated values
+            (:func:`collapsed`), all classes together.
+        collapsed_test_points: the test points whose most probable component is one of
+            them: there a continuous density can be made as large as wished (the
+            mixture's is held up only by scikit-learn's covariance floor, ``reg_covar``),
+            so that beating the mixture on them measures the floor, not the model.
     """
 
     nll_data: float
@@ -56,6 +67,8 @@ class MixtureBaseline:
     train_points: int
     test_points: int
     seconds: float
+    collapsed_components: int = 0
+    collapsed_test_points: int = 0
 
 
 def _gaussian_mixture():
@@ -99,6 +112,21 @@ def _fit_bic(x: np.ndarray, max_components: int, seed: int):
             if bic < best_bic:
                 best, best_bic = g, bic
     return best
+
+
+def collapsed(mixture, x: np.ndarray) -> np.ndarray:
+    """Which components of a fitted full-covariance ``GaussianMixture`` have collapsed
+    onto repeated values of its training points x (N, D): along one of its principal
+    axes a component spreads less than :data:`COLLAPSE_RATIO` of what x spreads along
+    it, as a component does on values recorded many times over (a duration coded as
+    exactly 4 minutes), where its variance falls to the floor ``reg_covar``.
+
+    Returns:
+        (K,) bool, one per component.
+    """
+    variances, axes = np.linalg.eigh(mixture.covariances_)  # (K, D), (K, D, D)
+    data = np.einsum("kdi,de,kei->ki", axes, np.cov(x, rowvar=False).reshape(x.shape[1], -1), axes)
+    return (np.sqrt(variances) < COLLAPSE_RATIO * np.sqrt(data)).any(axis=1)
 
 
 def mixture_baseline(
@@ -167,7 +195,7 @@ def mixture_baseline(
         if missing:
             raise ValueError(f"class {missing[0]} has test points but no training points")
         groups = [(xtr[ytr == c], xte[yte == c]) for c in np.unique(yte)]
-    total, components, fitted = 0.0, [], 0
+    total, components, fitted, spikes, on_spikes = 0.0, [], 0, 0, 0
     for train, test in groups:
         if len(train) > max_points:
             train = train[rng.choice(len(train), max_points, replace=False)]
@@ -175,6 +203,10 @@ def mixture_baseline(
         total += float(g.score_samples(test).sum())
         components.append(g.n_components)
         fitted += len(train)
+        spike = collapsed(g, train)
+        spikes += int(spike.sum())
+        if spike.any() and len(test):
+            on_spikes += int(spike[g.predict(test)].sum())
     nll = -total / len(xte)
     shift = 0.0
     if standardization is not None:
@@ -186,4 +218,6 @@ def mixture_baseline(
         train_points=fitted,
         test_points=len(xte),
         seconds=time.perf_counter() - t0,
+        collapsed_components=spikes,
+        collapsed_test_points=on_spikes,
     )
