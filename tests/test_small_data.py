@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import sys
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -235,6 +236,31 @@ def test_a_run_of_many_tiny_epochs_writes_fewer_checkpoints_and_resumes_bit_for_
     assert resumed.best_epoch == full.best_epoch and resumed.batch_loss == full.batch_loss
     a, b = load_run(tmp_path / "full")[0].state_dict(), load_run(out)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_partial_run_says_so_when_loaded_and_a_finished_one_does_not(tmp_path, capsys):
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    config = TrainConfig(epochs=6, batch_size=8)
+    args = dict(data=data, config=config, model_args={"couplings": 2}, progress=False)
+
+    def kill_at_4(model, state):
+        if state.epoch == 4:
+            raise Interrupted
+
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupted):
+        train_run("nf", out, on_epoch_end=kill_at_4, **args)
+    assert flowscope.runs.run_progress(out) == (4, 6)  # its checkpoint came first
+    with pytest.warns(UserWarning, match=r"killed is a partial run, stopped after epoch 4 of 6"):
+        load_run(out)
+    assert main(["sample", str(out), "-n", "5", "-o", str(tmp_path / "s.csv")]) == 0
+    assert f"finish it with `flowscope train nf --out {out} --resume`" in capsys.readouterr().err
+    _, _, _ = train_run("nf", out, resume=True, **args)
+    assert flowscope.runs.run_progress(out) == (6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_run(out)
+    assert flowscope.runs.run_progress(tmp_path) is None  # no checkpoint
 
 
 def test_train_says_when_a_run_is_short_for_its_data(tmp_path, capsys):

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "model_type_of",
     "recorded_model_args",
     "load_run",
+    "run_progress",
     "read_info",
     "recipe",
     "save_run",
@@ -282,7 +284,34 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
     if model.conditional:
         names = info.data.get("class_names")
         model.class_names = names if names and len(names) == model.num_classes else None
+    progress = run_progress(run_dir)
+    if progress is not None and progress[0] < progress[1]:
+        how = "`flowscope reflow` with --resume"
+        if "parent" not in info.extra:
+            how = f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir} --resume`"
+        warnings.warn(
+            f"{run_dir} is a partial run, stopped after epoch {progress[0]} of "
+            f"{progress[1]}: its model is that epoch's; finish it with {how}",
+            stacklevel=2,
+        )
     return model.to(device).eval(), info
+
+
+def run_progress(run_dir: str | Path) -> tuple[int, int] | None:
+    """(the epoch of the last checkpoint, the epochs the run was to train) of a run folder,
+    from its checkpoint's header alone; ``None`` if it has no readable checkpoint or
+    one written before the length was recorded. A run stopped before its end (killed,
+    interrupted) has the first below the second."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["state"])
+        done, planned = int(meta["epoch"]), int(meta.get("epochs", 0))
+    except Exception:  # a damaged checkpoint is load_checkpoint's error, on --resume
+        return None
+    return (done, planned) if planned > 0 else None
 
 
 def read_history(run_dir: str | Path) -> History:
