@@ -199,6 +199,17 @@ class Interrupted(Exception):
     """Stands for a kill in the middle of training."""
 
 
+def train_killed(out, epoch: int, **args) -> None:
+    """Train nf into ``out`` and kill the run at the end of ``epoch``."""
+
+    def kill(model, state):
+        if state.epoch == epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_run("nf", out, on_epoch_end=kill, **args)
+
+
 SMALL_RUN = TrainConfig(batch_size=8, min_epochs=1, min_steps=312, seed=2)
 
 
@@ -224,13 +235,8 @@ def test_a_run_of_many_tiny_epochs_writes_fewer_checkpoints_and_resumes_bit_for_
     # Every 104 // 50 = 2nd epoch and the last, not all 104.
     assert writes.count(CHECKPOINT) == 52
 
-    def kill_at_51(model, state):
-        if state.epoch == 51:
-            raise Interrupted
-
     out = tmp_path / "killed"
-    with pytest.raises(Interrupted):
-        train_run("nf", out, on_epoch_end=kill_at_51, **args)
+    train_killed(out, 51, **args)
     assert load_checkpoint(out, load_run(out)[0]).epoch == 50  # epoch 51 was not written
     _, _, resumed = train_run("nf", out, resume=True, **args)
     assert resumed.best_epoch == full.best_epoch and resumed.batch_loss == full.batch_loss
@@ -243,13 +249,8 @@ def test_a_partial_run_says_so_when_loaded_and_a_finished_one_does_not(tmp_path,
     config = TrainConfig(epochs=6, batch_size=8)
     args = dict(data=data, config=config, model_args={"couplings": 2}, progress=False)
 
-    def kill_at_4(model, state):
-        if state.epoch == 4:
-            raise Interrupted
-
     out = tmp_path / "killed"
-    with pytest.raises(Interrupted):
-        train_run("nf", out, on_epoch_end=kill_at_4, **args)
+    train_killed(out, 4, **args)
     assert flowscope.runs.run_progress(out) == (4, 6)  # its checkpoint came first
     with pytest.warns(UserWarning, match=r"killed is a partial run, stopped after epoch 4 of 6"):
         load_run(out)
