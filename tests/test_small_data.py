@@ -65,7 +65,20 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     assert (given.epochs, given.keep_best, given.weight_decay, given.noise) == (20, False, 0, 0)
     assert given.lengthened is False
     assert given.note.startswith("20 epochs of 2 steps on 245 training points are 40 ")
-    assert "short for data this small" in given.note
+    assert given.note.endswith(
+        "short for data this small: the default (no epochs given) trains at least 2000 "
+        "steps, with weight decay and noise"
+    )
+    one = TrainConfig(epochs=1, batch_size=512).schedule(245).note
+    assert one.startswith("1 epoch of 1 step on 245 training points is 1 optimizer step,")
+    # Enough given epochs are not short, but say what they lack.
+    more = TrainConfig(epochs=1500).schedule(245)
+    assert (more.weight_decay, more.noise) == (0.0, 0.0)
+    assert more.note == (
+        "1500 epochs of 2 steps on 245 training points are 3000 optimizer steps, without "
+        "the weight decay and noise that the default (no epochs given) regularizes data "
+        "this small with"
+    )
     assert TrainConfig(epochs=20).schedule(250_000).note is None
     assert TrainConfig(epochs=1).schedule(250_000).note is None  # 1,954 steps, not small
     assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0

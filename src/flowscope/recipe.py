@@ -147,15 +147,24 @@ class TrainConfig:
         small = epochs is None and small_data
         if epochs is None:
             epochs = max(self.min_epochs, math.ceil(self.min_steps / per_epoch))
-        elif small_data and epochs * per_epoch < self.min_steps:
+        elif small_data:
+            steps = epochs * per_epoch
             note = (
                 f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} step"
                 f"{'s' if per_epoch != 1 else ''} on {n} training points "
                 f"{'are' if epochs != 1 else 'is'} "
-                f"{epochs * per_epoch} optimizer steps, short for data this small: the "
-                f"default (no epochs given) trains at least {self.min_steps} steps and keeps "
-                "the weights of the best validation loss"
+                f"{steps} optimizer step{'s' if steps != 1 else ''}"
             )
+            if steps < self.min_steps:
+                note += (
+                    f", short for data this small: the default (no epochs given) trains at "
+                    f"least {self.min_steps} steps, with weight decay and noise"
+                )
+            else:
+                note += (
+                    ", without the weight decay and noise that the default (no epochs "
+                    "given) regularizes data this small with"
+                )
         decay = self.weight_decay
         if decay is None:
             decay = self.small_decay if small else 0.0
@@ -196,8 +205,8 @@ class Schedule:
         keep_best: whether it ends with the weights of its best validation loss.
         weight_decay: the decoupled weight decay of its steps
             (:attr:`TrainConfig.weight_decay`).
-        note: why the run is short for its data (given epochs, fewer steps than
-            ``min_steps``), else ``None``.
+        note: for epochs given on small data, that they make fewer steps than
+            ``min_steps`` or train without the small-data regularization; else ``None``.
         noise: the standard deviation of the Gaussian noise added to its standardized
             training batches (:attr:`TrainConfig.small_noise`).
         lengthened: whether it was lengthened for small data.

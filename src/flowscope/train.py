@@ -57,8 +57,8 @@ class History:
         fast_path_note: why no fused kernel ran, where one exists for the model type.
         best_epoch: the epoch whose weights the model ended with, where the run kept
             its best validation loss (:attr:`Schedule.keep_best`), else ``None``.
-        length_note: why the run is short for its data (:attr:`Schedule.note`), else
-            ``None``.
+        length_note: what a run given its epochs on small data lacks
+            (:attr:`Schedule.note`), else ``None``.
         lengthened: whether the run was lengthened for small data
             (:attr:`Schedule.lengthened`).
         val_points: the validation points each epoch was scored on
@@ -250,10 +250,11 @@ def fit(
     """Train ``model`` on x (N, D) in data units with the study's recipe.
 
     The run lasts :meth:`TrainConfig.schedule` epochs: the study's 20 on data as large
-    as the study's, longer on small data sets, which then end with the weights of the
-    epoch of the best validation loss (``History.best_epoch``); a run given fewer epochs
-    than make ``config.min_steps`` steps says so in ``History.length_note`` and, once,
-    through the ``flowscope`` logger.
+    as the study's, longer on small data sets, which are then regularized by weight
+    decay and noise on their batches (and end with the weights of the epoch of the best
+    validation loss with ``config.keep_best``: ``History.best_epoch``); a run given its
+    epochs on small data says in ``History.length_note``, and once through the
+    ``flowscope`` logger, that they are short or train without that regularization.
 
     Fits the model's standardization on x (per class with the labels, if the model
     standardizes per class; unless resuming), then runs Adam with
