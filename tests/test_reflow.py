@@ -14,7 +14,7 @@ from flowscope.matching import FlowMatching
 from flowscope.matching.couplings import PairsCoupling
 from flowscope.reflow import PAIRS_FILE, draw_pairs, reflow_run, write_pairs
 from flowscope.runs import load_run, read_info, train_run
-from flowscope.train import TrainConfig
+from flowscope.train import TrainConfig, fit
 
 F64 = torch.float64
 TINY = TrainConfig(epochs=1, batch_size=64)
@@ -233,3 +233,21 @@ def test_eval_of_a_rectified_flow_uses_its_parents_data(parent, tmp_path):
         assert r["nll_points"] == base["nll_points"] == 50  # the parent's test points
         assert f"(the data of {parent.resolve()}, which it was rectified from)" in format_table(r)
     assert base["data_run"] is None and "rectified from" not in format_table(base)
+
+
+def test_a_small_data_parent_reflows_without_noise_on_its_fixed_pairs(tmp_path):
+    # 300 points are small data: the parent trains with noise on its batches, and its
+    # reflow, on 300 fixed pairs looked up by their points, must train without.
+    out = tmp_path / "fm"
+    config = TrainConfig(batch_size=64, min_steps=150)  # 20 epochs of 5 steps: lengthened
+    train_run(
+        "fm", out, data="moons", n_points=300, holdout_points=50, config=config, model_args=SMALL
+    )
+    assert read_info(out).train["small_noise"] > 0
+    _, info, history = reflow_run(out, tmp_path / "rf", dt=0.05)
+    assert info.train["small_noise"] == 0 and history.lengthened
+    # The library refuses the noise on fixed pairs with what to do.
+    _, child, _ = fm_with_pairs(tmp_path, n=64)
+    x = torch.from_numpy(np.load(tmp_path / PAIRS_FILE)["x"])
+    with pytest.raises(ValueError, match="pass a TrainConfig with small_noise=0"):
+        fit(child, x, config=TrainConfig(batch_size=16, min_steps=200), progress=False)

@@ -140,6 +140,13 @@ class FlowModel(nn.Module):
     #: ODE whose steps leave an error of their own (flow matching).
     exact_inverse: ClassVar[bool] = True
 
+    @property
+    def exact_batches(self) -> bool:
+        """Whether its training batches must hold the training points exactly, so that
+        training cannot add noise to them (:attr:`~flowscope.train.TrainConfig.small_noise`):
+        true for a model that looks its points up (flow matching on reflow's fixed pairs)."""
+        return False
+
     def __init__(self, features: int, num_classes: int | None = None, standardize: str = "global"):
         super().__init__()
         self.features = check_int(features, "features")

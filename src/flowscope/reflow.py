@@ -20,7 +20,7 @@ References:
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,8 @@ def reflow_run(
     # A parent trained on a file (a reflow's pairs) records no count: its pairs' count.
     trained_on = info.data.get("n_points") or info.extra.get("parent", {}).get("pairs")
     n = int(trained_on) if n_points is None else check_int(n_points, "n_points")
-    config = config or train_config(info)
+    # Fixed pairs are looked up by their points: no noise on them (FlowModel.exact_batches).
+    config = replace(config or train_config(info), small_noise=0.0)
     pairs_path = out / PAIRS_FILE
     entry = model_type_of(info)
     record: dict[str, Any] = {

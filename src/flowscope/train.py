@@ -285,14 +285,22 @@ def fit(
         TrainingDiverged: if a loss is NaN or infinite (naming the epoch and step); the
             model keeps the weights of that step, ``on_epoch_end`` is not called again.
         ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, a
-            batch size the model cannot train on (an OT coupling's batch of 1), or
+            batch size the model cannot train on (an OT coupling's batch of 1),
             data the standardization cannot be fitted on (see
-            :meth:`~flowscope.standardize.Standardization.fit`).
+            :meth:`~flowscope.standardize.Standardization.fit`), or noise on small data
+            for a model whose batches must be its points
+            (:attr:`~flowscope.base.FlowModel.exact_batches`).
     """
     data = _prepare(model, x, labels, x_val, labels_val, config, state)
     n, bs = len(data.y), config.batch_size
     model.check_batch_size(bs)
     plan = config.schedule(n, validation=data.y_val is not None)
+    if plan.noise and model.exact_batches:
+        raise ValueError(
+            f"{model.kind}: small_noise={plan.noise:g} would move the training points off "
+            "the fixed pairs this model looks them up in; pass a TrainConfig with "
+            "small_noise=0 (flowscope.reflow.reflow_run does)"
+        )
     steps_per_epoch = plan.steps_per_epoch
     total = steps_per_epoch * plan.epochs
     params = list(model.parameters())

@@ -181,6 +181,12 @@ class FlowMatching(FlowModel):
 
     kind = "fm"
     exact_inverse = False  # encode and decode integrate the ODE with steps of their own
+
+    @property
+    def exact_batches(self) -> bool:
+        """True on fixed pairs (reflow's), which are looked up by the data points."""
+        return self.coupling.fixed
+
     #: The network's class: (features, hidden, layers, num_classes, embedding_dim) ->
     #: the module the velocity is computed from.
     field_class: type[VelocityField] = VelocityField
