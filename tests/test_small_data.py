@@ -279,6 +279,31 @@ def test_a_partial_run_says_so_when_loaded_and_a_finished_one_does_not(tmp_path,
     assert flowscope.runs.run_progress(tmp_path) is None  # no checkpoint
 
 
+def test_the_settings_that_act_leave_out_the_small_data_ones_on_other_runs():
+    fields = {"small_decay", "small_noise", "keep_best"}
+    assert fields <= set(TrainConfig().effective(245))  # lengthened: they act
+    assert not fields & set(TrainConfig(epochs=3).effective(245))  # given epochs: not
+    assert TrainConfig(small_noise=0.0).effective(250_000) == TrainConfig().effective(250_000)
+    assert TrainConfig(small_noise=0.0).effective(245) != TrainConfig().effective(245)
+
+
+def test_a_run_recorded_before_the_noise_resumes_with_a_fresh_config(tmp_path):
+    # A run given its epochs, killed, its config.json as an older flowscope wrote it
+    # (without the small-data fields): resuming it with today's config of the same
+    # epochs continues it, since those fields do not act on it.
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    args = dict(data=data, model_args={"couplings": 2}, progress=False)
+    out = tmp_path / "old"
+    train_killed(out, 2, config=TrainConfig(epochs=5, batch_size=8), **args)
+    path = out / "config.json"
+    raw = json.loads(path.read_text())
+    for name in ("small_decay", "small_noise", "keep_best"):
+        del raw["train"][name]
+    path.write_text(json.dumps(raw))
+    train_run("nf", out, resume=True, config=TrainConfig(epochs=5, batch_size=8), **args)
+    assert flowscope.runs.run_progress(out) == (5, 5)
+
+
 def test_train_says_when_a_run_is_short_for_its_data(tmp_path, capsys):
     data = write_points(tmp_path / "small.csv", two_blobs(40, 0))
     out = tmp_path / "run"
@@ -336,20 +361,21 @@ def spiked(n: int, seed: int) -> torch.Tensor:
     return x
 
 
-def test_the_mixture_baseline_says_which_test_points_lie_on_a_collapsed_component():
-    train, test = spiked(400, 0), spiked(400, 1)
+@pytest.mark.parametrize("scale", [1.0, 0.1, 30.0])  # the floor is in data units
+def test_the_mixture_baseline_says_which_test_points_lie_on_a_collapsed_component(scale):
+    train, test = spiked(400, 0) * scale, spiked(400, 1) * scale
     b = mixture_baseline(train, test)
     assert b.collapsed_components >= 1
     # The test points at exactly 4.0 lie on the spike, and others only within a hair of it.
-    assert int((test[:, 0] == 4.0).sum()) == 100
-    near = int(((test[:, 0] - 4.0).abs() < 0.01).sum())
-    assert 100 <= b.collapsed_test_points <= near < 110
+    assert int((test[:, 0] == 4.0 * scale).sum()) == 100
+    near = int(((test[:, 0] - 4.0 * scale).abs() < 0.005).sum())  # 5 sds of the floor
+    assert 100 <= b.collapsed_test_points <= near < 115
     # Where nothing repeats, nothing collapses.
     plain = mixture_baseline(two_blobs(400, 0), two_blobs(400, 1))
     assert (plain.collapsed_components, plain.collapsed_test_points) == (0, 0)
 
 
-def test_eval_says_when_the_baseline_scores_on_a_collapsed_component():
+def test_eval_says_when_the_baseline_scores_on_a_collapsed_component(tmp_path):
     from flowscope.evaluate import format_table
 
     r = {"nll_data": 4.0, "gmm_nll_data": 3.0, "gmm_nll_standardized": 2.0}
@@ -360,8 +386,32 @@ def test_eval_says_when_the_baseline_scores_on_a_collapsed_component():
         {**r, "gmm_collapsed_components": 1, "gmm_collapsed_test_points": 7}
     )
     assert rows[2][:2] == ("  test points on collapsed components", "7")
-    assert "covariance floor, not the model" in rows[2][2]
-    assert format_table is not None
+    assert rows[2][2].startswith("points: 1 of the mixture's components collapsed onto")
+    assert "beating the mixture measures that floor, not the model" in rows[2][2]
+    # A collapsed component no test point lies on changes no score: no row.
+    none_on = {**r, "gmm_collapsed_components": 1, "gmm_collapsed_test_points": 0}
+    assert len(flowscope.evaluate._baseline_rows(none_on)) == 2
+    # And through evaluate_run, into eval.json.
+    assert (
+        main(
+            [
+                "train",
+                "nf",
+                "--data",
+                write_points(tmp_path / "spiked.csv", spiked(400, 0)),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                "--couplings",
+                "2",
+            ]
+        )
+        == 0
+    )
+    result = evaluate_run(tmp_path / "run", n=50, floor_pairs=0)
+    assert result["gmm_collapsed_components"] >= 1 and result["gmm_collapsed_test_points"] >= 1
+    assert "test points on collapsed components" in format_table(result)
 
 
 def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):

@@ -20,6 +20,7 @@ from .errors import MissingDependency
 from .standardize import Standardization
 
 __all__ = [
+    "COLLAPSE_FLOOR",
     "COLLAPSE_RATIO",
     "MAX_COMPONENTS",
     "MAX_POINTS",
@@ -31,9 +32,12 @@ __all__ = [
 
 #: The most components the BIC chooses among.
 MAX_COMPONENTS = 10
-#: A component whose spread along some direction is below this share of the training
-#: points' spread along it has collapsed onto repeated values (:func:`collapsed`).
-COLLAPSE_RATIO = 1e-3
+#: A component whose variance along some axis is within this factor of scikit-learn's
+#: covariance floor (``reg_covar``, added to every variance) has collapsed onto repeated
+#: values (:func:`collapsed`) ...
+COLLAPSE_FLOOR = 10.0
+#: ... where its spread along that axis is also below this share of the training points'.
+COLLAPSE_RATIO = 0.1
 #: The most training points a mixture is fitted on (a seeded random subset of more):
 #: BIC's choice is settled long before, and EM on the study's 250,000 points ten times
 #: over would take longer than the rest of ``flowscope eval``.
@@ -116,17 +120,22 @@ def _fit_bic(x: np.ndarray, max_components: int, seed: int):
 
 def collapsed(mixture, x: np.ndarray) -> np.ndarray:
     """Which components of a fitted full-covariance ``GaussianMixture`` have collapsed
-    onto repeated values of its training points x (N, D): along one of its principal
-    axes a component spreads less than :data:`COLLAPSE_RATIO` of what x spreads along
-    it, as a component does on values recorded many times over (a duration coded as
-    exactly 4 minutes), where its variance falls to the floor ``reg_covar``.
+    onto repeated values (or single points) of its training points x (N, D): along one
+    of its principal axes its variance is held up only by the covariance floor, within
+    :data:`COLLAPSE_FLOOR` times ``mixture.reg_covar`` (the floor is in data units, as
+    the fit), and its spread there is below :data:`COLLAPSE_RATIO` of the data's, as on
+    a duration coded as exactly 4 minutes many times over. Data whose own spread is near
+    the floor do not count as collapsed.
 
     Returns:
         (K,) bool, one per component.
     """
-    variances, axes = np.linalg.eigh(mixture.covariances_)  # (K, D), (K, D, D)
-    data = np.einsum("kdi,de,kei->ki", axes, np.cov(x, rowvar=False).reshape(x.shape[1], -1), axes)
-    return (np.sqrt(variances) < COLLAPSE_RATIO * np.sqrt(data)).any(axis=1)
+    variances, axes = np.linalg.eigh(mixture.covariances_)  # (K, D), (K, D, D) columns
+    cov = np.atleast_2d(np.cov(x, rowvar=False))
+    data = np.einsum("kdi,de,kei->ki", axes, cov, axes)  # the data's variance on each axis
+    at_floor = variances <= COLLAPSE_FLOOR * mixture.reg_covar
+    narrow = variances < COLLAPSE_RATIO**2 * data
+    return (at_floor & narrow).any(axis=1)
 
 
 def mixture_baseline(

@@ -571,16 +571,17 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         ),
     ]
     spikes = r.get("gmm_collapsed_components") or 0
-    if spikes:
-        on = r.get("gmm_collapsed_test_points") or 0
+    on = r.get("gmm_collapsed_test_points") or 0
+    if spikes and on:
+        comps = f"{spikes} of the mixture's components"
         rows.append(
             (
                 "  test points on collapsed components",
                 str(on),
-                f"points: {spikes} of the mixture's components collapsed onto repeated "
-                "values of the training points (far narrower than the data), where a "
+                f"point{'s' if on != 1 else ''}: {comps} collapsed onto repeated values of "
+                "the training points (a spread at scikit-learn's covariance floor), where a "
                 "density can be made as high as wished; on those points beating the "
-                "mixture measures scikit-learn's covariance floor, not the model",
+                "mixture measures that floor, not the model",
             )
         )
     return rows

@@ -5,7 +5,7 @@ model with it) re-exports it, and :func:`recipe` gives a model type's."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .data import check_int
@@ -171,6 +171,22 @@ class TrainConfig:
         noise = self.small_noise if small else 0.0
         keep_best = small and validation and self.keep_best
         return Schedule(epochs, per_epoch, keep_best, float(decay), note, float(noise), small)
+
+    def effective(self, n: int) -> dict[str, Any]:
+        """The settings as a dict (``dataclasses.asdict``), less those that do not act on
+        a fit on ``n`` training points: the small-data ones (``small_decay``,
+        ``small_noise``, ``keep_best``) unless the run is lengthened (:meth:`schedule`).
+        Two configs train alike on n points where these are equal (a run's cache and its
+        resume compare them).
+
+        Raises:
+            ValueError: if ``n`` is not a positive integer.
+        """
+        settings = asdict(self)
+        if not self.schedule(n).lengthened:
+            for name in ("small_decay", "small_noise", "keep_best"):
+                del settings[name]
+        return settings
 
     def val_size_for(self, n: int) -> int:
         """How many validation points a fit on ``n`` training points uses per epoch.

@@ -536,9 +536,10 @@ def _source(data: str) -> dict[str, Any]:
     return {"source": data}
 
 
-def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel) -> TrainState:
+def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: int) -> TrainState:
     """The checkpoint of ``out`` loaded into ``model``, if the run there was started
-    with the same model type and settings.
+    with the same model type and settings (those that act on ``n`` training points:
+    :meth:`~flowscope.train.TrainConfig.effective`).
 
     Raises:
         RunError: naming the other model type, or each setting that differs.
@@ -550,8 +551,8 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel) -> T
             f"{out} holds a run of model {was}, not {name}: resume it as {was} "
             f"(flowscope train {was} --out {out} --resume), or train {name} in another folder"
         )
-    now = {"model": name, **info.model, **info.data, **info.train}
-    then = {"model": was, **recorded_model_args(old), **old.data, **asdict(train_config(old))}
+    now = {"model": name, **info.model, **info.data, **TrainConfig(**info.train).effective(n)}
+    then = {"model": was, **recorded_model_args(old), **old.data, **train_config(old).effective(n)}
     differ = [
         f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
     ]
@@ -676,7 +677,7 @@ def train_run(
         model.load_state_dict({k: v.to(device) for k, v in initial_weights.items()})
     info.model = model.config()
     model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
-    state = None if old is None else _resume_state(out, old, info, model)
+    state = None if old is None else _resume_state(out, old, info, model, len(train.x))
     model.check_batch_size(config.batch_size)  # before the folder exists
     created = not out.exists()
     out.mkdir(exist_ok=True)

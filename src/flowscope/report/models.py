@@ -17,7 +17,7 @@ A model is reused when ``out/models/KEY`` holds a finished run whose saved confi
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..runs import (
     read_info,
     recipe,
     recorded_model_args,
+    train_config,
     train_run,
     weights_digest,
 )
@@ -179,7 +180,7 @@ def reusable(preset: Preset, seed: int, key: str, run_dir: Path) -> bool:
         info.extra.get("name", info.kind) == r.entry.name
         and same_data
         and recorded_model_args(info) == model_cfg
-        and info.train == asdict(config)
+        and train_config(info).effective(data["n_points"]) == config.effective(data["n_points"])
         and len(history.epochs) == config.epochs
         and "train_seconds" in info.extra
     )
