@@ -11,6 +11,7 @@ import pytest
 from flowscope import FlowMatching, NormalizingFlow
 from flowscope.flows import SplineFlow
 from flowscope.models import MODELS, model_type
+from flowscope.recipe import SMALL_DATA_DECAY, SMALL_DATA_NOISE
 from flowscope.runs import read_info, recipe, recorded_model_args
 from flowscope.train import TrainConfig
 
@@ -39,7 +40,7 @@ def test_model_type_finds_the_entry_of_either_variant():
 def test_a_types_recipe_is_the_study_where_it_does_not_depart():
     # nf departs only in how it regularizes small data: on the study's data, the study's.
     nf = recipe("nf")
-    assert replace(nf, small_decay=2.0, small_noise=0.15) == TrainConfig()
+    assert replace(nf, small_decay=SMALL_DATA_DECAY, small_noise=SMALL_DATA_NOISE) == TrainConfig()
     assert nf.schedule(250_000) == TrainConfig().schedule(250_000)
     own = MODELS.get("nsf").recipe
     assert own and recipe("nsf") == TrainConfig(**own)

@@ -286,7 +286,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
         model.class_names = names if names and len(names) == model.num_classes else None
     progress = run_progress(run_dir)
     if progress is not None and progress[0] < progress[1]:
-        how = "`flowscope reflow` with --resume"
+        parent = info.extra.get("parent", {}).get("run", "PARENT")
+        how = f"`flowscope reflow {parent} --out {run_dir} --resume`"
         if "parent" not in info.extra:
             how = f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir} --resume`"
         warnings.warn(

@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from . import kernels
 from .base import FlowModel
 from .errors import TrainingDiverged
-from .recipe import SMALL_DATA_DECAY, SMALL_DATA_NOISE, Schedule, TrainConfig
+from .recipe import SMALL_DATA_DECAY, Schedule, TrainConfig
 
 __all__ = [
     "SMALL_DATA_DECAY",
-    "SMALL_DATA_NOISE",
     "Best",
     "TrainConfig",
     "History",
@@ -61,6 +60,8 @@ class History:
             (:attr:`Schedule.note`), else ``None``.
         lengthened: whether the run was lengthened for small data
             (:attr:`Schedule.lengthened`).
+        weight_decay, noise: the weight decay and the noise on the standardized batches
+            it trained with (:attr:`Schedule.weight_decay`, :attr:`Schedule.noise`).
         val_points: the validation points each epoch was scored on
             (:meth:`TrainConfig.val_size_for`), else ``None`` (no validation, or a
             checkpoint written before it was recorded: such a run used up to ``val_size``).
@@ -74,6 +75,8 @@ class History:
     length_note: str | None = None
     val_points: int | None = None
     lengthened: bool = False
+    weight_decay: float = 0.0
+    noise: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -317,6 +320,7 @@ def fit(
         first_epoch = state.epoch + 1
     history.val_points = None if data.y_val is None else len(data.y_val)
     history.lengthened = plan.lengthened
+    history.weight_decay, history.noise = plan.weight_decay, plan.noise
     if plan.note is not None and state is None:
         log.info("%s: %s", model.kind, plan.note)
     if progress is None:

@@ -622,11 +622,14 @@ def _train(args: argparse.Namespace) -> int:
     epochs = len(history.epochs)
     kept = ""
     if history.lengthened:  # a run lengthened for small data
-        decay = config.small_decay if config.weight_decay is None else config.weight_decay
+        noise = (
+            f" and noise {history.noise:g} (standardized units) on its batches"
+            if history.noise
+            else ""
+        )
         kept = (
             f"; lengthened to at least {config.min_steps:,} steps for data this small, with "
-            f"weight decay {decay:g} and noise {config.small_noise:g} (standardized units) "
-            "on its batches"
+            f"weight decay {history.weight_decay:g}{noise}"
         )
         if history.best_epoch is not None:
             kept += f"; kept epoch {history.best_epoch}, the best validation"
@@ -1031,6 +1034,8 @@ def _train_parser(name: str, prog: str) -> argparse.ArgumentParser:
     entry = MODELS.get(name)
     d = _train_defaults(name)
     own = "its own recipe" if entry.recipe else "the study's recipe"
+    noise = f" and noise {d['small_noise']:g} (standardized units) on their batches"
+    noise = noise if d["small_noise"] else ""
     examples = [e for e in _TRAIN_EXAMPLES if e.startswith(f"flowscope train {name} ")]
     examples = examples or [f"flowscope train {name} --out runs/{name}"]
     p = argparse.ArgumentParser(
@@ -1040,8 +1045,8 @@ def _train_parser(name: str, prog: str) -> argparse.ArgumentParser:
         f"Defaults: {own} "
         f"(Adam, lr {d['lr']:g} with cosine decay, batches of {d['batch_size']}, "
         f"{d['n_points']:,} {d['data']} points, {d['min_epochs']} epochs; small data sets "
-        f"train at least {d['min_steps']:,} steps, with weight decay {d['small_decay']:g} "
-        f"and noise {d['small_noise']:g} (standardized units) on their batches).",
+        f"train at least {d['min_steps']:,} steps, with weight decay {d['small_decay']:g}"
+        f"{noise}).",
         epilog="example:\n  " + "\n  ".join(examples),
         formatter_class=_formatter,
     )
