@@ -304,6 +304,23 @@ def test_a_run_recorded_before_the_noise_resumes_with_a_fresh_config(tmp_path):
     assert flowscope.runs.run_progress(out) == (5, 5)
 
 
+def test_training_again_removes_the_eval_json_of_the_weights_it_replaces(tmp_path, capsys):
+    data = write_points(tmp_path / "small.csv", two_blobs(40, 0))
+    out = tmp_path / "run"
+    argv = ["train", "nf", "--data", data, "--out", str(out), "--epochs", "2", "--couplings", "2"]
+    assert main(argv) == 0
+    assert main(["eval", str(out), "-n", "20"]) == 0
+    assert (out / "eval.json").is_file()
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    assert not (out / "eval.json").exists()
+    assert f"removed {out / 'eval.json'}: it measured the weights" in capsys.readouterr().err
+    # A training that fails before it starts leaves the file alone.
+    assert main(["eval", str(out), "-n", "20"]) == 0
+    assert main(argv) == 2  # the folder holds a run: neither --overwrite nor --resume
+    assert (out / "eval.json").is_file()
+
+
 def test_train_says_when_a_run_is_short_for_its_data(tmp_path, capsys):
     data = write_points(tmp_path / "small.csv", two_blobs(40, 0))
     out = tmp_path / "run"

@@ -424,6 +424,8 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 # -- train ------------------------------------------------------------------------------
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
+#: The file ``flowscope eval`` writes in a run folder unless told otherwise.
+EVAL_JSON = "eval.json"
 DATA_FILES = (".csv", ".npy", ".npz")
 
 
@@ -563,7 +565,7 @@ def _train(args: argparse.Namespace) -> int:
         if tensorboard is not None:
             tensorboard(model, state)
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     try:
         model, _, history = runs.train_run(
             args.model,
@@ -613,6 +615,14 @@ def _train(args: argparse.Namespace) -> int:
             f"`flowscope eval {out}`, or train it again with --overwrite"
         )
         return 0
+    stale = out / EVAL_JSON
+    if stale.is_file() and stale.stat().st_mtime < started:
+        stale.unlink()
+        print(
+            f"flowscope: note: removed {stale}: it measured the weights this training "
+            f"replaced; measure the new ones with `flowscope eval {out}`",
+            file=sys.stderr,
+        )
     start = f" (resumed at epoch {done[0]})" if args.resume else ""
     # Flow matching's loss depends on where t is drawn and on the coordinates: not a
     # likelihood to compare runs by.

@@ -13,7 +13,7 @@ from ..atomic import atomic_write
 from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
 from . import CommandError, add_command, int_type
-from .commands import add_device, distinct_outputs, output_path, plot_path
+from .commands import EVAL_JSON, add_device, distinct_outputs, output_path, plot_path
 
 __all__ = ["add_commands"]
 
@@ -41,7 +41,7 @@ def _eval(args: argparse.Namespace) -> int:
 
         for r in runs:
             read_info(r)
-    outs = [output_path(args.json, "--json") or r / "eval.json" for r in runs]
+    outs = [output_path(args.json, "--json") or r / EVAL_JSON for r in runs]
     plot = plot_path(args.plot)
     for out in outs:
         distinct_outputs(json=out, plot=plot)
