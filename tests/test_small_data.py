@@ -271,7 +271,7 @@ def test_a_partial_run_says_so_when_loaded_and_a_finished_one_does_not(tmp_path,
         load_run(out)
     assert main(["sample", str(out), "-n", "5", "-o", str(tmp_path / "s.csv")]) == 0
     assert f"finish it with `flowscope train nf --out {out} --resume`" in capsys.readouterr().err
-    _, _, _ = train_run("nf", out, resume=True, **args)
+    train_run("nf", out, resume=True, **args)
     assert flowscope.runs.run_progress(out) == (6, 6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

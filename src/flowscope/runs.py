@@ -286,10 +286,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
         model.class_names = names if names and len(names) == model.num_classes else None
     progress = run_progress(run_dir)
     if progress is not None and progress[0] < progress[1]:
-        parent = info.extra.get("parent", {}).get("run", "PARENT")
-        how = f"`flowscope reflow {parent} --out {run_dir} --resume`"
-        if "parent" not in info.extra:
-            how = f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir} --resume`"
+        if "parent" in info.extra:  # a reflow run
+            how = f"`flowscope reflow {info.extra['parent'].get('run', 'PARENT')} --out {run_dir}"
+        else:
+            how = f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir}"
+        how += " --resume`"
         warnings.warn(
             f"{run_dir} is a partial run, stopped after epoch {progress[0]} of "
             f"{progress[1]}: its model is that epoch's; finish it with {how}",
@@ -552,7 +553,7 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
             f"{out} holds a run of model {was}, not {name}: resume it as {was} "
             f"(flowscope train {was} --out {out} --resume), or train {name} in another folder"
         )
-    now = {"model": name, **info.model, **info.data, **TrainConfig(**info.train).effective(n)}
+    now = {"model": name, **info.model, **info.data, **train_config(info).effective(n)}
     then = {"model": was, **recorded_model_args(old), **old.data, **train_config(old).effective(n)}
     differ = [
         f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
