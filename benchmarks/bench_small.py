@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowscope.baseline import MAX_COMPONENTS, _fit_bic, collapsed, mixture_baseline
+from flowscope.baseline import mixture_baseline
 from flowscope.metrics import heldout_nll
 from flowscope.runs import load_run, train_run
 
@@ -79,19 +79,14 @@ def one_fold(name, header, x, test_idx, models, tmp: Path) -> dict:
         "collapsed_test_points": gmm.collapsed_test_points,
     }
     row["gaussian"] = {"nll": one.nll_data}
-    # The same scores on the test points off the mixture's collapsed components (its
-    # fit again: the same seed, the same mixture), where no density can spike.
-    fitted, scored = train.double().numpy(), test.double().numpy()  # as mixture_baseline's
-    g = _fit_bic(fitted, MAX_COMPONENTS, 0)
-    off = ~collapsed(g, fitted)[g.predict(scored)]
-    row["off_collapsed"] = {"points": int(off.sum())}
-    row["off_collapsed"]["gmm"] = -float(g.score_samples(scored[off]).mean())
-    row["off_collapsed"]["gaussian"] = mixture_baseline(
-        train, test[torch.from_numpy(off)], max_components=1
-    ).nll_data
+    # The same scores on the test points off the mixture's collapsed components, where no
+    # density can spike.
+    off = ~gmm.on_collapsed
+    row["off_collapsed"] = {"points": int(off.sum()), "gmm": float(gmm.points[off].mean())}
+    row["off_collapsed"]["gaussian"] = mixture_baseline(train, test[off], max_components=1).nll_data
     for model in models:
         trained, _ = load_run(tmp / f"{name}-{model}")
-        row["off_collapsed"][model] = heldout_nll(trained, test[torch.from_numpy(off)]).data
+        row["off_collapsed"][model] = heldout_nll(trained, test[off]).data
     return row
 
 

@@ -37,7 +37,7 @@ import flowscope.base  # noqa: E402
 import flowscope.flows  # noqa: E402
 import flowscope.runs  # noqa: E402
 import flowscope.standardize  # noqa: E402
-from flowscope.baseline import _fit_bic, mixture_baseline  # noqa: E402
+from flowscope.baseline import fit_mixture, mixture_baseline  # noqa: E402
 from flowscope.metrics import heldout_nll  # noqa: E402
 
 BASE: dict = {}
@@ -46,7 +46,7 @@ BASE: dict = {}
 def _fit_standardization(original):
     def fit(self, x, labels=None):
         out = original(self, x, labels)
-        g = _fit_bic(((x - self.loc) / self.scale).double().numpy(), 10, 0)
+        g = fit_mixture(((x - self.loc) / self.scale).double().numpy(), 10, 0)
         BASE.update(
             log_w=torch.tensor(np.log(g.weights_)),
             mu=torch.tensor(g.means_),

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import flowscope.evaluate
+import flowscope.metrics
 import flowscope.runs
 import flowscope.train
 from flowscope.baseline import mixture_baseline, most_components
@@ -431,6 +432,64 @@ def test_eval_says_when_the_baseline_scores_on_a_collapsed_component(tmp_path):
     assert "test points on collapsed components" in format_table(result)
 
 
+def test_the_mixture_baseline_scores_each_test_point_in_the_order_given():
+    train, test = spiked(400, 0), spiked(400, 1)
+    labels_train, labels_test = (train[:, 1] > 0).long(), (test[:, 1] > 0).long()
+    b = mixture_baseline(train, test, labels_train, labels_test)
+    assert b.points.shape == (400,) and b.points.dtype == torch.float64
+    assert float(b.points.mean()) == pytest.approx(b.nll_data, rel=1e-12)
+    # Class by class, the values are those of that class's mixture alone.
+    for c in (0, 1):
+        alone = mixture_baseline(train[labels_train == c], test[labels_test == c])
+        assert torch.equal(b.points[labels_test == c], alone.points)
+        assert torch.equal(b.on_collapsed[labels_test == c], alone.on_collapsed)
+    assert int(b.on_collapsed.sum()) == b.collapsed_test_points >= 100
+    assert bool((test[b.on_collapsed, 0] - 4.0).abs().max() < 0.005)  # all on the spike
+
+
+def test_the_held_out_nll_has_each_points_value_and_a_standard_error():
+    torch.manual_seed(0)
+    flow = NormalizingFlow(couplings=2).double()
+    flow.standardization.fit(two_blobs(200, 0) * 3)
+    x = two_blobs(50, 1) * 3
+    nll = flowscope.metrics.heldout_nll(flow, x, batch_size=16)  # 4 batches
+    expected = -flow.log_prob(x).detach()  # data units
+    assert torch.allclose(nll.points, expected, rtol=0, atol=1e-12)
+    assert nll.data == pytest.approx(float(expected.mean()), abs=1e-12)
+    assert nll.sem == pytest.approx(float(expected.std()) / math.sqrt(50), rel=1e-12)
+    assert flowscope.metrics.standard_error(expected[:1]) is None  # one point: no spread
+    assert flowscope.metrics.standard_error(torch.tensor([1.0, math.inf])) is None
+
+
+def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(file_run):
+    with pytest.warns(UserWarning, match=r"its test part has only 10 points, so the held-out"):
+        result = evaluate_run(file_run, n=50, floor_pairs=2)
+    model, info = load_run(file_run)
+    train, test = run_data(info, "train"), run_data(info, "test")
+    nll = flowscope.metrics.heldout_nll(model, test.x)
+    gap = mixture_baseline(train.x, test.x).points - nll.points
+    assert result["nll_sem"] == pytest.approx(float(nll.points.std()) / math.sqrt(10))
+    assert result["gmm_gap_sem"] == pytest.approx(float(gap.std()) / math.sqrt(10))
+    # The verdict weighs the gap against its paired standard error.
+    r = {"nll_data": 4.0, "gmm_nll_data": 4.1, "gmm_nll_standardized": 2.0}
+    r.update(gmm_components=[3], gmm_train_points=300, gmm_model_train_points=300)
+    close = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.06})[0][2]
+    assert "0.1000 ± 0.0600 nats/point (paired standard error) better, within 2" in close
+    assert "do not tell the two apart" in close
+    apart = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.04})[0][2]
+    assert apart.endswith("the model is 0.1000 ± 0.0400 nats/point (paired standard error) better")
+
+
+def test_eval_of_enough_test_points_says_nothing_of_their_number(tmp_path):
+    out = tmp_path / "nf"
+    cfg = TrainConfig(epochs=1)
+    train_run("nf", out, data="moons", n_points=200, holdout_points=100, config=cfg, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate_run(out, n=100, floor_pairs=0, baseline=False)
+    assert result["nll_points"] == 100 and result["nll_sem"] > 0
+
+
 def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.mixture", None)  # import fails
     with pytest.raises(MissingDependency, match="pip install scikit-learn"):
@@ -450,7 +509,7 @@ def test_eval_prints_and_records_the_mixture_baseline(file_run, capsys):
     assert main(["eval", str(file_run), "--n", "50"]) == 0
     out = capsys.readouterr().out
     assert "Gaussian mixture baseline, data units" in out and "by BIC" in out
-    assert "nats/point WORSE: the mixture fits these data better" in out  # one epoch
+    assert "(paired standard error) WORSE: the mixture fits these data better" in out
     result = json.loads((file_run / "eval.json").read_text())
     model, info = load_run(file_run)
     train, test = run_data(info, "train"), run_data(info, "test")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_POINTS",
     "MixtureBaseline",
     "collapsed",
+    "fit_mixture",
     "mixture_baseline",
     "most_components",
 ]
@@ -63,6 +64,9 @@ class MixtureBaseline:
             them: there a continuous density can be made as large as wished (the
             mixture's is held up only by scikit-learn's covariance floor, ``reg_covar``),
             so that beating the mixture on them measures the floor, not the model.
+        points: (M,) float64, ``-log p(x_i)`` of each test point in data units, in the
+            order given (their mean is ``nll_data``), for a paired comparison with a model.
+        on_collapsed: (M,) bool, the test points counted in ``collapsed_test_points``.
     """
 
     nll_data: float
@@ -73,6 +77,8 @@ class MixtureBaseline:
     seconds: float
     collapsed_components: int = 0
     collapsed_test_points: int = 0
+    points: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    on_collapsed: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 def _gaussian_mixture():
@@ -102,9 +108,15 @@ def most_components(n: int, features: int, max_components: int = MAX_COMPONENTS)
     return max(1, min(max_components, (n + 1) // per))
 
 
-def _fit_bic(x: np.ndarray, max_components: int, seed: int):
-    """The mixture of lowest BIC among 1 .. max_components components (fewer on few
-    points: :func:`most_components`) fitted to x (N, D), float64."""
+def fit_mixture(x: np.ndarray, max_components: int = MAX_COMPONENTS, seed: int = 0):
+    """The scikit-learn ``GaussianMixture`` (full covariances, EM from two k-means starts)
+    of lowest BIC among 1 .. max_components components (fewer on few points:
+    :func:`most_components`) fitted to x (N, D), float64, data units: the fit of
+    :func:`mixture_baseline`, for a caller that needs the mixture itself.
+
+    Raises:
+        MissingDependency: if scikit-learn is not installed.
+    """
     mixture, threadpool_limits = _gaussian_mixture()
     best, best_bic = None, math.inf
     # One thread: k-means' OpenMP threads on a busy machine made a fit 10x slower.
@@ -197,25 +209,29 @@ def mixture_baseline(
     xte = x_test.detach().cpu().double().numpy()
     rng = np.random.default_rng(seed)
     if labels_train is None:
-        groups = [(xtr, xte)]
+        groups = [(xtr, np.arange(len(xte)))]
     else:
         ytr, yte = labels_train.cpu().numpy(), labels_test.cpu().numpy()
         missing = sorted(set(yte.tolist()) - set(ytr.tolist()))
         if missing:
             raise ValueError(f"class {missing[0]} has test points but no training points")
-        groups = [(xtr[ytr == c], xte[yte == c]) for c in np.unique(yte)]
-    total, components, fitted, spikes, on_spikes = 0.0, [], 0, 0, 0
-    for train, test in groups:
+        groups = [(xtr[ytr == c], np.flatnonzero(yte == c)) for c in np.unique(yte)]
+    nll_points = np.zeros(len(xte))
+    on = np.zeros(len(xte), dtype=bool)
+    total, components, fitted, spikes = 0.0, [], 0, 0
+    for train, where in groups:
         if len(train) > max_points:
             train = train[rng.choice(len(train), max_points, replace=False)]
-        g = _fit_bic(train, max_components, seed)
-        total += float(g.score_samples(test).sum())
+        g = fit_mixture(train, max_components, seed)
+        scores = g.score_samples(xte[where])
+        total += float(scores.sum())
+        nll_points[where] = -scores
         components.append(g.n_components)
         fitted += len(train)
         spike = collapsed(g, train)
         spikes += int(spike.sum())
-        if spike.any() and len(test):
-            on_spikes += int(spike[g.predict(test)].sum())
+        if spike.any() and len(where):
+            on[where] = spike[g.predict(xte[where])]
     nll = -total / len(xte)
     shift = 0.0
     if standardization is not None:
@@ -228,5 +244,7 @@ def mixture_baseline(
         test_points=len(xte),
         seconds=time.perf_counter() - t0,
         collapsed_components=spikes,
-        collapsed_test_points=on_spikes,
+        collapsed_test_points=int(on.sum()),
+        points=torch.from_numpy(nll_points),
+        on_collapsed=torch.from_numpy(on),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from .tables import text_table
 
 __all__ = [
     "DEFAULT_NFE",
+    "FEW_TEST_POINTS",
     "NoiseFloor",
     "data_draw",
     "evaluate_run",
@@ -47,6 +49,10 @@ FLOOR_PAIRS = defaults.EVAL_FLOOR_PAIRS
 DEFAULT_NFE = defaults.EVAL_NFE
 #: The Euler steps of the trajectories behind the path metrics.
 PATH_STEPS = 100
+#: A test part of fewer points than this gets a note (:func:`evaluate_run`): W2 between
+#: so few points, and its noise floor, rank no models, and the NLL's standard error is
+#: a sizeable share of the differences between them.
+FEW_TEST_POINTS = 100
 
 
 def _json_safe(value: Any) -> Any:
@@ -201,6 +207,8 @@ def evaluate_run(
         test points), ``data_run`` (for a rectified flow, the ancestor run whose data it
         is measured against; else ``None``), ``conditional``,
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
+        ``nll_sem`` (the standard error of both, nats per point: the per-point NLL's
+        standard deviation over sqrt(``nll_points``)),
         ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
         coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
         ``nll_seconds``; ``gmm_nll_data``, ``gmm_nll_standardized`` (the baseline's, nats
@@ -208,8 +216,9 @@ def evaluate_run(
         ``gmm_train_points``, ``gmm_model_train_points`` (the model's, of which the
         baseline may fit a subsample), ``gmm_seconds``, ``gmm_collapsed_components``,
         ``gmm_collapsed_test_points`` (components collapsed onto repeated values, and the
-        test points on them: :class:`~flowscope.baseline.MixtureBaseline`) (all ``None``
-        without ``baseline``); ``w2``,
+        test points on them: :class:`~flowscope.baseline.MixtureBaseline`),
+        ``gmm_gap_sem`` (the paired standard error of ``gmm_nll_data - nll_data``, over
+        the same test points) (all ``None`` without ``baseline``); ``w2``,
         ``w2_noise_floor`` (the mean over the pairs),
         ``w2_noise_floor_std``, ``w2_noise_floor_pairs``, ``w2_points``,
         ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
@@ -264,8 +273,12 @@ def evaluate_run(
         "seed": seed,
         "sampler": _sampler_text(sampling),
     }
-    result.update(_likelihood(model, entry, test.x, labels_test, nll_kwargs or {}))
-    result.update(_baseline(model, data_info, test.x, labels_test) if baseline else _NO_BASELINE)
+    likelihood, nll_points = _likelihood(model, entry, test.x, labels_test, nll_kwargs or {})
+    result.update(likelihood)
+    if baseline:
+        result.update(_baseline(model, data_info, test.x, labels_test, nll_points))
+    else:
+        result.update(_NO_BASELINE)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
     samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
@@ -287,7 +300,24 @@ def evaluate_run(
         labels_m = None if labels_test is None else labels_test[:m]
         result.update(_paths(model, test.x[:m], labels_m, counts, seed, rings))
     result["seconds"] = time.perf_counter() - t_start
+    if len(test.x) < FEW_TEST_POINTS:
+        warnings.warn(_few_points_note(result, len(test.x)), stacklevel=2)
     return {k: _json_safe(v) for k, v in result.items()}
+
+
+def _few_points_note(r: dict[str, Any], n: int) -> str:
+    """What a test part of n < :data:`FEW_TEST_POINTS` points cannot tell."""
+    text = f"{r['run']}: its test part has only {n} point{'s' if n != 1 else ''}"
+    if r.get("nll_sem") is not None:
+        text += (
+            f", so the held-out NLL is known to ± {r['nll_sem']:.2f} nats/point (its "
+            "standard error)"
+        )
+    return (
+        f"{text}, and W2 between {r['w2_points']}-point sets (and its noise floor) ranks no "
+        "models; compare models on data this small by their NLL's standard errors, or by "
+        "cross-validation over the whole file"
+    )
 
 
 def _sampler_text(sampling: dict[str, Any]) -> str:
@@ -330,30 +360,35 @@ def _paths(model, x, labels, counts: list[int], seed: int, rings: bool) -> dict[
     return out
 
 
-def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _likelihood(model, entry, x, labels, nll_kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """The held-out NLL of :func:`evaluate_run`, with the options the type's likelihood
-    takes; none (with the reason) for a model whose source has no density."""
+    takes, and each point's (data units; ``None`` for a model whose source has no
+    density, whose dict says why)."""
     options = {k: v for k, v in nll_kwargs.items() if k in entry.likelihood_options}
     t0 = time.perf_counter()
     try:
         nll = metrics.heldout_nll(model, x, labels, **options)
     except NoDensity:
-        return dict(
+        none = dict(
             nll_standardized=None,
             nll_data=None,
+            nll_sem=None,
             standardized_per_class=model.standardization.per_class,
             nll_points=0,
             nll_method="none: the model's source is known only by samples, it has no density",
             nll_seconds=0.0,
         )
-    return dict(
+        return none, None
+    found = dict(
         nll_standardized=_json_safe(nll.standardized),
         nll_data=_json_safe(nll.data),
+        nll_sem=nll.sem,
         standardized_per_class=model.standardization.per_class,
         nll_points=nll.n,
         nll_method=model.likelihood_method(**options),
         nll_seconds=time.perf_counter() - t0,
     )
+    return found, nll.points
 
 
 _NO_BASELINE = dict.fromkeys(
@@ -366,13 +401,16 @@ _NO_BASELINE = dict.fromkeys(
         "gmm_seconds",
         "gmm_collapsed_components",
         "gmm_collapsed_test_points",
+        "gmm_gap_sem",
     )
 )
 
 
-def _baseline(model, info, x_test, labels_test) -> dict[str, Any]:
+def _baseline(model, info, x_test, labels_test, nll_points) -> dict[str, Any]:
     """The Gaussian-mixture baseline of :func:`evaluate_run`, fitted to the run's own
-    training points and scored on its test points."""
+    training points and scored on its test points, and the paired standard error of its
+    NLL less the model's (the model's per-point NLL ``nll_points``, data units, or
+    ``None``)."""
     train = run_data(info, "train")
     b = mixture_baseline(
         train.x,
@@ -390,6 +428,7 @@ def _baseline(model, info, x_test, labels_test) -> dict[str, Any]:
         gmm_seconds=b.seconds,
         gmm_collapsed_components=b.collapsed_components,
         gmm_collapsed_test_points=b.collapsed_test_points,
+        gmm_gap_sem=None if nll_points is None else metrics.standard_error(b.points - nll_points),
     )
 
 
@@ -459,6 +498,11 @@ def _rings(samples, labels) -> dict[str, Any]:
     return out
 
 
+def _pm(se: float | None) -> str:
+    """`` ± 0.0123``: a standard error beside a value, or nothing without one."""
+    return "" if se is None else f" ± {se:.4f}"
+
+
 def _fmt(v: Any, spec: str = ".4f") -> str:
     if v is None:
         return "n/a"
@@ -481,8 +525,9 @@ def format_table(result: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = [
         (
             "held-out NLL, data units" + (", given the class" if r.get("conditional") else ""),
-            _fmt(r["nll_data"]),
-            f"nats/point ({r['nll_points']} test points, {r['nll_method']}, "
+            _fmt(r["nll_data"]) + _pm(r.get("nll_sem")),
+            f"nats/point{' ± standard error' if r.get('nll_sem') is not None else ''} "
+            f"({r['nll_points']} test points, {r['nll_method']}, "
             f"{r['nll_seconds']:.1f} s); {compare}",
         ),
         (
@@ -551,12 +596,17 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     )
     verdict = ""
     if r.get("nll_data") is not None:
-        gap = r["gmm_nll_data"] - r["nll_data"]
-        verdict = (
-            f"; the model is {gap:.4f} nats/point better"
-            if gap > 0
-            else f"; the model is {-gap:.4f} nats/point WORSE: the mixture fits these data better"
-        )
+        gap, se = r["gmm_nll_data"] - r["nll_data"], r.get("gmm_gap_sem")
+        by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (" (paired standard error)" if se else "")
+        if se is not None and abs(gap) < 2 * se:
+            verdict = (
+                f"; the model is {by} {'better' if gap > 0 else 'worse'}, within 2 standard "
+                "errors: these test points do not tell the two apart"
+            )
+        elif gap > 0:
+            verdict = f"; the model is {by} better"
+        else:
+            verdict = f"; the model is {by} WORSE: the mixture fits these data better"
     rows = [
         (
             "  Gaussian mixture baseline, data units",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,7 @@ __all__ = [
     "ring_precision",
     "round_trip_error",
     "sample_quality",
+    "standard_error",
     "w2_by_nfe",
     "w2_noise_floor",
     "wasserstein2",
@@ -100,11 +101,35 @@ class NLL:
             training loss of a normalizing flow is in (and the study's losses).
         data: ``-mean log p(x)`` in data units; it equals ``standardized + sum(log scale)``.
         n: number of points averaged.
+        points: (n,) float64, ``-log p(x_i)`` of each point in data units (their mean is
+            ``data``), for paired comparisons of two models on the same points.
     """
 
     standardized: float
     data: float
     n: int
+    points: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sem(self) -> float | None:
+        """The standard error of ``data`` (and of ``standardized``, the same up to a
+        per-class shift), nats per point: the points' standard deviation over sqrt(n);
+        ``None`` without ``points``, for one point or for an infinite NLL."""
+        return standard_error(self.points)
+
+
+def standard_error(values: torch.Tensor | None) -> float | None:
+    """The standard error of the mean of values (N,): sample standard deviation over
+    sqrt(N); ``None`` for ``None``, fewer than 2 values or a non-finite one.
+
+    Example:
+        >>> standard_error(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # 1.291 / 2
+        0.6454972243679028
+    """
+    if values is None or len(values) < 2 or not bool(torch.isfinite(values).all()):
+        return None
+    v = values.double()
+    return float(v.std() / math.sqrt(len(v)))
 
 
 def heldout_nll(
@@ -138,7 +163,8 @@ def heldout_nll(
         **log_prob_kwargs: passed to ``model.log_prob``.
 
     Returns:
-        :class:`NLL`; ``inf`` if some point has zero density within floating-point range.
+        :class:`NLL`, with each point's value (``points``) and the standard error
+        (``sem``); ``inf`` if some point has zero density within floating-point range.
 
     Raises:
         ValueError: for a bad shape, labels or batch size, or no points at all.
@@ -158,15 +184,18 @@ def heldout_nll(
     batch_size = check_int(batch_size, "batch_size")
     x, labels = model.check(x, labels)
     x = _nonempty(x, "x", "the held-out NLL")
-    total = 0.0
+    parts, total = [], 0.0
     for start in range(0, len(x), batch_size):
         stop = start + batch_size
         lb = None if labels is None else labels[start:stop]
         lp = model.log_prob(x[start:stop], lb, standardized=True, **log_prob_kwargs)
-        total += float(lp.double().sum())
+        lp = lp.detach().double().cpu()
+        total += float(lp.sum())
+        parts.append(-lp)
+    nll = torch.cat(parts)  # (N,) standardized
+    shift = model.standardization.log_abs_det(labels).double().cpu().expand(len(x))
     std = -total / len(x)
-    shift = float(model.standardization.log_abs_det(labels).double().mean())
-    return NLL(standardized=std, data=std - shift, n=len(x))
+    return NLL(standardized=std, data=std - float(shift.mean()), n=len(x), points=nll - shift)
 
 
 # -- optimal transport ----------------------------------------------------------------------
