@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import math
+import re
 import subprocess
 import sys
 import types
@@ -123,6 +124,7 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
     assert code == 0
     assert f"run saved to {out_dir}" in out
     assert " s of it in the epochs); validation loss " in out
+    assert "(Eq. 16 with t ~" in out  # flow matching's loss is not a likelihood
     config = json.loads((out_dir / "config.json").read_text())
     # The epochs' seconds it quotes are those config.json records.
     assert f"({config['train_seconds']:.1f} s of it in the epochs)" in out
@@ -142,6 +144,12 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
     }
     assert config["data"]["n_points"] == 300
     assert config["train_seconds"] > 0
+
+
+def test_train_gives_the_flows_validation_loss_in_its_units(capsys, tmp_path):
+    code, out, _ = run(capsys, "train", "nf", "--out", tmp_path / "nf", *TINY)
+    assert code == 0
+    assert re.search(r"validation loss [0-9.]+ nats/point \(NLL in the model's standardized", out)
 
 
 def test_train_defaults_are_the_study_recipe(runs, monkeypatch, capsys, tmp_path):
@@ -308,6 +316,13 @@ def test_diverged_training_says_what_the_cli_kept(monkeypatch, capsys, tmp_path,
     assert kept in err and "smaller --lr or another --seed" in err
     assert "on_epoch_end" not in err  # the library's wording is for library users
     assert (out / "checkpoint.safetensors").exists() == (poison_after == 1)
+    if poison_after == 1:  # the epoch kept is one of a diverged run: resuming does not help
+        monkeypatch.setattr(flowscope.runs, "fit", real_fit)
+        code, _, err = run(capsys, "sample", out, "-n", "3", "-o", tmp_path / "s.csv")
+        assert code == 0 and "partial run, stopped after epoch 1 of 2 when its training " in err
+        assert f"nf: the training loss became nan at {step})" in err
+        assert f"`flowscope train nf --out {out} --overwrite --lr 0.0005`" in err
+        assert "--resume" not in err
 
 
 def test_tensorboard_missing_fails_early(monkeypatch, capsys, tmp_path):

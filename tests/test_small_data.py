@@ -280,6 +280,46 @@ def test_a_partial_run_says_so_when_loaded_and_a_finished_one_does_not(tmp_path,
     assert flowscope.runs.run_progress(tmp_path) is None  # no checkpoint
 
 
+def test_resuming_with_other_epochs_says_what_the_unset_ones_made(tmp_path):
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    args = dict(data=data, model_args={"couplings": 2}, progress=False)
+    config = TrainConfig(batch_size=8, min_epochs=1, min_steps=30)  # lengthened to 10 epochs
+    train_run("nf", tmp_path / "nf", config=config, **args)
+    again = replace(config, epochs=3, weight_decay=0.5)
+    with pytest.raises(flowscope.runs.RunError) as err:
+        train_run("nf", tmp_path / "nf", config=again, resume=True, **args)
+    assert "epochs unset (10 for these data) (now 3)" in str(err.value)
+    assert f"weight_decay unset ({SMALL_DATA_DECAY:g} for these data) (now 0.5)" in str(err.value)
+    assert "None" not in str(err.value) and "keeps the run's own" in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_resuming_a_run_with_damaged_weights_writes_them_again_and_says_so(tmp_path, damage):
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    args = dict(data=data, config=TrainConfig(epochs=2, batch_size=8), progress=False)
+    out = tmp_path / "nf"
+    train_run("nf", out, model_args={"couplings": 2}, **args)
+    weights = out / "model.safetensors"
+    good = weights.read_bytes()
+    if damage == "flip":  # bytes inside the tensors, not the header: safetensors reads them
+        bad = bytearray(good)
+        bad[-200:-100] = bytes(b ^ 0xFF for b in bad[-200:-100])
+        weights.write_bytes(bytes(bad))
+    else:
+        weights.unlink()
+    with pytest.raises(flowscope.runs.RunError) as err:
+        load_run(out)
+    assert f"write it again from the run's checkpoint with `flowscope train nf --out {out} " in (
+        str(err.value)
+    )
+    with pytest.warns(UserWarning, match=r"model.safetensors was (damaged|missing).*: written"):
+        train_run("nf", out, resume=True, **args)
+    assert weights.read_bytes() == good
+    with warnings.catch_warnings():  # and a sound file is not rewritten with a note
+        warnings.simplefilter("error")
+        train_run("nf", out, resume=True, **args)
+
+
 def test_the_settings_that_act_leave_out_the_small_data_ones_on_other_runs():
     fields = {"small_decay", "small_noise", "keep_best"}
     assert fields <= set(TrainConfig().effective(245))  # lengthened: they act
@@ -526,3 +566,26 @@ def test_eval_prints_and_records_the_mixture_baseline(file_run, capsys):
 def test_eval_without_the_baseline_records_none(file_run):
     result = evaluate_run(file_run, n=20, baseline=False, floor_pairs=0)
     assert result["gmm_nll_data"] is None and result["gmm_components"] is None
+
+
+def test_sample_plot_frames_every_point_off_the_edge_on_axes_of_any_scale(
+    file_run, tmp_path, monkeypatch
+):
+    import flowscope.plots
+
+    seen = {}
+    real = flowscope.plots.class_scatter
+
+    def spy(panels, **kwargs):
+        seen["points"], seen["frame"] = panels[0][0], kwargs["frame"]
+        return real(panels, **kwargs)
+
+    monkeypatch.setattr(flowscope.plots, "class_scatter", spy)
+    plot = tmp_path / "s.png"
+    assert main(["sample", str(file_run), "-n", "500", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
+    pts = seen["points"]
+    for axis, (lo, hi) in enumerate(seen["frame"]):  # scales 1 and 30 (file_run's data)
+        span = pts[:, axis].max() - pts[:, axis].min()
+        assert lo < pts[:, axis].min() - 0.02 * span and hi > pts[:, axis].max() + 0.02 * span
+        assert hi - lo < 1.1 * span  # and no wider than a few percent either side

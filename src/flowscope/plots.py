@@ -157,7 +157,11 @@ def _styled(fn):
 
 
 def limits(
-    arrays: Sequence[Any], pad: float = 0.25, quantile: float = 0.995, rings: bool = True
+    arrays: Sequence[Any],
+    pad: float = 0.25,
+    quantile: float = 0.995,
+    rings: bool = True,
+    margin: float = 0.0,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Shared axis limits (data units) holding all but the outer 1 - ``quantile`` of points.
 
@@ -166,6 +170,8 @@ def limits(
         pad: margin added on each side, in data units.
         quantile: share of the points kept per side and axis (outliers are cut off).
         rings: also include the box of the Olympic rings.
+        margin: a further margin on each side, as a share of that axis' span (for data
+            whose axes have different scales, where one ``pad`` fits neither).
     """
     pts = [_np(a).reshape(-1, 2) for a in arrays]
     pts = [p[np.isfinite(p).all(axis=1)] for p in pts]
@@ -178,7 +184,8 @@ def limits(
     if rings:
         lo = np.minimum(lo, (RINGS_BOX[0][0], RINGS_BOX[1][0]))
         hi = np.maximum(hi, (RINGS_BOX[0][1], RINGS_BOX[1][1]))
-    return (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
+    grow = pad + margin * np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+    return (lo[0] - grow[0], hi[0] + grow[0]), (lo[1] - grow[1], hi[1] + grow[1])
 
 
 def zoom_frame(arrays: Sequence[Any], *, reach: float = 2.5, pad: float = 0.35) -> Frame:

@@ -45,7 +45,7 @@ from .data import (
     split_sizes,
 )
 from .defaults import HOLDOUT_POINTS, STUDY_DATA, STUDY_POINTS
-from .errors import RunError
+from .errors import RunError, TrainingDiverged
 from .models import MODELS, ModelType
 from .recipe import recipe, upgrade_train
 from .registry import UnknownName
@@ -226,31 +226,40 @@ def _save_tensors(
     return st_save(tensors, metadata={**(metadata or {}), "sha256": weights_digest(tensors)})
 
 
-def _open_tensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _open_tensors(
+    path: Path, what: str, remedy: str | None = "restore the file or retrain the model"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and header metadata of a safetensors file, checked against the digest
     of :func:`_save_tensors` (files written before it was recorded have none to check).
 
     Raises:
-        RunError: for a file that cannot be read or whose tensors do not match the digest.
+        RunError: for a file that cannot be read or whose tensors do not match the digest,
+            with ``remedy`` (what to do) after the problem.
     """
+    then = f"; {remedy}" if remedy else ""
     try:
         with safe_open(path, framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             meta = dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types
-        raise RunError(f"{path}: corrupted or truncated {what} ({err})") from None
+        raise RunError(f"{path}: corrupted or truncated {what} ({err}){then}") from None
     if "sha256" in meta and meta["sha256"] != weights_digest(tensors):
         raise RunError(
             f"{path}: corrupted {what}: its tensors do not match the checksum written with "
-            "them; restore the file or retrain the model"
+            f"them{then}"
         )
     return tensors, meta
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, remedy: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (:func:`_open_tensors`), ``remedy`` after any
+    problem (``None``: restore or retrain a damaged file; nothing for a missing one)."""
     if not path.is_file():
-        raise RunError(f"{path.parent}: holds no weights ({path.name} is missing)")
-    return _open_tensors(path, "weights file")[0]
+        then = f"; {remedy}" if remedy else ""
+        raise RunError(f"{path.parent}: holds no weights ({path.name} is missing){then}")
+    if remedy is None:
+        return _open_tensors(path, "weights file")[0]
+    return _open_tensors(path, "weights file", remedy)[0]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FlowModel, RunInfo]:
@@ -268,7 +277,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
     run_dir = Path(run_dir)
     info = read_info(run_dir)
     model = build_model(model_type_of(info).name, recorded_model_args(info))
-    tensors = _read_tensors(run_dir / "model.safetensors")
+    remedy = None
+    if (run_dir / CHECKPOINT).is_file():
+        remedy = (
+            f"restore the file, write it again from the run's checkpoint with "
+            f"{_command(info, run_dir)} --resume`, or retrain the model"
+        )
+    tensors = _read_tensors(run_dir / "model.safetensors", remedy)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -286,17 +301,29 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
         model.class_names = names if names and len(names) == model.num_classes else None
     progress = run_progress(run_dir)
     if progress is not None and progress[0] < progress[1]:
-        if "parent" in info.extra:  # a reflow run
-            how = f"`flowscope reflow {info.extra['parent'].get('run', 'PARENT')} --out {run_dir}"
+        stopped = f"{run_dir} is a partial run, stopped after epoch {progress[0]} of {progress[1]}"
+        if "diverged" in info.extra:  # resuming would diverge again, bit for bit
+            lr = float(info.train.get("lr", 1e-3))
+            then = (
+                f" when its training diverged ({info.extra['diverged']}): its model is that "
+                f"epoch's; train it again with a smaller --lr or another --seed, e.g. "
+                f"{_command(info, run_dir)} --overwrite --lr {lr / 2:g}`"
+            )
         else:
-            how = f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir}"
-        how += " --resume`"
-        warnings.warn(
-            f"{run_dir} is a partial run, stopped after epoch {progress[0]} of "
-            f"{progress[1]}: its model is that epoch's; finish it with {how}",
-            stacklevel=2,
-        )
+            then = (
+                f": its model is that epoch's; finish it with {_command(info, run_dir)} --resume`"
+            )
+        warnings.warn(stopped + then, stacklevel=2)
     return model.to(device).eval(), info
+
+
+def _command(info: RunInfo, run_dir: Path) -> str:
+    """The start of the command that trains the run of ``run_dir`` (a backquote, the
+    command, ``--out``), for a message to complete: ``flowscope train``, or
+    ``flowscope reflow PARENT`` for a rectified flow."""
+    if "parent" in info.extra:
+        return f"`flowscope reflow {info.extra['parent'].get('run', 'PARENT')} --out {run_dir}"
+    return f"`flowscope train {info.extra.get('name', info.kind)} --out {run_dir}"
 
 
 def run_progress(run_dir: str | Path) -> tuple[int, int] | None:
@@ -553,21 +580,33 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
             f"{out} holds a run of model {was}, not {name}: resume it as {was} "
             f"(flowscope train {was} --out {out} --resume), or train {name} in another folder"
         )
-    now = {"model": name, **info.model, **info.data, **train_config(info).effective(n)}
-    then = {"model": was, **recorded_model_args(old), **old.data, **train_config(old).effective(n)}
+    config, was_config = train_config(info), train_config(old)
+    now = {"model": name, **info.model, **info.data, **config.effective(n)}
+    then = {"model": was, **recorded_model_args(old), **old.data, **was_config.effective(n)}
     differ = [
-        f"{k} {_show(then.get(k))} (now {_show(v)})" for k, v in now.items() if then.get(k) != v
+        f"{k} {_show(then.get(k), k, was_config, n)} (now {_show(v, k, config, n)})"
+        for k, v in now.items()
+        if then.get(k) != v
     ]
     if differ:
         raise RunError(
             f"{out}: the run was started with other settings: {'; '.join(differ)}; "
-            "resume with the same settings, or pass --overwrite to start again"
+            "resume with the same settings (a setting not given keeps the run's own), or "
+            "pass --overwrite to start again"
         )
     return load_checkpoint(out, model)
 
 
-def _show(value: Any) -> str:
-    """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``."""
+def _show(value: Any, key: str = "", config: TrainConfig | None = None, n: int = 1) -> str:
+    """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``; a
+    setting left unset as ``unset``, with what ``config`` makes of it on ``n`` training
+    points for the epochs and the weight decay: ``unset (1,000 for these data)``."""
+    if value is None:
+        if config is None or key not in ("epochs", "weight_decay"):
+            return "unset"
+        plan = config.schedule(n)
+        made = f"{plan.epochs:,}" if key == "epochs" else f"{plan.weight_decay:g}"
+        return f"unset ({made} for these data)"
     if isinstance(value, dict) and "name" in value:
         args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "name")
         return f"{value['name']}({args})" if args else str(value["name"])
@@ -680,7 +719,7 @@ def train_run(
     info.model = model.config()
     model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model, len(train.x))
-    model.check_batch_size(config.batch_size)  # before the folder exists
+    damaged = _damaged_weights(out) if resume else None
     created = not out.exists()
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)
@@ -702,10 +741,35 @@ def train_run(
             on_epoch_end=epoch_end,
             state=state,
         )
+    except TrainingDiverged as err:
+        if (out / "config.json").is_file():  # epochs were saved: say why they stop there
+            info.extra["diverged"] = err.problem
+            atomic_write(out / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
+        elif created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()  # a training that failed before its first epoch leaves no folder
         raise
     info.extra["train_seconds"] = history.seconds
     save_run(out, model, info, history)
+    if damaged is not None:
+        warnings.warn(
+            f"{out / 'model.safetensors'} was {damaged}: written again from the run's checkpoint",
+            stacklevel=2,
+        )
     return model, info, history
+
+
+def _damaged_weights(run_dir: Path) -> str | None:
+    """What is wrong with the weights file of a run folder, ``missing`` or ``damaged
+    (why)`` (unreadable, or not matching its checksum), or ``None`` if it reads."""
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
+        return "missing"
+    try:
+        _open_tensors(path, "weights file", remedy=None)
+    except RunError as err:
+        return f"damaged ({str(err).removeprefix(f'{path}: ')})"
+    return None

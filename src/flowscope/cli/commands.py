@@ -628,7 +628,11 @@ def _train(args: argparse.Namespace) -> int:
     # likelihood to compare runs by.
     per_class = ", each class standardized on its own" if model.standardization.per_class else ""
     loss = model.describe_loss()
-    note = f" ({loss}{per_class}; compare models with `flowscope eval`)" if loss else ""
+    if loss:
+        note = f" ({loss}{per_class}; compare models with `flowscope eval`)"
+    else:  # the negative log-likelihood of the standardized validation points
+        where = "each class's" if per_class else "the model's"
+        note = f" nats/point (NLL in {where} standardized coordinates)"
     epochs = len(history.epochs)
     kept = ""
     if history.lengthened:  # a run lengthened for small data
@@ -755,7 +759,8 @@ def _sample(args: argparse.Namespace) -> int:
             size=max(0.5, min(8.0, 4000 / n)),
             alpha=0.7,
             rasterized=False,  # every point a shape in SVG or PDF, as asked for
-            frame=plots.limits([pts], quantile=1.0, rings=False),  # all points, any data
+            # all points, none on the frame's edge, whatever the axes' scales
+            frame=plots.limits([pts], pad=0.0, quantile=1.0, rings=False, margin=0.03),
             axis_names=_axes(info),
         )
         plots.save(fig, plot, write=runs.atomic_write)
