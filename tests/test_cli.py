@@ -138,6 +138,7 @@ def test_train_says_where_and_how_long(runs, capsys, tmp_path):
         "min_epochs": 20,
         "min_steps": 2000,
         "weight_decay": None,
+        "noise": None,
         "small_decay": 2.0,
         "small_noise": 0.15,
         "keep_best": False,

@@ -3,6 +3,7 @@ its parent, and the command's bad input."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,9 +246,24 @@ def test_a_small_data_parent_reflows_without_noise_on_its_fixed_pairs(tmp_path):
     )
     assert read_info(out).train["small_noise"] > 0
     _, info, history = reflow_run(out, tmp_path / "rf", dt=0.05)
-    assert info.train["small_noise"] == 0 and history.lengthened
+    assert info.train["small_noise"] == 0 and history.lengthened and history.noise == 0
+    # Nor does a noise given to the parent carry over; one given to the reflow is refused.
+    noisy = replace(config, epochs=1, noise=0.2)
+    train_run(
+        "fm",
+        tmp_path / "fm2",
+        data="moons",
+        n_points=300,
+        holdout_points=50,
+        config=noisy,
+        model_args=SMALL,
+    )
+    _, info, history = reflow_run(tmp_path / "fm2", tmp_path / "rf2", dt=0.05)
+    assert info.train["noise"] is None and history.noise == 0
+    with pytest.raises(ValueError, match="noise=0.2: a rectified flow trains on fixed pairs"):
+        reflow_run(tmp_path / "fm2", tmp_path / "rf3", dt=0.05, config=noisy)
     # The library refuses the noise on fixed pairs with what to do.
     _, child, _ = fm_with_pairs(tmp_path, n=64)
     x = torch.from_numpy(np.load(tmp_path / PAIRS_FILE)["x"])
-    with pytest.raises(ValueError, match="pass a TrainConfig with small_noise=0"):
+    with pytest.raises(ValueError, match="pass a TrainConfig with noise=None and small_noise=0"):
         fit(child, x, config=TrainConfig(batch_size=16, min_steps=200), progress=False)

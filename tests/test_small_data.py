@@ -83,6 +83,13 @@ def test_the_schedule_lengthens_only_runs_short_for_their_data():
     assert TrainConfig(epochs=20).schedule(250_000).note is None
     assert TrainConfig(epochs=1).schedule(250_000).note is None  # 1,954 steps, not small
     assert TrainConfig(weight_decay=0.0).schedule(245).weight_decay == 0.0
+    # A noise given acts on any run; on given epochs of small data the note then says
+    # nothing of what they lack (unless they are short).
+    assert TrainConfig(noise=0.2).schedule(250_000).noise == 0.2
+    assert TrainConfig(noise=0.0).schedule(245).noise == 0.0  # lengthened, without noise
+    asked = TrainConfig(epochs=1500, noise=0.1, weight_decay=0.5).schedule(245)
+    assert (asked.noise, asked.weight_decay, asked.note) == (0.1, 0.5, None)
+    assert TrainConfig(epochs=20, noise=0.1).schedule(245).note.endswith("weight decay and noise")
 
 
 def test_a_run_lengthened_for_small_data_validates_on_fewer_of_many_points(monkeypatch):
@@ -120,7 +127,7 @@ def test_a_run_lengthened_for_small_data_validates_on_fewer_of_many_points(monke
         assert {len(y) for y, _ in seen} == {used}
 
 
-@pytest.mark.parametrize("name", ["weight_decay", "small_decay", "small_noise"])
+@pytest.mark.parametrize("name", ["weight_decay", "noise", "small_decay", "small_noise"])
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, True, "0.1"])
 def test_decay_and_noise_must_be_numbers_at_least_0(name, bad):
     with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
@@ -168,11 +175,45 @@ def test_a_lengthened_run_jitters_its_training_batches_and_not_its_validation(mo
         assert now == pytest.approx(history.epochs[-1]["val_loss"], abs=1e-9)
 
 
+def test_given_decay_and_noise_train_as_the_lengthened_default_does(tmp_path, capsys):
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    args = dict(data=data, model_args={"couplings": 2}, progress=False)
+    small = TrainConfig(batch_size=8, min_epochs=1, min_steps=30)  # lengthened to 10 epochs
+    _, _, lengthened = train_run("nf", tmp_path / "a", config=small, **args)
+    given = replace(small, epochs=10, weight_decay=SMALL_DATA_DECAY, noise=SMALL_DATA_NOISE)
+    _, _, asked = train_run("nf", tmp_path / "b", config=given, **args)
+    assert asked.batch_loss == lengthened.batch_loss and not asked.lengthened
+    # On the command line: the options reach the config, and the summary names them.
+    argv = ["train", "nf", "--data", data, "--couplings", "2", "--batch-size", "8"]
+    assert (
+        main(
+            [
+                *argv,
+                "--epochs",
+                "3",
+                "--weight-decay",
+                "0.25",
+                "--noise",
+                "0.05",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "; with weight decay 0.25 and noise 0.05 (standardized units) on its batches;" in out
+    train = json.loads((tmp_path / "c" / "config.json").read_text())["train"]
+    assert (train["weight_decay"], train["noise"]) == (0.25, 0.05)
+
+
 def test_a_run_recorded_before_the_noise_resumes_as_it_trained():
     old = {"epochs": None, "batch_size": 128, "weight_decay": None}
     cfg = TrainConfig(**upgrade_train(old))
     assert cfg.schedule(245) == Schedule(1000, 2, True, 2.0, noise=0.0, lengthened=True)
-    now = {**old, "small_decay": 0.5, "small_noise": 0.1, "keep_best": False}
+    before = {**old, "small_decay": 0.5, "small_noise": 0.1, "keep_best": False}
+    assert upgrade_train(before) == {**before, "noise": None}  # before noise could be given
+    now = {**before, "noise": 0.3}
     assert upgrade_train(now) == now
 
 

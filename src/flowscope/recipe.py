@@ -63,14 +63,17 @@ class TrainConfig:
             none on data large enough (the study's Adam) and ``small_decay`` on a run
             lengthened for small data, where it pulls the weights towards 0, the model
             towards the Gaussian of its standardization (:meth:`schedule`).
+        noise: the standard deviation, in standardized units, >= 0, of the Gaussian
+            noise added afresh to every training batch (noise regularization, Rothfuss et
+            al. 2019, arXiv:1907.08982); ``None`` (the default): none on data large enough
+            and ``small_noise`` on a run lengthened for small data (:meth:`schedule`).
+            Validation points are never jittered.
         small_decay: the weight decay of a run lengthened for small data, >= 0
             (:data:`SMALL_DATA_DECAY`; a model type's recipe may set its own).
-        small_noise: the standard deviation, in standardized units, >= 0, of the Gaussian
-            noise added to every training batch of a run lengthened for small data
-            (:data:`SMALL_DATA_NOISE`; a model type's recipe may set its own): each step
-            sees the points jittered afresh, which smooths the density the model learns
-            (noise regularization, Rothfuss et al. 2019, arXiv:1907.08982). Validation
-            points are not jittered.
+        small_noise: the noise of a run lengthened for small data, >= 0
+            (:data:`SMALL_DATA_NOISE`; a model type's recipe may set its own; ``noise``
+            says otherwise where given): each step sees the points jittered afresh, which
+            smooths the density the model learns.
         keep_best: whether a run lengthened for small data ends with the weights of its
             epoch of the best validation loss (early stopping) rather than its last; off
             by default: with the noise, the last weights scored better on held-out points
@@ -86,6 +89,7 @@ class TrainConfig:
     min_epochs: int = 20
     min_steps: int = 2000
     weight_decay: float | None = None
+    noise: float | None = None
     small_decay: float = SMALL_DATA_DECAY
     small_noise: float = SMALL_DATA_NOISE
     keep_best: bool = False
@@ -102,10 +106,10 @@ class TrainConfig:
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
             raise ValueError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
-        for name in ("weight_decay", "small_decay", "small_noise"):
+        for name in ("weight_decay", "noise", "small_decay", "small_noise"):
             value = getattr(self, name)
             number = isinstance(value, int | float) and not isinstance(value, bool)
-            if (value is not None or name != "weight_decay") and not (
+            if (value is not None or name not in ("weight_decay", "noise")) and not (
                 number and math.isfinite(value) and value >= 0
             ):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -118,8 +122,9 @@ class TrainConfig:
         With ``epochs`` given, exactly that many. With ``epochs=None``, ``min_epochs``
         if they make at least ``min_steps`` optimizer steps (the study: 20 epochs of
         1,954 steps); else the run is lengthened to ``ceil(min_steps / steps per
-        epoch)`` epochs, with weight decay ``small_decay`` (unless ``weight_decay``
-        says otherwise) and noise ``small_noise`` on its batches: on a few hundred points
+        epoch)`` epochs, with weight decay ``small_decay`` and noise ``small_noise`` on
+        its batches (unless ``weight_decay`` and ``noise`` say otherwise, as they do on any
+        run where they are given): on a few hundred points
         a longer run overfits without them (``benchmarks/README.md``, small data sets);
         with ``keep_best`` and ``validation`` it ends with the weights of the best
         validation loss.
@@ -160,15 +165,19 @@ class TrainConfig:
                     f", short for data this small: the default (no epochs given) trains at "
                     f"least {self.min_steps} steps, with weight decay and noise"
                 )
-            else:
+            elif self.weight_decay is None and self.noise is None:
                 note += (
                     ", without the weight decay and noise that the default (no epochs "
                     "given) regularizes data this small with"
                 )
+            else:
+                note = None  # regularized as asked
         decay = self.weight_decay
         if decay is None:
             decay = self.small_decay if small else 0.0
-        noise = self.small_noise if small else 0.0
+        noise = self.noise
+        if noise is None:
+            noise = self.small_noise if small else 0.0
         keep_best = small and validation and self.keep_best
         return Schedule(epochs, per_epoch, keep_best, float(decay), note, float(noise), small)
 
@@ -261,6 +270,6 @@ def upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded training settings (``config.json``'s ``"train"``) with the
     fields it lacks filled as it trained, so that resuming or retelling it gives the run
     it was."""
-    if "small_noise" in train:
-        return train
-    return {**_BEFORE_NOISE, **train}
+    if "small_noise" not in train:
+        train = {**_BEFORE_NOISE, **train}
+    return {"noise": None, **train}  # before noise could be given: the default

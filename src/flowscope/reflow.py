@@ -238,7 +238,9 @@ def reflow_run(
         parent: a run folder of a flow-matching type (``fm``, ``cfm``, ``meanflow``).
         out: the new run folder.
         n_points: pairs to draw, >= 16 (default: the parent's training points).
-        config: the training settings (default: the parent's).
+        config: the training settings (default: the parent's); trained without noise
+            on the batches (``noise`` unset, ``small_noise`` 0), which would move the
+            pairs' points.
         dt, solver: the integration that draws the pairs.
         overwrite, resume, progress, device: as :func:`~flowscope.runs.train_run`.
         warm_start: start from the parent's weights instead of a fresh initialisation
@@ -261,8 +263,8 @@ def reflow_run(
         RunError: for a parent that is not a loadable flow-matching run or whose source
             gives no samples, or an ``out`` that holds a run (see
             :func:`~flowscope.runs.train_run`).
-        ValueError: for a bad n_points, dt, solver or times, or a gaussian_skip that is
-            not a bool.
+        ValueError: for a bad n_points, dt, solver or times, a gaussian_skip that is
+            not a bool, or a ``config`` with noise.
     """
     parent, out = Path(parent), Path(out)
     if out.resolve() == parent.resolve():
@@ -276,8 +278,14 @@ def reflow_run(
     # A parent trained on a file (a reflow's pairs) records no count: its pairs' count.
     trained_on = info.data.get("n_points") or info.extra.get("parent", {}).get("pairs")
     n = int(trained_on) if n_points is None else check_int(n_points, "n_points")
-    # Fixed pairs are looked up by their points: no noise on them (FlowModel.exact_batches).
-    config = replace(config or train_config(info), small_noise=0.0)
+    # Fixed pairs are looked up by their points: no noise on them (FlowModel.exact_batches);
+    # the parent's own noise (its recipe's, or one given to it) does not carry over.
+    if config is not None and config.noise:
+        raise ValueError(
+            f"noise={config.noise:g}: a rectified flow trains on fixed pairs, which noise "
+            "would move; leave noise unset"
+        )
+    config = replace(config or train_config(info), small_noise=0.0, noise=None)
     pairs_path = out / PAIRS_FILE
     entry = model_type_of(info)
     record: dict[str, Any] = {

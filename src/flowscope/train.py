@@ -300,9 +300,9 @@ def fit(
     plan = config.schedule(n, validation=data.y_val is not None)
     if plan.noise and model.exact_batches:
         raise ValueError(
-            f"{model.kind}: small_noise={plan.noise:g} would move the training points off "
-            "the fixed pairs this model looks them up in; pass a TrainConfig with "
-            "small_noise=0 (flowscope.reflow.reflow_run does)"
+            f"{model.kind}: noise {plan.noise:g} on its batches would move the training "
+            "points off the fixed pairs this model looks them up in; pass a TrainConfig "
+            "with noise=None and small_noise=0 (flowscope.reflow.reflow_run does)"
         )
     steps_per_epoch = plan.steps_per_epoch
     total = steps_per_epoch * plan.epochs

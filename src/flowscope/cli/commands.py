@@ -60,6 +60,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def _step(text: str) -> float:
     try:
         value = float(text)
@@ -423,7 +433,7 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 
 # -- train ------------------------------------------------------------------------------
 
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed")
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed", "weight_decay", "noise")
 #: The file ``flowscope eval`` writes in a run folder unless told otherwise.
 EVAL_JSON = "eval.json"
 DATA_FILES = (".csv", ".npy", ".npz")
@@ -648,6 +658,11 @@ def _train(args: argparse.Namespace) -> int:
         if history.best_epoch is not None:
             kept += f"; kept epoch {history.best_epoch}, the best validation"
             last = history.epochs[history.best_epoch - 1]
+    elif history.weight_decay or history.noise:  # given on a run of its own length
+        parts = [f"weight decay {history.weight_decay:g}"] if history.weight_decay else []
+        if history.noise:
+            parts.append(f"noise {history.noise:g} (standardized units) on its batches")
+        kept = f"; with {' and '.join(parts)}"
     # The command's wall time, with drawing the data and writing the run; the epochs
     # alone are config.json's train_seconds (a resumed run's include the earlier ones).
     took = f"{seconds:.1f} s"
@@ -681,8 +696,8 @@ def _reflow(args: argparse.Namespace) -> int:
     # The recipe: the resumed run's, else the parent's, then the options given.
     was = out if args.resume and (out / "config.json").is_file() else Path(args.run)
     recorded = read_info(was)
-    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-    config = TrainConfig(**{**recorded.train, **given})
+    given = {k: v for k in TRAIN_OPTIONS if (v := getattr(args, k, None)) is not None}
+    config = TrainConfig(**{**recorded.train, "noise": None, **given})  # no noise on pairs
     n_points = args.n_points
     if n_points is None and "parent" in recorded.extra:  # resuming: the pairs it was drawn with
         n_points = int(recorded.extra["parent"]["pairs"])
@@ -1084,7 +1099,7 @@ def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
         choices=MODELS.names(),
         help="the model type: " + "; ".join(f"{e.name}, {e.title}" for e in MODELS),
     )
-    _add_recipe_options(p, _train_defaults(name))
+    _add_recipe_options(p, _train_defaults(name), one=name is not None)
     optional = [e.name for e in entries if e.conditional_option]
     if optional:
         p.add_argument(
@@ -1112,9 +1127,13 @@ def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
     )
 
 
-def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any], data: bool = True) -> None:
+def _add_recipe_options(
+    p: argparse.ArgumentParser, d: dict[str, Any], data: bool = True, one: bool = True
+) -> None:
     """The data and training options of ``train``, with the defaults ``d`` in their help
-    (``data=False``: without ``--data``, for ``reflow``, whose data are its pairs)."""
+    (``data=False``: without ``--data``, ``--weight-decay`` and ``--noise``, for
+    ``reflow``, whose data are its pairs; ``one=False``: ``d`` is the study's recipe in
+    the help of every type)."""
     if data:
         _add_data_option(p, d)
     epochs = f"default {d['epochs']}"
@@ -1127,6 +1146,24 @@ def _add_recipe_options(p: argparse.ArgumentParser, d: dict[str, Any], data: boo
     p.add_argument("--epochs", type=_positive_int, help=epochs)
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
     p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
+    if data:  # (reflow's pairs take no noise)
+        # One type's own values, or (every type's help) the study's and the departures.
+        own = "" if one else " (the study's recipe; the types with their own are named above)"
+        p.add_argument(
+            "--weight-decay",
+            type=_non_negative_float,
+            metavar="W",
+            help="decoupled weight decay (AdamW's) on every step, >= 0; default none, or "
+            f"{d['small_decay']:g} on a run lengthened for small data{own}",
+        )
+        p.add_argument(
+            "--noise",
+            type=_non_negative_float,
+            metavar="SD",
+            help="standard deviation of Gaussian noise added afresh to every training "
+            "batch, in standardized units, >= 0 (noise regularization); default none, or "
+            f"{d['small_noise']:g} on a run lengthened for small data{own}",
+        )
     p.add_argument(
         "--n-points",
         type=int_type(2),
