@@ -516,15 +516,15 @@ def test_eval_says_when_the_baseline_scores_on_a_collapsed_component(tmp_path):
 def test_the_mixture_baseline_scores_each_test_point_in_the_order_given():
     train, test = spiked(400, 0), spiked(400, 1)
     labels_train, labels_test = (train[:, 1] > 0).long(), (test[:, 1] > 0).long()
-    b = mixture_baseline(train, test, labels_train, labels_test)
+    b = mixture_baseline(train, test, labels_train, labels_test, max_components=4)
     assert b.points.shape == (400,) and b.points.dtype == torch.float64
     assert float(b.points.mean()) == pytest.approx(b.nll_data, rel=1e-12)
     # Class by class, the values are those of that class's mixture alone.
     for c in (0, 1):
-        alone = mixture_baseline(train[labels_train == c], test[labels_test == c])
+        alone = mixture_baseline(train[labels_train == c], test[labels_test == c], max_components=4)
         assert torch.equal(b.points[labels_test == c], alone.points)
         assert torch.equal(b.on_collapsed[labels_test == c], alone.on_collapsed)
-    assert int(b.on_collapsed.sum()) == b.collapsed_test_points >= 100
+    assert int(b.on_collapsed.sum()) == b.collapsed_test_points > 0
     assert bool((test[b.on_collapsed, 0] - 4.0).abs().max() < 0.005)  # all on the spike
 
 

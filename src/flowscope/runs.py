@@ -409,7 +409,7 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
             "param_groups": state.optimizer["param_groups"],
             "opt_scalars": meta_state,
             "scheduler": state.scheduler,
-            "history": asdict(state.history),
+            "history": vars(state.history),  # its fields are plain values: no deep copy
         }
         atomic_write(run_dir / CHECKPOINT, _save_tensors(tensors, {"state": json.dumps(meta)}))
         save_run(run_dir, model, info, state.history)
