@@ -20,7 +20,7 @@ import flowscope.runs
 import flowscope.train
 from flowscope.baseline import mixture_baseline, most_components
 from flowscope.cli import main
-from flowscope.errors import MissingDependency
+from flowscope.errors import MissingDependency, UnusedLabels
 from flowscope.evaluate import evaluate_run
 from flowscope.flows import NormalizingFlow
 from flowscope.recipe import SMALL_DATA_NOISE, SMALL_DATA_VAL_SIZE, recipe, upgrade_train
@@ -630,3 +630,18 @@ def test_sample_plot_frames_every_point_off_the_edge_on_axes_of_any_scale(
         span = pts[:, axis].max() - pts[:, axis].min()
         assert lo < pts[:, axis].min() - 0.02 * span and hi > pts[:, axis].max() + 0.02 * span
         assert hi - lo < 1.1 * span  # and no wider than a few percent either side
+
+
+@pytest.mark.parametrize("model", ["nf", "fm"])
+def test_a_labelled_file_for_an_unconditional_model_names_the_types_way(tmp_path, model):
+    x = two_blobs(40, 0).numpy()
+    path = tmp_path / "labelled.csv"
+    np.savetxt(path, np.c_[x, x[:, 0] > 0], delimiter=",", header="a,b,label", comments="")
+    with pytest.raises(UnusedLabels) as err:
+        train_run(model, tmp_path / "run", data=str(path), progress=False)
+    assert isinstance(err.value, ValueError) and not (tmp_path / "run").exists()
+    if model == "nf":  # nf may condition on them
+        assert str(err.value).endswith("`flowscope train nf --conditional` learns p(x | label)")
+    else:
+        assert str(err.value).endswith(" with --conditional (fm has no conditional form)")
+        assert "a conditional model: cfm, or nf" in str(err.value)

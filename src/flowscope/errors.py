@@ -4,7 +4,7 @@ without importing PyTorch; :mod:`flowscope.runs` and :mod:`flowscope.train` re-e
 
 from __future__ import annotations
 
-__all__ = ["MissingDependency", "NonFiniteOutput", "RunError", "TrainingDiverged"]
+__all__ = ["MissingDependency", "NonFiniteOutput", "RunError", "TrainingDiverged", "UnusedLabels"]
 
 
 class MissingDependency(ImportError):
@@ -20,6 +20,12 @@ class NonFiniteOutput(ValueError):
     """A model produced NaN or infinite samples or latents from finite inputs: its
     weights are corrupted or its training diverged. The message says how many and what
     to do; the command line prints it as one line and exits non-zero, writing no file."""
+
+
+class UnusedLabels(ValueError):
+    """A data file has a column of class labels, and the model asked for is not
+    conditional. The message says how to drop the column or train a conditional model;
+    :func:`~flowscope.runs.train_run` adds the model type's own way."""
 
 
 class RunError(ValueError):

@@ -45,7 +45,7 @@ from .data import (
     split_sizes,
 )
 from .defaults import HOLDOUT_POINTS, STUDY_DATA, STUDY_POINTS
-from .errors import RunError, TrainingDiverged
+from .errors import RunError, TrainingDiverged, UnusedLabels
 from .models import MODELS, ModelType
 from .recipe import recipe, upgrade_train
 from .registry import UnknownName
@@ -698,7 +698,10 @@ def train_run(
         train=asdict(config),
         extra={"name": model_name, **({} if parent is None else {"parent": parent})},
     )
-    train = run_data(info, "train")
+    try:
+        train = run_data(info, "train")
+    except UnusedLabels as err:
+        raise UnusedLabels(f"{err}: {_conditional_ways(entry)}") from None
     val = run_data(info, "val")
     given = dict(model_args or {})
     if same:
@@ -760,6 +763,16 @@ def train_run(
             stacklevel=2,
         )
     return model, info, history
+
+
+def _conditional_ways(entry: ModelType) -> str:
+    """How to train on a file's labels, for a message about type ``entry``: its own
+    ``--conditional``, or the types that are conditional."""
+    if entry.conditional_option:
+        return f"`flowscope train {entry.name} --conditional` learns p(x | label)"
+    always = " or ".join(e.name for e in MODELS if e.conditional)
+    optional = " or ".join(e.name for e in MODELS if e.conditional_option)
+    return f"{always}, or {optional} with --conditional ({entry.name} has no conditional form)"
 
 
 def _damaged_weights(run_dir: Path) -> str | None:

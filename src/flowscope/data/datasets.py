@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UnusedLabels
 from .checks import check_int
 from .files import column_names, load_points
 from .rings import RING_NAMES, olympic_rings
@@ -49,6 +50,7 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
 
     Raises:
         ValueError: for an unknown name, or labels asked of a source that has none.
+        UnusedLabels: (a ``ValueError``) for a file with labels, not ``conditional``.
     """
     if source == "olympic":
         if conditional:
@@ -70,9 +72,9 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
     if conditional and labels is None:
         raise ValueError(f"{path}: conditional training needs a third column of integer labels")
     if not conditional and labels is not None:
-        raise ValueError(
+        raise UnusedLabels(
             f"{path}: has a third column (class labels), but the model is unconditional; "
-            "give a file of two columns x,y, or train a conditional model (e.g. cfm)"
+            "give a file of two columns x,y, or train a conditional model"
         )
     names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
     return Dataset(x, labels, str(path), names, column_names(path))
