@@ -313,7 +313,7 @@ def test_diverged_training_says_what_the_cli_kept(monkeypatch, capsys, tmp_path,
     err = one_error_line(*run(capsys, "train", "nf", "--out", out, *TINY[:2], "--epochs", "2")[::2])
     step = "epoch 1, step 1 of 3" if poison_after == 0 else "epoch 2, step 1 of 3"
     assert f"nf: the training loss became nan at {step}" in err
-    kept = "nothing was saved" if poison_after == 0 else f"{out} keeps epoch 1"
+    kept = "no epoch was saved" if poison_after == 0 else f"{out} keeps epoch 1"
     assert kept in err and "smaller --lr or another --seed" in err
     assert "on_epoch_end" not in err  # the library's wording is for library users
     assert (out / "checkpoint.safetensors").exists() == (poison_after == 1)
@@ -322,8 +322,28 @@ def test_diverged_training_says_what_the_cli_kept(monkeypatch, capsys, tmp_path,
         code, _, err = run(capsys, "sample", out, "-n", "3", "-o", tmp_path / "s.csv")
         assert code == 0 and "partial run, stopped after epoch 1 of 2 when its training " in err
         assert f"nf: the training loss became nan at {step})" in err
-        assert f"`flowscope train nf --out {out} --overwrite --lr 0.0005`" in err
-        assert "--resume" not in err
+        again = "train it again with the same options, --overwrite and a smaller --lr (e.g. "
+        assert again + "0.0005) or another --seed" in err and "--resume" not in err
+
+
+def test_a_run_that_diverges_at_once_leaves_the_run_it_overwrites(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "nf"
+    assert run(capsys, "train", "nf", "--out", out, *TINY, "--couplings", "2")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_fit = flowscope.runs.fit
+
+    def fit_that_diverges(model, *args, **kwargs):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(flowscope.runs, "fit", fit_that_diverges)
+    argv = ["train", "nf", "--out", out, *TINY, "--couplings", "4", "--overwrite"]
+    err = one_error_line(*run(capsys, *argv)[::2])
+    assert f"no epoch was saved; {out} still holds the run it held" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # byte for byte
+    monkeypatch.setattr(flowscope.runs, "fit", real_fit)
+    assert run(capsys, "sample", out, "-n", "3")[0] == 0
 
 
 def test_tensorboard_missing_fails_early(monkeypatch, capsys, tmp_path):

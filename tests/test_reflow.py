@@ -210,9 +210,24 @@ def test_reflow_refuses_a_bad_sampler_or_skip_before_drawing_pairs(parent, tmp_p
 def test_the_reflow_command_sets_the_sampler_and_the_skip(parent, tmp_path, capsys):
     out = tmp_path / "rf"
     argv = ["reflow", str(parent), "--out", str(out), "--n-points", "100", "--dt", "0.1"]
-    assert main([*argv, "--epochs", "2", "--time-alpha", "3", "--gaussian-skip"]) == 0
+    assert (
+        main(
+            [
+                *argv,
+                "--epochs",
+                "2",
+                "--time-alpha",
+                "3",
+                "--gaussian-skip",
+                "--weight-decay",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     model = read_info(out).model
     assert model["times"] == {"name": "beta", "alpha": 3.0} and model["gaussian_skip"] is True
+    assert read_info(out).train["weight_decay"] == 0.3 and read_info(out).train["noise"] is None
     assert main(["reflow", str(parent), "--out", str(out), "--resume"]) == 0
     model = read_info(out).model
     assert model["times"] == {"name": "beta", "alpha": 3.0} and model["gaussian_skip"] is True

@@ -326,11 +326,12 @@ def test_resuming_with_other_epochs_says_what_the_unset_ones_made(tmp_path):
     args = dict(data=data, model_args={"couplings": 2}, progress=False)
     config = TrainConfig(batch_size=8, min_epochs=1, min_steps=30)  # lengthened to 10 epochs
     train_run("nf", tmp_path / "nf", config=config, **args)
-    again = replace(config, epochs=3, weight_decay=0.5)
+    again = replace(config, epochs=3, weight_decay=0.5, noise=0.3)
     with pytest.raises(flowscope.runs.RunError) as err:
         train_run("nf", tmp_path / "nf", config=again, resume=True, **args)
     assert "epochs unset (10 for these data) (now 3)" in str(err.value)
     assert f"weight_decay unset ({SMALL_DATA_DECAY:g} for these data) (now 0.5)" in str(err.value)
+    assert f"noise unset ({SMALL_DATA_NOISE:g} for these data) (now 0.3)" in str(err.value)
     assert "None" not in str(err.value) and "keeps the run's own" in str(err.value)
 
 
@@ -538,13 +539,30 @@ def test_the_held_out_nll_has_each_points_value_and_a_standard_error():
     assert torch.allclose(nll.points, expected, rtol=0, atol=1e-12)
     assert nll.data == pytest.approx(float(expected.mean()), abs=1e-12)
     assert nll.sem == pytest.approx(float(expected.std()) / math.sqrt(50), rel=1e-12)
+    # Standardized per class, each point's shift is its own class's.
+    torch.manual_seed(0)
+    cond = NormalizingFlow(couplings=2, num_classes=2, standardize="class").double()
+    labels = (x[:, 0] > 0).long()
+    xc = x * torch.where(labels[:, None] == 1, torch.tensor([1.0, 20.0]), torch.tensor([1.0, 1.0]))
+    cond.standardization.fit(xc, labels)  # class 1 twenty times as spread along y
+    per_class = flowscope.metrics.heldout_nll(cond, xc, labels, batch_size=16)
+    expected = -cond.log_prob(xc, labels).detach()
+    assert torch.allclose(per_class.points, expected, rtol=0, atol=1e-12)
+    assert per_class.data == pytest.approx(float(expected.mean()), abs=1e-12)
+    shift = cond.standardization.log_abs_det(labels)
+    assert float(shift.max() - shift.min()) > 2  # log 20 apart: a mean shift would show
     assert flowscope.metrics.standard_error(expected[:1]) is None  # one point: no spread
     assert flowscope.metrics.standard_error(torch.tensor([1.0, math.inf])) is None
 
 
 def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(file_run):
-    with pytest.warns(UserWarning, match=r"its test part has only 10 points, so the held-out"):
+    with pytest.warns(UserWarning, match=r"its test part has only 10 points, so the held-out") as w:
         result = evaluate_run(file_run, n=50, floor_pairs=2)
+    note = str(w[0].message)
+    assert "W2 between 10-point sets (and its noise floor, from 5-point draws) ranks no" in note
+    assert note.endswith(
+        "(as the mixture baseline's row does), or cross-validate over the whole file"
+    )
     model, info = load_run(file_run)
     train, test = run_data(info, "train"), run_data(info, "test")
     nll = flowscope.metrics.heldout_nll(model, test.x)
@@ -569,6 +587,12 @@ def test_eval_of_enough_test_points_says_nothing_of_their_number(tmp_path):
         warnings.simplefilter("error")
         result = evaluate_run(out, n=100, floor_pairs=0, baseline=False)
     assert result["nll_points"] == 100 and result["nll_sem"] > 0
+    # Drawn data get more test points by asking for them.
+    few = tmp_path / "few"
+    train_run("nf", few, data="moons", n_points=200, holdout_points=50, config=cfg, progress=False)
+    with pytest.warns(UserWarning, match="only 50 points") as caught:
+        evaluate_run(few, n=100, floor_pairs=0, baseline=False)
+    assert str(caught[0].message).endswith("or train with more --holdout-points")
 
 
 def test_the_mixture_baseline_needs_scikit_learn(monkeypatch):
@@ -630,6 +654,12 @@ def test_sample_plot_frames_every_point_off_the_edge_on_axes_of_any_scale(
         span = pts[:, axis].max() - pts[:, axis].min()
         assert lo < pts[:, axis].min() - 0.02 * span and hi > pts[:, axis].max() + 0.02 * span
         assert hi - lo < 1.1 * span  # and no wider than a few percent either side
+    # One point has no span: its frame is a unit about it (matplotlib warned of equal limits).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["sample", str(file_run), "-n", "1", "--plot", str(plot)]) == 0
+    (x0, x1), (y0, y1) = seen["frame"]
+    assert x0 < seen["points"][0, 0] < x1 and y0 < seen["points"][0, 1] < y1
 
 
 @pytest.mark.parametrize("model", ["nf", "fm"])

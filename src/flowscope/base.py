@@ -143,7 +143,7 @@ class FlowModel(nn.Module):
     @property
     def exact_batches(self) -> bool:
         """Whether its training batches must hold the training points exactly, so that
-        training cannot add noise to them (:attr:`~flowscope.train.TrainConfig.small_noise`):
+        training cannot add noise to them (:attr:`~flowscope.train.TrainConfig.noise`):
         true for a model that looks its points up (flow matching on reflow's fixed pairs)."""
         return False
 

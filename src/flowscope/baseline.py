@@ -114,6 +114,15 @@ def fit_mixture(x: np.ndarray, max_components: int = MAX_COMPONENTS, seed: int =
     :func:`most_components`) fitted to x (N, D), float64, data units: the fit of
     :func:`mixture_baseline`, for a caller that needs the mixture itself.
 
+    Arguments:
+        x: (N, D) float64 numpy array of training points.
+        max_components: the most components, >= 1.
+        seed: seeds EM's k-means starts (``random_state``).
+
+    Returns:
+        the fitted ``sklearn.mixture.GaussianMixture``; its ``score_samples(x)`` is
+        log p(x) in nats, in x's units.
+
     Raises:
         MissingDependency: if scikit-learn is not installed.
     """

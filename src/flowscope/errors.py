@@ -45,7 +45,12 @@ class TrainingDiverged(RuntimeError):
             epoch 2, step 1 of 5"``.
         epoch: the epoch (1-based) in which it happened.
         step: the step (1-based) within that epoch.
+        saved_epoch: set by :func:`~flowscope.runs.train_run`: the epoch of the run's
+            checkpoint that its folder now holds, or ``None`` if no epoch of the run was
+            saved (the folder, if it held another run, still holds that one).
     """
+
+    saved_epoch: int | None = None
 
     def __init__(self, problem: str, *, epoch: int, step: int):
         self.problem, self.epoch, self.step = problem, epoch, step

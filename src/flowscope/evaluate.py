@@ -178,6 +178,9 @@ def evaluate_run(
     A model whose source has no density (a file, most toy sets) gets no NLL: its
     ``nll_*`` values are ``None`` and ``nll_method`` says why.
 
+    On a test part of fewer than :data:`FEW_TEST_POINTS` points a ``UserWarning`` says
+    how little it can tell (the NLL's standard error; W2 on so few points).
+
     Arguments:
         run_dir: a run folder written by ``flowscope train``.
         n: number of samples, >= 2.
@@ -207,8 +210,8 @@ def evaluate_run(
         test points), ``data_run`` (for a rectified flow, the ancestor run whose data it
         is measured against; else ``None``), ``conditional``,
         ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
-        ``nll_sem`` (the standard error of both, nats per point: the per-point NLL's
-        standard deviation over sqrt(``nll_points``)),
+        ``nll_sem`` (the standard error of ``nll_data``, nats per point: the per-point
+        NLL's standard deviation over sqrt(``nll_points``)),
         ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
         coordinates, which differ from another model's), ``nll_points``, ``nll_method``,
         ``nll_seconds``; ``gmm_nll_data``, ``gmm_nll_standardized`` (the baseline's, nats
@@ -301,22 +304,27 @@ def evaluate_run(
         result.update(_paths(model, test.x[:m], labels_m, counts, seed, rings))
     result["seconds"] = time.perf_counter() - t_start
     if len(test.x) < FEW_TEST_POINTS:
-        warnings.warn(_few_points_note(result, len(test.x)), stacklevel=2)
+        registry = result["data"] == "olympic" or result["data"] in DATASETS
+        warnings.warn(_few_points_note(result, len(test.x), registry), stacklevel=2)
     return {k: _json_safe(v) for k, v in result.items()}
 
 
-def _few_points_note(r: dict[str, Any], n: int) -> str:
-    """What a test part of n < :data:`FEW_TEST_POINTS` points cannot tell."""
+def _few_points_note(r: dict[str, Any], n: int, registry: bool) -> str:
+    """What a test part of n < :data:`FEW_TEST_POINTS` points cannot tell; ``registry``:
+    the run's data are drawn (more test points are a training option away)."""
     text = f"{r['run']}: its test part has only {n} point{'s' if n != 1 else ''}"
     if r.get("nll_sem") is not None:
         text += (
             f", so the held-out NLL is known to ± {r['nll_sem']:.2f} nats/point (its "
             "standard error)"
         )
+    floor = r.get("w2_noise_floor_points")
+    floor = f" (and its noise floor, from {floor}-point draws)" if floor else ""
+    more = "train with more --holdout-points" if registry else "cross-validate over the whole file"
     return (
-        f"{text}, and W2 between {r['w2_points']}-point sets (and its noise floor) ranks no "
-        "models; compare models on data this small by their NLL's standard errors, or by "
-        "cross-validation over the whole file"
+        f"{text}; W2 between {r['w2_points']}-point sets{floor} ranks no models. Compare "
+        "two models on these points by the paired standard error of their per-point NLLs "
+        f"(as the mixture baseline's row does), or {more}"
     )
 
 

@@ -112,9 +112,10 @@ class NLL:
 
     @property
     def sem(self) -> float | None:
-        """The standard error of ``data`` (and of ``standardized``, the same up to a
-        per-class shift), nats per point: the points' standard deviation over sqrt(n);
-        ``None`` without ``points``, for one point or for an infinite NLL."""
+        """The standard error of ``data``, nats per point: the standard deviation of
+        ``points`` over sqrt(n) (also that of ``standardized`` unless the model is
+        standardized per class, whose shift differs from class to class); ``None``
+        without ``points``, for one point or for an infinite NLL."""
         return standard_error(self.points)
 
 

@@ -170,8 +170,9 @@ def limits(
         pad: margin added on each side, in data units.
         quantile: share of the points kept per side and axis (outliers are cut off).
         rings: also include the box of the Olympic rings.
-        margin: a further margin on each side, as a share of that axis' span (for data
-            whose axes have different scales, where one ``pad`` fits neither).
+        margin: a further margin on each side, as a share of that axis' span (1 data
+            unit where the points do not spread along it), for data whose axes have
+            different scales, where one ``pad`` fits neither.
     """
     pts = [_np(a).reshape(-1, 2) for a in arrays]
     pts = [p[np.isfinite(p).all(axis=1)] for p in pts]
@@ -184,7 +185,9 @@ def limits(
     if rings:
         lo = np.minimum(lo, (RINGS_BOX[0][0], RINGS_BOX[1][0]))
         hi = np.maximum(hi, (RINGS_BOX[0][1], RINGS_BOX[1][1]))
-    grow = pad + margin * np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+    span = hi - lo
+    span = np.where(np.isfinite(span) & (span > 0), span, 1.0)  # one point: a unit's frame
+    grow = pad + margin * span
     return (lo[0] - grow[0], hi[0] + grow[0]), (lo[1] - grow[1], hi[1] + grow[1])
 
 

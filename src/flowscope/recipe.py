@@ -233,7 +233,8 @@ class Schedule:
         note: for epochs given on small data, that they make fewer steps than
             ``min_steps`` or train without the small-data regularization; else ``None``.
         noise: the standard deviation of the Gaussian noise added to its standardized
-            training batches (:attr:`TrainConfig.small_noise`).
+            training batches (:attr:`TrainConfig.noise`, else :attr:`TrainConfig.small_noise`
+            on a lengthened run).
         lengthened: whether it was lengthened for small data.
     """
 

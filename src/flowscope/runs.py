@@ -226,15 +226,19 @@ def _save_tensors(
     return st_save(tensors, metadata={**(metadata or {}), "sha256": weights_digest(tensors)})
 
 
+#: What to do about a damaged weights file, unless the caller knows better.
+_REMEDY = "restore the file or retrain the model"
+
+
 def _open_tensors(
-    path: Path, what: str, remedy: str | None = "restore the file or retrain the model"
+    path: Path, what: str, remedy: str | None = _REMEDY
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and header metadata of a safetensors file, checked against the digest
     of :func:`_save_tensors` (files written before it was recorded have none to check).
 
     Raises:
         RunError: for a file that cannot be read or whose tensors do not match the digest,
-            with ``remedy`` (what to do) after the problem.
+            with ``remedy`` (what to do; ``None``: nothing) after the problem.
     """
     then = f"; {remedy}" if remedy else ""
     try:
@@ -251,14 +255,12 @@ def _open_tensors(
     return tensors, meta
 
 
-def _read_tensors(path: Path, remedy: str | None = None) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, remedy: str | None = _REMEDY) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (:func:`_open_tensors`), ``remedy`` after any
-    problem (``None``: restore or retrain a damaged file; nothing for a missing one)."""
+    problem, its absence included."""
     if not path.is_file():
         then = f"; {remedy}" if remedy else ""
         raise RunError(f"{path.parent}: holds no weights ({path.name} is missing){then}")
-    if remedy is None:
-        return _open_tensors(path, "weights file")[0]
     return _open_tensors(path, "weights file", remedy)[0]
 
 
@@ -277,7 +279,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
     run_dir = Path(run_dir)
     info = read_info(run_dir)
     model = build_model(model_type_of(info).name, recorded_model_args(info))
-    remedy = None
+    remedy = _REMEDY
     if (run_dir / CHECKPOINT).is_file():
         remedy = (
             f"restore the file, write it again from the run's checkpoint with "
@@ -306,8 +308,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[F
             lr = float(info.train.get("lr", 1e-3))
             then = (
                 f" when its training diverged ({info.extra['diverged']}): its model is that "
-                f"epoch's; train it again with a smaller --lr or another --seed, e.g. "
-                f"{_command(info, run_dir)} --overwrite --lr {lr / 2:g}`"
+                "epoch's; train it again with the same options, --overwrite and a smaller "
+                f"--lr (e.g. {lr / 2:g}) or another --seed"
             )
         else:
             then = (
@@ -369,7 +371,7 @@ def read_history(run_dir: str | Path) -> History:
 CHECKPOINTS = 50
 
 
-def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel, TrainState], None]:
+def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel, TrainState], bool]:
     """An ``on_epoch_end`` callback for :func:`~flowscope.train.fit` that saves the run and
     a resumable checkpoint (each file atomically) after every epoch of a run of up to
     :data:`CHECKPOINTS` epochs; a longer run after every ``epochs // CHECKPOINTS``-th
@@ -377,14 +379,15 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
     epochs.
 
     The checkpoint is written first, as one file, so it is never out of step with itself;
-    ``model.safetensors``, ``config.json`` and the metrics follow.
+    ``model.safetensors``, ``config.json`` and the metrics follow. The callback returns
+    whether it wrote them after this epoch.
     """
     run_dir = Path(run_dir)
 
-    def save(model: FlowModel, state: TrainState) -> None:
+    def save(model: FlowModel, state: TrainState) -> bool:
         every = max(1, state.epochs // CHECKPOINTS)
         if state.epoch % every and state.epoch < state.epochs:
-            return
+            return False
         tensors: dict[str, torch.Tensor] = {"generator": state.generator.clone()}
         for k, v in model.state_dict().items():
             tensors[f"model.{k}"] = v.detach().cpu().contiguous()
@@ -413,6 +416,7 @@ def checkpoint_saver(run_dir: str | Path, info: RunInfo) -> Callable[[FlowModel,
         }
         atomic_write(run_dir / CHECKPOINT, _save_tensors(tensors, {"state": json.dumps(meta)}))
         save_run(run_dir, model, info, state.history)
+        return True
 
     return save
 
@@ -600,12 +604,12 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
 def _show(value: Any, key: str = "", config: TrainConfig | None = None, n: int = 1) -> str:
     """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``; a
     setting left unset as ``unset``, with what ``config`` makes of it on ``n`` training
-    points for the epochs and the weight decay: ``unset (1,000 for these data)``."""
+    points for the epochs, weight decay and noise: ``unset (1,000 for these data)``."""
     if value is None:
-        if config is None or key not in ("epochs", "weight_decay"):
+        if config is None or key not in ("epochs", "weight_decay", "noise"):
             return "unset"
         plan = config.schedule(n)
-        made = f"{plan.epochs:,}" if key == "epochs" else f"{plan.weight_decay:g}"
+        made = f"{plan.epochs:,}" if key == "epochs" else f"{getattr(plan, key):g}"
         return f"unset ({made} for these data)"
     if isinstance(value, dict) and "name" in value:
         args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "name")
@@ -726,9 +730,12 @@ def train_run(
     created = not out.exists()
     out.mkdir(exist_ok=True)
     save_checkpoint = checkpoint_saver(out, info)
+    # The last epoch of this run in the folder: a resumed run's checkpoint, then each saved.
+    saved = [state.epoch] if state is not None else []
 
     def epoch_end(m: FlowModel, s: TrainState) -> None:
-        save_checkpoint(m, s)
+        if save_checkpoint(m, s):
+            saved.append(s.epoch)
         if on_epoch_end is not None:
             on_epoch_end(m, s)
 
@@ -745,11 +752,12 @@ def train_run(
             state=state,
         )
     except TrainingDiverged as err:
-        if (out / "config.json").is_file():  # epochs were saved: say why they stop there
+        err.saved_epoch = saved[-1] if saved else None
+        if saved:  # the folder holds this run's epochs: say why they stop there
             info.extra["diverged"] = err.problem
             atomic_write(out / "config.json", json.dumps(info.to_json(), indent=2) + "\n")
         elif created and not any(out.iterdir()):
-            out.rmdir()
+            out.rmdir()  # (another run the folder held is left as it was)
         raise
     except BaseException:
         if created and not any(out.iterdir()):
@@ -759,7 +767,8 @@ def train_run(
     save_run(out, model, info, history)
     if damaged is not None:
         warnings.warn(
-            f"{out / 'model.safetensors'} was {damaged}: written again from the run's checkpoint",
+            f"{out / 'model.safetensors'} was {damaged}: written again from the run's "
+            "checkpoint (and the epochs trained after it)",
             stacklevel=2,
         )
     return model, info, history
@@ -782,7 +791,7 @@ def _damaged_weights(run_dir: Path) -> str | None:
     if not path.is_file():
         return "missing"
     try:
-        _open_tensors(path, "weights file", remedy=None)
+        _read_tensors(path, remedy=None)
     except RunError as err:
         return f"damaged ({str(err).removeprefix(f'{path}: ')})"
     return None

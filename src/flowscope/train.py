@@ -290,8 +290,8 @@ def fit(
         ValueError: for inconsistent shapes or labels, an empty ``x`` or ``x_val``, a
             batch size the model cannot train on (an OT coupling's batch of 1),
             data the standardization cannot be fitted on (see
-            :meth:`~flowscope.standardize.Standardization.fit`), or noise on small data
-            for a model whose batches must be its points
+            :meth:`~flowscope.standardize.Standardization.fit`), or noise on the batches
+            (given, or a small-data run's) for a model whose batches must be its points
             (:attr:`~flowscope.base.FlowModel.exact_batches`).
     """
     data = _prepare(model, x, labels, x_val, labels_val, config, state)
@@ -351,7 +351,7 @@ def fit(
                 idx = order[k * bs : (k + 1) * bs]
                 lb = None if data.labels is None else data.labels[idx]
                 y = data.y[idx]
-                if plan.noise:  # noise regularization of a run lengthened for small data
+                if plan.noise:  # noise regularization (TrainConfig.noise, small_noise)
                     jitter = torch.randn(y.shape, generator=gen, dtype=y.dtype)
                     y = y + plan.noise * jitter.to(y.device)
                 value = step(y, lb, gen)

@@ -602,12 +602,12 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     except TrainingDiverged as err:
         # fit's message is for library use; say what the command line wrote and can do.
-        if done:
-            kept = f"{out} keeps epoch {done[-1]} (resuming would diverge again)"
-        elif args.resume:
-            kept = f"{out} keeps its last checkpoint (resuming would diverge again)"
+        if err.saved_epoch is not None:
+            kept = f"{out} keeps epoch {err.saved_epoch} (resuming would diverge again)"
         else:
-            kept = "no epoch finished, so nothing was saved"
+            kept = "no epoch was saved" + (
+                f"; {out} still holds the run it held" if (out / "config.json").is_file() else ""
+            )
         raise CommandError(
             f"{err.problem}; {kept}. Train again with a smaller --lr or another --seed "
             "(--overwrite replaces the run)"
@@ -1131,9 +1131,8 @@ def _add_recipe_options(
     p: argparse.ArgumentParser, d: dict[str, Any], data: bool = True, one: bool = True
 ) -> None:
     """The data and training options of ``train``, with the defaults ``d`` in their help
-    (``data=False``: without ``--data``, ``--weight-decay`` and ``--noise``, for
-    ``reflow``, whose data are its pairs; ``one=False``: ``d`` is the study's recipe in
-    the help of every type)."""
+    (``data=False``: without ``--data`` and ``--noise``, for ``reflow``, whose data are
+    its pairs; ``one=False``: ``d`` is the study's recipe in the help of every type)."""
     if data:
         _add_data_option(p, d)
     epochs = f"default {d['epochs']}"
@@ -1146,16 +1145,20 @@ def _add_recipe_options(
     p.add_argument("--epochs", type=_positive_int, help=epochs)
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
     p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
-    if data:  # (reflow's pairs take no noise)
-        # One type's own values, or (every type's help) the study's and the departures.
-        own = "" if one else " (the study's recipe; the types with their own are named above)"
-        p.add_argument(
-            "--weight-decay",
-            type=_non_negative_float,
-            metavar="W",
-            help="decoupled weight decay (AdamW's) on every step, >= 0; default none, or "
-            f"{d['small_decay']:g} on a run lengthened for small data{own}",
-        )
+    # One type's own values, or (every type's help) the study's and the departures.
+    own = "" if one else " (the study's recipe; the types with their own are named above)"
+    decay = (
+        f"default none, or {d['small_decay']:g} on a run lengthened for small data{own}"
+        if "small_decay" in d
+        else "default the parent's"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        metavar="W",
+        help=f"decoupled weight decay (AdamW's) on every step, >= 0; {decay}",
+    )
+    if data:  # (reflow's fixed pairs take no noise)
         p.add_argument(
             "--noise",
             type=_non_negative_float,
