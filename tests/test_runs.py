@@ -295,7 +295,7 @@ def test_resume_with_other_settings_is_refused(runs, tmp_path, capsys):
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
-    with pytest.raises(RunError, match="nothing to resume .*; train without --resume"):
+    with pytest.raises(RunError, match="nothing to resume .*; train with no --resume to start"):
         train_run("nf", tmp_path / "new", config=CONFIG, resume=True, **TINY)
     assert not (tmp_path / "new").exists()
 

@@ -329,10 +329,34 @@ def test_resuming_with_other_epochs_says_what_the_unset_ones_made(tmp_path):
     again = replace(config, epochs=3, weight_decay=0.5, noise=0.3)
     with pytest.raises(flowscope.runs.RunError) as err:
         train_run("nf", tmp_path / "nf", config=again, resume=True, **args)
-    assert "epochs unset (10 for these data) (now 3)" in str(err.value)
-    assert f"weight_decay unset ({SMALL_DATA_DECAY:g} for these data) (now 0.5)" in str(err.value)
-    assert f"noise unset ({SMALL_DATA_NOISE:g} for these data) (now 0.3)" in str(err.value)
+    assert "epochs not given (10 for these data) (now 3)" in str(err.value)
+    assert f"weight_decay not given ({SMALL_DATA_DECAY:g} for these data) (now 0.5)" in str(
+        err.value
+    )
+    assert f"noise not given ({SMALL_DATA_NOISE:g} for these data) (now 0.3)" in str(err.value)
     assert "None" not in str(err.value) and "keeps the run's own" in str(err.value)
+    assert "a run cannot be extended: its learning rate decays to 0" in str(err.value)
+
+
+def test_resuming_a_run_whose_data_file_is_missing_or_changed_says_so(tmp_path, capsys):
+    data = tmp_path / "small.csv"
+    write_points(data, two_blobs(20, 0))
+    out = tmp_path / "nf"
+    argv = ["train", "nf", "--data", str(data), "--out", str(out), "--couplings", "2"]
+    assert main([*argv, "--epochs", "2", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    data.rename(tmp_path / "moved.csv")
+    assert main(["train", "nf", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the run's data file is missing; put it back to evaluate or resume" in err
+    write_points(data, two_blobs(21, 0))  # one row more
+    assert main(["train", "nf", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the data file has changed since the run was trained" in err and "sha256" not in err
+    # Without a checkpoint, the way out is --overwrite, not a plain train that is refused.
+    (out / CHECKPOINT).unlink()
+    assert main(["train", "nf", "--out", str(out), "--resume"]) == 2
+    assert "train with --overwrite instead of --resume to start" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["flip", "delete"])

@@ -552,9 +552,10 @@ def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
             "or --resume to continue it"
         )
     if resume and not (out / CHECKPOINT).is_file():
+        again = "--overwrite instead of --resume" if held else "no --resume"
         raise RunError(
-            f"{out}: nothing to resume ({CHECKPOINT} is missing); train without --resume "
-            "to start a new run there"
+            f"{out}: nothing to resume ({CHECKPOINT} is missing); train with {again} to "
+            "start a new run there"
         )
     return out
 
@@ -579,6 +580,14 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
     """
     was = old.extra.get("name", old.kind)
     name = info.extra["name"]
+    if old.data.get("sha256") not in (None, info.data.get("sha256")):
+        if old.data["source"] == info.data["source"]:
+            raise RunError(
+                f"{info.data['source']}: the data file has changed since the run was trained "
+                "(its SHA-256 differs from the one in config.json), so resuming would train "
+                "on other points; restore the file, or pass --overwrite to train a new run "
+                "on it"
+            )
     if was != name:
         raise RunError(
             f"{out} holds a run of model {was}, not {name}: resume it as {was} "
@@ -593,24 +602,31 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
         if then.get(k) != v
     ]
     if differ:
+        longer = (
+            " (a run cannot be extended: its learning rate decays to 0 over the epochs it "
+            "was started with)"
+            if now.get("epochs") != then.get("epochs")
+            else ""
+        )
         raise RunError(
             f"{out}: the run was started with other settings: {'; '.join(differ)}; "
             "resume with the same settings (a setting not given keeps the run's own), or "
-            "pass --overwrite to start again"
+            f"pass --overwrite to start again{longer}"
         )
     return load_checkpoint(out, model)
 
 
 def _show(value: Any, key: str = "", config: TrainConfig | None = None, n: int = 1) -> str:
     """A recorded value for a message: a part's config dict as ``beta(alpha=5.0)``; a
-    setting left unset as ``unset``, with what ``config`` makes of it on ``n`` training
-    points for the epochs, weight decay and noise: ``unset (1,000 for these data)``."""
+    setting left unset as ``not given``, with what ``config`` makes of it on ``n``
+    training points for the epochs, weight decay and noise: ``not given (1,000 for these
+    data)``."""
     if value is None:
         if config is None or key not in ("epochs", "weight_decay", "noise"):
-            return "unset"
+            return "not given"
         plan = config.schedule(n)
         made = f"{plan.epochs:,}" if key == "epochs" else f"{getattr(plan, key):g}"
-        return f"unset ({made} for these data)"
+        return f"not given ({made} for these data)"
     if isinstance(value, dict) and "name" in value:
         args = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != "name")
         return f"{value['name']}({args})" if args else str(value["name"])
@@ -683,6 +699,9 @@ def train_run(
     conditional = entry.is_conditional(conditional)
     if config is None:  # a resumed run continues with its own settings
         config = train_config(old) if same else recipe(model_name)
+    if same and "sha256" in old.data and not Path(data).is_file():
+        if Path(data).resolve() == Path(old.data["source"]):
+            run_data(old, "train")  # says the file is missing, and what to do
     source = _source(data)
     counts = {  # a file gives all its rows, split 90/5/5: no counts to record
         "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),
