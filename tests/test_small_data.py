@@ -502,7 +502,7 @@ def test_the_mixture_baseline_says_which_test_points_lie_on_a_collapsed_componen
 def test_eval_says_when_the_baseline_scores_on_a_collapsed_component(tmp_path):
     from flowscope.evaluate import format_table
 
-    r = {"nll_data": 4.0, "gmm_nll_data": 3.0, "gmm_nll_standardized": 2.0}
+    r = {"nll_data": 4.0, "gmm_nll_data": 3.0, "gmm_nll_standardized": 2.0, "nll_points": 30}
     r.update(gmm_components=[3], gmm_train_points=300, gmm_model_train_points=300)
     rows = flowscope.evaluate._baseline_rows(r)
     assert len(rows) == 2
@@ -510,8 +510,8 @@ def test_eval_says_when_the_baseline_scores_on_a_collapsed_component(tmp_path):
         {**r, "gmm_collapsed_components": 1, "gmm_collapsed_test_points": 7}
     )
     assert rows[2][:2] == ("  test points on collapsed components", "7")
-    assert rows[2][2].startswith("points: 1 of the mixture's components collapsed onto")
-    assert "beating the mixture measures that floor, not the model" in rows[2][2]
+    assert rows[2][2].startswith("test points on 1 component of the mixture collapsed onto")
+    assert rows[2][2].endswith("the mixture's score on them measures that floor, not the data")
     # A collapsed component no test point lies on changes no score: no row.
     none_on = {**r, "gmm_collapsed_components": 1, "gmm_collapsed_test_points": 0}
     assert len(flowscope.evaluate._baseline_rows(none_on)) == 2
@@ -594,13 +594,22 @@ def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(fi
     assert result["nll_sem"] == pytest.approx(float(nll.points.std()) / math.sqrt(10))
     assert result["gmm_gap_sem"] == pytest.approx(float(gap.std()) / math.sqrt(10))
     # The verdict weighs the gap against its paired standard error.
-    r = {"nll_data": 4.0, "gmm_nll_data": 4.1, "gmm_nll_standardized": 2.0}
+    r = {"nll_data": 4.0, "gmm_nll_data": 4.1, "gmm_nll_standardized": 2.0, "nll_points": 10_000}
     r.update(gmm_components=[3], gmm_train_points=300, gmm_model_train_points=300)
     close = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.06})[0][2]
-    assert "0.1000 ± 0.0600 nats/point (paired standard error) better, within 2" in close
-    assert "do not tell the two apart" in close
+    assert "0.1000 ± 0.0600 nats/point (paired standard error) better, within the 95% " in close
+    assert "interval (0.1176, Student's t on 9999 degrees of freedom): these test points do " in (
+        close
+    )
     apart = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.04})[0][2]
     assert apart.endswith("the model is 0.1000 ± 0.0400 nats/point (paired standard error) better")
+    # On 3 points the interval is t's (4.30 standard errors), not the normal's 1.96.
+    three = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.04, "nll_points": 3})[0][2]
+    assert "within the 95% interval (0.1721, Student's t on 2 degrees of freedom)" in three
+    one = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": None, "nll_points": 1})[0][2]
+    assert one.endswith(
+        "the model is 0.1000 nats/point better on 1 test point: too few to tell the two apart"
+    )
 
 
 def test_eval_of_enough_test_points_says_nothing_of_their_number(tmp_path):

@@ -506,6 +506,19 @@ def _rings(samples, labels) -> dict[str, Any]:
     return out
 
 
+def _t95(dof: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (1.96 for
+    many): how many standard errors a mean difference must exceed to be told apart."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 test point``, ``13 test points``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def _pm(se: float | None) -> str:
     """`` ± 0.0123``: a standard error beside a value, or nothing without one."""
     return "" if se is None else f" ± {se:.4f}"
@@ -535,7 +548,7 @@ def format_table(result: dict[str, Any]) -> str:
             "held-out NLL, data units" + (", given the class" if r.get("conditional") else ""),
             _fmt(r["nll_data"]) + _pm(r.get("nll_sem")),
             f"nats/point{' ± standard error' if r.get('nll_sem') is not None else ''} "
-            f"({r['nll_points']} test points, {r['nll_method']}, "
+            f"({_count(r['nll_points'], 'test point')}, {r['nll_method']}, "
             f"{r['nll_seconds']:.1f} s); {compare}",
         ),
         (
@@ -548,7 +561,11 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     rows += _baseline_rows(r)
     rows += [
-        ("W2, samples vs test", _fmt(r["w2"]), f"data units ({r['w2_points']} points each)"),
+        (
+            "W2, samples vs test",
+            _fmt(r["w2"]),
+            f"data units ({_count(r['w2_points'], 'point')} each)",
+        ),
     ]
     if r.get("w2_noise_floor") is not None:
         rows.append(
@@ -604,12 +621,17 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     )
     verdict = ""
     if r.get("nll_data") is not None:
-        gap, se = r["gmm_nll_data"] - r["nll_data"], r.get("gmm_gap_sem")
+        gap, se, n = r["gmm_nll_data"] - r["nll_data"], r.get("gmm_gap_sem"), r["nll_points"]
         by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (" (paired standard error)" if se else "")
-        if se is not None and abs(gap) < 2 * se:
+        reach = None if se is None else _t95(n - 1) * se  # a two-sided 95% interval's half
+        if se is None and n < FEW_TEST_POINTS:
+            verdict = f"; the model is {by} {'better' if gap > 0 else 'worse'} on {n} test point"
+            verdict += "s" if n != 1 else ": too few to tell the two apart"
+        elif reach is not None and abs(gap) < reach:
             verdict = (
-                f"; the model is {by} {'better' if gap > 0 else 'worse'}, within 2 standard "
-                "errors: these test points do not tell the two apart"
+                f"; the model is {by} {'better' if gap > 0 else 'worse'}, within the 95% "
+                f"interval ({reach:.4f}, Student's t on {n - 1} degrees of freedom): these "
+                "test points do not tell the two apart"
             )
         elif gap > 0:
             verdict = f"; the model is {by} better"
@@ -631,15 +653,14 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     spikes = r.get("gmm_collapsed_components") or 0
     on = r.get("gmm_collapsed_test_points") or 0
     if spikes and on:
-        comps = f"{spikes} of the mixture's components"
         rows.append(
             (
                 "  test points on collapsed components",
                 str(on),
-                f"point{'s' if on != 1 else ''}: {comps} collapsed onto repeated values of "
-                "the training points (a spread at scikit-learn's covariance floor), where a "
-                "density can be made as high as wished; on those points beating the "
-                "mixture measures that floor, not the model",
+                f"test point{'s' if on != 1 else ''} on {_count(spikes, 'component')} of the "
+                "mixture collapsed onto repeated values of the training points (a spread at "
+                "scikit-learn's covariance floor); a density can be made as high as wished "
+                "there, so the mixture's score on them measures that floor, not the data",
             )
         )
     return rows
@@ -664,7 +685,7 @@ def format_nfe_table(result: dict[str, Any]) -> str:
     text += text_table([head, *body], align="l" + "r" * (len(head) - 1))
     if result.get("straightness") is not None:
         text += (
-            f"\npaths ({PATH_STEPS} Euler steps, data units): straightness "
+            f"\npaths ({PATH_STEPS} Euler steps; squared data units, NPE a ratio): straightness "
             f"{result['straightness']:.4f}, path energy {result['path_energy']:.4f}, "
             f"W2^2 source to data {result['path_w2_squared']:.4f}, NPE {_fmt(result['npe'])}"
         )

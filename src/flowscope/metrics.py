@@ -576,7 +576,8 @@ def sample_quality(
 
 @dataclass(frozen=True)
 class PathMetrics:
-    """How straight and how cheap a flow-matching model's paths are, in data units.
+    """How straight and how cheap a flow-matching model's paths are, in squared data units
+    (``npe``: a ratio).
 
     Attributes:
         straightness: Liu et al.'s S, the mean over points and times of
