@@ -19,6 +19,7 @@ from flowscope.data import (
     RING_NAMES,
     Standardization,
     check_int,
+    column_names,
     in_band,
     load_points,
     make_dataset,
@@ -547,6 +548,22 @@ def test_a_pandas_index_column_is_left_out_or_refused(tmp_path):
     (tmp_path / "h.csv").write_text(rows + "\n")
     with pytest.raises(ValueError, match="column 1 counts 0, 1, ..., 11: a row index.*index=False"):
         load_points(tmp_path / "h.csv")
+
+
+def test_a_file_as_r_writes_it_loads_without_its_index_and_quotes(tmp_path):
+    # R's write.csv quotes the header and the row names, which count from 1.
+    rows = "\n".join(f'"{i + 1}",{0.1 * i:.1f},{1 - 0.1 * i:.1f}' for i in range(12))
+    (tmp_path / "r.csv").write_text('"","eruptions","waiting"\n' + rows + "\n")
+    with pytest.warns(UserWarning, match="pandas' to_csv and R's write.csv.*row.names=FALSE"):
+        x, labels = load_points(tmp_path / "r.csv")
+    assert x.shape == (12, 2) and labels is None and x[3].tolist() == pytest.approx([0.3, 0.7])
+    assert column_names(tmp_path / "r.csv") == ("eruptions", "waiting")  # no quotes
+    (tmp_path / "q.csv").write_text('"x","y"\n"1.5","2"\n"3","4"\n')  # quoted numbers
+    assert load_points(tmp_path / "q.csv")[0].tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    # Unnamed, R's row names are refused as pandas' are.
+    (tmp_path / "n.csv").write_text(rows.replace('"', "") + "\n")
+    with pytest.raises(ValueError, match="column 1 counts 1, 2, ..., 12: a row index"):
+        load_points(tmp_path / "n.csv")
 
 
 def test_a_header_that_names_the_columns_in_another_order_is_refused(tmp_path):

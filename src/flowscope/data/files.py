@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import warnings
 from pathlib import Path
@@ -204,7 +205,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-#: The header of the row-index column pandas' ``to_csv`` writes first.
+#: The header of the row-index column pandas' ``to_csv`` (and R's ``write.csv``) writes
+#: first.
 INDEX_HEADERS = ("", "Unnamed: 0")
 
 
@@ -212,10 +214,11 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
     """``arr`` without a first column that is a row index, as ``pandas.DataFrame.to_csv``
     writes it by default.
 
-    A first column whose header is empty or ``Unnamed: 0`` is that index: it is dropped,
-    with a warning. Without such a header, a first column of three that counts 0, 1, ...,
-    N - 1 (N >= 10) is most likely one too, but not surely: that is an error saying what
-    to do.
+    A first column whose header is empty or ``Unnamed: 0`` is that index (R's
+    ``write.csv`` writes one too, headed ``""`` and counting from 1): it is dropped, with
+    a warning. Without such a header, a first column of three that counts 0, 1, ...,
+    N - 1 or 1, ..., N (N >= 10) is most likely one too, but not surely: that is an error
+    saying what to do.
 
     Raises:
         ValueError: for an unnamed counting first column of three.
@@ -225,17 +228,19 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
     if header is not None and header[0] in INDEX_HEADERS:
         warnings.warn(
             f"{path}: the first column (header {header[0]!r}) is a row index, as pandas' "
-            "to_csv writes it; it was left out (write the file with index=False to "
-            "avoid this note)",
+            "to_csv and R's write.csv write it; it was left out (write the file with "
+            "index=False in pandas, row.names=FALSE in R, to avoid this note)",
             UserWarning,
             stacklevel=3,
         )
         return arr[:, 1:]
-    if len(arr) >= 10 and np.array_equal(arr[:, 0], np.arange(len(arr))):
+    first = next((k for k in (0, 1) if np.array_equal(arr[:, 0], np.arange(len(arr)) + k)), None)
+    if len(arr) >= 10 and first is not None:
         raise ValueError(
-            f"{path}: column 1 counts 0, 1, ..., {len(arr) - 1}: a row index (as pandas' "
-            "to_csv writes by default), not a coordinate; remove it, or write the file "
-            "with index=False"
+            f"{path}: column 1 counts {first}, {first + 1}, ..., {len(arr) - 1 + first}: a "
+            "row index (as pandas' to_csv and R's write.csv write by default), not a "
+            "coordinate; remove it, or write the file with index=False (pandas) or "
+            "row.names=FALSE (R)"
         )
     return arr
 
@@ -250,14 +255,15 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
             f"{path}: not a text file (byte {err.start} is not UTF-8); a .csv holds rows "
             "of numbers x,y[,label]; binary arrays go in .npy or .npz"
         ) from None
+    # csv's reader takes the fields out of their quotes ("1",3.6,79 as R's write.csv has it).
+    split = list(csv.reader(lines))
     rows, numbers, start, header = [], [], 0, None
-    if lines and lines[0].strip() and not any(_is_number(v) for v in lines[0].split(",")):
+    if lines and lines[0].strip() and not any(_is_number(v) for v in split[0]):
         start = 1  # a header: no field is a number (a row with some numbers is data)
-        header = [v.strip() for v in lines[0].split(",")]
-    for i, line in enumerate(lines[start:], start=start + 1):
+        header = [v.strip() for v in split[0]]
+    for i, (line, fields) in enumerate(zip(lines[start:], split[start:], strict=True), start + 1):
         if not line.strip():
             continue
-        fields = line.split(",")
         where = f"row {len(rows) + 1} (line {i})"
         try:
             rows.append([float(v) for v in fields])
