@@ -708,3 +708,41 @@ def test_a_labelled_file_for_an_unconditional_model_names_the_types_way(tmp_path
     else:
         assert str(err.value).endswith(" with --conditional (fm has no conditional form)")
         assert "a conditional model: cfm, or nf" in str(err.value)
+
+
+def test_weight_decay_may_not_flip_the_weights_and_the_summary_names_no_regularization(
+    tmp_path, capsys
+):
+    # AdamW scales each weight by 1 - lr * decay per step: at or past 1 the weights flip.
+    with pytest.raises(ValueError, match=r"weight_decay=1000 with lr=0.001: each step scales"):
+        TrainConfig(weight_decay=1000.0)
+    with pytest.raises(ValueError, match="give a small_decay below 100"):
+        TrainConfig(small_decay=200.0, lr=0.01)
+    TrainConfig(weight_decay=999.0)  # 1 - 0.999 > 0: allowed
+    data = write_points(tmp_path / "small.csv", two_blobs(20, 0))
+    argv = ["train", "nf", "--data", data, "--couplings", "2", "--batch-size", "8"]
+    assert (
+        main(
+            [
+                *argv,
+                "--out",
+                str(tmp_path / "a"),
+                "--weight-decay",
+                "-0",
+                "--noise",
+                "0",
+                "--epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "weight decay" not in out and "noise" not in out  # nothing to name on such a run
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["weight_decay"] == 0
+    assert (
+        str(json.loads((tmp_path / "a" / "config.json").read_text())["train"]["weight_decay"])
+        == "0.0"
+    )
+    assert main([*argv, "--out", str(tmp_path / "b"), "--noise", "3", "--epochs", "1"]) == 0
+    assert "--noise 3 is more than the data's own spread" in capsys.readouterr().err

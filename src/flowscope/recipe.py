@@ -113,6 +113,14 @@ class TrainConfig:
                 number and math.isfinite(value) and value >= 0
             ):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("weight_decay", "small_decay"):
+            value = getattr(self, name)
+            if value is not None and self.lr * value >= 1:
+                raise ValueError(
+                    f"{name}={value:g} with lr={self.lr:g}: each step scales every weight by "
+                    f"1 - lr * {name} = {1 - self.lr * value:g}, which must stay above 0; "
+                    f"give a {name} below {1 / self.lr:g}"
+                )
         if not isinstance(self.keep_best, bool):
             raise ValueError(f"keep_best must be True or False, got {self.keep_best!r}")
 

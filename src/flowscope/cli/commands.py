@@ -67,7 +67,7 @@ def _non_negative_float(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return value + 0.0  # -0 is 0
 
 
 def _step(text: str) -> float:
@@ -566,6 +566,12 @@ def _train(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig)})
+    if config.noise is not None and config.noise > 1:
+        print(
+            f"flowscope: note: --noise {config.noise:g} is more than the data's own spread "
+            "(1 in standardized units): the model will learn mostly the noise",
+            file=sys.stderr,
+        )
 
     done: list[int] = []
     tensorboard = None if writer_class is None else _TensorBoard(writer_class, out / "tensorboard")
@@ -644,25 +650,19 @@ def _train(args: argparse.Namespace) -> int:
         where = "each class's" if per_class else "the model's"
         note = f" nats/point (NLL in {where} standardized coordinates)"
     epochs = len(history.epochs)
+    parts = [f"weight decay {history.weight_decay:g}"] if history.weight_decay else []
+    if history.noise:
+        parts.append(f"noise {history.noise:g} (standardized units) on its batches")
+    regularized = f"with {' and '.join(parts)}" if parts else "without weight decay or noise"
     kept = ""
     if history.lengthened:  # a run lengthened for small data
-        noise = (
-            f" and noise {history.noise:g} (standardized units) on its batches"
-            if history.noise
-            else ""
-        )
-        kept = (
-            f"; lengthened to at least {config.min_steps:,} steps for data this small, with "
-            f"weight decay {history.weight_decay:g}{noise}"
-        )
+        kept = f"; lengthened to at least {config.min_steps:,} steps for data this small, "
+        kept += regularized
         if history.best_epoch is not None:
             kept += f"; kept epoch {history.best_epoch}, the best validation"
             last = history.epochs[history.best_epoch - 1]
-    elif history.weight_decay or history.noise:  # given on a run of its own length
-        parts = [f"weight decay {history.weight_decay:g}"] if history.weight_decay else []
-        if history.noise:
-            parts.append(f"noise {history.noise:g} (standardized units) on its batches")
-        kept = f"; with {' and '.join(parts)}"
+    elif parts:  # given on a run of its own length
+        kept = f"; {regularized}"
     # The command's wall time, with drawing the data and writing the run; the epochs
     # alone are config.json's train_seconds (a resumed run's include the earlier ones).
     took = f"{seconds:.1f} s"
