@@ -327,6 +327,9 @@ def test_missing_and_unsupported_files_raise(tmp_path):
         load_points(tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="nope.csv: no such file"):
         make_dataset(str(tmp_path / "nope.csv"), 10)  # a file name, not an unknown set
+    for name in ("faithful.txt", str(tmp_path / "no-suffix")):  # a suffix or a folder: a file
+        with pytest.raises(ValueError, match=": no such file"):
+            make_dataset(name, 10)
     with pytest.raises(ValueError, match="is a folder, not a data file"):
         load_points(tmp_path)
     (tmp_path / "bin.csv").write_bytes(b"1,2\n\x80\x81\n")

@@ -64,7 +64,7 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
         return Dataset(torch.from_numpy(pts).float(), None, source)
     path = Path(source)
     if not path.exists():
-        if path.suffix.lower() in (".csv", ".npy", ".npz"):
+        if path.suffix or len(path.parts) > 1:  # a file's name, not a data set's
             raise ValueError(f"{path}: no such file")
         known = ", ".join(["olympic", *DATASETS])
         raise ValueError(f"unknown data {source!r}: not a file and not one of {known}")
