@@ -585,7 +585,7 @@ def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(fi
     note = str(w[0].message)
     assert "W2 between 10-point sets (and its noise floor, from 5-point draws) ranks no" in note
     assert note.endswith(
-        "(as the mixture baseline's row does), or cross-validate over the whole file"
+        "(`flowscope eval RUN OTHER_RUN` prints it), or cross-validate over the whole file"
     )
     model, info = load_run(file_run)
     train, test = run_data(info, "train"), run_data(info, "test")
@@ -746,3 +746,37 @@ def test_weight_decay_may_not_flip_the_weights_and_the_summary_names_no_regulari
     )
     assert main([*argv, "--out", str(tmp_path / "b"), "--noise", "3", "--epochs", "1"]) == 0
     assert "--noise 3 is more than the data's own spread" in capsys.readouterr().err
+
+
+def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
+    from flowscope.evaluate import format_paired, paired_nll
+
+    data = load_run(file_run)[1].data["source"]
+    other = tmp_path / "nf2"
+    cfg = TrainConfig(epochs=2, batch_size=64)  # the same seed: the same split of the file
+    train_run("nf", other, data=data, config=cfg, model_args={"couplings": 2}, progress=False)
+    kw = dict(n=20, floor_pairs=0, baseline=False, per_point=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the few test points' note
+        a, b = evaluate_run(file_run, **kw), evaluate_run(other, **kw)
+    test = run_data(load_run(file_run)[1], "test")
+    diff = (
+        flowscope.metrics.heldout_nll(load_run(other)[0], test.x).points
+        - flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points
+    )
+    p = paired_nll(a, b)
+    assert p["difference"] == pytest.approx(float(diff.mean()), abs=1e-9)
+    assert p["sem"] == pytest.approx(float(diff.std()) / math.sqrt(len(diff)), rel=1e-9)
+    assert p["points"] == 10 and p["reach"] == pytest.approx(2.2622 * p["sem"], rel=1e-4)
+    assert a["nll_per_point"] == pytest.approx(
+        flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points.tolist()
+    )
+    # Other test points, or a conditional model beside an unconditional one: no pairing.
+    assert paired_nll(a, {**b, "test_sha256": "0" * 64}) is None
+    assert paired_nll(a, {**b, "conditional": True}) is None
+    assert "n/a" in format_paired([a, {**b, "test_sha256": "0" * 64}])
+    # On the command line, with several runs.
+    assert main(["eval", str(file_run), str(other), "-n", "20", "--floor-pairs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"held-out NLL against {file_run}, paired on the same 10 test points" in out
+    assert f"{other}  {p['difference']:+.4f} ± {p['sem']:.4f}" in out

@@ -8,6 +8,7 @@ Every number comes from :mod:`flowscope.metrics`; this module only chooses the p
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
@@ -36,8 +37,10 @@ __all__ = [
     "evaluate_run",
     "format_nfe_side_by_side",
     "format_nfe_table",
+    "format_paired",
     "format_table",
     "noise_floor",
+    "paired_nll",
     "plot_nfe",
 ]
 
@@ -142,6 +145,7 @@ def evaluate_run(
     nfe: Sequence[int] | None = None,
     baseline: bool = True,
     guidance: float | None = None,
+    per_point: bool = False,
 ) -> dict[str, Any]:
     """All metrics of a trained run, as a flat JSON-safe dict.
 
@@ -203,13 +207,17 @@ def evaluate_run(
             dropout (:mod:`flowscope.matching.guidance`); ``None``: w = 1, the model
             itself. The NLL, round trip and ``nfe`` rows are the unguided model's (a
             guided field has no normalized density).
+        per_point: also return each test point's NLL (``nll_per_point``), for paired
+            comparisons of runs on the same test points (:func:`paired_nll`).
 
     Returns:
         A dict of plain values; ``None`` marks a metric that does not apply (or an
         infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data`` (the source of the
         test points), ``data_run`` (for a rectified flow, the ancestor run whose data it
         is measured against; else ``None``), ``conditional``,
-        ``n``, ``seed``, ``sampler``; ``nll_standardized``, ``nll_data`` (nats per point),
+        ``n``, ``seed``, ``sampler``; ``test_sha256`` (of the test points' float32 bytes:
+        two results with the same one were measured on the same points);
+        ``nll_standardized``, ``nll_data`` (nats per point),
         ``nll_sem`` (the standard error of ``nll_data``, nats per point: the per-point
         NLL's standard deviation over sqrt(``nll_points``)),
         ``standardized_per_class`` (whether ``nll_standardized`` is in each class's own
@@ -221,7 +229,9 @@ def evaluate_run(
         ``gmm_collapsed_test_points`` (components collapsed onto repeated values, and the
         test points on them: :class:`~flowscope.baseline.MixtureBaseline`),
         ``gmm_gap_sem`` (the paired standard error of ``gmm_nll_data - nll_data``, over
-        the same test points) (all ``None`` without ``baseline``); ``w2``,
+        the same test points) (all ``None`` without ``baseline``); with ``per_point``,
+        ``nll_per_point`` (a list, -log p of each test point in data units, ``None``
+        where the model has no density); ``w2``,
         ``w2_noise_floor`` (the mean over the pairs),
         ``w2_noise_floor_std``, ``w2_noise_floor_pairs``, ``w2_points``,
         ``w2_noise_floor_points`` (data units); ``ring_precision``, ``ring_mean_offset``,
@@ -275,9 +285,12 @@ def evaluate_run(
         "n": n,
         "seed": seed,
         "sampler": _sampler_text(sampling),
+        "test_sha256": hashlib.sha256(test.x.float().contiguous().numpy().tobytes()).hexdigest(),
     }
     likelihood, nll_points = _likelihood(model, entry, test.x, labels_test, nll_kwargs or {})
     result.update(likelihood)
+    if per_point:
+        result["nll_per_point"] = None if nll_points is None else nll_points.tolist()
     if baseline:
         result.update(_baseline(model, data_info, test.x, labels_test, nll_points))
     else:
@@ -324,7 +337,7 @@ def _few_points_note(r: dict[str, Any], n: int, registry: bool) -> str:
     return (
         f"{text}; W2 between {r['w2_points']}-point sets{floor} ranks no models. Compare "
         "two models on these points by the paired standard error of their per-point NLLs "
-        f"(as the mixture baseline's row does), or {more}"
+        f"(`flowscope eval RUN OTHER_RUN` prints it), or {more}"
     )
 
 
@@ -726,6 +739,60 @@ def format_nfe_side_by_side(results: Sequence[dict[str, Any]], counts: Sequence[
     if len(data) > 1:  # say so, rather than set unlike numbers side by side silently
         title += f"note: the runs' test points are of different data ({', '.join(sorted(data))})\n"
     return title + text_table([("sampler", *names), *body], align="l" + "r" * len(names))
+
+
+def paired_nll(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """The NLL of run ``b`` less that of run ``a`` (data units, nats per point), from two
+    :func:`evaluate_run` results made with ``per_point`` on the same test points, with
+    its paired standard error; ``None`` where they cannot be paired (other test points,
+    a model without a density, or a conditional model beside an unconditional one, whose
+    NLLs measure different things).
+
+    Returns:
+        ``{"difference", "sem", "points", "reach"}``: ``reach`` is the half-width of the
+        95% interval of the difference (Student's t on ``points - 1`` degrees of
+        freedom), ``None`` with ``sem`` on one point.
+    """
+    if a.get("test_sha256") != b.get("test_sha256") or a["conditional"] != b["conditional"]:
+        return None
+    pa, pb = a.get("nll_per_point"), b.get("nll_per_point")
+    if pa is None or pb is None:
+        return None
+    diff = torch.tensor(pb, dtype=torch.float64) - torch.tensor(pa, dtype=torch.float64)
+    if not bool(torch.isfinite(diff).all()):
+        return None
+    se = metrics.standard_error(diff)
+    reach = None if se is None else _t95(len(diff) - 1) * se
+    return {"difference": float(diff.mean()), "sem": se, "points": len(diff), "reach": reach}
+
+
+def format_paired(results: Sequence[dict[str, Any]]) -> str:
+    """Each run's NLL against the first run's, on the same test points (:func:`paired_nll`):
+    a row per other run, or a line saying why none can be paired (empty for one run)."""
+    if len(results) < 2:
+        return ""
+    first, rows = results[0], []
+    for r in results[1:]:
+        p = paired_nll(first, r)
+        if p is None:
+            rows.append((str(r["run"]), "n/a", "not on the same test points, or no density"))
+            continue
+        gap = p["difference"]
+        told = (
+            "apart"
+            if p["reach"] is not None and abs(gap) >= p["reach"]
+            else "not told apart by these test points"
+        )
+        if told == "apart":
+            told = f"{'worse' if gap > 0 else 'better'} than {first['run']}"
+        interval = "" if p["reach"] is None else f", 95% interval ± {p['reach']:.4f}"
+        rows.append((str(r["run"]), f"{gap:+.4f}{_pm(p['sem'])}", f"{told}{interval}"))
+    points = first.get("nll_points")
+    head = (
+        f"held-out NLL against {first['run']}, paired on the same {_count(points, 'test point')} "
+        "(nats/point, data units, ± paired standard error; lower is better)"
+    )
+    return head + "\n" + text_table([("run", "NLL difference", ""), *rows], align="lrl")
 
 
 def plot_nfe(results: Sequence[dict[str, Any]], path: str | Path) -> Path:

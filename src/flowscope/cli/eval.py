@@ -23,6 +23,7 @@ def _eval(args: argparse.Namespace) -> int:
         evaluate_run,
         format_nfe_side_by_side,
         format_nfe_table,
+        format_paired,
         format_table,
         plot_nfe,
     )
@@ -59,6 +60,7 @@ def _eval(args: argparse.Namespace) -> int:
             floor_pairs=args.floor_pairs,
             device=args.device,
             nfe=args.nfe,
+            per_point=True,  # in eval.json, and for the paired comparison of several runs
         )
         # The files first: a reader that closes the pipe early (`| head`) loses nothing.
         atomic_write(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
@@ -73,6 +75,9 @@ def _eval(args: argparse.Namespace) -> int:
         if args.nfe is not None:
             print()
             print(format_nfe_table(result))
+        print()
+    if len(runs) > 1:
+        print(format_paired(results))
         print()
     if args.nfe is not None and len(runs) > 1:
         print(format_nfe_side_by_side(results, args.nfe))
@@ -89,9 +94,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Measure a trained model: held-out NLL, W2 to the data and its noise floor, ring "
         f"metrics, round trip. Flow matching samples with Euler steps of {DEFAULT_DT:g} (a "
         "mean flow with its one step) and "
-        f"computes the NLL with {likelihood_text()}. With --nfe: W2 against "
-        "the function evaluations, straightness and normalized path energy.",
-        "flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png\n"
+        f"computes the NLL with {likelihood_text()}. Several runs on the same test points: "
+        "their NLL differences from the first, with paired standard errors. With --nfe: W2 "
+        "against the function evaluations, straightness and normalized path energy. "
+        "RUN_DIR/eval.json records it all, each test point's NLL among it.",
+        "flowscope eval runs/nf runs/fm   # and their NLL difference, paired\n"
+        "  flowscope eval runs/fm --nfe 1,2,4,8,16,32,100 --plot nfe.png\n"
         "  flowscope eval runs/fm runs/fm-2rf runs/mf --nfe 1,2,4,8,16,100   # side by side",
         _eval,
     )
@@ -100,7 +108,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="RUN_DIR",
         nargs="+",
         help="run folders written by flowscope train or reflow; with several, each is "
-        "measured on the same settings and --nfe adds a table of them side by side",
+        "measured on the same settings, the NLL of each is compared with the first's, and "
+        "--nfe adds a table of them side by side",
     )
     add_device(p)
     p.add_argument(
