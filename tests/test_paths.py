@@ -129,6 +129,7 @@ def test_eval_nfe_prints_the_table_writes_json_and_plots(runs, capsys, tmp_path)
     assert "W2 to 100 test points by function evaluations" in out and "dopri5" in out
     assert "straightness" in out and "NPE" in out
     assert "Euler steps; squared data units, NPE a ratio): straightness " in out
+    assert "each row draws its own 100 samples, so that a row and the W2 above differ" in out
     result = json.loads((runs / "fm" / "eval.json").read_text())
     assert [r["nfe"] for r in result["nfe_curve"][:3]] == [1, 2, 4]
     assert result["npe"] is not None and plot.stat().st_size > 1000

@@ -694,7 +694,10 @@ def format_nfe_table(result: dict[str, Any]) -> str:
     ]
     head = ("solver", "NFE", "W2") + (("in a band",) if band else ()) + ("seconds",)
     points = result.get("w2_points")
-    text = f"W2 to {points} test points by function evaluations (data units)\n"
+    text = (
+        f"W2 to {points} test points by function evaluations (data units; each row draws "
+        f"its own {points} samples, so that a row and the W2 above differ by sampling noise)\n"
+    )
     text += text_table([head, *body], align="l" + "r" * (len(head) - 1))
     if result.get("straightness") is not None:
         text += (
