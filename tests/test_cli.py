@@ -1127,14 +1127,17 @@ def test_commands_run_on_one_thread_unless_told(runs, capsys, monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
+def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys, tmp_path):
     for argv, see in (
         (["train", "nf", "--bogus"], "see `flowscope train --help`"),
         (
-            ["log-prob", "runs/none", "--point", "0,1", "--steps", "4"],
+            ["log-prob", str(tmp_path), "--point", "0,1", "--steps", "4"],
             "`flowscope log-prob --help`",
         ),
         (["--bogus"], "see `flowscope --help`"),
     ):
         code, _, err = run(capsys, *argv)
         assert "unrecognized arguments" in one_error_line(code, err) and see in err
+    # A run folder that does not exist is said before anything is imported.
+    err = one_error_line(*run(capsys, "eval", str(tmp_path / "none"))[::2])
+    assert f"argument RUN_DIR: {tmp_path / 'none'}: no such run folder (train one with" in err

@@ -755,28 +755,20 @@ def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
     other = tmp_path / "nf2"
     cfg = TrainConfig(epochs=2, batch_size=64)  # the same seed: the same split of the file
     train_run("nf", other, data=data, config=cfg, model_args={"couplings": 2}, progress=False)
-    kw = dict(n=20, floor_pairs=0, baseline=False, per_point=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the few test points' note
-        a, b = evaluate_run(file_run, **kw), evaluate_run(other, **kw)
+    assert main(["eval", str(file_run), str(other), "-n", "20", "--floor-pairs", "1"]) == 0
+    out = capsys.readouterr().out
+    a, b = (json.loads((r / "eval.json").read_text()) for r in (file_run, other))
     test = run_data(load_run(file_run)[1], "test")
-    diff = (
-        flowscope.metrics.heldout_nll(load_run(other)[0], test.x).points
-        - flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points
-    )
+    nll_a = flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points
+    diff = flowscope.metrics.heldout_nll(load_run(other)[0], test.x).points - nll_a
+    assert a["nll_per_point"] == pytest.approx(nll_a.tolist())  # eval.json keeps them
     p = paired_nll(a, b)
     assert p["difference"] == pytest.approx(float(diff.mean()), abs=1e-9)
     assert p["sem"] == pytest.approx(float(diff.std()) / math.sqrt(len(diff)), rel=1e-9)
     assert p["points"] == 10 and p["reach"] == pytest.approx(2.2622 * p["sem"], rel=1e-4)
-    assert a["nll_per_point"] == pytest.approx(
-        flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points.tolist()
-    )
+    assert f"held-out NLL against {file_run}, paired on the same 10 test points" in out
+    assert f"{other}  {p['difference']:+.4f} ± {p['sem']:.4f}" in out
     # Other test points, or a conditional model beside an unconditional one: no pairing.
     assert paired_nll(a, {**b, "test_sha256": "0" * 64}) is None
     assert paired_nll(a, {**b, "conditional": True}) is None
     assert "n/a" in format_paired([a, {**b, "test_sha256": "0" * 64}])
-    # On the command line, with several runs.
-    assert main(["eval", str(file_run), str(other), "-n", "20", "--floor-pairs", "1"]) == 0
-    out = capsys.readouterr().out
-    assert f"held-out NLL against {file_run}, paired on the same 10 test points" in out
-    assert f"{other}  {p['difference']:+.4f} ± {p['sem']:.4f}" in out

@@ -22,11 +22,12 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..tables import text_table
 
-__all__ = ["main", "CommandError", "add_command", "int_type", "text_table"]
+__all__ = ["main", "CommandError", "add_command", "int_type", "run_folder", "text_table"]
 
 
 class CommandError(Exception):
@@ -80,6 +81,16 @@ def add_command(
     )
     p.set_defaults(handler=handler)
     return p
+
+
+def run_folder(text: str) -> str:
+    """An argparse ``type``: a path that is a folder, checked before the command imports
+    PyTorch (what else a run folder must hold is :func:`~flowscope.runs.read_info`'s)."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: no such run folder (train one with `flowscope train`)"
+        )
+    return text
 
 
 def int_type(minimum: int) -> Callable[[str], int]:

@@ -31,7 +31,7 @@ from ..matching.solvers import DEFAULT_DT, SOLVERS
 from ..models import MODELS, Option
 from ..recipe import TrainConfig, recipe
 from ..tables import count
-from . import CommandError, add_command, int_type, text_table
+from . import CommandError, add_command, int_type, run_folder, text_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -923,7 +923,9 @@ def _note_round_trip(model: Any, x: Any, z: Any, labels: Any, float64: bool) -> 
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `flowscope train`")
+    p.add_argument(
+        "run", metavar="RUN_DIR", type=run_folder, help="a run folder written by `flowscope train`"
+    )
     add_device(p)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
-from . import CommandError, add_command, int_type
+from . import CommandError, add_command, int_type, run_folder
 from .commands import EVAL_JSON, add_device, distinct_outputs, output_path, plot_path
 
 __all__ = ["add_commands"]
@@ -106,6 +106,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run_dir",
         metavar="RUN_DIR",
+        type=run_folder,
         nargs="+",
         help="run folders written by flowscope train or reflow; with several, each is "
         "measured on the same settings, the NLL of each is compared with the first's, and "

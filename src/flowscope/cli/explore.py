@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from . import CommandError, add_command, int_type
+from . import CommandError, add_command, int_type, run_folder
 from .commands import point_type
 
 __all__ = ["add_commands"]
@@ -38,7 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "flowscope explore runs/fm -o runs/fm/explore.html --point 4,5",
         _explore,
     )
-    p.add_argument("run_dir", metavar="RUN", help="a run folder written by flowscope train")
+    p.add_argument(
+        "run_dir", metavar="RUN", type=run_folder, help="a run folder written by flowscope train"
+    )
     p.add_argument("-o", "--out", metavar="PATH", help="the page (default RUN/explore.html)")
     p.add_argument(
         "-n",
