@@ -771,4 +771,7 @@ def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
     # Other test points, or a conditional model beside an unconditional one: no pairing.
     assert paired_nll(a, {**b, "test_sha256": "0" * 64}) is None
     assert paired_nll(a, {**b, "conditional": True}) is None
-    assert "n/a" in format_paired([a, {**b, "test_sha256": "0" * 64}])
+    assert "n/a  measured on other test points" in format_paired(
+        [a, {**b, "test_sha256": "0" * 64}]
+    )
+    assert "n/a  one is conditional" in format_paired([a, {**b, "conditional": True}])

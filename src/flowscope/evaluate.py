@@ -778,7 +778,13 @@ def format_paired(results: Sequence[dict[str, Any]]) -> str:
     for r in results[1:]:
         p = paired_nll(first, r)
         if p is None:
-            rows.append((str(r["run"]), "n/a", "not on the same test points, or no density"))
+            if r.get("test_sha256") != first.get("test_sha256"):
+                why = "measured on other test points (other data, seed or split)"
+            elif r["conditional"] != first["conditional"]:
+                why = "one is conditional: -log p(x | class) is not -log p(x)"
+            else:
+                why = "no NLL to pair (a model without a density, or an infinite NLL)"
+            rows.append((str(r["run"]), "n/a", why))
             continue
         gap = p["difference"]
         told = (
