@@ -775,3 +775,20 @@ def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
         [a, {**b, "test_sha256": "0" * 64}]
     )
     assert "n/a  one is conditional" in format_paired([a, {**b, "conditional": True}])
+
+
+def test_the_mixture_of_the_same_training_points_is_fitted_once(monkeypatch):
+    import flowscope.baseline as baseline
+
+    calls = []
+    real = baseline.fit_mixture
+    monkeypatch.setattr(baseline, "fit_mixture", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(baseline, "_FITS", baseline.OrderedDict())  # an empty cache
+    train = two_blobs(200, 0)
+    first = mixture_baseline(train, two_blobs(50, 1), max_components=3)
+    again = mixture_baseline(train, two_blobs(50, 1), max_components=3)
+    other = mixture_baseline(train, two_blobs(60, 2), max_components=3)  # other test points
+    assert len(calls) == 1 and torch.equal(first.points, again.points) and other.test_points == 60
+    mixture_baseline(train * 2, two_blobs(50, 1), max_components=3)  # other training points
+    mixture_baseline(train, two_blobs(50, 1), max_components=2)  # other settings
+    assert len(calls) == 3
