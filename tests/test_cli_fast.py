@@ -200,3 +200,45 @@ def test_public_import_paths_still_work():
     )
     assert issubclass(MeanFlow, FlowMatching) and from_couplings is ot_assignment
     assert [e.model for e in MODELS if e.name in ("fm", "cfm")] == [FlowMatching, FlowMatching]
+
+
+_TRAIN_PROBE = """
+import sys
+import numpy as np
+from flowscope.cli import main
+from flowscope.kernels import build
+import torch
+folder = sys.argv[1]
+x = np.random.default_rng(0).normal(size=(60, 2))
+np.savetxt(folder + "/x.csv", x, delimiter=",", header="a,b", comments="")
+import flowscope.runs
+real = flowscope.runs.train_run
+def first_epoch_only(*args, on_epoch_end, **kwargs):  # stops like a Ctrl-C after one epoch
+    def stop(model, state):
+        on_epoch_end(model, state)
+        raise KeyboardInterrupt
+    return real(*args, on_epoch_end=stop, **kwargs)
+for model in ("nf", "fm"):
+    out = folder + "/" + model
+    flowscope.runs.train_run = first_epoch_only
+    assert main(["train", model, "--data", folder + "/x.csv", "--out", out, "--epochs", "2"]) == 130
+    flowscope.runs.train_run = real
+    assert main(["train", model, "--out", out, "--resume"]) == 0
+    assert main(["sample", out, "-n", "5", "-o", out + "/s.csv"]) == 0
+print(build.available(torch.float32), "torch._dynamo" in sys.modules)
+"""
+
+
+def test_training_resuming_and_sampling_never_import_the_compiler(tmp_path):
+    """`torch._dynamo` costs 1.2-1.5 s to import and no command compiles anything: with
+    the C kernels, the optimizer's methods and steps that would import it are avoided."""
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kernels, imported = out.stdout.split()[-2:]
+    if kernels != "True":
+        pytest.skip("no C compiler here: the PyTorch optimizer's step imports the compiler")
+    assert imported == "False", out.stderr

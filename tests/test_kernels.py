@@ -578,6 +578,10 @@ def test_the_c_adam_step_is_torch_adams(monkeypatch):
     # The optimizer's own state holds the moments and the step: checkpoints see them.
     mine, theirs = ours.state_dict()["state"], ref.state_dict()["state"]
     for i in (0, 1):
+        # a fresh optimizer's state, as torch.optim.Adam's first step makes it
+        assert {k: (v.dtype, v.shape) for k, v in mine[i].items()} == {
+            k: (v.dtype, v.shape) for k, v in theirs[i].items()
+        }
         assert float(mine[i]["step"]) == float(theirs[i]["step"]) == 6
         torch.testing.assert_close(
             mine[i]["exp_avg_sq"], theirs[i]["exp_avg_sq"], rtol=1e-13, atol=0

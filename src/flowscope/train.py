@@ -206,11 +206,11 @@ class _Stepper:
         self.model, self.opt, self.fused, self.clip = model, opt, fused, config.grad_clip
         self.decay = decay
         self.params = list(model.parameters())
-        # Adam in C once the optimizer has its state: a fresh one's first step, by
-        # torch.optim.Adam, initialises it as PyTorch does; a resumed one has it already.
-        self.c_adam = fused is not None and kernels.FusedAdam.supports(opt) is None
-        started = all(opt.state.get(p) for p in self.params)
-        self.adam = kernels.FusedAdam(opt) if self.c_adam and started else None
+        # Adam in C from the first step: FusedAdam gives a fresh optimizer the state
+        # torch.optim.Adam's first step would (a resumed one has it already), and never
+        # calling opt.step() spares the command the import of torch._dynamo it triggers.
+        ok = fused is not None and kernels.FusedAdam.supports(opt) is None
+        self.adam = kernels.FusedAdam(opt) if ok else None
 
     def __call__(self, y: torch.Tensor, labels, generator: torch.Generator) -> float:
         if self.fused is not None:  # the kernel fills every .grad itself
@@ -233,8 +233,6 @@ class _Stepper:
             self.adam.step()
         else:
             self.opt.step()
-            if self.c_adam:
-                self.adam = kernels.FusedAdam(self.opt)
         return value
 
 

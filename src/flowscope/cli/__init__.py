@@ -197,6 +197,23 @@ def _threads() -> None:
     torch.set_num_threads(count)
 
 
+def _without_compiler() -> None:
+    """Spare each command the import of ``torch._dynamo`` (over a second), which no command
+    uses: ``torch.optim.Optimizer``'s ``add_param_group``, ``state_dict``,
+    ``load_state_dict`` and ``zero_grad`` are wrapped by ``torch._disable_dynamo``, which
+    imports the compiler on the first call to store a compiler-disabled version of the
+    method on it. Storing the method itself there first keeps every call the plain call
+    it is outside ``torch.compile``; where a PyTorch release names things otherwise,
+    nothing changes. (The trainer's C Adam never calls ``optimizer.step()``, which would
+    import it too.)"""
+    import torch
+
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        method = getattr(torch.optim.Optimizer.__dict__.get(name), "__wrapped__", None)
+        if callable(method) and not hasattr(method, "__dynamo_disable"):
+            setattr(method, "__dynamo_disable", method)
+
+
 def _notes() -> Callable[..., None]:
     """A ``warnings.showwarning`` that prints the library's warnings as one line each,
     ``flowscope: note: ...``, each text once per command (a file read twice warns
@@ -242,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         _threads()
+        _without_compiler()
         return int(args.handler(args) or 0)
     except (CommandError, MissingDependency, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)
