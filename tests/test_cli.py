@@ -734,7 +734,7 @@ POINT_FILES = {
     "four columns": ("1,2,0,4\n", "got 4"),
     "empty": ("x,y\n", "holds no points"),
     "three columns, unconditional": ("0,1,2\n1,0,3\n", "model in"),
-    "negative label": ("0,1,-1\n", "not a non-negative integer"),
+    "negative label": ("0,1,-1\n", "label -1 is not a non-negative integer"),
 }
 
 

@@ -115,7 +115,7 @@ def load_points(
         if wrong.any():
             row = int(np.argmax(wrong))
             raise ValueError(
-                f"{path}: {where(row)}: label {labels[row]} is not a non-negative integer "
+                f"{path}: {where(row)}: label {labels[row]:g} is not a non-negative integer "
                 "(a third column holds class labels 0, 1, ...; points alone are two "
                 "columns, x and y)"
             )
