@@ -64,7 +64,13 @@ class FusedAdam:
         return None
 
     def step(self) -> None:
-        """One Adam step of every parameter with a gradient, with the group's current lr."""
+        """One Adam step of every parameter with a gradient, with the group's current lr.
+
+        It stands for ``optimizer.step()``, and marks the optimizer as stepped as that call
+        would (``_opt_called``, which PyTorch's learning-rate schedulers read to warn of a
+        scheduler stepped before its optimizer).
+        """
+        self.optimizer._opt_called = True
         lr = float(self.group["lr"])
         for p, state in zip(self.params, self.states, strict=True):
             if p.grad is None:
