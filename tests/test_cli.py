@@ -877,6 +877,37 @@ def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels7.csv"]
 
 
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (["sample", "{run}", "-o", "{data}"], "the data file the run"),
+        (["log-prob", "{run}", "--points", "{points}", "-o", "{points}"], "the --points file"),
+        (["log-prob", "{run}", "--points", "{points}", "-o", "{tmp}/./p.csv"], "--points file"),
+        (["invert", "{run}", "--points", "{points}", "--trajectory", "{points}"], "--points"),
+        (["invert", "{run}", "--point", "0,0", "-o", "{data}"], "the data file the run"),
+        (["eval", "{run}", "--json", "{tmp}/./data.csv"], "the data file the run"),
+        (["explore", "{run}", "-o", "{data}"], "the data file the run"),
+        (["explore", "{run}", "-o", "{run}/config.json"], "is a file of the run folder"),
+    ],
+)
+def test_an_output_never_replaces_a_file_the_command_reads(capsys, tmp_path, argv, what):
+    """The file a run was trained on (the run could no longer be evaluated or resumed
+    from it) and a --points file are inputs: an output naming one, by any path, is
+    refused before any work, and the file is left as it was."""
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n" + "".join(f"{i % 7},{i % 5 + i / 50}\n" for i in range(60)))
+    points = tmp_path / "p.csv"
+    points.write_text("a,b\n0,1\n")
+    out = tmp_path / "run"
+    assert main(["train", "fm", "--data", str(data), "--out", str(out), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in [data, points, *out.iterdir()]}
+    names = {"run": out, "data": data, "points": points, "tmp": tmp_path}
+    err = one_error_line(*run(capsys, *(a.format(**names) for a in argv))[::2])
+    assert what in err and "give another file name" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_ot_with_a_batch_of_one_is_refused_before_the_run_folder_is_made(capsys, tmp_path):
     argv = ["train", "fm", "--coupling", "ot", "--out", tmp_path / "r", *TINY[:4]]
     err = one_error_line(*run(capsys, *argv, "--batch-size", "1")[::2])

@@ -126,10 +126,18 @@ def output_path(path: str | None, flag: str) -> Path | None:
     return p
 
 
-def distinct_outputs(**paths: Path | None) -> None:
-    """Refuse two outputs of one command that name the same file (``-o a.png --plot
-    a.png`` would replace the one with the other), before any work; keys are the flags
-    with ``_`` for ``-`` and a leading ``o`` for ``-o``."""
+def distinct_outputs(inputs: dict[str, Any] | None = None, **paths: Path | None) -> None:
+    """Refuse, before any work, two outputs of one command that name the same file
+    (``-o a.png --plot a.png`` would replace the one with the other) and an output that
+    names one of the command's inputs (``--points in.csv -o in.csv``; the file a run was
+    trained on, which the run then could no longer be evaluated or resumed from).
+
+    Arguments:
+        inputs: what each input is, in words, to its path (``None`` where there is none).
+        paths: the outputs; keys are the flags with ``_`` for ``-`` and a leading ``o``
+            for ``-o``.
+    """
+    read = {Path(p).resolve(): what for what, p in (inputs or {}).items() if p is not None}
     seen: dict[Path, str] = {}
     for key, p in paths.items():
         if p is None:
@@ -140,7 +148,34 @@ def distinct_outputs(**paths: Path | None) -> None:
             raise CommandError(
                 f"{seen[where]} and {flag} both name {p}; give each output its own file"
             )
+        if where in read:
+            raise CommandError(
+                f"{flag} {p}: is {read[where]}, which writing there would destroy; give "
+                "another file name"
+            )
         seen[where] = flag
+
+
+def run_data_file(run: str | Path) -> Path | None:
+    """The data file a run folder was trained on, if it was a file (a registry data set
+    or an unreadable folder: ``None``; the command that loads the run says what is
+    wrong with it)."""
+    from ..errors import RunError
+    from ..runs import read_info
+
+    try:
+        source = read_info(run).data.get("source")
+    except RunError:
+        return None
+    return Path(source) if isinstance(source, str) and Path(source).is_file() else None
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The files a command on a run reads: its ``--points`` file and the run's data."""
+    return {
+        "the --points file this command reads": getattr(args, "points", None),
+        f"the data file the run {args.run} was trained on": run_data_file(args.run),
+    }
 
 
 def plot_path(path: str | None) -> Path | None:
@@ -742,7 +777,7 @@ def _sample(args: argparse.Namespace) -> int:
     from ..errors import check_finite
 
     out, plot = output_path(args.output, "-o"), plot_path(args.plot)
-    distinct_outputs(o=out, plot=plot)
+    distinct_outputs(_inputs(args), o=out, plot=plot)
     model, info = runs.load_run(args.run, args.device)
     options = _sample_options(args, model, info)
     n = args.n
@@ -814,6 +849,7 @@ def _log_prob(args: argparse.Namespace) -> int:
     from .. import runs
 
     out = output_path(args.output, "-o")
+    distinct_outputs(_inputs(args), o=out)
     model, info = _load(args)
     x, labels = _points(args, model, info)
     options = _likelihood_options(args, info)
@@ -856,7 +892,7 @@ def _invert(args: argparse.Namespace) -> int:
     import numpy as np
 
     out, traj_out = output_path(args.output, "-o"), output_path(args.trajectory, "--trajectory")
-    distinct_outputs(o=out, trajectory=traj_out)
+    distinct_outputs(_inputs(args), o=out, trajectory=traj_out)
     model, info = _load(args)
     options = _sample_options(args, model, info)
     x, labels = _points(args, model, info)

@@ -13,7 +13,14 @@ from ..atomic import atomic_write
 from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
 from . import CommandError, add_command, int_type, run_folder
-from .commands import EVAL_JSON, add_device, distinct_outputs, output_path, plot_path
+from .commands import (
+    EVAL_JSON,
+    add_device,
+    distinct_outputs,
+    output_path,
+    plot_path,
+    run_data_file,
+)
 
 __all__ = ["add_commands"]
 
@@ -44,8 +51,9 @@ def _eval(args: argparse.Namespace) -> int:
             read_info(r)
     outs = [output_path(args.json, "--json") or r / EVAL_JSON for r in runs]
     plot = plot_path(args.plot)
-    for out in outs:
-        distinct_outputs(json=out, plot=plot)
+    for run_dir, out in zip(runs, outs, strict=True):
+        data = {f"the data file the run {run_dir} was trained on": run_data_file(run_dir)}
+        distinct_outputs(data, json=out, plot=plot)
     if args.plot and args.nfe is None:
         args.nfe = EVAL_NFE  # the plot is of the NFE curve
     results = []

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from . import CommandError, add_command, int_type, run_folder
-from .commands import point_type
+from . import add_command, int_type, run_folder
+from .commands import distinct_outputs, output_path, point_type, run_data_file
 
 __all__ = ["add_commands"]
 
@@ -15,9 +14,9 @@ __all__ = ["add_commands"]
 def _explore(args: argparse.Namespace) -> int:
     from ..explore import explore_run
 
-    out = Path(args.out) if args.out else None
-    if out is not None and not out.parent.is_dir():
-        raise CommandError(f"{out.parent}: folder does not exist; create it first")
+    out = output_path(args.out, "-o")
+    data = {f"the data file the run {args.run_dir} was trained on": run_data_file(args.run_dir)}
+    distinct_outputs(data, o=out)
     t0 = time.perf_counter()
     points = [(f"({x:g}, {y:g})", (x, y)) for x, y in args.point or ()]
     path = explore_run(args.run_dir, out, n=args.n, seed=args.seed, points=points)
