@@ -908,6 +908,21 @@ def test_an_output_never_replaces_a_file_the_command_reads(capsys, tmp_path, arg
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_a_points_file_naming_the_runs_columns_swapped_is_refused(capsys, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("eruptions,waiting\n" + "".join(f"{i % 7},{50 + i}\n" for i in range(60)))
+    out = tmp_path / "run"
+    assert main(["train", "nf", "--data", str(data), "--out", str(out), "--epochs", "1"]) == 0
+    swapped, same = tmp_path / "swapped.csv", tmp_path / "same.csv"
+    swapped.write_text("waiting,eruptions\n60,2\n")
+    same.write_text("Eruptions, waiting\n2,60\n")  # the names as trained, as people write
+    capsys.readouterr()
+    for command in ("log-prob", "invert"):
+        err = one_error_line(*run(capsys, command, out, "--points", swapped)[::2])
+        assert "names the columns waiting, eruptions" in err and "swap the two columns" in err
+        assert run(capsys, command, out, "--points", same)[0] == 0
+
+
 def test_ot_with_a_batch_of_one_is_refused_before_the_run_folder_is_made(capsys, tmp_path):
     argv = ["train", "fm", "--coupling", "ot", "--out", tmp_path / "r", *TINY[:4]]
     err = one_error_line(*run(capsys, *argv, "--batch-size", "1")[::2])

@@ -214,6 +214,23 @@ def _label_id(value: str, model: Any, run: str) -> int:
         ) from None
 
 
+def _check_columns(points: str, info: Any, run: str) -> None:
+    """Refuse a points file whose header names the run's two columns in the other order:
+    the columns are read by position, so its points would be read transposed."""
+    from ..data import column_names
+
+    names, trained = column_names(points), info.data.get("columns")
+    if not names or not trained:
+        return
+    have, want = [n.strip().lower() for n in names], [n.strip().lower() for n in trained]
+    if have != want and sorted(have) == sorted(want):
+        raise CommandError(
+            f"{points}: the header names the columns {', '.join(names)}, and the model in "
+            f"{run} was trained on {', '.join(trained)}; the columns are read by position, "
+            "so swap the two columns"
+        )
+
+
 def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tensor, Any]:
     """The points (N, 2) in data units and the labels (N,) or ``None`` the model needs."""
     import torch
@@ -227,6 +244,7 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
         except ValueError as err:
             beyond = "beyond float32's range" in str(err)  # load_points's words for it
             raise CommandError(f"{err}{wider if beyond else ''}") from None
+        _check_columns(args.points, info, args.run)
     else:
         x, file_labels = torch.tensor(args.point, dtype=model.dtype), None
         big = ~torch.isfinite(x).all(dim=1)
