@@ -295,9 +295,26 @@ def test_resume_with_other_settings_is_refused(runs, tmp_path, capsys):
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
-    with pytest.raises(RunError, match="nothing to resume .*; train with no --resume to start"):
+    with pytest.raises(RunError, match="new: no such run folder to resume; train with no --"):
         train_run("nf", tmp_path / "new", config=CONFIG, resume=True, **TINY)
     assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="nothing to resume .*; train with no --resume to start"):
+        train_run("nf", tmp_path / "empty", config=CONFIG, resume=True, **TINY)
+
+
+def test_resume_on_other_data_names_the_runs_own(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n" + "".join(f"{i % 7},{i % 5 + i / 50}\n" for i in range(60)))
+    out = tmp_path / "run"
+    assert main(["train", "fm", "--data", str(data), "--out", str(out), "--epochs", "1"]) == 0
+    before = read_bytes(out)
+    capsys.readouterr()
+    for other in (["--data", "moons"], ["--data", "olympic", "--n-points", "500"]):
+        assert main(["train", "fm", "--out", str(out), "--resume", *other]) == 2
+        err = capsys.readouterr().err
+        assert f"the run was started on {data}, not {other[1]}; resume without --data" in err
+    assert read_bytes(out) == before
 
 
 def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
@@ -307,7 +324,14 @@ def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
         (out / name).write_bytes((runs["nf"] / name).read_bytes())
     data = (out / "checkpoint.safetensors").read_bytes()
     (out / "checkpoint.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RunError, match="corrupted or truncated checkpoint"):
+    with pytest.raises(RunError, match="corrupted or truncated checkpoint") as err:
+        load_checkpoint(out, load_run(out)[0])  # the model itself still loads
+    assert "restore the file to resume the run, or pass --overwrite" in str(err.value)
+    assert "retrain the model" not in str(err.value)  # its model is fine
+    flipped = bytearray(data)
+    flipped[-200:-100] = bytes(100)  # the header is intact, the tensors' bytes are not
+    (out / "checkpoint.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(RunError, match="restore the file to resume the run, or pass --ov"):
         load_checkpoint(out, load_run(out)[0])
 
 

@@ -431,11 +431,13 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"{path.parent}: nothing to resume ({CHECKPOINT} is missing)")
-    tensors, header = _open_tensors(path, "checkpoint")
+    # The model (model.safetensors) is read without the checkpoint: only resuming needs it.
+    remedy = "restore the file to resume the run, or pass --overwrite to train it again"
+    tensors, header = _open_tensors(path, "checkpoint", remedy)
     try:
         meta = json.loads(header["state"])
     except (KeyError, json.JSONDecodeError) as err:
-        raise RunError(f"{path}: corrupted or truncated checkpoint ({err!r})") from None
+        raise RunError(f"{path}: corrupted or truncated checkpoint ({err!r}); {remedy}") from None
     try:
         model.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -551,6 +553,8 @@ def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
             f"{out} already holds a run ({', '.join(held)}); pass --overwrite to replace it "
             "or --resume to continue it"
         )
+    if resume and not out.exists():
+        raise RunError(f"{out}: no such run folder to resume; train with no --resume to start one")
     if resume and not (out / CHECKPOINT).is_file():
         again = "--overwrite instead of --resume" if held else "no --resume"
         raise RunError(
@@ -703,6 +707,12 @@ def train_run(
         if Path(data).resolve() == Path(old.data["source"]):
             run_data(old, "train")  # says the file is missing, and what to do
     source = _source(data)
+    if same and source["source"] != old.data.get("source"):
+        raise RunError(
+            f"{out}: the run was started on {old.data.get('source')}, not {data}; resume "
+            "without --data (the run's own data), or pass --overwrite to train a new run "
+            f"on {data}"
+        )
     counts = {  # a file gives all its rows, split 90/5/5: no counts to record
         "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),
         "holdout_points": None
