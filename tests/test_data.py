@@ -599,6 +599,29 @@ def test_a_file_of_another_shape_or_separator_says_what_it_holds(tmp_path):
             load_points(tmp_path / "t.csv")
 
 
+def test_missing_values_and_class_names_are_named_as_such(tmp_path):
+    """pandas writes a missing value as an empty field, R as NA; a label column of names
+    is what a data frame usually holds."""
+    f = tmp_path / "f.csv"
+    for text, says in [
+        ("a,b\n1,2\n,55\n", "column 1 is a missing value (empty); drop or fill the rows"),
+        ("a,b\n1,2\n3.6,NA\n", "column 2 is a missing value ('NA')"),
+        ("a,b,c\n1,2,0\n3.6,79,long\n", "column 3 is 'long': class labels in a file are"),
+    ]:
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"row 2 (line 3): {says}")):
+            load_points(f)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    from flowscope.data import column_names
+
+    f = tmp_path / "excel.csv"
+    f.write_bytes(b"\xef\xbb\xbferuptions,waiting\n3.6,79\n1.8,54\n")
+    assert column_names(f) == ("eruptions", "waiting")
+    assert load_points(f, torch.float64)[0].tolist() == [[3.6, 79.0], [1.8, 54.0]]
+
+
 def test_a_third_column_of_fractions_is_said_to_be_read_as_labels(tmp_path):
     (tmp_path / "f.csv").write_text("a,b,c\n0.5,1.5,-0.36\n")
     with pytest.raises(ValueError, match="label -0.36 .*third column holds class labels"):

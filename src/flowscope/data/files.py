@@ -245,11 +245,36 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
     return arr
 
 
+#: How files mark a missing value (pandas writes an empty field, R writes NA).
+MISSING = ("", "na", "n/a", "nan", "null", "none")
+
+
+def _not_numeric(line: str, fields: list[str]) -> str:
+    """Why a csv line is not a row of numbers, for an error message: a missing value, a
+    class name where a class id goes, or another separator than commas."""
+    col, field = next((k, v) for k, v in enumerate(fields) if not _is_number(v))
+    if field.strip().lower() in MISSING:
+        shown = "empty" if not field.strip() else repr(field.strip())
+        return (
+            f"column {col + 1} is a missing value ({shown}); drop or fill the rows with "
+            "missing values first (pandas: df.dropna())"
+        )
+    if col == 2 and len(fields) == 3:
+        return (
+            f"column 3 is {field.strip()!r}: class labels in a file are integer ids 0, 1, ...; "
+            "number the classes first (pandas: df[name].astype('category').cat.codes)"
+        )
+    sep = next((c for c in ("\t", ";", " ") if c in line.strip()), None)
+    hint = f" (the values are separated by {sep!r}; a .csv separates them by commas)"
+    return f"{line.strip()!r} is not numeric{hint if sep else ''}"
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
     """The numeric rows of a csv file (N, C), the file line (1-based) of each, and the
     header's fields (``None`` without a header)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (as Excel writes one) is not part of the header
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
         raise ValueError(
             f"{path}: not a text file (byte {err.start} is not UTF-8); a .csv holds rows "
@@ -268,11 +293,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            sep = next((c for c in ("\t", ";", " ") if c in line.strip()), None)
-            hint = f" (the values are separated by {sep!r}; a .csv separates them by commas)"
-            raise ValueError(
-                f"{path}: {where}: {line.strip()!r} is not numeric{hint if sep else ''}"
-            ) from None
+            raise ValueError(f"{path}: {where}: {_not_numeric(line, fields)}") from None
         numbers.append(i)
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(
