@@ -597,15 +597,14 @@ def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(fi
     r = {"nll_data": 4.0, "gmm_nll_data": 4.1, "gmm_nll_standardized": 2.0, "nll_points": 10_000}
     r.update(gmm_components=[3], gmm_train_points=300, gmm_model_train_points=300)
     close = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.06})[0][2]
-    assert "0.1000 ± 0.0600 nats/point (paired standard error) better, within the 95% " in close
-    assert "interval (0.1176, Student's t on 9999 degrees of freedom): these test points do " in (
-        close
-    )
+    assert "0.1000 ± 0.0600 nats/point (paired standard error) better, inside the 95% " in close
+    assert "interval of ± 0.1176 around no difference (Student's t on 9999 degrees of " in close
+    assert "freedom): these test points do not tell the two apart" in close
     apart = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.04})[0][2]
     assert apart.endswith("the model is 0.1000 ± 0.0400 nats/point (paired standard error) better")
     # On 3 points the interval is t's (4.30 standard errors), not the normal's 1.96.
     three = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": 0.04, "nll_points": 3})[0][2]
-    assert "within the 95% interval (0.1721, Student's t on 2 degrees of freedom)" in three
+    assert "95% interval of ± 0.1721 around no difference (Student's t on 2 degrees" in three
     one = flowscope.evaluate._baseline_rows({**r, "gmm_gap_sem": None, "nll_points": 1})[0][2]
     assert one.endswith(
         "the model is 0.1000 nats/point better on 1 test point: too few to tell the two apart"

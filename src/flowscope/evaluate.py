@@ -642,9 +642,9 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             verdict += "s" if n != 1 else ": too few to tell the two apart"
         elif reach is not None and abs(gap) < reach:
             verdict = (
-                f"; the model is {by} {'better' if gap > 0 else 'worse'}, within the 95% "
-                f"interval ({reach:.4f}, Student's t on {n - 1} degrees of freedom): these "
-                "test points do not tell the two apart"
+                f"; the model is {by} {'better' if gap > 0 else 'worse'}, inside the 95% "
+                f"interval of ± {reach:.4f} around no difference (Student's t on {n - 1} "
+                "degrees of freedom): these test points do not tell the two apart"
             )
         elif gap > 0:
             verdict = f"; the model is {by} better"
