@@ -64,6 +64,20 @@ def test_the_coupling_options_name_each_types_default():
         options["--bins"].parse("0")
 
 
+def test_defaults_that_are_lists_are_given_type_by_type():
+    """--time-alpha's defaults are per coupling for fm and cfm: each type's list after its
+    name, not 'X for fm, Y for cfm' run together."""
+    (alpha,) = [o for o in MODELS.get("fm").options if o.flag == "--time-alpha"]
+    every = alpha.help_for()
+    assert "(defaults: fm: by coupling, independent Beta(5, 1), ot U[0, 1]; cfm: by coupling," in (
+        every
+    )
+    assert every.endswith("; meanflow: U[0, 1] for both of its times)")
+    assert alpha.help_for("fm").endswith(
+        "(default by coupling, independent Beta(5, 1), ot U[0, 1])"
+    )
+
+
 def test_a_flow_folder_from_before_conditional_flows_reads_as_an_unconditional_one():
     info = read_info(FIXTURES / "nf")
     assert "num_classes" not in info.model

@@ -120,6 +120,9 @@ class Option:
             return self.help
         if model_type is not None and model_type in self.defaults:
             said = f"default {self.defaults[model_type]}"
+        elif any(";" in str(v) or "," in str(v) for v in self.defaults.values()):
+            # values that are lists themselves: one "type: value" per type
+            said = "defaults: " + "; ".join(f"{k}: {v}" for k, v in self.defaults.items())
         else:
             said = "default " + ", ".join(f"{v} for {k}" for k, v in self.defaults.items())
         return self.help.replace("{default}", said)
@@ -321,10 +324,10 @@ def _source(text: str) -> dict[str, Any]:
 
 
 def _times_by_coupling(conditional: bool) -> str:
-    """``by coupling: independent Beta(5, 1); ot U[0, 1]``: each drawn coupling's time
+    """``by coupling, independent Beta(5, 1), ot U[0, 1]``: each drawn coupling's time
     sampler for an unconditional or a conditional model, for --help."""
     names = [n for n in drawn_couplings() if conditional or not COUPLINGS.get(n).needs_labels]
-    return "by coupling: " + "; ".join(
+    return "by coupling, " + ", ".join(
         f"{n} {_times_text(COUPLINGS.get(n).default_times(conditional))}" for n in names
     )
 
@@ -341,7 +344,7 @@ _FM_OPTIONS = (
         defaults={
             "fm": _times_by_coupling(False),
             "cfm": _times_by_coupling(True),
-            "meanflow": "U[0, 1], for both of its times",
+            "meanflow": "U[0, 1] for both of its times",
         },
     ),
     Option(

@@ -1202,7 +1202,7 @@ def _add_recipe_options(
     p.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
     p.add_argument("--lr", type=_positive_float, help=f"Adam's learning rate (default {d['lr']})")
     # One type's own values, or (every type's help) the study's and the departures.
-    own = "" if one else " (the study's recipe; the types with their own are named above)"
+    own = "" if one else " (the shared recipe's; the types with their own are named above)"
     decay = (
         f"default none, or {d['small_decay']:g} on a run lengthened for small data{own}"
         if "small_decay" in d
