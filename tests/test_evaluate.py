@@ -7,7 +7,7 @@ import torch
 
 from flowscope.cli import main
 from flowscope.data import DATASETS, RING_NAMES
-from flowscope.evaluate import data_draw, evaluate_run, noise_floor
+from flowscope.evaluate import data_draw, evaluate_run, format_table, noise_floor
 from flowscope.metrics import heldout_nll, w2_noise_floor, wasserstein2
 from flowscope.runs import load_run, run_data, train_run
 from flowscope.train import TrainConfig
@@ -134,6 +134,11 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     assert result["ring_precision"] is None and result["ring_coverage"] is None
     assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in result.values())
     assert evaluate_run(runs / "file", n=100, seed=1)["w2"] == result["w2"]
+    # W2 alone uses the samples: no more are drawn than it compares, and the table says so
+    assert (result["n"], result["n_asked"]) == (30, 100)
+    head = format_table(result).splitlines()[0]
+    assert ", 30 samples (seed 1," in head
+    assert head.endswith("(-n 100 is more than the 30 test points W2 compares them with)")
 
 
 @pytest.mark.parametrize(

@@ -160,9 +160,10 @@ def evaluate_run(
       fitted to the run's training points, its components chosen by BIC
       (:func:`~flowscope.baseline.mixture_baseline`; per class for a conditional model),
       in the same units;
-    - n samples drawn with ``torch.Generator().manual_seed(seed)``; a conditional model
-      gets balanced labels ``arange(n) % num_classes``; flow matching integrates with
-      ``dt`` and ``solver``;
+    - n samples (on other data than the Olympic rings, where W2 alone uses them, no more
+      than the test part holds) drawn with ``torch.Generator().manual_seed(seed)``; a
+      conditional model gets balanced labels ``arange(n) % num_classes``; flow matching
+      integrates with ``dt`` and ``solver``;
     - W2 (:func:`~flowscope.metrics.wasserstein2`) between min(n, test size) samples and as
       many test points, and its noise floor at that size, mean and standard deviation over
       ``floor_pairs`` pairs (:func:`noise_floor`): for registry data, pairs of fresh draws
@@ -215,7 +216,8 @@ def evaluate_run(
         infinite NLL). Keys: ``run``, ``model``, ``kind``, ``data`` (the source of the
         test points), ``data_run`` (for a rectified flow, the ancestor run whose data it
         is measured against; else ``None``), ``conditional``,
-        ``n``, ``seed``, ``sampler``; ``test_sha256`` (of the test points' float32 bytes:
+        ``n`` (the samples drawn), ``n_asked`` (the ``n`` given), ``seed``,
+        ``sampler``; ``test_sha256`` (of the test points' float32 bytes:
         two results with the same one were measured on the same points);
         ``nll_standardized``, ``nll_data`` (nats per point),
         ``nll_sem`` (the standard error of ``nll_data``, nats per point: the per-point
@@ -295,12 +297,15 @@ def evaluate_run(
         result.update(_baseline(model, data_info, test.x, labels_test, nll_points))
     else:
         result.update(_NO_BASELINE)
+    rings = result["data"] == "olympic"  # the ring metrics, here and in the nfe rows
+    # Without the ring metrics, W2 alone uses the samples: no more than the test points.
+    drawn = n if rings else min(n, len(test.x))
+    result.update(n=drawn, n_asked=n)
     gen = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % model.num_classes if conditional else None  # balanced
-    samples = model.sample(n, labels=labels, generator=gen, **sampling).cpu()
+    labels = torch.arange(drawn) % model.num_classes if conditional else None  # balanced
+    samples = model.sample(drawn, labels=labels, generator=gen, **sampling).cpu()
     check_finite(samples, "samples", str(run_dir))
     result.update(_distance(samples, test.x, data_info, seed, floor_pairs))
-    rings = result["data"] == "olympic"  # the ring metrics, here and in the nfe rows
     if rings:
         result.update(_rings(samples, labels))
     else:
@@ -617,6 +622,11 @@ def format_table(result: dict[str, Any]) -> str:
         )
         + f", {r['n']} samples "
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
+        + (
+            f" (-n {r['n_asked']} is more than the {r['n']} test points W2 compares them with)"
+            if r.get("n_asked", r["n"]) > r["n"]
+            else ""
+        )
     )
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
 
