@@ -48,6 +48,7 @@ def test_eval_prints_a_table_and_writes_json(runs, capsys):
     assert result["standardized_per_class"] is False
     assert "in the model's standardized coordinates" in out
     assert "; compare models here" in out and "given the class" not in out
+    assert "test points to the latent and back; exact but for rounding)" in out
 
 
 def test_eval_noise_floor_is_the_mean_and_spread_over_pairs_of_draws(runs):
@@ -100,6 +101,8 @@ def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys
     assert main(["eval", str(runs / "cfm"), "--n", "100", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "class accuracy" in out
+    # flow matching's round trip is off by its ODE steps' error, and says so
+    assert "to the latent and back; the error of the ODE's steps, euler, dt=0.001, both" in out
     # The CFM standardizes per ring: its standardized NLL is flagged as not comparable.
     assert "each class standardized by its own mean and sd" in out
     # Its NLL is -log p(x | class): the table says it compares with conditional models only.

@@ -609,7 +609,13 @@ def format_table(result: dict[str, Any]) -> str:
         (
             "round trip, mean",
             _fmt(r["round_trip_mean"], ".2e"),
-            f"data units ({r['round_trip_points']} test points)",
+            f"data units ({r['round_trip_points']} test points to the latent and back; "
+            + (
+                "exact but for rounding)"
+                if r["sampler"] == "exact"
+                else f"the error of the ODE's steps, {r['sampler'].split(', guidance')[0]}, "
+                "both ways)"
+            ),
         ),
         ("round trip, max", _fmt(r["round_trip_max"], ".2e"), "data units"),
     ]
