@@ -888,6 +888,9 @@ def test_bad_option(runs, capsys, tmp_path, monkeypatch, argv, message):
         (["eval", "{run}", "--json", "{tmp}/./data.csv"], "the data file the run"),
         (["explore", "{run}", "-o", "{data}"], "the data file the run"),
         (["explore", "{run}", "-o", "{run}/config.json"], "is a file of the run folder"),
+        # the model's --source file, checked by its SHA-256 whenever the run is loaded
+        (["sample", "{run}", "-o", "{source}"], "the source file the model in"),
+        (["eval", "{run}", "--json", "{source}"], "the source file the model in"),
     ],
 )
 def test_an_output_never_replaces_a_file_the_command_reads(capsys, tmp_path, argv, what):
@@ -898,14 +901,25 @@ def test_an_output_never_replaces_a_file_the_command_reads(capsys, tmp_path, arg
     data.write_text("a,b\n" + "".join(f"{i % 7},{i % 5 + i / 50}\n" for i in range(60)))
     points = tmp_path / "p.csv"
     points.write_text("a,b\n0,1\n")
+    source = tmp_path / "source.csv"
+    source.write_text("a,b\n" + "".join(f"{i % 3},{i % 4}\n" for i in range(40)))
     out = tmp_path / "run"
-    assert main(["train", "fm", "--data", str(data), "--out", str(out), "--epochs", "1"]) == 0
+    argv_train = ["train", "fm", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main([*argv_train, "--source", str(source)]) == 0
     capsys.readouterr()
-    before = {p: p.read_bytes() for p in [data, points, *out.iterdir()]}
-    names = {"run": out, "data": data, "points": points, "tmp": tmp_path}
+    before = {p: p.read_bytes() for p in [data, points, source, *out.iterdir()]}
+    names = {"run": out, "data": data, "points": points, "source": source, "tmp": tmp_path}
     err = one_error_line(*run(capsys, *(a.format(**names) for a in argv))[::2])
     assert what in err and "give another file name" in err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_file_named_as_a_runs_registry_data_may_be_written(runs, capsys, tmp_path, monkeypatch):
+    """A run trained on `olympic` reads no file of that name: one in the folder is free."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "olympic").write_text("mine")
+    assert run(capsys, "sample", runs["nf"], "-n", "3", "-o", "olympic")[0] == 0
+    assert (tmp_path / "olympic").read_text().count("\n") == 4  # header and 3 samples
 
 
 def test_a_points_file_naming_the_runs_columns_swapped_is_refused(capsys, tmp_path):

@@ -626,6 +626,10 @@ def test_a_third_column_of_fractions_is_said_to_be_read_as_labels(tmp_path):
     (tmp_path / "f.csv").write_text("a,b,c\n0.5,1.5,-0.36\n")
     with pytest.raises(ValueError, match="label -0.36 .*third column holds class labels"):
         load_points(tmp_path / "f.csv")
+    for value in ("2.0000001", "1000000.5", "-1"):  # as written, all its digits shown
+        (tmp_path / "f.csv").write_text(f"a,b,c\n0.5,1.5,{value}\n")
+        with pytest.raises(ValueError, match=re.escape(f"label {value} is not a non-negative")):
+            load_points(tmp_path / "f.csv")
 
 
 def test_a_constant_coordinate_is_named():

@@ -561,7 +561,7 @@ def test_the_c_adam_step_is_torch_adams(monkeypatch):
     g = torch.Generator().manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(300, generator=g, dtype=torch.float64)) for _ in range(2)]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
-    ref = torch.optim.Adam(a, lr=1e-2)
+    ref = torch.optim.Adam(a, lr=1e-2, fused=True)  # as the trainer builds it (train._adam)
     ours = torch.optim.Adam(b, lr=1e-2, fused=True)
     assert kernels.FusedAdam.supports(ours) is None
     fast = kernels.FusedAdam(ours)
@@ -579,13 +579,14 @@ def test_the_c_adam_step_is_torch_adams(monkeypatch):
     mine, theirs = ours.state_dict()["state"], ref.state_dict()["state"]
     for i in (0, 1):
         # a fresh optimizer's state, as torch.optim.Adam's first step makes it
-        assert {k: (v.dtype, v.shape) for k, v in mine[i].items()} == {
-            k: (v.dtype, v.shape) for k, v in theirs[i].items()
+        assert {k: (v.dtype, v.shape, v.device) for k, v in mine[i].items()} == {
+            k: (v.dtype, v.shape, v.device) for k, v in theirs[i].items()
         }
         assert float(mine[i]["step"]) == float(theirs[i]["step"]) == 6
         torch.testing.assert_close(
             mine[i]["exp_avg_sq"], theirs[i]["exp_avg_sq"], rtol=1e-13, atol=0
         )
+    assert ours._opt_called  # as optimizer.step() marks it: no scheduler warning
     # Options it does not compute are refused, with the reason.
     assert "weight decay" in kernels.FusedAdam.supports(torch.optim.Adam(a, weight_decay=0.1))
     assert "Adam" in kernels.FusedAdam.supports(torch.optim.SGD(a, lr=0.1))

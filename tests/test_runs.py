@@ -234,7 +234,8 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(runs, tmp_path, name):
     assert load_checkpoint(out, load_run(out)[0]).epoch == 1
     with pytest.raises(RunError, match="already holds a run"):
         train_run(name, out, config=CONFIG, **TINY)
-    _, _, history = train_run(name, out, config=CONFIG, resume=True, **TINY)
+    # Resumed with nothing but the folder: its own settings and data (n_points 300 here).
+    _, _, history = train_run(name, out, resume=True)
     assert [row["epoch"] for row in history.epochs] == [1, 2]
     a, b = state(runs[name]), state(out)
     assert a.keys() == b.keys()
@@ -326,12 +327,14 @@ def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
     (out / "checkpoint.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(RunError, match="corrupted or truncated checkpoint") as err:
         load_checkpoint(out, load_run(out)[0])  # the model itself still loads
-    assert "restore the file to resume the run, or pass --overwrite" in str(err.value)
+    assert "model (model.safetensors) is intact and still samples and evaluates; restore the" in (
+        str(err.value)
+    )
     assert "retrain the model" not in str(err.value)  # its model is fine
     flipped = bytearray(data)
     flipped[-200:-100] = bytes(100)  # the header is intact, the tensors' bytes are not
     (out / "checkpoint.safetensors").write_bytes(bytes(flipped))
-    with pytest.raises(RunError, match="restore the file to resume the run, or pass --ov"):
+    with pytest.raises(RunError, match="restore the file to resume the run, or train again i"):
         load_checkpoint(out, load_run(out)[0])
 
 

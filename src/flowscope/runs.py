@@ -432,7 +432,10 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     if not path.is_file():
         raise RunError(f"{path.parent}: nothing to resume ({CHECKPOINT} is missing)")
     # The model (model.safetensors) is read without the checkpoint: only resuming needs it.
-    remedy = "restore the file to resume the run, or pass --overwrite to train it again"
+    remedy = (
+        "the run's model (model.safetensors) is intact and still samples and evaluates; "
+        "restore the file to resume the run, or train again into another --out"
+    )
     tensors, header = _open_tensors(path, "checkpoint", remedy)
     try:
         meta = json.loads(header["state"])
@@ -464,7 +467,7 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
             best=best,
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise RunError(f"{path}: checkpoint does not match the model ({err})") from None
+        raise RunError(f"{path}: checkpoint does not match the model ({err}); {remedy}") from None
 
 
 def train_config(info: RunInfo) -> TrainConfig:
@@ -641,9 +644,9 @@ def train_run(
     model_name: str,
     out: str | Path,
     *,
-    data: str = STUDY_DATA,
-    n_points: int = STUDY_POINTS,
-    holdout_points: int = HOLDOUT_POINTS,
+    data: str | None = None,
+    n_points: int | None = None,
+    holdout_points: int | None = None,
     config: TrainConfig | None = None,
     model_args: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -669,6 +672,8 @@ def train_run(
     Arguments:
         data: ``"olympic"``, a toy set of :data:`~flowscope.data.DATASETS`, or a data file;
             a file is recorded by its absolute path and SHA-256 (see :func:`run_data`).
+            ``None`` (as ``n_points`` and ``holdout_points``): the resumed run's own, else
+            the study's (``"olympic"``, 250,000 and 10,000 points).
         config: the training settings; ``None`` is the type's recipe (:func:`recipe`),
             or the resumed run's settings.
         n_points: training points of registry data, >= 2 (a file gives all its rows).
@@ -703,6 +708,15 @@ def train_run(
     conditional = entry.is_conditional(conditional)
     if config is None:  # a resumed run continues with its own settings
         config = train_config(old) if same else recipe(model_name)
+    if same:  # and its own data, unless told otherwise (and then refused below)
+        data = old.data.get("source") if data is None else data
+        n_points = old.data.get("n_points") if n_points is None else n_points
+        holdout_points = (
+            old.data.get("holdout_points") if holdout_points is None else (holdout_points)
+        )
+    data = STUDY_DATA if data is None else data
+    n_points = STUDY_POINTS if n_points is None else n_points
+    holdout_points = HOLDOUT_POINTS if holdout_points is None else holdout_points
     if same and "sha256" in old.data and not Path(data).is_file():
         if Path(data).resolve() == Path(old.data["source"]):
             run_data(old, "train")  # says the file is missing, and what to do
@@ -710,8 +724,8 @@ def train_run(
     if same and source["source"] != old.data.get("source"):
         raise RunError(
             f"{out}: the run was started on {old.data.get('source')}, not {data}; resume "
-            "without --data (the run's own data), or pass --overwrite to train a new run "
-            f"on {data}"
+            "without --data (data=None: the run's own), or pass --overwrite to train a new "
+            f"run on {data}"
         )
     counts = {  # a file gives all its rows, split 90/5/5: no counts to record
         "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),

@@ -18,10 +18,11 @@ handler, so that ``--help`` and argument errors come back at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,21 +198,31 @@ def _threads() -> None:
     torch.set_num_threads(count)
 
 
-def _without_compiler() -> None:
-    """Spare each command the import of ``torch._dynamo`` (over a second), which no command
+@contextlib.contextmanager
+def _without_compiler() -> Iterator[None]:
+    """Spare a command the import of ``torch._dynamo`` (over a second), which no command
     uses: ``torch.optim.Optimizer``'s ``add_param_group``, ``state_dict``,
     ``load_state_dict`` and ``zero_grad`` are wrapped by ``torch._disable_dynamo``, which
     imports the compiler on the first call to store a compiler-disabled version of the
     method on it. Storing the method itself there first keeps every call the plain call
     it is outside ``torch.compile``; where a PyTorch release names things otherwise,
-    nothing changes. (The trainer's C Adam never calls ``optimizer.step()``, which would
-    import it too.)"""
+    nothing changes. What was stored is taken back at the end, so that ``torch.compile``
+    later in the same process (``main`` called from Python) skips those methods again.
+    (The trainer's C Adam never calls ``optimizer.step()``, which would import it too.)"""
     import torch
 
+    stored = []
     for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
         method = getattr(torch.optim.Optimizer.__dict__.get(name), "__wrapped__", None)
         if callable(method) and not hasattr(method, "__dynamo_disable"):
             setattr(method, "__dynamo_disable", method)
+            stored.append(method)
+    try:
+        yield
+    finally:
+        for method in stored:
+            if getattr(method, "__dynamo_disable", None) is method:
+                delattr(method, "__dynamo_disable")
 
 
 def _notes() -> Callable[..., None]:
@@ -259,8 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         _threads()
-        _without_compiler()
-        return int(args.handler(args) or 0)
+        with _without_compiler():
+            return int(args.handler(args) or 0)
     except (CommandError, MissingDependency, RunError, ValueError, TrainingDiverged) as err:
         print(f"flowscope: error: {err}", file=sys.stderr)
         return 2

@@ -156,26 +156,32 @@ def distinct_outputs(inputs: dict[str, Any] | None = None, **paths: Path | None)
         seen[where] = flag
 
 
-def run_data_file(run: str | Path) -> Path | None:
-    """The data file a run folder was trained on, if it was a file (a registry data set
-    or an unreadable folder: ``None``; the command that loads the run says what is
-    wrong with it)."""
+def run_input_files(run: str | Path) -> dict[str, Path]:
+    """The files a run folder reads, each checked by its SHA-256 whenever the run is
+    loaded, by what each is: its data file and the files of its model's parts (a
+    ``--source`` file, a rectified flow's pairs). Empty for an unreadable folder: the
+    command that loads the run says what is wrong with it."""
     from ..errors import RunError
     from ..runs import read_info
 
     try:
-        source = read_info(run).data.get("source")
+        info = read_info(run)
     except RunError:
-        return None
-    return Path(source) if isinstance(source, str) and Path(source).is_file() else None
+        return {}
+    files = {}
+    if "sha256" in info.data:  # a file, not a registry name (runs._source)
+        files[f"the data file the run {run} was trained on"] = Path(info.data["source"])
+    for key, part in info.model.items():
+        if isinstance(part, dict) and "path" in part and "sha256" in part:
+            files[f"the {key} file the model in {run} reads"] = Path(part["path"])
+    return files
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The files a command on a run reads: its ``--points`` file and the run's data."""
-    return {
-        "the --points file this command reads": getattr(args, "points", None),
-        f"the data file the run {args.run} was trained on": run_data_file(args.run),
-    }
+    """The files a command on a run reads: its ``--points`` file and the run's own."""
+    return {"the --points file this command reads": getattr(args, "points", None)} | (
+        run_input_files(args.run)
+    )
 
 
 def plot_path(path: str | None) -> Path | None:

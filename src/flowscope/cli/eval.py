@@ -19,7 +19,7 @@ from .commands import (
     distinct_outputs,
     output_path,
     plot_path,
-    run_data_file,
+    run_input_files,
 )
 
 __all__ = ["add_commands"]
@@ -52,8 +52,7 @@ def _eval(args: argparse.Namespace) -> int:
     outs = [output_path(args.json, "--json") or r / EVAL_JSON for r in runs]
     plot = plot_path(args.plot)
     for run_dir, out in zip(runs, outs, strict=True):
-        data = {f"the data file the run {run_dir} was trained on": run_data_file(run_dir)}
-        distinct_outputs(data, json=out, plot=plot)
+        distinct_outputs(run_input_files(run_dir), json=out, plot=plot)
     if args.plot and args.nfe is None:
         args.nfe = EVAL_NFE  # the plot is of the NFE curve
     results = []
@@ -128,7 +127,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int_type(2),
         default=EVAL_N,
         help=f"samples to draw and compare with the test points (W2, ring metrics), >= 2 "
-        f"(default {EVAL_N}); the held-out NLL uses every test point whatever -n is",
+        f"(default {EVAL_N}); on data other than the rings, where W2 alone uses them, at "
+        "most as many as the test points; the held-out NLL uses every test point whatever "
+        "-n is",
     )
     p.add_argument(
         "--seed", type=int_type(0), default=0, help="seed of the samples, >= 0 (default 0)"

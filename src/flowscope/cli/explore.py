@@ -6,7 +6,7 @@ import argparse
 import time
 
 from . import add_command, int_type, run_folder
-from .commands import distinct_outputs, output_path, point_type, run_data_file
+from .commands import distinct_outputs, output_path, point_type, run_input_files
 
 __all__ = ["add_commands"]
 
@@ -15,8 +15,7 @@ def _explore(args: argparse.Namespace) -> int:
     from ..explore import explore_run
 
     out = output_path(args.out, "-o")
-    data = {f"the data file the run {args.run_dir} was trained on": run_data_file(args.run_dir)}
-    distinct_outputs(data, o=out)
+    distinct_outputs(run_input_files(args.run_dir), o=out)
     t0 = time.perf_counter()
     points = [(f"({x:g}, {y:g})", (x, y)) for x, y in args.point or ()]
     path = explore_run(args.run_dir, out, n=args.n, seed=args.seed, points=points)

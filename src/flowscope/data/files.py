@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import warnings
 from pathlib import Path
 
@@ -114,8 +115,9 @@ def load_points(
         wrong = ~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels))
         if wrong.any():
             row = int(np.argmax(wrong))
+            label = np.format_float_positional(labels[row], trim="-")  # -1, 2.0000001
             raise ValueError(
-                f"{path}: {where(row)}: label {labels[row]:g} is not a non-negative integer "
+                f"{path}: {where(row)}: label {label} is not a non-negative integer "
                 "(a third column holds class labels 0, 1, ...; points alone are two "
                 "columns, x and y)"
             )
@@ -151,17 +153,20 @@ def _check_header(path: Path, header: list[str]) -> None:
 def column_names(path: str | Path) -> tuple[str, str] | None:
     """The names of a csv file's two coordinate columns from its header (after a pandas
     index column, which :func:`load_points` leaves out), or ``None`` for a file without
-    a header or of another kind."""
+    a header or of another kind. Reads the first two lines only."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # load_points has already said it
-        arr, _, header = _read_csv(path)
-        if header is None:
-            return None
-        if arr.ndim == 2 and arr.shape[1] >= 3 and header[0] in INDEX_HEADERS:
-            header = header[1:]
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            first = list(itertools.islice(csv.reader(f), 2))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if not first or not "".join(first[0]).strip() or any(_is_number(v) for v in first[0]):
+        return None  # no header: load_points reads a row with a number as data
+    header = [v.strip() for v in first[0]]
+    if len(header) >= 3 and header[0] in INDEX_HEADERS:
+        header = header[1:]
     names = tuple(header[:2])
     return names if len(names) == 2 and all(names) else None
 
@@ -246,7 +251,7 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
 
 
 #: How files mark a missing value (pandas writes an empty field, R writes NA).
-MISSING = ("", "na", "n/a", "nan", "null", "none")
+MISSING = ("", "na", "n/a", "null", "none")
 
 
 def _not_numeric(line: str, fields: list[str]) -> str:

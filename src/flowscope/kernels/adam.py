@@ -67,10 +67,11 @@ class FusedAdam:
         """One Adam step of every parameter with a gradient, with the group's current lr.
 
         It stands for ``optimizer.step()``, and marks the optimizer as stepped as that call
-        would (``_opt_called``, which PyTorch's learning-rate schedulers read to warn of a
-        scheduler stepped before its optimizer).
+        would (``_opt_called``, and ``_step_count`` before PyTorch 2.4, which PyTorch's
+        learning-rate schedulers read to warn of a scheduler stepped before its optimizer).
         """
         self.optimizer._opt_called = True
+        self.optimizer._step_count = getattr(self.optimizer, "_step_count", 0) + 1
         lr = float(self.group["lr"])
         for p, state in zip(self.params, self.states, strict=True):
             if p.grad is None:
