@@ -33,7 +33,7 @@ from flowscope.train import TrainConfig
 
 torch.set_num_threads(1)
 
-TINY = ["--n-points", "300", "--epochs", "1", "--batch-size", "64"]
+TINY = ["--n-points", "300", "--epochs", "1", "--batch-size", "64", "--holdout-points", "300"]
 
 
 @pytest.fixture(scope="module")

@@ -181,6 +181,7 @@ def test_a_mean_flow_through_every_command(tmp_path, capsys):
 
     out = tmp_path / "mf"
     tiny = ["--data", "moons", "--n-points", "300", "--epochs", "2", "--batch-size", "64"]
+    tiny += ["--holdout-points", "200"]  # the NLL of 10,000 test points by the ODE: 10 s
     assert main(["train", "meanflow", *tiny, "--out", str(out)]) == 0
     assert "MeanFlow loss" in capsys.readouterr().out
     assert main(["train", "meanflow", *tiny, "--out", str(out), "--resume"]) == 0
@@ -193,4 +194,5 @@ def test_a_mean_flow_through_every_command(tmp_path, capsys):
     result = json.loads((out / "eval.json").read_text())
     assert result["model"] == "meanflow" and [p["nfe"] for p in result["nfe_curve"]][:2] == [1, 2]
     assert result["nll_data"] is not None and result["straightness"] is not None
+    assert result["nll_points"] == 200  # --holdout-points: the test part's size
     assert main(["invert", str(out), "--point", "0.5,0.2"]) == 0

@@ -209,7 +209,7 @@ def test_bad_step_counts_are_one_line(runs, capsys, value):
 def test_cli_trains_from_a_source_with_ot_and_refuses_a_batch_of_one(tmp_path, capsys):
     pts = DATASETS["8gaussians"](100, np.random.default_rng(0))
     np.save(tmp_path / "src.npy", pts)
-    common = ["--data", "moons", "--epochs", "1", "--n-points", "300"]
+    common = ["--data", "moons", "--epochs", "1", "--n-points", "300", "--holdout-points", "200"]
     out = tmp_path / "r"
     code = main(
         [

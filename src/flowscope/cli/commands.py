@@ -615,14 +615,16 @@ def _train(args: argparse.Namespace) -> int:
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
     data = args.data or settings["data"]
-    if args.n_points is not None and Path(data).suffix.lower() in DATA_FILES:
-        print(
-            f"flowscope: note: --n-points ignored: the file {data} gives all its "
-            "rows (split 90/5/5)",
-            file=sys.stderr,
-        )
-        args.n_points = None
-    given = {k: getattr(args, k) for k in ("data", "n_points", *TRAIN_OPTIONS)}
+    for flag in ("n_points", "holdout_points"):
+        if getattr(args, flag) is not None and Path(data).suffix.lower() in DATA_FILES:
+            print(
+                f"flowscope: note: --{flag.replace('_', '-')} ignored: the file {data} gives "
+                "all its rows (split 90/5/5)",
+                file=sys.stderr,
+            )
+            setattr(args, flag, None)
+    counts = ("n_points", "holdout_points")
+    given = {k: getattr(args, k) for k in ("data", *counts, *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig)})
     if config.noise is not None and config.noise > 1:
@@ -1234,6 +1236,15 @@ def _add_recipe_options(
         type=int_type(2),
         help=f"training points drawn, >= 2 (default {d['n_points']})",
     )
+    if data:
+        p.add_argument(
+            "--holdout-points",
+            type=int_type(1),
+            metavar="N",
+            help="validation points and test points (N each) drawn of registry data, >= 1 "
+            f"(default {defaults.HOLDOUT_POINTS}; a file is split 90/5/5); the test part "
+            "is what `flowscope eval` scores",
+        )
     p.add_argument(
         "--seed", type=_seed, help=f"initialisation and shuffling, >= 0 (default {d['seed']})"
     )
