@@ -252,3 +252,32 @@ def test_fit_trains_with_one_thread_and_restores_the_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_adam_runs_in_c_under_autograd_too_and_matches_torchs(data, monkeypatch):
+    """A model without a fused loss kernel (a class-conditional flow) gets autograd's
+    gradients and Adam's update in C: the same run, to rounding in float64, as with
+    torch.optim.Adam's step, which is refused here by FusedAdam.supports."""
+    from flowscope import kernels
+
+    x, y = olympic_rings(300, conditional=True, seed=0)
+    config = TrainConfig(epochs=2, batch_size=64, lr=5e-3, seed=0)
+
+    def conditional_nf():
+        torch.manual_seed(0)
+        return NormalizingFlow(2, couplings=3, hidden=8, num_classes=5).double()
+
+    steps = []
+    real_step = kernels.FusedAdam.step
+    monkeypatch.setattr(kernels.FusedAdam, "step", lambda self: steps.append(1) or real_step(self))
+    ours = conditional_nf()
+    fit(ours, x.double(), y, config=config)
+    assert len(steps) == 10  # every step of 2 epochs of 5 batches, the first one too
+    monkeypatch.setattr(kernels.FusedAdam, "supports", staticmethod(lambda opt: "refused here"))
+    theirs = conditional_nf()
+    fit(theirs, x.double(), y, config=config)
+    assert len(steps) == 10  # torch.optim.Adam stepped this one
+    mine, torchs = ours.state_dict(), theirs.state_dict()
+    assert mine.keys() == torchs.keys()
+    for name in mine:
+        torch.testing.assert_close(mine[name], torchs[name], rtol=1e-10, atol=1e-12, msg=name)

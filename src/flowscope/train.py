@@ -4,9 +4,9 @@ The trainer uses the models' public surface only: the standardization, :meth:`lo
 standardized batches and :meth:`validation_terms` (:class:`~flowscope.base.FlowModel`).
 Where a fused kernel reproduces a model's loss (:func:`flowscope.kernels.select`, decided
 once per fit), each step's kernel call writes the gradients into ``.grad`` instead of
-autograd, and Adam's update runs in C too (:class:`flowscope.kernels.FusedAdam`, on the
-optimizer's own state); where no kernel does, the trainer says why once, through the
-``flowscope`` logger.
+autograd; where no kernel does, the trainer says why once, through the ``flowscope``
+logger. Either way Adam's update runs in C where the C kernels are built
+(:class:`flowscope.kernels.FusedAdam`, on the optimizer's own state).
 """
 
 from __future__ import annotations
@@ -193,8 +193,9 @@ def _validate(model: FlowModel, data: _Data, config: TrainConfig, epoch: int, st
 
 
 class _Stepper:
-    """One optimizer step on a batch: the fused kernel's gradients and Adam in C where
-    they run (:func:`_choose_step`), else autograd and ``torch.optim.Adam``.
+    """One optimizer step on a batch: the fused kernel's gradients where it runs
+    (:func:`_choose_step`), else autograd's; Adam's update in C where it is built
+    (:class:`~flowscope.kernels.FusedAdam`), else ``torch.optim.Adam``'s.
 
     Returns the loss's value; a NaN or infinite loss returns before any update, so that
     the model keeps the weights it had.
@@ -206,10 +207,11 @@ class _Stepper:
         self.model, self.opt, self.fused, self.clip = model, opt, fused, config.grad_clip
         self.decay = decay
         self.params = list(model.parameters())
-        # Adam in C from the first step: FusedAdam gives a fresh optimizer the state
+        # Adam in C from the first step, whoever computes the gradients (the fused kernel
+        # or autograd), wherever it is built: FusedAdam gives a fresh optimizer the state
         # torch.optim.Adam's first step would (a resumed one has it already), and never
         # calling opt.step() spares the command the import of torch._dynamo it triggers.
-        ok = fused is not None and kernels.FusedAdam.supports(opt) is None
+        ok = kernels.FusedAdam.supports(opt) is None
         self.adam = kernels.FusedAdam(opt) if ok else None
 
     def __call__(self, y: torch.Tensor, labels, generator: torch.Generator) -> float:
