@@ -843,6 +843,7 @@ def test_bad_points_file(runs, capsys, tmp_path, case, command):
         ),
         # an output that is one of a run folder's own files
         (["sample", "{nf}", "-o", "{nf}/config.json"], "is a file of the run folder"),
+        (["sample", "{nf}", "-o", "{nf}/eval.json"], "is a file of the run folder"),
         (["sample", "{nf}", "--plot", "{nf}/model.safetensors"], "is a file of the run"),
         (["invert", "{nf}", "--point", "0,0", "--trajectory", "{nf}/metrics.csv"], "run folder"),
         (["log-prob", "{nf}", "--point", "0,0", "-o", "{cfm}/batches.csv"], "of the run folder"),

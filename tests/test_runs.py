@@ -335,7 +335,36 @@ def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
     flipped[-200:-100] = bytes(100)  # the header is intact, the tensors' bytes are not
     (out / "checkpoint.safetensors").write_bytes(bytes(flipped))
     with pytest.raises(RunError, match="restore the file to resume the run, or train again i"):
-        load_checkpoint(out, load_run(out)[0])
+        model = load_run(out)[0]
+        load_checkpoint(out, model)
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # both damaged: no claim of a sound model
+    with pytest.raises(RunError, match="model.safetensors is damaged too: restore the files"):
+        load_checkpoint(out, model)
+
+
+@pytest.mark.parametrize("part", ["data", "source"])
+def test_training_never_writes_over_its_own_input_files(tmp_path, capsys, part):
+    """A data or source file named as a run file inside --out would be overwritten by the
+    run it feeds: refused, with --overwrite too, and the file is left as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n" + "".join(f"{i % 7},{i % 5 + i / 50}\n" for i in range(60)))
+    inside = out / "metrics.csv"
+    inside.write_bytes(data.read_bytes())
+    argv = ["train", "fm", "--out", str(out), "--overwrite", "--epochs", "1"]
+    argv += (
+        ["--data", str(inside)]
+        if part == "data"
+        else ["--data", str(data), "--source", str(inside)]
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"the {part} file has the name of a file training writes in the run folder" in err
+    assert inside.read_bytes() == data.read_bytes() and sorted(p.name for p in out.iterdir()) == [
+        "metrics.csv"
+    ]
 
 
 # -- no silent overwrite ----------------------------------------------------------------

@@ -435,6 +435,9 @@ def load_checkpoint(run_dir: str | Path, model: FlowModel) -> TrainState:
     remedy = (
         "the run's model (model.safetensors) is intact and still samples and evaluates; "
         "restore the file to resume the run, or train again into another --out"
+        if _damaged_weights(path.parent) is None
+        else "model.safetensors is damaged too: restore the files, or train the run again "
+        "(--overwrite)"
     )
     tensors, header = _open_tensors(path, "checkpoint", remedy)
     try:
@@ -565,6 +568,28 @@ def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
             "start a new run there"
         )
     return out
+
+
+def _check_inputs_clear_of(out: Path, source: dict[str, Any], model_args: Any) -> None:
+    """Refuse a data file, or a file a model part reads (``source``, ``pairs``), that is
+    one of the files training writes in ``out`` (:data:`RUN_FILES`): it would be written
+    over by the run it feeds.
+
+    Raises:
+        RunError: naming the file and what to do.
+    """
+    files = [("data", source["source"])] if "sha256" in source else []
+    for key, part in dict(model_args or {}).items():
+        if isinstance(part, dict) and isinstance(part.get("path"), str):
+            files.append((key, part["path"]))
+    for what, name in files:
+        path = Path(name).resolve()
+        if path.parent == out.resolve() and path.name in RUN_FILES:
+            raise RunError(
+                f"{name}: the {what} file has the name of a file training writes in the run "
+                f"folder {out}, and would be written over; move it, or train into another "
+                "--out"
+            )
 
 
 def _source(data: str) -> dict[str, Any]:
@@ -721,11 +746,12 @@ def train_run(
         if Path(data).resolve() == Path(old.data["source"]):
             run_data(old, "train")  # says the file is missing, and what to do
     source = _source(data)
+    _check_inputs_clear_of(out, source, model_args)
     if same and source["source"] != old.data.get("source"):
         raise RunError(
             f"{out}: the run was started on {old.data.get('source')}, not {data}; resume "
-            "without --data (data=None: the run's own), or pass --overwrite to train a new "
-            f"run on {data}"
+            "without --data (with the run's own), or pass --overwrite to train a new run on "
+            f"{data}"
         )
     counts = {  # a file gives all its rows, split 90/5/5: no counts to record
         "n_points": None if "sha256" in source else check_int(n_points, "n_points", minimum=2),

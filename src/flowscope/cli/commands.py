@@ -118,7 +118,8 @@ def output_path(path: str | None, flag: str) -> Path | None:
         raise CommandError(f"{flag} {p}: is a folder; give a file name")
     if not p.parent.is_dir():
         raise CommandError(f"{flag} {p}: folder {p.parent} does not exist; create it first")
-    if p.name in RUN_FILES and (p.parent / "config.json").is_file():
+    own = (*RUN_FILES, EVAL_JSON) if flag != "--json" else RUN_FILES  # eval's own file
+    if p.name in own and (p.parent / "config.json").is_file():
         raise CommandError(
             f"{flag} {p}: is a file of the run folder {p.parent}, which writing there would "
             "destroy; give another file name"
