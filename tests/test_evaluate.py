@@ -141,7 +141,7 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     assert (result["n"], result["n_asked"]) == (30, 100)
     head = format_table(result).splitlines()[0]
     assert ", 30 samples (seed 1," in head
-    assert head.endswith("(as many as the test points W2 compares them with, of the 100 asked)")
+    assert head.endswith("(as many as the test points W2 compares them with; -n 100)")
 
 
 @pytest.mark.parametrize(

@@ -629,7 +629,7 @@ def format_table(result: dict[str, Any]) -> str:
         + f", {r['n']} samples "
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
         + (
-            f" (as many as the test points W2 compares them with, of the {r['n_asked']} asked)"
+            f" (as many as the test points W2 compares them with; -n {r['n_asked']})"
             if r.get("n_asked", r["n"]) > r["n"]
             else ""
         )
