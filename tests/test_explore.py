@@ -344,3 +344,25 @@ def test_a_model_with_label_dropout_gets_a_guidance_slider(driver, tmp_path):
     driver.execute_script(f"flowscopeExplorer.setStep('guidance', {len(GUIDANCE_SCALES) - 1})")
     assert plot_data(driver, "guidance") != before
     assert driver.find_element("id", "guidance-label").text == "w = 5"
+
+
+def test_panels_of_unlike_scales_fill_their_frame_and_the_rings_keep_equal_aspect(driver, tmp_path):
+    """Minutes against tens of minutes (Old Faithful) would be a thin strip at one unit
+    length per axis: such panels drop the equal aspect, as the plots do (COMPARABLE_SPANS);
+    the rings keep it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack(
+        [3.5 + torch.randn(300, generator=g), 70 + 12 * torch.randn(300, generator=g)], 1
+    )
+    model = small_model("nf")
+    model.fit_standardization(x)
+    rings, _ = load_run(FIXTURES / "nf")
+    anchors = {}
+    for name, m, data in (("unlike", model, x), ("rings", rings, None)):
+        path = write_explorer(m, tmp_path / f"{name}.html", data, **SMALL)
+        open_page(driver, path)
+        anchors[name] = driver.execute_script(
+            "return ['flow', 'inverse', 'density'].map("
+            "id => document.getElementById(id).layout.yaxis.scaleanchor || null)"
+        )
+    assert anchors == {"unlike": [None, None, None], "rings": ["x", "x", "x"]}

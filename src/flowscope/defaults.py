@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 __all__ = [
+    "COMPARABLE_SPANS",
     "DEFAULT_EMBEDDING_DIM",
     "EVAL_FLOOR_PAIRS",
     "EVAL_N",
@@ -68,3 +69,11 @@ HOLDOUT_POINTS = 10_000
 EVAL_N = 2000
 EVAL_FLOOR_PAIRS = 5
 EVAL_NFE = (1, 2, 4, 8, 16, 32, 100)
+
+
+# -- figures and pages -----------------------------------------------------------------------
+
+#: The largest ratio of the two axes' spans drawn with equal aspect (the plots and the
+#: explorer's panels); data whose axes differ more (minutes against tens of minutes) get a
+#: frame of their own shape, not a strip.
+COMPARABLE_SPANS = 4.0

@@ -10,11 +10,19 @@
   var PALETTE = ["#222222", "#1f77b4", "#2ca02c", "#d62728", "#e6b800", "#9467bd", "#8c564b"];
   function C() { return D.per_class[E.cls]; }
   function color() { return D.classes ? PALETTE[E.cls % PALETTE.length] : "#1f77b4"; }
+  // Equal aspect where the two spans are comparable (the plots' rule, COMPARABLE_SPANS);
+  // data of unlike scales (minutes against tens of minutes) fill the panel instead.
+  function comparable(region) {
+    var a = region[0][1] - region[0][0], b = region[1][1] - region[1][0];
+    return Math.max(a, b) <= D.comparable_spans * Math.min(a, b);
+  }
   function layout(title, region) {
     var l = { title: { text: title, font: { size: 13 } }, margin: { l: 40, r: 10, t: 30, b: 30 },
               showlegend: false, hovermode: "closest",
-              xaxis: { zeroline: false }, yaxis: { zeroline: false, scaleanchor: "x" } };
+              xaxis: { zeroline: false }, yaxis: { zeroline: false } };
     if (region) { l.xaxis.range = region[0]; l.yaxis.range = region[1]; }
+    var shape = region || C().region;  // a panel without a range of its own: the data's
+    if (!shape || comparable(shape)) l.yaxis.scaleanchor = "x";
     return l;
   }
   function dots(xy, c, size, opacity) {

@@ -45,6 +45,7 @@ import torch
 
 from .atomic import atomic_write
 from .base import FlowModel, one_thread
+from .defaults import COMPARABLE_SPANS
 from .models import model_type
 
 __all__ = [
@@ -494,6 +495,7 @@ def explorer_data(
     return {
         "title": title or entry.title,
         "type": entry.name,
+        "comparable_spans": COMPARABLE_SPANS,  # the panels' equal aspect, as the plots
         "ode": ode,
         "classes": names,
         "density_note": (

@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 from .data import RING_CENTERS, RING_COLORS, RING_NAMES, RING_RADIUS
+from .defaults import COMPARABLE_SPANS
 
 __all__ = [
     "PAGE_WIDTH",
@@ -260,11 +261,6 @@ def draw_rings(ax) -> None:
     half transparent, drawn above the points so that they stay visible in dense clouds."""
     for c in RING_CENTERS:
         ax.add_patch(Circle(c, RING_RADIUS, fill=False, zorder=3, **RING_LINE))
-
-
-#: The largest ratio of the two axes' spans drawn with equal aspect; data whose axes
-#: differ more (minutes against tens of minutes) get a frame of their own shape, not a strip.
-COMPARABLE_SPANS = 4.0
 
 
 def comparable(xlim, ylim) -> bool:
