@@ -56,6 +56,7 @@ __all__ = [
     "RunError",
     "RunInfo",
     "build_model",
+    "input_files",
     "model_type_of",
     "recorded_model_args",
     "load_run",
@@ -570,23 +571,31 @@ def check_out(out: Path, overwrite: bool, resume: bool) -> Path:
     return out
 
 
+def input_files(data: dict[str, Any], model: dict[str, Any]) -> dict[str, Path]:
+    """The files a run reads, by what each is for: ``"data"`` (its data file; a registry
+    name is none) and each model part that reads one (``"source"``, a rectified flow's
+    ``"pairs"``), from a run's ``data`` and ``model`` records (:class:`RunInfo`) or, before
+    training, the data's record (:func:`_source`) and the model's arguments."""
+    files = {"data": Path(data["source"])} if "sha256" in data else {}
+    for key, part in model.items():
+        if isinstance(part, dict) and isinstance(part.get("path"), str):
+            files[key] = Path(part["path"])
+    return files
+
+
 def _check_inputs_clear_of(out: Path, source: dict[str, Any], model_args: Any) -> None:
-    """Refuse a data file, or a file a model part reads (``source``, ``pairs``), that is
-    one of the files training writes in ``out`` (:data:`RUN_FILES`): it would be written
-    over by the run it feeds.
+    """Refuse a file the run will read (:func:`input_files`) that is one of the files
+    training writes in ``out`` (:data:`RUN_FILES`): it would be written over by the run
+    it feeds.
 
     Raises:
         RunError: naming the file and what to do.
     """
-    files = [("data", source["source"])] if "sha256" in source else []
-    for key, part in dict(model_args or {}).items():
-        if isinstance(part, dict) and isinstance(part.get("path"), str):
-            files.append((key, part["path"]))
-    for what, name in files:
-        path = Path(name).resolve()
-        if path.parent == out.resolve() and path.name in RUN_FILES:
+    for what, path in input_files(source, dict(model_args or {})).items():
+        where = path.resolve()
+        if where.parent == out.resolve() and where.name in RUN_FILES:
             raise RunError(
-                f"{name}: the {what} file has the name of a file training writes in the run "
+                f"{path}: the {what} file has the name of a file training writes in the run "
                 f"folder {out}, and would be written over; move it, or train into another "
                 "--out"
             )
@@ -736,9 +745,8 @@ def train_run(
     if same:  # and its own data, unless told otherwise (and then refused below)
         data = old.data.get("source") if data is None else data
         n_points = old.data.get("n_points") if n_points is None else n_points
-        holdout_points = (
-            old.data.get("holdout_points") if holdout_points is None else (holdout_points)
-        )
+        if holdout_points is None:
+            holdout_points = old.data.get("holdout_points")
     data = STUDY_DATA if data is None else data
     n_points = STUDY_POINTS if n_points is None else n_points
     holdout_points = HOLDOUT_POINTS if holdout_points is None else holdout_points

@@ -158,24 +158,25 @@ def distinct_outputs(inputs: dict[str, Any] | None = None, **paths: Path | None)
 
 
 def run_input_files(run: str | Path) -> dict[str, Path]:
-    """The files a run folder reads, each checked by its SHA-256 whenever the run is
-    loaded, by what each is: its data file and the files of its model's parts (a
-    ``--source`` file, a rectified flow's pairs). Empty for an unreadable folder: the
-    command that loads the run says what is wrong with it."""
+    """The files a run folder reads (:func:`~flowscope.runs.input_files`: its data file,
+    a ``--source`` file, a rectified flow's pairs), each checked by its SHA-256 whenever
+    the run is loaded, keyed by what each is, in words. Empty for an unreadable folder:
+    the command that loads the run says what is wrong with it."""
     from ..errors import RunError
-    from ..runs import read_info
+    from ..runs import input_files, read_info
 
     try:
         info = read_info(run)
     except RunError:
         return {}
-    files = {}
-    if "sha256" in info.data:  # a file, not a registry name (runs._source)
-        files[f"the data file the run {run} was trained on"] = Path(info.data["source"])
-    for key, part in info.model.items():
-        if isinstance(part, dict) and "path" in part and "sha256" in part:
-            files[f"the {key} file the model in {run} reads"] = Path(part["path"])
-    return files
+    return {
+        (
+            f"the data file the run {run} was trained on"
+            if key == "data"
+            else f"the {key} file the model in {run} reads"
+        ): path
+        for key, path in input_files(info.data, info.model).items()
+    }
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -616,7 +617,8 @@ def _train(args: argparse.Namespace) -> int:
         settings.update({k: info.data[k] for k in ("n_points", "holdout_points") if k in info.data})
         settings["data"] = info.data.get("source", settings["data"])
     data = args.data or settings["data"]
-    for flag in ("n_points", "holdout_points"):
+    counts = ("n_points", "holdout_points")
+    for flag in counts:
         if getattr(args, flag) is not None and Path(data).suffix.lower() in DATA_FILES:
             print(
                 f"flowscope: note: --{flag.replace('_', '-')} ignored: the file {data} gives "
@@ -624,7 +626,6 @@ def _train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             setattr(args, flag, None)
-    counts = ("n_points", "holdout_points")
     given = {k: getattr(args, k) for k in ("data", *counts, *TRAIN_OPTIONS)}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig)})
