@@ -10,7 +10,8 @@ rather than the last weights), the held-out NLL (nats per point, data units), me
 standard deviation over the folds, and the mean training seconds.
 
 Run: ``python benchmarks/explore_small_noise.py --out benchmarks/results/small_noise``
-(``--models nf --grid 0.1:0.5:last`` for one setting: noise:decay:last|best).
+(``--models nf --grid 0.1:0.5:last`` for one setting: noise:decay:last|best, optionally
+:steps for ``min_steps``).
 """
 
 from __future__ import annotations
@@ -52,13 +53,17 @@ GRID = {
 
 
 def setting(text: str) -> dict:
-    noise, decay, end = text.split(":")
-    if end not in ("last", "best"):
-        raise SystemExit(f"--grid {text}: the third part is last or best")
-    return {"small_noise": float(noise), "small_decay": float(decay), "keep_best": end == "best"}
+    """noise:decay:last|best, optionally :steps (``min_steps``, 2,000 by default)."""
+    noise, decay, end, *steps = text.split(":")
+    if end not in ("last", "best") or len(steps) > 1:
+        raise SystemExit(f"--grid {text}: noise:decay:last|best[:steps]")
+    fields = {"small_noise": float(noise), "small_decay": float(decay), "keep_best": end == "best"}
+    if steps:
+        fields["min_steps"] = int(steps[0])
+    return fields
 
 
-def run(name: str, model: str, fields: dict, tmp: Path) -> dict:
+def run(name: str, model: str, fields: dict, tmp: Path, model_args: dict | None = None) -> dict:
     header, x = bench_small.read(name)
     nll, secs = [], []
     for test_idx in bench_small.folds(len(x), 5, 0):
@@ -71,6 +76,7 @@ def run(name: str, model: str, fields: dict, tmp: Path) -> dict:
             tmp / "run",
             data=str(csv),
             config=recipe(model, **fields),
+            model_args=model_args,
             overwrite=True,
             progress=False,
         )
@@ -80,6 +86,7 @@ def run(name: str, model: str, fields: dict, tmp: Path) -> dict:
         "file": name,
         "model": model,
         **fields,
+        **({"model_args": model_args} if model_args else {}),
         "nll": statistics.fmean(nll),
         "nll_std": statistics.stdev(nll),
         "seconds": statistics.fmean(secs),
@@ -97,13 +104,14 @@ def markdown(rows: list[dict], command: str) -> str:
         "the folds; noise in standardized units; `best`: the best validation epoch kept, "
         "`last`: the last weights.",
         "",
-        "| file | model | noise | decay | weights | NLL | training s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| file | model | noise | decay | weights | steps | model's arguments | NLL | training s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['file']} | {r['model']} | {r['small_noise']:g} | {r['small_decay']:g} | "
-            f"{'best' if r['keep_best'] else 'last'} | {r['nll']:.3f} ± {r['nll_std']:.3f} | "
+            f"{'best' if r['keep_best'] else 'last'} | {r.get('min_steps', 2000):,} | "
+            f"{json.dumps(r.get('model_args', {}))} | {r['nll']:.3f} ± {r['nll_std']:.3f} | "
             f"{r['seconds']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -113,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", default="faithful")
     p.add_argument("--models", default=",".join(GRID))
-    p.add_argument("--grid", help="settings noise:decay:last|best, space-separated")
+    p.add_argument("--grid", help="settings noise:decay:last|best[:steps], space-separated")
+    p.add_argument(
+        "--model-args", type=json.loads, help='the model\'s arguments, JSON: {"hidden": 32}'
+    )
     p.add_argument("--out", default="benchmarks/results/small_noise")
     args = p.parse_args(argv)
     rows = []
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.files.split(","):
             for model in args.models.split(","):
                 for text in (args.grid or GRID[model]).split():
-                    rows.append(run(name, model, setting(text), Path(tmp)))
+                    rows.append(run(name, model, setting(text), Path(tmp), args.model_args))
                     print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/explore_small_noise.py " + " ".join(argv or sys.argv[1:])
     out = Path(args.out)

@@ -575,6 +575,29 @@ def test_log_prob_of_a_conditional_model_takes_labels_from_the_file(runs, capsys
     np.testing.assert_allclose([float(r[3]) for r in rows], expected.numpy(), rtol=1e-5)
     code, by_name, _ = run(capsys, "log-prob", runs["cfm"], "--point", "0,1", "--label", "blue")
     assert code == 0 and by_name.splitlines()[1] == out.splitlines()[1]
+    f.write_text("0,1,BLUE\n2,0,black\n")  # class names, in any case, read as the ids
+    code, named, _ = run(capsys, "log-prob", runs["cfm"], "--points", f)
+    assert code == 0 and named == out
+    f.write_text("0,1,blue\n2,0,purple\n")
+    code, _, err = run(capsys, "log-prob", runs["cfm"], "--points", f)
+    assert "row 2: 'purple' is not a class of the model" in one_error_line(code, err)
+
+
+def test_a_file_of_class_names_trains_a_model_that_knows_them(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    names = rng.choice(["virginica", "setosa"], 40)
+    rows = [
+        f"{a:.3f},{b:.3f},{n}" for (a, b), n in zip(rng.normal(size=(40, 2)), names, strict=True)
+    ]
+    data = tmp_path / "iris.csv"
+    data.write_text("length,width,species\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", "nf", "--conditional", "--data", data, "--epochs", "1", "--out", out]
+    assert run(capsys, *argv)[0] == 0
+    model, info = load_run(out)
+    assert model.class_names == ("setosa", "virginica") == tuple(info.data["class_names"])
+    code, printed, _ = run(capsys, "sample", out, "-n", 4, "--label", "SETOSA")
+    assert code == 0 and [r.split(",")[2] for r in printed.splitlines()[1:]] == ["0"] * 4
 
 
 # -- invert -----------------------------------------------------------------------------

@@ -599,18 +599,45 @@ def test_a_file_of_another_shape_or_separator_says_what_it_holds(tmp_path):
             load_points(tmp_path / "t.csv")
 
 
-def test_missing_values_and_class_names_are_named_as_such(tmp_path):
-    """pandas writes a missing value as an empty field, R as NA; a label column of names
-    is what a data frame usually holds."""
+def test_missing_values_are_named_as_such(tmp_path):
+    """pandas writes a missing value as an empty field, R as NA."""
     f = tmp_path / "f.csv"
     for text, says in [
         ("a,b\n1,2\n,55\n", "column 1 is a missing value (empty); drop or fill the rows"),
         ("a,b\n1,2\n3.6,NA\n", "column 2 is a missing value ('NA')"),
-        ("a,b,c\n1,2,0\n3.6,79,long\n", "column 3 is 'long': class labels in a file are"),
+        ("a,b,c\n1,2,blue\n3.6,79,\n", "column 3 is a missing value (empty)"),
     ]:
         f.write_text(text)
         with pytest.raises(ValueError, match=re.escape(f"row 2 (line 3): {says}")):
             load_points(f)
+
+
+def test_a_label_column_of_class_names_is_read_and_numbered_in_sorted_order(tmp_path):
+    """A data frame's label column usually holds names: load_points gives them as they
+    are, make_dataset numbers them as pandas' category codes do and keeps the names."""
+    f = tmp_path / "f.csv"
+    f.write_text(",x,y,species\n0,1,2,virginica\n1,3,4, Setosa\n2,5,6,virginica\n")
+    with pytest.warns(UserWarning, match="row index"):
+        x, labels = load_points(f)
+    assert x.tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert labels == ["virginica", "Setosa", "virginica"]
+    with pytest.warns(UserWarning, match="row index"):
+        data = make_dataset(str(f), 0, conditional=True)
+    assert data.class_names == ("Setosa", "virginica")  # sorted, as cat.codes
+    assert data.labels.tolist() == [1, 0, 1] and data.columns == ("x", "y")
+    np.savez(tmp_path / "f.npz", x=np.ones((2, 2)), labels=np.array(["b", "a"]))
+    assert make_dataset(str(tmp_path / "f.npz"), 0, conditional=True).labels.tolist() == [1, 0]
+    for text, says in [
+        (
+            "1,2,0\n3,4,blue\n",
+            "holds class names (row 2, line 2: 'blue') and ids (row 1, line 1: 0)",
+        ),
+        ("1,2,Blue\n3,4,blue\n", "the class names 'Blue' and 'blue' differ only in case"),
+    ]:
+        f.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(says)):
+            make_dataset(str(f), 0, conditional=True)
+    assert load_points(f)[1] == ["Blue", "blue"]  # a points file: the model reads any case
 
 
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
@@ -624,7 +651,7 @@ def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
 
 def test_a_third_column_of_fractions_is_said_to_be_read_as_labels(tmp_path):
     (tmp_path / "f.csv").write_text("a,b,c\n0.5,1.5,-0.36\n")
-    with pytest.raises(ValueError, match="label -0.36 .*third column holds class labels"):
+    with pytest.raises(ValueError, match="label -0.36 .*third column holds class ids"):
         load_points(tmp_path / "f.csv")
     for value in ("2.0000001", "1000000.5", "-1"):  # as written, all its digits shown
         (tmp_path / "f.csv").write_text(f"a,b,c\n0.5,1.5,{value}\n")

@@ -291,7 +291,8 @@ class FlowModel(nn.Module):
         if isinstance(labels, str):
             labels = self.class_id(labels)
         elif isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
-            labels = [self.class_id(v) for v in labels]
+            ids = {v: self.class_id(v) for v in set(labels)}
+            labels = [ids[v] for v in labels]
         return check_labels(labels, n, self.num_classes).to(self.device)
 
     def check(

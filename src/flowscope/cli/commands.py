@@ -282,8 +282,20 @@ def _points(args: argparse.Namespace, model: Any, info: Any) -> tuple[torch.Tens
     if file_labels is None:
         raise CommandError(
             f"the model in {args.run} is conditional: give --label NAME_OR_ID or a third "
-            f"column of class ids in --points (classes: {_known_classes(model)})"
+            f"column of class ids or names in --points (classes: {_known_classes(model)})"
         )
+    if isinstance(file_labels, list):  # class names
+        ids = {}
+        for row, name in enumerate(file_labels):
+            if name not in ids:
+                try:
+                    ids[name] = model.class_id(name)
+                except ValueError:
+                    raise CommandError(
+                        f"{args.points}: row {row + 1}: {name!r} is not a class of the model "
+                        f"in {args.run} ({_known_classes(model)})"
+                    ) from None
+        return x, torch.tensor([ids[name] for name in file_labels])
     bad = file_labels >= model.num_classes
     if bad.any():
         row = int(bad.nonzero()[0, 0])
@@ -1257,8 +1269,8 @@ def _add_data_option(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         "--data",
         help=f"olympic, moons, 8gaussians, checkerboard, 2spirals, pinwheel, circles, "
         "swissroll, or a .csv/.npy/.npz file: columns x, y and, for a conditional model "
-        "(cfm, or --conditional), an integer label "
-        "(0, 1, ...); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
+        "(cfm, or --conditional), a label: class ids 0, 1, ... or names (numbered in "
+        "sorted order); a csv may have a header; at least 16 rows, split 90/5/5 into train, "
         f"validation and test (default {d['data']})",
     )
 

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import UnusedLabels
 from .checks import check_int
-from .files import column_names, load_points
+from .files import _load, check_distinct_names, column_names
 from .rings import RING_NAMES, olympic_rings
 from .toy import DATASETS
 
@@ -43,7 +43,9 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
     """Build a data set by registry name (``olympic`` or a :data:`DATASETS` key) or file path.
 
     Arguments:
-        source: ``"olympic"``, one of ``DATASETS``, or a path for :func:`load_points`.
+        source: ``"olympic"``, one of ``DATASETS``, or a path for :func:`load_points`
+            (a label column of class names is numbered in their sorted order, and
+            ``class_names`` holds them).
         n: number of points to draw (ignored for files, which give all their rows).
         conditional: ask for class labels (only ``olympic`` and labelled files have them).
         seed: generator seed.
@@ -68,13 +70,21 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
             raise ValueError(f"{path}: no such file")
         known = ", ".join(["olympic", *DATASETS])
         raise ValueError(f"unknown data {source!r}: not a file and not one of {known}")
-    x, labels = load_points(path)
+    x, labels, names = _load(path, torch.float32)
     if conditional and labels is None:
-        raise ValueError(f"{path}: conditional training needs a third column of integer labels")
+        raise ValueError(
+            f"{path}: conditional training needs a third column of class labels (ids 0, 1, "
+            "... or names)"
+        )
     if not conditional and labels is not None:
         raise UnusedLabels(
             f"{path}: has a third column (class labels), but the model is unconditional; "
             "give a file of two columns x,y, or train a conditional model"
         )
-    names = None if labels is None else tuple(str(i) for i in range(int(labels.max()) + 1))
-    return Dataset(x, labels, str(path), names, column_names(path))
+    if names is not None:
+        check_distinct_names(path, names)
+    if labels is None:
+        names = None
+    elif names is None:  # ids: each is its own name
+        names = [str(i) for i in range(int(labels.max()) + 1)]
+    return Dataset(x, labels, str(path), tuple(names) if names else None, column_names(path))

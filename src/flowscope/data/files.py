@@ -16,25 +16,41 @@ __all__ = ["column_names", "file_sha256", "load_points"]
 
 def load_points(
     path: str | Path, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | list[str] | None]:
     """Read points from ``.csv`` (header optional), ``.npy`` or ``.npz``.
 
-    Two numeric columns are the coordinates; an optional third column holds integer class
-    labels. An ``.npz`` holds one array of 2 or 3 columns, or ``x`` (N, 2) and ``labels`` (N,).
+    Two numeric columns are the coordinates; an optional third column holds the class
+    labels: integer ids 0, 1, ... or class names (a csv's text, an ``.npz``'s string
+    array), which a conditional model's ``log_prob`` and ``sample`` take as they are (any
+    case; :attr:`~flowscope.base.FlowModel.class_names`). An ``.npz`` holds one array of
+    2 or 3 columns, or ``x`` (N, 2) and ``labels`` (N,).
 
     Arguments:
         dtype: of the points, ``torch.float32`` (the models' default) or ``torch.float64``
             (for a model in double precision).
 
     Returns:
-        points (N, 2) of ``dtype`` and labels (N,) int64 or ``None``.
+        points (N, 2) of ``dtype``, and labels: (N,) int64 ids, a list of N class names,
+        or ``None``. (:func:`~flowscope.data.make_dataset` numbers names in sorted order.)
 
     Raises:
         ValueError: naming the file and the row or column, for an empty file, text that is
             not a number, NaN or inf (a number beyond float64's range reads as inf), a
             value beyond float32's range (about 3.4e38) for ``dtype`` float32, a wrong
-            number of columns, or labels that are negative or not integers.
+            number of columns, labels that are negative or not integers, or a label column
+            that mixes ids and names.
     """
+    x, labels, names = _load(path, dtype)
+    if names is not None:
+        return x, [names[i] for i in labels.tolist()]
+    return x, labels
+
+
+def _load(
+    path: str | Path, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """:func:`load_points`'s points and labels as ids, and the sorted class names those
+    ids index when the label column held names (else ``None``)."""
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     path = Path(path)
@@ -43,10 +59,10 @@ def load_points(
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    labels = None
+    labels = names = None
     lines = None  # for a csv: the file line of each row, so that errors name the line
     if suffix == ".csv":
-        arr, lines, header = _read_csv(path)
+        arr, lines, header, names = _read_csv(path)
         dropped = _drop_index_column(path, arr, header)
         if header is not None:
             _check_header(path, header[arr.shape[1] - dropped.shape[1] :])
@@ -66,6 +82,8 @@ def load_points(
                         raise ValueError(
                             f"{path}: 'labels' has shape {labels.shape}, expected ({len(arr)},)"
                         )
+                    if labels.dtype.kind == "U":  # class names
+                        names, labels = _number_names(path, [str(v).strip() for v in labels])
             elif len(keys) == 1:
                 arr = np.asarray(obj[keys[0]])
             else:
@@ -118,11 +136,11 @@ def load_points(
             label = np.format_float_positional(labels[row], trim="-")  # -1, 2.0000001
             raise ValueError(
                 f"{path}: {where(row)}: label {label} is not a non-negative integer "
-                "(a third column holds class labels 0, 1, ...; points alone are two "
+                "(a third column holds class ids 0, 1, ... or class names; points alone are two "
                 "columns, x and y)"
             )
         labels = torch.from_numpy(labels.astype(np.int64))
-    return torch.from_numpy(converted), labels
+    return torch.from_numpy(converted), labels, names
 
 
 #: Header names that say a column is the class label, which must come third.
@@ -255,8 +273,8 @@ MISSING = ("", "na", "n/a", "null", "none")
 
 
 def _not_numeric(line: str, fields: list[str]) -> str:
-    """Why a csv line is not a row of numbers, for an error message: a missing value, a
-    class name where a class id goes, or another separator than commas."""
+    """Why a csv line is not a row of numbers, for an error message: a missing value, or
+    another separator than commas (a class name in the label column is read as one)."""
     col, field = next((k, v) for k, v in enumerate(fields) if not _is_number(v))
     if field.strip().lower() in MISSING:
         shown = "empty" if not field.strip() else repr(field.strip())
@@ -264,19 +282,36 @@ def _not_numeric(line: str, fields: list[str]) -> str:
             f"column {col + 1} is a missing value ({shown}); drop or fill the rows with "
             "missing values first (pandas: df.dropna())"
         )
-    if col == 2 and len(fields) == 3:
-        return (
-            f"column 3 is {field.strip()!r}: class labels in a file are integer ids 0, 1, ...; "
-            "number the classes first (pandas: df[name].astype('category').cat.codes)"
-        )
     sep = next((c for c in ("\t", ";", " ") if c in line.strip()), None)
     hint = f" (the values are separated by {sep!r}; a .csv separates them by commas)"
     return f"{line.strip()!r} is not numeric{hint if sep else ''}"
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
-    """The numeric rows of a csv file (N, C), the file line (1-based) of each, and the
-    header's fields (``None`` without a header)."""
+def check_distinct_names(path: str | Path, names: list[str]) -> None:
+    """Refuse class names of a file that differ only in case: a model reads class names in
+    any case, so they would name one class twice.
+
+    Raises:
+        ValueError: naming the two spellings.
+    """
+    folded: dict[str, str] = {}
+    for name in names:
+        if name.lower() in folded:
+            raise ValueError(
+                f"{path}: the class names {folded[name.lower()]!r} and {name!r} differ only in "
+                "case, and class names are read in any case; spell each class one way"
+            )
+        folded[name.lower()] = name
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None, list[str] | None]:
+    """The numeric rows of a csv file (N, C), the file line (1-based) of each, the
+    header's fields (``None`` without a header), and the class names of a label column
+    of names (``None`` for a file without one).
+
+    A last column (the third of x, y, label; the fourth behind a row index) may hold class
+    names rather than ids: its place in the rows then holds each name's index in the
+    sorted names, as ``pandas``' ``astype("category").cat.codes`` numbers them."""
     try:
         # utf-8-sig: a byte-order mark (as Excel writes one) is not part of the header
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -288,6 +323,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
     # csv's reader takes the fields out of their quotes ("1",3.6,79 as R's write.csv has it).
     split = list(csv.reader(lines))
     rows, numbers, start, header = [], [], 0, None
+    texts: dict[int, str] = {}  # row -> its class name, for a label column of names
     if lines and lines[0].strip() and not any(_is_number(v) for v in split[0]):
         start = 1  # a header: no field is a number (a row with some numbers is data)
         header = [v.strip() for v in split[0]]
@@ -295,6 +331,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
         if not line.strip():
             continue
         where = f"row {len(rows) + 1} (line {i})"
+        name = fields[-1].strip() if len(fields) in (3, 4) else ""
+        if name and not _is_number(name) and name.lower() not in MISSING:
+            texts[len(rows)] = name  # a class name where a label goes
+            fields = [*fields[:-1], "nan"]
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
@@ -306,4 +346,33 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None]:
             )
     if not rows:
         raise ValueError(f"{path}: the file holds no points")
-    return np.asarray(rows, dtype=np.float64), numbers, header
+    arr = np.asarray(rows, dtype=np.float64)
+    if not texts:
+        return arr, numbers, header, None
+    named = np.zeros(len(arr), dtype=bool)
+    named[list(texts)] = True
+    if not named.all():
+        row, other = next(iter(texts)), int(np.argmin(named))
+        raise ValueError(
+            f"{path}: the label column holds class names (row {row + 1}, line "
+            f"{numbers[row]}: {texts[row]!r}) and ids (row {other + 1}, line {numbers[other]}: "
+            f"{np.format_float_positional(arr[other, -1], trim='-')}); give names or ids "
+            "throughout"
+        )
+    names, arr[:, -1] = _number_names(path, [texts[r] for r in range(len(arr))])
+    return arr, numbers, header, names
+
+
+def _number_names(path: Path, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """The sorted distinct class names of a label column of names, and each row's id
+    (its name's index among them), as pandas' ``astype("category").cat.codes``.
+
+    Raises:
+        ValueError: for an empty or missing name.
+    """
+    names = sorted(set(labels))
+    for name in names:
+        if not name or name.lower() in MISSING:
+            raise ValueError(f"{path}: a label is missing ({name!r}); give every point its class")
+    index = {name: k for k, name in enumerate(names)}
+    return names, np.array([index[v] for v in labels], dtype=np.float64)
