@@ -946,7 +946,9 @@ def test_a_file_named_as_a_runs_registry_data_may_be_written(runs, capsys, tmp_p
     assert (tmp_path / "olympic").read_text().count("\n") == 4  # header and 3 samples
 
 
-def test_a_points_file_naming_the_runs_columns_swapped_is_refused(capsys, tmp_path):
+def test_a_points_file_naming_the_runs_columns_swapped_is_refused_and_others_noted(
+    capsys, tmp_path
+):
     data = tmp_path / "data.csv"
     data.write_text("eruptions,waiting\n" + "".join(f"{i % 7},{50 + i}\n" for i in range(60)))
     out = tmp_path / "run"
@@ -958,7 +960,12 @@ def test_a_points_file_naming_the_runs_columns_swapped_is_refused(capsys, tmp_pa
     for command in ("log-prob", "invert"):
         err = one_error_line(*run(capsys, command, out, "--points", swapped)[::2])
         assert "names the columns waiting, eruptions" in err and "swap the two columns" in err
-        assert run(capsys, command, out, "--points", same)[0] == 0
+        code, _, err = run(capsys, command, out, "--points", same)
+        assert code == 0 and "header names" not in err
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n2,60\n")  # other names: read by position, and said so
+    code, _, err = run(capsys, "log-prob", out, "--points", other)
+    assert code == 0 and "read by position, as a = eruptions and b = waiting" in err
 
 
 def test_ot_with_a_batch_of_one_is_refused_before_the_run_folder_is_made(capsys, tmp_path):

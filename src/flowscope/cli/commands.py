@@ -224,7 +224,10 @@ def _label_id(value: str, model: Any, run: str) -> int:
 
 def _check_columns(points: str, info: Any, run: str) -> None:
     """Refuse a points file whose header names the run's two columns in the other order:
-    the columns are read by position, so its points would be read transposed."""
+    the columns are read by position, so its points would be read transposed; a note for
+    other names than the run's."""
+    import warnings
+
     from ..data import column_names
 
     names, trained = column_names(points), info.data.get("columns")
@@ -236,6 +239,14 @@ def _check_columns(points: str, info: Any, run: str) -> None:
             f"{points}: the header names the columns {', '.join(names)}, and the model in "
             f"{run} was trained on {', '.join(trained)}; the columns are read by position, "
             "so swap the two columns"
+        )
+    if have != want:
+        warnings.warn(
+            f"{points}: the header names the columns {', '.join(names)}, and the model in {run} "
+            f"was trained on {', '.join(trained)}; the columns are read by position, as "
+            f"{names[0]} = {trained[0]} and {names[1]} = {trained[1]}",
+            UserWarning,
+            stacklevel=2,
         )
 
 
