@@ -1232,3 +1232,21 @@ def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys, 
     # A run folder that does not exist is said before anything is imported.
     err = one_error_line(*run(capsys, "eval", str(tmp_path / "none"))[::2])
     assert f"argument RUN_DIR: {tmp_path / 'none'}: no such run folder (train one with" in err
+
+
+def test_csv_outputs_give_each_number_in_the_fewest_digits_its_dtype_reads_back(
+    runs, capsys, tmp_path
+):
+    """An input echoed from float32 reads 3.6, not 3.5999999; float64 keeps all digits."""
+    out = tmp_path / "lp.csv"
+    for extra, dtype in (([], np.float32), (["--float64"], np.float64)):
+        argv = ["log-prob", runs["nf"], "--point", "3.6,0.1", "-o", out, *extra]
+        assert run(capsys, *argv)[0] == 0
+        rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+        assert rows[0][:2] == ["3.6", "0.1"]
+        model, _ = load_run(runs["nf"])
+        if dtype == np.float64:
+            model = model.double()
+        x = torch.tensor([[3.6, 0.1]], dtype=model.dtype)
+        written = dtype(rows[0][2])
+        assert written == model.log_prob(x).numpy().astype(dtype)[0]  # reads back exactly

@@ -16,7 +16,6 @@ and their ``train`` options come from :data:`~flowscope.models.MODELS`.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import sys
 import textwrap
@@ -487,25 +486,27 @@ def _option_type(parse: Any) -> Any:
 
 
 def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
-    """The same numbers as CSV text (exact, ``%.9g``) and as an aligned table."""
+    """The same numbers as CSV text and as an aligned table. The CSV gives each number
+    in the fewest digits that read back to it in its column's dtype (float32: 3.6, not
+    3.5999999; float64: all 17 digits where they are needed)."""
     import numpy as np
 
     ints = [c.dtype.kind in "iu" for c in columns]
-    buf = io.StringIO()
-    np.savetxt(
-        buf,
-        np.column_stack([c.astype(np.float64) for c in columns]),
-        fmt=["%d" if i else "%.9g" for i in ints],
-        delimiter=",",
-        header=",".join(header),
-        comments="",
-    )
+    texts = [
+        [str(int(v)) for v in c]
+        if i
+        else [str(v) for v in c]  # numpy's shortest round-trip text of a float32
+        if c.dtype == np.float32
+        else [repr(float(v)) for v in c]  # Python's, of a float64
+        for c, i in zip(columns, ints, strict=True)
+    ]
+    csv_text = "".join(",".join(row) + "\n" for row in [header, *zip(*texts, strict=True)])
     rows = [
         [f"{int(v)}" if i else f"{float(v):.6g}" for v, i in zip(row, ints, strict=True)]
         for row in zip(*columns, strict=True)
     ]
     table = text_table([header, *rows], align="r" * len(header), min_width=10)
-    return buf.getvalue(), table + "\n"
+    return csv_text, table + "\n"
 
 
 def _write(path: Path, text: str | bytes, what: str) -> None:
@@ -840,7 +841,7 @@ def _sample(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     x = model.sample(n, labels=labels, generator=gen, **options)
     check_finite(x, "samples", args.run)
-    pts = x.double().cpu().numpy()
+    pts = x.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
@@ -921,13 +922,13 @@ def _log_prob(args: argparse.Namespace) -> int:
             + ("" if args.float64 else "; --float64 computes it"),
             file=sys.stderr,
         )
-    pts = x.double().cpu().numpy()
+    pts = x.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
         columns.append(labels.cpu().numpy())
     header += ["log_prob", "log_prob_standardized"]
-    columns += [lp.double().cpu().numpy(), lp_std.double().cpu().numpy()]
+    columns += [lp.cpu().numpy(), lp_std.cpu().numpy()]
     csv, table = _table(header, columns)
     if out is not None:
         _write(out, csv, f"the log-densities of {count(len(x), 'point')}")
@@ -954,7 +955,7 @@ def _invert(args: argparse.Namespace) -> int:
     path = None
     if traj_out is not None:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
-    pts, lat = x.double().cpu().numpy(), z.double().cpu().numpy()
+    pts, lat = x.cpu().numpy(), z.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
     if labels is not None:
         header.append("label")
@@ -968,7 +969,7 @@ def _invert(args: argparse.Namespace) -> int:
         sys.stdout.write(table)
     if path is not None:
         steps, n = path.shape[:2]
-        flat = path.double().cpu().numpy().reshape(-1, 2)  # (steps * N, 2), step-major
+        flat = path.cpu().numpy().reshape(-1, 2)  # (steps * N, 2), step-major
         traj_csv, _ = _table(
             ["step", "point", "x", "y"],
             [np.repeat(np.arange(steps), n), np.tile(np.arange(n), steps), flat[:, 0], flat[:, 1]],
