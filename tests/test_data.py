@@ -553,6 +553,30 @@ def test_a_pandas_index_column_is_left_out_or_refused(tmp_path):
         load_points(tmp_path / "h.csv")
 
 
+def test_pandas_column_numbers_are_a_header_and_a_row_of_missing_values_is_not(tmp_path):
+    # pd.DataFrame(array).to_csv(f) heads the columns with their numbers: ",0,1" before
+    # the index, "0,1" with index=False. Both were read as data (a missing value; a point).
+    f = tmp_path / "f.csv"
+    f.write_text(",0,1\n0,1.5,2.0\n1,3.0,4.0\n")
+    with pytest.warns(UserWarning, match="row index"):
+        x, labels = load_points(f)
+    assert x.tolist() == [[1.5, 2.0], [3.0, 4.0]] and labels is None
+    f.write_text("0,1,2\n1.5,2.0,0\n3.0,4.0,1\n")
+    with pytest.warns(UserWarning, match=r"first line, 0,1,2, was read as the header.*0\.0,1\.0"):
+        x, labels = load_points(f)
+    assert x.tolist() == [[1.5, 2.0], [3.0, 4.0]] and labels.tolist() == [0, 1]
+    assert column_names(f) is None  # numbers, not names for the axes
+    # Over rows of integers "0,1" is as likely a point: read as one.
+    f.write_text("0,1\n1,2\n3,4\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_points(f)[0].tolist() == [[0, 1], [1, 2], [3, 4]]
+    # A first row of missing values is not a header: its values are missing.
+    f.write_text("NA,NA\n1,2\n")
+    with pytest.raises(ValueError, match=r"row 1 \(line 1\): column 1 is a missing value \('NA'\)"):
+        load_points(f)
+
+
 def test_a_file_as_r_writes_it_loads_without_its_index_and_quotes(tmp_path):
     # R's write.csv quotes the header and the row names, which count from 1.
     rows = "\n".join(f'"{i + 1}",{0.1 * i:.1f},{1 - 0.1 * i:.1f}' for i in range(12))

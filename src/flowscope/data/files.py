@@ -180,13 +180,54 @@ def column_names(path: str | Path) -> tuple[str, str] | None:
             first = list(itertools.islice(csv.reader(f), 2))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    if not first or not "".join(first[0]).strip() or any(_is_number(v) for v in first[0]):
-        return None  # no header: load_points reads a row with a number as data
-    header = [v.strip() for v in first[0]]
+    header = _header(first)
+    if header is None or _column_numbers(header):
+        return None  # no header, or pandas' column numbers: not names to show
     if len(header) >= 3 and header[0] in INDEX_HEADERS:
         header = header[1:]
     names = tuple(header[:2])
     return names if len(names) == 2 and all(names) else None
+
+
+def _column_numbers(fields: list[str]) -> bool:
+    """Whether a first row is the header pandas writes for a DataFrame without column
+    names: its column numbers ``0,1[,2]``, after an index header (``,0,1``) or not."""
+    if len(fields) >= 3 and fields[0] in INDEX_HEADERS:
+        fields = fields[1:]
+    return len(fields) in (2, 3) and fields == [str(k) for k in range(len(fields))]
+
+
+def _header(split: list[list[str]], path: Path | None = None) -> list[str] | None:
+    """A csv file's header (its first row's fields, stripped), or ``None`` when the first
+    row is data. ``split`` holds the file's first rows (two suffice), split into fields.
+
+    The first row is a header when none of its fields is a number (a row with some numbers
+    is data) and it is not a row of missing values (``NA,NA`` is a point with both values
+    missing). pandas writes an unnamed DataFrame's column numbers as its header (``0,1``,
+    or ``,0,1`` before an index): a header when an index header leads it or when the next
+    row writes a coordinate as pandas writes a float (``1.0``, ``1e-05``), with a warning
+    naming ``path`` (none without it); over rows of integers ``0,1`` is read as a point."""
+    if not split or not split[0]:
+        return None
+    fields = [v.strip() for v in split[0]]
+    if not "".join(fields) or all(v.lower() in MISSING for v in fields):
+        return None
+    if _column_numbers(fields):
+        if fields[0] in INDEX_HEADERS:
+            return fields
+        second = [v.strip().lower() for v in split[1][:2]] if len(split) > 1 else []
+        if not any("." in v or "e" in v for v in second):
+            return None  # over integers, 0,1 is as likely a point
+        if path is not None:
+            warnings.warn(
+                f"{path}: the first line, {','.join(fields)}, was read as the header pandas "
+                "writes for a DataFrame without column names, not as a point (if it is a "
+                f"point, write it as {','.join(f'{v}.0' for v in fields[:2])})",
+                UserWarning,
+                stacklevel=4,
+            )
+        return fields
+    return None if any(_is_number(v) for v in fields) else fields
 
 
 def recorded_file(path: str | Path, sha256: str | None, what: str) -> tuple[str, str]:
@@ -322,11 +363,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None, list
         ) from None
     # csv's reader takes the fields out of their quotes ("1",3.6,79 as R's write.csv has it).
     split = list(csv.reader(lines))
-    rows, numbers, start, header = [], [], 0, None
+    rows, numbers = [], []
     texts: dict[int, str] = {}  # row -> its class name, for a label column of names
-    if lines and lines[0].strip() and not any(_is_number(v) for v in split[0]):
-        start = 1  # a header: no field is a number (a row with some numbers is data)
-        header = [v.strip() for v in split[0]]
+    header = _header(split[:2], path)
+    start = 0 if header is None else 1
     for i, (line, fields) in enumerate(zip(lines[start:], split[start:], strict=True), start + 1):
         if not line.strip():
             continue
