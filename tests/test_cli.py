@@ -597,7 +597,16 @@ def test_a_file_of_class_names_trains_a_model_that_knows_them(capsys, tmp_path):
     model, info = load_run(out)
     assert model.class_names == ("setosa", "virginica") == tuple(info.data["class_names"])
     code, printed, _ = run(capsys, "sample", out, "-n", 4, "--label", "SETOSA")
-    assert code == 0 and [r.split(",")[2] for r in printed.splitlines()[1:]] == ["0"] * 4
+    # Its outputs name the classes as the file did, so that they read back as it did.
+    assert code == 0 and [r.split(",")[2] for r in printed.splitlines()[1:]] == ["setosa"] * 4
+    samples = tmp_path / "s.csv"
+    assert run(capsys, "sample", out, "-n", 4, "-o", samples)[0] == 0
+    rows = [r.split(",") for r in samples.read_text().splitlines()[1:]]
+    assert [r[2] for r in rows] == ["setosa", "virginica"] * 2  # balanced classes
+    code, table, _ = run(capsys, "log-prob", out, "--points", samples)
+    assert code == 0 and [r.split()[2] for r in table.splitlines()[1:]] == [r[2] for r in rows]
+    code, table, _ = run(capsys, "invert", out, "--point", "0,0", "--label", "1")
+    assert code == 0 and table.splitlines()[1].split()[2] == "virginica"
 
 
 # -- invert -----------------------------------------------------------------------------

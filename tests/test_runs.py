@@ -318,6 +318,33 @@ def test_resume_on_other_data_names_the_runs_own(tmp_path, capsys):
     assert read_bytes(out) == before
 
 
+def test_resume_finds_a_moved_data_file_by_its_bytes(tmp_path, capsys):
+    data = write_points(tmp_path / "pts.csv", 40)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    config = TrainConfig(epochs=2, batch_size=8, seed=0)
+    train_run("nf", whole, data=str(data), config=config)
+    with pytest.raises(Interrupted):
+        train_run("nf", cut, data=str(data), config=config, on_epoch_end=interrupt_after(1))
+    moved = tmp_path / "elsewhere" / "copy.csv"
+    moved.parent.mkdir()
+    data.rename(moved)
+    assert main(["train", "nf", "--out", str(cut), "--resume"]) == 2
+    assert "moved, it is found again by training the run with --resume and --data" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "nf", "--out", str(cut), "--resume", "--data", str(moved)]) == 0
+    assert f"{moved} holds the same points as {data}, the file the run was started on" in (
+        capsys.readouterr().err
+    )
+    a, b = state(whole), state(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # as if never interrupted
+    assert read_info(cut).data["source"] == str(moved.resolve())  # found there from now on
+    # Other bytes at the new path are other data, refused as before.
+    write_points(moved, 40, seed=1)
+    assert main(["train", "nf", "--out", str(cut), "--resume", "--data", str(moved)]) == 2
+    assert "the data file has changed since the run was trained" in capsys.readouterr().err
+
+
 def test_corrupted_checkpoint_is_a_run_error(runs, tmp_path):
     out = tmp_path / "nf"
     out.mkdir()

@@ -584,9 +584,7 @@ def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(fi
         result = evaluate_run(file_run, n=50, floor_pairs=2)
     note = str(w[0].message)
     assert "W2 between 10-point sets (and its noise floor, from 5-point draws) ranks no" in note
-    assert note.endswith(
-        "(`flowscope eval RUN OTHER_RUN` prints it), or cross-validate over the whole file"
-    )
+    assert note.endswith("(flowscope.evaluate.paired_nll), or cross-validate over the whole file")
     model, info = load_run(file_run)
     train, test = run_data(info, "train"), run_data(info, "test")
     nll = flowscope.metrics.heldout_nll(model, test.x)
@@ -754,8 +752,12 @@ def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
     other = tmp_path / "nf2"
     cfg = TrainConfig(epochs=2, batch_size=64)  # the same seed: the same split of the file
     train_run("nf", other, data=data, config=cfg, model_args={"couplings": 2}, progress=False)
+    assert main(["eval", str(other), "-n", "20", "--floor-pairs", "1"]) == 0
+    hint = f"`flowscope eval {other} OTHER_RUN` compares this model with another run's"
+    assert hint in capsys.readouterr().err  # one run on few test points: how to pair it
     assert main(["eval", str(file_run), str(other), "-n", "20", "--floor-pairs", "1"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "OTHER_RUN" not in err  # the command pairs them already
     a, b = (json.loads((r / "eval.json").read_text()) for r in (file_run, other))
     test = run_data(load_run(file_run)[1], "test")
     nll_a = flowscope.metrics.heldout_nll(load_run(file_run)[0], test.x).points

@@ -342,7 +342,7 @@ def _few_points_note(r: dict[str, Any], n: int, registry: bool) -> str:
     return (
         f"{text}; W2 between {r['w2_points']}-point sets{floor} ranks no models. Compare "
         "two models on these points by the paired standard error of their per-point NLLs "
-        f"(`flowscope eval RUN OTHER_RUN` prints it), or {more}"
+        f"(flowscope.evaluate.paired_nll), or {more}"
     )
 
 

@@ -520,7 +520,8 @@ def run_data(info: RunInfo, part: str) -> Dataset:
         if not path.is_file():
             raise RunError(
                 f"{source}: the run's data file is missing; put it back to evaluate or resume "
-                "this run"
+                "this run (moved, it is found again by training the run with --resume and "
+                "--data naming the file where it is now)"
             )
         if file_sha256(path) != d["sha256"]:
             raise RunError(
@@ -637,6 +638,8 @@ def _resume_state(out: Path, old: RunInfo, info: RunInfo, model: FlowModel, n: i
     config, was_config = train_config(info), train_config(old)
     now = {"model": name, **info.model, **info.data, **config.effective(n)}
     then = {"model": was, **recorded_model_args(old), **old.data, **was_config.effective(n)}
+    if then.get("sha256") is not None and then.get("sha256") == now.get("sha256"):
+        then["source"] = now["source"]  # the same file's bytes at another path (train_run)
     differ = [
         f"{k} {_show(then.get(k), k, was_config, n)} (now {_show(v, k, config, n)})"
         for k, v in now.items()
@@ -755,7 +758,15 @@ def train_run(
             run_data(old, "train")  # says the file is missing, and what to do
     source = _source(data)
     _check_inputs_clear_of(out, source, model_args)
-    if same and source["source"] != old.data.get("source"):
+    moved = same and "sha256" in source and source.get("sha256") == old.data.get("sha256")
+    if moved and source["source"] != old.data["source"]:  # the same bytes, elsewhere now
+        warnings.warn(
+            f"{data} holds the same points as {old.data['source']}, the file the run was "
+            "started on (the same SHA-256): resuming on it, and config.json names it from now on",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif same and source["source"] != old.data.get("source"):
         raise RunError(
             f"{out}: the run was started on {old.data.get('source')}, not {data}; resume "
             "without --data (with the run's own), or pass --overwrite to train a new run on "

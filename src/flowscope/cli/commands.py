@@ -33,7 +33,6 @@ from ..tables import count
 from . import CommandError, add_command, int_type, run_folder, text_table
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 # The parsers read plain-Python declarations only; the handlers import PyTorch, numpy and
@@ -485,26 +484,47 @@ def _option_type(parse: Any) -> Any:
     return convert
 
 
-def _table(header: list[str], columns: list[np.ndarray]) -> tuple[str, str]:
-    """The same numbers as CSV text and as an aligned table. The CSV gives each number
+def _label_column(header: list[str], columns: list[Any], info: Any, labels: Any) -> None:
+    """Append the label column to an output's ``header`` and ``columns``: the class names
+    for a run trained on a data file whose label column held names (its outputs read as
+    that file does), else the ids (the registry's data sets give ids, named or not).
+    Nothing for ``labels`` None."""
+    if labels is None:
+        return
+    header.append("label")
+    ids = labels.cpu().numpy()
+    names = info.data.get("class_names") if "sha256" in info.data else None
+    columns.append(ids if not names else [names[i] for i in ids])
+
+
+def _table(header: list[str], columns: list[Any]) -> tuple[str, str]:
+    """The same values as CSV text and as an aligned table. The CSV gives each number
     in the fewest digits that read back to it in its column's dtype (float32: 3.6, not
-    3.5999999; float64: all 17 digits where they are needed)."""
+    3.5999999; float64: all 17 digits where they are needed); a column of names (a list
+    of str) as they are, quoted where a name holds a comma or a quote."""
+    import csv
+    import io
+
     import numpy as np
 
-    ints = [c.dtype.kind in "iu" for c in columns]
-    texts = [
-        [str(int(v)) for v in c]
-        if i
-        else [str(v) for v in c]  # numpy's shortest round-trip text of a float32
-        if c.dtype == np.float32
-        else [repr(float(v)) for v in c]  # Python's, of a float64
-        for c, i in zip(columns, ints, strict=True)
+    def text(c: Any) -> list[str]:
+        if isinstance(c, list):
+            return list(c)
+        if c.dtype.kind in "iu":
+            return [str(int(v)) for v in c]
+        if c.dtype == np.float32:
+            return [str(v) for v in c]  # numpy's shortest round-trip text of a float32
+        return [repr(float(v)) for v in c]  # Python's, of a float64
+
+    texts = [text(c) for c in columns]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *zip(*texts, strict=True)])
+    csv_text = buf.getvalue()
+    shown = [
+        t if isinstance(c, list) or c.dtype.kind in "iu" else [f"{float(v):.6g}" for v in c]
+        for c, t in zip(columns, texts, strict=True)
     ]
-    csv_text = "".join(",".join(row) + "\n" for row in [header, *zip(*texts, strict=True)])
-    rows = [
-        [f"{int(v)}" if i else f"{float(v):.6g}" for v, i in zip(row, ints, strict=True)]
-        for row in zip(*columns, strict=True)
-    ]
+    rows = [list(row) for row in zip(*shown, strict=True)]
     table = text_table([header, *rows], align="r" * len(header), min_width=10)
     return csv_text, table + "\n"
 
@@ -843,9 +863,7 @@ def _sample(args: argparse.Namespace) -> int:
     check_finite(x, "samples", args.run)
     pts = x.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
-    if labels is not None:
-        header.append("label")
-        columns.append(labels.cpu().numpy())
+    _label_column(header, columns, info, labels)
     csv, _ = _table(header, columns)
     if out is not None:
         _write(out, csv, count(n, "sample"))
@@ -924,9 +942,7 @@ def _log_prob(args: argparse.Namespace) -> int:
         )
     pts = x.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
-    if labels is not None:
-        header.append("label")
-        columns.append(labels.cpu().numpy())
+    _label_column(header, columns, info, labels)
     header += ["log_prob", "log_prob_standardized"]
     columns += [lp.cpu().numpy(), lp_std.cpu().numpy()]
     csv, table = _table(header, columns)
@@ -957,9 +973,7 @@ def _invert(args: argparse.Namespace) -> int:
         path = model.trajectory(x, labels=labels, inverse=True, **options)
     pts, lat = x.cpu().numpy(), z.cpu().numpy()
     header, columns = _axes(info), [pts[:, 0], pts[:, 1]]
-    if labels is not None:
-        header.append("label")
-        columns.append(labels.cpu().numpy())
+    _label_column(header, columns, info, labels)
     header += ["z1", "z2"]
     columns += [lat[:, 0], lat[:, 1]]
     csv, table = _table(header, columns)

@@ -27,6 +27,7 @@ __all__ = ["add_commands"]
 
 def _eval(args: argparse.Namespace) -> int:
     from ..evaluate import (
+        FEW_TEST_POINTS,
         evaluate_run,
         format_nfe_side_by_side,
         format_nfe_table,
@@ -86,6 +87,12 @@ def _eval(args: argparse.Namespace) -> int:
     if len(runs) > 1:
         print(format_paired(results))
         print()
+    elif 0 < (results[0]["nll_points"] or 0) < FEW_TEST_POINTS:
+        print(
+            f"flowscope: note: `flowscope eval {runs[0]} OTHER_RUN` compares this model with "
+            "another run's on the same test points, by the paired standard error",
+            file=sys.stderr,
+        )
     if args.nfe is not None and len(runs) > 1:
         print(format_nfe_side_by_side(results, args.nfe))
         print()
