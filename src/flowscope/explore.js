@@ -189,9 +189,12 @@
     E.step.guidance = C().guided.map(function (s) { return s.w; }).indexOf(1);  // the plain model first
     document.getElementById("guidance-step").value = E.step.guidance;
   }
-  document.getElementById("flow-note").textContent = D.ode ?
+  document.getElementById("flow-note").textContent = (D.ode ?
     "Red arrows: the velocity v(x, t) at that time, in data units per unit time (lengths scaled to fit)." :
-    "Each step is one state of the model's trajectory.";
+    "Each step is one state of the model's trajectory.") +
+    " Every state is drawn in data units, as the model's standardization maps it back: the " +
+    (D.ode ? "noise (t = 0)" : "latent z") + " as mean + scale \u00d7 z, so it spreads as the data do, " +
+    "not as N(0, I).";
   document.getElementById("densities-note").textContent = "Computed by " + D.density_note + ".";
   document.getElementById("density-note").textContent = "White dots: the data. Log-density: " + D.likelihood + " (colours span the top 20 nats)" +
     "; a click snaps to the nearest of " + C().probes.items.length + " precomputed probe points.";

@@ -548,8 +548,9 @@ def write_explorer(
 
 def explore_run(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Write the explorer page of the run in ``run_dir`` (default ``RUN/explore.html``)
-    with the run's test points as the data (the model's own samples if its data file is
-    gone); ``options`` as :func:`explorer_data`. Returns the path.
+    with the run's test points as the data (a data file's run: the whole file, all its
+    parts; the model's own samples if its data file is gone); ``options`` as
+    :func:`explorer_data`. Returns the path.
 
     Raises:
         RunError: if the run folder cannot be read.
@@ -558,9 +559,12 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, **options: A
 
     run_dir = Path(run_dir)
     model, info = load_run(run_dir)
+    # A file's parts are small (its test part 5% of it): the page draws the whole file.
+    parts = ("train", "val", "test") if "sha256" in info.data else ("test",)
     try:
-        data = run_data(info, "test")
-        x, labels, names = data.x, data.labels, data.class_names
+        data = [run_data(info, part) for part in parts]
+        x, names = torch.cat([d.x for d in data]), data[0].class_names
+        labels = None if data[0].labels is None else torch.cat([d.labels for d in data])
     except (RunError, ValueError, OSError):
         x, labels, names = None, None, info.data.get("class_names")
     out = Path(out) if out else run_dir / "explore.html"
