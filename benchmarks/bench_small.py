@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from flowscope.baseline import mixture_baseline
+from flowscope.crossval import fold_indices
 from flowscope.metrics import heldout_nll, standard_error
 from flowscope.runs import load_run, read_info, run_data, train_run
 
@@ -51,8 +52,9 @@ def read(name: str) -> tuple[list[str], np.ndarray]:
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    """k disjoint index sets covering range(n), from a seeded permutation."""
-    return np.array_split(np.random.default_rng(seed).permutation(n), k)
+    """k disjoint index sets covering range(n), from a seeded permutation: the folds of
+    ``flowscope train MODEL --data FILE --folds k`` (:func:`flowscope.crossval.fold_indices`)."""
+    return fold_indices(n, k, seed)
 
 
 def one_fold(name, header, x, test_idx, models, tmp: Path) -> dict:

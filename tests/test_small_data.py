@@ -584,7 +584,10 @@ def test_eval_gives_standard_errors_and_says_when_the_test_points_are_too_few(fi
         result = evaluate_run(file_run, n=50, floor_pairs=2)
     note = str(w[0].message)
     assert "W2 between 10-point sets (and its noise floor, from 5-point draws) ranks no" in note
-    assert note.endswith("(flowscope.evaluate.paired_nll), or cross-validate over the whole file")
+    assert note.endswith(
+        "(flowscope.evaluate.paired_nll), or cross-validate over the whole file "
+        "(flowscope.crossval)"
+    )
     model, info = load_run(file_run)
     train, test = run_data(info, "train"), run_data(info, "test")
     nll = flowscope.metrics.heldout_nll(model, test.x)

@@ -32,6 +32,7 @@ from .tables import text_table
 __all__ = [
     "DEFAULT_NFE",
     "FEW_TEST_POINTS",
+    "baseline_verdict",
     "NoiseFloor",
     "data_draw",
     "evaluate_run",
@@ -338,7 +339,11 @@ def _few_points_note(r: dict[str, Any], n: int, registry: bool) -> str:
         )
     floor = r.get("w2_noise_floor_points")
     floor = f" (and its noise floor, from {floor}-point draws)" if floor else ""
-    more = "train with more --holdout-points" if registry else "cross-validate over the whole file"
+    more = (
+        "train with more --holdout-points"
+        if registry
+        else "cross-validate over the whole file (flowscope.crossval)"
+    )
     return (
         f"{text}; W2 between {r['w2_points']}-point sets{floor} ranks no models. Compare "
         "two models on these points by the paired standard error of their per-point NLLs "
@@ -524,14 +529,6 @@ def _rings(samples, labels) -> dict[str, Any]:
     return out
 
 
-def _t95(dof: int) -> float:
-    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (1.96 for
-    many): how many standard errors a mean difference must exceed to be told apart."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, dof))
-
-
 def _count(n: int, noun: str) -> str:
     """``1 test point``, ``13 test points``."""
     return f"{n} {noun}{'s' if n != 1 else ''}"
@@ -637,6 +634,28 @@ def format_table(result: dict[str, Any]) -> str:
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
 
 
+def baseline_verdict(gap: float, se: float | None, n: int, points: str = "test point") -> str:
+    """Whether a model beats the Gaussian-mixture baseline, in words: ``gap`` is the
+    mixture's NLL less the model's (nats per point, positive: the model is better) over
+    n points, ``se`` its paired standard error (``None`` when unknown); the two are told
+    apart when ``gap`` leaves the 95% interval around 0 (Student's t on n - 1 degrees of
+    freedom). ``points`` names what was scored."""
+    by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (" (paired standard error)" if se else "")
+    reach = None if se is None else metrics.t95(n - 1) * se  # a two-sided 95% interval's half
+    if se is None and n < FEW_TEST_POINTS:
+        text = f"the model is {by} {'better' if gap > 0 else 'worse'} on {_count(n, points)}"
+        return text + (": too few to tell the two apart" if n == 1 else "")
+    if reach is not None and abs(gap) < reach:
+        return (
+            f"the model is {by} {'better' if gap > 0 else 'worse'}, inside the 95% "
+            f"interval of ± {reach:.4f} around no difference (Student's t on {n - 1} "
+            f"degrees of freedom): these {points}s do not tell the two apart"
+        )
+    if gap > 0:
+        return f"the model is {by} better"
+    return f"the model is {by} WORSE: the mixture fits these data better"
+
+
 def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The Gaussian-mixture baseline's rows of :func:`format_table`, and by how much the
     model beats it (none without a baseline)."""
@@ -650,22 +669,8 @@ def _baseline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     )
     verdict = ""
     if r.get("nll_data") is not None:
-        gap, se, n = r["gmm_nll_data"] - r["nll_data"], r.get("gmm_gap_sem"), r["nll_points"]
-        by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (" (paired standard error)" if se else "")
-        reach = None if se is None else _t95(n - 1) * se  # a two-sided 95% interval's half
-        if se is None and n < FEW_TEST_POINTS:
-            verdict = f"; the model is {by} {'better' if gap > 0 else 'worse'} on {n} test point"
-            verdict += "s" if n != 1 else ": too few to tell the two apart"
-        elif reach is not None and abs(gap) < reach:
-            verdict = (
-                f"; the model is {by} {'better' if gap > 0 else 'worse'}, inside the 95% "
-                f"interval of ± {reach:.4f} around no difference (Student's t on {n - 1} "
-                "degrees of freedom): these test points do not tell the two apart"
-            )
-        elif gap > 0:
-            verdict = f"; the model is {by} better"
-        else:
-            verdict = f"; the model is {by} WORSE: the mixture fits these data better"
+        gap = r["gmm_nll_data"] - r["nll_data"]
+        verdict = "; " + baseline_verdict(gap, r.get("gmm_gap_sem"), r["nll_points"])
     rows = [
         (
             "  Gaussian mixture baseline, data units",
@@ -781,7 +786,7 @@ def paired_nll(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
     if not bool(torch.isfinite(diff).all()):
         return None
     se = metrics.standard_error(diff)
-    reach = None if se is None else _t95(len(diff) - 1) * se
+    reach = None if se is None else metrics.t95(len(diff) - 1) * se
     return {"difference": float(diff.mean()), "sem": se, "points": len(diff), "reach": reach}
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "class_coverage",
     "heldout_nll",
     "path_metrics",
+    "t95",
     "ring_coverage",
     "ring_precision",
     "round_trip_error",
@@ -117,6 +118,14 @@ class NLL:
         standardized per class, whose shift differs from class to class); ``None``
         without ``points``, for one point or for an infinite NLL."""
         return standard_error(self.points)
+
+
+def t95(dof: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (1.96 for
+    many): how many standard errors a mean difference must exceed to be told apart."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
 
 
 def standard_error(values: torch.Tensor | None) -> float | None:

@@ -641,8 +641,16 @@ class _TensorBoard:
 def _train(args: argparse.Namespace) -> int:
     from .. import runs
 
+    if args.folds is not None:
+        for flag in ("resume", "tensorboard"):
+            if getattr(args, flag):
+                raise CommandError(
+                    f"--folds cross-validates from scratch: drop --{flag} (or --folds)"
+                )
+    elif args.fold_seed:
+        raise CommandError("--fold-seed is the seed of --folds' split: give --folds K too")
     writer_class = _summary_writer() if args.tensorboard else None
-    out = Path(args.out or f"runs/{args.model}")
+    out = Path(args.out or f"runs/{args.model}" + ("-cv" if args.folds else ""))
     if not out.parent.exists():  # as `mkdir -p` (a file in the way is train_run's error)
         try:
             out.parent.mkdir(parents=True)
@@ -679,6 +687,9 @@ def _train(args: argparse.Namespace) -> int:
             "(1 in standardized units): the model will learn mostly the noise",
             file=sys.stderr,
         )
+
+    if args.folds is not None:
+        return _cross_validate(args, out, settings["data"], config, model_args, conditional)
 
     done: list[int] = []
     tensorboard = None if writer_class is None else _TensorBoard(writer_class, out / "tensorboard")
@@ -790,6 +801,83 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _cross_validate(
+    args: argparse.Namespace, out: Path, data: str, config: Any, model_args: Any, conditional: Any
+) -> int:
+    """``train MODEL --data FILE --folds K``: :func:`flowscope.crossval.cross_validate`,
+    a line per fold on stderr, then the totals against the mixture."""
+    from ..crossval import CV_JSON, cross_validate
+    from ..evaluate import baseline_verdict
+
+    if Path(data).suffix.lower() not in DATA_FILES:
+        raise CommandError(
+            f"--folds cross-validates a data file (.csv, .npy, .npz), not {data}: registry "
+            "data are drawn afresh, so train one run with more --holdout-points instead"
+        )
+    t0 = time.perf_counter()
+
+    def on_fold(k: int, fold: Any) -> None:
+        print(
+            f"fold {k} of {args.folds}: held-out NLL {float(fold.nll.mean()):.4f}, mixture "
+            f"{float(fold.baseline.mean()):.4f} nats/point on {count(len(fold.nll), 'row')} "
+            f"(trained in {fold.seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        cv = cross_validate(
+            args.model,
+            data,
+            out,
+            folds=args.folds,
+            seed=args.fold_seed,
+            config=config,
+            model_args=model_args,
+            conditional=conditional,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=None,
+            on_fold=on_fold,
+        )
+    except KeyboardInterrupt:
+        print(f"flowscope: interrupted; {out} keeps the folds trained so far", file=sys.stderr)
+        return 130
+    s = cv.summary()
+    given = "-log p(x | class)" if cv.conditional else "-log p(x)"
+    rows = [
+        ("", "held-out NLL", ""),
+        (
+            args.model,
+            _mean_sem(s["nll"], s["nll_sem"]),
+            f"nats/point ({given}, data units) ± standard error",
+        ),
+        (
+            "Gaussian mixture",
+            _mean_sem(s["baseline"], s["baseline_sem"]),
+            "scikit-learn, components by BIC, fitted to each fold's run's training points",
+        ),
+    ]
+    verdict = "no verdict: an NLL is infinite"
+    if s["difference"] is not None:
+        verdict = baseline_verdict(-s["difference"], s["difference_sem"], s["points"], "row")
+    print(
+        f"cross-validated {args.model} on {data} in {args.folds} folds (seed "
+        f"{args.fold_seed}): every one of its {s['points']:,} rows held out once, "
+        f"{time.perf_counter() - t0:.1f} s\n"
+        + text_table(rows, align="lrl")
+        + f"\nagainst the mixture, paired over the rows: {verdict}\n"
+        f"wrote {out / CV_JSON}; the folds' runs are {out}/fold-1 ... fold-{args.folds}"
+    )
+    return 0
+
+
+def _mean_sem(mean: float | None, sem: float | None) -> str:
+    if mean is None:
+        return "inf"
+    return f"{mean:.4f}" + ("" if sem is None else f" ± {sem:.4f}")
 
 
 # -- reflow -----------------------------------------------------------------------------
@@ -1122,6 +1210,7 @@ _TRAIN_EXAMPLES = (
     "   # the study's network and uniform t",
     "flowscope train cfm --standardize global --out runs/cfm-global",
     "flowscope train cfm --data points.csv --out runs/mine   # rows x,y,label",
+    "flowscope train nf --data points.csv --folds 5   # every row held out once, against a mixture",
 )
 
 
@@ -1228,6 +1317,23 @@ def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
         "--tensorboard",
         action="store_true",
         help="also write TensorBoard event files to RUN_DIR/tensorboard (needs tensorboard)",
+    )
+    p.add_argument(
+        "--folds",
+        type=int_type(2),
+        metavar="K",
+        help="cross-validate on a --data file instead of training one run: K runs, each "
+        "trained on all rows but one fold's and scored on that fold, beside the Gaussian "
+        "mixture fitted to the same training points, so that every row is held out once "
+        "(a small file's own test part is 5%% of it); writes RUN_DIR/fold-1 ... fold-K "
+        "and RUN_DIR/cv.json (default RUN_DIR runs/MODEL-cv)",
+    )
+    p.add_argument(
+        "--fold-seed",
+        type=_seed,
+        default=0,
+        metavar="SEED",
+        help="with --folds: the seed of the rows' split into folds (default 0)",
     )
 
 

@@ -14,6 +14,7 @@ from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
 from . import CommandError, add_command, int_type, run_folder
 from .commands import (
+    DATA_FILES,
     EVAL_JSON,
     add_device,
     distinct_outputs,
@@ -88,9 +89,16 @@ def _eval(args: argparse.Namespace) -> int:
         print(format_paired(results))
         print()
     elif 0 < (results[0]["nll_points"] or 0) < FEW_TEST_POINTS:
+        first = results[0]
+        every = ""
+        if Path(first["data"]).suffix.lower() in DATA_FILES:
+            every = (
+                f"; `flowscope train {first['model']} --data {first['data']} --folds 5` holds "
+                "out every row of the file once instead"
+            )
         print(
             f"flowscope: note: `flowscope eval {runs[0]} OTHER_RUN` compares this model with "
-            "another run's on the same test points, by the paired standard error",
+            f"another run's on the same test points, by the paired standard error{every}",
             file=sys.stderr,
         )
     if args.nfe is not None and len(runs) > 1:

@@ -1,0 +1,139 @@
+"""Cross-validation on a data file (flowscope.crossval, `flowscope train --folds`): every row
+held out once, each fold's scores against its own model and mixture, the folder's files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowscope.baseline import mixture_baseline
+from flowscope.cli import main
+from flowscope.crossval import CV_JSON, cross_validate, fold_indices
+from flowscope.data import load_points
+from flowscope.errors import RunError
+from flowscope.runs import load_run, read_info, run_data
+from flowscope.train import TrainConfig
+
+TINY = TrainConfig(epochs=1, batch_size=16)
+
+
+def write_blobs(path, n=48, names=None, seed=0):
+    """n rows of two blobs (x ten times y's scale), with a label column of ``names``
+    (two class names, alternating) if given."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)) * [10.0, 1.0] + np.where(np.arange(n) % 2, 20.0, -20.0)[:, None]
+    rows = [
+        f"{a!r},{b!r}" + (f",{names[i % 2]}" if names else "")
+        for i, (a, b) in enumerate(x.tolist())
+    ]
+    path.write_text(("u,v,kind\n" if names else "u,v\n") + "\n".join(rows) + "\n")
+    return path, x
+
+
+def test_fold_indices_cover_every_row_once():
+    index = fold_indices(47, 5, seed=3)
+    assert sorted(np.concatenate(index).tolist()) == list(range(47))
+    assert {len(i) for i in index} == {9, 10}
+    assert all(np.array_equal(a, b) for a, b in zip(index, fold_indices(47, 5, 3), strict=True))
+    with pytest.raises(ValueError, match="give at most 4 folds"):
+        fold_indices(4, 5)
+
+
+def test_each_fold_is_scored_by_its_own_model_and_mixture(tmp_path):
+    data, x = write_blobs(tmp_path / "blobs.csv")
+    out = tmp_path / "cv"
+    cv = cross_validate("nf", data, out, folds=2, config=TINY, model_args={"couplings": 2})
+    assert sorted(np.concatenate([f.test_index for f in cv.folds]).tolist()) == list(range(48))
+    for k, fold in enumerate(cv.folds, 1):
+        # The fold's training file holds exactly the other rows, digit for digit.
+        rows, labels = load_points(out / f"fold-{k}.csv", torch.float64)
+        rest = np.setdiff1d(np.arange(48), fold.test_index)
+        assert labels is None and np.array_equal(rows.numpy(), x[rest])
+        model, info = load_run(out / f"fold-{k}")
+        assert info.data["columns"] == ["u", "v"]  # the file's header carried over
+        held = torch.tensor(x[fold.test_index], dtype=torch.float32)
+        expected = -model.log_prob(held).double().detach()
+        assert torch.allclose(fold.nll, expected, rtol=0, atol=1e-5)
+        own = run_data(read_info(out / f"fold-{k}"), "train").x
+        assert torch.equal(fold.baseline, mixture_baseline(own, held).points)
+    s = cv.summary()
+    nll = torch.cat([f.nll for f in cv.folds])
+    diff = nll - torch.cat([f.baseline for f in cv.folds])
+    assert s["nll"] == pytest.approx(float(nll.mean()), abs=1e-12) and s["points"] == 48
+    assert s["difference"] == pytest.approx(float(diff.mean()), abs=1e-12)
+    assert s["difference_sem"] == pytest.approx(float(diff.std()) / math.sqrt(48), rel=1e-12)
+    saved = json.loads((out / CV_JSON).read_text())
+    assert saved["difference"] == pytest.approx(s["difference"]) and saved["folds"] == 2
+    assert [len(f["nll"]) for f in saved["per_fold"]] == [len(f.test_index) for f in cv.folds]
+
+
+def test_a_conditional_model_is_scored_by_class_names(tmp_path):
+    data, x = write_blobs(tmp_path / "named.csv", names=["west", "east"])
+    cv = cross_validate("cfm", data, tmp_path / "cv", folds=2, config=TINY)
+    assert cv.conditional
+    names = ["west" if i % 2 == 0 else "east" for i in range(48)]
+    for fold in cv.folds:
+        model, _ = load_run(fold.run)
+        assert model.class_names == ("east", "west")  # sorted, as the runs number them
+        held = torch.tensor(x[fold.test_index], dtype=torch.float32)
+        labels = [names[i] for i in fold.test_index]
+        expected = -model.log_prob(held, labels).double().detach()
+        assert torch.allclose(fold.nll, expected, rtol=0, atol=1e-4)
+
+
+def test_bad_folders_and_data_are_refused_and_a_failure_leaves_nothing(tmp_path):
+    data, _ = write_blobs(tmp_path / "blobs.csv")
+    out = tmp_path / "cv"
+    cross_validate("gaussian", data, out, folds=2, config=TINY)
+    with pytest.raises(RunError, match="already holds a cross-validation; pass --overwrite"):
+        cross_validate("gaussian", data, out, folds=2, config=TINY)
+    cross_validate("gaussian", data, out, folds=3, config=TINY, overwrite=True)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold-1", "fold-2", "fold-3"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"holds other files than a cross-validation's \(notes"):
+        cross_validate("gaussian", data, out, folds=2, config=TINY, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="registry data are drawn afresh"):
+        cross_validate("nf", "moons", tmp_path / "m", folds=2)
+    small, _ = write_blobs(tmp_path / "small.csv", n=20)
+    with pytest.raises(ValueError, match="20 rows in 2 folds leave 10 training rows.*32 rows"):
+        cross_validate("nf", small, tmp_path / "s", folds=2)
+    # A class whose rows all fall in one fold's test part: its model would not know it.
+    lone = tmp_path / "lone.csv"
+    lone.write_text(data.read_text().replace("\n", ",a\n").replace("u,v,a", "u,v,kind"))
+    lines = lone.read_text().splitlines()
+    lone.write_text("\n".join([*lines[:-1], lines[-1][:-1] + "b"]) + "\n")
+    with pytest.raises(ValueError, match="every row of class 'b' falls in fold"):
+        cross_validate("cfm", lone, tmp_path / "l", folds=2)
+    assert not (tmp_path / "l").exists()
+    # Training that fails (labels for an unconditional type) removes the folder it made.
+    named, _ = write_blobs(tmp_path / "named.csv", names=["a", "b"])
+    with pytest.raises(ValueError, match="conditional"):
+        cross_validate("nf", named, tmp_path / "failed", folds=2, config=TINY)
+    assert not (tmp_path / "failed").exists()
+
+
+def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path, capsys):
+    data, _ = write_blobs(tmp_path / "blobs.csv")
+    out = tmp_path / "cv"
+    argv = ["train", "gaussian", "--data", str(data), "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--folds", "2", "--fold-seed", "4"]) == 0
+    printed, err = capsys.readouterr()
+    assert "cross-validated gaussian on" in printed and "in 2 folds (seed 4)" in printed
+    assert "every one of its 48 rows held out once" in printed
+    assert "against the mixture, paired over the rows: the model is" in printed
+    assert err.count("fold ") == 2 and "fold 2 of 2: held-out NLL" in err
+    saved = json.loads((out / CV_JSON).read_text())
+    assert saved["seed"] == 4 and saved["model"] == "gaussian"
+    for extra, message in (
+        (["--folds", "2", "--resume"], "drop --resume"),
+        (["--fold-seed", "2"], "give --folds K too"),
+    ):
+        assert main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "nf", "--data", "moons", "--folds", "2"]) == 2
+    assert "more --holdout-points instead" in capsys.readouterr().err
