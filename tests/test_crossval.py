@@ -137,3 +137,26 @@ def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path
         assert message in capsys.readouterr().err
     assert main(["train", "nf", "--data", "moons", "--folds", "2"]) == 2
     assert "more --holdout-points instead" in capsys.readouterr().err
+
+
+def test_rows_on_collapsed_mixture_components_are_counted_and_left_out_apart(tmp_path, capsys):
+    # A quarter of the rows at exactly u = 4.0 (a coded duration): the mixture spikes there.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 2)) + np.where(np.arange(160) % 2, 4.0, -4.0)[:, None]
+    x[:40, 0] = 4.0
+    data = tmp_path / "spiked.csv"
+    data.write_text("u,v\n" + "".join(f"{a!r},{b!r}\n" for a, b in x.tolist()))
+    out = tmp_path / "cv"
+    argv = ["train", "gaussian", "--data", str(data), "--folds", "2", "--out", str(out)]
+    assert main([*argv, "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / CV_JSON).read_text())
+    on = np.concatenate([f["on_collapsed"] for f in saved["per_fold"]])
+    rows = np.concatenate([f["test_rows"] for f in saved["per_fold"]])
+    assert saved["collapsed_points"] == int(on.sum()) > 0
+    assert set(rows[on].tolist()) <= set(range(40))  # only rows at the spike
+    diff = np.concatenate([np.subtract(f["nll"], f["baseline"]) for f in saved["per_fold"]])
+    assert saved["difference_off"] == pytest.approx(float(diff[~on].mean()), abs=1e-12)
+    assert saved["points_off"] == int((~on).sum())
+    assert f"{int(on.sum())} rows lie on components of the mixture collapsed" in printed
+    assert f"on the other {int((~on).sum())}: the model is" in printed

@@ -33,7 +33,7 @@ from .data import load_points
 from .data.checks import check_int
 from .data.files import column_names
 from .errors import RunError
-from .metrics import heldout_nll, standard_error, t95
+from .metrics import heldout_nll, standard_error
 
 __all__ = ["CV_JSON", "CrossValidation", "Fold", "cross_validate", "fold_indices"]
 
@@ -73,6 +73,9 @@ class Fold:
         components: the mixture's components (one per class for a conditional model).
         run: the fold's run folder.
         seconds: wall time of the fold's training.
+        on_collapsed: (M,) bool, the held-out rows on a component of the mixture that
+            collapsed onto repeated values (:class:`~flowscope.baseline.MixtureBaseline`):
+            its score there measures scikit-learn's covariance floor, not the data.
     """
 
     test_index: np.ndarray
@@ -81,6 +84,7 @@ class Fold:
     components: tuple[int, ...]
     run: Path
     seconds: float
+    on_collapsed: torch.Tensor
 
 
 @dataclass
@@ -111,25 +115,31 @@ class CrossValidation:
 
     def summary(self) -> dict[str, Any]:
         """``nll``, ``nll_sem``, ``baseline``, ``baseline_sem``; ``difference`` (the model's
-        NLL less the mixture's: negative is better) with its paired ``difference_sem`` and
-        ``reach``, the half-width of its 95% interval (Student's t on N - 1 degrees of
-        freedom); ``points`` N, ``folds``, ``seconds`` (of all the training). A value is
-        ``None`` where an NLL is infinite."""
+        NLL less the mixture's: negative is better) with its paired ``difference_sem``;
+        ``points`` N, ``folds``, ``seconds`` (of all the training); ``collapsed_points``,
+        the rows on the mixture's collapsed components, and ``difference_off``,
+        ``difference_off_sem`` and ``points_off``, the same comparison on the other rows
+        (``None`` without any). A value is ``None`` where an NLL is infinite."""
         nll, base = self._all("nll"), self._all("baseline")
+        on = self._all("on_collapsed")
         diff = nll - base
-        se = standard_error(diff)
         finite = bool(torch.isfinite(diff).all())
+        off = diff[~on]
+        some = bool(on.any()) and len(off) > 0
         return {
             "nll": float(nll.mean()) if finite else None,
             "nll_sem": standard_error(nll),
             "baseline": float(base.mean()),
             "baseline_sem": standard_error(base),
             "difference": float(diff.mean()) if finite else None,
-            "difference_sem": se,
-            "reach": None if se is None else t95(len(diff) - 1) * se,
+            "difference_sem": standard_error(diff),
             "points": len(diff),
             "folds": len(self.folds),
             "seconds": math.fsum(f.seconds for f in self.folds),
+            "collapsed_points": int(on.sum()),
+            "difference_off": float(off.mean()) if some and finite else None,
+            "difference_off_sem": standard_error(off) if some else None,
+            "points_off": len(off) if some else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +159,7 @@ class CrossValidation:
                     "nll_mean": float(f.nll.mean()) if bool(torch.isfinite(f.nll).all()) else None,
                     "baseline_mean": float(f.baseline.mean()),
                     "components": list(f.components),
+                    "on_collapsed": f.on_collapsed.tolist(),
                     "seconds": f.seconds,
                 }
                 for f in self.folds
@@ -314,7 +325,9 @@ def cross_validate(
             else:
                 nll = heldout_nll(model, x_test).points
                 base = mixture_baseline(own.x, x_test)
-            fold = Fold(test, nll.double(), base.points, base.components, run, seconds)
+            fold = Fold(
+                test, nll.double(), base.points, base.components, run, seconds, base.on_collapsed
+            )
             result.folds.append(fold)
             if on_fold is not None:
                 on_fold(k, fold)

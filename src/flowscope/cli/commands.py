@@ -863,12 +863,23 @@ def _cross_validate(
     verdict = "no verdict: an NLL is infinite"
     if s["difference"] is not None:
         verdict = baseline_verdict(-s["difference"], s["difference_sem"], s["points"], "row")
+    off = ""
+    if s["difference_off"] is not None:
+        off = (
+            f"\n{count(s['collapsed_points'], 'row')} lie on components of the mixture "
+            "collapsed onto repeated values (a spread at scikit-learn's covariance floor, "
+            "where a density can be made as high as wished); on the other "
+            f"{s['points_off']:,}: "
+            + baseline_verdict(
+                -s["difference_off"], s["difference_off_sem"], s["points_off"], "row"
+            )
+        )
     print(
         f"cross-validated {args.model} on {data} in {args.folds} folds (seed "
         f"{args.fold_seed}): every one of its {s['points']:,} rows held out once, "
         f"{time.perf_counter() - t0:.1f} s\n"
         + text_table(rows, align="lrl")
-        + f"\nagainst the mixture, paired over the rows: {verdict}\n"
+        + f"\nagainst the mixture, paired over the rows: {verdict}{off}\n"
         f"wrote {out / CV_JSON}; the folds' runs are {out}/fold-1 ... fold-{args.folds}"
     )
     return 0
