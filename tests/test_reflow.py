@@ -14,7 +14,7 @@ from flowscope.cli import main
 from flowscope.matching import FlowMatching
 from flowscope.matching.couplings import PairsCoupling
 from flowscope.reflow import PAIRS_FILE, draw_pairs, reflow_run, write_pairs
-from flowscope.runs import load_run, read_info, train_run
+from flowscope.runs import load_run, read_info, run_data, train_run
 from flowscope.train import TrainConfig, fit
 
 F64 = torch.float64
@@ -282,3 +282,19 @@ def test_a_small_data_parent_reflows_without_noise_on_its_fixed_pairs(tmp_path):
     x = torch.from_numpy(np.load(tmp_path / PAIRS_FILE)["x"])
     with pytest.raises(ValueError, match="pass a TrainConfig with noise=None and small_noise=0"):
         fit(child, x, config=TrainConfig(batch_size=16, min_steps=200), progress=False)
+
+
+def test_a_parent_trained_on_a_data_file_reflows_on_as_many_pairs_as_its_training_rows(
+    tmp_path, capsys
+):
+    # A file records no n_points: the default count is its training part's rows (this was
+    # int(None), a traceback).
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pts.csv"
+    np.savetxt(data, rng.normal(size=(40, 2)), delimiter=",", header="a,b", comments="")
+    out = tmp_path / "fm"
+    train_run("fm", out, data=str(data), config=TINY, model_args=SMALL)
+    rows = len(run_data(read_info(out), "train").x)
+    argv = ["reflow", str(out), "--out", str(tmp_path / "rf"), "--epochs", "1", "--dt", "0.1"]
+    assert main(argv) == 0
+    assert read_info(tmp_path / "rf").extra["parent"]["pairs"] == rows == 36

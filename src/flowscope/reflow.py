@@ -40,6 +40,7 @@ from .runs import (
     model_type_of,
     read_info,
     recorded_model_args,
+    run_data,
     train_config,
     train_run,
     weights_digest,
@@ -275,9 +276,15 @@ def reflow_run(
     if gaussian_skip is not None and not isinstance(gaussian_skip, bool):
         raise ValueError(f"gaussian_skip must be True, False or None, got {gaussian_skip!r}")
     model, info = _parent(parent, device)
-    # A parent trained on a file (a reflow's pairs) records no count: its pairs' count.
+    # A reflow's pairs record their count; a parent trained on a data file records none:
+    # the rows of its training part.
     trained_on = info.data.get("n_points") or info.extra.get("parent", {}).get("pairs")
-    n = int(trained_on) if n_points is None else check_int(n_points, "n_points")
+    if n_points is not None:
+        n = check_int(n_points, "n_points")
+    elif trained_on is not None:
+        n = int(trained_on)
+    else:
+        n = len(run_data(info, "train").x)
     # Fixed pairs are looked up by their points: no noise on them (FlowModel.exact_batches);
     # the parent's own noise (its recipe's, or one given to it) does not carry over.
     if config is not None and config.noise:
