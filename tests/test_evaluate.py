@@ -115,7 +115,12 @@ def test_eval_of_a_conditional_run_reports_class_accuracy(runs, tmp_path, capsys
     nll = heldout_nll(model, test.x, test.labels)
     assert result["nll_data"] == pytest.approx(nll.data, rel=1e-12)
     per = [result[f"class_accuracy_{name}"] for name in RING_NAMES]
-    assert result["class_accuracy"] == pytest.approx(sum(per) / 5)  # 20 samples per class
+    # The samples take the first 100 test points' classes: the overall share weighs each
+    # ring's by its count there.
+    counts = torch.bincount(test.labels[:100], minlength=5).tolist()
+    assert result["class_accuracy"] == pytest.approx(
+        sum(a * c for a, c in zip(per, counts, strict=True)) / 100
+    )
     assert result["conditional"] and result["sampler"] == "euler, dt=0.001"
     assert result["nll_method"] == "rk4, 100 steps, exact divergence"
     assert not (runs / "cfm" / "eval.json").exists()
@@ -208,3 +213,25 @@ def test_eval_samples_a_type_with_its_own_sampler_unless_told(tmp_path):
     assert own["sampler"] == f"euler, dt={entry.sampler['dt']:g}"  # its one step
     told = evaluate_run(tmp_path / "mf", dt=0.1, **kw)
     assert told["sampler"] == "euler, dt=0.1" and told["w2"] != own["w2"]
+
+
+def test_a_conditional_models_samples_mix_the_classes_as_the_test_points_do(tmp_path):
+    # 90% of the rows in one class, 10% in another ten units away: balanced samples would
+    # put half of them at the rare class and W2 would measure the mixing, not the model.
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.1).astype(int)
+    x = rng.normal(size=(400, 2)) * 0.5 + 10.0 * labels[:, None]
+    data = tmp_path / "unbalanced.csv"
+    data.write_text(
+        "".join(f"{a!r},{b!r},{c}\n" for (a, b), c in zip(x.tolist(), labels, strict=True))
+    )
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=1, batch_size=64)
+    train_run("cfm", out, data=str(data), config=config, model_args={"hidden": 16})
+    result = evaluate_run(out, n=20, floor_pairs=0, baseline=False, seed=3)
+    model, info = load_run(out)
+    test = run_data(info, "test")
+    gen = torch.Generator().manual_seed(3)
+    samples = model.sample(20, labels=test.labels[:20], generator=gen, dt=1e-3)
+    assert result["w2"] == pytest.approx(wasserstein2(samples, test.x[:20]), rel=1e-6)
+    assert 0 < int(test.labels[:20].sum()) < 10  # the test part is unbalanced too

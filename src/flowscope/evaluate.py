@@ -163,7 +163,8 @@ def evaluate_run(
       in the same units;
     - n samples (on other data than the Olympic rings, where W2 alone uses them, no more
       than the test part holds) drawn with ``torch.Generator().manual_seed(seed)``; a
-      conditional model gets balanced labels ``arange(n) % num_classes``; flow matching
+      conditional model gets the test points' labels in their order (cycled where n
+      exceeds them), so that its samples mix the classes as the test points do; flow matching
       integrates with ``dt`` and ``solver``;
     - W2 (:func:`~flowscope.metrics.wasserstein2`) between min(n, test size) samples and as
       many test points, and its noise floor at that size, mean and standard deviation over
@@ -303,7 +304,12 @@ def evaluate_run(
     drawn = n if rings else min(n, len(test.x))
     result.update(n=drawn, n_asked=n)
     gen = torch.Generator().manual_seed(seed)
-    labels = torch.arange(drawn) % model.num_classes if conditional else None  # balanced
+    # The test points' classes, in their order: W2 compares samples[:m] with test.x[:m],
+    # so each sample is of the class of the test point it stands beside (balanced labels
+    # would compare another mixture of the classes on unbalanced data).
+    labels = None
+    if conditional:
+        labels = labels_test[torch.arange(drawn) % len(labels_test)].cpu()
     samples = model.sample(drawn, labels=labels, generator=gen, **sampling).cpu()
     check_finite(samples, "samples", str(run_dir))
     result.update(_distance(samples, test.x, data_info, seed, floor_pairs))

@@ -293,8 +293,9 @@ def _quality_table(study: Study, ev: dict[str, dict[str, Any]]) -> None:
             "round-trip error",
         ),
         rows,
-        f"Table 3. Sample quality, {ev['nf']['w2_points']:,} samples per model (CFM: "
-        "balanced classes). W2: exact 2-Wasserstein distance to as many test points, in "
+        f"Table 3. Sample quality, {ev['nf']['w2_points']:,} samples per model (CFM: each "
+        "of the class of the test point it is compared with). W2: exact 2-Wasserstein "
+        "distance to as many test points, in "
         "data units; its noise floor is W2 between two independent draws of as many "
         "points of the data itself, mean ± sd over "
         f"{ev['nf']['w2_noise_floor_pairs']} pairs (CFM: of the conditional data it was "
