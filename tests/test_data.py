@@ -687,3 +687,17 @@ def test_a_constant_coordinate_is_named():
     x = torch.stack([torch.linspace(0, 1, 20), torch.full((20,), 3.0)], dim=1)
     with pytest.raises(ValueError, match="coordinate 2 .column 2. is constant .* 3 there"):
         Standardization(2).fit(x)
+
+
+def test_class_ids_that_leave_a_class_out_are_refused_for_training(tmp_path):
+    # R's factors count from 1: class 0 would be a class no model could learn (the
+    # message was "class 0 has no training points" of the standardization, or none).
+    f = tmp_path / "r.csv"
+    f.write_text("".join(f"{i * 0.1},{i % 7},{i % 3 + 1}\n" for i in range(30)))
+    with pytest.raises(ValueError, match=r"ids are 1, 2, 3, .*count from 1 .*subtract 1"):
+        make_dataset(str(f), 0, conditional=True)
+    f.write_text("".join(f"{i * 0.1},{i % 7},{(i % 2) * 10}\n" for i in range(30)))
+    with pytest.raises(ValueError, match="ids are 0, 10, .*class 1 has no rows"):
+        make_dataset(str(f), 0, conditional=True)
+    # Points to score (load_points) may name any class of a model, in any order.
+    assert load_points(f)[1].unique().tolist() == [0, 10]

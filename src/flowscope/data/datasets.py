@@ -39,6 +39,31 @@ class Dataset:
         return len(self.x)
 
 
+def _check_ids(path: Path, labels: torch.Tensor) -> None:
+    """Refuse class ids that leave a class out of 0, 1, ..., K - 1 (R's factors count from 1;
+    a gap leaves a class no model could learn, which sampling would still draw).
+
+    Raises:
+        ValueError: naming the ids and what to do.
+    """
+    present = torch.unique(labels).tolist()
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(present))
+    if not missing:
+        return
+    shown = ", ".join(map(str, present[:6])) + (", ..." if len(present) > 6 else "")
+    if present[0] == 1 and missing == [0]:
+        what = "they count from 1 (as R's factors do); subtract 1 from the label column"
+    else:
+        what = (
+            f"class {missing[0]} has no rows, so no model could learn it; renumber the "
+            "classes 0, 1, ... without gaps"
+        )
+    raise ValueError(
+        f"{path}: the label column's class ids are {shown}, but ids count 0, 1, ..., K - 1: "
+        f"{what}, or give the classes as names"
+    )
+
+
 def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 0) -> Dataset:
     """Build a data set by registry name (``olympic`` or a :data:`DATASETS` key) or file path.
 
@@ -51,7 +76,8 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
         seed: generator seed.
 
     Raises:
-        ValueError: for an unknown name, or labels asked of a source that has none.
+        ValueError: for an unknown name, labels asked of a source that has none, or class
+            ids that leave one of 0, 1, ..., K - 1 out.
         UnusedLabels: (a ``ValueError``) for a file with labels, not ``conditional``.
     """
     if source == "olympic":
@@ -86,5 +112,6 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
     if labels is None:
         names = None
     elif names is None:  # ids: each is its own name
+        _check_ids(path, labels)
         names = [str(i) for i in range(int(labels.max()) + 1)]
     return Dataset(x, labels, str(path), tuple(names) if names else None, column_names(path))
