@@ -330,6 +330,10 @@ def test_named_points_are_exact_and_listed_in_the_page(driver, tmp_path):
     assert text.startswith("Showing point E at x = (2.0000, 2.5000).")
     with pytest.raises(ValueError, match="points: row 0"):
         explorer_data(model, **SMALL, points=[("far", (math.nan, 0.0))])
+    # Finite, but so far that its log-density overflows: the page could not hold it (it
+    # was JSON's "Out of range float values are not JSON compliant").
+    with pytest.raises(ValueError, match="point 'far' at .1e.30, 1e.30. is so far from the"):
+        explorer_data(model, **SMALL, points=[("A", (0.0, 0.0)), ("far", (1e30, 1e30))])
 
 
 def test_a_model_with_label_dropout_gets_a_guidance_slider(driver, tmp_path):
