@@ -701,3 +701,20 @@ def test_class_ids_that_leave_a_class_out_are_refused_for_training(tmp_path):
         make_dataset(str(f), 0, conditional=True)
     # Points to score (load_points) may name any class of a model, in any order.
     assert load_points(f)[1].unique().tolist() == [0, 10]
+
+
+def test_comment_lines_are_skipped_and_numpys_commented_header_is_a_header(tmp_path):
+    # np.savetxt(f, x, delimiter=",", header="x,y") writes "# x,y": its names were "# x"
+    # and "y"; a comment line before a header was "'a,b' is not numeric".
+    f = tmp_path / "np.csv"
+    np.savetxt(f, np.array([[1.5, 2.0], [3.0, 4.0]]), delimiter=",", header="eruptions,waiting")
+    x, _ = load_points(f)
+    assert x.tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    assert column_names(f) == ("eruptions", "waiting")
+    f.write_text("# made by hand\na,b\n1,2\n# a note between rows\n3,4\n")
+    assert load_points(f)[0].tolist() == [[1, 2], [3, 4]] and column_names(f) == ("a", "b")
+    # A comment of another shape is no header; errors keep the file's line numbers.
+    f.write_text("# measured in 2020\n1,2\n3,x\n")
+    assert column_names(f) is None
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\)"):
+        load_points(f)

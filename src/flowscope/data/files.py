@@ -171,16 +171,16 @@ def _check_header(path: Path, header: list[str]) -> None:
 def column_names(path: str | Path) -> tuple[str, str] | None:
     """The names of a csv file's two coordinate columns from its header (after a pandas
     index column, which :func:`load_points` leaves out), or ``None`` for a file without
-    a header or of another kind. Reads the first two lines only."""
+    a header or of another kind. Reads the first lines only (:data:`_HEAD_LINES`)."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return None
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            first = list(itertools.islice(csv.reader(f), 2))
+        with path.open(encoding="utf-8-sig") as f:
+            lines = [line.rstrip("\r\n") for line in itertools.islice(f, _HEAD_LINES)]
+        header, _ = _layout(lines, list(csv.reader(lines)))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    header = _header(first)
     if header is None or _column_numbers(header):
         return None  # no header, or pandas' column numbers: not names to show
     if len(header) >= 3 and header[0] in INDEX_HEADERS:
@@ -195,6 +195,31 @@ def _column_numbers(fields: list[str]) -> bool:
     if len(fields) >= 3 and fields[0] in INDEX_HEADERS:
         fields = fields[1:]
     return len(fields) in (2, 3) and fields == [str(k) for k in range(len(fields))]
+
+
+#: The lines :func:`column_names` reads to find a header behind comment lines.
+_HEAD_LINES = 64
+
+
+def _layout(
+    lines: list[str], split: list[list[str]], path: Path | None = None
+) -> tuple[list[str] | None, list[int]]:
+    """A csv file's header (:func:`_header`; ``None`` without one) and the indices of the
+    lines that hold its rows (blank ones among them). A line whose text begins with ``#``
+    is a comment, as ``numpy.loadtxt`` reads it, and holds no row; the comment just
+    before the first row is the header when its text after the ``#`` is one, with as
+    many fields as the row (``np.savetxt(..., header="x,y")`` writes ``# x,y``)."""
+    comment = [line.lstrip().startswith("#") for line in lines]
+    body = [i for i, c in enumerate(comment) if not c]
+    header = _header([split[i] for i in body[:2]], path)
+    if header is not None:
+        return header, body[1:]
+    first = next((i for i in body if lines[i].strip()), None)
+    if first is not None and first > 0 and comment[first - 1]:
+        fields = next(csv.reader([lines[first - 1].lstrip()[1:]]), [])
+        if len(fields) == len(split[first]):  # a sentence of a comment is no header
+            header = _header([fields, split[first]], path)
+    return header, body
 
 
 def _header(split: list[list[str]], path: Path | None = None) -> list[str] | None:
@@ -365,9 +390,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None, list
     split = list(csv.reader(lines))
     rows, numbers = [], []
     texts: dict[int, str] = {}  # row -> its class name, for a label column of names
-    header = _header(split[:2], path)
-    start = 0 if header is None else 1
-    for i, (line, fields) in enumerate(zip(lines[start:], split[start:], strict=True), start + 1):
+    header, body = _layout(lines, split, path)
+    for k in body:
+        line, fields, i = lines[k], split[k], k + 1
         if not line.strip():
             continue
         where = f"row {len(rows) + 1} (line {i})"
