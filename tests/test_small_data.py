@@ -779,6 +779,10 @@ def test_eval_pairs_runs_on_the_same_test_points(file_run, tmp_path, capsys):
         [a, {**b, "test_sha256": "0" * 64}]
     )
     assert "n/a  one is conditional" in format_paired([a, {**b, "conditional": True}])
+    # The same NLL on every point (the same model, or the same data in another file) is a
+    # tie, not "better" (it was: an interval of 0 around 0 holds nothing).
+    tie = format_paired([a, {**a, "run": "copy"}])
+    assert "copy  +0.0000 ± 0.0000  identical NLLs on every test point" in tie
 
 
 def test_the_mixture_of_the_same_training_points_is_fitted_once(monkeypatch):

@@ -819,9 +819,11 @@ def format_paired(results: Sequence[dict[str, Any]]) -> str:
             if p["reach"] is not None and abs(gap) >= p["reach"]
             else "not told apart by these test points"
         )
-        if told == "apart":
+        if gap == 0 and not p["sem"]:  # every point's NLL the same (the same model)
+            told = "identical NLLs on every test point"
+        elif told == "apart":
             told = f"{'worse' if gap > 0 else 'better'} than {first['run']}"
-        interval = "" if p["reach"] is None else f", 95% interval ± {p['reach']:.4f}"
+        interval = "" if not p["reach"] else f", 95% interval ± {p['reach']:.4f}"
         rows.append((str(r["run"]), f"{gap:+.4f}{_pm(p['sem'])}", f"{told}{interval}"))
     points = first.get("nll_points")
     head = (
