@@ -736,3 +736,56 @@ def test_wrong_point_shapes_raise():
         fm.check(torch.zeros(3, 3, dtype=F64), name="target")
     with pytest.raises(ValueError, match="n must be"):
         fm.sample(0)
+
+
+# -- a smooth field: the gradient of log p is the score ----------------------------------
+
+
+def test_a_silu_field_gives_log_prob_a_gradient_that_is_the_score():
+    """With LeakyReLU layers the field's divergence is constant between the network's kinks
+    and jumps across them, so that autograd's gradient of the solve misses them (on a
+    trained run it can have the wrong sign: benchmarks/fm_score.py); with SiLU it matches
+    the differences over a wide step."""
+    from flowscope.matching import AverageVelocityField
+
+    torch.manual_seed(0)
+    model = FlowMatching(hidden=16, layers=3, activation="silu").double()
+    for p in model.parameters():
+        p.data.add_(0.5 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    model.fit_standardization(torch.randn(200, 2, generator=g, dtype=F64) * 3)
+    assert model.config()["activation"] == "silu"
+    x = torch.randn(6, 2, generator=g, dtype=F64) * 3
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.log_prob(xg).sum(), xg)
+    for h in (1e-3, 1e-2):
+        fd = torch.stack(
+            [
+                (model.log_prob(x + h * e) - model.log_prob(x - h * e)) / (2 * h)
+                for e in torch.eye(2, dtype=F64)
+            ],
+            dim=1,
+        )
+        torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-4)
+    # The mean flow's forward mode, written out, is torch.func.jvp with SiLU layers too.
+    field = AverageVelocityField(2, 16, 3, activation="silu").double()
+    y, dy = torch.randn(5, 2, generator=g, dtype=F64), torch.randn(5, 2, generator=g, dtype=F64)
+    r, t = torch.full((5, 1), 0.7, dtype=F64), torch.full((5, 1), 0.2, dtype=F64)
+    dr, dt = torch.ones(5, 1, dtype=F64), torch.full((5, 1), 0.5, dtype=F64)
+    _, expected = torch.func.jvp(lambda a, b, c: field(a, b, c), (y, r, t), (dy, dr, dt))
+    torch.testing.assert_close(field.tangent(y, r, t, dy, dr, dt), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(
+        ValueError, match="unknown activation 'relu'; choose one of leaky_relu, silu"
+    ):
+        FlowMatching(activation="relu")
+
+
+def test_the_fused_kernels_leave_a_silu_field_to_pytorch():
+    from flowscope import kernels
+    from flowscope.kernels import sampler
+
+    model = FlowMatching(hidden=16, layers=3, activation="silu")
+    y = torch.randn(64, 2)
+    choice = kernels.select(model, y, None, 32)
+    assert choice.step is None and "LeakyReLU layers, not silu" in choice.reason
+    assert "LeakyReLU layers, not silu" in sampler.supports(model, y, None)

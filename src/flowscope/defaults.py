@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+#: The functions between a flow-matching velocity network's layers
+#: (:class:`~flowscope.matching.VelocityField`): ``leaky_relu`` (the study's, the fused
+#: kernels'), or ``silu`` (x sigmoid(x), smooth: the field's divergence then varies
+#: smoothly with the point, so that the gradient of the ODE solve's log-density is the
+#: score; a LeakyReLU field's divergence is constant between its kinks and jumps across
+#: them).
+ACTIVATIONS = ("leaky_relu", "silu")
+
 __all__ = [
+    "ACTIVATIONS",
     "COMPARABLE_SPANS",
     "DEFAULT_EMBEDDING_DIM",
     "EVAL_FLOOR_PAIRS",

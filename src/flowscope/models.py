@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .data import check_int
 from .defaults import (
+    ACTIVATIONS,
     DEFAULT_EMBEDDING_DIM,
     MEANFLOW_DEFAULTS,
     NF_DEFAULTS,
@@ -389,6 +390,16 @@ _FM_OPTIONS = (
 )
 
 
+_ACTIVATION_OPTION = Option(
+    "--activation",
+    "the function between the velocity network's layers: leaky_relu (default, the study's; "
+    "the fused kernels compute it) or silu (smooth, trained and sampled by PyTorch "
+    "operations: the gradient of log_prob in x is then the score, for steering or "
+    "attribution; a LeakyReLU field's divergence jumps at the network's kinks, which "
+    "that gradient misses: benchmarks/README.md, 'Gradients of log p')",
+    lambda name: {"activation": name},
+    choices=ACTIVATIONS,
+)
 _LABEL_DROPOUT_OPTION = Option(
     "--label-dropout",
     "train for classifier-free guidance: replace each training example's class by a "
@@ -439,7 +450,7 @@ _MEANFLOW_OPTIONS = (
 def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
     """Run folders written before an argument existed trained with the study's choice:
     uniform t (``time_alpha`` 1 before ``times``), global standardization, no skip, the
-    linear path, the independent coupling and no label dropout."""
+    linear path, the independent coupling, no label dropout and LeakyReLU layers."""
     if "times" not in args:
         alpha = float(args.pop("time_alpha", 1.0))
         args["times"] = {"name": "uniform"} if alpha == 1 else {"name": "beta", "alpha": alpha}
@@ -448,6 +459,7 @@ def _upgrade_fm(args: dict[str, Any]) -> dict[str, Any]:
     args.setdefault("path", {"name": "linear", "sigma_min": 0.0})
     args.setdefault("coupling", {"name": "independent"})
     args.setdefault("label_dropout", 0.0)
+    args.setdefault("activation", "leaky_relu")
     return args
 
 
@@ -539,7 +551,7 @@ MODELS.register(
         "fm",
         ".matching.model:FlowMatching",
         "flow matching",
-        options=_FM_OPTIONS,
+        options=(*_FM_OPTIONS, _ACTIVATION_OPTION),
         sample_options=("dt", "solver"),
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,
@@ -561,7 +573,7 @@ MODELS.register(
         ".matching.model:FlowMatching",
         "conditional flow matching",
         conditional=True,
-        options=(*_FM_OPTIONS, _STANDARDIZE_OPTION, _LABEL_DROPOUT_OPTION),
+        options=(*_FM_OPTIONS, _STANDARDIZE_OPTION, _LABEL_DROPOUT_OPTION, _ACTIVATION_OPTION),
         sample_options=("dt", "solver", "guidance"),
         likelihood_options=("solver", "steps", "divergence", "probes", "generator"),
         upgrade=_upgrade_fm,

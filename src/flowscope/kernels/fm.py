@@ -38,6 +38,8 @@ class FMKernel(FastPath):
             return (
                 f"the kernel computes the built-in VelocityField, not {type(model.field).__name__}"
             )
+        if model.field.activation != "leaky_relu":
+            return f"the kernel computes LeakyReLU layers, not {model.field.activation}"
         name = overridden(model, FlowMatching, ("_loss", "velocity", "training_batch"))
         if name is not None:
             return f"{type(model).__name__} overrides {name}, which the kernel reproduces"

@@ -45,6 +45,8 @@ def supports(model: FlowMatching, y: torch.Tensor, labels: torch.Tensor | None) 
     f = model.field
     if type(f) is not VelocityField or "frozen" in vars(f):
         return f"the kernel computes the built-in VelocityField, not {type(f).__name__}"
+    if f.activation != "leaky_relu":
+        return f"the kernel computes LeakyReLU layers, not {f.activation}"
     if type(model).ode_velocity is not FlowMatching.ode_velocity or "ode_velocity" in vars(model):
         return f"{type(model).__name__} overrides ode_velocity, which the kernel reproduces"
     if y.device.type != "cpu" or f.theta.device.type != "cpu":

@@ -8,16 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import ACTIVATIONS
 from .solvers import Velocity
 
-__all__ = ["LEAKY_SLOPE", "AverageVelocityField", "VelocityField"]
+__all__ = ["ACTIVATIONS", "LEAKY_SLOPE", "AverageVelocityField", "VelocityField"]
 
 #: The negative slope of the LeakyReLU between the layers (``F.leaky_relu``'s default).
 LEAKY_SLOPE = 0.01
 
 
+def _activation(name: str):
+    return (lambda a: F.leaky_relu(a, LEAKY_SLOPE)) if name == "leaky_relu" else F.silu
+
+
 class VelocityField(nn.Module):
-    """An MLP v(y, t) -> (N, D): ``layers`` Linear layers of width ``hidden``, LeakyReLU between.
+    """An MLP v(y, t) -> (N, D): ``layers`` Linear layers of width ``hidden``, LeakyReLU
+    (or SiLU) between.
 
     The input of the first layer is the point, the time and, for a conditional field, the
     class vector from an ``nn.Embedding``: that first fully connected layer mixes the three
@@ -33,9 +39,10 @@ class VelocityField(nn.Module):
         layers: number of Linear layers, >= 2 (the study: 4-5).
         num_classes: number of classes of a conditional field, or ``None``.
         embedding_dim: size of the class vector.
+        activation: between the layers, one of :data:`ACTIVATIONS`.
 
     Raises:
-        ValueError: for fewer than 2 layers or a width < 1.
+        ValueError: for fewer than 2 layers, a width < 1 or an unknown activation.
     """
 
     #: The time inputs after the point (the columns of the first layer's weight that
@@ -49,8 +56,15 @@ class VelocityField(nn.Module):
         layers: int = 5,
         num_classes: int | None = None,
         embedding_dim: int = 16,
+        activation: str = "leaky_relu",
     ):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        self.activation = activation
+        self._act = _activation(activation)
         if layers < 2:
             raise ValueError(f"layers must be >= 2, got {layers}")
         if hidden < 1:
@@ -99,7 +113,7 @@ class VelocityField(nn.Module):
         for i, (w, b) in enumerate(pairs):
             a = F.linear(a, w, b)
             if i < len(pairs) - 1:
-                a = F.leaky_relu(a, LEAKY_SLOPE)
+                a = self._act(a)
         return a
 
     def frozen(self, labels: torch.Tensor | None = None) -> Velocity:
@@ -124,11 +138,12 @@ class VelocityField(nn.Module):
             emb = self.embedding(labels).detach()
             const = b0 + emb @ w0[:, d + self.time_inputs :].T  # (N, hidden)
         rest = [(w.T.contiguous(), b) for w, b in pairs[1:]]
+        act = self._act
 
         def velocity(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             a = torch.addmm(const + t * w_t, y, w_y)
             for w, b in rest:
-                a = torch.addmm(b, F.leaky_relu(a, LEAKY_SLOPE), w)
+                a = torch.addmm(b, act(a), w)
             return a
 
         return velocity
@@ -180,7 +195,7 @@ class AverageVelocityField(VelocityField):
     ) -> torch.Tensor:
         """The derivative (N, D) of :meth:`forward` at (y, r, t) along the tangent
         (dy (N, D), dr (N, 1), dt (N, 1)), by forward mode written out for these layers
-        (each Linear maps the tangent by its weight, each LeakyReLU scales it by its
+        (each Linear maps the tangent by its weight, each activation scales it by its
         slope at the pre-activation), under ``torch.no_grad()``: what
         ``torch.func.jvp(self, (y, r, t), (dy, dr, dt))[1]`` gives, in one pass of
         plain operations."""
@@ -194,6 +209,10 @@ class AverageVelocityField(VelocityField):
         for i, (w, b) in enumerate(pairs):
             a, da = F.linear(a, w, b), F.linear(da, w)
             if i < len(pairs) - 1:
-                da = torch.where(a > 0, da, LEAKY_SLOPE * da)
-                a = F.leaky_relu(a, LEAKY_SLOPE)
+                if self.activation == "leaky_relu":
+                    da = torch.where(a > 0, da, LEAKY_SLOPE * da)
+                else:  # silu'(a) = s (1 + a (1 - s)), s = sigmoid(a)
+                    sig = torch.sigmoid(a)
+                    da = da * sig * (1 + a * (1 - sig))
+                a = self._act(a)
         return da

@@ -164,6 +164,10 @@ class FlowMatching(FlowModel):
         label_dropout: the probability p in [0, 1) that a training example's class is
             replaced by the null class (a conditional model; Ho and Salimans use 0.1 to
             0.2); 0: no null class. It changes the default ``standardize`` (above).
+        activation: between the network's layers, ``"leaky_relu"`` (the study's; the
+            fused kernels compute it) or ``"silu"`` (smooth: the gradient of
+            :meth:`log_prob` in x is then the score, which a LeakyReLU field's is not;
+            :data:`~.field.ACTIVATIONS`).
 
     Raises:
         ValueError: for an unknown or badly configured part, a ``standardize`` outside
@@ -205,6 +209,7 @@ class FlowMatching(FlowModel):
         gaussian_skip: bool | None = None,
         source: str | dict | Source = "normal",
         label_dropout: float = 0.0,
+        activation: str = "leaky_relu",
     ):
         conditional = num_classes is not None
         built_source: Source = SOURCES.build(source)
@@ -262,9 +267,12 @@ class FlowMatching(FlowModel):
             gaussian_skip=gaussian_skip,
             source=self._source.config(),
             label_dropout=label_dropout,
+            activation=activation,
         )
         embeddings = None if num_classes is None else num_classes + (label_dropout > 0)
-        self.field = self.field_class(features, hidden, layers, embeddings, embedding_dim)
+        self.field = self.field_class(
+            features, hidden, layers, embeddings, embedding_dim, activation=activation
+        )
 
     def config(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, dict) else v for k, v in self._args.items()}
