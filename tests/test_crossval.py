@@ -89,12 +89,16 @@ def test_bad_folders_and_data_are_refused_and_a_failure_leaves_nothing(tmp_path)
     data, _ = write_blobs(tmp_path / "blobs.csv")
     out = tmp_path / "cv"
     cross_validate("gaussian", data, out, folds=2, config=TINY)
-    with pytest.raises(RunError, match="already holds a cross-validation; pass --overwrite"):
+    with pytest.raises(
+        RunError, match="already holds a cross-validation; pass overwrite .--overwrite."
+    ):
         cross_validate("gaussian", data, out, folds=2, config=TINY)
     cross_validate("gaussian", data, out, folds=3, config=TINY, overwrite=True)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold-1", "fold-2", "fold-3"]
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(RunError, match=r"holds other files than a cross-validation's \(notes"):
+    with pytest.raises(
+        RunError, match=r"holds files that are not a cross-validation's \(notes.txt\)"
+    ):
         cross_validate("gaussian", data, out, folds=2, config=TINY, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="registry data are drawn afresh"):
@@ -160,3 +164,83 @@ def test_rows_on_collapsed_mixture_components_are_counted_and_left_out_apart(tmp
     assert saved["points_off"] == int((~on).sum())
     assert f"{int(on.sum())} rows lie on components of the mixture collapsed" in printed
     assert f"on the other {int((~on).sum())}: the model is" in printed
+
+
+def read_tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_users_files_are_never_deleted_and_a_failed_run_puts_the_old_one_back(tmp_path):
+    data, _ = write_blobs(tmp_path / "blobs.csv")
+    # Files of the user's named like a cross-validation's, without its cv.json: refused.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "fold-1.csv").write_text("1,2\n")
+    (mine / "fold-2").mkdir()
+    (mine / "fold-2" / "notes.txt").write_text("mine")
+    before = read_tree(mine)
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match=r"not a cross-validation's \(fold-1.csv, fold-2\)"):
+            cross_validate("gaussian", data, mine, folds=2, config=TINY, overwrite=overwrite)
+    assert read_tree(mine) == before
+    # A cross-validation's folder with a file of the user's in a fold: refused, named.
+    out = tmp_path / "cv"
+    cross_validate("gaussian", data, out, folds=2, config=TINY)
+    (out / "fold-2" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"\(fold-2/notes.txt\)"):
+        cross_validate("gaussian", data, out, folds=2, config=TINY, overwrite=True)
+    (out / "fold-2" / "notes.txt").unlink()
+    # The data file inside the folder would be written over: refused.
+    inside = out / "fold-1.csv"
+    with pytest.raises(RunError, match="the data file lies in .*cv, which the cross-valid"):
+        cross_validate("gaussian", inside, out, folds=2, config=TINY, overwrite=True)
+    # A replacement that fails after its first fold, or is interrupted, leaves the
+    # earlier cross-validation as it was.
+    before = read_tree(out)
+
+    def stop(k, fold):
+        raise KeyboardInterrupt
+
+    for on_fold in (stop, lambda k, f: (_ for _ in ()).throw(ValueError("late"))):
+        with pytest.raises((KeyboardInterrupt, ValueError)):
+            cross_validate(
+                "gaussian", data, out, folds=3, config=TINY, overwrite=True, on_fold=on_fold
+            )
+        assert read_tree(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cv.previous")]
+    # Interrupted in a new folder: nothing is left.
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate("gaussian", data, tmp_path / "new", folds=2, config=TINY, on_fold=stop)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_conditional_model_is_scored_by_class_ids(tmp_path):
+    data, x = write_blobs(tmp_path / "ids.csv", names=["0", "1"])
+    cv = cross_validate("cfm", data, tmp_path / "cv", folds=2, config=TINY)
+    for fold in cv.folds:
+        model, _ = load_run(fold.run)
+        held = torch.tensor(x[fold.test_index], dtype=torch.float32)
+        ids = torch.tensor([i % 2 for i in fold.test_index])
+        expected = -model.log_prob(held, ids).double().detach()
+        assert torch.allclose(fold.nll, expected, rtol=0, atol=1e-4)
+    s = cv.summary()
+    per_fold = [float((f.nll - f.baseline).mean()) for f in cv.folds]
+    assert s["fold_differences"] == pytest.approx(per_fold, abs=1e-12)
+    assert s["fold_difference_sem"] == pytest.approx(abs(per_fold[0] - per_fold[1]) / 2)
+
+
+def test_train_folds_errors_say_what_to_give(tmp_path, capsys, monkeypatch):
+    import flowscope.crossval
+
+    assert main(["train", "nf", "--folds", "2"]) == 2
+    assert "--folds cross-validates a data file: give --data FILE" in capsys.readouterr().err
+    assert main(["train", "nf", "--fold-seed", "0"]) == 2
+    assert "give --folds K too" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowscope.crossval, "cross_validate", interrupted)
+    data, _ = write_blobs(tmp_path / "blobs.csv")
+    assert main(["train", "nf", "--data", str(data), "--folds", "2"]) == 130
+    assert "nothing of this cross-validation was kept" in capsys.readouterr().err

@@ -572,9 +572,10 @@ def test_pandas_column_numbers_are_a_header_and_a_row_of_missing_values_is_not(t
         warnings.simplefilter("error")
         assert load_points(f)[0].tolist() == [[0, 1], [1, 2], [3, 4]]
     # A first row of missing values is not a header: its values are missing.
-    f.write_text("NA,NA\n1,2\n")
-    with pytest.raises(ValueError, match=r"row 1 \(line 1\): column 1 is a missing value \('NA'\)"):
-        load_points(f)
+    for first in ("NA,NA", "NA,NA,setosa"):
+        f.write_text(f"{first}\n1,2{',setosa' if first.endswith('setosa') else ''}\n")
+        with pytest.raises(ValueError, match=r"row 1 \(line 1\): column 1 is a missing value"):
+            load_points(f)
 
 
 def test_a_file_as_r_writes_it_loads_without_its_index_and_quotes(tmp_path):

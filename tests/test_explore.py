@@ -16,7 +16,7 @@ import flowscope.train
 from flowscope.cli import main
 from flowscope.explore import DTS, TIMES, explorer_data, write_explorer
 from flowscope.models import MODELS
-from flowscope.runs import load_run
+from flowscope.runs import load_run, run_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs_44350cf"
 SMALL = {"n": 60, "grid": 8, "frame_grid": 6, "probes": 3}
@@ -113,6 +113,10 @@ def test_a_data_files_page_draws_the_whole_file(tmp_path, monkeypatch):
     explore.explore_run(tmp_path / "run")
     got, want = sorted(drawn["x"].double().tolist()), sorted(x.tolist())
     assert torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-6, atol=0)
+    # A test part with the page's n points is enough: the held-out points alone.
+    explore.explore_run(tmp_path / "run", n=2)
+    test = run_data(load_run(tmp_path / "run")[1], "test").x
+    assert len(test) >= 2 and torch.equal(drawn["x"], test)
 
 
 # -- in the browser ----------------------------------------------------------------------

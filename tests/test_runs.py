@@ -333,7 +333,7 @@ def test_resume_finds_a_moved_data_file_by_its_bytes(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert main(["train", "nf", "--out", str(cut), "--resume", "--data", str(moved)]) == 0
-    assert f"{moved} holds the same points as {data}, the file the run was started on" in (
+    assert f"{moved} holds the same points as {data}, the file the run recorded" in (
         capsys.readouterr().err
     )
     a, b = state(whole), state(cut)

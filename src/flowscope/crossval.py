@@ -1,13 +1,19 @@
 """K-fold cross-validation of a model type on a data file, against the Gaussian mixture.
 
 A data file of a few hundred points leaves a run a test part of a dozen (its 5%): too few
-to tell two models apart. Cross-validation holds every point out once: the file's rows
-are split into K folds by a seeded permutation; for each fold, a run is trained on the
-other folds exactly as ``flowscope train MODEL --data FILE`` trains on a file (its own
-90/5/5 split into train, validation and test), and the held-out fold is scored by the
-run's model and by the baseline ``flowscope eval`` prints, a BIC-chosen Gaussian mixture
-fitted to the same training points (:func:`~flowscope.baseline.mixture_baseline`). The
-comparison is paired over all N points, with Student's t on N - 1 degrees of freedom.
+to tell two models apart. Cross-validation holds every row out once: the file's rows are
+split into K folds by a seeded permutation; for each fold, a run is trained on the other
+folds exactly as ``flowscope train MODEL --data FILE`` trains on a file (its own 90/5/5
+split into train, validation and test), and the held-out fold is scored by the run's
+model and by the baseline ``flowscope eval`` prints, a BIC-chosen Gaussian mixture fitted
+to the same training points (:func:`~flowscope.baseline.mixture_baseline`).
+
+Two standard errors of the model's lead over the mixture are given: paired over all N
+rows (Student's t on N - 1 degrees of freedom), which treats the rows as independent
+although the rows of a fold share one model and the folds share training rows, so that
+it is optimistic; and over the K folds' mean differences (t on K - 1), which is coarse.
+No unbiased estimator of a K-fold estimate's variance exists (Bengio and Grandvalet,
+JMLR 5, 2004); read the two together.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,9 +37,10 @@ import torch
 
 from .atomic import atomic_write
 from .baseline import mixture_baseline
-from .data import load_points
+from .data import load_points, make_dataset
 from .data.checks import check_int
-from .data.files import column_names
+from .data.files import column_names, file_sha256
+from .defaults import DATA_SUFFIXES, EVAL_FILE, EXPLORE_FILE
 from .errors import RunError
 from .metrics import heldout_nll, standard_error
 
@@ -39,16 +48,20 @@ __all__ = ["CV_JSON", "CrossValidation", "Fold", "cross_validate", "fold_indices
 
 #: The file :func:`cross_validate` writes in its folder.
 CV_JSON = "cv.json"
-#: The fewest rows a fold's training file may have: a run splits its file 90/5/5 and
-#: needs a validation and a test point (:func:`flowscope.runs.train_run`).
-MIN_TRAIN_ROWS = 16
 #: The names of a fold's training file and run folder.
 _FOLD = re.compile(r"fold-[1-9][0-9]*(\.csv)?")
 
 
 def fold_indices(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
-    """``folds`` disjoint sets of row indices covering range(n), from a permutation seeded
-    by ``seed`` (numpy's ``default_rng``); their sizes differ by at most one.
+    """The rows of each of ``folds`` folds of n rows.
+
+    Arguments:
+        n: the rows, >= 0.
+        folds: K, >= 2 and <= n.
+        seed: of the permutation (numpy's ``default_rng``).
+
+    Returns:
+        K disjoint int arrays that cover range(n), of sizes that differ by at most one.
 
     Raises:
         ValueError: for ``folds`` < 2 or more folds than rows.
@@ -70,7 +83,8 @@ class Fold:
             data units.
         baseline: (M,) float64, the same under the mixture fitted to the run's training
             points.
-        components: the mixture's components (one per class for a conditional model).
+        components: the number of the mixture's components (one per class for a
+            conditional model).
         run: the fold's run folder.
         seconds: wall time of the fold's training.
         on_collapsed: (M,) bool, the held-out rows on a component of the mixture that
@@ -95,13 +109,15 @@ class CrossValidation:
     Attributes:
         model: the model type's name.
         data: the data file's path.
+        sha256: the data file's SHA-256.
         seed: the seed of the folds.
-        folds: one :class:`Fold` each.
         conditional: whether the NLLs are class-conditional, -log p(x | class).
+        folds: one :class:`Fold` each.
     """
 
     model: str
     data: str
+    sha256: str
     seed: int
     conditional: bool
     folds: list[Fold] = field(default_factory=list)
@@ -109,21 +125,26 @@ class CrossValidation:
     def _all(self, key: str) -> torch.Tensor:
         return torch.cat([getattr(f, key) for f in self.folds])
 
-    @property
-    def points(self) -> int:
-        return sum(len(f.test_index) for f in self.folds)
-
     def summary(self) -> dict[str, Any]:
-        """``nll``, ``nll_sem``, ``baseline``, ``baseline_sem``; ``difference`` (the model's
-        NLL less the mixture's: negative is better) with its paired ``difference_sem``;
-        ``points`` N, ``folds``, ``seconds`` (of all the training); ``collapsed_points``,
-        the rows on the mixture's collapsed components, and ``difference_off``,
-        ``difference_off_sem`` and ``points_off``, the same comparison on the other rows
-        (``None`` without any). A value is ``None`` where an NLL is infinite."""
+        """The totals, a dict of plain values (``None`` where an NLL is infinite, or a
+        standard error has too few values):
+
+        - ``nll``, ``nll_sem``, ``baseline``, ``baseline_sem``: the mean over the N rows
+          and its standard error;
+        - ``difference``: the model's NLL less the mixture's (negative: the model is
+          better), with ``difference_sem`` paired over the rows;
+        - ``fold_differences``: each fold's mean difference, and
+          ``fold_difference_sem`` their standard deviation over sqrt(K);
+        - ``collapsed_points``: the rows on the mixture's collapsed components;
+          ``difference_off``, ``difference_off_sem`` and ``points_off``: the paired
+          comparison on the other rows (``None`` without any collapsed row);
+        - ``points`` N, ``folds`` K, ``seconds`` (of all the training).
+        """
         nll, base = self._all("nll"), self._all("baseline")
         on = self._all("on_collapsed")
         diff = nll - base
         finite = bool(torch.isfinite(diff).all())
+        per_fold = [float((f.nll - f.baseline).mean()) for f in self.folds]
         off = diff[~on]
         some = bool(on.any()) and len(off) > 0
         return {
@@ -133,6 +154,10 @@ class CrossValidation:
             "baseline_sem": standard_error(base),
             "difference": float(diff.mean()) if finite else None,
             "difference_sem": standard_error(diff),
+            "fold_differences": per_fold if finite else None,
+            "fold_difference_sem": statistics.stdev(per_fold) / math.sqrt(len(per_fold))
+            if finite and len(per_fold) > 1
+            else None,
             "points": len(diff),
             "folds": len(self.folds),
             "seconds": math.fsum(f.seconds for f in self.folds),
@@ -143,10 +168,12 @@ class CrossValidation:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """Everything, as plain values (per-row NLLs in fold order)."""
+        """Everything, as plain values (per-row NLLs in fold order, ``None`` for an
+        infinite one)."""
         return {
             "model": self.model,
             "data": self.data,
+            "sha256": self.sha256,
             "seed": self.seed,
             "conditional": self.conditional,
             **self.summary(),
@@ -154,10 +181,8 @@ class CrossValidation:
                 {
                     "run": str(f.run),
                     "test_rows": f.test_index.tolist(),
-                    "nll": _finite_or_none(f.nll),
+                    "nll": [v if math.isfinite(v) else None for v in f.nll.tolist()],
                     "baseline": f.baseline.tolist(),
-                    "nll_mean": float(f.nll.mean()) if bool(torch.isfinite(f.nll).all()) else None,
-                    "baseline_mean": float(f.baseline.mean()),
                     "components": list(f.components),
                     "on_collapsed": f.on_collapsed.tolist(),
                     "seconds": f.seconds,
@@ -165,10 +190,6 @@ class CrossValidation:
                 for f in self.folds
             ],
         }
-
-
-def _finite_or_none(values: torch.Tensor) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
 def _csv_text(header: list[str], x: np.ndarray, labels: list[str] | None) -> str:
@@ -182,31 +203,63 @@ def _csv_text(header: list[str], x: np.ndarray, labels: list[str] | None) -> str
     return buf.getvalue()
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> bool:
-    """Make ``out`` ready; returns whether this call created it (to remove on failure).
+def _foreign(out: Path) -> list[str]:
+    """What in the folder ``out`` is not a cross-validation's (all of it without a
+    :data:`CV_JSON`): a cross-validation holds its :data:`CV_JSON`, ``fold-K.csv`` files
+    and ``fold-K`` run folders that hold a run's files only (those training writes, and
+    eval's and explore's)."""
+    from .runs import RUN_FILES
+
+    held = sorted(out.iterdir())
+    if not (out / CV_JSON).is_file():
+        return [p.name for p in held]
+    run_files = {*RUN_FILES, EVAL_FILE, EXPLORE_FILE}
+    bad = []
+    for path in held:
+        if path.name == CV_JSON:
+            continue
+        if path.is_symlink() or not _FOLD.fullmatch(path.name):
+            bad.append(path.name)
+        elif path.name.endswith(".csv"):
+            if not path.is_file():
+                bad.append(path.name)
+        elif not path.is_dir():
+            bad.append(path.name)
+        else:
+            bad += [
+                f"{path.name}/{q.name}"
+                for q in sorted(path.iterdir())
+                if q.name not in run_files or not q.is_file() or q.is_symlink()
+            ]
+    return bad
+
+
+def _clear_out(out: Path, overwrite: bool) -> Path | None:
+    """Check that ``out`` may take a cross-validation, and move an earlier one aside
+    (returned: it is put back if this one fails, else removed).
 
     Raises:
-        RunError: for a folder that holds other files than a cross-validation's, or a
-            cross-validation's without ``overwrite``.
+        RunError: for a file in the way, a folder that holds other files than a
+            cross-validation's, or one without ``overwrite``.
     """
-    if not out.exists():
-        out.mkdir(parents=True)
-        return True
-    if not out.is_dir():
-        raise RunError(f"{out}: is a file, not a folder; give another --out")
-    held = sorted(p.name for p in out.iterdir())
-    others = [name for name in held if name != CV_JSON and not _FOLD.fullmatch(name)]
-    if others:
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: is a file, not a folder; give another out folder")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    foreign = _foreign(out)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunError(
-            f"{out} holds other files than a cross-validation's ({', '.join(others[:3])}); "
-            "give an empty or new --out"
+            f"{out} holds files that are not a cross-validation's ({shown}); give an empty "
+            "or new out folder"
         )
-    if held and not overwrite:
-        raise RunError(f"{out} already holds a cross-validation; pass --overwrite to replace it")
-    for name in held:  # a cross-validation's own files only (checked above)
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return False
+    if not overwrite:
+        raise RunError(
+            f"{out} already holds a cross-validation; pass overwrite (--overwrite) to replace it"
+        )
+    aside = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    out.rename(aside)
+    return aside
 
 
 def cross_validate(
@@ -229,12 +282,17 @@ def cross_validate(
     rows (``fold-K.csv``, with the file's header and labels), its run (``fold-K/``, a run
     folder as ``flowscope train`` writes) and the results (:data:`CV_JSON`).
 
+    The folder is written whole or not at all: on any error, or an interrupt, what this
+    call wrote is removed and an earlier cross-validation it was to replace is put back.
+
     Arguments:
         model_name: a registered type (:data:`~flowscope.models.MODELS`).
-        data: a ``.csv``/``.npy``/``.npz`` file (:func:`~flowscope.data.load_points`).
+        data: a ``.csv``/``.npy``/``.npz`` file (:func:`~flowscope.data.load_points`),
+            outside ``out``.
         out: the folder; it must be new, empty, or (with ``overwrite``) an earlier
-            cross-validation's.
-        folds: K >= 2; each fold's training part needs at least 16 rows.
+            cross-validation's, holding nothing else.
+        folds: K >= 2; each fold's training part needs the rows a run's file needs
+            (:func:`~flowscope.runs.file_rows_needed`).
         seed: of the folds' permutation (the runs use ``config``'s seed).
         config, model_args, conditional, device, progress: as
             :func:`~flowscope.runs.train_run`.
@@ -245,34 +303,49 @@ def cross_validate(
         the :class:`CrossValidation`.
 
     Raises:
-        ValueError: for a registry name instead of a file, too few rows for ``folds``, or
-            a class whose rows all fall in one fold's test part.
-        RunError: for an ``out`` that holds other files.
-        As :func:`~flowscope.runs.train_run` for the data and the settings; on any error
-        a folder this call created is removed.
+        ValueError: for a registry name instead of a file, too few rows for ``folds``, a
+            class whose rows all fall in one fold's test part, or data the runs refuse
+            (a label column for an unconditional model, none for a conditional one;
+            a fold's run that fails says which fold).
+        RunError: for an ``out`` that may not be written (:func:`_clear_out`), or the
+            data file inside it.
+
+    References:
+        Bengio and Grandvalet. No Unbiased Estimator of the Variance of K-Fold
+        Cross-Validation. JMLR 5, 2004.
     """
-    from .runs import load_run, read_info, run_data, train_run
+    from .models import MODELS
+    from .runs import file_rows_needed, load_run, read_info, run_data, train_run
 
     path = Path(data)
-    if path.suffix.lower() not in (".csv", ".npy", ".npz"):
+    if path.suffix.lower() not in DATA_SUFFIXES:
         raise ValueError(
             f"{data}: cross-validation splits a data file (.csv, .npy or .npz); registry "
-            "data are drawn afresh, so more test points are a --holdout-points away"
+            "data are drawn afresh, so more test points are a holdout_points away"
         )
+    out = Path(out)
+    if path.resolve().is_relative_to(out.resolve()):
+        raise RunError(
+            f"{data}: the data file lies in {out}, which the cross-validation writes; move "
+            "the file or give another out folder"
+        )
+    wants_labels = MODELS.get(model_name).is_conditional(conditional)
+    make_dataset(str(path), 0, conditional=wants_labels)  # the file's errors name it
     x, labels = load_points(path, torch.float64)
     n, folds = len(x), check_int(folds, "folds", minimum=2)
     if folds > n:
         raise ValueError(f"{data}: {folds} folds of {n} rows: give at most {n} (a row each)")
+    needed = file_rows_needed()
     smallest = n - math.ceil(n / folds)  # the training rows of the largest fold's run
-    if smallest < MIN_TRAIN_ROWS:
+    if smallest < needed:
         fewer = (
             "give fewer folds"
-            if n - math.ceil(n / 2) >= MIN_TRAIN_ROWS
-            else f"even 2 folds need {2 * MIN_TRAIN_ROWS} rows"
+            if n - math.ceil(n / 2) >= needed
+            else f"even 2 folds need {2 * needed} rows"
         )
         raise ValueError(
             f"{data}: {n} rows in {folds} folds leave {smallest} training rows to a fold; a "
-            f"run needs at least {MIN_TRAIN_ROWS} (it splits its file 90/5/5): {fewer}"
+            f"run needs at least {needed} (it splits its file 90/5/5): {fewer}"
         )
     index = fold_indices(n, folds, seed)
     text = None
@@ -289,10 +362,13 @@ def cross_validate(
                 )
     names = column_names(path) or ("x", "y")
     header = [*names, "label"] if text is not None else list(names)
-    out = Path(out)
-    created = _prepare_folder(out, overwrite)
-    result = None
+    aside = _clear_out(out, overwrite)
+    existed = out.is_dir()  # an empty folder given: left as it was on failure
+    result = CrossValidation(
+        model_name, str(path.resolve()), file_sha256(path), seed, bool(wants_labels)
+    )
     try:
+        out.mkdir(parents=True, exist_ok=True)
         for k, test in enumerate(index, 1):
             train_rows = np.setdiff1d(np.arange(n), test)
             fold_csv = out / f"fold-{k}.csv"
@@ -300,22 +376,23 @@ def cross_validate(
             atomic_write(fold_csv, _csv_text(header, x[train_rows].numpy(), rows))
             run = out / f"fold-{k}"
             t0 = time.perf_counter()
-            train_run(
-                model_name,
-                run,
-                data=str(fold_csv),
-                config=config,
-                model_args=model_args,
-                conditional=conditional,
-                device=device,
-                progress=progress,
-            )
-            seconds = time.perf_counter() - t0
-            model, info = load_run(run)
-            if result is None:
-                result = CrossValidation(
-                    model_name, str(path.resolve()), seed, bool(info.data.get("conditional"))
+            try:
+                train_run(
+                    model_name,
+                    run,
+                    data=str(fold_csv),
+                    config=config,
+                    model_args=model_args,
+                    conditional=conditional,
+                    device=device,
+                    progress=progress,
                 )
+            except RunError as err:
+                raise RunError(f"fold {k} of {folds}: {err}") from None
+            except ValueError as err:
+                raise ValueError(f"fold {k} of {folds}: {err}") from None
+            seconds = time.perf_counter() - t0
+            model, _ = load_run(run)
             x_test = x[test].to(model.dtype)
             own = run_data(read_info(run), "train")
             if result.conditional:
@@ -333,7 +410,12 @@ def cross_validate(
                 on_fold(k, fold)
         atomic_write(out / CV_JSON, json.dumps(result.to_json(), indent=2) + "\n")
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # this call's files alone (_clear_out)
+        if aside is not None:
+            aside.rename(out)
+        elif existed:
+            out.mkdir()
         raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     return result

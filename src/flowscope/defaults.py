@@ -18,10 +18,22 @@ from types import MappingProxyType
 #: score; a LeakyReLU field's divergence is constant between its kinks and jumps across
 #: them).
 ACTIVATIONS = ("leaky_relu", "silu")
+#: The suffixes of the data files the library reads (:func:`flowscope.data.load_points`).
+DATA_SUFFIXES = (".csv", ".npy", ".npz")
+#: The files ``flowscope eval`` and ``flowscope explore`` write in a run folder unless
+#: told otherwise.
+EVAL_FILE = "eval.json"
+EXPLORE_FILE = "explore.html"
+#: The points along the flow per class an explorer page draws by default.
+EXPLORE_POINTS = 1500
 
 __all__ = [
     "ACTIVATIONS",
     "COMPARABLE_SPANS",
+    "DATA_SUFFIXES",
+    "EVAL_FILE",
+    "EXPLORE_FILE",
+    "EXPLORE_POINTS",
     "DEFAULT_EMBEDDING_DIM",
     "EVAL_FLOOR_PAIRS",
     "EVAL_N",

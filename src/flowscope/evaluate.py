@@ -640,13 +640,30 @@ def format_table(result: dict[str, Any]) -> str:
     return head + "\n" + text_table([("metric", "value", "units"), *rows], align="lrl")
 
 
-def baseline_verdict(gap: float, se: float | None, n: int, points: str = "test point") -> str:
-    """Whether a model beats the Gaussian-mixture baseline, in words: ``gap`` is the
-    mixture's NLL less the model's (nats per point, positive: the model is better) over
-    n points, ``se`` its paired standard error (``None`` when unknown); the two are told
-    apart when ``gap`` leaves the 95% interval around 0 (Student's t on n - 1 degrees of
-    freedom). ``points`` names what was scored."""
-    by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (" (paired standard error)" if se else "")
+def baseline_verdict(
+    gap: float,
+    se: float | None,
+    n: int,
+    points: str = "test point",
+    error: str = "paired standard error",
+) -> str:
+    """Whether a model beats the Gaussian-mixture baseline, in words.
+
+    Arguments:
+        gap: the mixture's NLL less the model's (nats per point; positive: the model is
+            better), a mean over n values.
+        se: its standard error (``None`` when unknown); the two are told apart when
+            ``gap`` leaves the 95% interval around 0 (Student's t on n - 1 degrees of
+            freedom).
+        n: the values ``gap`` is the mean of.
+        points: what they are, singular (``"test point"``, ``"fold"``).
+        error: what ``se`` is, for the text.
+
+    Returns:
+        a clause: ``the model is 0.0200 ± 0.0315 nats/point (paired standard error)
+        better, ...``.
+    """
+    by = f"{abs(gap):.4f}{_pm(se)} nats/point" + (f" ({error})" if se else "")
     reach = None if se is None else metrics.t95(n - 1) * se  # a two-sided 95% interval's half
     if se is None and n < FEW_TEST_POINTS:
         text = f"the model is {by} {'better' if gap > 0 else 'worse'} on {_count(n, points)}"

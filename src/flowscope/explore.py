@@ -45,7 +45,7 @@ import torch
 
 from .atomic import atomic_write
 from .base import FlowModel, one_thread
-from .defaults import COMPARABLE_SPANS
+from .defaults import COMPARABLE_SPANS, EXPLORE_FILE, EXPLORE_POINTS
 from .models import model_type
 
 __all__ = [
@@ -453,7 +453,7 @@ def explorer_data(
     data: torch.Tensor | None = None,
     data_labels: torch.Tensor | None = None,
     *,
-    n: int = 1500,
+    n: int = EXPLORE_POINTS,
     grid: int = 32,
     frame_grid: int = 22,
     probes: int = 10,
@@ -574,9 +574,10 @@ def write_explorer(
 
 def explore_run(run_dir: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Write the explorer page of the run in ``run_dir`` (default ``RUN/explore.html``)
-    with the run's test points as the data (a data file's run: the whole file, all its
-    parts; the model's own samples if its data file is gone); ``options`` as
-    :func:`explorer_data`. Returns the path.
+    with the run's test points as the data (for a data file whose test part has fewer
+    than the page's n points, its validation and training points after them: a small
+    file is drawn whole; the model's own samples if its data file is gone); ``options``
+    as :func:`explorer_data`. Returns the path.
 
     Raises:
         RunError: if the run folder cannot be read.
@@ -585,14 +586,16 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, **options: A
 
     run_dir = Path(run_dir)
     model, info = load_run(run_dir)
-    # A file's parts are small (its test part 5% of it): the page draws the whole file.
-    parts = ("train", "val", "test") if "sha256" in info.data else ("test",)
     try:
-        data = [run_data(info, part) for part in parts]
+        data = [run_data(info, "test")]
+        # A small file's test part (5% of it) is a dozen points: its validation and
+        # training points follow, so that the page's first n points (per class) fill up.
+        if "sha256" in info.data and len(data[0].x) < options.get("n", EXPLORE_POINTS):
+            data += [run_data(info, "val"), run_data(info, "train")]
         x, names = torch.cat([d.x for d in data]), data[0].class_names
         labels = None if data[0].labels is None else torch.cat([d.labels for d in data])
     except (RunError, ValueError, OSError):
         x, labels, names = None, None, info.data.get("class_names")
-    out = Path(out) if out else run_dir / "explore.html"
+    out = Path(out) if out else run_dir / EXPLORE_FILE
     options.setdefault("title", f"{model_type(model).title} ({run_dir.name})")
     return write_explorer(model, out, x, labels, class_names=names, **options)

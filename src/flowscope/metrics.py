@@ -121,8 +121,9 @@ class NLL:
 
 
 def t95(dof: int) -> float:
-    """The two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (1.96 for
-    many): how many standard errors a mean difference must exceed to be told apart."""
+    """The two-sided 95% quantile of Student's t with ``dof`` >= 1 degrees of freedom
+    (12.7 for 1, 1.96 for many): how many standard errors a mean difference must exceed
+    to be told apart from 0 (scipy's ``t.ppf(0.975, dof)``)."""
     from scipy.stats import t
 
     return float(t.ppf(0.975, dof))

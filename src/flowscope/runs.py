@@ -70,6 +70,7 @@ __all__ = [
     "atomic_write",
     "weights_digest",
     "run_data",
+    "file_rows_needed",
     "train_run",
 ]
 
@@ -482,8 +483,8 @@ def train_config(info: RunInfo) -> TrainConfig:
 # -- one training run, as the CLI and the report start it --------------------------------
 
 
-def _points_needed() -> int:
-    """The fewest points a data file needs for a 2-point train part and non-empty
+def file_rows_needed() -> int:
+    """The fewest rows a data file needs for a 2-point train part and non-empty
     validation and test parts under the split of :func:`run_data`."""
     n = 2
     while True:
@@ -536,7 +537,7 @@ def run_data(info: RunInfo, part: str) -> Dataset:
         raise ValueError(
             f"{source}: {len(full)} points split {shares} give {sizes[0]} train, {sizes[1]} "
             f"validation and {sizes[2]} test points; training needs at least 2 and the "
-            f"other parts at least 1, so the file needs at least {_points_needed()} points"
+            f"other parts at least 1, so the file needs at least {file_rows_needed()} points"
         )
     x, y = split(full.x, full.labels, seed=seed)[parts.index(part)]
     return Dataset(x, y, full.source, full.class_names, full.columns)
@@ -758,15 +759,9 @@ def train_run(
             run_data(old, "train")  # says the file is missing, and what to do
     source = _source(data)
     _check_inputs_clear_of(out, source, model_args)
-    moved = same and "sha256" in source and source.get("sha256") == old.data.get("sha256")
-    if moved and source["source"] != old.data["source"]:  # the same bytes, elsewhere now
-        warnings.warn(
-            f"{data} holds the same points as {old.data['source']}, the file the run was "
-            "started on (the same SHA-256): resuming on it, and config.json names it from now on",
-            UserWarning,
-            stacklevel=2,
-        )
-    elif same and source["source"] != old.data.get("source"):
+    same_bytes = same and "sha256" in source and source.get("sha256") == old.data.get("sha256")
+    moved = same_bytes and source["source"] != old.data["source"]  # elsewhere now
+    if same and not same_bytes and source["source"] != old.data.get("source"):
         raise RunError(
             f"{out}: the run was started on {old.data.get('source')}, not {data}; resume "
             "without --data (with the run's own), or pass --overwrite to train a new run on "
@@ -814,6 +809,13 @@ def train_run(
     info.model = model.config()
     model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model, len(train.x))
+    if moved:  # (said once the settings are known to match)
+        warnings.warn(
+            f"{data} holds the same points as {old.data['source']}, the file the run "
+            "recorded (the same SHA-256): resuming on it, and config.json names it from now on",
+            UserWarning,
+            stacklevel=2,
+        )
     damaged = _damaged_weights(out) if resume else None
     created = not out.exists()
     out.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import textwrap
 import time
@@ -540,8 +541,8 @@ def _write(path: Path, text: str | bytes, what: str) -> None:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "seed", "weight_decay", "noise")
 #: The file ``flowscope eval`` writes in a run folder unless told otherwise.
-EVAL_JSON = "eval.json"
-DATA_FILES = (".csv", ".npy", ".npz")
+EVAL_JSON = defaults.EVAL_FILE
+DATA_FILES = defaults.DATA_SUFFIXES
 
 
 def _train_defaults(model: str | None = None) -> dict[str, Any]:
@@ -647,7 +648,7 @@ def _train(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"--folds cross-validates from scratch: drop --{flag} (or --folds)"
                 )
-    elif args.fold_seed:
+    elif args.fold_seed is not None:
         raise CommandError("--fold-seed is the seed of --folds' split: give --folds K too")
     writer_class = _summary_writer() if args.tensorboard else None
     out = Path(args.out or f"runs/{args.model}" + ("-cv" if args.folds else ""))
@@ -811,12 +812,14 @@ def _cross_validate(
     from ..crossval import CV_JSON, cross_validate
     from ..evaluate import baseline_verdict
 
+    if not args.data:
+        raise CommandError("--folds cross-validates a data file: give --data FILE")
     if Path(data).suffix.lower() not in DATA_FILES:
         raise CommandError(
             f"--folds cross-validates a data file (.csv, .npy, .npz), not {data}: registry "
             "data are drawn afresh, so train one run with more --holdout-points instead"
         )
-    t0 = time.perf_counter()
+    t0, seed = time.perf_counter(), args.fold_seed or 0
 
     def on_fold(k: int, fold: Any) -> None:
         print(
@@ -833,7 +836,7 @@ def _cross_validate(
             data,
             out,
             folds=args.folds,
-            seed=args.fold_seed,
+            seed=seed,
             config=config,
             model_args=model_args,
             conditional=conditional,
@@ -843,7 +846,11 @@ def _cross_validate(
             on_fold=on_fold,
         )
     except KeyboardInterrupt:
-        print(f"flowscope: interrupted; {out} keeps the folds trained so far", file=sys.stderr)
+        print(
+            f"flowscope: interrupted; nothing of this cross-validation was kept ({out} is as "
+            "it was)",
+            file=sys.stderr,
+        )
         return 130
     s = cv.summary()
     given = "-log p(x | class)" if cv.conditional else "-log p(x)"
@@ -874,12 +881,23 @@ def _cross_validate(
                 -s["difference_off"], s["difference_off_sem"], s["points_off"], "row"
             )
         )
+    by_fold = ""
+    if s["fold_differences"] is not None:
+        shown = ", ".join(f"{-d:+.4f}" for d in s["fold_differences"])
+        lead = -statistics.fmean(s["fold_differences"])
+        error = "standard error over the folds"
+        by_fold = (
+            f"\nfold by fold, the model's lead ({shown}): "
+            + baseline_verdict(lead, s["fold_difference_sem"], args.folds, "fold", error)
+            + " (t over the folds is coarse where the rows' is optimistic: "
+            "flowscope.crossval says why)"
+        )
     print(
         f"cross-validated {args.model} on {data} in {args.folds} folds (seed "
-        f"{args.fold_seed}): every one of its {s['points']:,} rows held out once, "
+        f"{seed}): every one of its {s['points']:,} rows held out once, "
         f"{time.perf_counter() - t0:.1f} s\n"
         + text_table(rows, align="lrl")
-        + f"\nagainst the mixture, paired over the rows: {verdict}{off}\n"
+        + f"\nagainst the mixture, paired over the rows: {verdict}{off}{by_fold}\n"
         f"wrote {out / CV_JSON}; the folds' runs are {out}/fold-1 ... fold-{args.folds}"
     )
     return 0
@@ -1342,7 +1360,6 @@ def _fill_train(p: argparse.ArgumentParser, name: str | None) -> None:
     p.add_argument(
         "--fold-seed",
         type=_seed,
-        default=0,
         metavar="SEED",
         help="with --folds: the seed of the rows' split into folds (default 0)",
     )

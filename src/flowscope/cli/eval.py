@@ -12,6 +12,7 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
+from ..models import MODELS
 from . import CommandError, add_command, int_type, run_folder
 from .commands import (
     DATA_FILES,
@@ -92,9 +93,15 @@ def _eval(args: argparse.Namespace) -> int:
         first = results[0]
         every = ""
         if Path(first["data"]).suffix.lower() in DATA_FILES:
+            entry = MODELS.get(first["model"]) if first["model"] in MODELS.names() else None
+            flag = (
+                " --conditional"
+                if first["conditional"] and entry and entry.conditional_option
+                else ""
+            )
             every = (
-                f"; `flowscope train {first['model']} --data {first['data']} --folds 5` holds "
-                "out every row of the file once instead"
+                f"; `flowscope train {first['model']}{flag} --data {first['data']} --folds 5` "
+                "(with this run's other options) holds out every row of the file once instead"
             )
         print(
             f"flowscope: note: `flowscope eval {runs[0]} OTHER_RUN` compares this model with "

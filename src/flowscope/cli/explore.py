@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..defaults import EXPLORE_POINTS
 from . import add_command, int_type, run_folder
 from .commands import distinct_outputs, output_path, point_type, run_input_files
 
@@ -44,8 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "-n",
         dest="n",
         type=int_type(2),
-        default=1500,
-        help="points along the flow per class (default 1500)",
+        default=EXPLORE_POINTS,
+        help=f"points along the flow per class (default {EXPLORE_POINTS})",
     )
     p.add_argument("--seed", type=int_type(0), default=0, help="seed of the latents (default 0)")
     p.add_argument(

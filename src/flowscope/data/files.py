@@ -237,6 +237,8 @@ def _header(split: list[list[str]], path: Path | None = None) -> list[str] | Non
     fields = [v.strip() for v in split[0]]
     if not "".join(fields) or all(v.lower() in MISSING for v in fields):
         return None
+    if len(fields) in (2, 3) and all(v and v.lower() in MISSING for v in fields[:2]):
+        return None  # NA,NA,setosa: a row whose coordinates are missing
     if _column_numbers(fields):
         if fields[0] in INDEX_HEADERS:
             return fields

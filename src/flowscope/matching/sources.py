@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data import DATASETS, load_points, recorded_file
+from ..defaults import DATA_SUFFIXES
 from ..registry import Part, Registry
 
 __all__ = [
@@ -242,7 +243,7 @@ def source_from_text(text: str) -> dict[str, Any]:
     """
     if text in SOURCES and text != "file":
         return {"name": text}
-    if Path(text).suffix.lower() in (".csv", ".npy", ".npz") or Path(text).exists():
+    if Path(text).suffix.lower() in DATA_SUFFIXES or Path(text).exists():
         return {"name": "file", "path": str(Path(text).expanduser().resolve())}
     names = ", ".join(n for n in SOURCES.names() if n != "file")
     raise ValueError(f"unknown source {text!r}; choose one of: {names}, or a .csv/.npy/.npz file")
