@@ -249,3 +249,14 @@ def test_training_resuming_and_sampling_never_import_the_compiler(tmp_path):
     if kernels != "True":
         pytest.skip("no C compiler here: the PyTorch optimizer's step imports the compiler")
     assert imported == "False", out.stderr
+
+
+def test_python_dash_m_flowscope_is_the_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "flowscope", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("flowscope ")
+    bad = subprocess.run(
+        [sys.executable, "-m", "flowscope", "nope"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr

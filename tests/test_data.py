@@ -270,6 +270,14 @@ BAD_CSV = [
     ("header_only.csv", "x,y\n", ["no points"]),
     ("neg_label.csv", "1,2,0\n3,4,-1\n", ["row 2 (line 2)", "label"]),
     ("frac_label.csv", "x,y,c\n1,2,0\n3,4,1\n5,6,1.5\n", ["row 3 (line 4)", "label"]),
+    # The label column first (was "'long,3.6,79' is not numeric"), and trailing commas
+    # (were "column 3 is a missing value").
+    ("label_first.csv", "kind,a,b\nlong,3.6,79\n", ["row 1 (line 2)", "put the label column last"]),
+    (
+        "trailing.csv",
+        "1,2,\n3,4,\n",
+        ["row 1 (line 1)", "ends with a comma", "remove the trailing"],
+    ),
 ]
 
 

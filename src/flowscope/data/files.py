@@ -340,15 +340,27 @@ def _drop_index_column(path: Path, arr: np.ndarray, header: list[str] | None) ->
 MISSING = ("", "na", "n/a", "null", "none")
 
 
-def _not_numeric(line: str, fields: list[str]) -> str:
-    """Why a csv line is not a row of numbers, for an error message: a missing value, or
-    another separator than commas (a class name in the label column is read as one)."""
+def _not_numeric(line: str, fields: list[str], first: bool = False) -> str:
+    """Why a csv line is not a row of numbers, for an error message: a trailing comma
+    (on the ``first`` row: every row has one, most likely), a missing value, the label
+    column first, or another separator than commas (a class name in the label column is
+    read as one)."""
     col, field = next((k, v) for k, v in enumerate(fields) if not _is_number(v))
+    if first and not field.strip() and col == len(fields) - 1 and col >= 2:
+        return (
+            f"the line ends with a comma (column {col + 1} is empty): remove the trailing "
+            "commas, or fill that column"
+        )
     if field.strip().lower() in MISSING:
         shown = "empty" if not field.strip() else repr(field.strip())
         return (
             f"column {col + 1} is a missing value ({shown}); drop or fill the rows with "
             "missing values first (pandas: df.dropna())"
+        )
+    if col == 0 and len(fields) == 3 and all(_is_number(v) for v in fields[1:]):
+        return (
+            f"column 1 is {field.strip()!r}, not a number: the columns are read by "
+            "position, x, y, then the class label; put the label column last"
         )
     sep = next((c for c in ("\t", ";", " ") if c in line.strip()), None)
     hint = f" (the values are separated by {sep!r}; a .csv separates them by commas)"
@@ -405,7 +417,8 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[int], list[str] | None, list
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            raise ValueError(f"{path}: {where}: {_not_numeric(line, fields)}") from None
+            why = _not_numeric(line, fields, first=not rows)
+            raise ValueError(f"{path}: {where}: {why}") from None
         numbers.append(i)
         if len(rows[-1]) != len(rows[0]):
             raise ValueError(
