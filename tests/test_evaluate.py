@@ -146,7 +146,7 @@ def test_eval_of_file_data_splits_the_test_part_for_the_floor(runs):
     assert (result["n"], result["n_asked"]) == (30, 100)
     head = format_table(result).splitlines()[0]
     assert ", 30 samples (seed 1," in head
-    assert head.endswith("(as many as the test points W2 compares them with; -n 100)")
+    assert head.endswith("(-n 100 asked, but W2 compares as many samples as test points, 30)")
 
 
 @pytest.mark.parametrize(
@@ -235,3 +235,11 @@ def test_a_conditional_models_samples_mix_the_classes_as_the_test_points_do(tmp_
     samples = model.sample(20, labels=test.labels[:20], generator=gen, dt=1e-3)
     assert result["w2"] == pytest.approx(wasserstein2(samples, test.x[:20]), rel=1e-6)
     assert 0 < int(test.labels[:20].sum()) < 10  # the test part is unbalanced too
+
+
+def test_the_table_keeps_its_width_for_data_of_a_large_scale():
+    from flowscope.evaluate import _fmt
+
+    assert _fmt(85172592933234606080.0) == "8.517e+19"  # was 85172592933234606080.0000
+    assert _fmt(1234.56789) == "1234.5679" and _fmt(None) == "n/a"
+    assert _fmt(2.5e-3, ".2e") == "2.50e-03"

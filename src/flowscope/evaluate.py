@@ -546,10 +546,12 @@ def _pm(se: float | None) -> str:
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
+    """A table's value: ``spec`` for a float, in 4 significant digits beyond 1e6 (data of
+    a large scale) so that the table keeps its width; ``n/a`` for ``None``."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return format(v, spec)
+        return format(v, ".4g" if spec == ".4f" and abs(v) >= 1e6 else spec)
     return str(v)
 
 
@@ -632,7 +634,7 @@ def format_table(result: dict[str, Any]) -> str:
         + f", {r['n']} samples "
         f"(seed {r['seed']}, sampler {r['sampler']}), {r['seconds']:.1f} s"
         + (
-            f" (as many as the test points W2 compares them with; -n {r['n_asked']})"
+            f" (-n {r['n_asked']} asked, but W2 compares as many samples as test points, {r['n']})"
             if r.get("n_asked", r["n"]) > r["n"]
             else ""
         )
