@@ -1259,3 +1259,22 @@ def test_csv_outputs_give_each_number_in_the_fewest_digits_its_dtype_reads_back(
         x = torch.tensor([[3.6, 0.1]], dtype=model.dtype)
         written = dtype(rows[0][2])
         assert written == model.log_prob(x).numpy().astype(dtype)[0]  # reads back exactly
+
+
+def test_sample_draws_the_classes_in_their_shares_of_the_training_points(capsys, tmp_path):
+    # 90% of the rows in class 0: the samples of p(x) have as many, not half.
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.1).astype(int)
+    x = rng.normal(size=(200, 2)) + 8.0 * labels[:, None]
+    data = tmp_path / "unbalanced.csv"
+    data.write_text(
+        "".join(f"{a!r},{b!r},{c}\n" for (a, b), c in zip(x.tolist(), labels, strict=True))
+    )
+    out = tmp_path / "run"
+    argv = ["train", "nf", "--conditional", "--data", data, "--epochs", "1", "--out", out]
+    assert run(capsys, *argv)[0] == 0
+    counts = load_run(out)[1].data["class_counts"]
+    assert sum(counts) == 180 and counts[1] < 40  # the training part's 90%
+    code, printed, _ = run(capsys, "sample", out, "-n", 50)
+    drawn = [int(r.split(",")[2]) for r in printed.splitlines()[1:]]
+    assert code == 0 and drawn.count(1) == round(50 * counts[1] / 180)

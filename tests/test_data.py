@@ -727,3 +727,17 @@ def test_comment_lines_are_skipped_and_numpys_commented_header_is_a_header(tmp_p
     assert column_names(f) is None
     with pytest.raises(ValueError, match=r"row 2 \(line 3\)"):
         load_points(f)
+
+
+def test_class_labels_follow_the_shares_of_the_counts_evenly_spread():
+    from flowscope.data import class_labels
+
+    assert class_labels(6, [4, 4, 4]).tolist() == [0, 1, 2, 0, 1, 2]  # equal: arange % K
+    labels = class_labels(100, [270, 30])  # 90% and 10%
+    assert torch.bincount(labels).tolist() == [90, 10]
+    assert [int(labels[i * 10 : (i + 1) * 10].sum()) for i in range(10)] == [1] * 10  # spread
+    # Largest remainders: 7 of [1, 1, 2] is 1.75, 1.75, 3.5 -> 2, 2, 3 (ties to lower ids).
+    assert torch.bincount(class_labels(7, [1, 1, 2])).tolist() == [2, 2, 3]
+    assert class_labels(0, [1, 2]).tolist() == []
+    with pytest.raises(ValueError, match="not all 0"):
+        class_labels(3, [0, 0])

@@ -87,7 +87,9 @@ class RunInfo:
     Attributes:
         kind: the model class's family (``FlowModel.kind``, e.g. ``"nf"``, ``"fm"``).
         model: the model's constructor arguments.
-        data: ``source``, ``n_points``, ``seed``, ``conditional``, ``class_names``, ...
+        data: ``source``, ``n_points``, ``seed``, ``conditional``, ``class_names``,
+            ``class_counts`` (the training points of each class; runs trained before it
+            was recorded have none), ...
         train: the :class:`~flowscope.train.TrainConfig` as a dict.
         extra: anything else the writer stored: ``name``, the registered model type
             (:data:`~flowscope.models.MODELS`), versions, timings.
@@ -809,6 +811,9 @@ def train_run(
     info.model = model.config()
     model.check_batch_size(config.batch_size)  # before the folder is made (fit checks too)
     state = None if old is None else _resume_state(out, old, info, model, len(train.x))
+    if model.conditional:  # the classes' shares of the data, for samples of p(x)
+        counts = torch.bincount(train.labels.cpu(), minlength=model.num_classes)
+        info.data["class_counts"] = counts.tolist()
     if moved:  # (said once the settings are known to match)
         warnings.warn(
             f"{data} holds the same points as {old.data['source']}, the file the run "

@@ -973,8 +973,11 @@ def _sample(args: argparse.Namespace) -> int:
     labels = None
     if args.label is not None:
         labels = torch.full((n,), _label_id(args.label, model, args.run))
-    elif model.num_classes is not None:
-        labels = torch.arange(n) % model.num_classes  # balanced classes
+    elif model.num_classes is not None:  # in the training data's shares: samples of p(x)
+        from ..data import class_labels
+
+        counts = info.data.get("class_counts") or [1] * model.num_classes  # (older runs)
+        labels = class_labels(n, counts)
     gen = torch.Generator().manual_seed(args.seed)
     x = model.sample(n, labels=labels, generator=gen, **options)
     check_finite(x, "samples", args.run)
@@ -1528,7 +1531,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--label",
         metavar="NAME_OR_ID",
-        help="class to draw from a conditional model (default: all classes, balanced)",
+        help="class to draw from a conditional model (default: every class, in its share of "
+        "the training points, so that the samples are of p(x); runs trained before the "
+        "shares were recorded: balanced)",
     )
     p.add_argument(
         "--guidance",

@@ -19,7 +19,7 @@ from .. import lazy
 # line's parser (and its `--help`) can use them without waiting for PyTorch.
 _EXPORTS = {
     **dict.fromkeys(("check_int", "check_labels", "int_requirement"), ".checks"),
-    **dict.fromkeys(("Dataset", "make_dataset"), ".datasets"),
+    **dict.fromkeys(("Dataset", "class_labels", "make_dataset"), ".datasets"),
     **dict.fromkeys(("column_names", "file_sha256", "load_points", "recorded_file"), ".files"),
     **dict.fromkeys(
         (
@@ -57,6 +57,7 @@ __all__ = [
     "DATASETS",
     "check_int",
     "check_labels",
+    "class_labels",
     "column_names",
     "file_sha256",
     "recorded_file",

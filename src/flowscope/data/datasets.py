@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .files import _load, check_distinct_names, column_names
 from .rings import RING_NAMES, olympic_rings
 from .toy import DATASETS
 
-__all__ = ["Dataset", "make_dataset"]
+__all__ = ["Dataset", "class_labels", "make_dataset"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,29 @@ def make_dataset(source: str, n: int, *, conditional: bool = False, seed: int = 
         _check_ids(path, labels)
         names = [str(i) for i in range(int(labels.max()) + 1)]
     return Dataset(x, labels, str(path), tuple(names) if names else None, column_names(path))
+
+
+def class_labels(n: int, counts: list[int]) -> torch.Tensor:
+    """n class ids (N,) int64 in the shares of ``counts`` (the points of each class), each
+    class's ids spread evenly through the order: samples of a conditional model with these
+    labels are samples of p(x) = sum over c of p(c) p(x | c), p(c) the data's shares.
+
+    Each class gets ``n * share`` ids rounded down, and the ids left over go to the
+    largest remainders (ties to the lower id); equal counts give ``arange(n) % K``.
+
+    Raises:
+        ValueError: for n < 0, or counts that are negative or all 0.
+    """
+    n = check_int(n, "n", minimum=0)
+    if not counts or min(counts) < 0 or sum(counts) == 0:
+        raise ValueError(f"counts must be >= 0 and not all 0, got {counts}")
+    k = len(counts)
+    if len(set(counts)) == 1:
+        return torch.arange(n) % k
+    share = [c * n / sum(counts) for c in counts]
+    got = [math.floor(v) for v in share]
+    for c in sorted(range(k), key=lambda c: (got[c] - share[c], c))[: n - sum(got)]:
+        got[c] += 1
+    # Class c's j-th id at (j + 0.5) / got[c] of the way: an even interleave.
+    where = [((j + 0.5) / got[c], c) for c in range(k) for j in range(got[c])]
+    return torch.tensor([c for _, c in sorted(where)], dtype=torch.long)
