@@ -800,3 +800,19 @@ def test_the_mixture_of_the_same_training_points_is_fitted_once(monkeypatch):
     mixture_baseline(train * 2, two_blobs(50, 1), max_components=3)  # other training points
     mixture_baseline(train, two_blobs(50, 1), max_components=2)  # other settings
     assert len(calls) == 3
+
+
+def test_a_class_of_one_or_two_training_points_counts_as_collapsed():
+    # Fitted to 1 or 2 points, a class's mixture is held up along some axis by the
+    # covariance floor alone: its score of that class's test points (millions of nats
+    # in a trial's cross-validation) measures the floor, as a coded duration's does.
+    g = torch.Generator().manual_seed(0)
+    common = torch.randn(100, 2, generator=g, dtype=torch.float64)
+    rare = torch.tensor([[5.0, 5.0], [5.5, 4.0]], dtype=torch.float64)
+    x_train = torch.cat([common, rare])
+    labels_train = torch.tensor([0] * 100 + [1, 1])
+    x_test = torch.cat([torch.randn(10, 2, generator=g, dtype=torch.float64), rare + 0.3])
+    labels_test = torch.tensor([0] * 10 + [1, 1])
+    b = mixture_baseline(x_train, x_test, labels_train, labels_test)
+    assert b.on_collapsed.tolist() == [False] * 10 + [True, True]
+    assert b.collapsed_components == 1 and float(b.points[10:].min()) > 100

@@ -144,20 +144,18 @@ def fit_mixture(x: np.ndarray, max_components: int = MAX_COMPONENTS, seed: int =
 
 #: The mixtures :func:`mixture_baseline` fitted last, by their training points, so that
 #: the models of one data set (``flowscope eval A B``, the report's rows) share one fit.
-_FITS: OrderedDict[str, tuple[object, np.ndarray]] = OrderedDict()
+_FITS: OrderedDict[str, object] = OrderedDict()
 _FITS_KEPT = 8
 
 
-def _fitted(x: np.ndarray, max_components: int, seed: int) -> tuple[object, np.ndarray]:
-    """:func:`fit_mixture` of x and its :func:`collapsed` components, from the last
-    fits where the same points were fitted with the same settings (EM is seeded: the
-    same fit either way)."""
+def _fitted(x: np.ndarray, max_components: int, seed: int):
+    """:func:`fit_mixture` of x, from the last fits where the same points were fitted
+    with the same settings (EM is seeded: the same fit either way)."""
     key = hashlib.sha256(
         np.ascontiguousarray(x).tobytes() + f"{x.shape}|{max_components}|{seed}".encode()
     ).hexdigest()
     if key not in _FITS:
-        g = fit_mixture(x, max_components, seed)
-        _FITS[key] = (g, collapsed(g, x))
+        _FITS[key] = fit_mixture(x, max_components, seed)
         while len(_FITS) > _FITS_KEPT:
             _FITS.popitem(last=False)
     _FITS.move_to_end(key)
@@ -170,8 +168,9 @@ def collapsed(mixture, x: np.ndarray) -> np.ndarray:
     of its principal axes its variance is held up only by the covariance floor, within
     :data:`COLLAPSE_FLOOR` times ``mixture.reg_covar`` (the floor is in data units, as
     the fit), and its spread there is below :data:`COLLAPSE_RATIO` of the data's, as on
-    a duration coded as exactly 4 minutes many times over. Data whose own spread is near
-    the floor do not count as collapsed.
+    a duration coded as exactly 4 minutes many times over, or on a class of one or two
+    points. Data whose own spread is near the floor do not count as collapsed; for a
+    class's mixture, x is all classes' points (:func:`mixture_baseline`).
 
     Returns:
         (K,) bool, one per component.
@@ -256,7 +255,10 @@ def mixture_baseline(
     for train, where in groups:
         if len(train) > max_points:
             train = train[rng.choice(len(train), max_points, replace=False)]
-        g, spike = _fitted(train, max_components, seed)
+        g = _fitted(train, max_components, seed)
+        # Against all the training points' spread: a class of one or two points (whose
+        # own spread is nil along some axis) collapses as a coded duration does.
+        spike = collapsed(g, xtr)
         scores = g.score_samples(xte[where])
         total += float(scores.sum())
         nll_points[where] = -scores

@@ -931,6 +931,10 @@ def _reflow(args: argparse.Namespace) -> int:
     if a is not None:
         times = {"name": "uniform"} if a == 1 else {"name": "beta", "alpha": a}
     t0 = time.perf_counter()
+    fresh = not (args.resume and (out / "config.json").is_file())
+    if fresh and sys.stderr.isatty():  # drawing takes a while; progress, as training's bar
+        how_many = f"{n_points:,} pairs" if n_points else "its pairs"
+        print(f"drawing {how_many} from {args.run}'s model, then training...", file=sys.stderr)
     _, info, history = reflow_run(
         args.run,
         out,
