@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowscope.evaluate
 from flowscope.cli import main
 from flowscope.data import DATASETS, RING_NAMES
 from flowscope.evaluate import data_draw, evaluate_run, format_table, noise_floor
@@ -235,6 +236,19 @@ def test_a_conditional_models_samples_mix_the_classes_as_the_test_points_do(tmp_
     samples = model.sample(20, labels=test.labels[:20], generator=gen, dt=1e-3)
     assert result["w2"] == pytest.approx(wasserstein2(samples, test.x[:20]), rel=1e-6)
     assert 0 < int(test.labels[:20].sum()) < 10  # the test part is unbalanced too
+    # The noise floor's halves hold each class in the same number (they were random
+    # halves, whose mixing of the classes made the floor 5x a class-matched W2's).
+    result = evaluate_run(out, n=20, floor_pairs=2, baseline=False, seed=3)
+    k = result["w2_noise_floor_points"]
+    perm = torch.Generator().manual_seed(3)  # as eval draws them: one generator, 2 pairs
+    orders = [torch.randperm(20, generator=perm) for _ in range(2)]
+    halves, kk = flowscope.evaluate._stratified(orders, test.labels, 10)
+    assert kk == k
+    for h in halves:
+        a, b = test.labels[h[:k]], test.labels[h[k : 2 * k]]
+        assert torch.equal(torch.bincount(a, minlength=2), torch.bincount(b, minlength=2))
+    w2 = [wasserstein2(test.x[h[:k]], test.x[h[k : 2 * k]]) for h in halves]
+    assert result["w2_noise_floor"] == pytest.approx(float(np.mean(w2)), rel=1e-9)
 
 
 def test_the_table_keeps_its_width_for_data_of_a_large_scale():

@@ -312,7 +312,7 @@ def evaluate_run(
         labels = labels_test[torch.arange(drawn) % len(labels_test)].cpu()
     samples = model.sample(drawn, labels=labels, generator=gen, **sampling).cpu()
     check_finite(samples, "samples", str(run_dir))
-    result.update(_distance(samples, test.x, data_info, seed, floor_pairs))
+    result.update(_distance(samples, test.x, data_info, seed, floor_pairs, labels_test))
     if rings:
         result.update(_rings(samples, labels))
     else:
@@ -485,9 +485,11 @@ def _data_run(run_dir: str | Path, info: Any) -> tuple[Path, Any]:
     return run, info
 
 
-def _distance(samples, test_x, info, seed: int, floor_pairs: int) -> dict[str, Any]:
+def _distance(samples, test_x, info, seed: int, floor_pairs: int, labels=None) -> dict[str, Any]:
     """W2 between the samples and the test points, and its noise floor (see
-    :func:`evaluate_run`)."""
+    :func:`evaluate_run`); with the test points' ``labels`` (a conditional model, whose
+    samples take them), each pair of subsets of a file's test part holds as many points
+    of each class as the other."""
     source = str(info.data["source"])
     m = min(len(samples), len(test_x))
     out: dict[str, Any] = {"w2": metrics.wasserstein2(samples[:m], test_x[:m]), "w2_points": m}
@@ -501,6 +503,8 @@ def _distance(samples, test_x, info, seed: int, floor_pairs: int) -> dict[str, A
         if k >= 1:
             perm = torch.Generator().manual_seed(seed)
             orders = [torch.randperm(len(test_x), generator=perm) for _ in range(floor_pairs)]
+            if labels is not None:  # the same classes in both halves of each pair
+                orders, k = _stratified(orders, labels.cpu(), k)
 
             def subset(k: int, s: int) -> torch.Tensor:  # pair j: seeds 2j, 2j + 1
                 start = (s % 2) * k  # the first or the second k points of permutation j
@@ -514,6 +518,29 @@ def _distance(samples, test_x, info, seed: int, floor_pairs: int) -> dict[str, A
         w2_noise_floor_points=k if floor else None,
     )
     return out
+
+
+def _stratified(
+    orders: list[torch.Tensor], labels: torch.Tensor, k: int
+) -> tuple[list[torch.Tensor], int]:
+    """Each permutation of the test points reordered so that its first k points and its
+    next k hold each class in the same number, the classes' shares of k (fewer points
+    where a class has too few for both halves): the halves of the W2 noise floor of a
+    conditional model, whose samples mix the classes as the test points do."""
+    from .data import class_labels
+
+    counts = torch.bincount(labels)
+    want = torch.bincount(class_labels(k, counts.tolist()), minlength=len(counts))
+    take = torch.minimum(want, counts // 2)
+    out = []
+    for order in orders:
+        halves: list[list[torch.Tensor]] = [[], []]
+        for c in range(len(counts)):
+            mine = order[labels[order] == c]
+            halves[0].append(mine[: take[c]])
+            halves[1].append(mine[take[c] : 2 * take[c]])
+        out.append(torch.cat([torch.cat(halves[0]), torch.cat(halves[1])]))
+    return out, int(take.sum())
 
 
 def _rings(samples, labels) -> dict[str, Any]:
