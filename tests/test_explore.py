@@ -336,8 +336,14 @@ def test_named_points_are_exact_and_listed_in_the_page(driver, tmp_path):
         explorer_data(model, **SMALL, points=[("far", (math.nan, 0.0))])
     # Finite, but so far that its log-density overflows: the page could not hold it (it
     # was JSON's "Out of range float values are not JSON compliant").
-    with pytest.raises(ValueError, match="point 'far' at .1e.30, 1e.30. is so far from the"):
+    with pytest.raises(ValueError, match=r"point 'far' at \(1e\+30, 1e\+30\) is so far"):
         explorer_data(model, **SMALL, points=[("A", (0.0, 0.0)), ("far", (1e30, 1e30))])
+    # A finite log-density is not enough: every number the page shows must be (a trial's
+    # flow at (1e10, 1e10) had a finite log p and an infinite state).
+    item = {"x": [1e10, 1e10], "z": [1.0, 2.0], "log_prob": -1e33, "terms": [["t", -1e33]]}
+    item.update(trajectory=[[1e10, 1e10], [math.inf, 0.0]], name="(1e+10, 1e+10)")
+    with pytest.raises(ValueError, match=r"the point \(1e\+10, 1e\+10\) is so far"):
+        flowscope.explore._check_finite_item(item, torch.float32)
 
 
 def test_a_model_with_label_dropout_gets_a_guidance_slider(driver, tmp_path):

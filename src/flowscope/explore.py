@@ -302,29 +302,25 @@ def _layer_densities(model64, classes, data_regions, regions, grid: int) -> list
     return out
 
 
-def _check_named_in_range(model: FlowModel, classes: list, points: list) -> None:
-    """Refuse a named point whose latent or log-density leaves the model's floating-point
-    range (for any class): the page could not show its numbers.
+def _check_finite_item(item: dict, dtype: torch.dtype) -> None:
+    """Refuse a named point whose numbers on the page (its latent, trajectory, log p(x)
+    and terms) leave the floating-point range: the page could not hold them.
 
     Raises:
         ValueError: naming the point and what to do.
     """
-    if not points:
+    values = [*item["x"], *item["z"], item["log_prob"], *(v for _, v in item["terms"])]
+    values += [v for state in item["trajectory"] for v in state]
+    if all(math.isfinite(v) for v in values):
         return
-    xy = torch.tensor([p for _, p in points], dtype=model.dtype)
-    for c in classes:
-        with torch.no_grad():
-            lp = model.log_prob(xy, _labels(c, len(xy)))
-        bad = (~torch.isfinite(lp)).nonzero().flatten().tolist()
-        if bad:
-            name, (a, b) = points[bad[0]]
-            at = f"({a:g}, {b:g})"
-            what = f"the point {at}" if name == at else f"the point {name!r} at {at}"
-            raise ValueError(
-                f"{what} is so far from the data that its log-density leaves "
-                f"{str(model.dtype).replace('torch.', '')}'s range (log_prob gives it -inf), "
-                "so the page cannot show its numbers; give points nearer the data"
-            )
+    (a, b), name = item["x"], item["name"]
+    at = f"({a:g}, {b:g})"
+    what = f"the point {at}" if name == at else f"the point {name!r} at {at}"
+    raise ValueError(
+        f"{what} is so far from the data that its numbers (its latent, trajectory or "
+        f"log-density) leave {str(dtype).replace('torch.', '')}'s range, so the page cannot "
+        "show them; give points nearer the data"
+    )
 
 
 def _probe_items(model, model64, rows: _Rows, lp, latent, ode: bool) -> list[list[dict]]:
@@ -423,6 +419,7 @@ def _per_class(
         o["densities"] = densities[k] + [o["density"]] * ode
         for item, (name, _) in zip(items[k][len(items[k]) - len(points) :], points, strict=True):
             item["name"] = name
+            _check_finite_item(item, model.dtype)
         o["probes"] = {"options": {k2: v for k2, v in opts.items()}, "items": items[k]}
         if ode:
             o["arrows"] = _arrows(model, c, regions[k])
@@ -511,7 +508,6 @@ def explorer_data(
         sizes = {"n": n, "grid": grid, "frame_grid": frame_grid, "probes": probes}
         points = [(str(name), (float(xy[0]), float(xy[1]))) for name, xy in points]
         model.check_points([xy for _, xy in points] or torch.zeros(0, 2), "points")
-        _check_named_in_range(model, classes, points)
         per_class = _per_class(
             model, model64, classes, parts, seed=seed, ode=ode, points=points, **sizes
         )
