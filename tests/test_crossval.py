@@ -104,8 +104,9 @@ def test_bad_folders_and_data_are_refused_and_a_failure_leaves_nothing(tmp_path)
     with pytest.raises(ValueError, match="registry data are drawn afresh"):
         cross_validate("nf", "moons", tmp_path / "m", folds=2)
     small, _ = write_blobs(tmp_path / "small.csv", n=20)
-    with pytest.raises(ValueError, match="20 rows in 2 folds leave 10 training rows.*32 rows"):
-        cross_validate("nf", small, tmp_path / "s", folds=2)
+    for k in (2, 40):  # too few for any folds: said first
+        with pytest.raises(ValueError, match="20 rows are too few to cross-validate.*32 rows"):
+            cross_validate("nf", small, tmp_path / "s", folds=k)
     # A class whose rows all fall in one fold's test part: its model would not know it.
     lone = tmp_path / "lone.csv"
     lone.write_text(data.read_text().replace("\n", ",a\n").replace("u,v,a", "u,v,kind"))
@@ -130,7 +131,8 @@ def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path
     assert "cross-validated gaussian on" in printed and "in 2 folds (seed 4)" in printed
     assert "every one of its 48 rows held out once" in printed
     assert "against the mixture, paired over the rows: the model is" in printed
-    assert err.count("fold ") == 2 and "fold 2 of 2: held-out NLL" in err
+    assert "fold 1 of 2: held-out NLL" in err and "fold 2 of 2: held-out NLL" in err
+    assert "note: each fold's run: 1 epoch of" in err  # as a single run's
     saved = json.loads((out / CV_JSON).read_text())
     assert saved["seed"] == 4 and saved["model"] == "gaussian"
     for extra, message in (
@@ -170,7 +172,9 @@ def read_tree(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_users_files_are_never_deleted_and_a_failed_run_puts_the_old_one_back(tmp_path):
+def test_a_users_files_are_never_deleted_and_a_failed_run_puts_the_old_one_back(
+    tmp_path, monkeypatch
+):
     data, _ = write_blobs(tmp_path / "blobs.csv")
     # Files of the user's named like a cross-validation's, without its cv.json: refused.
     mine = tmp_path / "mine"
@@ -208,6 +212,15 @@ def test_a_users_files_are_never_deleted_and_a_failed_run_puts_the_old_one_back(
             )
         assert read_tree(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cv.previous")]
+    # A link to it, or the working folder itself, is refused rather than half replaced.
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(RunError, match="link: is a symbolic link; give the folder it points"):
+        cross_validate("gaussian", data, tmp_path / "link", folds=2, config=TINY, overwrite=True)
+    monkeypatch.chdir(out)
+    with pytest.raises(RunError, match="is the working folder or holds it"):
+        cross_validate("gaussian", data, ".", folds=2, config=TINY, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    assert read_tree(out) == before
     # Interrupted in a new folder: nothing is left.
     with pytest.raises(KeyboardInterrupt):
         cross_validate("gaussian", data, tmp_path / "new", folds=2, config=TINY, on_fold=stop)

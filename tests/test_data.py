@@ -278,6 +278,7 @@ BAD_CSV = [
         "1,2,\n3,4,\n",
         ["row 1 (line 1)", "ends with a comma", "remove the trailing"],
     ),
+    ("trailing_label.csv", "x,y,c,\n1,2,a,\n", ["row 1 (line 2)", "ends with a comma (column 4"]),
 ]
 
 

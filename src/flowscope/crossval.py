@@ -90,6 +90,8 @@ class Fold:
         on_collapsed: (M,) bool, the held-out rows on a component of the mixture that
             collapsed onto repeated values (:class:`~flowscope.baseline.MixtureBaseline`):
             its score there measures scikit-learn's covariance floor, not the data.
+        length_note: what the run's training lacked for its data
+            (:attr:`~flowscope.train.History.length_note`), or ``None``.
     """
 
     test_index: np.ndarray
@@ -99,6 +101,7 @@ class Fold:
     run: Path
     seconds: float
     on_collapsed: torch.Tensor
+    length_note: str | None = None
 
 
 @dataclass
@@ -242,6 +245,8 @@ def _clear_out(out: Path, overwrite: bool) -> Path | None:
         RunError: for a file in the way, a folder that holds other files than a
             cross-validation's, or one without ``overwrite``.
     """
+    if out.is_symlink():
+        raise RunError(f"{out}: is a symbolic link; give the folder it points to")
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: is a file, not a folder; give another out folder")
     if not out.exists() or not any(out.iterdir()):
@@ -256,6 +261,10 @@ def _clear_out(out: Path, overwrite: bool) -> Path | None:
     if not overwrite:
         raise RunError(
             f"{out} already holds a cross-validation; pass overwrite (--overwrite) to replace it"
+        )
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise RunError(
+            f"{out} is the working folder or holds it: replace it from outside it (cd ..)"
         )
     aside = out.with_name(f".{out.name}.previous-{os.getpid()}")
     out.rename(aside)
@@ -333,20 +342,15 @@ def cross_validate(
     make_dataset(str(path), 0, conditional=wants_labels)  # the file's errors name it
     x, labels = load_points(path, torch.float64)
     n, folds = len(x), check_int(folds, "folds", minimum=2)
+    needed = file_rows_needed()
+    if n - math.ceil(n / 2) < needed:  # 2 folds leave a run the fewest rows
+        raise ValueError(
+            f"{data}: {n} rows are too few to cross-validate: each fold's run needs at "
+            f"least {needed} training rows (it splits its file 90/5/5), so even 2 folds "
+            f"need {2 * needed} rows"
+        )
     if folds > n:
         raise ValueError(f"{data}: {folds} folds of {n} rows: give at most {n} (a row each)")
-    needed = file_rows_needed()
-    smallest = n - math.ceil(n / folds)  # the training rows of the largest fold's run
-    if smallest < needed:
-        fewer = (
-            "give fewer folds"
-            if n - math.ceil(n / 2) >= needed
-            else f"even 2 folds need {2 * needed} rows"
-        )
-        raise ValueError(
-            f"{data}: {n} rows in {folds} folds leave {smallest} training rows to a fold; a "
-            f"run needs at least {needed} (it splits its file 90/5/5): {fewer}"
-        )
     index = fold_indices(n, folds, seed)
     text = None
     if labels is not None:
@@ -377,7 +381,7 @@ def cross_validate(
             run = out / f"fold-{k}"
             t0 = time.perf_counter()
             try:
-                train_run(
+                _, _, history = train_run(
                     model_name,
                     run,
                     data=str(fold_csv),
@@ -403,7 +407,14 @@ def cross_validate(
                 nll = heldout_nll(model, x_test).points
                 base = mixture_baseline(own.x, x_test)
             fold = Fold(
-                test, nll.double(), base.points, base.components, run, seconds, base.on_collapsed
+                test,
+                nll.double(),
+                base.points,
+                base.components,
+                run,
+                seconds,
+                base.on_collapsed,
+                history.length_note,
             )
             result.folds.append(fold)
             if on_fold is not None:

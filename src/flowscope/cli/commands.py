@@ -652,7 +652,7 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError("--fold-seed is the seed of --folds' split: give --folds K too")
     writer_class = _summary_writer() if args.tensorboard else None
     out = Path(args.out or f"runs/{args.model}" + ("-cv" if args.folds else ""))
-    if not out.parent.exists():  # as `mkdir -p` (a file in the way is train_run's error)
+    if not out.parent.exists() and args.folds is None:  # as `mkdir -p` (cross_validate's own)
         try:
             out.parent.mkdir(parents=True)
         except OSError as err:
@@ -852,6 +852,8 @@ def _cross_validate(
             file=sys.stderr,
         )
         return 130
+    if cv.folds[0].length_note:
+        print(f"flowscope: note: each fold's run: {cv.folds[0].length_note}", file=sys.stderr)
     s = cv.summary()
     given = "-log p(x | class)" if cv.conditional else "-log p(x)"
     rows = [

@@ -346,10 +346,10 @@ def _not_numeric(line: str, fields: list[str], first: bool = False) -> str:
     column first, or another separator than commas (a class name in the label column is
     read as one)."""
     col, field = next((k, v) for k, v in enumerate(fields) if not _is_number(v))
-    if first and not field.strip() and col == len(fields) - 1 and col >= 2:
+    if first and len(fields) >= 3 and not fields[-1].strip() and line.rstrip().endswith(","):
         return (
-            f"the line ends with a comma (column {col + 1} is empty): remove the trailing "
-            "commas, or fill that column"
+            f"the line ends with a comma (column {len(fields)} is empty): remove the "
+            "trailing commas, or fill that column"
         )
     if field.strip().lower() in MISSING:
         shown = "empty" if not field.strip() else repr(field.strip())
