@@ -135,6 +135,11 @@ def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path
     assert "note: each fold's run: 1 epoch of" in err  # as a single run's
     saved = json.loads((out / CV_JSON).read_text())
     assert saved["seed"] == 4 and saved["model"] == "gaussian"
+    # eval of a fold's run points to the cross-validation, not to cross-validating it.
+    assert main(["eval", str(out / "fold-1"), "-n", "10", "--floor-pairs", "0"]) == 0
+    err = capsys.readouterr().err
+    assert f"it is a fold of the cross-validation in {out}, whose cv.json" in err
+    assert "--folds 5" not in err
     for extra, message in (
         (["--folds", "2", "--resume"], "drop --resume"),
         (["--fold-seed", "2"], "give --folds K too"),

@@ -40,14 +40,14 @@ from .baseline import mixture_baseline
 from .data import load_points, make_dataset
 from .data.checks import check_int
 from .data.files import column_names, file_sha256
-from .defaults import DATA_SUFFIXES, EVAL_FILE, EXPLORE_FILE
+from .defaults import CV_FILE, DATA_SUFFIXES, EVAL_FILE, EXPLORE_FILE
 from .errors import RunError
 from .metrics import heldout_nll, standard_error
 
 __all__ = ["CV_JSON", "CrossValidation", "Fold", "cross_validate", "fold_indices"]
 
 #: The file :func:`cross_validate` writes in its folder.
-CV_JSON = "cv.json"
+CV_JSON = CV_FILE
 #: The names of a fold's training file and run folder.
 _FOLD = re.compile(r"fold-[1-9][0-9]*(\.csv)?")
 

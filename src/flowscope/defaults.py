@@ -23,6 +23,8 @@ DATA_SUFFIXES = (".csv", ".npy", ".npz")
 #: The files ``flowscope eval`` and ``flowscope explore`` write in a run folder unless
 #: told otherwise.
 EVAL_FILE = "eval.json"
+#: The file a cross-validation writes in its folder (:mod:`flowscope.crossval`).
+CV_FILE = "cv.json"
 EXPLORE_FILE = "explore.html"
 #: The points along the flow per class an explorer page draws by default.
 EXPLORE_POINTS = 1500
@@ -30,6 +32,7 @@ EXPLORE_POINTS = 1500
 __all__ = [
     "ACTIVATIONS",
     "COMPARABLE_SPANS",
+    "CV_FILE",
     "DATA_SUFFIXES",
     "EVAL_FILE",
     "EXPLORE_FILE",

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write
-from ..defaults import EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
+from ..defaults import CV_FILE, EVAL_FLOOR_PAIRS, EVAL_N, EVAL_NFE, likelihood_text
 from ..matching.solvers import DEFAULT_DT
 from ..models import MODELS
 from . import CommandError, add_command, int_type, run_folder
@@ -92,7 +92,13 @@ def _eval(args: argparse.Namespace) -> int:
     elif 0 < (results[0]["nll_points"] or 0) < FEW_TEST_POINTS:
         first = results[0]
         every = ""
-        if Path(first["data"]).suffix.lower() in DATA_FILES:
+        source = Path(first["data"])
+        if source.name.startswith("fold-") and (source.parent / CV_FILE).is_file():
+            every = (
+                f"; it is a fold of the cross-validation in {source.parent}, whose {CV_FILE} "
+                "holds every row's NLL, each held out once"
+            )
+        elif source.suffix.lower() in DATA_FILES:
             entry = MODELS.get(first["model"]) if first["model"] in MODELS.names() else None
             flag = (
                 " --conditional"
