@@ -136,7 +136,7 @@ def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path
     saved = json.loads((out / CV_JSON).read_text())
     assert saved["seed"] == 4 and saved["model"] == "gaussian"
     # eval of a fold's run points to the cross-validation, not to cross-validating it.
-    assert main(["eval", str(out / "fold-1"), "-n", "10", "--floor-pairs", "0"]) == 0
+    assert main(["eval", str(out / "fold-1"), "-n", "10", "--floor-pairs", "1"]) == 0
     err = capsys.readouterr().err
     assert f"it is a fold of the cross-validation in {out}, whose cv.json" in err
     assert "--folds 5" not in err
