@@ -175,7 +175,9 @@ def reusable(preset: Preset, seed: int, key: str, run_dir: Path) -> bool:
         args = reflow_model_args(parent_info, run_dir / PAIRS_FILE)
         model_cfg = build_model(r.entry.name, args).config()
     else:
-        same_data = {k: v for k, v in info.data.items() if k != "class_names"} == data
+        # (the class names and counts are what the data give, not settings)
+        derived = ("class_names", "class_counts")
+        same_data = {k: v for k, v in info.data.items() if k not in derived} == data
     return (
         info.extra.get("name", info.kind) == r.entry.name
         and same_data
