@@ -278,6 +278,9 @@ BAD_CSV = [
         "1,2,\n3,4,\n",
         ["row 1 (line 1)", "ends with a comma", "remove the trailing"],
     ),
+    # np.savetxt without delimiter="," separates by spaces: the first line is data too (it
+    # was taken as a header, and the error named line 2).
+    ("spaces.csv", "1.5 2.0\n3.0 4.0\n", ["row 1 (line 1)", "separated by ' '"]),
     ("trailing_label.csv", "x,y,c,\n1,2,a,\n", ["row 1 (line 2)", "ends with a comma (column 4"]),
 ]
 

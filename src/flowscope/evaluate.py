@@ -32,8 +32,8 @@ from .tables import text_table
 __all__ = [
     "DEFAULT_NFE",
     "FEW_TEST_POINTS",
-    "baseline_verdict",
     "NoiseFloor",
+    "baseline_verdict",
     "data_draw",
     "evaluate_run",
     "format_nfe_side_by_side",
