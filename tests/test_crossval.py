@@ -262,3 +262,36 @@ def test_train_folds_errors_say_what_to_give(tmp_path, capsys, monkeypatch):
     data, _ = write_blobs(tmp_path / "blobs.csv")
     assert main(["train", "nf", "--data", str(data), "--folds", "2"]) == 130
     assert "nothing of this cross-validation was kept" in capsys.readouterr().err
+
+
+def test_a_failure_in_an_empty_folder_keeps_the_folder_and_stale_names_are_stepped_over(
+    tmp_path,
+):
+    import os
+
+    data, _ = write_blobs(tmp_path / "blobs.csv")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inode = empty.stat().st_ino
+
+    def stop(k, fold):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate("gaussian", data, empty, folds=2, config=TINY, on_fold=stop)
+    assert empty.stat().st_ino == inode and not any(empty.iterdir())  # the same folder, empty
+    # A stale aside of an earlier crash (same PID) is stepped over, not written into.
+    out = tmp_path / "cv"
+    cross_validate("gaussian", data, out, folds=2, config=TINY)
+    stale = tmp_path / f".cv.previous-{os.getpid()}"
+    stale.mkdir()
+    (stale / "old.txt").write_text("kept")
+    before = read_tree(out)
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate("gaussian", data, out, folds=2, config=TINY, overwrite=True, on_fold=stop)
+    assert read_tree(out) == before and (stale / "old.txt").read_text() == "kept"
+    # `sub/..` names the folder above sub: moved aside and back by its full name.
+    cv = cross_validate(
+        "gaussian", data, out / "fold-1" / "..", folds=2, config=TINY, overwrite=True
+    )
+    assert (out / CV_JSON).is_file() and len(cv.folds) == 2

@@ -716,6 +716,14 @@ def test_class_ids_that_leave_a_class_out_are_refused_for_training(tmp_path):
     assert load_points(f)[1].unique().tolist() == [0, 10]
 
 
+def test_a_header_of_words_and_numbers_is_still_a_header(tmp_path):
+    # Only numbers under another separator make a first line data ("1.5 2.0").
+    f = tmp_path / "h.csv"
+    for header in ("Survey 2023 data", "x1 x2"):
+        f.write_text(f"{header}\n1,2\n3,4\n")
+        assert load_points(f)[0].tolist() == [[1, 2], [3, 4]]
+
+
 def test_comment_lines_are_skipped_and_numpys_commented_header_is_a_header(tmp_path):
     # np.savetxt(f, x, delimiter=",", header="x,y") writes "# x,y": its names were "# x"
     # and "y"; a comment line before a header was "'a,b' is not numeric".

@@ -298,3 +298,11 @@ def test_a_parent_trained_on_a_data_file_reflows_on_as_many_pairs_as_its_trainin
     argv = ["reflow", str(out), "--out", str(tmp_path / "rf"), "--epochs", "1", "--dt", "0.1"]
     assert main(argv) == 0
     assert read_info(tmp_path / "rf").extra["parent"]["pairs"] == rows == 36
+
+
+def test_a_conditional_models_pairs_take_the_classes_in_the_parents_shares():
+    torch.manual_seed(0)
+    model = FlowMatching(num_classes=2, **SMALL)
+    pairs = draw_pairs(model, 10, dt=0.25, class_counts=[270, 30])
+    assert torch.bincount(pairs.labels).tolist() == [9, 1]  # balanced would be [5, 5]
+    assert torch.bincount(draw_pairs(model, 10, dt=0.25).labels).tolist() == [5, 5]

@@ -816,3 +816,12 @@ def test_a_class_of_one_or_two_training_points_counts_as_collapsed():
     b = mixture_baseline(x_train, x_test, labels_train, labels_test)
     assert b.on_collapsed.tolist() == [False] * 10 + [True, True]
     assert b.collapsed_components == 1 and float(b.points[10:].min()) > 100
+    # A tight class of many points is its own spread: not collapsed (std 0.002 in data of
+    # std 1, a variance 4x the covariance floor).
+    tight = torch.randn(200, 2, generator=g, dtype=torch.float64) * 0.002 + 5
+    x_train = torch.cat([common, tight])
+    labels_train = torch.tensor([0] * 100 + [1] * 200)
+    b = mixture_baseline(
+        x_train, tight[:20] + 0.001, labels_train, torch.ones(20, dtype=torch.long)
+    )
+    assert b.collapsed_components == 0 and not b.on_collapsed.any()

@@ -168,9 +168,10 @@ def collapsed(mixture, x: np.ndarray) -> np.ndarray:
     of its principal axes its variance is held up only by the covariance floor, within
     :data:`COLLAPSE_FLOOR` times ``mixture.reg_covar`` (the floor is in data units, as
     the fit), and its spread there is below :data:`COLLAPSE_RATIO` of the data's, as on
-    a duration coded as exactly 4 minutes many times over, or on a class of one or two
-    points. Data whose own spread is near the floor do not count as collapsed; for a
-    class's mixture, x is all classes' points (:func:`mixture_baseline`).
+    a duration coded as exactly 4 minutes many times over. Data whose own spread is near
+    the floor do not count as collapsed (:func:`mixture_baseline` judges the mixture of
+    a class of at most D points, which has no spread of its own along some axis, against
+    all classes' points).
 
     Returns:
         (K,) bool, one per component.
@@ -256,9 +257,9 @@ def mixture_baseline(
         if len(train) > max_points:
             train = train[rng.choice(len(train), max_points, replace=False)]
         g = _fitted(train, max_components, seed)
-        # Against all the training points' spread: a class of one or two points (whose
-        # own spread is nil along some axis) collapses as a coded duration does.
-        spike = collapsed(g, xtr)
+        # A class of at most D points has no spread along some axis of its own: judged
+        # against all the training points', its mixture collapses as on a coded value.
+        spike = collapsed(g, xtr if len(train) <= xtr.shape[1] else train)
         scores = g.score_samples(xte[where])
         total += float(scores.sum())
         nll_points[where] = -scores

@@ -266,9 +266,42 @@ def _clear_out(out: Path, overwrite: bool) -> Path | None:
         raise RunError(
             f"{out} is the working folder or holds it: replace it from outside it (cd ..)"
         )
-    aside = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    aside = _unused(out, "previous")
     out.rename(aside)
     return aside
+
+
+def _unused(out: Path, what: str) -> Path:
+    """A name beside ``out`` that nothing holds: ``.OUT.WHAT-PID[-K]``."""
+    for k in range(1000):
+        path = out.with_name(f".{out.name}.{what}-{os.getpid()}" + (f"-{k}" if k else ""))
+        if not path.exists() and not path.is_symlink():
+            return path
+    raise RunError(f"{out.parent}: no free name beside {out.name} to move it aside")
+
+
+def _roll_back(out: Path, aside: Path | None, existed: bool) -> None:
+    """Undo a failed :func:`cross_validate` in ``out``: put back the earlier
+    cross-validation moved ``aside`` before removing what this call wrote, and leave a
+    folder that was there (empty) in place, emptied of this call's files alone."""
+    if aside is not None:
+        trash = _unused(out, "failed")
+        if out.exists():
+            out.rename(trash)
+        try:
+            aside.rename(out)
+        except OSError as err:
+            raise RunError(
+                f"{out}: the earlier cross-validation could not be put back ({err}); it is "
+                f"in {aside}"
+            ) from None
+        shutil.rmtree(trash, ignore_errors=True)
+    elif existed:
+        for path in out.iterdir() if out.is_dir() else ():
+            if path.name == CV_JSON or _FOLD.fullmatch(path.name):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    else:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def cross_validate(
@@ -333,6 +366,8 @@ def cross_validate(
             "data are drawn afresh, so more test points are a holdout_points away"
         )
     out = Path(out)
+    if not out.is_symlink():  # (a link is refused by _clear_out)
+        out = Path(os.path.abspath(out))  # `sub/..`, `.`: a name to move aside by
     if path.resolve().is_relative_to(out.resolve()):
         raise RunError(
             f"{data}: the data file lies in {out}, which the cross-validation writes; move "
@@ -366,13 +401,13 @@ def cross_validate(
                 )
     names = column_names(path) or ("x", "y")
     header = [*names, "label"] if text is not None else list(names)
-    aside = _clear_out(out, overwrite)
-    existed = out.is_dir()  # an empty folder given: left as it was on failure
     result = CrossValidation(
         model_name, str(path.resolve()), file_sha256(path), seed, bool(wants_labels)
     )
+    existed = out.is_dir() and not any(out.iterdir())  # empty: left in place on failure
+    aside = _clear_out(out, overwrite)  # (refusals before any change; nothing after its move)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=existed)
         for k, test in enumerate(index, 1):
             train_rows = np.setdiff1d(np.arange(n), test)
             fold_csv = out / f"fold-{k}.csv"
@@ -421,11 +456,7 @@ def cross_validate(
                 on_fold(k, fold)
         atomic_write(out / CV_JSON, json.dumps(result.to_json(), indent=2) + "\n")
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # this call's files alone (_clear_out)
-        if aside is not None:
-            aside.rename(out)
-        elif existed:
-            out.mkdir()
+        _roll_back(out, aside, existed)
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)

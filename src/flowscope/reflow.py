@@ -29,7 +29,7 @@ import torch
 
 from .atomic import atomic_write
 from .base import FlowModel
-from .data import check_int
+from .data import check_int, class_labels
 from .matching import DEFAULT_DT, TIME_SAMPLERS, FlowMatching
 from .models import MODELS
 from .runs import (
@@ -86,6 +86,7 @@ def draw_pairs(
     seed: int = 0,
     dt: float = DEFAULT_DT,
     solver: str = "euler",
+    class_counts: list[int] | None = None,
 ) -> Pairs:
     """n source points of ``model`` and where its ODE takes them (the coupling of the
     model's flow), under ``torch.no_grad()``.
@@ -94,9 +95,11 @@ def draw_pairs(
         model: a flow-matching model (:class:`~flowscope.matching.FlowMatching` or a
             subclass).
         n: the number of pairs, >= 1.
-        seed: of the source points (drawn on the CPU); a conditional model gets the
-            balanced labels ``arange(n) % num_classes``.
+        seed: of the source points (drawn on the CPU).
         dt, solver: the integration (default the study's Euler steps of 1e-3).
+        class_counts: a conditional model's training points per class: its pairs take
+            the classes in those shares (:func:`~flowscope.data.class_labels`); ``None``:
+            balanced, ``arange(n) % num_classes``.
 
     Returns:
         :class:`Pairs`.
@@ -110,7 +113,9 @@ def draw_pairs(
     n = check_int(n, "n")
     gen = torch.Generator().manual_seed(seed)
     x0 = model.base_sample(n, gen)
-    labels = None if model.num_classes is None else torch.arange(n) % model.num_classes
+    labels = None
+    if model.num_classes is not None:
+        labels = class_labels(n, class_counts or [1] * model.num_classes)
     x1 = torch.cat(
         [
             model.decode(x0[i : i + _CHUNK], _part(labels, i), dt=dt, solver=solver)
@@ -312,7 +317,8 @@ def reflow_run(
         times = was.model.get("times") if times is None else times
         gaussian_skip = was.model.get("gaussian_skip") if gaussian_skip is None else gaussian_skip
     else:
-        pairs = draw_pairs(model, n, seed=config.seed, dt=dt, solver=solver)
+        counts = info.data.get("class_counts")  # (the parent's data: its classes' shares)
+        pairs = draw_pairs(model, n, seed=config.seed, dt=dt, solver=solver, class_counts=counts)
         out.mkdir(exist_ok=True)
         write_pairs(pairs_path, pairs, model)
     args = reflow_model_args(

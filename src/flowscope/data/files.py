@@ -254,11 +254,8 @@ def _header(split: list[list[str]], path: Path | None = None) -> list[str] | Non
                 stacklevel=4,
             )
         return fields
-    if (
-        len(fields) == 1
-        and any(c.isdigit() for c in fields[0])
-        and any(sep in fields[0] for sep in (" ", "\t", ";"))
-    ):
+    tokens = fields[0].replace(";", " ").split() if len(fields) == 1 else []
+    if len(tokens) >= 2 and all(_is_number(t) for t in tokens):
         return None  # numbers under another separator: data, which its error then says
     return None if any(_is_number(v) for v in fields) else fields
 
