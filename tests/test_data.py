@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from flowscope import NormalizingFlow
 from flowscope.data import (
     BAND_TOLERANCE,
     DATASETS,
@@ -394,6 +395,14 @@ def test_standardization_per_class_errors_say_what_to_do():
         s.fit(x[:9], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4]))
     with pytest.raises(ValueError, match=r"class 3 has no training points"):
         s.fit(x[:8], torch.tensor([0, 0, 1, 1, 2, 2, 4, 4]))
+    # A model's class names name the class too (a cross-validation fold's message gave
+    # the id alone for a file of names).
+    with pytest.raises(ValueError, match=r"class 3 \(red\) has no training points"):
+        s.fit(x[:8], torch.tensor([0, 0, 1, 1, 2, 2, 4, 4]), RING_NAMES)
+    model = NormalizingFlow(couplings=2, num_classes=5, standardize="class")
+    model.class_names = ("a", "b", "c", "rare", "e")
+    with pytest.raises(ValueError, match=r"class 3 \(rare\) has no training points"):
+        model.fit_standardization(x[:8], torch.tensor([0, 0, 1, 1, 2, 2, 4, 4]))
     with pytest.raises(ValueError, match=r"unknown label 7: the classes are 0..4"):
         s.fit(x[:4], torch.tensor([0, 1, 2, 7]))
     with pytest.raises(ValueError, match="shape"):

@@ -492,7 +492,7 @@ class FlowModel(nn.Module):
         Raises:
             ValueError: as :meth:`~flowscope.standardize.Standardization.fit`.
         """
-        self.standardization.fit(x, labels)
+        self.standardization.fit(x, labels, self._class_names)
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ``ValueError`` if the model cannot train on batches of ``batch_size``

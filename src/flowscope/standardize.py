@@ -7,6 +7,7 @@ those coordinates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -60,9 +61,15 @@ class Standardization(nn.Module):
         return self.loc[labels], self.scale[labels]
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Standardization:
+    def fit(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Standardization:
         """Set ``loc`` and ``scale`` to the mean and standard deviation of x (N, D), of each
-        class's points (labels (N,)) when per class.
+        class's points (labels (N,)) when per class; ``names``, the classes' names, are
+        for the messages.
 
         Raises:
             ValueError: if x is not (N >= 2, D) or holds NaN or inf, a coordinate is
@@ -94,10 +101,13 @@ class Standardization(nn.Module):
             loc, scale = torch.empty_like(self.loc), torch.empty_like(self.scale)
             for k in range(len(self.loc)):
                 xk = x[labels == k]
+                which = f"class {k}"
+                if names is not None and str(names[k]) != str(k):
+                    which += f" ({names[k]})"
                 if len(xk) < 2:
                     have = "no training points" if len(xk) == 0 else "1 training point"
                     raise ValueError(
-                        f"cannot standardize per class: class {k} has {have} and each class "
+                        f"cannot standardize per class: {which} has {have} and each class "
                         f"needs at least 2; add points of that class {global_hint}"
                     )
                 loc[k], scale[k] = xk.mean(dim=0), xk.std(dim=0)
@@ -105,7 +115,7 @@ class Standardization(nn.Module):
                     col = int((scale[k] <= 0).nonzero()[0, 0])
                     raise ValueError(
                         f"cannot standardize per class: coordinate {col + 1} is constant within "
-                        f"class {k} in the training data; add varied points of that class "
+                        f"{which} in the training data; add varied points of that class "
                         f"{global_hint}"
                     )
         self.loc.copy_(loc)
