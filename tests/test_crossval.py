@@ -147,7 +147,7 @@ def test_train_folds_prints_the_verdict_and_refuses_what_does_not_apply(tmp_path
         assert main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err
     assert main(["train", "nf", "--data", "moons", "--folds", "2"]) == 2
-    assert "more --holdout-points instead" in capsys.readouterr().err
+    assert "train one run with more holdout points instead" in capsys.readouterr().err
 
 
 def test_rows_on_collapsed_mixture_components_are_counted_and_left_out_apart(tmp_path, capsys):

@@ -298,8 +298,12 @@ def _roll_back(out: Path, aside: Path | None, existed: bool) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     elif existed:
         for path in out.iterdir() if out.is_dir() else ():
-            if path.name == CV_JSON or _FOLD.fullmatch(path.name):
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.name != CV_JSON and not _FOLD.fullmatch(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     else:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -363,7 +367,8 @@ def cross_validate(
     if path.suffix.lower() not in DATA_SUFFIXES:
         raise ValueError(
             f"{data}: cross-validation splits a data file (.csv, .npy or .npz); registry "
-            "data are drawn afresh, so more test points are a holdout_points away"
+            "data are drawn afresh, so train one run with more holdout points instead "
+            "(holdout_points; flowscope train's --holdout-points)"
         )
     out = Path(out)
     if not out.is_symlink():  # (a link is refused by _clear_out)

@@ -173,7 +173,7 @@ class MeanFlow(FlowMatching):
         self.adaptive_power = _power(adaptive_power)
         self._args.update(jump_share=self.jump_share, adaptive_power=self.adaptive_power)
         self._args.pop("label_dropout")  # no null class: a mean flow is not guided
-        self._args.pop("activation")  # LeakyReLU: its tangent's jumps are the kernel's
+        self._args.pop("activation")  # not one of a mean flow's arguments: LeakyReLU always
 
     def describe_loss(self) -> str:
         weight = f"adaptive weight p = {self.adaptive_power:g}" if self.adaptive_power else ""
